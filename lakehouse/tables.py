@@ -1,0 +1,682 @@
+"""All table reads and writes go through here: Delta Lake with two engines.
+
+* ``delta-spark``: the Delta connector inside Spark, used when its classes are on
+  the running JVM's classpath (Databricks, EMR, a cluster started with
+  ``io.delta:delta-spark``).
+* ``delta-rs``: the ``deltalake`` package, used otherwise. Spark's executors
+  write the Parquet files (in parallel, Spark's native writer) into a staging
+  folder inside the table; the driver moves them into the table's Hive-style
+  layout and commits them to the Delta log in one atomic transaction with
+  delta-rs. Files of a write that crashes before its commit are in no commit,
+  so no reader sees them; ``vacuum`` removes them.
+
+Both engines write standard Delta tables; a table written by one opens in the other.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
+
+from conf.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["append", "overwrite"]
+STAGING_DIR = "_staging"
+
+
+class LakehouseError(RuntimeError):
+    """A table operation that cannot be done; the message says why."""
+
+
+class ConcurrentWriteError(LakehouseError):
+    """Another writer committed first and retrying did not resolve the conflict."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    table: str
+    version: int
+    operation: str
+    files_added: int
+    files_removed: int
+    rows_written: int
+
+
+# --------------------------------------------------------------------- schema helpers
+
+def _nullable(dtype):
+    """The same type with every nested field nullable (Delta tables here are all-nullable)."""
+    from pyspark.sql.types import ArrayType, MapType
+
+    if isinstance(dtype, StructType):
+        return StructType([StructField(f.name, _nullable(f.dataType), True) for f in dtype.fields])
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_nullable(dtype.elementType), True)
+    if isinstance(dtype, MapType):
+        return MapType(_nullable(dtype.keyType), _nullable(dtype.valueType), True)
+    return dtype
+
+
+def nullable_schema(schema: StructType) -> StructType:
+    return _nullable(schema)
+
+
+def spark_to_arrow_schema(schema: StructType) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(nullable_schema(schema), timezone="UTC")
+
+
+def arrow_to_spark_schema(schema: pa.Schema) -> StructType:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return nullable_schema(from_arrow_schema(schema, prefer_timestamp_ntz=False))
+
+
+def _same_columns(a: StructType, b: StructType) -> bool:
+    """Same names and types, in any order (frames are re-ordered to the table's columns)."""
+    def columns(s: StructType) -> dict[str, str]:
+        return {f.name: f.dataType.simpleString() for f in nullable_schema(s).fields}
+
+    return len(a.fields) == len(b.fields) and columns(a) == columns(b)
+
+
+def _schema_difference(table: StructType, frame: StructType) -> str:
+    t = {f.name: f.dataType.simpleString() for f in table.fields}
+    d = {f.name: f.dataType.simpleString() for f in frame.fields}
+    parts = []
+    missing = [n for n in t if n not in d]
+    extra = [n for n in d if n not in t]
+    changed = [f"{n} ({t[n]} -> {d[n]})" for n in t if n in d and t[n] != d[n]]
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    if extra:
+        parts.append("unexpected " + ", ".join(extra))
+    if changed:
+        parts.append("changed " + ", ".join(changed))
+    if not parts:
+        parts.append("column order differs")
+    return "; ".join(parts)
+
+
+def _partition_value_to_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------- Parquet file stats
+
+_STAT_TYPES = (pa.types.is_integer, pa.types.is_date, pa.types.is_floating)
+
+
+def _file_stats(path: Path, data_columns: Sequence[str]) -> str:
+    """numRecords, nullCount and exact min/max (integers, floats, dates) from the Parquet footer."""
+    meta = pq.ParquetFile(path).metadata
+    arrow_schema = pq.read_schema(path)
+    stats: dict[str, Any] = {"numRecords": meta.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    for index in range(meta.num_columns):
+        column = meta.schema.column(index)
+        name = column.path
+        if name not in data_columns or "." in name:
+            continue
+        field_type = arrow_schema.field(name).type
+        nulls, lo, hi, complete = 0, None, None, True
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(index).statistics
+            if st is None or not st.has_null_count:
+                complete = False
+                break
+            nulls += st.null_count
+            if st.has_min_max:
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+        if not complete:
+            continue
+        stats["nullCount"][name] = nulls
+        if lo is not None and any(check(field_type) for check in _STAT_TYPES):
+            if pa.types.is_date(field_type):
+                lo, hi = str(lo), str(hi)
+            stats["minValues"][name] = lo
+            stats["maxValues"][name] = hi
+    return json.dumps(stats, default=str)
+
+
+# --------------------------------------------------------------------- engines
+
+class DeltaRsEngine:
+    """Spark writes Parquet in parallel; the driver commits with delta-rs."""
+
+    name = "delta-rs"
+
+    def __init__(self, spark: SparkSession, settings: StorageSettings):
+        self.spark = spark
+        self.settings = settings
+        # called with the table path after the files are in place and before the commit;
+        # tests use it to kill a writer or let another one win the race
+        self.before_commit: Callable[[str], None] | None = None
+
+    # -- reading -------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(path)
+
+    def _table(self, path: str, version: int | None = None):
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(path, version=version)
+        except TableNotFoundError as exc:
+            raise LakehouseError(f"no Delta table at {path}") from exc
+        except Exception as exc:  # delta-rs raises DeltaError for a version that does not exist
+            if version is not None:
+                raise LakehouseError(f"table {path} has no version {version}: {exc}") from exc
+            raise
+
+    def spark_schema(self, path: str, version: int | None = None) -> StructType:
+        dt = self._table(path, version)
+        return arrow_to_spark_schema(pa.schema(dt.schema().to_arrow()))
+
+    def read(self, path: str, version: int | None = None) -> DataFrame:
+        dt = self._table(path, version)
+        schema = arrow_to_spark_schema(pa.schema(dt.schema().to_arrow()))
+        files = dt.file_uris()
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        # basePath makes Spark read partition columns from the Hive-style folders;
+        # the explicit schema stops it from guessing their types.
+        frame = (
+            self.spark.read.schema(schema)
+            .option("basePath", path)
+            .parquet(*files)
+        )
+        return frame.select(*[F.col(f"`{f.name}`") for f in schema.fields])
+
+    def version(self, path: str) -> int | None:
+        return self._table(path).version() if self.exists(path) else None
+
+    def partition_columns(self, path: str) -> list[str]:
+        return list(self._table(path).metadata().partition_columns)
+
+    def history(self, path: str) -> list[dict[str, Any]]:
+        return self._table(path).history()
+
+    # -- writing -------------------------------------------------------
+    def _write_files(
+        self, df: DataFrame, path: str, partition_by: Sequence[str]
+    ) -> tuple[list[Any], int, Path]:
+        """Executors write Parquet into a staging folder; move the files into the table layout."""
+        from deltalake.transaction import AddAction
+
+        root = Path(path)
+        staging = root / STAGING_DIR / uuid.uuid4().hex
+        writer = df.write.mode("errorifexists").option("compression", "snappy")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(str(staging))
+        data_columns = [c for c in df.columns if c not in partition_by]
+        actions, rows = [], 0
+        for file in sorted(staging.rglob("*.parquet")):
+            rel = file.relative_to(staging)
+            partition_values: dict[str, str | None] = {}
+            for part in rel.parts[:-1]:
+                key, _, raw = part.partition("=")
+                partition_values[key] = _partition_value_to_str(
+                    None if raw == "__HIVE_DEFAULT_PARTITION__" else _unescape(raw)
+                )
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stats = _file_stats(file, data_columns)
+            os.replace(file, target)
+            st = target.stat()
+            rows += json.loads(stats)["numRecords"]
+            actions.append(
+                AddAction(
+                    path=rel.as_posix(),
+                    size=st.st_size,
+                    partition_values=partition_values,
+                    modification_time=int(st.st_mtime * 1000),
+                    data_change=True,
+                    stats=stats,
+                )
+            )
+        return actions, rows, staging
+
+    def _commit(
+        self,
+        path: str,
+        schema: StructType,
+        partition_by: Sequence[str],
+        plan: Callable[[Any], tuple[list[Any], int]],
+        operation: str,
+    ) -> tuple[int, int]:
+        """Run plan(snapshot) -> (remove actions, rows) and commit with the adds, retrying on conflict."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
+
+        attempts = self.settings.commit_retries + 1
+        last_error: Exception | None = None
+        for attempt in range(attempts):
+            dt = self._table(path)
+            actions, removed = plan(dt)
+            if self.before_commit is not None:
+                self.before_commit(path)
+            try:
+                dt.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=spark_to_arrow_schema(schema),
+                    partition_by=list(partition_by) or None,
+                    commit_properties=CommitProperties(custom_metadata={"atende.operation": operation}),
+                )
+                return self._table(path).version(), removed
+            except CommitFailedError as exc:
+                last_error = exc
+                log.warning("commit to %s lost a race (attempt %d/%d): %s", path, attempt + 1, attempts, exc)
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise ConcurrentWriteError(
+            f"could not commit to {path} after {attempts} attempts: another writer kept winning ({last_error})"
+        )
+
+    def write(
+        self,
+        df: DataFrame,
+        path: str,
+        mode: WriteMode,
+        partition_by: Sequence[str] = (),
+        replace_where: str | None = None,
+    ) -> CommitInfo:
+        from deltalake import Schema as DeltaSchema
+        from deltalake.transaction import RemoveAction, create_table_with_add_actions
+
+        if replace_where is not None and mode != "overwrite":
+            raise LakehouseError("replace_where applies to mode='overwrite' only")
+        schema = nullable_schema(df.schema)
+        exists = self.exists(path)
+        if exists:
+            table_schema = self.spark_schema(path)
+            if not _same_columns(table_schema, schema):
+                raise LakehouseError(
+                    f"schema of the data does not match table {path}: {_schema_difference(table_schema, schema)}"
+                )
+            existing_parts = self.partition_columns(path)
+            if partition_by and list(partition_by) != existing_parts:
+                raise LakehouseError(
+                    f"table {path} is partitioned by {existing_parts}, not {list(partition_by)}"
+                )
+            partition_by = existing_parts
+            df = df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields])
+        Path(path).mkdir(parents=True, exist_ok=True)
+        adds, rows, staging = self._write_files(df, path, partition_by)
+        try:
+            if not exists:
+                if replace_where is not None:
+                    log.info("table %s does not exist yet; replace_where has nothing to replace", path)
+                if self.before_commit is not None:
+                    self.before_commit(path)
+                try:
+                    create_table_with_add_actions(
+                        path,
+                        DeltaSchema.from_arrow(spark_to_arrow_schema(schema)),
+                        adds,
+                        mode="error",
+                        partition_by=list(partition_by) or None,
+                    )
+                    return CommitInfo(path, 0, "create", len(adds), 0, rows)
+                except Exception:
+                    if not self.exists(path):
+                        raise
+                    # another writer created the table first: commit on top of it instead
+                    table_schema = self.spark_schema(path)
+                    if not _same_columns(table_schema, schema):
+                        raise
+                    log.warning("table %s was created by a concurrent writer; committing on top", path)
+
+            now_ms = int(time.time() * 1000)
+
+            def plan(dt) -> tuple[list[Any], int]:
+                if mode == "append":
+                    return list(adds), 0
+                if replace_where is None:
+                    victims = self._all_files(dt)
+                    rewritten: list[Any] = []
+                else:
+                    victims, rewritten = self._replace_plan(dt, path, schema, partition_by, replace_where)
+                removes = [
+                    RemoveAction(
+                        path=v["path"],
+                        data_change=True,
+                        deletion_timestamp=now_ms,
+                        size=v["size"],
+                        partition_values=v["partition_values"],
+                    )
+                    for v in victims
+                ]
+                return list(adds) + rewritten + removes, len(removes)
+
+            version, removed = self._commit(path, schema, partition_by, plan, mode if replace_where is None else "replace_where")
+            return CommitInfo(path, version, mode, len(adds), removed, rows)
+        finally:
+            # on failure the moved files are in no commit: no reader sees them, vacuum removes them
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _all_files(dt) -> list[dict[str, Any]]:
+        actions = pa.table(dt.get_add_actions(flatten=False))
+        out = []
+        parts_col = actions.column("partition").to_pylist() if "partition" in actions.column_names else None
+        for i, (p, size) in enumerate(zip(actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist())):
+            partition_values = {}
+            if parts_col is not None and parts_col[i]:
+                partition_values = {k: _partition_value_to_str(v) for k, v in parts_col[i].items()}
+            out.append({"path": p, "size": size, "partition_values": partition_values})
+        return out
+
+    def _replace_plan(
+        self, dt, path: str, schema: StructType, partition_by: Sequence[str], predicate: str
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
+        """Files whose rows all match the predicate are dropped; files with some matching rows are rewritten."""
+        files = self._all_files(dt)
+        if not files:
+            return [], []
+        by_path = {f["path"]: f for f in files}
+        part_fields = [f for f in schema.fields if f.name in partition_by]
+        if part_fields and _names_in(predicate) <= {p.name for p in part_fields}:
+            # A predicate over partition columns only is decided per file from its partition values.
+            rows = [tuple([f["path"]] + [f["partition_values"].get(p.name) for p in part_fields]) for f in files]
+            frame = self.spark.createDataFrame(
+                rows, StructType([StructField("_path", _STRING, True)] + [StructField(p.name, _STRING, True) for p in part_fields])
+            ).select("_path", *[F.col(p.name).cast(p.dataType).alias(p.name) for p in part_fields])
+            try:
+                matched = frame.where(F.coalesce(F.expr(predicate), F.lit(False))).select("_path").collect()
+            except Exception as exc:
+                raise LakehouseError(f"bad replace_where predicate {predicate!r}: {exc}") from exc
+            return [by_path[r["_path"]] for r in matched], []
+        table_frame = self.read(path).withColumn("_file", F.input_file_name())
+        try:
+            touched = {
+                r["_file"] for r in table_frame.where(F.coalesce(F.expr(predicate), F.lit(False))).select("_file").distinct().collect()
+            }
+        except Exception as exc:
+            raise LakehouseError(f"bad replace_where predicate {predicate!r}: {exc}") from exc
+        root = Path(path).resolve()
+        victims = []
+        for uri in touched:
+            local = Path(uri.removeprefix("file:")).resolve()
+            rel = local.relative_to(root).as_posix()
+            victims.append(by_path[_unescape_path(rel, by_path)])
+        if not victims:
+            return [], []
+        keep = (
+            table_frame.where(F.col("_file").isin(list(touched)))
+            .where(~F.coalesce(F.expr(predicate), F.lit(False)))
+            .drop("_file")
+        )
+        rewritten, _, staging = self._write_files(keep, path, partition_by)
+        shutil.rmtree(staging, ignore_errors=True)
+        return victims, rewritten
+
+    def upsert(self, df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = ()) -> CommitInfo:
+        if not keys:
+            raise LakehouseError("upsert needs at least one key column")
+        duplicates = df.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
+        if duplicates:
+            raise LakehouseError(
+                f"upsert into {path}: source has several rows for key {dict((k, duplicates[0][k]) for k in keys)}"
+            )
+        if not self.exists(path):
+            return self.write(df, path, "overwrite", partition_by)
+        table_schema = self.spark_schema(path)
+        if not _same_columns(table_schema, df.schema):
+            raise LakehouseError(
+                f"schema of the data does not match table {path}: {_schema_difference(table_schema, df.schema)}"
+            )
+        source = df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields]).toArrow()
+        source = source.cast(spark_to_arrow_schema(table_schema))
+        predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        attempts = self.settings.commit_retries + 1
+        from deltalake.exceptions import CommitFailedError
+
+        for attempt in range(attempts):
+            dt = self._table(path)
+            try:
+                metrics = (
+                    dt.merge(source=source, predicate=predicate, source_alias="s", target_alias="t")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+                return CommitInfo(
+                    path,
+                    self._table(path).version(),
+                    "upsert",
+                    int(metrics.get("num_target_files_added", 0)),
+                    int(metrics.get("num_target_files_removed", 0)),
+                    int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0)),
+                )
+            except CommitFailedError as exc:
+                log.warning("upsert into %s lost a race (attempt %d/%d): %s", path, attempt + 1, attempts, exc)
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise ConcurrentWriteError(f"could not upsert into {path} after {attempts} attempts")
+
+    def vacuum(self, path: str, retention_hours: int) -> list[str]:
+        dt = self._table(path)
+        # full: also files of crashed writes that no commit names, not only tombstones
+        removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True)
+        # staging folders start with "_", which vacuum treats as hidden: clear the stale ones here
+        cutoff = time.time() - retention_hours * 3600
+        staging_root = Path(path) / STAGING_DIR
+        if staging_root.is_dir():
+            for leftover in staging_root.iterdir():
+                if leftover.stat().st_mtime <= cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed.append(f"{STAGING_DIR}/{leftover.name}")
+        return removed
+
+
+from pyspark.sql.types import StringType as _StringType  # noqa: E402
+
+_STRING = _StringType()
+
+
+_SQL_WORDS = {
+    "and", "or", "not", "in", "is", "null", "true", "false", "between", "like", "date",
+    "timestamp", "interval", "case", "when", "then", "else", "end", "cast", "as",
+}
+
+
+def _names_in(predicate: str) -> set[str]:
+    """Column names a simple SQL predicate mentions (literals, keywords and function names left out)."""
+    import re
+
+    text = re.sub(r"'(?:[^'\\]|\\.)*'", " ", predicate)
+    names = set()
+    for match in re.finditer(r"`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*)(\s*\()?", text):
+        if match.group(1):
+            names.add(match.group(1))
+        elif not match.group(3) and match.group(2).lower() not in _SQL_WORDS:
+            names.add(match.group(2))
+    return names
+
+
+def _unescape(raw: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(raw)
+
+
+def _unescape_path(rel: str, known: dict[str, Any]) -> str:
+    if rel in known:
+        return rel
+    from urllib.parse import unquote
+
+    for candidate in known:
+        if unquote(candidate) == unquote(rel):
+            return candidate
+    raise LakehouseError(f"file {rel} is not in the table's current snapshot")
+
+
+class DeltaSparkEngine:
+    """The Delta Lake connector inside Spark (delta-spark)."""
+
+    name = "delta-spark"
+
+    def __init__(self, spark: SparkSession, settings: StorageSettings):
+        self.spark = spark
+        self.settings = settings
+
+    def exists(self, path: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, path)
+
+    def read(self, path: str, version: int | None = None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(path)
+
+    def spark_schema(self, path: str, version: int | None = None) -> StructType:
+        return nullable_schema(self.read(path, version).schema)
+
+    def version(self, path: str) -> int | None:
+        from delta.tables import DeltaTable
+
+        if not self.exists(path):
+            return None
+        return DeltaTable.forPath(self.spark, path).history(1).collect()[0]["version"]
+
+    def history(self, path: str) -> list[dict[str, Any]]:
+        from delta.tables import DeltaTable
+
+        return [r.asDict(recursive=True) for r in DeltaTable.forPath(self.spark, path).history().collect()]
+
+    def write(self, df, path, mode, partition_by=(), replace_where=None) -> CommitInfo:
+        writer = df.write.format("delta").mode(mode)
+        if partition_by and not self.exists(path):
+            writer = writer.partitionBy(*partition_by)
+        if replace_where is not None:
+            writer = writer.option("replaceWhere", replace_where)
+        writer.save(path)
+        h = self.history(path)[0]
+        metrics = h.get("operationMetrics") or {}
+        return CommitInfo(path, h["version"], mode, int(metrics.get("numFiles", 0)),
+                          int(metrics.get("numRemovedFiles", 0)), int(metrics.get("numOutputRows", 0)))
+
+    def upsert(self, df, path, keys, partition_by=()) -> CommitInfo:
+        from delta.tables import DeltaTable
+
+        if not self.exists(path):
+            return self.write(df, path, "overwrite", partition_by)
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        (DeltaTable.forPath(self.spark, path).alias("t").merge(df.alias("s"), condition)
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        h = self.history(path)[0]
+        metrics = h.get("operationMetrics") or {}
+        return CommitInfo(path, h["version"], "upsert", int(metrics.get("numTargetFilesAdded", 0)),
+                          int(metrics.get("numTargetFilesRemoved", 0)),
+                          int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0)))
+
+    def vacuum(self, path: str, retention_hours: int) -> list[str]:
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(self.spark, path).vacuum(retention_hours / 1.0)
+        return []
+
+
+def choose_engine(spark: SparkSession, settings: StorageSettings):
+    from lakehouse.spark import delta_spark_available
+
+    wanted = settings.engine
+    if wanted == "auto":
+        wanted = "delta-spark" if delta_spark_available(spark) else "delta-rs"
+    if wanted == "delta-spark":
+        if not delta_spark_available(spark):
+            raise LakehouseError(
+                "storage.engine is delta-spark but the running Spark has no Delta classes "
+                "(start it with the io.delta:delta-spark package, or set storage.engine to auto or delta-rs)"
+            )
+        return DeltaSparkEngine(spark, settings)
+    return DeltaRsEngine(spark, settings)
+
+
+class Lakehouse:
+    """Tables under ``<root>/<layer>/<table>``; the one door to storage for jobs."""
+
+    LAYERS = ("bronze", "silver", "gold", "ops")
+
+    def __init__(self, spark: SparkSession, root: str | os.PathLike, settings: StorageSettings, engine=None):
+        self.spark = spark
+        self.root = Path(root).resolve()
+        self.settings = settings
+        self.engine = engine or choose_engine(spark, settings)
+
+    def path(self, layer: str, table: str) -> str:
+        if layer not in self.LAYERS:
+            raise LakehouseError(f"unknown layer {layer!r} (expected one of {', '.join(self.LAYERS)})")
+        return str(self.root / layer / table)
+
+    def exists(self, layer: str, table: str) -> bool:
+        return self.engine.exists(self.path(layer, table))
+
+    def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
+        return self.engine.read(self.path(layer, table), version)
+
+    def read_or_empty(self, layer: str, table: str, schema: StructType) -> DataFrame:
+        if self.exists(layer, table):
+            return self.read(layer, table)
+        return self.spark.createDataFrame([], nullable_schema(schema))
+
+    def version(self, layer: str, table: str) -> int | None:
+        return self.engine.version(self.path(layer, table))
+
+    def history(self, layer: str, table: str) -> list[dict[str, Any]]:
+        return self.engine.history(self.path(layer, table))
+
+    def write(
+        self,
+        layer: str,
+        table: str,
+        df: DataFrame,
+        mode: WriteMode = "append",
+        partition_by: Sequence[str] = (),
+        replace_where: str | None = None,
+    ) -> CommitInfo:
+        if mode not in ("append", "overwrite"):
+            raise LakehouseError(f"unknown write mode {mode!r} (append or overwrite)")
+        return self.engine.write(df, self.path(layer, table), mode, tuple(partition_by), replace_where)
+
+    def upsert(self, layer: str, table: str, df: DataFrame, keys: Sequence[str], partition_by: Sequence[str] = ()) -> CommitInfo:
+        return self.engine.upsert(df, self.path(layer, table), tuple(keys), tuple(partition_by))
+
+    def vacuum(self, layer: str, table: str, retention_hours: int | None = None) -> list[str]:
+        hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
+        return self.engine.vacuum(self.path(layer, table), hours)
+
+    def tables(self) -> list[tuple[str, str]]:
+        found = []
+        for layer in self.LAYERS:
+            base = self.root / layer
+            if base.is_dir():
+                for child in sorted(base.iterdir()):
+                    if (child / "_delta_log").is_dir():
+                        found.append((layer, child.name))
+        return found

@@ -1,0 +1,302 @@
+"""Column names and schemas of every table atende writes, declared once.
+
+Bronze tables are one row per accepted source record, typed, plus the lineage
+columns; silver and gold follow ../shared/CONTRACTS.md section 3. Timestamps are
+instants (Spark TimestampType, stored as UTC microseconds).
+"""
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+SOURCES = (
+    "conversations",
+    "whatsapp",
+    "email",
+    "calls",
+    "surveys",
+    "crm",
+    "orders",
+    "products",
+    "actions",
+)
+
+DIGITAL_CHANNELS = (
+    "webchat", "chatbot", "app", "whatsapp", "telegram", "messenger",
+    "instagram", "facebook", "twitter", "linkedin", "email",
+)
+ALL_CHANNELS = DIGITAL_CHANNELS + ("voice",)
+AUTHORS = ("customer", "bot", "agent")
+DISPOSITIONS = ("answered", "abandoned", "transferred", "voicemail")
+CALL_VIA = ("pstn", "whatsapp", "telegram")
+SURVEY_SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7), "sps": (0, 5)}
+
+
+def _s(name: str, dtype, nullable: bool = True) -> StructField:
+    return StructField(name, dtype, nullable)
+
+
+# Lineage columns every bronze table carries after its typed columns.
+LINEAGE_FIELDS = [
+    _s("_extra", MapType(StringType(), StringType())),  # fields the contract does not know, kept
+    _s("_source_file", StringType(), False),
+    _s("_arrival_date", DateType(), False),
+    _s("_ingested_at", TimestampType(), False),
+    _s("run_id", StringType(), False),
+]
+
+
+def _bronze(*fields: StructField) -> StructType:
+    return StructType(list(fields) + LINEAGE_FIELDS)
+
+
+CUSTOMER_STRUCT = StructType([
+    _s("crm_id", StringType()),
+    _s("email", StringType()),
+    _s("phone", StringType()),
+    _s("name", StringType()),
+    _s("handle", StringType()),
+    _s("device_id", StringType()),
+])
+
+MESSAGE_STRUCT = StructType([
+    _s("sent_at", TimestampType()),
+    _s("author", StringType()),
+    _s("agent_id", StringType()),
+    _s("text", StringType()),
+])
+
+BRONZE_CONVERSATIONS = _bronze(
+    _s("conversation_id", StringType(), False),
+    _s("channel", StringType(), False),
+    _s("started_at", TimestampType(), False),
+    _s("ended_at", TimestampType()),
+    _s("customer", CUSTOMER_STRUCT),
+    _s("messages", ArrayType(MESSAGE_STRUCT)),
+    _s("handoff_at", TimestampType()),
+    _s("resolved", BooleanType()),
+    _s("topic", StringType()),
+    _s("language", StringType()),
+)
+
+# One row per webhook payload line; the text messages it carries, flattened.
+WHATSAPP_MESSAGE_STRUCT = StructType([
+    _s("message_id", StringType()),        # wamid....
+    _s("wa_id", StringType()),             # contacts[].wa_id (sender)
+    _s("profile_name", StringType()),      # contacts[].profile.name
+    _s("sent_at", TimestampType()),        # messages[].timestamp (Unix seconds)
+    _s("type", StringType()),
+    _s("text", StringType()),
+    _s("phone_number_id", StringType()),   # metadata.phone_number_id (business line)
+])
+BRONZE_WHATSAPP = _bronze(
+    _s("payload_kind", StringType(), False),  # messages | statuses | mixed
+    _s("messages", ArrayType(WHATSAPP_MESSAGE_STRUCT)),
+    _s("status_count", IntegerType()),
+)
+
+# One row per RFC 5322 message (an .mbox holds many).
+BRONZE_EMAIL = _bronze(
+    _s("message_id", StringType(), False),   # without angle brackets
+    _s("in_reply_to", StringType()),
+    _s("references", ArrayType(StringType())),
+    _s("from_address", StringType()),
+    _s("from_name", StringType()),
+    _s("to_addresses", ArrayType(StringType())),
+    _s("subject", StringType()),
+    _s("sent_at", TimestampType(), False),
+    _s("body_text", StringType()),
+)
+
+BRONZE_CALLS = _bronze(
+    _s("call_id", StringType(), False),
+    _s("started_at", TimestampType(), False),
+    _s("ani", StringType()),
+    _s("queue", StringType()),
+    _s("wait_seconds", DoubleType()),
+    _s("talk_seconds", DoubleType()),
+    _s("hold_seconds", DoubleType()),
+    _s("agent_id", StringType()),
+    _s("disposition", StringType()),
+    _s("transfer_count", IntegerType()),
+    _s("resolved", BooleanType()),
+    _s("topic", StringType()),
+    _s("via", StringType()),
+)
+
+BRONZE_SURVEYS = _bronze(
+    _s("response_id", StringType(), False),
+    _s("submitted_at", TimestampType(), False),
+    _s("survey", StringType(), False),
+    _s("score", IntegerType(), False),
+    _s("contact_id", StringType()),
+    _s("email", StringType()),
+    _s("phone", StringType()),
+    _s("crm_id", StringType()),
+    _s("comment", StringType()),
+)
+
+BRONZE_CRM = _bronze(
+    _s("crm_id", StringType(), False),
+    _s("full_name", StringType()),
+    _s("email", StringType()),
+    _s("phone", StringType()),
+    _s("birth_date", DateType()),
+    _s("gender", StringType()),
+    _s("city", StringType()),
+    _s("state", StringType()),
+    _s("country", StringType()),
+    _s("income_band", StringType()),
+    _s("profession", StringType()),
+    _s("marketing_consent", BooleanType()),
+    _s("consent_updated_at", TimestampType()),
+    _s("updated_at", TimestampType(), False),
+)
+
+BRONZE_ORDERS = _bronze(
+    _s("order_id", StringType(), False),
+    _s("ordered_at", TimestampType(), False),
+    _s("crm_id", StringType()),
+    _s("email", StringType()),
+    _s("product_id", StringType(), False),
+    _s("quantity", IntegerType()),
+    _s("unit_price", DoubleType()),
+    _s("channel", StringType()),
+)
+
+BRONZE_PRODUCTS = _bronze(
+    _s("product_id", StringType(), False),
+    _s("name", StringType()),
+    _s("category", StringType()),
+    _s("price", DoubleType()),
+    _s("active", BooleanType()),
+)
+
+BRONZE_ACTIONS = _bronze(
+    _s("action_id", StringType(), False),
+    _s("sent_at", TimestampType(), False),
+    _s("action", StringType(), False),
+    _s("channel", StringType()),
+    _s("crm_id", StringType()),
+    _s("email", StringType()),
+    _s("phone", StringType()),
+    _s("propensity", DoubleType()),
+    _s("responded", BooleanType()),
+    _s("converted", BooleanType()),
+    _s("revenue", DoubleType()),
+)
+
+BRONZE = {
+    "conversations": BRONZE_CONVERSATIONS,
+    "whatsapp": BRONZE_WHATSAPP,
+    "email": BRONZE_EMAIL,
+    "calls": BRONZE_CALLS,
+    "surveys": BRONZE_SURVEYS,
+    "crm": BRONZE_CRM,
+    "orders": BRONZE_ORDERS,
+    "products": BRONZE_PRODUCTS,
+    "actions": BRONZE_ACTIONS,
+}
+
+# The id column of each bronze source: re-delivered records collapse on it.
+BRONZE_KEYS = {
+    "conversations": "conversation_id",
+    "whatsapp": None,  # payload lines have no id; messages collapse on message_id in silver
+    "email": "message_id",
+    "calls": "call_id",
+    "surveys": "response_id",
+    "crm": None,       # history kept: later rows supersede earlier ones (latest updated_at)
+    "orders": "order_id",
+    "products": None,  # snapshot files: latest arrival wins
+    "actions": "action_id",
+}
+
+QUARANTINE = StructType([
+    _s("source", StringType(), False),
+    _s("_source_file", StringType(), False),
+    _s("raw", StringType()),
+    _s("reason", StringType(), False),
+    _s("_arrival_date", DateType(), False),
+    _s("_ingested_at", TimestampType(), False),
+    _s("run_id", StringType(), False),
+])
+
+# ---------------------------------------------------------------- silver
+INTERACTIONS = StructType([
+    _s("interaction_id", StringType(), False),
+    _s("channel", StringType(), False),
+    _s("started_at", TimestampType(), False),
+    _s("ended_at", TimestampType()),
+    _s("customer_key", StringType()),
+    _s("topic", StringType()),
+    _s("language", StringType()),
+    _s("resolved", BooleanType()),
+    _s("handed_off", BooleanType()),
+    _s("bot_only", BooleanType()),
+    _s("first_response_seconds", DoubleType()),
+    _s("wait_seconds", DoubleType()),
+    _s("handle_seconds", DoubleType()),
+    _s("agent_id", StringType()),
+    _s("message_count", IntegerType()),
+    _s("customer_text", StringType()),
+    _s("agent_text", StringType()),
+    # beyond the contract, needed by the KPIs
+    _s("handoff_at", TimestampType()),
+    _s("has_bot", BooleanType()),
+    _s("disposition", StringType()),
+    _s("talk_seconds", DoubleType()),
+    _s("hold_seconds", DoubleType()),
+    _s("queue", StringType()),
+    _s("_arrival_date", DateType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+SURVEY_RESPONSES = StructType([
+    _s("response_id", StringType(), False),
+    _s("submitted_at", TimestampType(), False),
+    _s("survey", StringType(), False),
+    _s("score", IntegerType(), False),
+    _s("interaction_id", StringType()),
+    _s("customer_key", StringType()),
+    _s("_arrival_date", DateType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+# One row per (record, identifier) seen: the edges of the identity graph.
+IDENTIFIER_OBSERVATIONS = StructType([
+    _s("source", StringType(), False),
+    _s("record_id", StringType(), False),
+    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, device_id
+    _s("identifier", StringType(), False),       # normalised
+    _s("seen_at", TimestampType(), False),
+])
+
+IDENTITY_MAP = StructType([
+    _s("identifier_type", StringType(), False),
+    _s("identifier", StringType(), False),
+    _s("customer_key", StringType(), False),
+    _s("first_seen_at", TimestampType(), False),
+    _s("last_seen_at", TimestampType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+IDENTITY_MERGES = StructType([
+    _s("retired_key", StringType(), False),
+    _s("surviving_key", StringType(), False),
+    _s("merged_at", TimestampType(), False),
+    _s("run_id", StringType(), False),
+])

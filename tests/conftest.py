@@ -1,0 +1,33 @@
+"""One session-scoped SparkSession for the whole suite."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from conf import load_settings
+
+    return load_settings("local", environ={})
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    from lakehouse.spark import build_spark_session
+
+    test_settings = settings.model_copy(
+        update={
+            "spark": settings.spark.model_copy(
+                update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "2g"}
+            )
+        }
+    )
+    session = build_spark_session(test_settings, app_name="atende-tests")
+    yield session
+    session.stop()
