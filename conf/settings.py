@@ -28,6 +28,9 @@ class SparkSettings(_Section):
     driver_memory: str | None = "4g"
     ui_enabled: bool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
+    # true: fetch the Delta connector's jars at session start (configure_spark_with_delta_pip);
+    # needs the Maven repository. On a cluster, pass --packages to spark-submit instead.
+    delta_connector: bool = False
     conf: dict[str, str] = Field(default_factory=dict)
 
 

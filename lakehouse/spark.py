@@ -57,9 +57,16 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
         options["spark.driver.bindAddress"] = "127.0.0.1"
         if cfg.driver_memory:
             options["spark.driver.memory"] = cfg.driver_memory
+    if cfg.delta_connector:
+        options["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
+        options["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     options.update(cfg.conf)
     for key, value in options.items():
         builder = builder.config(key, value)
+    if cfg.delta_connector:
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark

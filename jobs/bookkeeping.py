@@ -1,0 +1,92 @@
+"""Run bookkeeping: the ``ops/runs`` table and the ledger of processed arrival dates.
+
+``ops/runs`` has one row per job of a run (and one for the run as a whole,
+job ``run``): what it processed, when, how it ended, rows read and written and
+the error if any. ``ops/processed_dates`` names each arrival date whose run
+finished every job; a date is recorded only then, so a run that fails leaves
+its dates unprocessed and the next run takes them again. Re-running a date is
+safe because every table write replaces that date's rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql.types import (
+    ArrayType,
+    DateType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from lakehouse.tables import Lakehouse
+
+RUNS = StructType([
+    StructField("run_id", StringType(), True),
+    StructField("job", StringType(), True),
+    StructField("arrival_dates", ArrayType(DateType(), True), True),
+    StructField("started_at", TimestampType(), True),
+    StructField("ended_at", TimestampType(), True),
+    StructField("status", StringType(), True),  # succeeded | failed
+    StructField("rows_read", LongType(), True),
+    StructField("rows_written", LongType(), True),
+    StructField("error", StringType(), True),
+])
+
+PROCESSED_DATES = StructType([
+    StructField("arrival_date", DateType(), True),
+    StructField("run_id", StringType(), True),
+    StructField("processed_at", TimestampType(), True),
+])
+
+
+def new_run_id(now: dt.datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class JobRecord:
+    job: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    status: str = "running"
+    rows_read: int = 0
+    rows_written: int = 0
+    error: str | None = None
+    tables: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        end = self.ended_at or utc_now()
+        return (end - self.started_at).total_seconds()
+
+
+def processed_dates(lake: Lakehouse) -> set[dt.date]:
+    if not lake.exists("ops", "processed_dates"):
+        return set()
+    return {r["arrival_date"] for r in lake.read("ops", "processed_dates").select("arrival_date").distinct().collect()}
+
+
+def record_jobs(spark: SparkSession, lake: Lakehouse, run_id: str, dates: list[dt.date], jobs: list[JobRecord]) -> None:
+    rows = [
+        (run_id, j.job, list(dates), j.started_at, j.ended_at, j.status, j.rows_read, j.rows_written, j.error)
+        for j in jobs
+    ]
+    lake.write("ops", "runs", spark.createDataFrame(rows, RUNS), mode="append")
+
+
+def mark_processed(spark: SparkSession, lake: Lakehouse, run_id: str, dates: list[dt.date], now: dt.datetime) -> None:
+    if not dates:
+        return
+    frame = spark.createDataFrame([(d, run_id, now) for d in dates], PROCESSED_DATES)
+    listed = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+    lake.write("ops", "processed_dates", frame, mode="overwrite", replace_where=f"arrival_date IN ({listed})")

@@ -1,0 +1,181 @@
+"""The `atende` command."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from conf import ConfigError, Settings, load_settings
+
+DEMO_MARKER = ".atende-demo"
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atende",
+        description="Customer-data and personalization pipeline: landing zone -> Delta Lake bronze/silver/gold.",
+    )
+    parser.add_argument("--env", default=None, help="configuration environment: conf/<env>.yaml (default: local, or $ATENDE_ENV)")
+    parser.add_argument("--conf", dest="conf_file", default=None, help="YAML file whose keys override the environment's")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write a synthetic landing zone with its ground truth in DIR/_truth/")
+    gen.add_argument("--out", required=True, type=Path)
+    gen.add_argument("--customers", type=_positive, default=1000)
+    gen.add_argument("--days", type=_positive, default=30)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--start", type=_date, default=dt.date(2026, 3, 1), help="first arrival date (default 2026-03-01)")
+    gen.add_argument("--workers", type=_positive, default=None, help="processes (default: the machine's cores)")
+
+    run = sub.add_parser("run", help="run every job over a landing zone into a lakehouse")
+    run.add_argument("--landing", required=True, type=Path)
+    run.add_argument("--lakehouse", required=True, type=Path)
+    run.add_argument("--date", type=_date, default=None,
+                     help="re-process this arrival date (default: every date not yet processed)")
+
+    demo = sub.add_parser("demo", help="generate a small landing zone, run every job, print a summary")
+    demo.add_argument("--dir", type=Path, default=None, help="demo folder (default: conf demo.directory)")
+    return parser
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def cmd_generate(args, settings: Settings) -> int:
+    from jobs.generate import generate_landing_zone
+
+    console = _console()
+    started = time.perf_counter()
+    stats = generate_landing_zone(args.out, args.customers, args.days, args.seed, start=args.start, workers=args.workers)
+    seconds = time.perf_counter() - started
+    console.print(f"generated {args.customers:,} customers over {args.days} days into {args.out} in {seconds:.1f} s")
+    console.print(str(stats))
+    return 0
+
+
+def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console) -> int:
+    from jobs.run import Runner
+    from lakehouse.spark import build_spark_session
+
+    def progress(message: str) -> None:
+        console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/dim] {message}")
+
+    spark = build_spark_session(settings)
+    try:
+        runner = Runner(spark, settings, landing, lakehouse, progress=progress)
+        summary = runner.run(date)
+        if summary.nothing_to_do:
+            console.print(f"nothing new to process in {landing}: every arrival date is already in {lakehouse}")
+            return 0
+        _print_summary(console, runner, summary)
+        return 0
+    finally:
+        spark.stop()
+
+
+def _print_summary(console, runner, summary) -> None:
+    from rich.table import Table
+
+    jobs = Table(title=f"run {summary.run_id}", show_lines=False)
+    for col in ("job", "status", "seconds", "rows written"):
+        jobs.add_column(col, justify="right" if col != "job" else "left")
+    for job in summary.jobs:
+        jobs.add_row(job.job, job.status, f"{job.seconds:.1f}", f"{job.rows_written:,}")
+    console.print(jobs)
+    tables = Table(title="tables")
+    tables.add_column("table")
+    tables.add_column("rows", justify="right")
+    for name, count in sorted(summary.table_rows.items()):
+        tables.add_row(name, f"{count:,}")
+    console.print(tables)
+    total_q = sum(summary.quarantined.values())
+    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(summary.quarantined.items()))
+    console.print(f"quarantined records: {total_q:,}" + (f" ({detail})" if detail else ""))
+    dates = summary.arrival_dates
+    console.print(f"arrival dates processed: {len(dates)} ({dates[0]} .. {dates[-1]})")
+
+
+def cmd_run(args, settings: Settings) -> int:
+    return _run(settings, args.landing, args.lakehouse, args.date, _console())
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from jobs.generate import generate_landing_zone
+
+    console = _console()
+    base = (args.dir or Path(settings.demo.directory)).resolve()
+    if base.exists():
+        if not (base / DEMO_MARKER).exists():
+            raise SystemExit(f"atende: {base} exists and is not a demo folder; choose another with --dir")
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    (base / DEMO_MARKER).write_text("made by `atende demo`; safe to delete\n")
+    landing, lakehouse = base / "landing", base / "lakehouse"
+    d = settings.demo
+    console.print(f"generating {d.customers:,} customers over {d.days} days (seed {d.seed}) into {landing}")
+    started = time.perf_counter()
+    generate_landing_zone(landing, d.customers, d.days, d.seed)
+    console.print(f"generated in {time.perf_counter() - started:.1f} s")
+    code = _run(settings, landing, lakehouse, None, console)
+    if code == 0:
+        console.print(f"\nlakehouse: {lakehouse}\nopen a table: python -c \"from deltalake import DeltaTable; "
+                      f"print(DeltaTable('{lakehouse}/gold/customer_profiles').to_pandas().head())\"")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.env, args.conf_file)
+    except ConfigError as exc:
+        print(f"atende: {exc}", file=sys.stderr)
+        return 2
+    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args, settings)
+    except KeyboardInterrupt:
+        print("atende: interrupted; every table stays at its last committed version", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for a person; details with --verbose
+        from jobs.run import RunFailed
+
+        if args.verbose:
+            logging.exception("atende %s failed", args.command)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, RunFailed):
+            message = f"{type(exc).__name__}: {message}"
+        print(f"atende: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""`atende run`: every job in order, landing -> bronze -> silver -> gold.
+
+Each job reads its inputs from the lakehouse, calls the pure transforms of
+pipelines/, and writes its outputs in one commit per table. Tables written by
+a job that fails keep their last good version (nothing half-written is ever
+visible); the arrival dates of a failed run are not marked processed, so the
+next run takes them again, and since every write replaces what it covers, a
+re-run never duplicates rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from conf.settings import Settings
+from jobs.bookkeeping import (
+    JobRecord,
+    mark_processed,
+    new_run_id,
+    processed_dates,
+    record_jobs,
+    utc_now,
+)
+from lakehouse.tables import Lakehouse
+from pipelines import schemas
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """A job failed or a check stopped the run; the message is one line for a person."""
+
+
+class ReconciliationError(RunFailed):
+    pass
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    arrival_dates: list[dt.date]
+    jobs: list[JobRecord] = field(default_factory=list)
+    table_rows: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    nothing_to_do: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return sum(j.seconds for j in self.jobs)
+
+
+ProgressFn = Callable[[str], None]
+
+
+def _quote_dates(dates: list[dt.date]) -> str:
+    return ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+
+
+def _landing_dates(landing: Path) -> set[dt.date]:
+    from jobs.ingest import list_arrival_dates
+
+    found: set[dt.date] = set()
+    for source in schemas.SOURCES:
+        if (landing / source).is_dir():
+            found.update(list_arrival_dates(landing, source))
+    return found
+
+
+class Runner:
+    """Runs the jobs of one `atende run` and keeps their records."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, landing: Path, lakehouse: Path,
+                 progress: ProgressFn | None = None):
+        self.spark = spark
+        self.settings = settings
+        self.landing = landing
+        self.lake = Lakehouse(spark, lakehouse, settings.storage)
+        self.progress = progress or (lambda message: None)
+        self.now = utc_now()
+        self.run_id = new_run_id(self.now)
+
+    # ------------------------------------------------------------------ helpers
+    def _job(self, summary: RunSummary, name: str, body: Callable[[JobRecord], None]) -> None:
+        record = JobRecord(job=name, started_at=utc_now())
+        summary.jobs.append(record)
+        self.progress(f"{name} ...")
+        try:
+            body(record)
+        except Exception as exc:
+            record.status = "failed"
+            record.ended_at = utc_now()
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            record.error = f"{type(exc).__name__}: {first_line}"[:2000]
+            raise RunFailed(f"job {name} failed: {first_line}") from exc
+        record.status = "succeeded"
+        record.ended_at = utc_now()
+        self.progress(f"{name} done in {record.seconds:.1f} s ({record.rows_written:,} rows written)")
+
+    def _write(self, record: JobRecord, layer: str, table: str, df: DataFrame, **kwargs) -> None:
+        info = self.lake.write(layer, table, df, **kwargs)
+        record.rows_written += info.rows_written
+        record.tables[f"{layer}.{table}"] = info.rows_written
+
+    # ------------------------------------------------------------------ jobs
+    def ingest(self, record: JobRecord, dates: list[dt.date]) -> None:
+        from jobs.ingest import ingest_source
+
+        listed = _quote_dates(dates)
+        counts_frames = []
+        quarantine_frames = []
+        for source in schemas.SOURCES:
+            result = ingest_source(self.spark, self.settings, self.landing, source, dates, self.run_id, self.now)
+            accepted = result.accepted.cache()
+            self._write(record, "bronze", source, accepted, mode="overwrite", partition_by=["_arrival_date"],
+                        replace_where=f"_arrival_date IN ({listed})")
+            accepted.unpersist()
+            quarantine_frames.append(result.quarantined)
+            counts_frames.append(result.file_counts)
+        quarantined = _union_all(quarantine_frames).cache()
+        self._write(record, "bronze", "quarantine", quarantined, mode="overwrite", partition_by=["_arrival_date"],
+                    replace_where=f"_arrival_date IN ({listed})")
+        quarantined.unpersist()
+        counts = _union_all(counts_frames).withColumn("run_id", F.lit(self.run_id)).cache()
+        record.rows_read += int(counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()[0])
+        self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
+                        replace_where=f"_arrival_date IN ({listed})")
+        broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
+        counts.unpersist()
+        if broken:
+            detail = "; ".join(
+                f"{r['_source_file']}: {r['records']} records, {r['accepted']} accepted + {r['quarantined']} quarantined"
+                for r in broken
+            )
+            raise ReconciliationError(f"reconciliation failed: {detail}")
+
+    def _bronze(self) -> dict[str, DataFrame]:
+        return {s: self.lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
+
+    def identity(self, record: JobRecord) -> DataFrame:
+        from pipelines.identity import build_identifier_observations, resolve_identities
+
+        bronze = self._bronze()
+        previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
+        observations = build_identifier_observations(bronze, self.settings).cache()
+        record.rows_read += observations.count()
+        identity_map, merges, record_keys = resolve_identities(
+            observations, previous, self.settings, self.run_id, self.now
+        )
+        identity_map = identity_map.cache()
+        merges = merges.cache()
+        record_keys = record_keys.cache()
+        record_keys.count()
+        self._write(record, "silver", "identity_map", identity_map, mode="overwrite")
+        self._write(record, "silver", "identity_merges", merges, mode="append")
+        observations.unpersist()
+        return record_keys
+
+    def silver(self, record: JobRecord, record_keys: DataFrame) -> None:
+        from pipelines.interactions import build_interactions
+        from pipelines.surveys import build_survey_responses
+
+        bronze = self._bronze()
+        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
+        record.rows_read += interactions.count()
+        self._write(record, "silver", "interactions", interactions, mode="overwrite", partition_by=["channel"])
+        responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now)
+        self._write(record, "silver", "survey_responses", responses, mode="overwrite")
+        interactions.unpersist()
+
+    def gold(self, record: JobRecord) -> None:
+        from pipelines.kpis import build_service_kpis
+        from pipelines.profiles import build_customer_profiles
+
+        identity_map = self.lake.read("silver", "identity_map")
+        interactions = self.lake.read("silver", "interactions")
+        responses = self.lake.read("silver", "survey_responses")
+        crm = self.lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"])
+        orders = self.lake.read_or_empty("bronze", "orders", schemas.BRONZE["orders"])
+        profiles = build_customer_profiles(
+            identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now
+        )
+        self._write(record, "gold", "customer_profiles", profiles, mode="overwrite")
+        kpis = build_service_kpis(interactions, responses, self.settings, self.run_id, self.now)
+        self._write(record, "gold", "service_kpis", kpis, mode="overwrite")
+
+    # ------------------------------------------------------------------ the run
+    def run(self, date: dt.date | None = None) -> RunSummary:
+        if not self.landing.is_dir():
+            raise RunFailed(f"landing zone not found: {self.landing}")
+        available = _landing_dates(self.landing)
+        if date is not None:
+            if date not in available:
+                raise RunFailed(f"no landing files for arrival date {date.isoformat()} under {self.landing}")
+            dates = [date]
+        else:
+            dates = sorted(available - processed_dates(self.lake))
+        summary = RunSummary(self.run_id, dates)
+        if not dates:
+            summary.nothing_to_do = True
+            return summary
+        self.progress(
+            f"run {self.run_id}: {len(dates)} arrival date(s) {dates[0].isoformat()}..{dates[-1].isoformat()}"
+        )
+        failure: RunFailed | None = None
+        try:
+            self._job(summary, "ingest", lambda r: self.ingest(r, dates))
+            keys_holder: list[DataFrame] = []
+            self._job(summary, "identity", lambda r: keys_holder.append(self.identity(r)))
+            self._job(summary, "silver", lambda r: self.silver(r, keys_holder[0]))
+            self._job(summary, "gold", self.gold)
+        except RunFailed as exc:
+            failure = exc
+        overall = JobRecord(job="run", started_at=self.now, ended_at=utc_now(),
+                            status="failed" if failure else "succeeded",
+                            rows_read=sum(j.rows_read for j in summary.jobs),
+                            rows_written=sum(j.rows_written for j in summary.jobs),
+                            error=str(failure) if failure else None)
+        record_jobs(self.spark, self.lake, self.run_id, dates, summary.jobs + [overall])
+        if failure:
+            raise failure
+        mark_processed(self.spark, self.lake, self.run_id, dates, utc_now())
+        summary.table_rows = self.table_rows()
+        summary.quarantined = {
+            r["source"]: r["n"]
+            for r in self.lake.read("bronze", "quarantine").groupBy("source").agg(F.count("*").alias("n")).collect()
+        } if self.lake.exists("bronze", "quarantine") else {}
+        return summary
+
+    def table_rows(self) -> dict[str, int]:
+        return {f"{layer}.{table}": self.lake.read(layer, table).count() for layer, table in self.lake.tables()}
+
+
+def _union_all(frames: list[DataFrame]) -> DataFrame:
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def iter_summary_lines(summary: RunSummary) -> Iterator[str]:
+    yield f"run {summary.run_id}"
+    for job in summary.jobs:
+        yield f"  {job.job:<10} {job.status:<9} {job.seconds:8.1f} s  {job.rows_written:>12,} rows written"
