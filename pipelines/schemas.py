@@ -258,6 +258,7 @@ INTERACTIONS = StructType([
     _s("talk_seconds", DoubleType()),
     _s("hold_seconds", DoubleType()),
     _s("queue", StringType()),
+    _s("customer_name", StringType()),  # the name the customer gave on that channel (profiles' display_name)
     _s("_arrival_date", DateType(), False),
     _s("run_id", StringType(), False),
     _s("_written_at", TimestampType(), False),
@@ -279,7 +280,7 @@ SURVEY_RESPONSES = StructType([
 IDENTIFIER_OBSERVATIONS = StructType([
     _s("source", StringType(), False),
     _s("record_id", StringType(), False),
-    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, device_id
+    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, device_id; email_thread and interaction group records, never link
     _s("identifier", StringType(), False),       # normalised
     _s("seen_at", TimestampType(), False),
 ])

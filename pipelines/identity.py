@@ -1,0 +1,595 @@
+"""Identity resolution: which records belong to the same customer.
+
+The identity graph has two kinds of nodes, records (`source`, `record_id`) and
+normalised identifiers (crm_id, email, phone, handle, device_id), with an edge
+wherever a record carries an identifier. A customer is a connected component,
+found in Spark with the large-star / small-star algorithm (no step gathers the
+graph on the driver).
+
+Over-merge guards:
+- an identifier that reaches more distinct CRM customers than
+  `identity.max_customers_per_identifier[type]` (a family phone, a shared tablet)
+  does not link. Reach counts the crm_ids on the records carrying it and the
+  crm_ids reached through the other (themselves unambiguous) identifiers of those
+  records, so a shared device seen only in anonymous chats is still caught.
+  It still gets a key: that of the one customer its records resolve to, or its own;
+- a component with more than `identity.max_component_size` identifiers is not
+  merged: each of its identifiers keeps a key of its own (see `IdentityResolution.exceptions`).
+
+Records with no identifier of their own inherit through their group (observations of
+type `email_thread` / `interaction`, which never link): an agent's e-mail takes its
+thread's customer, a survey response naming a conversation or call takes its customer.
+
+Stable keys: an identifier keeps the key it had in `previous_map` (the previous
+run's identity map is part of the graph: identifiers that shared a key stay
+together). A new customer's key is "c-" + the first 16 hex digits of the SHA-256
+of its earliest-seen (then lexically smallest) identifier. When one component
+holds several previous keys, the oldest (earliest first_seen_at) survives and the
+others are recorded as merges.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from conf.settings import Settings
+from features.identifiers import (
+    email_domain,
+    normalize_as_given,
+    normalize_email,
+    normalize_handle,
+    normalize_phone,
+    phone_to_e164,
+)
+from pipelines.schemas import IDENTIFIER_OBSERVATIONS, IDENTITY_MAP, IDENTITY_MERGES
+
+IDENTIFIER_TYPES = ("crm_id", "email", "phone", "handle", "device_id")
+# Not identifiers: they group records (the messages of an e-mail thread; a conversation or call and
+# the survey responses about it) so a record with no identifier of its own inherits the group's key.
+EMAIL_THREAD = "email_thread"
+INTERACTION = "interaction"
+GROUP_TYPES = (EMAIL_THREAD, INTERACTION)
+# When a record must pick one key among its identifiers': the most specific identifier wins.
+TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, "device_id": 4}
+
+RECORD_KEYS = StructType([
+    StructField("source", StringType(), False),
+    StructField("record_id", StringType(), False),
+    StructField("customer_key", StringType(), True),
+])
+
+IDENTITY_EXCEPTIONS = StructType([
+    StructField("kind", StringType(), False),  # shared_identifier | oversized_component
+    StructField("identifier_type", StringType(), True),
+    StructField("identifier", StringType(), True),  # the component's anchor for oversized_component
+    StructField("size", LongType(), False),  # crm customers reached | identifiers in the component
+])
+
+_SEP = "\u001f"  # unit separator: cannot occur in a normalised identifier
+
+
+# ------------------------------------------------------------------ graph algorithm
+def _materialise(df: DataFrame) -> DataFrame:
+    """Cut the lineage of an iterative computation: a reliable checkpoint when the job set a
+    checkpoint directory (clusters), else a local one (executor storage)."""
+    try:
+        has_dir = df.sparkSession.sparkContext.getCheckpointDir() is not None
+    except Exception:  # Spark Connect has no SparkContext
+        has_dir = False
+    return df.checkpoint(eager=True) if has_dir else df.localCheckpoint(eager=True)
+
+
+_WHOLE_PARTITION = (Window.unboundedPreceding, Window.unboundedFollowing)
+
+
+def _large_star(edges: DataFrame) -> DataFrame:
+    """Each node u links every larger neighbour to the smallest node of its neighbourhood."""
+    both = edges.select(F.col("hi").alias("u"), F.col("lo").alias("v")).unionByName(
+        edges.select(F.col("lo").alias("u"), F.col("hi").alias("v"))
+    )
+    around_u = Window.partitionBy("u").rowsBetween(*_WHOLE_PARTITION)
+    return both.withColumn("m", F.least(F.min("v").over(around_u), F.col("u"))).where(F.col("v") > F.col("u")).select(
+        F.col("v").alias("hi"), F.col("m").alias("lo")
+    )
+
+
+def _small_star(edges: DataFrame) -> DataFrame:
+    """Each node links itself and its smaller neighbours to the smallest of them."""
+    below_hi = Window.partitionBy("hi").rowsBetween(*_WHOLE_PARTITION)
+    with_min = edges.withColumn("m", F.min("lo").over(below_hi))
+    return (
+        with_min.where(F.col("lo") != F.col("m"))
+        .select(F.col("lo").alias("hi"), F.col("m").alias("lo"))
+        .unionByName(with_min.select("hi", F.col("m").alias("lo")))
+        .distinct()
+    )
+
+
+def _is_star_forest(edges: DataFrame) -> bool:
+    """True when every component is a star around its smallest node: each node has at most one
+    smaller neighbour, and that neighbour has none."""
+    degree = edges.groupBy("hi").agg(F.count("*").alias("degree"))
+    offending = degree.where(F.col("degree") > 1).select("hi").unionByName(
+        edges.join(degree.select(F.col("hi").alias("lo")), on="lo", how="left_semi").select("hi")
+    )
+    return offending.isEmpty()
+
+
+def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
+    """`node, component` for every node of an undirected graph given as `src, dst` string edges
+    (a self-loop adds an isolated node); `component` is the smallest node id of its component.
+
+    Large-star / small-star (Kiveris et al., "Connected Components in MapReduce and Beyond",
+    2014): O(log^2 n) rounds of a few shuffles each, stopping as soon as the edge list is a
+    forest of stars around each component's smallest node; each round's edge list is
+    checkpointed so lineage stays short. Raises when `max_rounds` is not enough.
+    """
+    nodes = (
+        edges.select(F.col("src").alias("node"))
+        .unionByName(edges.select(F.col("dst").alias("node")))
+        .distinct()
+    )
+    current = _materialise(
+        edges.where(F.col("src") != F.col("dst"))
+        .select(F.greatest("src", "dst").alias("hi"), F.least("src", "dst").alias("lo"))
+        .distinct()
+    )
+    rounds = 0
+    while not _is_star_forest(current):
+        if rounds == max_rounds:
+            raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
+        current = _materialise(_small_star(_large_star(current)))
+        rounds += 1
+    return _materialise(
+        nodes.join(current, on=nodes["node"] == current["hi"], how="left").select(
+            "node", F.coalesce("lo", "node").alias("component")
+        )
+    )
+
+
+# ------------------------------------------------------------------ e-mail threads
+def _strip_brackets(column: Column) -> Column:
+    bare = F.regexp_replace(F.trim(column), r"^<|>$", "")
+    return F.when(bare != "", bare)
+
+
+def assign_email_threads(messages: DataFrame) -> DataFrame:
+    """`message_id, thread_id` for e-mail messages (one row per message_id; columns message_id,
+    sent_at, in_reply_to, references). A thread is the connected set of messages linked by
+    In-Reply-To / References (referenced messages we never received still connect their
+    replies); `thread_id` is "email:" + the Message-ID of its earliest message."""
+    refs = messages.select(
+        "message_id",
+        F.explode(
+            F.concat(F.coalesce("references", F.array().cast("array<string>")), F.array("in_reply_to"))
+        ).alias("ref"),
+    ).select("message_id", _strip_brackets(F.col("ref")).alias("ref"))
+    edges = messages.select(F.col("message_id").alias("src"), F.col("message_id").alias("dst")).unionByName(
+        refs.where(F.col("ref").isNotNull()).select(F.col("message_id").alias("src"), F.col("ref").alias("dst"))
+    )
+    components = connected_components(edges)
+    placed = messages.select("message_id", "sent_at").join(
+        components, on=F.col("message_id") == F.col("node"), how="inner"
+    )
+    roots = placed.groupBy("component").agg(F.min(F.struct("sent_at", "message_id")).alias("root"))
+    return placed.join(roots, on="component", how="inner").select(
+        "message_id", F.concat(F.lit("email:"), F.col("root.message_id")).alias("thread_id")
+    )
+
+
+def distinct_email_messages(email: DataFrame) -> DataFrame:
+    """One row per message_id (re-deliveries collapsed: the first delivery wins)."""
+    return first_delivery(email.withColumn("message_id", _strip_brackets(F.col("message_id"))), "message_id")
+
+
+def first_delivery(df: DataFrame, key: str) -> DataFrame:
+    """One row per non-null `key` of a bronze frame: the earliest delivery (arrival date, ingestion
+    time, file) of a re-delivered record, so `_arrival_date` is the record's first arrival."""
+    order = F.struct("_arrival_date", "_ingested_at", "_source_file")
+    rest = [c for c in df.columns if c != key]
+    return (
+        df.where(F.col(key).isNotNull())
+        .groupBy(key)
+        .agg(F.min_by(F.struct(*rest), order).alias("_first"))
+        .select(key, "_first.*")
+    )
+
+
+# ------------------------------------------------------------------ observations
+def _observation(source: str, record_id: Column, identifier_type: str, identifier: Column, seen_at: Column) -> list[Column]:
+    return [
+        F.lit(source).alias("source"),
+        record_id.alias("record_id"),
+        F.lit(identifier_type).alias("identifier_type"),
+        identifier.alias("identifier"),
+        seen_at.alias("seen_at"),
+    ]
+
+
+def _unpivot(df: DataFrame, source: str, record_id: Column, seen_at: Column, identifiers: Mapping[str, Column]) -> DataFrame:
+    entries = F.array(*[
+        F.struct(F.lit(t).alias("identifier_type"), value.cast(StringType()).alias("identifier"))
+        for t, value in identifiers.items()
+    ])
+    return df.select(
+        F.lit(source).alias("source"),
+        record_id.alias("record_id"),
+        seen_at.alias("seen_at"),
+        F.explode(entries).alias("e"),
+    ).select("source", "record_id", "e.identifier_type", "e.identifier", "seen_at")
+
+
+def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
+    """One row per WhatsApp message (payloads flattened, re-deliveries collapsed by message id),
+    with the payload's lineage columns."""
+    flat = whatsapp.select(
+        F.explode("messages").alias("m"), "_arrival_date", "_ingested_at", "_source_file"
+    ).select("m.*", "_arrival_date", "_ingested_at", "_source_file")
+    return first_delivery(flat, "message_id")
+
+
+def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
+    """IDENTIFIER_OBSERVATIONS: one row per (source, record_id, identifier) — normalised, blocklisted
+    values dropped — plus the grouping rows that never link: `email_thread` for each e-mail message,
+    `interaction` for each conversation and call and for each survey response naming one (its
+    contact_id), so records without a customer identifier can inherit their group's customer."""
+    cfg = settings.identity
+    region = cfg.default_region
+
+    def email(c: Column) -> Column:
+        return normalize_email(c, cfg.blocklist_emails)
+
+    def phone(c: Column) -> Column:
+        return normalize_phone(c, region, cfg.blocklist_phones)
+
+    parts: list[DataFrame] = []
+
+    if "conversations" in bronze:
+        conv = bronze["conversations"]
+        parts.append(conv.select(*_observation(
+            "conversations", F.col("conversation_id"), INTERACTION, F.col("conversation_id"), F.col("started_at")
+        )))
+        parts.append(_unpivot(
+            conv, "conversations", F.col("conversation_id"), F.col("started_at"),
+            {
+                "crm_id": normalize_as_given(F.col("customer.crm_id")),
+                "email": email(F.col("customer.email")),
+                "phone": phone(F.col("customer.phone")),
+                "handle": normalize_handle(F.col("channel"), F.col("customer.handle")),
+                "device_id": normalize_as_given(F.col("customer.device_id")),
+            },
+        ))
+
+    if "whatsapp" in bronze:
+        msgs = whatsapp_messages(bronze["whatsapp"])
+        # a wa_id is always international, without the "+"
+        wa_phone = phone(F.concat(F.lit("+"), F.regexp_replace(F.col("wa_id"), r"^\+", "")))
+        parts.append(_unpivot(
+            msgs, "whatsapp", F.col("message_id"), F.coalesce("sent_at", "_ingested_at"), {"phone": wa_phone}
+        ))
+
+    if "email" in bronze:
+        msgs = distinct_email_messages(bronze["email"])
+        address = email(F.col("from_address"))
+        domains = [d.lower() for d in cfg.company_domains]
+        is_company = F.lit(False)
+        for d in domains:
+            is_company = is_company | (email_domain(address) == d) | email_domain(address).endswith("." + d)
+        # company addresses are agents: their message's customer is the other party, found via the thread
+        parts.append(_unpivot(
+            msgs, "email", F.col("message_id"), F.col("sent_at"),
+            {"email": F.when(~is_company, address)},
+        ))
+        threads = assign_email_threads(msgs).join(msgs.select("message_id", "sent_at"), on="message_id", how="inner")
+        parts.append(threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"), F.col("sent_at"))))
+
+    if "calls" in bronze:
+        calls = bronze["calls"]
+        parts.append(_unpivot(calls, "calls", F.col("call_id"), F.col("started_at"), {"phone": phone(F.col("ani"))}))
+        parts.append(calls.select(*_observation("calls", F.col("call_id"), INTERACTION, F.col("call_id"), F.col("started_at"))))
+
+    if "surveys" in bronze:
+        s = bronze["surveys"]
+        # the conversation or call the response is about
+        parts.append(s.select(*_observation(
+            "surveys", F.col("response_id"), INTERACTION, normalize_as_given(F.col("contact_id")), F.col("submitted_at")
+        )))
+        parts.append(_unpivot(
+            s, "surveys", F.col("response_id"), F.col("submitted_at"),
+            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone"))},
+        ))
+
+    if "crm" in bronze:
+        crm = bronze["crm"]
+        parts.append(_unpivot(
+            crm, "crm", F.col("crm_id"), F.col("updated_at"),
+            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone"))},
+        ))
+
+    if "orders" in bronze:
+        o = bronze["orders"]
+        parts.append(_unpivot(
+            o, "orders", F.col("order_id"), F.col("ordered_at"),
+            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email"))},
+        ))
+
+    if "actions" in bronze:
+        a = bronze["actions"]
+        parts.append(_unpivot(
+            a, "actions", F.col("action_id"), F.col("sent_at"),
+            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone"))},
+        ))
+
+    if not parts:
+        raise ValueError("build_identifier_observations: no source in bronze carries identifiers")
+    observed = parts[0]
+    for part in parts[1:]:
+        observed = observed.unionByName(part)
+    return (
+        observed.where(F.col("identifier").isNotNull() & F.col("record_id").isNotNull() & F.col("seen_at").isNotNull())
+        # re-delivered records: one row per (record, identifier), first sighting
+        .groupBy("source", "record_id", "identifier_type", "identifier")
+        .agg(F.min("seen_at").alias("seen_at"))
+        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTIFIER_OBSERVATIONS.fields])
+    )
+
+
+# ------------------------------------------------------------------ resolution
+@dataclass(frozen=True)
+class IdentityResolution:
+    identity_map: DataFrame  # IDENTITY_MAP
+    merges: DataFrame  # IDENTITY_MERGES
+    record_keys: DataFrame  # RECORD_KEYS
+    exceptions: DataFrame  # IDENTITY_EXCEPTIONS: what the over-merge guards held back
+
+
+def _id_node(type_col: Column, value_col: Column) -> Column:
+    return F.concat(F.lit("i" + _SEP), type_col, F.lit(_SEP), value_col)
+
+
+def _record_node(source_col: Column, record_col: Column) -> Column:
+    return F.concat(F.lit("r" + _SEP), source_col, F.lit(_SEP), record_col)
+
+
+def _key_node(key_col: Column) -> Column:
+    return F.concat(F.lit("k" + _SEP), key_col)
+
+
+def derived_key(identifier_type: Column, identifier: Column) -> Column:
+    """A new customer's key, from its anchor identifier: deterministic across runs and machines."""
+    return F.concat(F.lit("c-"), F.substring(F.sha2(F.concat_ws(":", identifier_type, identifier), 256), 1, 16))
+
+
+def _map_literal(values: Mapping[str, int]) -> Column:
+    pairs: list[Column] = []
+    for k, v in sorted(values.items()):
+        pairs += [F.lit(k), F.lit(int(v))]
+    return F.create_map(*pairs) if pairs else F.create_map().cast("map<string,int>")
+
+
+def resolve_identities(
+    observations: DataFrame,
+    previous_map: DataFrame | None,
+    settings: Settings,
+    run_id: str,
+    now: datetime,
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(identity_map IDENTITY_MAP, merges IDENTITY_MERGES, record_keys `source, record_id, customer_key`)."""
+    resolution = resolve_identities_with_report(observations, previous_map, settings, run_id, now)
+    return resolution.identity_map, resolution.merges, resolution.record_keys
+
+
+def resolve_identities_with_report(
+    observations: DataFrame,
+    previous_map: DataFrame | None,
+    settings: Settings,
+    run_id: str,
+    now: datetime,
+) -> IdentityResolution:
+    """As `resolve_identities`, plus the identifiers and components the over-merge guards held back."""
+    cfg = settings.identity
+    spark = observations.sparkSession
+    now_lit = F.lit(now).cast("timestamp")
+
+    blocked = F.lit(False)
+    if cfg.blocklist_emails:
+        blocked = blocked | ((F.col("identifier_type") == "email") & F.col("identifier").isin([e.strip().lower() for e in cfg.blocklist_emails]))
+    if cfg.blocklist_phones:
+        phones = [p for p in (phone_to_e164(b, cfg.default_region) for b in cfg.blocklist_phones) if p]
+        blocked = blocked | ((F.col("identifier_type") == "phone") & F.col("identifier").isin(phones))
+
+    obs = _materialise(
+        observations.where(F.col("identifier_type").isin(list(IDENTIFIER_TYPES)) & ~blocked)
+        .groupBy("source", "record_id", "identifier_type", "identifier")
+        .agg(F.min("seen_at").alias("first_seen_at"), F.max("seen_at").alias("last_seen_at"))
+    )
+    groups = (
+        observations.where(F.col("identifier_type").isin(list(GROUP_TYPES)))
+        .groupBy("source", "record_id", F.concat_ws(":", "identifier_type", "identifier").alias("group"))
+        .agg(F.min("seen_at").alias("seen_at"))
+    )
+    ident = ["identifier_type", "identifier"]
+
+    # the previous map is part of the graph: identifiers that shared a key keep sharing it
+    if previous_map is not None:
+        prev = previous_map.where(~blocked).select(
+            *ident, F.col("customer_key").alias("prev_key"), "first_seen_at", "last_seen_at"
+        )
+    else:
+        prev = spark.createDataFrame([], "identifier_type string, identifier string, prev_key string, first_seen_at timestamp, last_seen_at timestamp")
+
+    seen = (
+        obs.select(*ident, "first_seen_at", "last_seen_at")
+        .unionByName(prev.select(*ident, "first_seen_at", "last_seen_at"))
+        .groupBy(*ident)
+        .agg(F.min("first_seen_at").alias("first_seen_at"), F.max("last_seen_at").alias("last_seen_at"))
+    )
+
+    # --- over-merge guard: how many CRM customers does each identifier reach?
+    limit = F.try_element_at(_map_literal(cfg.max_customers_per_identifier), F.col("identifier_type"))
+    record = ["source", "record_id"]
+    record_crm = obs.where(F.col("identifier_type") == "crm_id").select(*record, F.col("identifier").alias("crm"))
+    direct = obs.join(record_crm, on=record, how="inner").select(*ident, "crm").distinct()
+    directly_shared = (
+        direct.groupBy(*ident).agg(F.count("crm").alias("n"))
+        .where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("n") > limit))
+    )
+    trusted_direct = direct.join(directly_shared, on=ident, how="left_anti")
+    record_reach = obs.join(trusted_direct, on=ident, how="inner").select(*record, "crm").distinct()
+    reach = (
+        obs.join(record_reach, on=record, how="inner").select(*ident, "crm").distinct()
+        .groupBy(*ident).agg(F.count("crm").alias("crm_customers"))
+    )
+    shared = _materialise(
+        reach.where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("crm_customers") > limit))
+    )
+
+    # --- the graph: records -- linking identifiers, previous keys -- their identifiers
+    linking = obs.join(shared, on=ident, how="left_anti")
+    edges = linking.select(
+        _record_node(F.col("source"), F.col("record_id")).alias("src"),
+        _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"),
+    ).unionByName(
+        prev.select(_key_node(F.col("prev_key")).alias("src"), _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"))
+    )
+    components = connected_components(edges)
+
+    ids = seen.withColumn("node", _id_node(F.col("identifier_type"), F.col("identifier"))).join(
+        components, on="node", how="left"
+    )
+    comp_stats = (
+        ids.where(F.col("component").isNotNull())
+        .groupBy("component")
+        .agg(
+            F.count("*").alias("n_identifiers"),
+            F.min(F.struct("first_seen_at", "identifier_type", "identifier")).alias("anchor"),
+        )
+        .withColumn("oversized", F.col("n_identifiers") > F.lit(cfg.max_component_size))
+    )
+    key_age = prev.groupBy("prev_key").agg(F.min("first_seen_at").alias("key_since"))
+    comp_prev_keys = key_age.withColumn("node", _key_node(F.col("prev_key"))).join(components, on="node", how="inner")
+    survivors = comp_prev_keys.groupBy("component").agg(
+        F.min(F.struct("key_since", "prev_key")).getField("prev_key").alias("surviving_key")
+    )
+    comp_keys = _materialise(
+        comp_stats.join(survivors, on="component", how="left").select(
+            "component",
+            "oversized",
+            "n_identifiers",
+            "anchor",
+            F.coalesce("surviving_key", derived_key(F.col("anchor.identifier_type"), F.col("anchor.identifier"))).alias("component_key"),
+        )
+    )
+
+    merges = (
+        comp_prev_keys.join(comp_keys.where(~F.col("oversized")), on="component", how="inner")
+        .where(F.col("prev_key") != F.col("component_key"))
+        .select(
+            F.col("prev_key").alias("retired_key"),
+            F.col("component_key").alias("surviving_key"),
+            now_lit.alias("merged_at"),
+            F.lit(run_id).alias("run_id"),
+        )
+    )
+
+    # --- records in a merged component take its key
+    records = obs.select(*record).unionByName(groups.select(*record)).distinct()
+    record_components = (
+        records.withColumn("node", _record_node(F.col("source"), F.col("record_id")))
+        .join(components, on="node", how="left")
+        .join(comp_keys, on="component", how="left")
+        .select(*record, F.when(~F.col("oversized"), F.col("component_key")).alias("component_key"))
+    )
+
+    # --- identifiers held back by the guard: the one customer their records resolve to, or their own
+    shared_neighbours = (
+        obs.join(shared.select(*ident), on=ident, how="inner")
+        .join(record_components.where(F.col("component_key").isNotNull()), on=record, how="inner")
+        .groupBy(*ident)
+        .agg(F.countDistinct("component_key").alias("n_keys"), F.min("component_key").alias("neighbour_key"))
+        .where(F.col("n_keys") == 1)
+        .select(*ident, "neighbour_key")
+    )
+    prev_key_of = prev.select(*ident, "prev_key")
+    identity = _materialise(
+        ids.join(comp_keys, on="component", how="left")
+        .join(prev_key_of, on=ident, how="left")
+        .join(shared_neighbours, on=ident, how="left")
+        .select(
+            *ident,
+            F.when(F.col("component").isNull(), F.coalesce("neighbour_key", derived_key(F.col("identifier_type"), F.col("identifier"))))
+            .when(F.col("oversized"), F.coalesce("prev_key", derived_key(F.col("identifier_type"), F.col("identifier"))))
+            .otherwise(F.col("component_key"))
+            .alias("customer_key"),
+            "first_seen_at",
+            "last_seen_at",
+        )
+    )
+    identity_map = identity.select(
+        *[F.col(f.name) for f in IDENTITY_MAP.fields if f.name not in ("run_id", "_written_at")],
+        F.lit(run_id).alias("run_id"),
+        now_lit.alias("_written_at"),
+    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MAP.fields])
+
+    # --- records outside merged components: their most specific identifier's key
+    priority = _map_literal(TYPE_PRIORITY)
+    best_identifier_key = (
+        obs.join(identity.select(*ident, "customer_key"), on=ident, how="inner")
+        .groupBy(*record)
+        .agg(
+            F.min(
+                F.struct(
+                    F.coalesce(F.try_element_at(priority, F.col("identifier_type")), F.lit(99)).alias("p"),
+                    F.col("first_seen_at"),
+                    F.col("identifier"),
+                    F.col("customer_key"),
+                )
+            ).getField("customer_key").alias("identifier_key")
+        )
+    )
+    own_keys = record_components.join(best_identifier_key, on=record, how="left").select(
+        *record, F.coalesce("component_key", "identifier_key").alias("own_key")
+    )
+    # --- a record without a customer identifier (an agent's e-mail, an anonymous chat) inherits the
+    # key of its group's earliest keyed record (the thread's customer, the survey respondent)
+    group_keys = (
+        groups.join(own_keys.where(F.col("own_key").isNotNull()), on=record, how="inner")
+        .groupBy("group")
+        .agg(F.min(F.struct("seen_at", "source", "record_id", "own_key")).getField("own_key").alias("group_key"))
+    )
+    inherited = (
+        groups.join(group_keys, on="group", how="inner")
+        .groupBy(*record)
+        .agg(F.min(F.struct("group", "group_key")).getField("group_key").alias("inherited_key"))
+    )
+    record_keys = _materialise(
+        own_keys.join(inherited, on=record, how="left")
+        .select(
+            F.col("source").cast(StringType()).alias("source"),
+            F.col("record_id").cast(StringType()).alias("record_id"),
+            F.coalesce("own_key", "inherited_key").alias("customer_key"),
+        )
+    )
+
+    exceptions = shared.select(
+        F.lit("shared_identifier").alias("kind"), *ident, F.col("crm_customers").cast(LongType()).alias("size")
+    ).unionByName(
+        comp_keys.where(F.col("oversized")).select(
+            F.lit("oversized_component").alias("kind"),
+            F.col("anchor.identifier_type").alias("identifier_type"),
+            F.col("anchor.identifier").alias("identifier"),
+            F.col("n_identifiers").cast(LongType()).alias("size"),
+        )
+    )
+
+    return IdentityResolution(
+        identity_map=identity_map,
+        merges=merges.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MERGES.fields]),
+        record_keys=record_keys,
+        exceptions=exceptions,
+    )

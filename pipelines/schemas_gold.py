@@ -1,0 +1,93 @@
+"""Gold tables written by the profile and KPI stages (CONTRACTS.md section 3 gold, section 4)."""
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+def _s(name: str, dtype, nullable: bool = True) -> StructField:
+    return StructField(name, dtype, nullable)
+
+
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+
+CUSTOMER_PROFILES = StructType([
+    _s("customer_key", StringType(), False),
+    _s("crm_ids", ArrayType(StringType()), False),  # sorted; empty when no CRM record
+    _s("display_name", StringType()),
+    _s("primary_email", StringType()),
+    _s("primary_phone", StringType()),
+    _s("birth_date", DateType()),
+    _s("age_band", StringType()),  # one of AGE_BANDS; null when unknown or under 18
+    _s("gender", StringType()),
+    _s("city", StringType()),
+    _s("state", StringType()),
+    _s("income_band", StringType()),
+    _s("profession", StringType()),
+    _s("marketing_consent", BooleanType()),
+    _s("first_seen_at", TimestampType(), False),
+    _s("last_seen_at", TimestampType(), False),
+    _s("interactions_total", LongType(), False),
+    _s("interactions_by_channel", MapType(StringType(), LongType()), False),
+    _s("preferred_channel", StringType()),
+    _s("last_channel", StringType()),
+    _s("nps_last", IntegerType()),
+    _s("csat_avg", DoubleType()),
+    _s("ces_avg", DoubleType()),
+    _s("sps_avg", DoubleType()),
+    _s("orders_count", LongType(), False),
+    _s("total_spend", DoubleType(), False),
+    _s("persona_id", StringType()),  # null until personas exist
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+# Long format: each row aggregates the interactions (and the survey responses about them) of one
+# `date` (started_at in the business time zone) and `channel`, and — when `grouping_level` names a
+# third dimension ("date,channel,agent_id") — one value of it in `dimension_value` (null: the
+# interactions without one, e.g. bot-only chats under agent_id). Summing a count over the
+# dimension values of a level gives the "date,channel" row's count.
+KPI_BASE_LEVEL = "date,channel"
+
+SERVICE_KPIS = StructType([
+    _s("date", DateType(), False),
+    _s("channel", StringType(), False),
+    _s("grouping_level", StringType(), False),
+    _s("dimension_value", StringType()),
+    _s("interactions", LongType(), False),
+    _s("nps", DoubleType()),
+    _s("nps_responses", LongType(), False),
+    _s("csat_pct", DoubleType()),
+    _s("csat_avg", DoubleType()),
+    _s("csat_responses", LongType(), False),
+    _s("ces_avg", DoubleType()),
+    _s("ces_responses", LongType(), False),
+    _s("sps_avg", DoubleType()),
+    _s("sps_responses", LongType(), False),
+    _s("fcr_rate", DoubleType()),
+    _s("fcr_eligible", LongType(), False),  # interactions with a known resolution outcome
+    _s("first_response_seconds_p50", DoubleType()),
+    _s("first_response_seconds_p90", DoubleType()),
+    _s("first_response_count", LongType(), False),
+    _s("bot_containment_rate", DoubleType()),
+    _s("handoff_rate", DoubleType()),
+    _s("bot_handled", LongType(), False),
+    _s("abandonment_rate", DoubleType()),
+    _s("calls", LongType(), False),
+    _s("answered_calls", LongType(), False),
+    _s("aht_seconds", DoubleType()),
+    _s("aht_count", LongType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])

@@ -1,0 +1,133 @@
+"""End to end: a generated landing zone through every job, re-runs, failures and the CLI."""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+
+from jobs.run import Runner, RunFailed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CUSTOMERS, DAYS, SEED = 80, 3, 11
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory):
+    from jobs.generate import generate_landing_zone
+
+    out = tmp_path_factory.mktemp("landing") / "zone"
+    generate_landing_zone(out, CUSTOMERS, DAYS, SEED, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, settings, landing, tmp_path_factory):
+    lake_dir = tmp_path_factory.mktemp("lake") / "lakehouse"
+    runner = Runner(spark, settings, landing, lake_dir)
+    summary = runner.run()
+    return runner, summary, lake_dir
+
+
+def counts(runner):
+    return runner.table_rows()
+
+
+def test_run_writes_every_contract_table(first_run):
+    runner, summary, lake_dir = first_run
+    assert len(summary.arrival_dates) >= DAYS
+    assert [j.job for j in summary.jobs] == ["ingest", "identity", "silver", "gold"]
+    assert all(j.status == "succeeded" for j in summary.jobs)
+    for name in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions",
+                 "quarantine"):
+        assert f"bronze.{name}" in summary.table_rows
+    for name in ("silver.interactions", "silver.survey_responses", "silver.identity_map",
+                 "gold.customer_profiles", "gold.service_kpis", "ops.runs"):
+        assert summary.table_rows.get(name, 0) > 0, name
+    # each table opens with the deltalake package, as any Delta reader would
+    table = DeltaTable(str(lake_dir / "gold" / "customer_profiles"))
+    assert table.to_pyarrow_table().num_rows == summary.table_rows["gold.customer_profiles"]
+
+
+def test_nothing_lost_per_file(first_run):
+    runner, _, _ = first_run
+    recon = runner.lake.read("ops", "file_reconciliation")
+    assert recon.count() > 0
+    assert recon.where(F.col("records") != F.col("accepted") + F.col("quarantined")).count() == 0
+    totals = recon.agg(F.sum("accepted").alias("a"), F.sum("quarantined").alias("q")).first()
+    bronze_rows = sum(
+        runner.lake.read("bronze", s).count()
+        for s in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions")
+    )
+    assert bronze_rows == totals["a"]
+    assert runner.lake.read("bronze", "quarantine").count() == totals["q"]
+    assert totals["q"] > 0, "the generator plants malformed records; some must be quarantined"
+
+
+def test_run_again_processes_nothing_new(spark, settings, landing, first_run):
+    _, _, lake_dir = first_run
+    again = Runner(spark, settings, landing, lake_dir).run()
+    assert again.nothing_to_do
+
+
+def test_rerunning_a_date_changes_no_counts(spark, settings, landing, first_run):
+    runner, summary, lake_dir = first_run
+    before = counts(runner)
+    rerun = Runner(spark, settings, landing, lake_dir)
+    rerun.run(date=summary.arrival_dates[0])
+    after = counts(rerun)
+    for name, n in before.items():
+        if name.startswith(("bronze.", "silver.", "gold.")) and name != "silver.identity_merges":
+            assert after[name] == n, name
+    keys_before = {r["identifier"]: r["customer_key"] for r in runner.lake.read("silver", "identity_map", version=0).collect()}
+    keys_after = {r["identifier"]: r["customer_key"] for r in rerun.lake.read("silver", "identity_map").collect()}
+    assert keys_before == keys_after
+
+
+def test_failed_job_leaves_tables_at_last_version_and_rerun_completes(spark, settings, landing, tmp_path, monkeypatch):
+    lake_dir = tmp_path / "lakehouse"
+    import pipelines.kpis as kpis
+
+    original = kpis.build_service_kpis
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(kpis, "build_service_kpis", broken)
+    failing = Runner(spark, settings, landing, lake_dir)
+    with pytest.raises(RunFailed, match="job gold failed: disk full"):
+        failing.run()
+    runs = failing.lake.read("ops", "runs")
+    assert runs.where("job = 'gold' AND status = 'failed'").count() == 1
+    assert runs.where("job = 'run'").first()["status"] == "failed"
+    assert not failing.lake.exists("ops", "processed_dates")
+    assert not failing.lake.exists("gold", "service_kpis")
+    monkeypatch.setattr(kpis, "build_service_kpis", original)
+    rerun = Runner(spark, settings, landing, lake_dir)
+    completed = rerun.run()
+    assert not completed.nothing_to_do and completed.table_rows["gold.service_kpis"] > 0
+    assert completed.arrival_dates == sorted(completed.arrival_dates) and len(completed.arrival_dates) >= DAYS
+    statuses = [r["status"] for r in rerun.lake.read("ops", "runs").where("job = 'run'").orderBy("started_at").collect()]
+    assert statuses == ["failed", "succeeded"]
+
+
+def _atende(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_fails_fast_with_one_line_reasons(tmp_path):
+    missing = _atende("run", "--landing", str(tmp_path / "nowhere"), "--lakehouse", str(tmp_path / "lake"))
+    assert missing.returncode == 1
+    assert "landing zone not found" in missing.stderr.strip().splitlines()[-1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kpis:\n  fcr_window_dayz: 3\n")
+    conf = _atende("--conf", str(bad), "run", "--landing", str(tmp_path), "--lakehouse", str(tmp_path / "lake"))
+    assert conf.returncode == 2 and "unknown key 'kpis.fcr_window_dayz'" in conf.stderr
+    date = _atende("run", "--landing", str(tmp_path), "--lakehouse", str(tmp_path / "l"), "--date", "2026-13-01")
+    assert date.returncode == 2 and "not a date" in date.stderr
