@@ -58,7 +58,7 @@ class IdentitySettings(_Section):
     blocklist_phones: tuple[str, ...] = ()
     # how many distinct CRM customers one identifier may join before it is ignored for linking
     max_customers_per_identifier: dict[str, int] = Field(
-        default_factory=lambda: {"crm_id": 1, "email": 2, "phone": 3, "handle": 2, "device_id": 1}
+        default_factory=lambda: {"crm_id": 1, "email": 1, "phone": 1, "handle": 1, "device_id": 1}
     )
     max_component_size: int = Field(default=50, ge=2)
 

@@ -115,12 +115,12 @@ class Runner:
         listed = _quote_dates(dates)
         counts_frames = []
         quarantine_frames = []
+        results = []
         for source in schemas.SOURCES:
             result = ingest_source(self.spark, self.settings, self.landing, source, dates, self.run_id, self.now)
-            accepted = result.accepted.cache()
-            self._write(record, "bronze", source, accepted, mode="overwrite", partition_by=["_arrival_date"],
+            results.append(result)
+            self._write(record, "bronze", source, result.accepted, mode="overwrite", partition_by=["_arrival_date"],
                         replace_where=f"_arrival_date IN ({listed})")
-            accepted.unpersist()
             quarantine_frames.append(result.quarantined)
             counts_frames.append(result.file_counts)
         quarantined = _union_all(quarantine_frames).cache()
@@ -133,6 +133,8 @@ class Runner:
                         replace_where=f"_arrival_date IN ({listed})")
         broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
         counts.unpersist()
+        for result in results:
+            result.release()
         if broken:
             detail = "; ".join(
                 f"{r['_source_file']}: {r['records']} records, {r['accepted']} accepted + {r['quarantined']} quarantined"
@@ -174,7 +176,7 @@ class Runner:
         self._write(record, "silver", "survey_responses", responses, mode="overwrite")
         interactions.unpersist()
 
-    def gold(self, record: JobRecord) -> None:
+    def gold(self, record: JobRecord, record_keys: DataFrame) -> None:
         from pipelines.kpis import build_service_kpis
         from pipelines.profiles import build_customer_profiles
 
@@ -184,7 +186,8 @@ class Runner:
         crm = self.lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"])
         orders = self.lake.read_or_empty("bronze", "orders", schemas.BRONZE["orders"])
         profiles = build_customer_profiles(
-            identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now
+            identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now,
+            record_keys=record_keys,
         )
         self._write(record, "gold", "customer_profiles", profiles, mode="overwrite")
         kpis = build_service_kpis(interactions, responses, self.settings, self.run_id, self.now)
@@ -214,7 +217,7 @@ class Runner:
             keys_holder: list[DataFrame] = []
             self._job(summary, "identity", lambda r: keys_holder.append(self.identity(r)))
             self._job(summary, "silver", lambda r: self.silver(r, keys_holder[0]))
-            self._job(summary, "gold", self.gold)
+            self._job(summary, "gold", lambda r: self.gold(r, keys_holder[0]))
         except RunFailed as exc:
             failure = exc
         overall = JobRecord(job="run", started_at=self.now, ended_at=utc_now(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import pytest
+
 from test_ingest_support import DAY, counts_of, ingest, land
 
 GOOD = {
@@ -26,13 +28,37 @@ def line(**changes) -> str:
     return json.dumps({k: v for k, v in record.items() if v is not ...}, ensure_ascii=False)
 
 
-def test_real_shaped_lines_with_bom_crlf_and_gzip_are_typed(spark, settings, tmp_path):
-    land(tmp_path, "conversations", "a.jsonl", line() + "\r\n\r\n" + line(conversation_id="wc-2", channel="WhatsApp") + "\r\n", bom=True)
-    land(tmp_path, "conversations", "b.jsonl", line(conversation_id="wc-3", ended_at=None, messages=[]) + "\n", gz=True, bom=True)
+@pytest.fixture(scope="module")
+def outcome(spark, settings, tmp_path_factory):
+    landing = tmp_path_factory.mktemp("landing")
+    land(landing, "conversations", "a.jsonl",
+         line() + "\r\n\r\n" + line(conversation_id="wc-2", channel="WhatsApp") + "\r\n", bom=True)
+    land(landing, "conversations", "b.jsonl",
+         line(conversation_id="wc-3", ended_at=None, messages=[]) + "\n", gz=True, bom=True)
+    hostile = [
+        line(conversation_id="wc-fine"),
+        line(conversation_id="wc-trunc")[:60],                               # truncated line
+        line(conversation_id="wc-types", started_at="yesterday", resolved="maybe"),
+        line(conversation_id="wc-fax", channel="fax"),
+        line(conversation_id=...),                                           # missing id
+        line(conversation_id="wc-future", started_at="2027-01-01T00:00:00Z"),
+        line(conversation_id="wc-old", started_at="1970-01-01T00:00:00Z"),
+        line(conversation_id="wc-author", messages=[{"sent_at": "2026-03-01T12:00:05Z", "author": "robot", "text": "x"}]),
+        line(conversation_id="wc-cust", customer="Ana"),
+        '["not", "an", "object"]',
+        '{"conversation_id": "wc-dup", "conversation_id": "wc-dup2", "channel": "app", "started_at": "2026-03-01T12:00:00Z"}',
+    ]
+    land(landing, "conversations", "hostile.jsonl", "\n".join(hostile) + "\n")
+    big = '{"conversation_id": "wc-big", "pad": "' + "x" * (10 * 1024 * 1024) + '"}'
+    land(landing, "conversations", "big.jsonl", line(conversation_id="wc-ok") + "\n" + big + "\n")
+    land(landing, "conversations", "binary.jsonl",
+         b"\x00\xff\xfe\x01garbage\x9c\n" + line(conversation_id="wc-ok2").encode() + b"\n")
+    land(landing, "conversations", "empty.jsonl", "")
+    return ingest(spark, settings, landing, "conversations")
 
-    out = ingest(spark, settings, tmp_path, "conversations")
 
-    assert out.quarantined == []
+def test_real_shaped_lines_with_bom_crlf_and_gzip_are_typed(outcome):
+    out = outcome
     assert counts_of(out, "a.jsonl") == (2, 2, 0)  # the blank line is not a record
     assert counts_of(out, "b.jsonl.gz") == (1, 1, 0)
     by_id = {r.conversation_id: r for r in out.accepted}
@@ -49,33 +75,13 @@ def test_real_shaped_lines_with_bom_crlf_and_gzip_are_typed(spark, settings, tmp
     assert by_id["wc-3"].messages == [] and by_id["wc-3"].ended_at is None
 
 
-def test_hostile_lines_are_quarantined_with_reasons(spark, settings, tmp_path):
-    lines = [
-        line(),
-        line(conversation_id="wc-trunc")[:60],                               # truncated line
-        line(conversation_id="wc-types", started_at="yesterday", resolved="maybe"),
-        line(conversation_id="wc-fax", channel="fax"),
-        line(conversation_id=...),                                           # missing id
-        line(conversation_id="wc-future", started_at="2027-01-01T00:00:00Z"),
-        line(conversation_id="wc-old", started_at="1970-01-01T00:00:00Z"),
-        line(conversation_id="wc-author", messages=[{"sent_at": "2026-03-01T12:00:05Z", "author": "robot", "text": "x"}]),
-        line(conversation_id="wc-cust", customer="Ana"),
-        '["not", "an", "object"]',
-        '{"conversation_id": "wc-dup", "conversation_id": "wc-dup2", "channel": "app", "started_at": "2026-03-01T12:00:00Z"}',
-    ]
-    land(tmp_path, "conversations", "hostile.jsonl", "\n".join(lines) + "\n")
-    big = '{"conversation_id": "wc-big", "pad": "' + "x" * (10 * 1024 * 1024) + '"}'
-    land(tmp_path, "conversations", "big.jsonl", line(conversation_id="wc-ok") + "\n" + big + "\n")
-    land(tmp_path, "conversations", "binary.jsonl", b"\x00\xff\xfe\x01garbage\x9c\n" + line(conversation_id="wc-ok2").encode() + b"\n")
-    land(tmp_path, "conversations", "empty.jsonl", "")
-
-    out = ingest(spark, settings, tmp_path, "conversations")
-
+def test_hostile_lines_are_quarantined_with_reasons(outcome, settings):
+    out = outcome
     assert counts_of(out, "hostile.jsonl") == (11, 1, 10)
     assert counts_of(out, "big.jsonl") == (2, 1, 1)
     assert counts_of(out, "binary.jsonl") == (2, 1, 1)
     assert counts_of(out, "empty.jsonl") == (0, 0, 0)
-    assert sorted(r.conversation_id for r in out.accepted) == ["wc-000123", "wc-ok", "wc-ok2"]
+    assert sorted(r.conversation_id for r in out.accepted) == ["wc-000123", "wc-2", "wc-3", "wc-fine", "wc-ok", "wc-ok2"]
     assert out.reason_of('"wc-trunc"') == "invalid JSON"
     assert out.reason_of("wc-types") == (
         "unparseable timestamp in started_at: 'yesterday'; unparseable boolean in resolved: 'maybe'"

@@ -185,5 +185,8 @@ def test_html_to_text_and_quote_stripping_helpers():
     assert html_to_text("<p>a&nbsp;b</p><script>x()</script><div>c<br>d</div>") == "a\xa0b\n\nc\nd"
     assert strip_quoted_reply("new\n> old\n  > older\nmore") == "new\nmore"
     assert strip_quoted_reply("ok\n-----Original Message-----\nFrom: x") == "ok"
+    outlook = "Ok, obrigado.\n\n________________________________\nDe: Yago <y@atende.com.br>\nEnviado: quinta-feira\n\nPrezado"
+    assert strip_quoted_reply(outlook) == "Ok, obrigado."
+    assert strip_quoted_reply("ok\nFrom: A <a@x>\nSent: Monday\n\nold") == "ok"
     assert split_mbox(b"") == []
     assert split_mbox(b"junk before\nFrom a b\nX: 1\n\nbody\n") == [b"junk before\n", b"X: 1\n\nbody\n"]

@@ -12,7 +12,9 @@ after the parse (types, required fields, time checks) is Spark.
   (``html.parser``; scripts, styles and ``<blockquote>`` quotes dropped), with the
   quoted reply history removed: lines starting with ">", and everything from an
   "On … wrote:" / "Em … escreveu:" line (which mail clients may wrap over two
-  lines) or an "-----Original Message-----" / "-----Mensagem original-----" line on.
+  lines), an "-----Original Message-----" / "-----Mensagem original-----" line,
+  or an Outlook reply header (a line of underscores, or "De:"/"From:" followed
+  by "Enviado:"/"Sent:") on.
 * ``sent_at`` is the Date header; a date without a zone ("-0000") is UTC, as RFC 5322 says.
 * ``_extra`` keeps every other header (lower-cased name; repeated ones joined
   by a newline) and ``attachments``, the attached files' names as a JSON array.
@@ -103,9 +105,14 @@ MAPPED_HEADERS = frozenset({"message-id", "in-reply-to", "references", "from", "
 _FROM_LINE = re.compile(rb"^From [^\n]*(?:\n|$)", re.MULTILINE)
 _ESCAPED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
+# Where quoted history starts: Gmail/Apple ("On … wrote:", "Em … escreveu:", possibly
+# wrapped over two lines), old Outlook ("-----Original Message-----"), and new
+# Outlook (a line of underscores, or "De:"/"From:" directly followed by "Enviado:"/"Sent:").
 _REPLY_HEADER = re.compile(
     r"^[ \t]*(?:On|Em)\b[^\n]*(?:\n[^\n]*)?\b(?:wrote|escreveu)\s*:[ \t]*$"
-    r"|^[ \t]*-{2,}\s*(?:Original Message|Mensagem original)\s*-{2,}[ \t]*$",
+    r"|^[ \t]*-{2,}\s*(?:Original Message|Mensagem original)\s*-{2,}[ \t]*$"
+    r"|^[ \t]*_{10,}[ \t]*$"
+    r"|^[ \t]*(?:De|From)[ \t]*:[^\n]*\n[ \t]*(?:Enviado|Enviada|Sent)[ \t]*:",
     re.MULTILINE | re.IGNORECASE,
 )
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0E-\x1F]")
