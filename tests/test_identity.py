@@ -99,9 +99,15 @@ def test_connected_components_of_a_long_chain_and_an_island(spark):
 FAMILY_PHONE = "+5511987654321"
 
 
+# Limits stated here, not taken from conf/: a phone may reach up to 3 CRM customers, an e-mail 2.
+TOWN_LIMITS = {"crm_id": 1, "email": 2, "phone": 3, "handle": 2, "device_id": 1}
+
+
 @pytest.fixture(scope="module")
 def town(spark, settings):
     """One resolution over several small, unconnected cases (one Spark run for all of them)."""
+    settings = settings.model_copy(update={"identity": settings.identity.model_copy(
+        update={"max_customers_per_identifier": TOWN_LIMITS})})
     crm = bronze(spark, "crm", [crm_row("crm-ana", "ana@x.com", "(11) 99876-5432", at(1, 8))])
     wa = bronze(spark, "whatsapp", [{
         "payload_kind": "messages",
