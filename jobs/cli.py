@@ -74,8 +74,16 @@ def cmd_generate(args, settings: Settings) -> int:
     started = time.perf_counter()
     stats = generate_landing_zone(args.out, args.customers, args.days, args.seed, start=args.start, workers=args.workers)
     seconds = time.perf_counter() - started
-    console.print(f"generated {args.customers:,} customers over {args.days} days into {args.out} in {seconds:.1f} s")
-    console.print(str(stats))
+    from rich.table import Table
+
+    table = Table(title=f"{args.customers:,} customers over {args.days} days (seed {args.seed}) -> {args.out}")
+    for col in ("source", "records", "re-delivered", "malformed", "files"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for name, src in sorted(stats.sources.items()):
+        table.add_row(name, f"{src.records:,}", f"{src.duplicates:,}", f"{src.malformed:,}", f"{src.files:,}")
+    console.print(table)
+    console.print(f"{stats.records:,} records in {stats.files:,} files, ground truth in {args.out / '_truth'}; "
+                  f"{seconds:.1f} s")
     return 0
 
 
@@ -119,6 +127,20 @@ def _print_summary(console, runner, summary) -> None:
     console.print(f"quarantined records: {total_q:,}" + (f" ({detail})" if detail else ""))
     dates = summary.arrival_dates
     console.print(f"arrival dates processed: {len(dates)} ({dates[0]} .. {dates[-1]})")
+    if runner.lake.exists("gold", "service_kpis"):
+        from pipelines.kpis import build_channel_overview
+
+        def show(value, fmt):
+            return "-" if value is None else format(value, fmt)
+
+        overview = Table(title="service by channel (gold.service_kpis, whole period)")
+        for col in ("channel", "interactions", "NPS", "CSAT %", "FCR", "bot containment"):
+            overview.add_column(col, justify="left" if col == "channel" else "right")
+        for row in build_channel_overview(runner.lake.read("gold", "service_kpis")).collect():
+            overview.add_row(row["channel"], f"{row['interactions']:,}", show(row["nps"], ".1f"),
+                             show(row["csat_pct"], ".1f"), show(row["fcr_rate"], ".0%"),
+                             show(row["bot_containment_rate"], ".0%"))
+        console.print(overview)
 
 
 def cmd_run(args, settings: Settings) -> int:

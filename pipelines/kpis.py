@@ -156,3 +156,26 @@ def build_service_kpis(
         F.lit(run_id).alias("run_id"),
         F.lit(now).cast("timestamp").alias("_written_at"),
     ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SERVICE_KPIS.fields])
+
+
+def build_channel_overview(service_kpis: DataFrame) -> DataFrame:
+    """Per channel over every day in the table: the rates re-weighted by the counts behind them.
+
+    Rates and NPS are linear in their counts, so weighting each day's value by its
+    response count gives exactly the metric over the whole period.
+    """
+    base = service_kpis.where(F.col("grouping_level") == "date,channel")
+
+    def weighted(metric: str, weight: str) -> Column:
+        total = F.sum(F.when(F.col(metric).isNotNull(), F.col(weight)))
+        return F.sum(F.col(metric) * F.col(weight)) / total
+
+    return base.groupBy("channel").agg(
+        F.sum("interactions").alias("interactions"),
+        weighted("nps", "nps_responses").alias("nps"),
+        weighted("csat_pct", "csat_responses").alias("csat_pct"),
+        weighted("fcr_rate", "fcr_eligible").alias("fcr_rate"),
+        weighted("bot_containment_rate", "bot_handled").alias("bot_containment_rate"),
+    ).select("channel", "interactions", "nps", "csat_pct", "fcr_rate", "bot_containment_rate").orderBy(
+        F.col("interactions").desc(), "channel"
+    )
