@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--date", type=_date, default=None,
                      help="re-process this arrival date (default: every date not yet processed)")
 
+    report = sub.add_parser("report", help="write an HTML report from the lakehouse")
+    report_sub = report.add_subparsers(dest="report", required=True)
+    kpis = report_sub.add_parser("kpis", help="service KPIs per channel: trend per metric over the last days")
+    kpis.add_argument("--lakehouse", required=True, type=Path)
+    kpis.add_argument("--out", required=True, type=Path)
+    kpis.add_argument("--days", type=_positive, default=30)
+
     demo = sub.add_parser("demo", help="generate a small landing zone, run every job, print a summary")
     demo.add_argument("--dir", type=Path, default=None, help="demo folder (default: conf demo.directory)")
     return parser
@@ -147,6 +154,25 @@ def cmd_run(args, settings: Settings) -> int:
     return _run(settings, args.landing, args.lakehouse, args.date, _console())
 
 
+def cmd_report(args, settings: Settings) -> int:
+    from jobs.report import render_kpi_report
+    from lakehouse.spark import build_spark_session
+    from lakehouse.tables import Lakehouse
+
+    if not args.lakehouse.is_dir():
+        raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
+    spark = build_spark_session(settings)
+    try:
+        lake = Lakehouse(spark, args.lakehouse, settings.storage)
+        if not lake.exists("gold", "service_kpis"):
+            raise FileNotFoundError(f"no gold/service_kpis table in {args.lakehouse}: run `atende run` first")
+        out = render_kpi_report(lake.read("gold", "service_kpis"), args.out, days=args.days)
+        _console().print(f"report written to {out}")
+        return 0
+    finally:
+        spark.stop()
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from jobs.generate import generate_landing_zone
 
@@ -181,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"atende: {exc}", file=sys.stderr)
         return 2
-    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo}
+    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report}
     try:
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:

@@ -18,8 +18,16 @@ from pipelines.schemas_gold import KPI_BASE_LEVEL, SERVICE_KPIS
 UNKNOWN_CHANNEL = "unknown"
 
 
+MICROS_PER_DAY = 86_400_000_000
+
+
 def business_date(ts: Column, timezone: str) -> Column:
-    return F.to_date(F.from_utc_timestamp(ts, timezone))
+    """The calendar date of the instant `ts` on the wall clock of `timezone`.
+
+    `to_date` would read the shifted timestamp in the session time zone, so the date would be
+    right only where the session runs in UTC; the wall-clock microseconds are counted directly."""
+    wall_clock_us = F.unix_micros(F.from_utc_timestamp(ts, timezone))
+    return F.date_from_unix_date(F.floor(wall_clock_us / F.lit(MICROS_PER_DAY)).cast("int"))
 
 
 def is_first_contact_resolution(window_days: int) -> Column:
@@ -60,6 +68,8 @@ def build_service_kpis(
     is_call = F.col("channel") == "voice"
     answered = is_call & (F.col("disposition") == "answered")
     is_conversation = ~is_call
+    # section 4: a chatbot conversation is bot-handled even when silver saw no bot message in it
+    bot_handled = is_conversation & ((F.col("channel") == "chatbot") | F.coalesce("has_bot", F.lit(False)))
     aht_value = (
         F.when(answered, F.col("talk_seconds") + F.coalesce("hold_seconds", F.lit(0.0)))
         .when(is_conversation, F.col("handle_seconds"))
@@ -74,7 +84,7 @@ def build_service_kpis(
         F.lit(None).cast("int").alias("score"),
         is_first_contact_resolution(settings.kpis.fcr_window_days).alias("fcr"),
         F.col("first_response_seconds").cast("double").alias("first_response_seconds"),
-        (is_conversation & F.coalesce("has_bot", F.lit(False))).alias("bot_handled"),
+        bot_handled.alias("bot_handled"),
         (F.coalesce("resolved", F.lit(False)) & ~F.coalesce("handed_off", F.lit(False))).alias("contained"),
         F.coalesce("handed_off", F.lit(False)).alias("handed_off"),
         is_call.alias("is_call"),

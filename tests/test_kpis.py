@@ -9,7 +9,9 @@ import datetime as dt
 
 import pytest
 
-from pipelines.kpis import build_service_kpis
+from pyspark.sql import functions as F
+
+from pipelines.kpis import build_channel_overview, build_service_kpis
 from pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
 from pipelines.schemas_gold import SERVICE_KPIS
 
@@ -146,3 +148,137 @@ def test_extra_dimension_rows(kpis):
     assert (by_queue["calls"], by_queue["abandonment_rate"]) == (2, 0.5)
     by_topic = rows[(DAY, "voice", "date,channel,topic", "billing")]
     assert (by_topic["interactions"], by_topic["fcr_rate"]) == (1, 1.0)
+
+
+# --- edge cases on a day of their own -------------------------------------------------------------
+
+EDGE_DAY = dt.date(2026, 3, 5)
+
+
+def edge_utc(day: int, hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 3, day, hour, minute, second, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def edge(spark, settings):
+    interactions = spark.createDataFrame([
+        # whatsapp: one conversation never got a reply; it counts as an interaction, not as a response time
+        interaction(interaction_id="w1", channel="whatsapp", started_at=edge_utc(5, 12), customer_key="c20"),
+        interaction(interaction_id="w2", channel="whatsapp", started_at=edge_utc(5, 13), customer_key="c21",
+                    first_response_seconds=5.0),
+        interaction(interaction_id="w3", channel="whatsapp", started_at=edge_utc(5, 14), customer_key="c22",
+                    first_response_seconds=7.0),
+        # instagram: the day's only conversation never got a reply
+        interaction(interaction_id="g1", channel="instagram", started_at=edge_utc(5, 12), customer_key="c23"),
+        # chatbot channel: bot-handled even without a bot message seen; an unknown outcome is not contained
+        interaction(interaction_id="b1", channel="chatbot", started_at=edge_utc(5, 12), customer_key="c24",
+                    resolved=True, has_bot=False, first_response_seconds=1.0),
+        interaction(interaction_id="b2", channel="chatbot", started_at=edge_utc(5, 13), customer_key="c25",
+                    resolved=None, has_bot=True, first_response_seconds=1.0),
+        # calls: a transferred call is a call (and responded) but not an answered one
+        interaction(interaction_id="t1", channel="voice", started_at=edge_utc(5, 12), customer_key="c26", resolved=True,
+                    disposition="transferred", wait_seconds=20.0, first_response_seconds=20.0, talk_seconds=100.0,
+                    hold_seconds=10.0),
+        interaction(interaction_id="a1", channel="voice", started_at=edge_utc(5, 13), customer_key="c27", resolved=True,
+                    disposition="answered", wait_seconds=10.0, first_response_seconds=10.0, talk_seconds=50.0),
+        # FCR: follow-ups at exactly 7 x 24 h, of another customer, on another topic, and 1 s later
+        interaction(interaction_id="k1", channel="telegram", started_at=edge_utc(5, 12), customer_key="c7",
+                    topic="billing", resolved=True),
+        interaction(interaction_id="k1-later", channel="email", started_at=edge_utc(12, 12), customer_key="c7",
+                    topic="billing"),
+        interaction(interaction_id="k2", channel="telegram", started_at=edge_utc(5, 13), customer_key="c8",
+                    topic="billing", resolved=True),
+        interaction(interaction_id="k2-other-customer", channel="email", started_at=edge_utc(6, 13), customer_key="c9",
+                    topic="billing"),
+        interaction(interaction_id="k2-other-topic", channel="email", started_at=edge_utc(6, 13), customer_key="c8",
+                    topic="delivery"),
+        interaction(interaction_id="k3", channel="telegram", started_at=edge_utc(5, 14), customer_key="c10",
+                    topic="returns", resolved=True),
+        interaction(interaction_id="k3-again", channel="email", started_at=edge_utc(5, 14, 0, 1), customer_key="c10",
+                    topic="returns"),
+    ], INTERACTIONS)
+    responses = spark.createDataFrame([
+        # about w1, sent 2 days later at 01:00 UTC (22:00 on the 6th in Sao Paulo): counted on w1's day and channel
+        response("s1", edge_utc(8, 1), "csat", 1, "w1"),
+    ], SURVEY_RESPONSES)
+    frame = build_service_kpis(interactions, responses, settings, "run-2", NOW)
+    return {(r.date, r.channel): r.asDict() for r in frame.where("grouping_level = 'date,channel'").collect()}
+
+
+def test_a_conversation_that_never_got_a_reply_has_no_response_time(edge):
+    whatsapp = edge[(EDGE_DAY, "whatsapp")]
+    assert (whatsapp["interactions"], whatsapp["first_response_count"]) == (3, 2)
+    # 5 and 7: the median interpolates halfway; p90 at rank 0.9 -> 5 + 0.9 * (7 - 5)
+    assert whatsapp["first_response_seconds_p50"] == 6.0
+    assert whatsapp["first_response_seconds_p90"] == pytest.approx(6.8)
+    instagram = edge[(EDGE_DAY, "instagram")]
+    assert (instagram["interactions"], instagram["first_response_count"]) == (1, 0)
+    assert (instagram["first_response_seconds_p50"], instagram["first_response_seconds_p90"]) == (None, None)
+
+
+def test_survey_about_an_interaction_days_earlier_counts_on_that_interactions_day(edge):
+    assert (edge[(EDGE_DAY, "whatsapp")]["csat_responses"], edge[(EDGE_DAY, "whatsapp")]["csat_pct"]) == (1, 0.0)
+    assert not [key for key in edge if key[0] != EDGE_DAY and key[1] in ("whatsapp", "unknown")]
+
+
+def test_chatbot_conversations_are_bot_handled(edge):
+    chatbot = edge[(EDGE_DAY, "chatbot")]
+    # b1 contained; b2 not known to be resolved, so not contained; no hand-off: a rate of 0, not null
+    assert (chatbot["bot_handled"], chatbot["bot_containment_rate"], chatbot["handoff_rate"]) == (2, 0.5, 0.0)
+    # chatbot conversations have no agent: no handling time
+    assert (chatbot["aht_seconds"], chatbot["aht_count"]) == (None, 0)
+
+
+def test_aht_counts_answered_calls_only(edge):
+    voice = edge[(EDGE_DAY, "voice")]
+    assert (voice["calls"], voice["answered_calls"], voice["abandonment_rate"]) == (2, 1, 0.0)
+    # a1: 50 talk + no hold; t1 (transferred) is not an answered call
+    assert (voice["aht_seconds"], voice["aht_count"]) == (50.0, 1)
+    assert (voice["first_response_seconds_p50"], voice["first_response_count"]) == (15.0, 2)  # waits 10 and 20
+
+
+def test_fcr_follow_ups_must_be_same_customer_same_topic_strictly_within_the_window(edge):
+    telegram = edge[(EDGE_DAY, "telegram")]
+    # k1 (follow-up at exactly 7 days: outside) and k2 (other customer / other topic) are FCR; k3 is not
+    assert (telegram["fcr_rate"], telegram["fcr_eligible"]) == (pytest.approx(2 / 3), 3)
+
+
+def test_business_date_does_not_depend_on_the_session_time_zone(spark):
+    from pipelines.kpis import business_date
+
+    frame = spark.createDataFrame(
+        [(edge_utc(11, 1, 30),), (edge_utc(11, 2, 59, 59),), (edge_utc(11, 3),)], "ts timestamp"
+    )
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    try:
+        for session_zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+            spark.conf.set("spark.sql.session.timeZone", session_zone)
+            dates = [r.d for r in frame.select(business_date(F.col("ts"), "America/Sao_Paulo").alias("d")).collect()]
+            assert dates == [dt.date(2026, 3, 10), dt.date(2026, 3, 10), dt.date(2026, 3, 11)], session_zone
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
+
+
+def service_kpis_row(day: dt.date, channel: str, level: str = "date,channel", value: str | None = None, **metrics) -> tuple:
+    counts = {f.name: 0 for f in SERVICE_KPIS.fields if f.dataType.typeName() == "long"}
+    fields = {**counts, "date": day, "channel": channel, "grouping_level": level, "dimension_value": value,
+              "run_id": "r", "_written_at": NOW, **metrics}
+    return tuple(fields.get(f.name) for f in SERVICE_KPIS.fields)
+
+
+def test_channel_overview_weights_each_day_by_the_counts_behind_it(spark):
+    frame = spark.createDataFrame([
+        # day 1: nps 50 over 2 responses (+1 net promoter); day 2: -100 over 1 (-1): 0 over the 3 responses
+        service_kpis_row(EDGE_DAY, "email", interactions=4, nps=50.0, nps_responses=2, fcr_rate=0.75, fcr_eligible=4),
+        service_kpis_row(DAY, "email", interactions=2, nps=-100.0, nps_responses=1, fcr_rate=0.0, fcr_eligible=1),
+        service_kpis_row(FOLLOW_UP_DAY, "email", interactions=1),  # no responses: its nulls weigh nothing
+        # a dimension row must not be counted twice
+        service_kpis_row(DAY, "email", "date,channel,agent_id", "ag-1", interactions=2, nps=-100.0, nps_responses=1),
+        service_kpis_row(DAY, "chatbot", interactions=9, bot_containment_rate=1 / 3, bot_handled=9),
+    ], SERVICE_KPIS)
+    rows = [r.asDict() for r in build_channel_overview(frame).collect()]
+    assert [r["channel"] for r in rows] == ["chatbot", "email"]
+    email = rows[1]
+    # fcr: (0.75 * 4 + 0 * 1) / 5
+    assert (email["interactions"], email["nps"], email["fcr_rate"], email["csat_pct"]) == (7, 0.0, pytest.approx(0.6), None)
+    assert rows[0]["bot_containment_rate"] == pytest.approx(1 / 3)
