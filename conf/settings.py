@@ -100,6 +100,16 @@ class MlflowSettings(_Section):
     experiment: str = "atende"
 
 
+class QualitySettings(_Section):
+    # soft gates (warn, never stop the run): the least share of rows that should carry the value
+    min_interactions_with_customer_share: float = Field(default=0.8, ge=0, le=1)
+    min_survey_responses_with_customer_share: float = Field(default=0.5, ge=0, le=1)
+    min_bronze_identified_share: float = Field(default=0.8, ge=0, le=1)
+    # identity health: a jump in either usually means an over-linking identifier
+    max_mean_identifiers_per_customer: float = Field(default=8.0, gt=0)
+    max_merged_customer_share: float = Field(default=0.05, ge=0, le=1)
+
+
 class Settings(_Section):
     env: str = "local"
     spark: SparkSettings = SparkSettings()
@@ -109,6 +119,7 @@ class Settings(_Section):
     kpis: KpiSettings = KpiSettings()
     demo: DemoSettings = DemoSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    quality: QualitySettings = QualitySettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

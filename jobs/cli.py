@@ -98,8 +98,11 @@ def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | Non
     from jobs.run import Runner
     from lakehouse.spark import build_spark_session
 
+    from rich.markup import escape
+
     def progress(message: str) -> None:
-        console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/dim] {message}")
+        style = "yellow" if message.startswith("warning") else "default"
+        console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/dim] [{style}]{escape(message)}[/{style}]")
 
     spark = build_spark_session(settings)
     try:

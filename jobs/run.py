@@ -109,44 +109,59 @@ class Runner:
         record.tables[f"{layer}.{table}"] = info.rows_written
 
     # ------------------------------------------------------------------ jobs
+    def _gate(self, stage: str, tables: dict[str, DataFrame]) -> None:
+        """Great Expectations suites over frames about to be written: a hard failure stops the run first."""
+        from jobs.quality import enforce, run_quality_gates
+
+        docs = self.lake.root / "_quality" / self.run_id / stage
+        results = run_quality_gates(self.spark, self.settings, tables, self.run_id, docs)
+        for result in results:
+            for warning in result.warnings:
+                self.progress(f"warning: {warning}")
+        enforce(results)
+
     def ingest(self, record: JobRecord, dates: list[dt.date]) -> None:
         from jobs.ingest import ingest_source
 
         listed = _quote_dates(dates)
-        counts_frames = []
-        quarantine_frames = []
-        results = []
-        for source in schemas.SOURCES:
-            result = ingest_source(self.spark, self.settings, self.landing, source, dates, self.run_id, self.now)
-            results.append(result)
-            self._write(record, "bronze", source, result.accepted, mode="overwrite", partition_by=["_arrival_date"],
-                        replace_where=f"_arrival_date IN ({listed})")
-            quarantine_frames.append(result.quarantined)
-            counts_frames.append(result.file_counts)
-        quarantined = _union_all(quarantine_frames).cache()
-        self._write(record, "bronze", "quarantine", quarantined, mode="overwrite", partition_by=["_arrival_date"],
-                    replace_where=f"_arrival_date IN ({listed})")
-        quarantined.unpersist()
-        counts = _union_all(counts_frames).withColumn("run_id", F.lit(self.run_id)).cache()
-        record.rows_read += int(counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()[0])
-        self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
-                        replace_where=f"_arrival_date IN ({listed})")
-        broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
-        counts.unpersist()
-        for result in results:
-            result.release()
-        if broken:
-            detail = "; ".join(
-                f"{r['_source_file']}: {r['records']} records, {r['accepted']} accepted + {r['quarantined']} quarantined"
-                for r in broken
-            )
-            raise ReconciliationError(f"reconciliation failed: {detail}")
+        results = {
+            source: ingest_source(self.spark, self.settings, self.landing, source, dates, self.run_id, self.now)
+            for source in schemas.SOURCES
+        }
+        try:
+            counts = _union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
+            counts = counts.cache()
+            record.rows_read += int(counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()[0])
+            broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
+            if broken:
+                detail = "; ".join(
+                    f"{r['_source_file']}: {r['records']} records, {r['accepted']} accepted"
+                    f" + {r['quarantined']} quarantined"
+                    for r in broken
+                )
+                raise ReconciliationError(f"reconciliation failed: {detail}")
+            self._gate("bronze", {f"bronze.{source}": r.accepted for source, r in results.items()})
+            for source, result in results.items():
+                self._write(record, "bronze", source, result.accepted, mode="overwrite",
+                            partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
+            quarantined = _union_all([r.quarantined for r in results.values()])
+            self._write(record, "bronze", "quarantine", quarantined, mode="overwrite",
+                        partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
+            self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
+                            replace_where=f"_arrival_date IN ({listed})")
+            counts.unpersist()
+        finally:
+            for result in results.values():
+                result.release()
 
     def _bronze(self) -> dict[str, DataFrame]:
         return {s: self.lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
 
-    def identity(self, record: JobRecord) -> DataFrame:
+    def identity_and_silver(self, record: JobRecord) -> DataFrame:
+        """Identity resolution, interactions and survey responses: checked together, then written."""
         from pipelines.identity import build_identifier_observations, resolve_identities
+        from pipelines.interactions import build_interactions
+        from pipelines.surveys import build_survey_responses
 
         bronze = self._bronze()
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
@@ -155,26 +170,22 @@ class Runner:
         identity_map, merges, record_keys = resolve_identities(
             observations, previous, self.settings, self.run_id, self.now
         )
-        identity_map = identity_map.cache()
-        merges = merges.cache()
-        record_keys = record_keys.cache()
-        record_keys.count()
+        identity_map, merges, record_keys = identity_map.cache(), merges.cache(), record_keys.cache()
+        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
+        responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now).cache()
+        self._gate("silver", {
+            "silver.identity_map": identity_map,
+            "silver.identity_merges": merges,
+            "silver.interactions": interactions,
+            "silver.survey_responses": responses,
+        })
         self._write(record, "silver", "identity_map", identity_map, mode="overwrite")
         self._write(record, "silver", "identity_merges", merges, mode="append")
-        observations.unpersist()
-        return record_keys
-
-    def silver(self, record: JobRecord, record_keys: DataFrame) -> None:
-        from pipelines.interactions import build_interactions
-        from pipelines.surveys import build_survey_responses
-
-        bronze = self._bronze()
-        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
-        record.rows_read += interactions.count()
         self._write(record, "silver", "interactions", interactions, mode="overwrite", partition_by=["channel"])
-        responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now)
         self._write(record, "silver", "survey_responses", responses, mode="overwrite")
-        interactions.unpersist()
+        for frame in (observations, identity_map, merges, interactions, responses):
+            frame.unpersist()
+        return record_keys
 
     def gold(self, record: JobRecord, record_keys: DataFrame) -> None:
         from pipelines.kpis import build_service_kpis
@@ -215,8 +226,7 @@ class Runner:
         try:
             self._job(summary, "ingest", lambda r: self.ingest(r, dates))
             keys_holder: list[DataFrame] = []
-            self._job(summary, "identity", lambda r: keys_holder.append(self.identity(r)))
-            self._job(summary, "silver", lambda r: self.silver(r, keys_holder[0]))
+            self._job(summary, "silver", lambda r: keys_holder.append(self.identity_and_silver(r)))
             self._job(summary, "gold", lambda r: self.gold(r, keys_holder[0]))
         except RunFailed as exc:
             failure = exc

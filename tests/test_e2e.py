@@ -42,7 +42,7 @@ def counts(runner):
 def test_run_writes_every_contract_table(first_run):
     runner, summary, lake_dir = first_run
     assert len(summary.arrival_dates) >= DAYS
-    assert [j.job for j in summary.jobs] == ["ingest", "identity", "silver", "gold"]
+    assert [j.job for j in summary.jobs] == ["ingest", "silver", "gold"]
     assert all(j.status == "succeeded" for j in summary.jobs)
     for name in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions",
                  "quarantine"):
@@ -131,3 +131,23 @@ def test_cli_fails_fast_with_one_line_reasons(tmp_path):
     assert conf.returncode == 2 and "unknown key 'kpis.fcr_window_dayz'" in conf.stderr
     date = _atende("run", "--landing", str(tmp_path), "--lakehouse", str(tmp_path / "l"), "--date", "2026-13-01")
     assert date.returncode == 2 and "not a date" in date.stderr
+
+
+def test_hard_quality_gate_stops_the_run_before_silver_is_written(spark, settings, landing, tmp_path, monkeypatch):
+    import pipelines.interactions as interactions
+
+    original = interactions.build_interactions
+
+    def doubled(*args, **kwargs):
+        frame = original(*args, **kwargs)
+        return frame.unionByName(frame)  # every interaction_id twice: a hard failure
+
+    monkeypatch.setattr(interactions, "build_interactions", doubled)
+    runner = Runner(spark, settings, landing, tmp_path / "lakehouse")
+    with pytest.raises(RunFailed, match=r"job silver failed: quality gate failed.*silver\.interactions"):
+        runner.run()
+    assert runner.lake.exists("bronze", "calls"), "ingest had passed its gates and committed"
+    assert not runner.lake.exists("silver", "interactions")
+    assert not runner.lake.exists("ops", "processed_dates")
+    docs = list((tmp_path / "lakehouse" / "_quality" / runner.run_id).rglob("index.html"))
+    assert docs, "validation results are kept as Data Docs"
