@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
 import shutil
 import sys
 import time

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -50,10 +49,6 @@ class RunSummary:
     table_rows: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     nothing_to_do: bool = False
-
-    @property
-    def seconds(self) -> float:
-        return sum(j.seconds for j in self.jobs)
 
 
 ProgressFn = Callable[[str], None]
@@ -255,9 +250,3 @@ def _union_all(frames: list[DataFrame]) -> DataFrame:
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
-
-
-def iter_summary_lines(summary: RunSummary) -> Iterator[str]:
-    yield f"run {summary.run_id}"
-    for job in summary.jobs:
-        yield f"  {job.job:<10} {job.status:<9} {job.seconds:8.1f} s  {job.rows_written:>12,} rows written"

@@ -12,7 +12,6 @@ from pyspark.sql.types import (
     DateType,
     DoubleType,
     IntegerType,
-    LongType,
     MapType,
     StringType,
     StructField,

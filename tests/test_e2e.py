@@ -1,11 +1,8 @@
 """End to end: a generated landing zone through every job, re-runs, failures and the CLI."""
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
