@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from conf.settings import StorageSettings
 
@@ -403,7 +403,7 @@ class DeltaRsEngine:
             # A predicate over partition columns only is decided per file from its partition values.
             rows = [tuple([f["path"]] + [f["partition_values"].get(p.name) for p in part_fields]) for f in files]
             frame = self.spark.createDataFrame(
-                rows, StructType([StructField("_path", _STRING, True)] + [StructField(p.name, _STRING, True) for p in part_fields])
+                rows, StructType([StructField("_path", StringType(), True)] + [StructField(p.name, StringType(), True) for p in part_fields])
             ).select("_path", *[F.col(p.name).cast(p.dataType).alias(p.name) for p in part_fields])
             try:
                 matched = frame.where(F.coalesce(F.expr(predicate), F.lit(False))).select("_path").collect()
@@ -491,10 +491,6 @@ class DeltaRsEngine:
                     removed.append(f"{STAGING_DIR}/{leftover.name}")
         return removed
 
-
-from pyspark.sql.types import StringType as _StringType  # noqa: E402
-
-_STRING = _StringType()
 
 
 _SQL_WORDS = {
