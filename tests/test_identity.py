@@ -14,27 +14,13 @@ from pipelines.identity import (
     resolve_identities,
     resolve_identities_with_report,
 )
-from pipelines.schemas import BRONZE, IDENTIFIER_OBSERVATIONS
+from bronze_frames import at, bronze
+from pipelines.schemas import IDENTIFIER_OBSERVATIONS
 
 UTC = dt.timezone.utc
 RUN1 = dt.datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 RUN2 = dt.datetime(2026, 3, 9, 6, 0, tzinfo=UTC)
 
-
-def at(day: int, hour: int = 12, minute: int = 0) -> dt.datetime:
-    return dt.datetime(2026, 3, day, hour, minute, tzinfo=UTC)
-
-
-def bronze(spark, source: str, rows: list[dict]):
-    """A BRONZE[source] frame: the given fields, lineage filled in, everything else null."""
-    lineage = {
-        "_source_file": f"{source}/2026-03-01/part-0",
-        "_arrival_date": dt.date(2026, 3, 1),
-        "_ingested_at": at(1, 23),
-        "run_id": "r0",
-    }
-    schema = BRONZE[source]
-    return spark.createDataFrame([tuple({**lineage, **r}.get(f.name) for f in schema.fields) for r in rows], schema)
 
 
 def observations(spark, rows: list[tuple]):

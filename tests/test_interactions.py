@@ -8,27 +8,13 @@ from pyspark.testing import assertDataFrameEqual
 
 from pipelines.identity import RECORD_KEYS
 from pipelines.interactions import build_interactions
-from pipelines.schemas import BRONZE, INTERACTIONS, SURVEY_RESPONSES
+from bronze_frames import at, bronze
+from pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
 from pipelines.surveys import build_survey_responses
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=UTC)
 
-
-def at(day: int, hour: int = 12, minute: int = 0, second: int = 0) -> dt.datetime:
-    return dt.datetime(2026, 3, day, hour, minute, second, tzinfo=UTC)
-
-
-def bronze(spark, source: str, rows: list[dict]):
-    """A BRONZE[source] frame: the given fields, lineage filled in (overridable), everything else null."""
-    lineage = {
-        "_source_file": f"{source}/2026-03-01/part-0",
-        "_arrival_date": dt.date(2026, 3, 1),
-        "_ingested_at": at(1, 23),
-        "run_id": "r0",
-    }
-    schema = BRONZE[source]
-    return spark.createDataFrame([tuple({**lineage, **r}.get(f.name) for f in schema.fields) for r in rows], schema)
 
 
 def msg(sent_at, author, text, agent_id=None):
