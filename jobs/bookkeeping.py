@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
@@ -62,7 +62,6 @@ class JobRecord:
     rows_read: int = 0
     rows_written: int = 0
     error: str | None = None
-    tables: dict[str, int] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:

@@ -101,7 +101,6 @@ class Runner:
     def _write(self, record: JobRecord, layer: str, table: str, df: DataFrame, **kwargs) -> None:
         info = self.lake.write(layer, table, df, **kwargs)
         record.rows_written += info.rows_written
-        record.tables[f"{layer}.{table}"] = info.rows_written
 
     # ------------------------------------------------------------------ jobs
     def _gate(self, stage: str, tables: dict[str, DataFrame]) -> None:

@@ -268,32 +268,40 @@ class DeltaRsEngine:
         plan: Callable[[Any], tuple[list[Any], int]],
         operation: str,
     ) -> tuple[int, int]:
-        """Run plan(snapshot) -> (remove actions, rows) and commit with the adds, retrying on conflict."""
+        """Run plan(snapshot) -> (actions, files removed) and commit them, retrying on conflict."""
         from deltalake import CommitProperties
-        from deltalake.exceptions import CommitFailedError
 
-        attempts = self.settings.commit_retries + 1
-        last_error: Exception | None = None
-        for attempt in range(attempts):
+        def attempt() -> tuple[int, int]:
             dt = self._table(path)
             actions, removed = plan(dt)
             if self.before_commit is not None:
                 self.before_commit(path)
+            dt.create_write_transaction(
+                actions,
+                mode="append",
+                schema=spark_to_arrow_schema(schema),
+                partition_by=list(partition_by) or None,
+                commit_properties=CommitProperties(custom_metadata={"atende.operation": operation}),
+            )
+            return self._table(path).version(), removed
+
+        return self._retry_on_conflict(path, "commit to", attempt)
+
+    def _retry_on_conflict(self, path: str, what: str, attempt: Callable[[], Any]) -> Any:
+        """Run attempt() until it is not beaten by a concurrent commit; each try starts from a fresh snapshot."""
+        from deltalake.exceptions import CommitFailedError
+
+        attempts = self.settings.commit_retries + 1
+        last_error: Exception | None = None
+        for number in range(attempts):
             try:
-                dt.create_write_transaction(
-                    actions,
-                    mode="append",
-                    schema=spark_to_arrow_schema(schema),
-                    partition_by=list(partition_by) or None,
-                    commit_properties=CommitProperties(custom_metadata={"atende.operation": operation}),
-                )
-                return self._table(path).version(), removed
+                return attempt()
             except CommitFailedError as exc:
                 last_error = exc
-                log.warning("commit to %s lost a race (attempt %d/%d): %s", path, attempt + 1, attempts, exc)
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+                log.warning("%s %s lost a race (attempt %d/%d): %s", what, path, number + 1, attempts, exc)
+                time.sleep(min(2.0, 0.05 * 2**number))
         raise ConcurrentWriteError(
-            f"could not commit to {path} after {attempts} attempts: another writer kept winning ({last_error})"
+            f"could not {what} {path} after {attempts} attempts: another writer kept winning ({last_error})"
         )
 
     def write(
@@ -452,30 +460,25 @@ class DeltaRsEngine:
         source = df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields]).toArrow()
         source = source.cast(spark_to_arrow_schema(table_schema))
         predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        attempts = self.settings.commit_retries + 1
-        from deltalake.exceptions import CommitFailedError
 
-        for attempt in range(attempts):
-            dt = self._table(path)
-            try:
-                metrics = (
-                    dt.merge(source=source, predicate=predicate, source_alias="s", target_alias="t")
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .execute()
-                )
-                return CommitInfo(
-                    path,
-                    self._table(path).version(),
-                    "upsert",
-                    int(metrics.get("num_target_files_added", 0)),
-                    int(metrics.get("num_target_files_removed", 0)),
-                    int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0)),
-                )
-            except CommitFailedError as exc:
-                log.warning("upsert into %s lost a race (attempt %d/%d): %s", path, attempt + 1, attempts, exc)
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise ConcurrentWriteError(f"could not upsert into {path} after {attempts} attempts")
+        def attempt() -> CommitInfo:
+            metrics = (
+                self._table(path)
+                .merge(source=source, predicate=predicate, source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return CommitInfo(
+                path,
+                self._table(path).version(),
+                "upsert",
+                int(metrics.get("num_target_files_added", 0)),
+                int(metrics.get("num_target_files_removed", 0)),
+                int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0)),
+            )
+
+        return self._retry_on_conflict(path, "upsert into", attempt)
 
     def vacuum(self, path: str, retention_hours: int) -> list[str]:
         dt = self._table(path)

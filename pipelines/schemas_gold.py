@@ -10,14 +10,11 @@ from pyspark.sql.types import (
     LongType,
     MapType,
     StringType,
-    StructField,
     StructType,
     TimestampType,
 )
 
-
-def _s(name: str, dtype, nullable: bool = True) -> StructField:
-    return StructField(name, dtype, nullable)
+from pipelines.schemas import _s
 
 
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
