@@ -3,6 +3,9 @@
     python bench/bench_identity.py                                   # generate 2,000 customers x 14 days (seed 7), run, score
     python bench/bench_identity.py --customers 20000 --days 30       # larger
     python bench/bench_identity.py --landing L --lakehouse H         # score an existing run (landing keeps _truth/)
+    python bench/bench_identity.py --landing L --lakehouse H --resolve-only
+        # re-run identity resolution (and the silver interactions / survey responses it keys) in memory over
+        # the run's bronze tables with the current code and conf, and score that: writes nothing
 
 Records scored, each joined to `<landing>/_truth/records.csv` (source, record_id, person_id):
 * silver `interactions`: `interaction_id` -> conversation_id / call_id as is; `wa:<id>` -> the WhatsApp
@@ -56,11 +59,36 @@ def run_pipeline(spark, settings, landing: Path, lakehouse: Path) -> dict:
     }
 
 
-def predicted_records(lake):
-    """(type, source, record_id, customer_key) for every scored silver record."""
+def resolve_in_memory(spark, settings, lake):
+    """(interactions, survey_responses, identity_map) computed from the lakehouse's bronze tables by the
+    current pipeline code, as the silver job would write them (nothing is written)."""
+    from datetime import datetime, timezone
+
+    from pipelines import schemas
+    from pipelines.identity import build_identifier_observations, resolve_identities
+    from pipelines.interactions import build_interactions
+    from pipelines.surveys import build_survey_responses
+
+    bronze = {s: lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
+    now = datetime.now(timezone.utc)
+    observations = build_identifier_observations(bronze, settings).cache()
+    identity_map, _merges, record_keys = resolve_identities(observations, None, settings, "bench", now)
+    record_keys = record_keys.cache()
+    interactions = build_interactions(bronze, record_keys, settings, "bench", now).cache()
+    responses = build_survey_responses(bronze["surveys"], interactions, record_keys, "bench", now)
+    return interactions, responses, identity_map.cache()
+
+
+def predicted_records(lake, frames=None):
+    """(type, source, record_id, customer_key) for every scored silver record (`frames`: the silver
+    (interactions, survey_responses, identity_map) to score instead of the lakehouse's)."""
     from pyspark.sql import functions as F
 
-    inter = lake.read("silver", "interactions").select("interaction_id", "channel", "customer_key")
+    if frames is None:
+        frames = (lake.read("silver", "interactions"), lake.read("silver", "survey_responses"),
+                  lake.read("silver", "identity_map"))
+    interactions_table, responses_table, map_table = frames
+    inter = interactions_table.select("interaction_id", "channel", "customer_key")
     iid = F.col("interaction_id")
     source = (
         F.when(iid.startswith("wa:"), F.lit("whatsapp"))
@@ -73,11 +101,11 @@ def predicted_records(lake):
         F.concat(F.lit("interaction:"), source).alias("type"), source.alias("source"),
         record_id.alias("record_id"), "customer_key",
     )
-    surveys = lake.read("silver", "survey_responses").select(
+    surveys = responses_table.select(
         F.lit("survey_response").alias("type"), F.lit("surveys").alias("source"),
         F.col("response_id").alias("record_id"), "customer_key",
     )
-    crm = lake.read("silver", "identity_map").where(F.col("identifier_type") == "crm_id").select(
+    crm = map_table.where(F.col("identifier_type") == "crm_id").select(
         F.lit("crm").alias("type"), F.lit("crm").alias("source"),
         F.col("identifier").alias("record_id"), "customer_key",
     )
@@ -136,7 +164,8 @@ def pairwise(scored, group_col: str | None) -> dict:
     return out
 
 
-def score(spark, settings, landing: Path, lakehouse: Path, worst: int) -> dict:
+def score(spark, settings, landing: Path, lakehouse: Path, worst: int, resolve_only: bool = False,
+          dump: Path | None = None) -> dict:
     from pyspark.sql import functions as F
 
     from lakehouse.tables import Lakehouse
@@ -145,7 +174,7 @@ def score(spark, settings, landing: Path, lakehouse: Path, worst: int) -> dict:
     truth = spark.read.option("header", True).csv(str(landing / "_truth" / "records.csv")).select(
         "source", "record_id", "person_id"
     )
-    predicted = predicted_records(lake).cache()
+    predicted = predicted_records(lake, resolve_in_memory(spark, settings, lake) if resolve_only else None).cache()
     joined = predicted.join(truth, ["source", "record_id"], "left").cache()
     # silver records the truth does not know (should be none), and truth records silver lacks
     coverage = {
@@ -170,6 +199,9 @@ def score(spark, settings, landing: Path, lakehouse: Path, worst: int) -> dict:
         # a null key is a singleton cluster: no pair predicted for it
         F.coalesce("customer_key", F.concat(F.lit("<null>:"), "source", F.lit(":"), "record_id")).alias("key"),
     ).cache()
+    if dump is not None:
+        scored.select("type", "source", "record_id", "person_id", "customer_key_raw").coalesce(1).write.mode(
+            "overwrite").option("header", True).csv(str(dump))
     result = {"per_type": pairwise(scored, "type"), "overall": pairwise(scored, None)["overall"],
               "coverage": coverage}
 
@@ -200,10 +232,17 @@ def main() -> None:
     parser.add_argument("--lakehouse", type=Path, default=None,
                         help="existing lakehouse of a run over --landing: score it, do not run")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp folder, removed)")
+    parser.add_argument("--resolve-only", action="store_true",
+                        help="with --landing and --lakehouse: re-resolve identities from the run's bronze in memory "
+                             "(current code and conf) and score that")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write the scored records (type, source, record_id, person_id, customer_key) as CSV here")
     parser.add_argument("--worst", type=int, default=5, help="how many worst keys / most split persons to list")
     args = parser.parse_args()
     if args.lakehouse and not args.landing:
         parser.error("--lakehouse needs --landing (for _truth/records.csv)")
+    if args.resolve_only and not args.lakehouse:
+        parser.error("--resolve-only needs --landing and --lakehouse (a run's bronze tables)")
 
     from conf import load_settings
     from lakehouse.spark import build_spark_session
@@ -225,7 +264,7 @@ def main() -> None:
             lakehouse = work / "lakehouse"
             report["run"] = run_pipeline(spark, settings, landing, lakehouse)
         started = time.perf_counter()
-        report["scores"] = score(spark, settings, landing, lakehouse, args.worst)
+        report["scores"] = score(spark, settings, landing, lakehouse, args.worst, args.resolve_only, args.dump)
         report["scoring_seconds"] = round(time.perf_counter() - started, 1)
         report["note"] = ("pairwise scores; a record with a null customer_key is a singleton cluster; "
                           "overall includes pairs across record types")

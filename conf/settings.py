@@ -61,6 +61,23 @@ class IdentitySettings(_Section):
         default_factory=lambda: {"crm_id": 1, "email": 1, "phone": 1, "handle": 1, "device_id": 1}
     )
     max_component_size: int = Field(default=50, ge=2)
+    # an identifier held back by the limit above that reaches at most this many CRM customers (a family
+    # phone, a shared inbox) still places the records carrying it with the one customer whose name
+    # matches theirs; above it (a phone shared by six people, a shop's tablet) it places nothing
+    name_tie_break_max_customers: dict[str, int] = Field(
+        default_factory=lambda: {"email": 3, "phone": 4, "handle": 2, "device_id": 2}
+    )
+    # two CRM registrations sharing an e-mail or a phone, with matching names and no conflicting
+    # birth date, are one customer registered twice
+    join_crm_duplicates: bool = True
+    # a linking identifier whose records name someone else than the one CRM customer it reaches
+    # (a relative calling on the customer's number) is held back as shared
+    hold_back_on_name_conflict: bool = True
+    # a customer not otherwise linked to the CRM joins the one CRM customer whose name matches a name it
+    # typed with at least this many tokens (first, middle, last; 0 turns name-only linking off)
+    name_link_min_tokens: int = Field(default=3, ge=0)
+    # letters a name token may differ by (typos) and still match
+    name_max_edit_distance: int = Field(default=1, ge=0, le=3)
 
     @field_validator("default_region")
     @classmethod
@@ -100,6 +117,103 @@ class MlflowSettings(_Section):
     experiment: str = "atende"
 
 
+class PersonaSettings(_Section):
+    # the number of personas is chosen over [k_min, k_max] by `selection`
+    k_min: int = Field(default=4, ge=2)
+    k_max: int = Field(default=10, ge=2)
+    selection: Literal["silhouette", "bic"] = "silhouette"
+    # the fit runs on at most this many customers (a uniform sample); scoring runs in Spark on all
+    sample_size: int = Field(default=200_000, ge=100)
+    # customers with fewer interactions + orders than this are fitted on but still scored
+    min_activity: int = Field(default=1, ge=0)
+    seed: int = 7
+    # a new cluster keeps an old persona_id when their centres are this close (scaled units)
+    match_max_distance: float = Field(default=2.5, gt=0)
+
+    @field_validator("k_max")
+    @classmethod
+    def _range(cls, value: int, info) -> int:
+        if value < info.data.get("k_min", 2):
+            raise ValueError("must be at least k_min")
+        return value
+
+
+class ToneSettings(_Section):
+    # the tone catalogue: each tone with the cue phrases that mark an agent reply as written in it;
+    # the cues label a first training set for the text model, which then generalises beyond them
+    catalogue: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {
+        "formal": ("prezado", "prezada", "sr(a)", "senhor", "senhora", "atenciosamente", "cordialmente",
+                   "informamos", "comunicamos", "solicitamos", "por gentileza", "à disposição", "agradecemos"),
+        "friendly": ("oi,", "oii", "tudo bem?", "😊", "😉", "😄", "🙌", "👋", "prontinho", "rapidinho",
+                     "um abraço", "bora", "valeu"),
+        "empathetic": ("sinto muito", "lamento", "entendo", "imagino", "frustrante", "peço desculpas",
+                       "transtorno", "conte comigo", "fique tranquil", "pode contar comigo", "cuide-se"),
+        "concise": ("verificando", "um momento", "feito:", "resolvido:", "pendente:", "algo mais?",
+                    "atendimento encerrado", "detalhes, por favor", "número do pedido?"),
+    })
+    # interactions a customer needs before their own history outweighs their context's prior
+    prior_strength: float = Field(default=2.0, ge=0)
+
+
+class ProductSettings(_Section):
+    rank: int = Field(default=16, ge=1)
+    reg_param: float = Field(default=0.1, ge=0)
+    alpha: float = Field(default=20.0, ge=0)
+    max_iter: int = Field(default=10, ge=1)
+    top_n: int = Field(default=10, ge=1, le=100)
+    # the last `test_days` of orders are held out to evaluate the recommender
+    test_days: int = Field(default=4, ge=1)
+    # weight of a product named in a conversation, relative to one unit ordered
+    interest_weight: float = Field(default=0.3, ge=0)
+    seed: int = 7
+
+
+class ActionSpec(_Section):
+    # service actions come before offers while an issue is open; marketing needs consent
+    kind: Literal["service", "marketing", "none"]
+    value: float = Field(ge=0)             # expected value of a conversion, in BRL
+    business_weight: float = Field(default=1.0, ge=0)
+    channel: str | None = None
+
+
+class NbaSettings(_Section):
+    actions: dict[str, ActionSpec] = Field(default_factory=lambda: {
+        "whatsapp_followup": ActionSpec(kind="service", value=30.0, business_weight=1.0, channel="whatsapp"),
+        "product_offer": ActionSpec(kind="marketing", value=250.0, business_weight=0.8, channel="push"),
+        "satisfaction_survey": ActionSpec(kind="service", value=5.0, business_weight=0.6, channel="email"),
+        "kb_article": ActionSpec(kind="service", value=15.0, business_weight=0.7, channel="email"),
+        "escalate_to_human": ActionSpec(kind="service", value=60.0, business_weight=1.2, channel="voice"),
+        "retention_call": ActionSpec(kind="marketing", value=400.0, business_weight=1.0, channel="voice"),
+        "no_action": ActionSpec(kind="none", value=0.0, business_weight=1.0),
+    })
+    # no more than `fatigue_cap` actions per customer within `fatigue_days`
+    fatigue_cap: int = Field(default=3, ge=0)
+    fatigue_days: int = Field(default=7, ge=1)
+    # an issue is open while the customer's latest interaction in this many days is unresolved
+    open_issue_days: int = Field(default=7, ge=1)
+    # recommendations stay valid this long
+    valid_days: int = Field(default=1, ge=1)
+    # response models learn from the actions of the last this-many days, with features as of its start
+    training_horizon_days: int = Field(default=7, ge=1)
+
+
+class FeatureSettings(_Section):
+    # topic and order-channel values that get a share column each; others count as "other"
+    topics: tuple[str, ...] = ("billing", "delivery", "technical", "cancellation", "product_info", "account",
+                               "complaint", "returns")
+    order_channels: tuple[str, ...] = ("app", "web", "marketplace", "store", "phone")
+
+
+class ModelSettings(_Section):
+    # when `atende run` trains: always, only when no model is registered yet, or never (score only)
+    retrain: Literal["always", "if_missing", "never"] = "if_missing"
+    features: FeatureSettings = FeatureSettings()
+    personas: PersonaSettings = PersonaSettings()
+    tone: ToneSettings = ToneSettings()
+    products: ProductSettings = ProductSettings()
+    nba: NbaSettings = NbaSettings()
+
+
 class QualitySettings(_Section):
     # soft gates (warn, never stop the run): the least share of rows that should carry the value
     min_interactions_with_customer_share: float = Field(default=0.8, ge=0, le=1)
@@ -120,6 +234,7 @@ class Settings(_Section):
     demo: DemoSettings = DemoSettings()
     mlflow: MlflowSettings = MlflowSettings()
     quality: QualitySettings = QualitySettings()
+    models: ModelSettings = ModelSettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -61,6 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     kpis.add_argument("--lakehouse", required=True, type=Path)
     kpis.add_argument("--out", required=True, type=Path)
     kpis.add_argument("--days", type=_positive, default=30)
+    personas = report_sub.add_parser("personas", help="personas for marketing: size, demographics, channel mix, satisfaction")
+    personas.add_argument("--lakehouse", required=True, type=Path)
+    personas.add_argument("--out", required=True, type=Path)
+
+    segments = sub.add_parser("segments", help="persona segments for marketing")
+    segments_sub = segments.add_subparsers(dest="segments", required=True)
+    export = segments_sub.add_parser(
+        "export", help="customers of a persona who gave marketing consent (never the others)")
+    export.add_argument("--lakehouse", required=True, type=Path)
+    export.add_argument("--persona", required=True, help="a persona_id of gold/personas, or 'all'")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("--out", required=True, type=Path, help="the file to write")
+    export.add_argument("--with-contacts", action="store_true",
+                        help="include name, e-mail and phone (direct contact data); off by default")
+
+    train = sub.add_parser("train", help="retrain the models now (personas, tone, products, next best action), "
+                                         "promote those that beat their champion, and re-score")
+    train.add_argument("--landing", required=True, type=Path)
+    train.add_argument("--lakehouse", required=True, type=Path)
 
     demo = sub.add_parser("demo", help="generate a small landing zone, run every job, print a summary")
     demo.add_argument("--dir", type=Path, default=None, help="demo folder (default: conf demo.directory)")
@@ -156,6 +175,12 @@ def cmd_run(args, settings: Settings) -> int:
     return _run(settings, args.landing, args.lakehouse, args.date, _console())
 
 
+def _require(lake, *tables: tuple[str, str]) -> None:
+    for layer, table in tables:
+        if not lake.exists(layer, table):
+            raise FileNotFoundError(f"no {layer}/{table} table in {lake.root}: run `atende run` first")
+
+
 def cmd_report(args, settings: Settings) -> int:
     from jobs.report import render_kpi_report
     from lakehouse.spark import build_spark_session
@@ -166,10 +191,61 @@ def cmd_report(args, settings: Settings) -> int:
     spark = build_spark_session(settings)
     try:
         lake = Lakehouse(spark, args.lakehouse, settings.storage)
+        if args.report == "personas":
+            from jobs.segments import persona_report_frames, render_persona_report
+
+            _require(lake, ("gold", "customer_profiles"), ("gold", "persona_segments"), ("gold", "personas"))
+            frames = persona_report_frames(lake.read("gold", "customer_profiles"),
+                                           lake.read("gold", "persona_segments"), lake.read("gold", "personas"))
+            out = render_persona_report(frames, args.out)
+            _console().print(f"report written to {out}")
+            return 0
         if not lake.exists("gold", "service_kpis"):
             raise FileNotFoundError(f"no gold/service_kpis table in {args.lakehouse}: run `atende run` first")
         out = render_kpi_report(lake.read("gold", "service_kpis"), args.out, days=args.days)
         _console().print(f"report written to {out}")
+        return 0
+    finally:
+        spark.stop()
+
+
+def cmd_segments(args, settings: Settings) -> int:
+    from jobs.segments import ExportError, build_segment_export, write_export
+    from lakehouse.spark import build_spark_session
+    from lakehouse.tables import Lakehouse
+
+    if not args.lakehouse.is_dir():
+        raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
+    spark = build_spark_session(settings)
+    try:
+        lake = Lakehouse(spark, args.lakehouse, settings.storage)
+        _require(lake, ("gold", "customer_profiles"), ("gold", "persona_segments"), ("gold", "personas"))
+        personas = lake.read("gold", "personas")
+        if args.persona != "all":
+            known = sorted(r[0] for r in personas.select("persona_id").collect())
+            if args.persona not in known:
+                raise ExportError(f"unknown persona {args.persona!r}; known: {', '.join(known)} or all")
+        rows = build_segment_export(lake.read("gold", "customer_profiles"), lake.read("gold", "persona_segments"),
+                                    personas, args.persona, args.with_contacts)
+        count = write_export(rows, args.out, args.format)
+        _console().print(f"{count:,} consenting customers of persona {args.persona} written to {args.out}"
+                         + (" (with contact data)" if args.with_contacts else ""))
+        return 0
+    finally:
+        spark.stop()
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from jobs.run import Runner
+    from lakehouse.spark import build_spark_session
+
+    console = _console()
+    spark = build_spark_session(settings)
+    try:
+        runner = Runner(spark, settings, args.landing, args.lakehouse,
+                        progress=lambda m: console.print(f"{dt.datetime.now():%H:%M:%S} {m}"))
+        runner.retrain()
+        console.print("models retrained; tables re-scored with the champions")
         return 0
     finally:
         spark.stop()
@@ -209,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"atende: {exc}", file=sys.stderr)
         return 2
-    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report}
+    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report,
+                "segments": cmd_segments, "train": cmd_train}
     try:
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:

@@ -80,6 +80,8 @@ class Runner:
         self.progress = progress or (lambda message: None)
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
+        self.force_train = False
+        self._model_ctx = None
 
     # ------------------------------------------------------------------ helpers
     def _job(self, summary: RunSummary, name: str, body: Callable[[JobRecord], None]) -> None:
@@ -155,6 +157,7 @@ class Runner:
         """Identity resolution, interactions and survey responses: checked together, then written."""
         from pipelines.identity import build_identifier_observations, resolve_identities
         from pipelines.interactions import build_interactions
+        from pipelines.commerce import build_actions, build_orders, build_products
         from pipelines.surveys import build_survey_responses
 
         bronze = self._bronze()
@@ -167,6 +170,9 @@ class Runner:
         identity_map, merges, record_keys = identity_map.cache(), merges.cache(), record_keys.cache()
         interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
         responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now).cache()
+        products = build_products(bronze["products"], self.run_id, self.now).cache()
+        orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now)
+        actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now)
         self._gate("silver", {
             "silver.identity_map": identity_map,
             "silver.identity_merges": merges,
@@ -177,9 +183,35 @@ class Runner:
         self._write(record, "silver", "identity_merges", merges, mode="append")
         self._write(record, "silver", "interactions", interactions, mode="overwrite", partition_by=["channel"])
         self._write(record, "silver", "survey_responses", responses, mode="overwrite")
-        for frame in (observations, identity_map, merges, interactions, responses):
+        self._write(record, "silver", "products", products, mode="overwrite")
+        self._write(record, "silver", "orders", orders, mode="overwrite")
+        self._write(record, "silver", "actions", actions, mode="overwrite")
+        for frame in (observations, identity_map, merges, interactions, responses, products):
             frame.unpersist()
         return record_keys
+
+    def _models(self):
+        from jobs.modeling import ModelContext
+
+        if self._model_ctx is None:
+            self._model_ctx = ModelContext(self.spark, self.settings, self.lake, self.run_id, self.now, self.progress)
+        return self._model_ctx
+
+    def features(self, record: JobRecord) -> None:
+        from jobs.modeling import write_features
+
+        record.rows_written += write_features(self._models())
+
+    def personas(self, record: JobRecord) -> None:
+        from jobs.modeling import run_personas
+
+        written, _ = run_personas(self._models(), force_train=self.force_train)
+        record.rows_written += written
+
+    def recommendations(self, record: JobRecord) -> None:
+        from jobs.modeling import run_recommendations
+
+        record.rows_written += run_recommendations(self._models(), force_train=self.force_train)
 
     def gold(self, record: JobRecord, record_keys: DataFrame) -> None:
         from pipelines.kpis import build_service_kpis
@@ -190,9 +222,10 @@ class Runner:
         responses = self.lake.read("silver", "survey_responses")
         crm = self.lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"])
         orders = self.lake.read_or_empty("bronze", "orders", schemas.BRONZE["orders"])
+        segments = self.lake.read("gold", "persona_segments") if self.lake.exists("gold", "persona_segments") else None
         profiles = build_customer_profiles(
             identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now,
-            record_keys=record_keys,
+            record_keys=record_keys, segments=segments,
         )
         self._write(record, "gold", "customer_profiles", profiles, mode="overwrite")
         kpis = build_service_kpis(interactions, responses, self.settings, self.run_id, self.now)
@@ -221,7 +254,10 @@ class Runner:
             self._job(summary, "ingest", lambda r: self.ingest(r, dates))
             keys_holder: list[DataFrame] = []
             self._job(summary, "silver", lambda r: keys_holder.append(self.identity_and_silver(r)))
+            self._job(summary, "features", self.features)
+            self._job(summary, "personas", self.personas)
             self._job(summary, "gold", lambda r: self.gold(r, keys_holder[0]))
+            self._job(summary, "recommendations", self.recommendations)
         except RunFailed as exc:
             failure = exc
         overall = JobRecord(job="run", started_at=self.now, ended_at=utc_now(),
@@ -238,6 +274,26 @@ class Runner:
             r["source"]: r["n"]
             for r in self.lake.read("bronze", "quarantine").groupBy("source").agg(F.count("*").alias("n")).collect()
         } if self.lake.exists("bronze", "quarantine") else {}
+        return summary
+
+    def retrain(self) -> RunSummary:
+        """`atende train`: refit every model on the lakehouse as it is, promote what beats its
+        champion, and re-score personas, profiles and recommendations with the champions."""
+        if not self.lake.exists("silver", "interactions"):
+            raise RunFailed(f"no silver tables in {self.lake.root}: run `atende run` first")
+        self.force_train = True
+        summary = RunSummary(self.run_id, [])
+        failure: RunFailed | None = None
+        try:
+            self._job(summary, "features", self.features)
+            self._job(summary, "personas", self.personas)
+            self._job(summary, "gold", lambda r: self.gold(r, None))
+            self._job(summary, "recommendations", self.recommendations)
+        except RunFailed as exc:
+            failure = exc
+        record_jobs(self.spark, self.lake, self.run_id, [], summary.jobs)
+        if failure:
+            raise failure
         return summary
 
     def table_rows(self) -> dict[str, int]:

@@ -14,7 +14,22 @@ Over-merge guards:
   records, so a shared device seen only in anonymous chats is still caught.
   It still gets a key: that of the one customer its records resolve to, or its own;
 - a component with more than `identity.max_component_size` identifiers is not
-  merged: each of its identifiers keeps a key of its own (see `IdentityResolution.exceptions`).
+  merged: each of its identifiers keeps a key of its own (see `IdentityResolution.exceptions`);
+- (`hold_back_on_name_conflict`) a linking identifier that reaches one CRM customer but is carried by a
+  record whose typed name does not fit that customer's (a relative on the customer's phone) is held back
+  too (kind `name_conflict`).
+
+Reach is counted per CRM customer, not per crm_id: two registrations sharing an e-mail or phone whose
+names agree and birth dates do not differ are one customer (`join_crm_duplicates`; their crm_ids are
+linked). A survey response and the conversation or call it names (its contact_id) are one unit for the
+guards and are linked in the graph.
+
+Names (`name`, `profile_name` observations; never links by themselves) then place the components that hold
+no CRM customer: with the one customer, among those a held-back identifier reaching at most
+`name_tie_break_max_customers[type]` customers points to, whose name fits theirs (a family phone); else,
+when `name_link_min_tokens` > 0, with the one CRM customer whose name fits a name typed with that many
+tokens (first + middle + last) and no other CRM customer of that first and last name. The placed
+components are linked to the customer's and components recomputed (a second, small, run of the algorithm).
 
 Records with no identifier of their own inherit through their group (observations of
 type `email_thread` / `interaction`, which never link): an agent's e-mail takes its
@@ -54,6 +69,14 @@ IDENTIFIER_TYPES = ("crm_id", "email", "phone", "handle", "device_id")
 EMAIL_THREAD = "email_thread"
 INTERACTION = "interaction"
 GROUP_TYPES = (EMAIL_THREAD, INTERACTION)
+# Not identifiers either: what a record says about the person, used to confirm or refuse a link.
+# `name` is a name the person typed or a CRM registration holds; `profile_name` a WhatsApp push name
+# (set by the line's owner, often a first name or a nickname: it confirms, never refuses);
+# `birth_date` (CRM) tells two registrations apart. Names are stored normalised (see `normalize_person_name`).
+NAME = "name"
+PROFILE_NAME = "profile_name"
+BIRTH_DATE = "birth_date"
+ATTRIBUTE_TYPES = (NAME, PROFILE_NAME, BIRTH_DATE)
 # When a record must pick one key among its identifiers': the most specific identifier wins.
 TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, "device_id": 4}
 
@@ -71,6 +94,23 @@ IDENTITY_EXCEPTIONS = StructType([
 ])
 
 _SEP = "\u001f"  # unit separator: cannot occur in a normalised identifier
+
+# name normalisation: accents folded, lower case, letters only; particles and initials dropped
+_ACCENTED = "áàâãäåāçćčéèêëēíìîïīñńóòôõöøōúùûüūýÿšžß"
+_PLAIN = "aaaaaaaccceeeeeiiiiinnooooooouuuuuyyszs"
+_NAME_PARTICLES = ("da", "de", "do", "das", "dos", "e", "di", "del", "van", "von")
+
+
+def normalize_person_name(column: Column) -> Column:
+    """`"Ana C. de Souza  "` -> `"ana souza"`: tokens of two letters or more, accents folded, particles
+    (da, de, dos...) dropped; null when nothing is left (an emoji, a single initial)."""
+    folded = F.translate(F.lower(column), _ACCENTED, _PLAIN)
+    tokens = F.filter(
+        F.split(F.trim(F.regexp_replace(folded, r"[^a-z]+", " ")), " "),
+        lambda t: (F.length(t) > 1) & ~t.isin(*_NAME_PARTICLES),
+    )
+    joined = F.array_join(tokens, " ")
+    return F.when(joined != "", joined)
 
 
 # ------------------------------------------------------------------ graph algorithm
@@ -235,9 +275,11 @@ def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
 
 def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
     """IDENTIFIER_OBSERVATIONS: one row per (source, record_id, identifier) — normalised, blocklisted
-    values dropped — plus the grouping rows that never link: `email_thread` for each e-mail message,
-    `interaction` for each conversation and call and for each survey response naming one (its
-    contact_id), so records without a customer identifier can inherit their group's customer."""
+    values dropped — plus the grouping rows: `email_thread` for each e-mail message (never links: records
+    without a customer identifier inherit their thread's customer), `interaction` for each conversation
+    and call and for each survey response naming one (its contact_id: the response and the contact are
+    one customer's); and the attribute rows that never link by themselves (`name`, `profile_name`,
+    `birth_date`, see ATTRIBUTE_TYPES)."""
     cfg = settings.identity
     region = cfg.default_region
 
@@ -262,6 +304,7 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
                 "phone": phone(F.col("customer.phone")),
                 "handle": normalize_handle(F.col("channel"), F.col("customer.handle")),
                 "device_id": normalize_as_given(F.col("customer.device_id")),
+                NAME: normalize_person_name(F.col("customer.name")),
             },
         ))
 
@@ -270,7 +313,8 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
         # a wa_id is always international, without the "+"
         wa_phone = phone(F.concat(F.lit("+"), F.regexp_replace(F.col("wa_id"), r"^\+", "")))
         parts.append(_unpivot(
-            msgs, "whatsapp", F.col("message_id"), F.coalesce("sent_at", "_ingested_at"), {"phone": wa_phone}
+            msgs, "whatsapp", F.col("message_id"), F.coalesce("sent_at", "_ingested_at"),
+            {"phone": wa_phone, PROFILE_NAME: normalize_person_name(F.col("profile_name"))},
         ))
 
     if "email" in bronze:
@@ -283,7 +327,7 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
         # company addresses are agents: their message's customer is the other party, found via the thread
         parts.append(_unpivot(
             msgs, "email", F.col("message_id"), F.col("sent_at"),
-            {"email": F.when(~is_company, address)},
+            {"email": F.when(~is_company, address), NAME: F.when(~is_company, normalize_person_name(F.col("from_name")))},
         ))
         threads = assign_email_threads(msgs).join(msgs.select("message_id", "sent_at"), on="message_id", how="inner")
         parts.append(threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"), F.col("sent_at"))))
@@ -308,7 +352,10 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
         crm = bronze["crm"]
         parts.append(_unpivot(
             crm, "crm", F.col("crm_id"), F.col("updated_at"),
-            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone"))},
+            {
+                "crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone")),
+                NAME: normalize_person_name(F.col("full_name")), BIRTH_DATE: F.col("birth_date").cast(StringType()),
+            },
         ))
 
     if "orders" in bronze:
@@ -358,6 +405,135 @@ def _record_node(source_col: Column, record_col: Column) -> Column:
 
 def _key_node(key_col: Column) -> Column:
     return F.concat(F.lit("k" + _SEP), key_col)
+
+
+def _group_node(group_col: Column) -> Column:
+    return F.concat(F.lit("g" + _SEP), group_col)
+
+
+def names_match(name: Column, crm_name: Column, max_distance: int) -> Column:
+    """A normalised name a record carries fits a CRM customer's normalised name: the same first token
+    and, when it says more than a first name, the same last token and every token found in the CRM
+    name ("ana souza" fits "ana clara souza"; "ana laura rios" does not fit "ana cecilia rios").
+    Tokens may differ by `max_distance` letters (typos)."""
+    r, c = F.split(name, " "), F.split(crm_name, " ")
+
+    def close(a: Column, b: Column) -> Column:
+        return F.levenshtein(a, b) <= max_distance
+
+    first = close(F.element_at(r, 1), F.element_at(c, 1))
+    rest = close(F.element_at(r, -1), F.element_at(c, -1)) & F.forall(
+        r, lambda x: F.exists(c, lambda y: F.levenshtein(x, y) <= max_distance)
+    )
+    return F.coalesce(first & ((F.size(r) == 1) | rest), F.lit(False))
+
+
+def crm_duplicates(obs: DataFrame, attributes: DataFrame, crm_names: DataFrame, cfg) -> DataFrame:
+    """`src, dst` crm_id pairs that are one person registered twice: the two registrations share an
+    e-mail or a phone, their names agree on first and last token, and their birth dates (where both
+    have one) agree. A family sharing a phone has different first names and birth dates."""
+    registered = obs.where((F.col("source") == "crm") & F.col("identifier_type").isin("email", "phone")).select(
+        F.col("record_id").alias("crm_id"), "identifier_type", "identifier"
+    ).distinct()
+    # a value on very many registrations (a placeholder address) proposes no pair
+    crowded = registered.groupBy("identifier_type", "identifier").agg(F.count("*").alias("n")).where(
+        F.col("n") > cfg.max_component_size
+    )
+    registered = registered.join(crowded, on=["identifier_type", "identifier"], how="left_anti")
+    a, b = registered.alias("a"), registered.alias("b")
+    pairs = a.join(
+        b,
+        on=(F.col("a.identifier_type") == F.col("b.identifier_type")) & (F.col("a.identifier") == F.col("b.identifier"))
+        & (F.col("a.crm_id") < F.col("b.crm_id")),
+        how="inner",
+    ).select(F.col("a.crm_id").alias("src"), F.col("b.crm_id").alias("dst")).distinct()
+    d = cfg.name_max_edit_distance
+    na, nb = F.split(F.col("name_a"), " "), F.split(F.col("name_b"), " ")
+    same_name = (
+        pairs.join(crm_names.select(F.col("crm_id").alias("src"), F.col("crm_name").alias("name_a")), on="src", how="inner")
+        .join(crm_names.select(F.col("crm_id").alias("dst"), F.col("crm_name").alias("name_b")), on="dst", how="inner")
+        .where(
+            (F.levenshtein(F.element_at(na, 1), F.element_at(nb, 1)) <= d)
+            & (F.levenshtein(F.element_at(na, -1), F.element_at(nb, -1)) <= d)
+        )
+        .select("src", "dst")
+        .distinct()
+    )
+    births = attributes.where((F.col("source") == "crm") & (F.col("identifier_type") == BIRTH_DATE)).groupBy(
+        F.col("record_id").alias("crm_id")
+    ).agg(F.collect_set("identifier").alias("births"))
+    return (
+        same_name.join(births.select(F.col("crm_id").alias("src"), F.col("births").alias("births_a")), on="src", how="left")
+        .join(births.select(F.col("crm_id").alias("dst"), F.col("births").alias("births_b")), on="dst", how="left")
+        .where(F.col("births_a").isNull() | F.col("births_b").isNull() | F.arrays_overlap("births_a", "births_b"))
+        .select("src", "dst")
+    )
+
+
+def _attachments(
+    linked: DataFrame,
+    obs: DataFrame,
+    names: DataFrame,
+    customer_names: DataFrame,
+    crm_customers: DataFrame,
+    tie_candidates: DataFrame,
+    cfg,
+) -> DataFrame:
+    """`src, dst` edges joining a component that holds no CRM customer to the one CRM customer its names
+    point to (`linked`: node, component):
+    - tie-break: among the customers its held-back identifiers reach (a family phone), the one only
+      whose name fits a name on its records;
+    - name only (`name_link_min_tokens` > 0): when it has no such candidate, the one CRM customer whose
+      name fits a name typed on its records with at least that many tokens, when no other CRM customer
+      with the same first and last name is in sight."""
+    d = cfg.name_max_edit_distance
+    record_component = linked.select(F.col("node").alias("record_node"), "component")
+    customer_node = crm_customers.select("customer", _id_node(F.lit("crm_id"), F.col("customer")).alias("customer_node")).distinct()
+    crm_component = crm_customers.select(_id_node(F.lit("crm_id"), F.col("crm_id")).alias("node")).join(
+        linked, on="node", how="inner"
+    ).select("component").distinct()
+
+    def per_component(df: DataFrame) -> DataFrame:
+        return df.withColumn("record_node", _record_node(F.col("source"), F.col("record_id"))).join(
+            record_component, on="record_node", how="inner"
+        ).join(crm_component, on="component", how="left_anti")
+
+    orphan_names = per_component(names).select("component", "name", "typed").distinct()
+    candidates = per_component(obs.join(tie_candidates, on=["identifier_type", "identifier"], how="inner")).select(
+        "component", F.col("crm").alias("customer")
+    ).distinct()
+    fitting = (
+        candidates.join(orphan_names, on="component", how="inner")
+        .join(customer_names, on="customer", how="inner")
+        .where(names_match(F.col("name"), F.col("crm_name"), d))
+        .select("component", "customer")
+        .distinct()
+    )
+    chosen = fitting.groupBy("component").agg(
+        F.count("*").alias("n"), F.min("customer").alias("customer")
+    ).where(F.col("n") == 1).select("component", "customer")
+
+    if cfg.name_link_min_tokens > 0:
+        def block(name: Column) -> Column:
+            tokens = F.split(name, " ")
+            return F.concat_ws(" ", F.element_at(tokens, 1), F.element_at(tokens, -1))
+
+        typed = orphan_names.where(
+            F.col("typed") & (F.size(F.split(F.col("name"), " ")) >= cfg.name_link_min_tokens)
+        ).join(candidates.select("component").distinct(), on="component", how="left_anti")
+        blocked = typed.withColumn("block", block(F.col("name"))).join(
+            customer_names.withColumn("block", block(F.col("crm_name"))), on="block", how="inner"
+        )
+        verdicts = blocked.groupBy("component", "customer").agg(
+            F.max(names_match(F.col("name"), F.col("crm_name"), d)).alias("fits")
+        )
+        by_name = verdicts.groupBy("component").agg(
+            F.count("*").alias("n"), F.min("fits").alias("all_fit"), F.min("customer").alias("customer")
+        ).where((F.col("n") == 1) & F.col("all_fit")).select("component", "customer")
+        chosen = chosen.unionByName(by_name)
+    return chosen.join(customer_node, on="customer", how="inner").select(
+        F.col("component").alias("src"), F.col("customer_node").alias("dst")
+    )
 
 
 def derived_key(identifier_type: Column, identifier: Column) -> Column:
@@ -430,34 +606,119 @@ def resolve_identities_with_report(
         .agg(F.min("first_seen_at").alias("first_seen_at"), F.max("last_seen_at").alias("last_seen_at"))
     )
 
+    record = ["source", "record_id"]
+    attributes = observations.where(F.col("identifier_type").isin(list(ATTRIBUTE_TYPES))).select(
+        *record, "identifier_type", "identifier"
+    ).distinct()
+    names = attributes.where(F.col("identifier_type").isin(NAME, PROFILE_NAME)).select(
+        *record, F.col("identifier").alias("name"), (F.col("identifier_type") == NAME).alias("typed")
+    )
+
+    # --- units: a survey response and the conversation or call it is about are one customer's, so they
+    # count as one record for the guards and are linked in the graph (through their interaction node)
+    unit_of = (
+        groups.where(F.col("group").startswith(INTERACTION + ":"))
+        .groupBy(*record)
+        .agg(F.min("group").alias("group"))
+        .select(*record, _group_node(F.col("group")).alias("unit"))
+    )
+
+    def with_unit(df: DataFrame) -> DataFrame:
+        return df.join(unit_of, on=record, how="left").withColumn(
+            "unit", F.coalesce("unit", _record_node(F.col("source"), F.col("record_id")))
+        )
+
+    # --- CRM customers: each crm_id, except registrations of one person (see `crm_duplicates`)
+    crm_names = names.where((F.col("source") == "crm") & F.col("typed")).select(
+        F.col("record_id").alias("crm_id"), F.col("name").alias("crm_name")
+    )
+    dup_edges = crm_duplicates(obs, attributes, crm_names, cfg) if cfg.join_crm_duplicates else None
+    if dup_edges is not None:
+        customer_of = _materialise(connected_components(dup_edges).select(
+            F.col("node").alias("crm_id"), F.col("component").alias("customer")
+        ))
+    else:
+        customer_of = spark.createDataFrame([], "crm_id string, customer string")
+    crm_customers = obs.where(F.col("identifier_type") == "crm_id").select(F.col("identifier").alias("crm_id")).distinct().join(
+        customer_of, on="crm_id", how="left"
+    ).select("crm_id", F.coalesce("customer", "crm_id").alias("customer"))
+    customer_names = crm_names.join(crm_customers, on="crm_id", how="inner").select("customer", "crm_name").distinct()
+
     # --- over-merge guard: how many CRM customers does each identifier reach?
     limit = F.try_element_at(_map_literal(cfg.max_customers_per_identifier), F.col("identifier_type"))
-    record = ["source", "record_id"]
-    record_crm = obs.where(F.col("identifier_type") == "crm_id").select(*record, F.col("identifier").alias("crm"))
-    direct = obs.join(record_crm, on=record, how="inner").select(*ident, "crm").distinct()
+    obs_u = with_unit(obs)
+    unit_ids = obs_u.select("unit", *ident).distinct()
+    unit_crm = (
+        obs_u.where(F.col("identifier_type") == "crm_id")
+        .join(crm_customers, on=obs_u["identifier"] == crm_customers["crm_id"], how="inner")
+        .select("unit", F.col("customer").alias("crm"))
+        .distinct()
+    )
+    direct = unit_ids.join(unit_crm, on="unit", how="inner").select(*ident, "crm").distinct()
     directly_shared = (
         direct.groupBy(*ident).agg(F.count("crm").alias("n"))
         .where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("n") > limit))
     )
     trusted_direct = direct.join(directly_shared, on=ident, how="left_anti")
-    record_reach = obs.join(trusted_direct, on=ident, how="inner").select(*record, "crm").distinct()
-    reach = (
-        obs.join(record_reach, on=record, how="inner").select(*ident, "crm").distinct()
-        .groupBy(*ident).agg(F.count("crm").alias("crm_customers"))
+    unit_reach = unit_ids.join(trusted_direct, on=ident, how="inner").select("unit", "crm").distinct()
+    reached = _materialise(unit_ids.join(unit_reach, on="unit", how="inner").select(*ident, "crm").distinct())
+    reach = reached.groupBy(*ident).agg(F.count("crm").alias("crm_customers"))
+    shared = reach.where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("crm_customers") > limit))
+
+    # --- name guard: a linking identifier that reaches one CRM customer, carried by a record whose
+    # typed name is someone else's (a relative calling on the customer's number), is held back too
+    if cfg.hold_back_on_name_conflict:
+        single = reach.where((F.col("identifier_type") != "crm_id") & (F.col("crm_customers") == 1)).join(
+            shared.select(*ident), on=ident, how="left_anti"
+        ).join(reached, on=ident, how="inner").select(*ident, F.col("crm").alias("customer"))
+        unit_names = with_unit(names.where(F.col("typed"))).select("unit", "name").distinct()
+        checked = (
+            single.join(unit_ids.join(unit_crm, on="unit", how="left_anti"), on=ident, how="inner")
+            .join(unit_names, on="unit", how="inner")
+            .join(customer_names, on="customer", how="inner")
+            .groupBy(*ident, "unit")
+            .agg(F.max(names_match(F.col("name"), F.col("crm_name"), cfg.name_max_edit_distance)).alias("fits"))
+        )
+        conflicting = checked.groupBy(*ident).agg(F.min("fits").alias("fits")).where(~F.col("fits")).select(
+            *ident, F.lit(1).cast("long").alias("crm_customers")
+        )
+    else:
+        conflicting = spark.createDataFrame([], "identifier_type string, identifier string, crm_customers long")
+    held = _materialise(
+        shared.select(*ident, "crm_customers", F.lit("shared_identifier").alias("kind"))
+        .unionByName(conflicting.select(*ident, "crm_customers", F.lit("name_conflict").alias("kind")))
     )
-    shared = _materialise(
-        reach.where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("crm_customers") > limit))
+    # what a held-back identifier may still do: place its records with the one candidate their name fits
+    tie_limit = F.try_element_at(_map_literal(cfg.name_tie_break_max_customers), F.col("identifier_type"))
+    tie_candidates = held.where(tie_limit.isNotNull() & (F.col("crm_customers") <= tie_limit)).select(*ident).join(
+        reached, on=ident, how="inner"
     )
 
-    # --- the graph: records -- linking identifiers, previous keys -- their identifiers
-    linking = obs.join(shared, on=ident, how="left_anti")
+    # --- the graph: records -- linking identifiers, records -- their interaction, duplicate CRM
+    # registrations, previous keys -- their identifiers; every record is a node (a self-loop)
+    linking = obs.join(held.select(*ident), on=ident, how="left_anti")
+    records = obs.select(*record).unionByName(groups.select(*record)).unionByName(attributes.select(*record)).distinct()
+    record_node = _record_node(F.col("source"), F.col("record_id"))
     edges = linking.select(
-        _record_node(F.col("source"), F.col("record_id")).alias("src"),
-        _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"),
+        record_node.alias("src"), _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"),
+    ).unionByName(
+        records.select(record_node.alias("src"), record_node.alias("dst"))
+    ).unionByName(
+        unit_of.select(record_node.alias("src"), F.col("unit").alias("dst"))
     ).unionByName(
         prev.select(_key_node(F.col("prev_key")).alias("src"), _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"))
     )
-    components = connected_components(edges)
+    if dup_edges is not None:
+        edges = edges.unionByName(dup_edges.select(
+            _id_node(F.lit("crm_id"), F.col("src")).alias("src"), _id_node(F.lit("crm_id"), F.col("dst")).alias("dst")
+        ))
+    linked = connected_components(edges)
+
+    # --- a component holding no CRM customer joins the one its names point to
+    attach = _attachments(linked, obs, names, customer_names, crm_customers, tie_candidates, cfg)
+    components = connected_components(
+        linked.select(F.col("node").alias("src"), F.col("component").alias("dst")).unionByName(attach)
+    )
 
     ids = seen.withColumn("node", _id_node(F.col("identifier_type"), F.col("identifier"))).join(
         components, on="node", how="left"
@@ -498,7 +759,6 @@ def resolve_identities_with_report(
     )
 
     # --- records in a merged component take its key
-    records = obs.select(*record).unionByName(groups.select(*record)).distinct()
     record_components = (
         records.withColumn("node", _record_node(F.col("source"), F.col("record_id")))
         .join(components, on="node", how="left")
@@ -508,7 +768,7 @@ def resolve_identities_with_report(
 
     # --- identifiers held back by the guard: the one customer their records resolve to, or their own
     shared_neighbours = (
-        obs.join(shared.select(*ident), on=ident, how="inner")
+        obs.join(held.select(*ident), on=ident, how="inner")
         .join(record_components.where(F.col("component_key").isNotNull()), on=record, how="inner")
         .groupBy(*ident)
         .agg(F.countDistinct("component_key").alias("n_keys"), F.min("component_key").alias("neighbour_key"))
@@ -538,8 +798,15 @@ def resolve_identities_with_report(
 
     # --- records outside merged components: their most specific identifier's key
     priority = _map_literal(TYPE_PRIORITY)
+    # (an identifier held back for a name conflict keys the records left on it, those its customer's
+    # name does not fit, with its own key: not with the customer's it maps to)
+    conflict_ids = held.where(F.col("kind") == "name_conflict").select(*ident, F.lit(True).alias("conflict"))
     best_identifier_key = (
         obs.join(identity.select(*ident, "customer_key"), on=ident, how="inner")
+        .join(conflict_ids, on=ident, how="left")
+        .withColumn("customer_key", F.when(
+            F.col("conflict"), derived_key(F.col("identifier_type"), F.col("identifier"))
+        ).otherwise(F.col("customer_key")))
         .groupBy(*record)
         .agg(
             F.min(
@@ -576,8 +843,8 @@ def resolve_identities_with_report(
         )
     )
 
-    exceptions = shared.select(
-        F.lit("shared_identifier").alias("kind"), *ident, F.col("crm_customers").cast(LongType()).alias("size")
+    exceptions = held.select(
+        "kind", *ident, F.col("crm_customers").cast(LongType()).alias("size")
     ).unionByName(
         comp_keys.where(F.col("oversized")).select(
             F.lit("oversized_component").alias("kind"),

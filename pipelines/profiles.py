@@ -69,8 +69,9 @@ def build_customer_profiles(
     run_id: str,
     now: datetime,
     record_keys: DataFrame | None = None,
+    segments: DataFrame | None = None,
 ) -> DataFrame:
-    """CUSTOMER_PROFILES (persona_id null until personas exist).
+    """CUSTOMER_PROFILES. `persona_id` comes from `segments` (gold persona_segments) when given.
 
     `crm` and `orders` are the bronze frames (history, re-deliveries). Orders reach customers
     through `record_keys` (source "orders") when given, else through identity_map.
@@ -140,6 +141,10 @@ def build_customer_profiles(
         .join(surveys, on="customer_key", how="left")
         .join(spend, on="customer_key", how="left")
     )
+    if segments is not None:
+        profiles = profiles.join(segments.select("customer_key", "persona_id"), on="customer_key", how="left")
+    else:
+        profiles = profiles.withColumn("persona_id", F.lit(None).cast("string"))
     return profiles.select(
         "customer_key",
         "crm_ids",
@@ -166,7 +171,7 @@ def build_customer_profiles(
         "sps_avg",
         F.coalesce("orders_count", F.lit(0)).alias("orders_count"),
         F.coalesce("total_spend", F.lit(0.0)).alias("total_spend"),
-        F.lit(None).cast("string").alias("persona_id"),
+        "persona_id",
         F.lit(run_id).alias("run_id"),
         now_lit.alias("_written_at"),
     ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in CUSTOMER_PROFILES.fields])

@@ -300,3 +300,44 @@ IDENTITY_MERGES = StructType([
     _s("merged_at", TimestampType(), False),
     _s("run_id", StringType(), False),
 ])
+
+# Orders and outbound actions tied to their customer: what the models train on.
+ORDERS = StructType([
+    _s("order_id", StringType(), False),
+    _s("ordered_at", TimestampType(), False),
+    _s("customer_key", StringType()),
+    _s("product_id", StringType(), False),
+    _s("category", StringType()),  # from the latest products snapshot; null for an unknown product
+    _s("quantity", IntegerType()),
+    _s("unit_price", DoubleType()),
+    _s("amount", DoubleType()),
+    _s("channel", StringType()),
+    _s("_arrival_date", DateType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+ACTIONS = StructType([
+    _s("action_id", StringType(), False),
+    _s("sent_at", TimestampType(), False),
+    _s("action", StringType(), False),
+    _s("channel", StringType()),
+    _s("customer_key", StringType()),
+    _s("propensity", DoubleType()),
+    _s("responded", BooleanType()),
+    _s("converted", BooleanType()),
+    _s("revenue", DoubleType()),
+    _s("_arrival_date", DateType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+PRODUCTS = StructType([
+    _s("product_id", StringType(), False),
+    _s("name", StringType()),
+    _s("category", StringType()),
+    _s("price", DoubleType()),
+    _s("active", BooleanType()),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])

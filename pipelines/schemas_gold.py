@@ -88,3 +88,44 @@ SERVICE_KPIS = StructType([
     _s("run_id", StringType(), False),
     _s("_written_at", TimestampType(), False),
 ])
+
+PERSONAS = StructType([
+    _s("persona_id", StringType(), False),
+    _s("persona_name", StringType(), False),
+    _s("description", StringType()),
+    _s("size", LongType(), False),  # customers scored into the persona in this run
+    _s("traits", MapType(StringType(), DoubleType()), False),  # mean feature values of its members (fit sample)
+    _s("model_version", StringType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+PERSONA_SEGMENTS = StructType([
+    _s("customer_key", StringType(), False),
+    _s("persona_id", StringType(), False),
+    _s("confidence", DoubleType(), False),
+    _s("model_version", StringType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+PRODUCT_SCORE = StructType([
+    _s("product_id", StringType(), False),
+    _s("score", DoubleType(), False),
+    _s("rank", IntegerType(), False),
+])
+
+RECOMMENDATIONS = StructType([
+    _s("customer_key", StringType(), False),
+    _s("tone", StringType()),
+    _s("tone_confidence", DoubleType()),
+    _s("products", ArrayType(PRODUCT_SCORE), False),
+    _s("next_best_action", StringType()),
+    _s("nba_score", DoubleType()),
+    _s("reasons", ArrayType(StringType()), False),
+    _s("model_versions", MapType(StringType(), StringType()), False),
+    _s("valid_from", TimestampType(), False),
+    _s("valid_until", TimestampType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])

@@ -39,7 +39,7 @@ def counts(runner):
 def test_run_writes_every_contract_table(first_run):
     runner, summary, lake_dir = first_run
     assert len(summary.arrival_dates) >= DAYS
-    assert [j.job for j in summary.jobs] == ["ingest", "silver", "gold"]
+    assert [j.job for j in summary.jobs] == ["ingest", "silver", "features", "personas", "gold", "recommendations"]
     assert all(j.status == "succeeded" for j in summary.jobs)
     for name in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions",
                  "quarantine"):

@@ -61,9 +61,11 @@ def test_email_handle_and_blocklist_normalisation(spark, settings):
 
     got = {(r.record_id, r.identifier_type, r.identifier) for r in build_identifier_observations({"conversations": conv}, settings).collect()}
 
-    # +5511999999999 and teste@teste.com are blocklisted in conf/local.yaml; "interaction" rows group, never link
+    # +5511999999999 and teste@teste.com are blocklisted in conf/local.yaml; "interaction" rows group and
+    # "name" rows confirm or refuse links, neither links by itself
     assert got == {
         ("cv-1", "interaction", "cv-1"), ("cv-2", "interaction", "cv-2"), ("cv-3", "interaction", "cv-3"),
+        ("cv-1", "name", "ana"),
         ("cv-1", "email", "ana.souza@example.com"),
         ("cv-1", "handle", "instagram:ana_s"),
         ("cv-1", "device_id", "d-1"),
@@ -278,3 +280,129 @@ def test_oversized_component_is_not_merged(spark, settings):
     assert keys[("conversations", "cv-1")] != keys[("conversations", "cv-2")]
     assert resolution.identity_map.select("customer_key").distinct().count() == 3
     assert [(r.kind, r.size) for r in resolution.exceptions.collect()] == [("oversized_component", 3)]
+
+
+# ---------------------------------------------------------------- names, duplicates, surveys (issue 4)
+def test_person_names_are_normalised(spark):
+    from pipelines.identity import normalize_person_name
+
+    raw = ["  Ana C. de Souza ", "JOSÉ ÁVILA dos Santos", "~joão 🌻", "🙏", None]
+    got = [r.n for r in spark.createDataFrame([(v,) for v in raw], "v string").select(
+        normalize_person_name(F.col("v")).alias("n")).collect()]
+
+    assert got == ["ana souza", "jose avila santos", "joao", None, None]
+
+
+SIX_PHONE = "+5511977776666"
+SIX_FIRST_NAMES = ("ana", "bia", "caio", "davi", "eva", "fabio")  # two letters apart or more: not typos of each other
+FAMILY = "+5521988881111"
+SAMUEL_PHONE = "+5592980275918"
+
+
+@pytest.fixture(scope="module")
+def households(spark, settings):
+    """One resolution with the conf's own limits (1 CRM customer per identifier) over the cases the name,
+    duplicate and survey rules decide."""
+    crm = lambda crm_id, name, phone, birth, email=None, when=at(1, 1): [  # noqa: E731
+        ("crm", crm_id, "crm_id", crm_id, when),
+        ("crm", crm_id, "name", name, when),
+        *([("crm", crm_id, "phone", phone, when)] if phone else []),
+        *([("crm", crm_id, "email", email, when)] if email else []),
+        *([("crm", crm_id, "birth_date", birth, when)] if birth else []),
+    ]
+    rows = [
+        # Joana registered twice (same phone, name in capitals once, same birth date): one customer
+        *crm("crm-joana", "joana lima prado", "+5511911112222", "1990-01-02", "joana@x.com"),
+        *crm("crm-joana2", "joana prado", "+5511911112222", "1990-01-02"),
+        # twins? same phone and name, other birth date: kept apart
+        *crm("crm-rui", "rui costa", "+5511933334444", "1980-05-05"),
+        *crm("crm-rui2", "rui costa", "+5511933334444", "1981-06-06"),
+        # Carla and Bruno share the family phone (2 CRM customers: held back, but few enough to tie-break)
+        *crm("crm-carla", "carla prado", FAMILY, "1970-03-03"),
+        *crm("crm-bruno", "bruno henrique prado", FAMILY, "1968-04-04"),
+        ("conversations", "cv-bruno", "phone", FAMILY, at(2)),
+        ("conversations", "cv-bruno", "name", "bruno prado", at(2)),
+        ("calls", "call-family", "phone", FAMILY, at(2, 2)),
+        # six CRM customers give one phone: above the tie-break limit, it places nobody, not even by name
+        *[r for i, first in enumerate(SIX_FIRST_NAMES) for r in crm(f"crm-six{i}", f"{first} silva", SIX_PHONE, None)],
+        ("conversations", "cv-six", "phone", SIX_PHONE, at(3)),
+        ("conversations", "cv-six", "name", "bia silva", at(3)),
+        # Kevin chats on his brother Samuel's registered phone, typing his own name
+        *crm("crm-samuel", "samuel leonardo nascimento", SAMUEL_PHONE, None),
+        ("conversations", "cv-kevin", "phone", SAMUEL_PHONE, at(4)),
+        ("conversations", "cv-kevin", "name", "kevin nascimento", at(4)),
+        ("whatsapp", "wamid.samuel", "phone", SAMUEL_PHONE, at(4, 2)),
+        ("whatsapp", "wamid.samuel", "profile_name", "samuel", at(4, 2)),
+        # a call with an unknown number, and the survey about it giving the crm_id
+        *crm("crm-lia", "lia souza", None, None),
+        ("calls", "call-lia", "phone", "+5531955556666", at(5)),
+        ("calls", "call-lia", "interaction", "call-lia", at(5)),
+        ("surveys", "s-lia", "interaction", "call-lia", at(5, 2)),
+        ("surveys", "s-lia", "crm_id", "crm-lia", at(5, 2)),
+        # Instagram-only customers: a full typed name points to one CRM customer; first + last does not
+        *crm("crm-helena", "helena maria costa duarte", "+5541977778888", None),
+        ("conversations", "ig-helena", "handle", "instagram:helena_d", at(6)),
+        ("conversations", "ig-helena", "name", "helena maria duarte", at(6)),
+        ("conversations", "ig-helena2", "handle", "instagram:hduarte", at(6, 2)),
+        ("conversations", "ig-helena2", "name", "helena duarte", at(6, 2)),
+        # a middle name the CRM customer does not have: someone else
+        ("conversations", "ig-other", "handle", "instagram:hmd", at(6, 3)),
+        ("conversations", "ig-other", "name", "helena laura duarte", at(6, 3)),
+    ]
+    resolution = resolve_identities_with_report(observations(spark, rows), None, settings, "run-1", RUN1)
+    return {
+        "keys": keys_of(resolution.record_keys),
+        "map": {(r.identifier_type, r.identifier): r.customer_key for r in resolution.identity_map.collect()},
+        "exceptions": {(r.kind, r.identifier): r.size for r in resolution.exceptions.collect()},
+    }
+
+
+def test_crm_duplicate_registrations_are_one_customer(households):
+    keys = households["keys"]
+    assert keys[("crm", "crm-joana")] == keys[("crm", "crm-joana2")]
+    # same name, another birth date: two people
+    assert keys[("crm", "crm-rui")] != keys[("crm", "crm-rui2")]
+    # the phone reached one customer (Joana), so it is not held back
+    assert ("shared_identifier", "+5511911112222") not in households["exceptions"]
+
+
+def test_family_phone_places_a_record_with_the_customer_its_name_fits(households):
+    keys = households["keys"]
+    assert keys[("crm", "crm-carla")] != keys[("crm", "crm-bruno")]
+    assert keys[("conversations", "cv-bruno")] == keys[("crm", "crm-bruno")]
+    # no name, no choice: the call keeps the phone's own key
+    assert keys[("calls", "call-family")] not in (keys[("crm", "crm-carla")], keys[("crm", "crm-bruno")])
+    assert households["exceptions"][("shared_identifier", FAMILY)] == 2
+
+
+def test_phone_shared_by_six_people_does_not_merge_them(households):
+    keys = households["keys"]
+    six = {keys[("crm", f"crm-six{i}")] for i in range(6)}
+    assert len(six) == 6
+    # six is above identity.name_tie_break_max_customers.phone: even a fitting name does not place the chat
+    assert keys[("conversations", "cv-six")] not in six
+    assert households["exceptions"][("shared_identifier", SIX_PHONE)] == 6
+
+
+def test_relative_on_the_customers_phone_does_not_join_the_customer(households):
+    keys = households["keys"]
+    assert keys[("conversations", "cv-kevin")] != keys[("crm", "crm-samuel")]
+    # the line's own push name still fits Samuel
+    assert keys[("whatsapp", "wamid.samuel")] == keys[("crm", "crm-samuel")]
+    assert households["exceptions"][("name_conflict", SAMUEL_PHONE)] == 1
+
+
+def test_survey_links_the_contact_it_is_about_to_its_customer(households):
+    keys = households["keys"]
+    assert keys[("calls", "call-lia")] == keys[("surveys", "s-lia")] == keys[("crm", "crm-lia")]
+    assert households["map"][("phone", "+5531955556666")] == keys[("crm", "crm-lia")]
+
+
+def test_handle_only_customer_joins_the_crm_customer_its_full_name_fits(households):
+    keys = households["keys"]
+    helena = keys[("crm", "crm-helena")]
+    assert keys[("conversations", "ig-helena")] == helena
+    assert households["map"][("handle", "instagram:helena_d")] == helena
+    # first and last name only (identity.name_link_min_tokens = 3), or a middle name she does not have
+    assert keys[("conversations", "ig-helena2")] != helena
+    assert keys[("conversations", "ig-other")] != helena

@@ -1,0 +1,348 @@
+"""The model jobs: customer features, persona segmentation, recommendations.
+
+Each training run is an MLflow run: parameters, metrics, plots, and the Delta version of every
+input table it read; its model is registered, and the `champion` alias moves to the new version
+only when it beats the current champion on the held-out metric. Scoring always loads
+`models:/NAME@champion`, so a worse retrain never reaches the service apps.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from conf.settings import Settings
+from lakehouse.tables import Lakehouse
+from pipelines import schemas
+from pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS
+
+log = logging.getLogger(__name__)
+
+PERSONA_MODEL = "atende-personas"
+TONE_MODEL = "atende-tone"
+PRODUCT_MODEL = "atende-products"
+NBA_MODEL = "atende-nba"
+
+ProgressFn = Callable[[str], None]
+
+# MLflow prints download bars and pickling warnings meant for notebooks
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow", "mlflow.pyfunc", "mlflow.models", "mlflow.store", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@dataclass
+class ModelContext:
+    spark: SparkSession
+    settings: Settings
+    lake: Lakehouse
+    run_id: str
+    now: dt.datetime
+    progress: ProgressFn
+
+    def __post_init__(self) -> None:
+        from jobs import tracking
+
+        _quiet_mlflow()
+        tracking.configure(self.settings, self.lake.root)
+
+    def input_versions(self, *tables: tuple[str, str]) -> dict[str, str]:
+        return {f"input.{layer}.{table}.version": str(self.lake.version(layer, table)) for layer, table in tables
+                if self.lake.exists(layer, table)}
+
+    def should_train(self, model_name: str, force: bool = False) -> bool:
+        from jobs import tracking
+
+        policy = self.settings.models.retrain
+        if force or policy == "always":
+            return True
+        has = tracking.champion_version(model_name) is not None
+        if not has and policy == "never":
+            raise RuntimeError(f"no champion of {model_name} is registered and models.retrain is 'never'")
+        return not has
+
+
+# ---------------------------------------------------------------------- features
+def build_features(ctx: ModelContext, as_of: dt.datetime) -> DataFrame:
+    from features.customer import build_customer_features
+
+    lake = ctx.lake
+    silver = lambda t, schema: lake.read_or_empty("silver", t, schema)  # noqa: E731
+    return build_customer_features(
+        identity_map=silver("identity_map", schemas.IDENTITY_MAP),
+        interactions=silver("interactions", schemas.INTERACTIONS),
+        survey_responses=silver("survey_responses", schemas.SURVEY_RESPONSES),
+        crm=lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"]),
+        orders=silver("orders", schemas.ORDERS),
+        products=silver("products", schemas.PRODUCTS),
+        actions=silver("actions", schemas.ACTIONS),
+        settings=ctx.settings,
+        as_of=as_of,
+    )
+
+
+FEATURE_INPUTS = (("silver", "identity_map"), ("silver", "interactions"), ("silver", "survey_responses"),
+                  ("bronze", "crm"), ("silver", "orders"), ("silver", "products"), ("silver", "actions"))
+
+
+def data_as_of(ctx: ModelContext) -> dt.datetime:
+    """The data's clock: the end of the newest arrival date in silver (midnight after it, in the
+    business time zone), never later than now. Features are computed as of this instant, so a
+    backfill of old landing files sees recency, open issues and contact fatigue as they were then,
+    not against today's wall clock."""
+    from zoneinfo import ZoneInfo
+
+    newest = None
+    for table in ("interactions", "orders", "actions", "survey_responses"):
+        if ctx.lake.exists("silver", table):
+            value = ctx.lake.read("silver", table).agg(F.max("_arrival_date")).first()[0]
+            newest = value if newest is None or (value is not None and value > newest) else newest
+    if newest is None:
+        return ctx.now
+    tz = ZoneInfo(ctx.settings.kpis.business_timezone)
+    end = dt.datetime.combine(newest + dt.timedelta(days=1), dt.time(0), tzinfo=tz).astimezone(dt.timezone.utc)
+    return min(end, ctx.now)
+
+
+def write_features(ctx: ModelContext) -> int:
+    features = build_features(ctx, data_as_of(ctx)).withColumn("run_id", F.lit(ctx.run_id)).withColumn(
+        "_written_at", F.lit(ctx.now).cast("timestamp"))
+    return ctx.lake.write("gold", "customer_features", features, mode="overwrite").rows_written
+
+
+# ---------------------------------------------------------------------- personas
+def _persona_plot(model, path: Path) -> None:
+    """Persona profile plot: each persona's standardised trait means, one panel per trait family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from models.personas import FAMILIES
+
+    centres = np.asarray(model.centres) / np.asarray(model.weights)  # back to z-scores
+    families = [f for f in FAMILIES if any(c in model.features for c in FAMILIES[f])]
+    fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 4.5), sharey=True)
+    for ax, family in zip(np.atleast_1d(axes), families):
+        cols = [model.features.index(c) for c in FAMILIES[family] if c in model.features]
+        for k, pid in enumerate(model.persona_ids):
+            ax.plot(range(len(cols)), centres[k, cols], marker="o", label=f"{pid}: {model.names[k]}")
+        ax.set_xticks(range(len(cols)), [model.features[c].split("_", 1)[-1] for c in cols], rotation=70, fontsize=7)
+        ax.set_title(family)
+        ax.axhline(0, color="grey", lw=0.5)
+    np.atleast_1d(axes)[0].set_ylabel("mean (standard deviations from all customers)")
+    fig.legend(*np.atleast_1d(axes)[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7)
+    fig.tight_layout(rect=(0, 0.18, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_personas(ctx: ModelContext, features: DataFrame):
+    """Fit on a bounded sample, log and register; returns tracking.Registered."""
+    import mlflow
+
+    from jobs import tracking
+    from models.personas import PersonaModel, fit_personas, sample_for_fit
+
+    cfg = ctx.settings.models.personas
+    previous = None
+    if tracking.champion_version(PERSONA_MODEL) is not None:
+        directory, _ = tracking.load_champion_dir(PERSONA_MODEL)
+        previous = PersonaModel.load(directory)
+    sample = sample_for_fit(features, cfg)
+    model, metrics = fit_personas(sample, cfg, previous)
+    with mlflow.start_run(run_name=f"personas {ctx.run_id}"), tempfile.TemporaryDirectory() as tmp:
+        tracking.log_params({**cfg.model_dump(), **ctx.input_versions(("gold", "customer_features"), *FEATURE_INPUTS),
+                             "features": ",".join(model.features)})
+        tracking.log_metrics(metrics)
+        plot = Path(tmp) / "persona_profiles.png"
+        _persona_plot(model, plot)
+        model_dir = Path(tmp) / "personas"
+        model.save(model_dir)
+        mlflow.log_dict({pid: {"name": n, "description": d, "sample_size": s} for pid, n, d, s in
+                         zip(model.persona_ids, model.names, model.descriptions, model.sizes)}, "personas.json")
+        # any valid fit is better than none; later fits compete on silhouette
+        registered = tracking.log_and_register(PERSONA_MODEL, model_dir, metric="silhouette",
+                                               extra_artifacts={"plots": plot})
+    ctx.progress(f"personas: k={int(metrics['k'])} silhouette={metrics['silhouette']:.3f} "
+                 f"-> {PERSONA_MODEL} v{registered.version}{' (champion)' if registered.promoted else ''}")
+    return registered
+
+
+def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(gold personas, gold persona_segments) from the champion model."""
+    from jobs import tracking
+    from models.personas import PersonaModel, score_personas
+
+    directory, version = tracking.load_champion_dir(PERSONA_MODEL)
+    model = PersonaModel.load(directory)
+    now = F.lit(ctx.now).cast("timestamp")
+    segments = score_personas(features, model).select(
+        "customer_key", "persona_id", "confidence", F.lit(version).alias("model_version"),
+        F.lit(ctx.run_id).alias("run_id"), now.alias("_written_at"),
+    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in PERSONA_SEGMENTS.fields])
+    segments = segments.cache()
+    sizes = {r["persona_id"]: r["n"] for r in segments.groupBy("persona_id").agg(F.count("*").alias("n")).collect()}
+    rows = [
+        (pid, name, description, int(sizes.get(pid, 0)), {k: float(v) for k, v in traits.items()}, version,
+         ctx.run_id, ctx.now)
+        for pid, name, description, traits in zip(model.persona_ids, model.names, model.descriptions, model.traits)
+    ]
+    personas = ctx.spark.createDataFrame(rows, PERSONAS)
+    return personas, segments
+
+
+def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, DataFrame]:
+    """Train when the policy says so, score everyone, write personas and persona_segments."""
+    features = ctx.lake.read("gold", "customer_features").cache()
+    if ctx.should_train(PERSONA_MODEL, force_train):
+        train_personas(ctx, features)
+    personas, segments = score_personas_job(ctx, features)
+    written = ctx.lake.write("gold", "personas", personas, mode="overwrite").rows_written
+    written += ctx.lake.write("gold", "persona_segments", segments, mode="overwrite").rows_written
+    segments.unpersist()
+    features.unpersist()
+    return written, ctx.lake.read("gold", "persona_segments")
+
+
+# ---------------------------------------------------------------------- recommendations
+TONE_CONTEXT = ("age_band", "income_band", "persona_id", "preferred_channel")
+
+
+def _survey_comments(lake: Lakehouse) -> DataFrame | None:
+    if not lake.exists("bronze", "surveys"):
+        return None
+    from pipelines.identity import first_delivery
+
+    return first_delivery(lake.read("bronze", "surveys"), "response_id").select("response_id", "comment")
+
+
+def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, higher_is_better: bool,
+           params: dict, inputs: tuple[tuple[str, str], ...]):
+    """One tracked training run: fit, log params/metrics/input versions, save, register, maybe promote."""
+    import mlflow
+
+    from jobs import tracking
+
+    with mlflow.start_run(run_name=f"{run_name} {ctx.run_id}"), tempfile.TemporaryDirectory() as tmp:
+        tracking.log_params({**params, **ctx.input_versions(*inputs)})
+        model, metrics = fit()
+        tracking.log_metrics(metrics)
+        flat = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+        if flat:
+            mlflow.log_dict(flat, "metrics_detail.json")
+        model_dir = Path(tmp) / "model"
+        save(model, model_dir)
+        registered = tracking.log_and_register(name, model_dir, metric=metric, higher_is_better=higher_is_better)
+    value = registered.value
+    ctx.progress(f"{run_name}: {metric}={value:.4f} -> {name} v{registered.version}"
+                 + (" (champion)" if registered.promoted else
+                    f" (not promoted: champion has {registered.champion_value:.4f})"))
+    return registered
+
+
+def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
+    """Train what the policy says, score every customer with the champions, and write
+    gold/recommendations in one commit."""
+    from features.customer import numeric_feature_columns
+    from jobs import tracking
+    from models.nba import (build_response_training_set, load_nba_model, save_nba_model, score_next_best_action,
+                            train_response_models)
+    from models.products import load_product_model, recommend_products, save_product_model, train_product_model
+    from models.tone import load_tone_model, save_tone_model, score_tone_model, train_tone_model
+    from pipelines.schemas_gold import RECOMMENDATIONS
+
+    settings, lake = ctx.settings, ctx.lake
+    cfg = settings.models
+    features = lake.read("gold", "customer_features").cache()
+    segments = lake.read("gold", "persona_segments").select("customer_key", "persona_id").cache()
+    interactions = lake.read_or_empty("silver", "interactions", schemas.INTERACTIONS)
+    responses = lake.read_or_empty("silver", "survey_responses", schemas.SURVEY_RESPONSES)
+    orders = lake.read_or_empty("silver", "orders", schemas.ORDERS)
+    products = lake.read_or_empty("silver", "products", schemas.PRODUCTS)
+    actions = lake.read_or_empty("silver", "actions", schemas.ACTIONS)
+    comments = _survey_comments(lake)
+    context = features.join(segments, on="customer_key", how="left")
+    feature_cols = list(numeric_feature_columns(settings))
+    as_of = features.select(F.max("as_of")).first()[0] or ctx.now
+
+    if ctx.should_train(TONE_MODEL, force_train):
+        _train(ctx, TONE_MODEL, "tone",
+               lambda: train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT,
+                                        survey_comments=comments, seed=cfg.personas.seed),
+               save_tone_model, "policy_holdout_rmse", False,
+               {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
+                "context": ",".join(TONE_CONTEXT)},
+               (("silver", "interactions"), ("silver", "survey_responses"), ("bronze", "surveys"),
+                ("gold", "customer_features"), ("gold", "persona_segments")))
+    if ctx.should_train(PRODUCT_MODEL, force_train):
+        _train(ctx, PRODUCT_MODEL, "products",
+               lambda: train_product_model(orders, interactions, products, segments, cfg.products),
+               save_product_model, "als_ndcg_at_10", True, cfg.products.model_dump(),
+               (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments")))
+    if ctx.should_train(NBA_MODEL, force_train):
+        start = as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
+
+        def fit_nba():
+            # features as of the window's start, responses to the actions sent inside it
+            past = build_features(ctx, start).select(
+                "customer_key", *feature_cols, "marketing_consent", "open_issue", "has_whatsapp")
+            training = build_response_training_set(actions, past, start, as_of)
+            return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed)
+
+        _train(ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
+               {"window_start": start.isoformat(), "window_end": as_of.isoformat(),
+                "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
+                "actions": ",".join(cfg.nba.actions)},
+               (("silver", "actions"), *FEATURE_INPUTS))
+
+    tone_dir, tone_version = tracking.load_champion_dir(TONE_MODEL)
+    product_dir, product_version = tracking.load_champion_dir(PRODUCT_MODEL)
+    nba_dir, nba_version = tracking.load_champion_dir(NBA_MODEL)
+    persona_version = tracking.champion_version(PERSONA_MODEL)
+    versions = {"tone": tone_version, "products": product_version, "next_best_action": nba_version,
+                "personas": str(persona_version.version) if persona_version else None}
+
+    customers = features.select("customer_key")
+    tones = score_tone_model(load_tone_model(tone_dir), interactions, responses, context, survey_comments=comments)
+    recommended = recommend_products(load_product_model(ctx.spark, product_dir), customers, segments,
+                                     cfg.products.top_n, products=lake.read("bronze", "products"))
+    actions_next = score_next_best_action(features, load_nba_model(nba_dir), cfg.nba, feature_cols)
+
+    now = F.lit(ctx.now).cast("timestamp")
+    valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")
+    version_map = F.create_map(*[x for k, v in versions.items() if v is not None for x in (F.lit(k), F.lit(v))])
+    recommendations = (
+        customers.join(tones, on="customer_key", how="left")
+        .join(recommended, on="customer_key", how="left")
+        .join(actions_next, on="customer_key", how="left")
+        .select(
+            "customer_key", "tone", "tone_confidence",
+            F.coalesce("products", F.array().cast(RECOMMENDATIONS["products"].dataType)).alias("products"),
+            "next_best_action", "nba_score",
+            F.concat(
+                F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason")))
+                .otherwise(F.array().cast("array<string>")),
+                F.coalesce("reasons", F.array().cast("array<string>")),
+            ).alias("reasons"),
+            version_map.alias("model_versions"),
+            now.alias("valid_from"), valid_until.alias("valid_until"),
+            F.lit(ctx.run_id).alias("run_id"), now.alias("_written_at"),
+        )
+        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECOMMENDATIONS.fields])
+    )
+    written = lake.write("gold", "recommendations", recommendations, mode="overwrite").rows_written
+    features.unpersist()
+    segments.unpersist()
+    return written

@@ -1,0 +1,570 @@
+"""Product recommender (issue 7): implicit-feedback ALS next to a popularity baseline.
+
+Feedback is what customers showed interest in: units ordered, plus a smaller weight for
+each product they named in a conversation ("queria saber do Smartphone Galaxy A15").
+Spark MLlib ALS (implicit preferences) factorises it, so training and scoring scale with
+customers and products. Customers ALS does not know (no feedback before training) get
+their persona's most bought items, then the most bought items overall. Inactive products
+are never recommended.
+
+Items a customer already bought are left out of their recommendations (and of the
+popularity baseline's, so both are judged alike): the list is for offering something new,
+and in retail the same product is seldom bought twice within weeks. `exclude_purchased`
+turns that off; bench/bench_products.py reports how often held-out purchases repeat a
+training purchase, which is the evidence for the choice.
+
+Everything here is a function of DataFrames; the job owns the session, the tables and
+MLflow. `save_product_model`/`load_product_model` persist a trained model as a folder
+of relative paths (Spark ML format plus Parquet) that MLflow can log as an artifact.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml.feature import StringIndexer
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from conf.settings import ProductSettings
+
+# ---------------------------------------------------------------- schemas
+FEEDBACK = StructType([
+    StructField("customer_key", StringType(), False),
+    StructField("product_id", StringType(), False),
+    StructField("weight", DoubleType(), False),
+])
+
+RECOMMENDED_PRODUCT = StructType([
+    StructField("product_id", StringType()),
+    StructField("score", DoubleType()),
+    StructField("rank", IntegerType()),
+])
+RECOMMENDED_PRODUCTS = StructType([
+    StructField("customer_key", StringType()),
+    StructField("products", ArrayType(RECOMMENDED_PRODUCT)),
+])
+
+# popularity rows of everyone (as opposed to one persona's) carry this segment
+GLOBAL_SEGMENT = "*"
+MODEL_FORMAT = 1
+K = 10  # the cut-off of the evaluation metrics (precision@10, recall@10, NDCG@10)
+
+# how many candidates past top_n scoring looks at, at most, to make up for the excluded ones
+# (bought before, off sale): a customer who bought more distinct items than this can get a
+# list shorter than top_n rather than everyone's scoring scanning ever more candidates
+MAX_EXCLUDED_PER_CUSTOMER = 100
+
+# Customers name a product by its first words ("o Smartphone Galaxy A15" for
+# "Smartphone Galaxy A15 128GB preto"), dropping a trailing connective ("Jogo de").
+MENTION_WORDS = 3
+_CONNECTIVES = ("de", "da", "do", "das", "dos", "para", "com", "e")
+_ACCENTED = "áàâãäåéèêëíìîïóòôõöúùûüçñý"
+_PLAIN = "aaaaaaeeeeiiiiooooouuuucny"
+
+
+# ---------------------------------------------------------------- catalogue
+def latest_products(products: DataFrame) -> DataFrame:
+    """One row per product_id (product_id, name, category, price, active) from bronze snapshots:
+    the latest `_arrival_date` (then ingestion, file) wins; without lineage columns, the
+    greatest row, so the choice is at least deterministic."""
+    lineage = [c for c in ("_arrival_date", "_ingested_at", "_source_file") if c in products.columns]
+    values = F.struct("name", "category", "price", "active")
+    latest = F.max_by(values, F.struct(*lineage)) if lineage else F.max(values)
+    return (
+        products.where(F.col("product_id").isNotNull())
+        .groupBy("product_id")
+        .agg(latest.alias("_p"))
+        .select("product_id", "_p.name", "_p.category", "_p.price", F.coalesce("_p.active", F.lit(False)).alias("active"))
+    )
+
+
+def _recommendable(catalogue: DataFrame) -> DataFrame:
+    """product_id of the products that may be offered: known to the catalogue and active."""
+    return catalogue.where(F.col("active")).select("product_id")
+
+
+# ---------------------------------------------------------------- feedback
+def normalize_text(text: Column) -> Column:
+    """Lower-case, accents stripped, every run of non-alphanumerics one space, trimmed."""
+    plain = F.translate(F.lower(text), _ACCENTED, _PLAIN)
+    return F.trim(F.regexp_replace(plain, r"[^a-z0-9]+", " "))
+
+
+def _drop_trailing_connective(words: Column) -> Column:
+    last = F.element_at(words, -1)
+    return F.when((F.size(words) > 1) & last.isin(*_CONNECTIVES), F.slice(words, 1, F.size(words) - 1)).otherwise(words)
+
+
+def product_mentions(products: DataFrame) -> DataFrame:
+    """product_id, mention (the words customers call it by), full_name (normalised), one row per product.
+
+    Several products share a mention (the colours and sizes of one line)."""
+    name = normalize_text(F.col("name"))
+    words = F.slice(F.split(name, " "), 1, MENTION_WORDS)
+    mention = F.array_join(_drop_trailing_connective(_drop_trailing_connective(words)), " ")
+    return (
+        latest_products(products)
+        .where(F.col("name").isNotNull())
+        .select("product_id", mention.alias("mention"), name.alias("full_name"))
+        .where(F.length("mention") >= 3)
+    )
+
+
+def _word_ngrams(words: Column, n: int) -> Column:
+    """Every run of `n` consecutive words, joined by a space (none when there are fewer words)."""
+    starts = F.sequence(F.lit(1), F.size(words) - n + 1)
+    grams = F.transform(starts, lambda i: F.array_join(F.slice(words, i, n), " "))
+    return F.when(F.size(words) >= n, F.filter(grams, lambda g: g != "")).otherwise(F.array().cast("array<string>"))
+
+
+def build_interest(interactions: DataFrame, products: DataFrame, settings: ProductSettings,
+                   as_of: dt.datetime | None = None) -> DataFrame:
+    """customer_key, product_id, weight: `interest_weight` for each conversation naming a product.
+
+    A mention shared by several products (one line, many colours) is split evenly among them,
+    unless the text names some of them in full. Matching is an equi-join of the text's word
+    n-grams with the catalogue's mentions, so it costs what the text costs, whatever the
+    catalogue's size.
+    """
+    convs = interactions.where(F.col("customer_key").isNotNull() & F.col("customer_text").isNotNull())
+    if as_of is not None:
+        convs = convs.where(F.col("started_at") < F.lit(as_of).cast("timestamp"))
+    texts = convs.select("interaction_id", "customer_key", normalize_text(F.col("customer_text")).alias("text"))
+    words = F.split(F.col("text"), " ")
+    grams = F.flatten(F.array(*[_word_ngrams(words, n) for n in range(1, MENTION_WORDS + 1)]))
+    said = texts.select("interaction_id", F.explode(F.array_distinct(grams)).alias("mention"))
+    mentions = product_mentions(products)
+    matched = said.join(F.broadcast(mentions), on="mention", how="inner")
+    padded_text = F.concat(F.lit(" "), F.col("text"), F.lit(" "))
+    padded_name = F.concat(F.lit(" "), F.col("full_name"), F.lit(" "))
+    per_mention = Window.partitionBy("interaction_id", "mention")
+    named = (
+        matched.join(texts, on="interaction_id", how="inner")
+        .withColumn("named_in_full", F.instr(padded_text, padded_name) > 0)
+        .withColumn("any_named_in_full", F.max("named_in_full").over(per_mention))
+        .where(F.col("named_in_full") | ~F.col("any_named_in_full"))
+        .withColumn("share", F.lit(1.0) / F.count("*").over(per_mention))
+    )
+    return (
+        named.groupBy("interaction_id", "customer_key", "product_id")
+        .agg(F.max("share").alias("share"))
+        .groupBy("customer_key", "product_id")
+        .agg((F.sum("share") * F.lit(float(settings.interest_weight))).alias("weight"))
+        .select("customer_key", "product_id", "weight")
+    )
+
+
+def _orders_before(orders: DataFrame, as_of: dt.datetime | None) -> DataFrame:
+    if as_of is None:
+        return orders
+    return orders.where(F.col("ordered_at") < F.lit(as_of).cast("timestamp"))
+
+
+def build_implicit_feedback(orders: DataFrame, interactions: DataFrame, products: DataFrame,
+                            settings: ProductSettings, as_of: dt.datetime | None = None) -> DataFrame:
+    """FEEDBACK (customer_key, product_id, weight), one row per pair: units ordered plus
+    interest shown in conversations, counting only what happened before `as_of` when given."""
+    bought = (
+        _orders_before(orders, as_of)
+        .where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
+        .select("customer_key", "product_id",
+                F.coalesce(F.col("quantity"), F.lit(1)).cast("double").alias("weight"))
+        .where(F.col("weight") > 0)
+    )
+    interest = build_interest(interactions, products, settings, as_of)
+    return (
+        bought.unionByName(interest)
+        .groupBy("customer_key", "product_id")
+        .agg(F.sum("weight").alias("weight"))
+        .where(F.col("weight") > 0)
+        .select("customer_key", "product_id", "weight")
+    )
+
+
+def build_purchases(orders: DataFrame, as_of: dt.datetime | None = None) -> DataFrame:
+    """customer_key, product_id: what each known customer bought (before `as_of`)."""
+    return (
+        _orders_before(orders, as_of)
+        .where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
+        .groupBy("customer_key", "product_id")
+        .agg(F.count("*").alias("orders"))
+        .select("customer_key", "product_id")
+    )
+
+
+# ---------------------------------------------------------------- popularity
+def build_popularity(orders: DataFrame, products: DataFrame, segments: DataFrame | None = None,
+                     as_of: dt.datetime | None = None) -> DataFrame:
+    """segment, product_id, score, rank: the most bought active products (order lines) of
+    everyone (segment GLOBAL_SEGMENT, anonymous orders included) and of each persona
+    (segment = persona_id). score is the product's share of the segment's order lines."""
+    recommendable = _recommendable(latest_products(products))
+    lines = _orders_before(orders, as_of).where(F.col("product_id").isNotNull())
+    everyone = lines.select(F.lit(GLOBAL_SEGMENT).alias("segment"), "product_id")
+    parts = [everyone]
+    if segments is not None:
+        personas = segments.select("customer_key", F.col("persona_id").alias("segment")).where(F.col("segment").isNotNull())
+        parts.append(lines.join(personas, on="customer_key", how="inner").select("segment", "product_id"))
+    counted = parts[0]
+    for part in parts[1:]:
+        counted = counted.unionByName(part)
+    per_segment = Window.partitionBy("segment")
+    ranked = Window.partitionBy("segment").orderBy(F.desc("n"), F.asc("product_id"))
+    return (
+        counted.join(F.broadcast(recommendable), on="product_id", how="left_semi")
+        .groupBy("segment", "product_id")
+        .agg(F.count("*").alias("n"))
+        .withColumn("score", F.col("n") / F.sum("n").over(per_segment))
+        .withColumn("rank", F.row_number().over(ranked))
+        .select("segment", "product_id", F.col("score").cast("double"), F.col("rank").cast("int"))
+    )
+
+
+# ---------------------------------------------------------------- model
+@dataclass
+class ProductModel:
+    """What scoring needs: the ALS factors, the id indexes ALS was trained with, the popularity
+    tables for cold start, the catalogue's active flags and each customer's purchases."""
+
+    als: ALSModel
+    customer_index: DataFrame   # customer_key, customer_idx
+    product_index: DataFrame    # product_id, product_idx
+    popularity: DataFrame       # segment, product_id, score, rank
+    catalogue: DataFrame        # product_id, active (at training)
+    purchases: DataFrame        # customer_key, product_id (left out of recommendations)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exclude_purchased(self) -> bool:
+        return bool(self.params.get("exclude_purchased", True))
+
+    def unpersist(self) -> None:
+        """Release the tables a freshly trained model keeps in memory."""
+        for name in _TABLES:
+            getattr(self, name).unpersist()
+
+
+def _index(values: DataFrame, column: str, index_column: str) -> DataFrame:
+    """column, index_column (0..n-1 int): MLlib's StringIndexer, alphabetical so a re-fit on the
+    same keys gives the same ids."""
+    distinct = values.select(column).where(F.col(column).isNotNull()).distinct()
+    indexer = StringIndexer(inputCol=column, outputCol=index_column, stringOrderType="alphabetAsc").fit(distinct)
+    return indexer.transform(distinct).select(column, F.col(index_column).cast("int").alias(index_column))
+
+
+def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFrame, segments: DataFrame | None,
+                      settings: ProductSettings, as_of: dt.datetime | None = None,
+                      exclude_purchased: bool = True) -> ProductModel:
+    """Fit ALS on `feedback` and the popularity tables on `orders` (both up to `as_of`)."""
+    # the model's tables are read at every scoring: keep them computed, not their lineage
+    # (the feedback's text matching, the orders' aggregation)
+    cached_here = not feedback.is_cached
+    if cached_here:
+        feedback = feedback.cache()
+    customer_index = _index(feedback, "customer_key", "customer_idx").cache()
+    product_index = _index(feedback, "product_id", "product_idx").cache()
+    ratings = (
+        feedback.join(customer_index, on="customer_key", how="inner")
+        .join(product_index, on="product_id", how="inner")
+        .select("customer_idx", "product_idx", "weight")
+    )
+    # ALS splits customers and products into blocks; as many as the session uses for a shuffle
+    # (MLlib's fixed 10 is too many for small data and too few for a cluster's)
+    blocks = max(1, int(feedback.sparkSession.conf.get("spark.sql.shuffle.partitions")))
+    als = ALS(
+        userCol="customer_idx", itemCol="product_idx", ratingCol="weight",
+        implicitPrefs=True, rank=settings.rank, regParam=settings.reg_param, alpha=settings.alpha,
+        maxIter=settings.max_iter, seed=settings.seed, coldStartStrategy="drop",
+        numUserBlocks=blocks, numItemBlocks=blocks,
+    ).fit(ratings)
+    catalogue = latest_products(products).select("product_id", "active").cache()
+    purchases = build_purchases(orders, as_of).cache()
+    # how far down ALS's list scoring must look to still fill top_n after the exclusions
+    most_purchased = purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")).first()[0]
+    unsellable = product_index.join(_recommendable(catalogue), on="product_id", how="left_anti").count()
+    if cached_here:
+        feedback.unpersist()
+    params = {
+        "format": MODEL_FORMAT,
+        "rank": settings.rank, "reg_param": settings.reg_param, "alpha": settings.alpha,
+        "max_iter": settings.max_iter, "interest_weight": settings.interest_weight, "seed": settings.seed,
+        "top_n": settings.top_n, "exclude_purchased": exclude_purchased,
+        "trained_until": as_of.isoformat() if as_of is not None else None,
+        "max_purchased_per_customer": int(most_purchased or 0),
+        "unsellable_products": int(unsellable),
+    }
+    return ProductModel(
+        als=als,
+        customer_index=customer_index,
+        product_index=product_index,
+        popularity=build_popularity(orders, products, segments, as_of).cache(),
+        catalogue=catalogue,
+        purchases=purchases,
+        params=params,
+    )
+
+
+# ---------------------------------------------------------------- scoring
+def _candidate(df: DataFrame, source: int) -> DataFrame:
+    return df.select("customer_key", "product_id", F.col("score").cast("double").alias("score"),
+                     F.lit(source).alias("source"), F.col("source_rank").cast("int").alias("source_rank"))
+
+
+def _als_candidates(model: ProductModel, customers: DataFrame, k: int) -> DataFrame:
+    users = customers.join(model.customer_index, on="customer_key", how="inner")
+    recs = model.als.recommendForUserSubset(users.select("customer_idx"), k)
+    exploded = recs.select("customer_idx", F.posexplode("recommendations").alias("pos", "rec")).select(
+        "customer_idx", F.col("rec.product_idx").alias("product_idx"), F.col("rec.rating").alias("score"),
+        (F.col("pos") + 1).alias("source_rank"),
+    )
+    return _candidate(
+        exploded.join(users, on="customer_idx", how="inner").join(model.product_index, on="product_idx", how="inner"),
+        source=0,
+    )
+
+
+def _popular_candidates(model: ProductModel, customers: DataFrame, segments: DataFrame | None, k: int) -> DataFrame:
+    top = model.popularity.where(F.col("rank") <= k).select(
+        "segment", "product_id", "score", F.col("rank").alias("source_rank"))
+    everyone = customers.join(F.broadcast(top.where(F.col("segment") == GLOBAL_SEGMENT)), how="cross")
+    if segments is None:
+        return _candidate(everyone, source=2)
+    personas = customers.join(segments.select("customer_key", F.col("persona_id").alias("segment")),
+                              on="customer_key", how="inner")
+    by_persona = personas.join(top.where(F.col("segment") != GLOBAL_SEGMENT), on="segment", how="inner")
+    return _candidate(by_persona, source=1).unionByName(_candidate(everyone, source=2))
+
+
+def _assemble(candidates: DataFrame, customers: DataFrame, recommendable: DataFrame, excluded: DataFrame | None,
+              top_n: int) -> DataFrame:
+    """Best source first (ALS, persona, everyone), each in its own order; one product once."""
+    allowed = candidates.join(F.broadcast(recommendable), on="product_id", how="left_semi")
+    if excluded is not None:
+        allowed = allowed.join(excluded, on=["customer_key", "product_id"], how="left_anti")
+    best = allowed.groupBy("customer_key", "product_id").agg(
+        F.min(F.struct("source", "source_rank", "score")).alias("b"))
+    order = Window.partitionBy("customer_key").orderBy("b.source", "b.source_rank", "product_id")
+    ranked = best.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top_n)
+    lists = ranked.groupBy("customer_key").agg(
+        F.array_sort(F.collect_list(F.struct("rank", "product_id", F.col("b.score").alias("score")))).alias("items"))
+    as_output = F.transform(F.col("items"), lambda x: F.struct(
+        x["product_id"].alias("product_id"), x["score"].alias("score"), x["rank"].cast("int").alias("rank")))
+    empty = F.array().cast(ArrayType(RECOMMENDED_PRODUCT))
+    return (
+        customers.join(lists.select("customer_key", as_output.alias("products")), on="customer_key", how="left")
+        .select("customer_key", F.coalesce(F.col("products"), empty).cast(ArrayType(RECOMMENDED_PRODUCT)).alias("products"))
+    )
+
+
+def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFrame | None,
+                    exclude: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
+    """The customers, the products that may be offered, the pairs not to offer, and how many
+    candidates past top_n each source must bring so that top_n survive those filters."""
+    keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
+    if products is None:
+        recommendable = _recommendable(model.catalogue)
+        extra = int(model.params.get("unsellable_products", 0))
+    else:
+        recommendable = _recommendable(latest_products(products).select("product_id", "active"))
+        extra = model.product_index.join(recommendable, on="product_id", how="left_anti").count()
+    parts = []
+    if model.exclude_purchased:
+        parts.append(model.purchases)
+        extra += int(model.params.get("max_purchased_per_customer", 0))
+    if exclude is not None:
+        given = exclude.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
+        parts.append(given)
+        most = given.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")).first()[0]
+        extra += int(most or 0)
+    excluded = None
+    for part in parts:
+        excluded = part if excluded is None else excluded.unionByName(part)
+    return keys, recommendable, excluded, min(extra, MAX_EXCLUDED_PER_CUSTOMER)
+
+
+def recommend_products(model: ProductModel, customers: DataFrame, segments: DataFrame | None,
+                       top_n: int, products: DataFrame | None = None,
+                       exclude: DataFrame | None = None) -> DataFrame:
+    """RECOMMENDED_PRODUCTS: one row per customer_key of `customers`, up to `top_n` products ranked
+    1..top_n. ALS's picks for customers it knows, then their persona's most bought items
+    (`segments`: customer_key, persona_id), then the most bought overall.
+
+    `products` (bronze snapshots) gives the current active flags, else the catalogue seen at
+    training; `exclude` (customer_key, product_id) adds items not to offer (recent purchases).
+    score: ALS's preference estimate for its picks, the item's share of the segment's orders
+    for the others; only rank compares across the two.
+    """
+    keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+    k = top_n + extra
+    candidates = _als_candidates(model, keys, k).unionByName(_popular_candidates(model, keys, segments, k))
+    return _assemble(candidates, keys, recommendable, excluded, top_n)
+
+
+def recommend_popular(model: ProductModel, customers: DataFrame, top_n: int,
+                      products: DataFrame | None = None, exclude: DataFrame | None = None) -> DataFrame:
+    """The popularity baseline, in RECOMMENDED_PRODUCTS form: the most bought products overall,
+    with the same exclusions as `recommend_products`."""
+    keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+    return _assemble(_popular_candidates(model, keys, None, top_n + extra), keys, recommendable, excluded, top_n)
+
+
+def explode_recommendations(recommendations: DataFrame) -> DataFrame:
+    """customer_key, product_id, score, rank: one row per recommended product."""
+    return recommendations.select("customer_key", F.explode("products").alias("p")).select(
+        "customer_key", "p.product_id", "p.score", "p.rank")
+
+
+# ---------------------------------------------------------------- evaluation
+def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> DataFrame:
+    """One row: customers, precision_at_k, recall_at_k, ndcg_at_k, averaged over the customers
+    of `relevant` (customer_key, product_id: what they went on to buy); a customer with no
+    recommendation scores 0. `recommended`: customer_key, product_id, rank (1 = first).
+
+    precision = hits in the top k / k; recall = hits / relevant items;
+    NDCG = sum over hits of 1/log2(rank+1) over the same sum for ranks 1..min(k, relevant).
+    """
+    truth = relevant.select("customer_key", "product_id").distinct()
+    sizes = truth.groupBy("customer_key").agg(F.count("*").alias("n_relevant"))
+    top = recommended.where(F.col("rank") <= k).select("customer_key", "product_id", "rank")
+    hits = (
+        top.join(truth, on=["customer_key", "product_id"], how="inner")
+        .groupBy("customer_key")
+        .agg(F.count("*").alias("hits"), F.sum(F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("dcg"))
+    )
+    ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.col("n_relevant"), F.lit(k))), F.lit(0.0),
+                        lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1))
+    per_customer = sizes.join(hits, on="customer_key", how="left").select(
+        "customer_key",
+        (F.coalesce("hits", F.lit(0)) / F.lit(float(k))).alias("precision"),
+        (F.coalesce("hits", F.lit(0)) / F.col("n_relevant")).alias("recall"),
+        (F.coalesce("dcg", F.lit(0.0)) / ideal).alias("ndcg"),
+    )
+    return per_customer.agg(
+        F.count("*").alias("customers"),
+        F.coalesce(F.avg("precision"), F.lit(0.0)).alias("precision_at_k"),
+        F.coalesce(F.avg("recall"), F.lit(0.0)).alias("recall_at_k"),
+        F.coalesce(F.avg("ndcg"), F.lit(0.0)).alias("ndcg_at_k"),
+    )
+
+
+def _metrics(prefix: str, row) -> dict[str, float]:
+    return {
+        f"{prefix}_precision_at_{K}": float(row["precision_at_k"]),
+        f"{prefix}_recall_at_{K}": float(row["recall_at_k"]),
+        f"{prefix}_ndcg_at_{K}": float(row["ndcg_at_k"]),
+    }
+
+
+def split_cutoff(orders: DataFrame, test_days: int) -> dt.datetime | None:
+    """The start of the held-out window: `test_days` before the last order (None: no orders)."""
+    last = orders.agg(F.max("ordered_at")).first()[0]
+    return None if last is None else last - dt.timedelta(days=test_days)
+
+
+def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: DataFrame,
+                        segments: DataFrame | None, settings: ProductSettings,
+                        cutoff: dt.datetime | None = None,
+                        exclude_purchased: bool = True) -> tuple[ProductModel, dict[str, float]]:
+    """Train on everything before `cutoff` (default: the last `test_days` of orders held out),
+    and score the held-out purchases of every customer with at least one of them.
+
+    `als_*` is the recommender as served (ALS, with persona and popularity for customers ALS
+    does not know); `popularity_*` the most bought products of the training window;
+    `*_warm_*` the same over the customers ALS knows. Returns the model trained on the
+    training window and the metrics.
+    """
+    cutoff = cutoff or split_cutoff(orders, settings.test_days)
+    if cutoff is None:
+        raise ValueError("no orders: nothing to train the product recommender on")
+    feedback = build_implicit_feedback(orders, interactions, products, settings, as_of=cutoff).cache()
+    try:
+        model = fit_product_model(feedback, orders, products, segments, settings, as_of=cutoff,
+                                  exclude_purchased=exclude_purchased)
+        held_out = (
+            orders.where((F.col("ordered_at") >= F.lit(cutoff).cast("timestamp")) & F.col("customer_key").isNotNull()
+                         & F.col("product_id").isNotNull())
+            .select("customer_key", "product_id").distinct()
+            .cache()
+        )
+        customers = held_out.select("customer_key").distinct()
+        warm = customers.join(model.customer_index, on="customer_key", how="left_semi")
+        served = explode_recommendations(recommend_products(model, customers, segments, K)).cache()
+        popular = explode_recommendations(recommend_popular(model, customers, K)).cache()
+        warm_truth = held_out.join(warm, on="customer_key", how="left_semi")
+        metrics: dict[str, float] = {}
+        als_row = ranking_metrics(served, held_out).first()
+        metrics.update(_metrics("als", als_row))
+        metrics.update(_metrics("popularity", ranking_metrics(popular, held_out).first()))
+        metrics.update(_metrics("als_warm", ranking_metrics(served, warm_truth).first()))
+        warm_pop_row = ranking_metrics(popular, warm_truth).first()
+        metrics.update(_metrics("popularity_warm", warm_pop_row))
+        pop_ndcg = metrics[f"popularity_ndcg_at_{K}"]
+        metrics["ndcg_ratio"] = metrics[f"als_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0 else float("nan")
+        metrics["test_customers"] = float(als_row["customers"])
+        metrics["warm_test_customers"] = float(warm_pop_row["customers"])
+        # how often a held-out purchase repeats one of the training window: the evidence for
+        # leaving bought items out
+        repeats = held_out.join(model.purchases, on=["customer_key", "product_id"], how="left_semi").count()
+        metrics["held_out_pairs"] = float(held_out.count())
+        metrics["repeat_purchase_share"] = repeats / metrics["held_out_pairs"] if metrics["held_out_pairs"] else 0.0
+        metrics["train_feedback_pairs"] = float(feedback.count())
+        served.unpersist()
+        popular.unpersist()
+        held_out.unpersist()
+        return model, metrics
+    finally:
+        feedback.unpersist()
+
+
+def train_product_model(orders: DataFrame, interactions: DataFrame, products: DataFrame,
+                        segments: DataFrame | None, settings: ProductSettings,
+                        evaluate: bool = True, exclude_purchased: bool = True) -> tuple[ProductModel, dict[str, float]]:
+    """The model to serve (fit on all feedback) and its metrics from the time split
+    (`evaluate_time_split`; empty when `evaluate` is False). The caller logs them to MLflow."""
+    metrics: dict[str, float] = {}
+    if evaluate:
+        held_out_model, metrics = evaluate_time_split(orders, interactions, products, segments, settings,
+                                                      exclude_purchased=exclude_purchased)
+        held_out_model.unpersist()
+    feedback = build_implicit_feedback(orders, interactions, products, settings)
+    model = fit_product_model(feedback, orders, products, segments, settings, exclude_purchased=exclude_purchased)
+    return model, metrics
+
+
+# ---------------------------------------------------------------- persistence
+_TABLES = ("customer_index", "product_index", "popularity", "catalogue", "purchases")
+
+
+def save_product_model(model: ProductModel, path: str | Path) -> None:
+    """Write everything scoring needs into the folder `path` (replaced if present): `als/`
+    (Spark ML ALSModel), one Parquet folder per table of ProductModel, and `model.json`
+    (parameters). Nothing inside names an absolute path, so the folder can move (MLflow)."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    model.als.write().overwrite().save(str(root / "als"))
+    for name in _TABLES:
+        getattr(model, name).write.mode("overwrite").parquet(str(root / name))
+    (root / "model.json").write_text(json.dumps(model.params, indent=2, sort_keys=True))
+
+
+def load_product_model(spark: SparkSession, path: str | Path) -> ProductModel:
+    """The ProductModel that `save_product_model` wrote into `path`."""
+    root = Path(path)
+    params = json.loads((root / "model.json").read_text())
+    if params.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{root}: product model format {params.get('format')!r}, expected {MODEL_FORMAT}")
+    tables = {name: spark.read.parquet(str(root / name)) for name in _TABLES}
+    return ProductModel(als=ALSModel.load(str(root / "als")), params=params, **tables)

@@ -1,0 +1,264 @@
+"""The product recommender: feedback, popularity, ranking metrics, ALS scoring with cold start, persistence."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+from pyspark.testing import assertDataFrameEqual
+
+from conf.settings import ProductSettings
+from models.products import (
+    FEEDBACK,
+    GLOBAL_SEGMENT,
+    RECOMMENDED_PRODUCTS,
+    build_implicit_feedback,
+    build_popularity,
+    evaluate_time_split,
+    explode_recommendations,
+    fit_product_model,
+    load_product_model,
+    ranking_metrics,
+    recommend_popular,
+    recommend_products,
+    save_product_model,
+)
+from pipelines.schemas import BRONZE, INTERACTIONS, ORDERS
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=UTC)
+SETTINGS = ProductSettings(rank=2, reg_param=0.1, alpha=10.0, max_iter=4, top_n=3, test_days=2,
+                           interest_weight=0.5, seed=7)
+SEGMENTS = StructType([StructField("customer_key", StringType()), StructField("persona_id", StringType())])
+PAIRS = StructType([StructField("customer_key", StringType()), StructField("product_id", StringType())])
+RANKED = StructType([StructField("customer_key", StringType()), StructField("product_id", StringType()),
+                     StructField("rank", IntegerType())])
+
+
+def ts(day: int, hour: int = 12) -> dt.datetime:
+    return dt.datetime(2026, 3, day, hour, tzinfo=UTC)
+
+
+def products_frame(spark, rows: list[tuple]):
+    """rows: (product_id, name, active[, arrival day])"""
+    lineage = {"_source_file": "products/f", "_ingested_at": NOW, "run_id": "r0"}
+    data = []
+    for row in rows:
+        pid, name, active, day = (*row, 1) if len(row) == 3 else row
+        fields = {**lineage, "product_id": pid, "name": name, "category": "c", "price": 10.0, "active": active,
+                  "_arrival_date": dt.date(2026, 3, day)}
+        data.append(tuple(fields.get(f.name) for f in BRONZE["products"].fields))
+    return spark.createDataFrame(data, BRONZE["products"])
+
+
+def orders_frame(spark, rows: list[tuple]):
+    """rows: (order_id, day, customer_key, product_id, quantity)"""
+    data = []
+    for order_id, day, key, pid, qty in rows:
+        fields = {"order_id": order_id, "ordered_at": ts(day), "customer_key": key, "product_id": pid, "quantity": qty,
+                  "unit_price": 10.0, "amount": 10.0 * qty, "channel": "app", "_arrival_date": dt.date(2026, 3, day),
+                  "run_id": "r", "_written_at": NOW}
+        data.append(tuple(fields.get(f.name) for f in ORDERS.fields))
+    return spark.createDataFrame(data, ORDERS)
+
+
+def interactions_frame(spark, rows: list[tuple]):
+    """rows: (interaction_id, day, customer_key, customer_text)"""
+    data = []
+    for iid, day, key, text in rows:
+        fields = {"interaction_id": iid, "channel": "webchat", "started_at": ts(day), "customer_key": key,
+                  "customer_text": text, "_arrival_date": dt.date(2026, 3, day), "run_id": "r", "_written_at": NOW}
+        data.append(tuple(fields.get(f.name) for f in INTERACTIONS.fields))
+    return spark.createDataFrame(data, INTERACTIONS)
+
+
+def test_feedback_adds_orders_and_products_named_in_conversations(spark):
+    products = products_frame(spark, [
+        ("P1", "Smartphone Galaxy A15 128GB preto", True),
+        ("P2", "Smartphone Galaxy A15 256GB azul", True),
+        ("P3", "Cafeteira Nespresso Essenza Mini preta", True),
+        ("P4", "Cafeteira Nespresso Essenza Mini vermelha", True),
+        ("P5", "Tênis Nike Revolution 7 38", True, 1),
+        ("P5", "Tênis Nike Revolution 7 38", False, 2),  # a later snapshot: no longer on sale
+        ("P6", "Jogo de cama 200 fios casal", True),
+    ])
+    orders = orders_frame(spark, [
+        ("o1", 2, "K1", "P3", 2),
+        ("o2", 2, None, "P1", 1),     # anonymous: nobody to learn about
+        ("o3", 10, "K2", "P6", 1),    # after as_of
+    ])
+    interactions = interactions_frame(spark, [
+        # one line, two variants: the interest is split between them
+        ("i1", 3, "K1", "Oi! Vocês têm o Smartphone Galaxy A15 em estoque?"),
+        # named in full: only that variant
+        ("i2", 4, "K1", "Quero a cafeteira nespresso essenza mini VERMELHA, por favor"),
+        # accents and case do not matter; interest in a product off sale still says something of taste
+        ("i3", 4, "K2", "Meu TENIS nike Revolution chegou errado"),
+        ("i4", 6, "K2", "o Jogo de cama"),  # after as_of
+        ("i5", 3, None, "Smartphone Galaxy A15"),
+        # a product named twice in one conversation counts once; two conversations count twice
+        ("i6", 4, "K3", "jogo de cama de casal... esse jogo de cama 200 fios"),
+        ("i7", 5, "K3", "e o jogo de cama?"),
+        ("i8", 4, "K4", "meu galaxy quebrou"),  # not enough to name a product
+    ])
+
+    got = build_implicit_feedback(orders, interactions, products, SETTINGS, as_of=ts(5, 18))
+
+    expected = spark.createDataFrame([
+        ("K1", "P1", 0.25), ("K1", "P2", 0.25), ("K1", "P3", 2.0), ("K1", "P4", 0.5),
+        ("K2", "P5", 0.5), ("K3", "P6", 1.0),
+    ], FEEDBACK)
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_popularity_counts_order_lines_of_active_products_per_segment(spark):
+    products = products_frame(spark, [("P1", "a b", True), ("P2", "c d", True), ("P3", "e f", False), ("P4", "g h", True)])
+    orders = orders_frame(spark, [
+        ("o1", 1, "K1", "P1", 1), ("o2", 1, "K2", "P1", 5), ("o3", 2, None, "P1", 1),
+        ("o4", 2, "K2", "P2", 1), ("o5", 2, "K3", "P2", 1),
+        ("o6", 2, "K1", "P3", 1), ("o7", 2, "K2", "P3", 1),  # inactive: never ranked
+        ("o8", 9, "K1", "P4", 1),                            # after as_of
+    ])
+    segments = spark.createDataFrame([("K1", "pA"), ("K2", "pB"), ("K3", "pB")], SEGMENTS)
+
+    got = build_popularity(orders, products, segments, as_of=ts(5))
+
+    expected = spark.createDataFrame([
+        (GLOBAL_SEGMENT, "P1", 3 / 5, 1), (GLOBAL_SEGMENT, "P2", 2 / 5, 2),
+        ("pA", "P1", 1.0, 1),
+        ("pB", "P2", 2 / 3, 1), ("pB", "P1", 1 / 3, 2),
+    ], "segment string, product_id string, score double, rank int")
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_ranking_metrics_against_hand_computed_values(spark):
+    recommended = spark.createDataFrame([
+        ("A", "X", 1), ("A", "Y", 2), ("A", "Z", 3),
+        ("A", "W", 11),  # beyond the cut-off
+        ("B", "Q", 1),
+        ("D", "X", 1),   # nothing held out for D: not counted
+    ], RANKED)
+    relevant = spark.createDataFrame([("A", "Y"), ("A", "W"), ("B", "Q"), ("C", "X")], PAIRS)
+
+    got = ranking_metrics(recommended, relevant, k=10).first()
+
+    # A: one hit at rank 2 of two relevant; B: one hit at rank 1 of one; C: no recommendation
+    ndcg_a = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert got["customers"] == 3
+    assert got["precision_at_k"] == pytest.approx((0.1 + 0.1 + 0.0) / 3)
+    assert got["recall_at_k"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert got["ndcg_at_k"] == pytest.approx((ndcg_a + 1.0 + 0.0) / 3)
+    assert ndcg_a == pytest.approx(0.386853, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(spark):
+    """Two taste groups (phones, books), an inactive best seller, and a persona for cold start."""
+    products = products_frame(spark, [
+        ("F1", "Smartphone Alfa", True), ("F2", "Smartphone Beta", True), ("F3", "Smartphone Gama", True),
+        ("B1", "Livro Um", True), ("B2", "Livro Dois", True), ("B3", "Livro Tres", True),
+        ("X9", "Produto Antigo", False),
+    ])
+    orders = orders_frame(spark, [
+        ("o1", 1, "K1", "F1", 1), ("o2", 1, "K1", "F2", 1), ("o3", 1, "K2", "F1", 1), ("o4", 1, "K2", "F3", 1),
+        ("o5", 1, "K3", "F2", 1),
+        ("o6", 1, "K4", "B1", 1), ("o7", 1, "K4", "B2", 1), ("o8", 1, "K5", "B1", 1), ("o9", 1, "K5", "B3", 1),
+        ("o10", 1, "K6", "B2", 1),
+        ("o11", 2, "K1", "X9", 1), ("o12", 2, "K2", "X9", 1), ("o13", 2, "K3", "X9", 1), ("o14", 2, None, "X9", 1),
+        ("o15", 2, None, "F1", 1),  # anonymous orders count for popularity only
+    ])
+    interactions = interactions_frame(spark, [("i1", 1, "K3", "vocês têm o smartphone gama?")])
+    segments = spark.createDataFrame([("K1", "readers_no"), ("K4", "readers"), ("K5", "readers"), ("K6", "readers"),
+                                      ("K90", "readers")], SEGMENTS)
+    feedback = build_implicit_feedback(orders, interactions, products, SETTINGS)
+    model = fit_product_model(feedback, orders, products, segments, SETTINGS)
+    return model, products, segments
+
+
+def test_recommendations_ranked_without_bought_or_inactive_items_and_cold_start_by_persona(spark, trained):
+    model, _, segments = trained
+    customers = spark.createDataFrame([("K1",), ("K4",), ("K90",), ("K91",)], "customer_key string")
+
+    got = recommend_products(model, customers, segments, top_n=3)
+
+    assert got.schema.simpleString() == RECOMMENDED_PRODUCTS.simpleString()
+    lists = {r.customer_key: [(p.product_id, p.rank) for p in r.products] for r in got.collect()}
+    assert sorted(lists) == ["K1", "K4", "K90", "K91"]
+    for key, items in lists.items():
+        assert [rank for _, rank in items] == list(range(1, len(items) + 1)), key
+        assert "X9" not in [pid for pid, _ in items], key  # the best seller is off sale
+    assert len(lists["K1"]) == 3
+    assert {"F1", "F2"}.isdisjoint(pid for pid, _ in lists["K1"])  # already bought
+    assert len(lists["K90"]) == 3 and len(lists["K91"]) == 3
+    # ALS puts the other phone first for a phone buyer, the other book for a reader
+    assert lists["K1"][0][0] == "F3"
+    assert lists["K4"][0][0] == "B3"
+    # unknown to ALS: the persona's best sellers (ties by product id), or without a persona everyone's
+    assert [pid for pid, _ in lists["K90"]] == ["B1", "B2", "B3"]
+    assert [pid for pid, _ in lists["K91"]] == ["F1", "B1", "B2"]
+
+
+def test_current_catalogue_overrides_active_flags(spark, trained):
+    model, products, segments = trained
+    now_off = products.unionByName(products_frame(spark, [("B1", "Livro Um", False, 5)]))
+    customers = spark.createDataFrame([("K90",)], "customer_key string")
+
+    got = explode_recommendations(recommend_products(model, customers, segments, top_n=3, products=now_off))
+
+    assert [r.product_id for r in got.orderBy("rank").collect()] == ["B2", "B3", "F1"]
+
+
+def test_popularity_baseline_recommends_best_sellers_not_yet_bought(spark, trained):
+    model, _, _ = trained
+    customers = spark.createDataFrame([("K1",), ("K91",)], "customer_key string")
+
+    got = explode_recommendations(recommend_popular(model, customers, top_n=2)).select("customer_key", "product_id", "rank")
+
+    # F1 sells most, but K1 has it already
+    expected = spark.createDataFrame([("K1", "B1", 1), ("K1", "B2", 2), ("K91", "F1", 1), ("K91", "B1", 2)], RANKED)
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_save_and_load_round_trip(spark, trained, tmp_path):
+    model, _, segments = trained
+    customers = spark.createDataFrame([("K1",), ("K4",), ("K90",), ("K91",)], "customer_key string")
+
+    save_product_model(model, tmp_path / "model")
+    loaded = load_product_model(spark, tmp_path / "model")
+
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "als", "catalogue", "customer_index", "model.json", "popularity", "product_index", "purchases"]
+    assert str(tmp_path) not in (tmp_path / "model" / "model.json").read_text()
+    assert loaded.params == model.params
+    assertDataFrameEqual(recommend_products(loaded, customers, segments, top_n=3),
+                         recommend_products(model, customers, segments, top_n=3), checkRowOrder=False)
+
+
+@pytest.mark.slow
+def test_time_split_evaluation_reports_both_recommenders(spark):
+    products = products_frame(spark, [("F1", "Smartphone Alfa", True), ("F2", "Smartphone Beta", True),
+                                      ("B1", "Livro Um", True), ("B2", "Livro Dois", True)])
+    orders = orders_frame(spark, [
+        ("o1", 1, "K1", "F1", 1), ("o2", 1, "K2", "F1", 1), ("o3", 1, "K2", "F2", 1), ("o4", 2, "K3", "B1", 1),
+        ("o5", 2, "K4", "B1", 1), ("o6", 2, "K4", "B2", 1), ("o7", 3, "K5", "F1", 1),
+        # held out (the last two days)
+        ("o8", 9, "K1", "F2", 1), ("o9", 9, "K3", "B2", 1), ("o10", 10, "K9", "F1", 1),
+    ])
+    interactions = interactions_frame(spark, [("i1", 9, "K1", "smartphone beta")])  # after the cut: unseen
+
+    model, metrics = evaluate_time_split(orders, interactions, products, None, SETTINGS)
+
+    assert model.params["trained_until"].startswith("2026-03-08")  # two days before the last order
+    assert metrics["test_customers"] == 3 and metrics["warm_test_customers"] == 2
+    assert metrics["held_out_pairs"] == 3 and metrics["repeat_purchase_share"] == 0.0
+    # popularity ranks F1, B1, B2, F2: K1 (has F1) finds F2 at rank 3, K3 (has B1) B2 at 2, K9 F1 at 1
+    assert metrics["popularity_recall_at_10"] == pytest.approx(1.0)
+    expected_ndcg = (1 / math.log2(4) + 1 / math.log2(3) + 1.0) / 3
+    assert metrics["popularity_ndcg_at_10"] == pytest.approx(expected_ndcg)
+    for name in ("als_precision_at_10", "als_recall_at_10", "als_ndcg_at_10", "als_warm_ndcg_at_10"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    # two held-out purchases are the other item of the buyer's taste group: ALS ranks them first
+    assert metrics["als_warm_ndcg_at_10"] == pytest.approx(1.0)
+    assert metrics["ndcg_ratio"] == pytest.approx(metrics["als_ndcg_at_10"] / expected_ndcg)

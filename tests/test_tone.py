@@ -1,0 +1,251 @@
+"""Tone: cue labels, the text detector, outcomes, the context x own-evidence policy, persistence."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql.types import (BooleanType, DoubleType, IntegerType, StringType, StructField, StructType,
+                               TimestampType)
+from pyspark.testing import assertDataFrameEqual
+
+from conf.settings import ToneSettings
+from models.tone import (DETECTED_TONES, OUTCOMES, agent_adaptations, detect_tones, estimate_prior_strength,
+                         interaction_outcomes,
+                         label_tones_by_cues, load_tone_model, recommend_tone, save_tone_model,
+                         train_tone_detector, train_tone_policy, ToneModel)
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 3, 1, 12, tzinfo=UTC)
+SETTINGS = ToneSettings()  # the default catalogue; prior_strength 2
+
+INTERACTIONS = StructType([
+    StructField("interaction_id", StringType(), False),
+    StructField("channel", StringType(), False),
+    StructField("started_at", TimestampType(), False),
+    StructField("customer_key", StringType()),
+    StructField("topic", StringType()),
+    StructField("resolved", BooleanType()),
+    StructField("agent_id", StringType()),
+    StructField("agent_text", StringType()),
+])
+SURVEYS = StructType([
+    StructField("response_id", StringType(), False),
+    StructField("submitted_at", TimestampType(), False),
+    StructField("survey", StringType(), False),
+    StructField("score", IntegerType(), False),
+    StructField("interaction_id", StringType()),
+    StructField("customer_key", StringType()),
+])
+COMMENTS = StructType([StructField("response_id", StringType()), StructField("comment", StringType())])
+FEATURES = StructType([
+    StructField("customer_key", StringType(), False),
+    StructField("persona_id", StringType()),
+    StructField("age_band", StringType()),
+    StructField("orders_count", DoubleType()),
+])
+CONTEXT = ("persona_id", "age_band", "orders_count")
+
+
+def interactions(spark, rows: list[tuple]):
+    """rows: (interaction_id, customer_key, resolved, agent_id, agent_text)."""
+    return spark.createDataFrame(
+        [(i, "webchat", T0, key, "billing", resolved, agent, text) for i, key, resolved, agent, text in rows],
+        INTERACTIONS)
+
+
+# ----------------------------------------------------------------------------- weak labels
+def test_cues_label_only_replies_where_one_tone_dominates(spark):
+    frame = interactions(spark, [
+        ("formal", "K1", True, "a1", "Prezado(a) cliente, informamos que o boleto foi enviado. Atenciosamente, Ana."),
+        ("friendly", "K1", True, "a1", "Oi, Bia! Tudo bem? 😊 Prontinho, resolvido!"),
+        # one friendly cue ("oi,") against three empathetic ones: empathetic dominates
+        ("empathetic", "K1", True, "a1", "Oi, Bia. Lamento muito, entendo a sua frustração, sinto muito."),
+        # a tie between formal and concise: no label
+        ("mixed", "K1", True, "a1", "Prezado cliente, verificando."),
+        # "foi," holds "oi," but not at a word start; no cue at all
+        ("none", "K1", True, "a1", "O pedido foi, enfim, entregue."),
+        ("bot", "K1", True, None, None),
+    ])
+    labelled = frame.transform(label_tones_by_cues(SETTINGS.catalogue)).select("interaction_id", "cue_tone")
+    expected = spark.createDataFrame(
+        [("formal", "formal"), ("friendly", "friendly"), ("empathetic", "empathetic"), ("mixed", None),
+         ("none", None)], "interaction_id string, cue_tone string")
+    assertDataFrameEqual(labelled, expected)
+
+
+# ----------------------------------------------------------------------------- detector
+NAMES = ("Ana", "Bia", "Caio", "Davi", "Eva", "Fabio", "Gui", "Helo")
+FACTS = ("o boleto foi enviado", "a entrega sai amanhã", "a senha foi redefinida", "o estorno foi aprovado")
+TEMPLATES = {
+    "formal": ("Prezado(a) {n}, informamos que {f}. Atenciosamente, equipe.",
+               "Senhor(a) {n}, comunicamos que {f}. Permanecemos à disposição, cordialmente."),
+    "friendly": ("Oi, {n}! Tudo bem? 😊 Prontinho: {f}! Um abraço!",
+                 "Oii {n}! Bora lá: {f} 😉 Valeu pelo contato!"),
+    "empathetic": ("{n}, sinto muito pelo transtorno, entendo a sua frustração. {f}. Conte comigo.",
+                   "Lamento muito, {n}, imagino como foi difícil. {f}. Pode contar comigo."),
+    "concise": ("{n}, verificando. Feito: {f}. Algo mais?", "Um momento. Resolvido: {f}. Atendimento encerrado."),
+}
+
+
+def weakly_labelled() -> pd.DataFrame:
+    rows = [{"agent_text": t.format(n=n, f=f), "cue_tone": tone}
+            for tone, templates in TEMPLATES.items() for t in templates for n in NAMES[:4] for f in FACTS]
+    rows += [{"agent_text": "Olá. Segue.", "cue_tone": None}, {"agent_text": "Ok.", "cue_tone": None}]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return train_tone_detector(weakly_labelled(), seed=3)
+
+
+def test_detector_learns_the_weak_labels_and_reports_its_metrics(detector):
+    model, metrics = detector
+    assert metrics["detector_labelled_rows"] == 128
+    assert metrics["cue_unlabelled_share"] == pytest.approx(2 / 130)
+    assert metrics["detector_holdout_accuracy"] >= 0.9
+    # unseen names and facts, only some of the cue words: the text model generalises
+    clear = ["Prezada Helo, informamos que o pagamento foi localizado. Cordialmente.",
+             "Oi, Gui! 😊 Prontinho, já foi! Um abraço!",
+             "Sinto muito, Eva, imagino o transtorno. Conte comigo.",
+             "Feito: pagamento localizado. Algo mais?"]
+    assert list(model.predict(clear)) == ["formal", "friendly", "empathetic", "concise"]
+
+
+def test_detect_tones_scores_agent_replies_in_spark(spark, detector):
+    model, _ = detector
+    frame = interactions(spark, [
+        ("i1", "K1", True, "a1", "Prezado Caio, comunicamos que o pedido foi cancelado. Atenciosamente."),
+        ("i2", "K1", True, "a1", "Oii Davi! Prontinho 😉 valeu!"),
+        ("i3", "K1", True, None, None),
+    ])
+    tones = detect_tones(frame, model)
+    assert tones.schema == DETECTED_TONES
+    got = {r["interaction_id"]: (r["tone"], r["tone_probability"]) for r in tones.collect()}
+    assert set(got) == {"i1", "i2"}
+    assert got["i1"][0] == "formal" and got["i2"][0] == "friendly"
+    assert all(0.25 < p <= 1.0 for _, p in got.values())
+
+
+# ----------------------------------------------------------------------------- outcomes
+def test_outcome_normalises_surveys_inverts_ces_and_falls_back_on_resolution(spark):
+    frame = interactions(spark, [
+        ("nps", "K1", False, "a1", "texto"),
+        ("ces", "K1", False, "a1", "texto"),
+        ("mixed", "K2", True, "a1", "texto"),
+        ("resolved", "K2", True, "a1", "texto"),
+        ("open", "K2", False, "a1", "texto"),
+        ("comment", "K2", True, "a1", "texto"),
+        ("bot", "K2", True, None, None),
+    ])
+    surveys = spark.createDataFrame([
+        ("s1", T0, "nps", 10, "nps", "K1"),
+        ("s2", T0, "ces", 1, "ces", "K1"),       # least effort: the best outcome
+        ("s3", T0, "csat", 3, "mixed", "K2"),    # (3 - 1) / 4 = 0.5
+        ("s4", T0, "ces", 7, "mixed", "K2"),     # most effort: 0
+        ("s5", T0, "sps", 5, "comment", "K2"),   # 1, and a complaint about the manner counted twice as 0
+        ("s6", T0, "nps", 0, None, "K2"),        # about no interaction
+    ], SURVEYS)
+    comments = spark.createDataFrame([("s5", "Atendimento frio e burocrático"), ("s3", "Demorou demais")], COMMENTS)
+    got = interaction_outcomes(frame, surveys, comments)
+    expected = spark.createDataFrame([
+        ("nps", "K1", 1.0, "survey"), ("ces", "K1", 1.0, "survey"), ("mixed", "K2", 0.25, "survey"),
+        ("resolved", "K2", 1.0, "resolution"), ("open", "K2", 0.0, "resolution"),
+        ("comment", "K2", 1 / 3, "survey+comment"),
+    ], OUTCOMES)
+    assertDataFrameEqual(got, expected, checkRowOrder=False, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- policy
+def policy_inputs(spark):
+    """Persona A customers do well with friendly and badly with formal; persona B the reverse."""
+    tone_rows, outcome_rows = [], []
+    history = [("A", "friendly", 0.9), ("A", "formal", 0.3), ("A", "friendly", 0.8), ("A", "formal", 0.2),
+               ("B", "formal", 0.9), ("B", "friendly", 0.3), ("B", "formal", 0.8), ("B", "friendly", 0.2)]
+    customers = []
+    for c in range(6):
+        for persona in ("A", "B"):
+            key = f"{persona}{c}"
+            customers.append((key, persona, "25-34", float(c)))
+            for j, (p, tone, outcome) in enumerate(h for h in history if h[0] == persona):
+                iid = f"{key}-{j}"
+                tone_rows.append((iid, tone, 0.9))
+                outcome_rows.append((iid, key, outcome, "survey"))
+    # X: a persona-A customer whose own history says formal, clearly and repeatedly
+    for j in range(5):
+        tone_rows += [(f"X-f{j}", "formal", 0.9), (f"X-r{j}", "friendly", 0.9)]
+        outcome_rows += [(f"X-f{j}", "X", 1.0, "survey"), (f"X-r{j}", "X", 0.1, "survey")]
+    customers += [("X", "A", "25-34", 2.0), ("NA", "A", None, None), ("NB", "B", "65+", 9.0)]
+    return (spark.createDataFrame(tone_rows, DETECTED_TONES), spark.createDataFrame(outcome_rows, OUTCOMES),
+            spark.createDataFrame(customers, FEATURES))
+
+
+@pytest.fixture(scope="module")
+def policy(spark):
+    tones, outcomes, features = policy_inputs(spark)
+    # the context model learns from the others; X's own history only enters at scoring
+    others = outcomes.where(F.col("customer_key") != "X")
+    trained, metrics = train_tone_policy(tones, others, features, SETTINGS, CONTEXT, max_rows=1000)
+    return trained, metrics, (tones, outcomes, features)
+
+
+def test_recommendation_follows_context_outcomes_and_own_evidence(spark, policy):
+    trained, metrics, (tones, outcomes, features) = policy
+    assert metrics["policy_sample_rows"] == 48
+    recs = recommend_tone(features, tones, outcomes, trained).cache()
+    assert recs.count() == features.count()
+    got = {r["customer_key"]: r for r in recs.collect()}
+    # context: persona A does better with friendly, B with formal
+    assert got["A0"]["tone"] == "friendly" and got["B0"]["tone"] == "formal"
+    # no history at all: the context's best tone
+    assert got["NA"]["tone"] == "friendly" and got["NB"]["tone"] == "formal"
+    assert got["NA"]["tone_reason"].startswith("no own history")
+    # X is persona A, but five good formal interactions and five poor friendly ones outweigh the prior
+    assert got["X"]["tone"] == "formal"
+    assert "overrides" in got["X"]["tone_reason"]
+    assert all(0.0 <= r["tone_confidence"] <= 1.0 for r in got.values())
+    assert got["X"]["tone_confidence"] > 0.5
+    recs.unpersist()
+
+
+def test_prior_strength_estimate_weighs_own_history_by_how_much_customers_differ():
+    rng = np.random.default_rng(1)
+    customers = np.repeat(np.arange(400), 6)
+    tones = np.tile(["formal", "formal", "formal", "concise", "concise", "concise"], 400)
+    noise = rng.normal(0, 0.3, len(customers))
+    # every customer has an own effect per tone (sd 0.15): k = 0.09 / 0.0225 = 4
+    effect = rng.normal(0, 0.15, (400, 2))[customers, (tones == "concise").astype(int)]
+    frame = pd.DataFrame({"customer_key": customers, "tone": tones, "residual": noise + effect})
+    assert estimate_prior_strength(frame)["prior_strength"] == pytest.approx(4.0, rel=0.35)
+    # only noise: no customer-level tone effect to learn from, own history weighs almost nothing
+    frame["residual"] = noise
+    assert estimate_prior_strength(frame, cap=100.0)["prior_strength"] > 20
+
+
+def test_agent_adaptation_marks_replies_off_the_agents_habit(spark):
+    frame = interactions(spark, [("i1", "K1", True, "a1", "x"), ("i2", "K1", True, "a1", "x"),
+                                 ("i3", "K2", True, "a1", "x"), ("i4", "K2", True, "a2", "x")])
+    tones = spark.createDataFrame([("i1", "formal", 0.9), ("i2", "formal", 0.9), ("i3", "friendly", 0.9),
+                                   ("i4", "concise", 0.9)], DETECTED_TONES)
+    expected = spark.createDataFrame([("i1", False), ("i2", False), ("i3", True), ("i4", False)],
+                                     "interaction_id string, adapted boolean")
+    assertDataFrameEqual(agent_adaptations(frame, tones), expected)
+
+
+def test_save_and_load_round_trip(spark, tmp_path, detector, policy):
+    model = ToneModel(detector=detector[0], policy=policy[0], metrics={**detector[1], **policy[1]})
+    saved = save_tone_model(model, tmp_path / "tone")
+    assert sorted(p.name for p in saved.iterdir()) == ["detector.joblib", "policy.joblib", "tone_model.json"]
+    assert str(tmp_path) not in (saved / "tone_model.json").read_text()
+    loaded = load_tone_model(saved)
+    assert loaded.policy.tones == model.policy.tones and loaded.policy.context_columns == CONTEXT
+    assert loaded.metrics["policy_sample_rows"] == 48
+    texts = ["Prezado Gui, informamos que foi feito.", "Feito: ok. Algo mais?"]
+    assert list(loaded.detector.predict(texts)) == list(model.detector.predict(texts))
+    tones, outcomes, features = policy[2]
+    before = recommend_tone(features, tones, outcomes, model.policy)
+    after = recommend_tone(features, tones, outcomes, loaded.policy)
+    assertDataFrameEqual(after, before)

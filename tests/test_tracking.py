@@ -1,0 +1,65 @@
+"""MLflow registry: the champion alias moves only to a version that beats it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture()
+def store(tmp_path, settings):
+    import mlflow
+
+    from jobs import tracking
+
+    previous = mlflow.get_tracking_uri()
+    tracking.configure(settings, tmp_path / "lake")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    yield model_dir
+    mlflow.set_tracking_uri(previous)
+
+
+def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool = True):
+    import mlflow
+
+    from jobs import tracking
+
+    (model_dir / "weights.json").write_text(json.dumps({"note": version_note}))
+    with mlflow.start_run():
+        tracking.log_metrics({"ndcg@10": value})
+        return tracking.log_and_register("atende-test-model", model_dir, metric="ndcg_at_10",
+                                         higher_is_better=higher_is_better)
+
+
+@pytest.mark.slow
+def test_worse_model_is_not_promoted(store):
+    from jobs import tracking
+
+    first = _train(store, 0.30, version_note="first")
+    assert first.promoted and first.champion_value is None
+    worse = _train(store, 0.20, version_note="worse")
+    assert not worse.promoted and worse.champion_value == pytest.approx(0.30)
+    directory, version = tracking.load_champion_dir("atende-test-model")
+    assert version == first.version
+    assert json.loads((__import__("pathlib").Path(directory) / "weights.json").read_text())["note"] == "first"
+    better = _train(store, 0.40, version_note="better")
+    assert better.promoted
+    directory, version = tracking.load_champion_dir("atende-test-model")
+    assert version == better.version
+    assert json.loads((__import__("pathlib").Path(directory) / "weights.json").read_text())["note"] == "better"
+
+
+@pytest.mark.slow
+def test_lower_is_better_metric_and_nan_never_promotes(store):
+    first = _train(store, 5.0, version_note="a", higher_is_better=False)
+    assert first.promoted
+    assert _train(store, 4.0, version_note="b", higher_is_better=False).promoted
+    assert not _train(store, float("nan"), version_note="c", higher_is_better=False).promoted
+
+
+def test_no_champion_is_a_clear_error(store):
+    from jobs import tracking
+
+    with pytest.raises(tracking.NoChampion, match="train it first"):
+        tracking.load_champion_dir("never-trained")
