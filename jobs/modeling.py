@@ -248,7 +248,7 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
     value = registered.value
     ctx.progress(f"{run_name}: {metric}={value:.4f} -> {name} v{registered.version}"
                  + (" (champion)" if registered.promoted else
-                    f" (not promoted: champion has {registered.champion_value:.4f})"))
+                    f" (not promoted: the champion has {registered.champion_value:.4f})"))
     return registered
 
 
@@ -280,7 +280,8 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     if ctx.should_train(TONE_MODEL, force_train):
         _train(ctx, TONE_MODEL, "tone",
                lambda: train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT,
-                                        survey_comments=comments, seed=cfg.personas.seed),
+                                        survey_comments=comments, seed=cfg.personas.seed,
+                                        estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength),
                save_tone_model, "policy_holdout_rmse", False,
                {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
                 "context": ",".join(TONE_CONTEXT)},

@@ -91,7 +91,7 @@ def log_and_register(
 ) -> Registered:
     """Inside an active MLflow run: log `model_dir` as the run's model, register it as a new version
     of `name`, and give it the champion alias if its `metric` (already logged on the run) beats the
-    champion's. A NaN metric never promotes."""
+    champion's. A NaN metric promotes only when there is no champion yet."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -112,11 +112,12 @@ def log_and_register(
     version = str(info.registered_model_version)
     value = float(client.get_run(run.info.run_id).data.metrics.get(metric, math.nan))
     champion_value = champion_metric(name, metric)
-    better = not math.isnan(value) and (
-        champion_value is None
-        or math.isnan(champion_value)
+    # the first version is promoted even without a held-out value (data too small to hold any out):
+    # serving a model beats serving nothing; after that a version must beat the champion
+    better = champion_value is None or (not math.isnan(value) and (
+        math.isnan(champion_value)
         or (value > champion_value if higher_is_better else value < champion_value)
-    )
+    ))
     if better:
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promoted", str(better).lower())

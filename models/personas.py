@@ -39,6 +39,8 @@ LOG_FEATURES = frozenset({
 FAMILIES: dict[str, tuple[str, ...]] = {
     "age": ("age",),
     "income": ("income_level",),
+    # a profession as the typical age and income of the customers who hold it (learned at fit time)
+    "profession": ("profession_age", "profession_income"),
     "spending": ("total_spend", "avg_order_value", "price_level", "orders_count"),
     "activity": ("interactions_per_week",),
     "channels": ("ch_webchat", "ch_chatbot", "ch_app", "ch_whatsapp", "ch_telegram", "ch_messenger",
@@ -64,9 +66,34 @@ SCORES_SCHEMA = StructType([
 ])
 
 
+PROFESSION_MIN_HOLDERS = 3
+
+
 def persona_feature_columns(available: Sequence[str]) -> list[str]:
     present = set(available)
+    if "profession" in present:
+        present |= {"profession_age", "profession_income"}
     return [c for cols in FAMILIES.values() for c in cols if c in present]
+
+
+def profession_traits(sample: pd.DataFrame) -> dict[str, list[float]]:
+    """profession -> [mean age, mean income level] of its holders in the sample (professions held
+    by fewer than PROFESSION_MIN_HOLDERS customers are left out: too few to say anything)."""
+    if "profession" not in sample or "age" not in sample or "income_level" not in sample:
+        return {}
+    known = sample[sample["profession"].notna()]
+    grouped = known.groupby("profession").agg(n=("profession", "size"), age=("age", "mean"),
+                                              income=("income_level", "mean"))
+    grouped = grouped[grouped["n"] >= PROFESSION_MIN_HOLDERS]
+    return {str(p): [float(r.age), float(r.income)] for p, r in grouped.iterrows()}
+
+
+def with_profession_traits(frame: pd.DataFrame, lookup: dict[str, list[float]]) -> pd.DataFrame:
+    if "profession" not in frame or "profession_age" in frame:
+        return frame
+    traits = frame["profession"].map(lambda p: lookup.get(p, (np.nan, np.nan)) if isinstance(p, str) else
+                                     (np.nan, np.nan))
+    return frame.assign(profession_age=[t[0] for t in traits], profession_income=[t[1] for t in traits])
 
 
 @dataclass
@@ -84,9 +111,11 @@ class PersonaModel:
     traits: list[dict[str, float]]
     sizes: list[int]                        # customers of the fit sample per cluster
     selection: dict[str, float] = field(default_factory=dict)  # k -> criterion value
+    profession_lookup: dict[str, list[float]] = field(default_factory=dict)  # profession -> [age, income]
 
     # ------------------------------------------------------------------ transform
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        frame = with_profession_traits(frame, self.profession_lookup)
         x = frame[self.features].astype("float64").to_numpy(copy=True)
         for j, name in enumerate(self.features):
             if name in LOG_FEATURES:
@@ -186,8 +215,9 @@ def _match_ids(new_centres: np.ndarray, previous: PersonaModel | None, model: Pe
         return [f"persona-{i + 1:02d}" for i in range(k)]
     from scipy.optimize import linear_sum_assignment
 
-    old = model.transform_original(np.asarray(previous.centres_original)) if set(previous.features) == set(
-        model.features) and previous.features == model.features else None
+    # centres of a model over other features cannot be compared: every cluster gets a new id
+    old = model.transform_original(np.asarray(previous.centres_original)) if previous.features == model.features \
+        else None
     ids: list[str | None] = [None] * k
     if old is not None:
         cost = ((new_centres[:, None, :] - old[None, :, :]) ** 2).sum(axis=2) ** 0.5
@@ -274,9 +304,11 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
     """Fit on a pandas sample of the customer feature table. Returns (model, metrics)."""
     from sklearn.metrics import silhouette_score
 
-    features = persona_feature_columns(sample.columns)
     if len(sample) < settings.k_min + 1:
         raise ValueError(f"persona fit needs at least {settings.k_min + 1} customers, got {len(sample)}")
+    lookup = profession_traits(sample)
+    sample = with_profession_traits(sample, lookup)
+    features = persona_feature_columns(sample.columns)
     z, prep = _preprocess(sample, features)
     k, scores, km = _select_k(z, settings)
     labels = km.labels_
@@ -293,7 +325,7 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
     model = PersonaModel(
         features=features, **prep, centres=centres.tolist(), centres_original=means.to_numpy().tolist(),
         persona_ids=[], names=[], descriptions=[], traits=[], sizes=np.bincount(labels, minlength=k).tolist(),
-        selection=scores,
+        selection=scores, profession_lookup=lookup,
     )
     # centres_original must map back onto the fitted centres: use the inverse of the scaling
     model.centres_original = _inverse(model, centres).tolist()
@@ -330,7 +362,10 @@ def score_personas(features: DataFrame, model: PersonaModel) -> DataFrame:
     """`customer_key, persona_id, confidence` for every customer of the feature table."""
     spark = features.sparkSession
     shared = spark.sparkContext.broadcast(model)
-    columns = ["customer_key", *model.features]
+    derived = {"profession_age", "profession_income"}
+    columns = ["customer_key", *[c for c in model.features if c not in derived]]
+    if derived & set(model.features):
+        columns.append("profession")
 
     def assign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         m = shared.value
@@ -342,16 +377,18 @@ def score_personas(features: DataFrame, model: PersonaModel) -> DataFrame:
             yield pd.DataFrame({"customer_key": batch["customer_key"], "persona_id": ids[best],
                                 "confidence": confidence})
 
-    selected = features.select(*[F.col(c) if c == "customer_key" else F.col(c).cast("double") for c in columns])
+    selected = features.select(*[F.col(c) if c in ("customer_key", "profession") else F.col(c).cast("double")
+                                 for c in columns])
     return selected.mapInPandas(assign, SCORES_SCHEMA)
 
 
 def sample_for_fit(features: DataFrame, settings: PersonaSettings) -> pd.DataFrame:
     """A uniform sample of at most `sample_size` active customers, as pandas (the fit's input)."""
-    cols = persona_feature_columns(features.columns)
+    cols = [c for c in persona_feature_columns(features.columns) if c not in ("profession_age", "profession_income")]
+    extra = ["profession"] if "profession" in features.columns else []
     active = features.where(
         (F.col("interactions_count") + F.col("orders_count")) >= settings.min_activity
-    ).select("customer_key", *[F.col(c).cast("double") for c in cols])
+    ).select("customer_key", *extra, *[F.col(c).cast("double") for c in cols])
     total = active.count()
     fraction = min(1.0, settings.sample_size / max(total, 1))
     sampled = active if fraction >= 1.0 else active.sample(fraction=fraction, seed=settings.seed)

@@ -110,9 +110,9 @@ PERSONA_SEGMENTS = StructType([
 ])
 
 PRODUCT_SCORE = StructType([
-    _s("product_id", StringType(), False),
-    _s("score", DoubleType(), False),
-    _s("rank", IntegerType(), False),
+    _s("product_id", StringType()),
+    _s("score", DoubleType()),
+    _s("rank", IntegerType()),
 ])
 
 RECOMMENDATIONS = StructType([

@@ -52,6 +52,34 @@ def test_run_writes_every_contract_table(first_run):
     assert table.to_pyarrow_table().num_rows == summary.table_rows["gold.customer_profiles"]
 
 
+def test_personas_and_recommendations_match_the_contract(first_run, settings):
+    from pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
+
+    runner, summary, lake_dir = first_run
+    lake = runner.lake
+    profiles = lake.read("gold", "customer_profiles")
+    customers = profiles.count()
+    segments = lake.read("gold", "persona_segments")
+    assert [f.name for f in segments.schema.fields] == [f.name for f in PERSONA_SEGMENTS.fields]
+    assert segments.count() == segments.select("customer_key").distinct().count()
+    personas = lake.read("gold", "personas")
+    assert [f.name for f in personas.schema.fields] == [f.name for f in PERSONAS.fields]
+    assert personas.count() >= settings.models.personas.k_min
+    assert profiles.where(F.col("persona_id").isNull()).count() == 0, "every profile carries its persona"
+
+    recs = lake.read("gold", "recommendations")
+    assert [(f.name, f.dataType) for f in recs.schema.fields] == [(f.name, f.dataType) for f in RECOMMENDATIONS.fields]
+    assert recs.count() == recs.select("customer_key").distinct().count() == customers
+    assert recs.where(F.col("tone").isNull() | F.col("next_best_action").isNull()).count() == 0
+    assert recs.where(F.size("reasons") == 0).count() == 0
+    versions = recs.select("model_versions").first()[0]
+    assert set(versions) == {"personas", "tone", "products", "next_best_action"}
+    marketing = [a for a, spec in settings.models.nba.actions.items() if spec.kind == "marketing"]
+    offers_without_consent = recs.join(profiles.select("customer_key", "marketing_consent"), "customer_key").where(
+        F.col("next_best_action").isin(*marketing) & ~F.coalesce(F.col("marketing_consent"), F.lit(False)))
+    assert offers_without_consent.count() == 0
+
+
 def test_nothing_lost_per_file(first_run):
     runner, _, _ = first_run
     recon = runner.lake.read("ops", "file_reconciliation")

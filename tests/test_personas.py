@@ -30,6 +30,7 @@ def synthetic_customers(n_per_group: int = 60, seed: int = 1) -> tuple[pd.DataFr
             "satisfaction_index": np.clip(rng.normal(sat, 0.05, n), 0, 1),
             "interactions_per_week": np.abs(rng.normal(freq, 0.1, n)),
             "total_spend": np.abs(rng.normal(spend, spend * 0.1, n)),
+            "profession": rng.choice([f"job-{g}-{j}" for j in range(3)], n),
         }))
         truth += [g] * n
     frame = pd.concat(frames, ignore_index=True)
@@ -112,3 +113,16 @@ def test_scoring_in_spark_matches_the_model(spark, persona_settings):
 def test_feature_columns_follow_the_families():
     cols = persona_feature_columns(["customer_key", "ch_voice", "age", "unrelated"])
     assert cols == ["age", "ch_voice"]
+
+
+def test_profession_becomes_the_typical_age_and_income_of_its_holders():
+    from models.personas import profession_traits, with_profession_traits
+
+    sample = pd.DataFrame({"profession": ["Estudante"] * 3 + ["Juiz(a)"] * 3 + ["Rare", None],
+                           "age": [20, 22, 24, 50, 60, np.nan, 40, 30],
+                           "income_level": [0.2, 0.2, 0.2, 1.0, 1.0, 1.0, 0.5, 0.5]})
+    lookup = profession_traits(sample)
+    assert lookup == {"Estudante": [22.0, pytest.approx(0.2)], "Juiz(a)": [55.0, 1.0]}
+    enriched = with_profession_traits(pd.DataFrame({"profession": ["Juiz(a)", "Rare", None]}), lookup)
+    assert enriched["profession_age"].iloc[0] == 55.0
+    assert enriched[["profession_age", "profession_income"]].iloc[1:].isna().all().all()

@@ -19,7 +19,7 @@ from models.tone import (DETECTED_TONES, OUTCOMES, agent_adaptations, detect_ton
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 1, 12, tzinfo=UTC)
-SETTINGS = ToneSettings()  # the default catalogue; prior_strength 2
+SETTINGS = ToneSettings(prior_strength=2.0)  # the default catalogue; a weak prior so a few own interactions can override it
 
 INTERACTIONS = StructType([
     StructField("interaction_id", StringType(), False),

@@ -58,6 +58,13 @@ def test_lower_is_better_metric_and_nan_never_promotes(store):
     assert not _train(store, float("nan"), version_note="c", higher_is_better=False).promoted
 
 
+@pytest.mark.slow
+def test_first_version_is_promoted_even_without_a_held_out_value(store):
+    first = _train(store, float("nan"), version_note="tiny data")
+    assert first.promoted
+    assert _train(store, 0.1, version_note="measured").promoted  # a measured value beats an unmeasured champion
+
+
 def test_no_champion_is_a_clear_error(store):
     from jobs import tracking
 
