@@ -169,6 +169,26 @@ def _print_summary(console, runner, summary) -> None:
                              show(row["csat_pct"], ".1f"), show(row["fcr_rate"], ".0%"),
                              show(row["bot_containment_rate"], ".0%"))
         console.print(overview)
+    if runner.lake.exists("gold", "personas"):
+        personas = Table(title="personas (gold.personas)")
+        for col in ("persona", "name", "customers"):
+            personas.add_column(col, justify="right" if col == "customers" else "left")
+        for row in runner.lake.read("gold", "personas").orderBy("persona_id").collect():
+            personas.add_row(row["persona_id"], row["persona_name"], f"{row['size']:,}")
+        console.print(personas)
+    if runner.lake.exists("gold", "recommendations"):
+        from pyspark.sql import functions as F
+
+        mix = runner.lake.read("gold", "recommendations").groupBy("next_best_action", "tone").count()
+        actions = Table(title="recommendations (gold.recommendations): next best action x tone")
+        tones = sorted(r[0] for r in mix.select("tone").distinct().collect() if r[0])
+        actions.add_column("next best action")
+        for tone in tones:
+            actions.add_column(tone, justify="right")
+        pivot = mix.groupBy("next_best_action").pivot("tone", tones).agg(F.sum("count")).orderBy("next_best_action")
+        for row in pivot.collect():
+            actions.add_row(str(row["next_best_action"]), *[f"{row[t] or 0:,}" for t in tones])
+        console.print(actions)
 
 
 def cmd_run(args, settings: Settings) -> int:

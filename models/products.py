@@ -535,11 +535,20 @@ def train_product_model(orders: DataFrame, interactions: DataFrame, products: Da
     """The model to serve (fit on all feedback) and its metrics from the time split
     (`evaluate_time_split`; empty when `evaluate` is False). The caller logs them to MLflow."""
     metrics: dict[str, float] = {}
-    if evaluate:
+    cutoff = split_cutoff(orders, settings.test_days)
+    # data shorter than the held-out window leaves nothing to train the evaluation model on:
+    # the model is still fitted and served, its metrics say the evaluation was skipped
+    can_evaluate = cutoff is not None and not build_implicit_feedback(
+        orders, interactions, products, settings, as_of=cutoff).isEmpty()
+    if evaluate and can_evaluate:
         held_out_model, metrics = evaluate_time_split(orders, interactions, products, segments, settings,
-                                                      exclude_purchased=exclude_purchased)
+                                                      cutoff=cutoff, exclude_purchased=exclude_purchased)
         held_out_model.unpersist()
+    elif evaluate:
+        metrics["evaluation_skipped"] = 1.0
     feedback = build_implicit_feedback(orders, interactions, products, settings)
+    if feedback.isEmpty():
+        raise ValueError("no orders of known customers: nothing to train the product recommender on")
     model = fit_product_model(feedback, orders, products, segments, settings, exclude_purchased=exclude_purchased)
     return model, metrics
 
