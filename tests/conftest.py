@@ -24,10 +24,19 @@ def spark(settings):
     test_settings = settings.model_copy(
         update={
             "spark": settings.spark.model_copy(
-                update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "2g"}
+                update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "4g"}
             )
         }
     )
     session = build_spark_session(test_settings, app_name="atende-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_cached_frames(request):
+    """Frames a module cached (a run that failed on purpose leaves some) must not squeeze the next
+    module's broadcasts out of the driver's memory."""
+    yield
+    if "spark" in request.fixturenames:
+        request.getfixturevalue("spark").catalog.clearCache()

@@ -103,7 +103,8 @@ def test_save_and_load_round_trip(tmp_path, persona_settings):
 def test_scoring_in_spark_matches_the_model(spark, persona_settings):
     sample, _ = synthetic_customers(n_per_group=20)
     model, _ = fit_personas(sample, persona_settings)
-    features = spark.createDataFrame(sample.astype({c: "float64" for c in sample.columns if c != "customer_key"}))
+    features = spark.createDataFrame(sample.astype({c: "float64" for c in sample.columns
+                                                    if c not in ("customer_key", "profession")}))
     scored = score_personas(features, model).toPandas().set_index("customer_key").loc[sample["customer_key"]]
     expected, confidence = model.assign(sample)
     assert list(scored["persona_id"]) == list(np.asarray(model.persona_ids)[expected])
