@@ -38,5 +38,8 @@ def _release_cached_frames(request):
     """Frames a module cached (a run that failed on purpose leaves some) must not squeeze the next
     module's broadcasts out of the driver's memory."""
     yield
-    if "spark" in request.fixturenames:
-        request.getfixturevalue("spark").catalog.clearCache()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.catalog.clearCache()
