@@ -1,6 +1,7 @@
 """End to end: a generated landing zone through every job, re-runs, failures and the CLI."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,16 @@ from jobs.run import Runner, RunFailed
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CUSTOMERS, DAYS, SEED = 80, 3, 11
+
+# The failure-path runs each rebuild a whole lakehouse (ingest, silver, the models) once more:
+# about three minutes apiece on two cores, which would push the default suite past CI's budget.
+# Table-level crash safety and the gates' hard failures have their own fast tests
+# (test_lakehouse, test_quality); these whole-run versions run with ATENDE_SLOW_TESTS=1.
+whole_run_failure_path = pytest.mark.skipif(
+    os.environ.get("ATENDE_SLOW_TESTS") != "1",
+    reason="whole-run failure path (~3 min on 2 cores); set ATENDE_SLOW_TESTS=1 to run it",
+)
+
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +126,7 @@ def test_rerunning_a_date_changes_no_counts(spark, settings, landing, first_run)
     assert keys_before == keys_after
 
 
+@whole_run_failure_path
 def test_failed_job_leaves_tables_at_last_version_and_rerun_completes(spark, settings, landing, tmp_path, monkeypatch):
     lake_dir = tmp_path / "lakehouse"
     import pipelines.kpis as kpis
@@ -158,6 +170,7 @@ def test_cli_fails_fast_with_one_line_reasons(tmp_path):
     assert date.returncode == 2 and "not a date" in date.stderr
 
 
+@whole_run_failure_path
 def test_hard_quality_gate_stops_the_run_before_silver_is_written(spark, settings, landing, tmp_path, monkeypatch):
     import pipelines.interactions as interactions
 

@@ -6,18 +6,25 @@ import json
 import pytest
 
 
-@pytest.fixture()
-def store(tmp_path, settings):
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory, settings):
     import mlflow
 
     from jobs import tracking
 
+    root = tmp_path_factory.mktemp("mlflow")
     previous = mlflow.get_tracking_uri()
-    tracking.configure(settings, tmp_path / "lake")
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    yield model_dir
+    tracking.configure(settings, root / "lake")  # one store for the module: creating one takes seconds
+    yield root
     mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture()
+def store(store_root, request):
+    """A fresh model directory; each test registers under its own model name."""
+    model_dir = store_root / request.node.name
+    model_dir.mkdir()
+    return model_dir
 
 
 def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool = True):
@@ -28,8 +35,12 @@ def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool
     (model_dir / "weights.json").write_text(json.dumps({"note": version_note}))
     with mlflow.start_run():
         tracking.log_metrics({"ndcg@10": value})
-        return tracking.log_and_register("atende-test-model", model_dir, metric="ndcg_at_10",
+        return tracking.log_and_register(_name(model_dir), model_dir, metric="ndcg_at_10",
                                          higher_is_better=higher_is_better)
+
+
+def _name(model_dir) -> str:
+    return "atende-" + model_dir.name.replace("_", "-")[:60]
 
 
 @pytest.mark.slow
@@ -40,12 +51,12 @@ def test_worse_model_is_not_promoted(store):
     assert first.promoted and first.champion_value is None
     worse = _train(store, 0.20, version_note="worse")
     assert not worse.promoted and worse.champion_value == pytest.approx(0.30)
-    directory, version = tracking.load_champion_dir("atende-test-model")
+    directory, version = tracking.load_champion_dir(_name(store))
     assert version == first.version
     assert json.loads((__import__("pathlib").Path(directory) / "weights.json").read_text())["note"] == "first"
     better = _train(store, 0.40, version_note="better")
     assert better.promoted
-    directory, version = tracking.load_champion_dir("atende-test-model")
+    directory, version = tracking.load_champion_dir(_name(store))
     assert version == better.version
     assert json.loads((__import__("pathlib").Path(directory) / "weights.json").read_text())["note"] == "better"
 
