@@ -15,7 +15,7 @@ from pyspark.sql.window import Window
 
 from conf.settings import Settings
 from pipelines.profiles import CRM_FIELDS, age_band, latest_crm_rows
-from pipelines.schemas import ALL_CHANNELS
+from pipelines.schemas import ALL_CHANNELS, SURVEY_SCALES
 
 # income bands (Brazilian social classes) on a 0..1 scale
 INCOME_LEVELS = {"DE": 0.0, "C2": 0.2, "C1": 0.4, "B2": 0.6, "B1": 0.8, "A": 1.0}
@@ -61,14 +61,20 @@ def _days_between(later: Column, earlier: Column) -> Column:
     return (later.cast("double") - earlier.cast("double")) / F.lit(86400.0)
 
 
+# surveys where a low score is the good answer (CES: 1 = very low effort)
+LOWER_IS_BETTER = frozenset({"ces"})
+
+
 def normalised_score(survey: Column, score: Column) -> Column:
-    """A survey score on 0..1, higher is better (CES inverted: 1 = very low effort is best)."""
-    return (
-        F.when(survey == "nps", score / 10.0)
-        .when(survey == "csat", (score - 1) / 4.0)
-        .when(survey == "ces", (7 - score) / 6.0)
-        .when(survey == "sps", score / 5.0)
-    )
+    """A survey score on 0..1 from its scale (SURVEY_SCALES), higher is better, clipped to the
+    scale; null for an unknown survey. Shared by the features and the tone model's outcomes."""
+    result = None
+    for name, (low, high) in SURVEY_SCALES.items():
+        scaled = (score.cast("double") - F.lit(float(low))) / F.lit(float(high - low))
+        value = F.lit(1.0) - scaled if name in LOWER_IS_BETTER else scaled
+        value = F.least(F.greatest(value, F.lit(0.0)), F.lit(1.0))
+        result = F.when(survey == name, value) if result is None else result.when(survey == name, value)
+    return result
 
 
 def build_customer_features(

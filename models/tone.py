@@ -46,6 +46,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from conf.settings import ToneSettings
+from features.customer import normalised_score
 
 MODEL_FORMAT = 1
 UNKNOWN = "<unknown>"
@@ -80,9 +81,6 @@ RECOMMENDED_TONES = StructType([
 ])
 
 # Survey scales onto [0, 1], higher = better. CES counts effort, so its scale is inverted.
-SURVEY_SCALES: Mapping[str, tuple[float, float, bool]] = {
-    "nps": (0.0, 10.0, False), "csat": (1.0, 5.0, False), "ces": (1.0, 7.0, True), "sps": (0.0, 5.0, False),
-}
 
 
 # --------------------------------------------------------------------------- weak labels
@@ -225,17 +223,6 @@ def detect_tones(interactions: DataFrame, detector: Pipeline) -> DataFrame:
 
 
 # --------------------------------------------------------------------------- outcomes
-def normalised_score(survey: Column, score: Column) -> Column:
-    """A survey score on [0, 1], higher = better (CES inverted); null for an unknown survey."""
-    result = None
-    for name, (low, high, inverted) in SURVEY_SCALES.items():
-        scaled = (score.cast("double") - F.lit(low)) / F.lit(high - low)
-        value = (F.lit(1.0) - scaled) if inverted else scaled
-        value = F.least(F.greatest(value, F.lit(0.0)), F.lit(1.0))
-        result = F.when(survey == name, value) if result is None else result.when(survey == name, value)
-    return result
-
-
 def comment_tone_evidence(comment: Column, cues: Mapping[str, Sequence[str]] = DEFAULT_COMMENT_CUES) -> Column:
     """1.0 when a comment praises the agent's manner, 0.0 when it complains of it, null otherwise (or both)."""
     positive = phrase_hits(comment, cues["positive"])
