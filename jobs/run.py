@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -125,6 +126,7 @@ class Runner:
             for source in schemas.SOURCES
         }
         try:
+            started = time.perf_counter()
             counts = _union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
             counts = counts.cache()
             record.rows_read += int(counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()[0])
@@ -136,7 +138,11 @@ class Runner:
                     for r in broken
                 )
                 raise ReconciliationError(f"reconciliation failed: {detail}")
+            parsed = time.perf_counter()
+            self.progress(f"ingest: {record.rows_read:,} records parsed and reconciled in {parsed - started:.1f} s")
             self._gate("bronze", {f"bronze.{source}": r.accepted for source, r in results.items()})
+            gated = time.perf_counter()
+            self.progress(f"ingest: bronze quality gates in {gated - parsed:.1f} s")
             for source, result in results.items():
                 self._write(record, "bronze", source, result.accepted, mode="overwrite",
                             partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
@@ -145,6 +151,7 @@ class Runner:
                         partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
             self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
                             replace_where=f"_arrival_date IN ({listed})")
+            self.progress(f"ingest: bronze tables written in {time.perf_counter() - gated:.1f} s")
             counts.unpersist()
         finally:
             for result in results.values():

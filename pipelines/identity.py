@@ -169,6 +169,8 @@ def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
     forest of stars around each component's smallest node; each round's edge list is
     checkpointed so lineage stays short. Raises when `max_rounds` is not enough.
     """
+    # the input is computed once: the node list and the first edge list both come from it
+    edges = _materialise(edges.select("src", "dst"))
     nodes = (
         edges.select(F.col("src").alias("node"))
         .unionByName(edges.select(F.col("dst").alias("node")))
@@ -616,7 +618,7 @@ def resolve_identities_with_report(
 
     # --- units: a survey response and the conversation or call it is about are one customer's, so they
     # count as one record for the guards and are linked in the graph (through their interaction node)
-    unit_of = (
+    unit_of = _materialise(
         groups.where(F.col("group").startswith(INTERACTION + ":"))
         .groupBy(*record)
         .agg(F.min("group").alias("group"))
@@ -639,16 +641,18 @@ def resolve_identities_with_report(
         ))
     else:
         customer_of = spark.createDataFrame([], "crm_id string, customer string")
-    crm_customers = obs.where(F.col("identifier_type") == "crm_id").select(F.col("identifier").alias("crm_id")).distinct().join(
-        customer_of, on="crm_id", how="left"
-    ).select("crm_id", F.coalesce("customer", "crm_id").alias("customer"))
+    crm_customers = _materialise(
+        obs.where(F.col("identifier_type") == "crm_id").select(F.col("identifier").alias("crm_id")).distinct()
+        .join(customer_of, on="crm_id", how="left")
+        .select("crm_id", F.coalesce("customer", "crm_id").alias("customer"))
+    )
     customer_names = crm_names.join(crm_customers, on="crm_id", how="inner").select("customer", "crm_name").distinct()
 
     # --- over-merge guard: how many CRM customers does each identifier reach?
     limit = F.try_element_at(_map_literal(cfg.max_customers_per_identifier), F.col("identifier_type"))
     obs_u = with_unit(obs)
-    unit_ids = obs_u.select("unit", *ident).distinct()
-    unit_crm = (
+    unit_ids = _materialise(obs_u.select("unit", *ident).distinct())
+    unit_crm = _materialise(
         obs_u.where(F.col("identifier_type") == "crm_id")
         .join(crm_customers, on=obs_u["identifier"] == crm_customers["crm_id"], how="inner")
         .select("unit", F.col("customer").alias("crm"))

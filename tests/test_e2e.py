@@ -1,7 +1,9 @@
 """End to end: a generated landing zone through every job, re-runs, failures and the CLI."""
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,6 +28,20 @@ whole_run_failure_path = pytest.mark.skipif(
 
 
 
+def _redeliver_first_day(zone):
+    """Copy every file of the first arrival date into a new date folder after the last one, names
+    unchanged: the whole first day delivered a second time. Returns (first date, re-delivery date)."""
+    from pipelines.schemas import SOURCES
+
+    folders = [d for s in SOURCES if (zone / s).is_dir() for d in (zone / s).iterdir() if d.is_dir()]
+    first = min(d.name for d in folders)
+    again = (dt.date.fromisoformat(max(d.name for d in folders)) + dt.timedelta(days=1)).isoformat()
+    for folder in folders:
+        if folder.name == first:
+            shutil.copytree(folder, folder.parent / again)
+    return dt.date.fromisoformat(first), dt.date.fromisoformat(again)
+
+
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory):
     from jobs.generate import generate_landing_zone
@@ -36,7 +52,13 @@ def landing(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def first_run(spark, settings, landing, tmp_path_factory):
+def redelivery(landing):
+    """The landing zone's first day delivered again after the last (part of the first run's input)."""
+    return _redeliver_first_day(landing)
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, settings, landing, redelivery, tmp_path_factory):
     lake_dir = tmp_path_factory.mktemp("lake") / "lakehouse"
     runner = Runner(spark, settings, landing, lake_dir)
     summary = runner.run()
@@ -104,6 +126,34 @@ def test_nothing_lost_per_file(first_run):
     assert bronze_rows == totals["a"]
     assert runner.lake.read("bronze", "quarantine").count() == totals["q"]
     assert totals["q"] > 0, "the generator plants malformed records; some must be quarantined"
+
+
+def test_a_redelivered_day_adds_bronze_rows_but_no_silver_rows(first_run, redelivery):
+    """The first day's files arrive again later: bronze keeps both deliveries (records as they
+    arrived), silver keeps one row per record, dated by its first delivery."""
+    runner, summary, _ = first_run
+    first, again = redelivery
+    lake = runner.lake
+    assert again in summary.arrival_dates
+    for source in ("conversations", "whatsapp", "email", "calls", "surveys", "orders", "actions"):
+        bronze = lake.read("bronze", source)
+        assert bronze.where(F.col("_arrival_date") == again).count() == \
+            bronze.where(F.col("_arrival_date") == first).count(), source
+    quarantine = lake.read("bronze", "quarantine")
+    assert quarantine.where(F.col("_arrival_date") == again).count() == \
+        quarantine.where(F.col("_arrival_date") == first).count()
+    for table in ("interactions", "survey_responses", "orders", "actions"):
+        silver = lake.read("silver", table)
+        assert silver.where(F.col("_arrival_date") == again).count() == 0, table
+        assert silver.where(F.col("_arrival_date") == first).count() > 0, table
+    # every WhatsApp message is counted once in its conversation, however often it was delivered
+    messages = lake.read("bronze", "whatsapp").select(F.explode("messages").alias("m")).where(
+        F.col("m.sent_at").isNotNull() & F.col("m.wa_id").isNotNull()
+        & (F.coalesce(F.col("m.type"), F.lit("text")) == "text")
+    ).select("m.message_id")
+    in_silver = lake.read("silver", "interactions").where(F.col("channel") == "whatsapp").agg(
+        F.sum("message_count")).first()[0]
+    assert in_silver == messages.distinct().count()
 
 
 def test_run_again_processes_nothing_new(spark, settings, landing, first_run):
