@@ -79,13 +79,15 @@ def subject(spark, settings, landing: Path, dates, lakehouse: Path) -> dict:
     from jobs.run import Runner
 
     shutil.rmtree(lakehouse, ignore_errors=True)
-    runner = Runner(spark, settings, landing, lakehouse)
+    steps: list[str] = []  # the job's own progress lines: parse + reconcile, gates, writes
+    runner = Runner(spark, settings, landing, lakehouse, progress=steps.append)
     record = JobRecord(job="ingest", started_at=utc_now())
     started = time.perf_counter()
     runner.ingest(record, dates)
     seconds = time.perf_counter() - started
     return {
         "seconds": round(seconds, 2),
+        "steps": steps,
         "engine": runner.lake.engine.name if hasattr(runner.lake, "engine") else None,
         "records": record.rows_read,
         "rows_written": record.rows_written,
