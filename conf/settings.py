@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONF_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "ATENDE__"
@@ -156,6 +156,28 @@ class ToneSettings(_Section):
     prior_strength: float = Field(default=20.0, ge=0)
     # replace prior_strength with its empirical-Bayes estimate once there are enough same-tone pairs
     estimate_prior_strength: bool = True
+    # what survey comments say about the agent's manner (lower case, matched at a word start): praise
+    # counts as `comment_weight` extra scores of 1 in the interaction's outcome, a complaint as many 0s
+    comment_cues: dict[Literal["positive", "negative"], tuple[str, ...]] = Field(default_factory=lambda: {
+        "positive": ("profissional", "respeitos", "cordialidade", "cordial", "simpátic", "simpatic", "adorei",
+                     "leve e divertid", "acolhid", "paciência", "paciencia", "humana", "humano", "compreensiv",
+                     "direto ao ponto", "do jeito que eu gosto", "objetiv", "educad", "atencios", "gentil"),
+        "negative": ("robotizad", "máquina", "maquina", "frio", "fria", "burocrátic", "burocratic",
+                     "informal demais", "íntim", "intim", "emojis", "blá-blá", "bla-bla", "muita conversa", "seco",
+                     "seca", "sem paciência", "sem paciencia", "curtas demais", "ignorad", "grosseir", "ríspid"),
+    })
+    comment_weight: float = Field(default=2.0, ge=0)
+    # pseudo-interactions of outcome 1 for each time an agent left their habitual tone for another
+    # (0: off); a weak signal that the other tone was wanted
+    adaptation_weight: float = Field(default=0.0, ge=0)
+
+    @field_validator("comment_cues")
+    @classmethod
+    def _both_sides(cls, cues: dict) -> dict:
+        missing = {"positive", "negative"} - set(cues)
+        if missing:
+            raise ValueError(f"comment_cues needs both 'positive' and 'negative' (missing: {', '.join(sorted(missing))})")
+        return cues
 
 
 class ProductSettings(_Section):
@@ -198,6 +220,29 @@ class NbaSettings(_Section):
     valid_days: int = Field(default=1, ge=1)
     # response models learn from the actions of the last this-many days, with features as of its start
     training_horizon_days: int = Field(default=7, ge=1)
+    # channel -> the boolean customer feature saying the customer can be reached there; an action on
+    # that channel is not eligible without it (channels not listed need nothing)
+    channel_flags: dict[str, str] = Field(default_factory=lambda: {"whatsapp": "has_whatsapp"})
+    # actions offered only while the customer has an open issue
+    issue_only_actions: tuple[str, ...] = ("escalate_to_human",)
+    # how many of the strongest features each recommendation's reasons name
+    top_features: int = Field(default=2, ge=0)
+    # the L2 strengths (C) the response model chooses from by grouped cross-validation
+    regularization: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+    @field_validator("regularization")
+    @classmethod
+    def _positive_grid(cls, grid: tuple[float, ...]) -> tuple[float, ...]:
+        if not grid or any(c <= 0 for c in grid):
+            raise ValueError("regularization must list at least one positive C")
+        return grid
+
+    @model_validator(mode="after")
+    def _known_actions(self) -> "NbaSettings":
+        unknown = [a for a in self.issue_only_actions if a not in self.actions]
+        if unknown:
+            raise ValueError(f"issue_only_actions names actions not in the catalogue: {', '.join(unknown)}")
+        return self
 
 
 class FeatureSettings(_Section):

@@ -257,8 +257,8 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     gold/recommendations in one commit."""
     from features.customer import numeric_feature_columns
     from jobs import tracking
-    from models.nba import (build_response_training_set, load_nba_model, save_nba_model, score_next_best_action,
-                            train_response_models)
+    from models.nba import (NbaRules, build_response_training_set, load_nba_model, save_nba_model,
+                            score_next_best_action, train_response_models)
     from models.products import load_product_model, recommend_products, save_product_model, train_product_model
     from models.tone import load_tone_model, save_tone_model, score_tone_model, train_tone_model
     from pipelines.schemas_gold import RECOMMENDATIONS
@@ -281,9 +281,11 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
         _train(ctx, TONE_MODEL, "tone",
                lambda: train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT,
                                         survey_comments=comments, seed=cfg.personas.seed,
+                                        adaptation_weight=cfg.tone.adaptation_weight,
                                         estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength),
                save_tone_model, "policy_holdout_rmse", False,
                {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
+                "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
                 "context": ",".join(TONE_CONTEXT)},
                (("silver", "interactions"), ("silver", "survey_responses"), ("bronze", "surveys"),
                 ("gold", "customer_features"), ("gold", "persona_segments")))
@@ -300,7 +302,8 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
             past = build_features(ctx, start).select(
                 "customer_key", *feature_cols, "marketing_consent", "open_issue", "has_whatsapp")
             training = build_response_training_set(actions, past, start, as_of)
-            return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed)
+            return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed,
+                                         regularization=cfg.nba.regularization, rules=NbaRules.from_settings(cfg.nba))
 
         _train(ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
                {"window_start": start.isoformat(), "window_end": as_of.isoformat(),
@@ -316,10 +319,12 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
                 "personas": str(persona_version.version) if persona_version else None}
 
     customers = features.select("customer_key")
-    tones = score_tone_model(load_tone_model(tone_dir), interactions, responses, context, survey_comments=comments)
+    tones = score_tone_model(load_tone_model(tone_dir), interactions, responses, context, survey_comments=comments,
+                             settings=cfg.tone)
     recommended = recommend_products(load_product_model(ctx.spark, product_dir), customers, segments,
-                                     cfg.products.top_n, products=lake.read("bronze", "products"))
-    actions_next = score_next_best_action(features, load_nba_model(nba_dir), cfg.nba, feature_cols)
+                                     cfg.products.top_n, products=products)
+    actions_next = score_next_best_action(features, load_nba_model(nba_dir), cfg.nba, feature_cols,
+                                          top_features=cfg.nba.top_features, rules=NbaRules.from_settings(cfg.nba))
 
     now = F.lit(ctx.now).cast("timestamp")
     valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")

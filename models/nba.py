@@ -69,12 +69,17 @@ CHANNEL_NAMES = {"whatsapp": "WhatsApp", "voice": "phone", "sms": "SMS", "email"
 
 @dataclass(frozen=True)
 class NbaRules:
-    """Rule knobs beyond NbaSettings (candidates for conf: models.nba)."""
+    """The eligibility knobs of `models.nba` in conf (channel_flags, issue_only_actions)."""
     # channel -> boolean feature saying the customer can be reached there; other channels need nothing
     # (gold customer_features also has has_email / has_phone for e-mail, voice, SMS)
     channel_flags: Mapping[str, str] = field(default_factory=lambda: {"whatsapp": "has_whatsapp"})
     # actions only offered while the customer has an open issue
     issue_only_actions: tuple[str, ...] = ("escalate_to_human",)
+
+
+    @classmethod
+    def from_settings(cls, nba: NbaSettings) -> "NbaRules":
+        return cls(channel_flags=dict(nba.channel_flags), issue_only_actions=tuple(nba.issue_only_actions))
 
 
 DEFAULT_RULES = NbaRules()

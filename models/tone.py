@@ -52,15 +52,9 @@ MODEL_FORMAT = 1
 UNKNOWN = "<unknown>"
 
 # What customers write about the agent's manner (not about the service itself): praise or complaint
-# of the register. Portuguese, lower case, matched as substrings at a word start.
-DEFAULT_COMMENT_CUES: Mapping[str, tuple[str, ...]] = {
-    "positive": ("profissional", "respeitos", "cordialidade", "cordial", "simpátic", "simpatic", "adorei",
-                 "leve e divertid", "acolhid", "paciência", "paciencia", "humana", "humano", "compreensiv",
-                 "direto ao ponto", "do jeito que eu gosto", "objetiv", "educad", "atencios", "gentil"),
-    "negative": ("robotizad", "máquina", "maquina", "frio", "fria", "burocrátic", "burocratic", "informal demais",
-                 "íntim", "intim", "emojis", "blá-blá", "bla-bla", "muita conversa", "seco", "seca",
-                 "sem paciência", "sem paciencia", "curtas demais", "ignorad", "grosseir", "ríspid"),
-}
+# of the register. Portuguese, lower case, matched as substrings at a word start. Configured in
+# `models.tone.comment_cues`; these are its defaults.
+DEFAULT_COMMENT_CUES: Mapping[str, tuple[str, ...]] = ToneSettings().comment_cues
 
 DETECTED_TONES = StructType([
     StructField("interaction_id", StringType(), False),
@@ -547,11 +541,12 @@ def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, featu
                      estimate_prior_strength_from_data: bool = False) -> tuple[ToneModel, dict[str, Any]]:
     """Weak labels -> detector -> detected tones + outcomes -> policy. Returns the model and all metrics."""
     labelled = interactions.transform(label_tones_by_cues(settings.catalogue))
+    cues = {"comment_cues": settings.comment_cues, "comment_weight": settings.comment_weight}
     sample = bounded_sample(labelled.select("agent_text", "cue_tone"), max_rows, seed)
     detector, metrics = train_tone_detector(sample, seed=seed)
     tones = detect_tones(interactions, detector).cache()
     try:
-        outcomes = interaction_outcomes(interactions, survey_responses, survey_comments)
+        outcomes = interaction_outcomes(interactions, survey_responses, survey_comments, **cues)
         policy, policy_metrics = train_tone_policy(tones, outcomes, features, settings, context_columns,
                                                    max_rows=max_rows, seed=seed,
                                                    adaptation_weight=adaptation_weight,
@@ -563,10 +558,14 @@ def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, featu
 
 
 def score_tone_model(model: ToneModel, interactions: DataFrame, survey_responses: DataFrame, features: DataFrame,
-                     *, survey_comments: DataFrame | None = None) -> DataFrame:
-    """The recommendations of a trained model over current data (detect, outcome, recommend)."""
+                     *, survey_comments: DataFrame | None = None,
+                     settings: ToneSettings | None = None) -> DataFrame:
+    """The recommendations of a trained model over current data (detect, outcome, recommend).
+    `settings` gives the comment cues and weight of the outcomes (default: the defaults)."""
+    settings = settings or ToneSettings()
     tones = detect_tones(interactions, model.detector)
-    outcomes = interaction_outcomes(interactions, survey_responses, survey_comments)
+    outcomes = interaction_outcomes(interactions, survey_responses, survey_comments,
+                                    comment_cues=settings.comment_cues, comment_weight=settings.comment_weight)
     adaptations = agent_adaptations(interactions, tones) if model.policy.adaptation_weight > 0 else None
     return recommend_tone(features, tones, outcomes, model.policy, adaptations=adaptations)
 
