@@ -171,13 +171,20 @@ class ToneSettings(_Section):
     # (0: off); a weak signal that the other tone was wanted
     adaptation_weight: float = Field(default=0.0, ge=0)
 
-    @field_validator("comment_cues")
+    @field_validator("comment_cues", mode="before")
     @classmethod
-    def _both_sides(cls, cues: dict) -> dict:
-        missing = {"positive", "negative"} - set(cues)
-        if missing:
-            raise ValueError(f"comment_cues needs both 'positive' and 'negative' (missing: {', '.join(sorted(missing))})")
-        return cues
+    def _cues(cls, cues: Any) -> Any:
+        """A side left out keeps its default cues; cues are matched in lower case, so stored so."""
+        if not isinstance(cues, dict):
+            return cues  # pydantic names the wrong type
+        merged = {**cls.model_fields["comment_cues"].default_factory(), **cues}
+        for side, phrases in merged.items():
+            if isinstance(phrases, str) or not phrases:
+                raise ValueError(f"comment_cues.{side} must list at least one phrase")
+            merged[side] = tuple(str(p).strip().lower() for p in phrases)
+            if not all(merged[side]):
+                raise ValueError(f"comment_cues.{side} has an empty phrase")
+        return merged
 
 
 class ProductSettings(_Section):
@@ -239,9 +246,12 @@ class NbaSettings(_Section):
 
     @model_validator(mode="after")
     def _known_actions(self) -> "NbaSettings":
+        """Issue-only actions must be in the catalogue when given; the default keeps those that are."""
         unknown = [a for a in self.issue_only_actions if a not in self.actions]
-        if unknown:
+        if unknown and "issue_only_actions" in self.model_fields_set:
             raise ValueError(f"issue_only_actions names actions not in the catalogue: {', '.join(unknown)}")
+        if unknown:
+            object.__setattr__(self, "issue_only_actions", tuple(a for a in self.issue_only_actions if a in self.actions))
         return self
 
 

@@ -299,8 +299,9 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
 
         def fit_nba():
             # features as of the window's start, responses to the actions sent inside it
+            rule_cols = dict.fromkeys(["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()])
             past = build_features(ctx, start).select(
-                "customer_key", *feature_cols, "marketing_consent", "open_issue", "has_whatsapp")
+                "customer_key", *dict.fromkeys(c for c in [*feature_cols, *rule_cols]))
             training = build_response_training_set(actions, past, start, as_of)
             return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed,
                                          regularization=cfg.nba.regularization, rules=NbaRules.from_settings(cfg.nba))

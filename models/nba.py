@@ -82,7 +82,7 @@ class NbaRules:
         return cls(channel_flags=dict(nba.channel_flags), issue_only_actions=tuple(nba.issue_only_actions))
 
 
-DEFAULT_RULES = NbaRules()
+DEFAULT_RULES = NbaRules.from_settings(NbaSettings())
 
 LABELS = ("converted", "responded")
 ACTION_LOG_COLUMNS = ("action_id", "sent_at", "action", "channel", "customer_key", "propensity",

@@ -77,9 +77,9 @@ _PLAIN = "aaaaaaeeeeiiiiooooouuuucny"
 
 # ---------------------------------------------------------------- catalogue
 def latest_products(products: DataFrame) -> DataFrame:
-    """One row per product_id (product_id, name, category, price, active) from bronze snapshots:
-    the latest `_arrival_date` (then ingestion, file) wins; without lineage columns, the
-    greatest row, so the choice is at least deterministic."""
+    """One row per product_id (product_id, name, category, price, active). From bronze snapshots
+    the latest `_arrival_date` (then ingestion, file) wins; silver products (no lineage columns,
+    one row per product already) pass through, a null active flag read as inactive."""
     lineage = [c for c in ("_arrival_date", "_ingested_at", "_source_file") if c in products.columns]
     values = F.struct("name", "category", "price", "active")
     latest = F.max_by(values, F.struct(*lineage)) if lineage else F.max(values)
@@ -402,7 +402,7 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
     1..top_n. ALS's picks for customers it knows, then their persona's most bought items
     (`segments`: customer_key, persona_id), then the most bought overall.
 
-    `products` (bronze snapshots) gives the current active flags, else the catalogue seen at
+    `products` (silver products, or bronze snapshots) gives the current active flags, else the catalogue seen at
     training; `exclude` (customer_key, product_id) adds items not to offer (recent purchases).
     score: ALS's preference estimate for its picks, the item's share of the segment's orders
     for the others; only rank compares across the two.

@@ -249,7 +249,8 @@ def interaction_outcomes(interactions: DataFrame, survey_responses: DataFrame,
     per_interaction = responses.groupBy("interaction_id").agg(
         F.sum("scaled").alias("score_sum"), F.count("scaled").alias("score_n"),
         F.avg("manner").alias("manner"))
-    has_manner = F.col("manner").isNotNull()
+    # with comment_weight 0, comments are ignored (never a 0/0 outcome)
+    has_manner = F.col("manner").isNotNull() & F.lit(comment_weight > 0)
     weight = F.when(has_manner, F.lit(comment_weight)).otherwise(F.lit(0.0))
     survey_outcome = (F.coalesce(F.col("score_sum"), F.lit(0.0)) + weight * F.coalesce(F.col("manner"), F.lit(0.0))) / (
         F.coalesce(F.col("score_n"), F.lit(0)) + weight)
@@ -537,11 +538,13 @@ def recommend_tone(features: DataFrame, tones: DataFrame, outcomes: DataFrame, p
 def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, features: DataFrame,
                      settings: ToneSettings, context_columns: Sequence[str], *,
                      survey_comments: DataFrame | None = None, max_rows: int = 50_000, seed: int = 7,
-                     adaptation_weight: float = 0.0,
+                     adaptation_weight: float | None = None,
                      estimate_prior_strength_from_data: bool = False) -> tuple[ToneModel, dict[str, Any]]:
     """Weak labels -> detector -> detected tones + outcomes -> policy. Returns the model and all metrics."""
     labelled = interactions.transform(label_tones_by_cues(settings.catalogue))
     cues = {"comment_cues": settings.comment_cues, "comment_weight": settings.comment_weight}
+    if adaptation_weight is None:
+        adaptation_weight = settings.adaptation_weight
     sample = bounded_sample(labelled.select("agent_text", "cue_tone"), max_rows, seed)
     detector, metrics = train_tone_detector(sample, seed=seed)
     tones = detect_tones(interactions, detector).cache()

@@ -49,3 +49,21 @@ def test_missing_file_and_unknown_environment_fail_clearly(tmp_path):
         load_settings("local", tmp_path / "nope.yaml", environ={})
     with pytest.raises(ConfigError, match="unknown environment 'prod'.*known: cluster, local"):
         load_settings("prod", environ={})
+
+
+def test_model_knobs_are_config_and_checked():
+    settings = load_settings("local", environ={
+        "ATENDE__MODELS__TONE__COMMENT_CUES__NEGATIVE": '["FRIO", "seco"]',
+        "ATENDE__MODELS__NBA__TOP_FEATURES": "4",
+    })
+    tone = settings.models.tone
+    assert tone.comment_cues["negative"] == ("frio", "seco")       # lower-cased as matched
+    assert "profissional" in tone.comment_cues["positive"]           # the side left out keeps its defaults
+    assert settings.models.nba.top_features == 4
+    assert settings.models.nba.channel_flags == {"whatsapp": "has_whatsapp"}
+    with pytest.raises(ConfigError, match=r"comment_cues.*at least one phrase"):
+        load_settings("local", environ={"ATENDE__MODELS__TONE__COMMENT_CUES__POSITIVE": "[]"})
+    with pytest.raises(ConfigError, match=r"issue_only_actions names actions not in the catalogue: fly"):
+        load_settings("local", environ={"ATENDE__MODELS__NBA__ISSUE_ONLY_ACTIONS": '["fly"]'})
+    with pytest.raises(ConfigError, match=r"regularization"):
+        load_settings("local", environ={"ATENDE__MODELS__NBA__REGULARIZATION": "[0, 1]"})

@@ -43,22 +43,28 @@ def _redeliver_first_day(zone):
 
 
 @pytest.fixture(scope="module")
-def landing(tmp_path_factory):
+def generated(tmp_path_factory):
+    """The generated landing zone with its first day delivered again after the last one."""
     from jobs.generate import generate_landing_zone
 
     out = tmp_path_factory.mktemp("landing") / "zone"
     generate_landing_zone(out, CUSTOMERS, DAYS, SEED, workers=1)
-    return out
+    return out, _redeliver_first_day(out)
 
 
 @pytest.fixture(scope="module")
-def redelivery(landing):
-    """The landing zone's first day delivered again after the last (part of the first run's input)."""
-    return _redeliver_first_day(landing)
+def landing(generated):
+    return generated[0]
 
 
 @pytest.fixture(scope="module")
-def first_run(spark, settings, landing, redelivery, tmp_path_factory):
+def redelivery(generated):
+    """(first arrival date, the date it was delivered again)."""
+    return generated[1]
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, settings, landing, tmp_path_factory):
     lake_dir = tmp_path_factory.mktemp("lake") / "lakehouse"
     runner = Runner(spark, settings, landing, lake_dir)
     summary = runner.run()
@@ -134,11 +140,14 @@ def test_a_redelivered_day_adds_bronze_rows_but_no_silver_rows(first_run, redeli
     runner, summary, _ = first_run
     first, again = redelivery
     lake = runner.lake
-    assert again in summary.arrival_dates
+    assert first < again and again in summary.arrival_dates
+    delivered_twice = 0
     for source in ("conversations", "whatsapp", "email", "calls", "surveys", "orders", "actions"):
         bronze = lake.read("bronze", source)
-        assert bronze.where(F.col("_arrival_date") == again).count() == \
-            bronze.where(F.col("_arrival_date") == first).count(), source
+        on_first_day = bronze.where(F.col("_arrival_date") == first).count()
+        assert bronze.where(F.col("_arrival_date") == again).count() == on_first_day, source
+        delivered_twice += on_first_day
+    assert delivered_twice > 100, "the first day must carry records for the re-delivery to mean anything"
     quarantine = lake.read("bronze", "quarantine")
     assert quarantine.where(F.col("_arrival_date") == again).count() == \
         quarantine.where(F.col("_arrival_date") == first).count()

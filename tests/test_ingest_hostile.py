@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from pipelines.ingest.common import RAW_TEXT_MAX_CHARS
 from test_ingest_support import counts_of, ingest, land
 
 TEN_MB = 10 * 1024 * 1024
@@ -147,10 +148,10 @@ def test_hostile_record_is_quarantined_with_its_reason(outcomes, settings, src, 
     elif case == "10mb-line":
         assert reason == (
             f"record larger than {settings.ingest.max_record_bytes} bytes "
-            "(raw truncated to its first 65536 characters)"
+            f"(raw truncated to its first {RAW_TEXT_MAX_CHARS} characters)"
         )
         raw = next(r.raw for r in out.quarantined if r.raw and "bad-10mb-line" in r.raw)
-        assert len(raw) == 65536
+        assert len(raw) == RAW_TEXT_MAX_CHARS
     elif case == "future-date":
         assert reason.startswith(f"timestamp in the future: {src.event_time} '2031-01-01T00:00:00Z' is later than")
 
