@@ -91,7 +91,7 @@ def subject(spark, settings, landing: Path, dates, lakehouse: Path) -> dict:
         "engine": runner.lake.engine.name if hasattr(runner.lake, "engine") else None,
         "records": record.rows_read,
         "rows_written": record.rows_written,
-        "tables": record.tables,
+        "tables": runner.table_rows(),
         "lakehouse_bytes": _bytes_under(lakehouse),
     }
 

@@ -121,12 +121,12 @@ class Runner:
         from jobs.ingest import ingest_source
 
         listed = _quote_dates(dates)
+        started = time.perf_counter()
         results = {
             source: ingest_source(self.spark, self.settings, self.landing, source, dates, self.run_id, self.now)
             for source in schemas.SOURCES
         }
         try:
-            started = time.perf_counter()
             counts = _union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
             counts = counts.cache()
             record.rows_read += int(counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()[0])
@@ -139,7 +139,7 @@ class Runner:
                 )
                 raise ReconciliationError(f"reconciliation failed: {detail}")
             parsed = time.perf_counter()
-            self.progress(f"ingest: {record.rows_read:,} records parsed and reconciled in {parsed - started:.1f} s")
+            self.progress(f"ingest: {record.rows_read:,} records listed, parsed and reconciled in {parsed - started:.1f} s")
             self._gate("bronze", {f"bronze.{source}": r.accepted for source, r in results.items()})
             gated = time.perf_counter()
             self.progress(f"ingest: bronze quality gates in {gated - parsed:.1f} s")
