@@ -82,6 +82,9 @@ def outcome(spark, settings, tmp_path_factory):
     ]
     land(landing, "whatsapp", "hostile.jsonl", "\n".join(hostile) + "\n")
     land(landing, "whatsapp", "empty.jsonl", "")
+    # a 10 MB line: a real-shaped payload whose message text is padded, next to a good payload
+    huge = payload(MESSAGES_PAYLOAD, id="wamid.HUGE", text={"body": "x" * (10 * 1024 * 1024)})
+    land(landing, "whatsapp", "huge.jsonl", json.dumps(STATUS_PAYLOAD) + "\n" + huge + "\n")
     return ingest(spark, settings, landing, "whatsapp")
 
 
@@ -101,7 +104,7 @@ def test_message_payload_is_flattened_with_contacts(outcome):
 
 def test_status_only_payloads_are_accepted_with_no_messages(outcome):
     statuses = [r for r in outcome.accepted if r.payload_kind == "statuses"]
-    assert len(statuses) == 2  # one plain, one from the gzip file
+    assert len(statuses) == 3  # one plain, one from the gzip file, one next to the 10 MB line
     for row in statuses:
         assert row.messages == [] and row.status_count == 1
         assert json.loads(row._extra["statuses"])[0]["status"] == "delivered"
@@ -114,6 +117,7 @@ def test_every_file_reconciles(outcome):
     assert counts_of(outcome, "webhooks-2.jsonl.gz") == (1, 1, 0)
     assert counts_of(outcome, "hostile.jsonl") == (8, 0, 8)
     assert counts_of(outcome, "empty.jsonl") == (0, 0, 0)
+    assert counts_of(outcome, "huge.jsonl") == (2, 1, 1)
 
 
 def test_hostile_payloads_have_reasons(outcome):
@@ -128,3 +132,4 @@ def test_hostile_payloads_have_reasons(outcome):
     truncated = [r.reason for r in outcome.quarantined if r.raw == json.dumps(MESSAGES_PAYLOAD)[:120]]
     assert truncated == ["invalid JSON"]
     assert outcome.reason_of("binary junk") == "not valid UTF-8 / binary content"
+    assert outcome.reason_of("wamid.HUGE").startswith("record larger than ")
