@@ -29,14 +29,15 @@ def main() -> None:
     parser.add_argument("--dates", type=int, default=None, help="only the first N arrival dates")
     args = parser.parse_args()
 
+    from bench_ingest import landing_dates
     from conf import load_settings
-    from jobs.ingest import ingest_source, list_arrival_dates
+    from jobs.ingest import ingest_source
     from lakehouse.spark import build_spark_session
     from pipelines.schemas import SOURCES
 
     settings = load_settings()
     spark = build_spark_session(settings, "atende-profile-ingest")
-    dates = sorted({d for s in SOURCES if (args.landing / s).is_dir() for d in list_arrival_dates(args.landing, s)})
+    dates = landing_dates(args.landing)
     dates = dates[: args.dates] if args.dates else dates
     out = Path(tempfile.mkdtemp(prefix="atende-profile-ingest-"))
     rows = []

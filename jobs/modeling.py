@@ -257,8 +257,8 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     gold/recommendations in one commit."""
     from features.customer import numeric_feature_columns
     from jobs import tracking
-    from models.nba import (NbaRules, build_response_training_set, load_nba_model, save_nba_model,
-                            score_next_best_action, train_response_models)
+    from models.nba import (build_response_training_set, load_nba_model, save_nba_model, score_next_best_action,
+                            train_response_models)
     from models.products import load_product_model, recommend_products, save_product_model, train_product_model
     from models.tone import load_tone_model, save_tone_model, score_tone_model, train_tone_model
     from pipelines.schemas_gold import RECOMMENDATIONS
@@ -281,7 +281,6 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
         _train(ctx, TONE_MODEL, "tone",
                lambda: train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT,
                                         survey_comments=comments, seed=cfg.personas.seed,
-                                        adaptation_weight=cfg.tone.adaptation_weight,
                                         estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength),
                save_tone_model, "policy_holdout_rmse", False,
                {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
@@ -299,12 +298,10 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
 
         def fit_nba():
             # features as of the window's start, responses to the actions sent inside it
-            rule_cols = dict.fromkeys(["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()])
-            past = build_features(ctx, start).select(
-                "customer_key", *dict.fromkeys(c for c in [*feature_cols, *rule_cols]))
+            rule_cols = ["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()]
+            past = build_features(ctx, start).select("customer_key", *dict.fromkeys([*feature_cols, *rule_cols]))
             training = build_response_training_set(actions, past, start, as_of)
-            return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed,
-                                         regularization=cfg.nba.regularization, rules=NbaRules.from_settings(cfg.nba))
+            return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed)
 
         _train(ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
                {"window_start": start.isoformat(), "window_end": as_of.isoformat(),
@@ -324,8 +321,7 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
                              settings=cfg.tone)
     recommended = recommend_products(load_product_model(ctx.spark, product_dir), customers, segments,
                                      cfg.products.top_n, products=products)
-    actions_next = score_next_best_action(features, load_nba_model(nba_dir), cfg.nba, feature_cols,
-                                          top_features=cfg.nba.top_features, rules=NbaRules.from_settings(cfg.nba))
+    actions_next = score_next_best_action(features, load_nba_model(nba_dir), cfg.nba, feature_cols)
 
     now = F.lit(ctx.now).cast("timestamp")
     valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")

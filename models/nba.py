@@ -69,20 +69,21 @@ CHANNEL_NAMES = {"whatsapp": "WhatsApp", "voice": "phone", "sms": "SMS", "email"
 
 @dataclass(frozen=True)
 class NbaRules:
-    """The eligibility knobs of `models.nba` in conf (channel_flags, issue_only_actions)."""
+    """The eligibility knobs of `models.nba` in conf; every function here reads them from its
+    NbaSettings unless given an NbaRules explicitly."""
     # channel -> boolean feature saying the customer can be reached there; other channels need nothing
     # (gold customer_features also has has_email / has_phone for e-mail, voice, SMS)
-    channel_flags: Mapping[str, str] = field(default_factory=lambda: {"whatsapp": "has_whatsapp"})
+    channel_flags: Mapping[str, str]
     # actions only offered while the customer has an open issue
-    issue_only_actions: tuple[str, ...] = ("escalate_to_human",)
-
+    issue_only_actions: tuple[str, ...]
 
     @classmethod
     def from_settings(cls, nba: NbaSettings) -> "NbaRules":
         return cls(channel_flags=dict(nba.channel_flags), issue_only_actions=tuple(nba.issue_only_actions))
 
 
-DEFAULT_RULES = NbaRules.from_settings(NbaSettings())
+def _rules(nba: NbaSettings, rules: NbaRules | None) -> NbaRules:
+    return rules if rules is not None else NbaRules.from_settings(nba)
 
 LABELS = ("converted", "responded")
 ACTION_LOG_COLUMNS = ("action_id", "sent_at", "action", "channel", "customer_key", "propensity",
@@ -211,11 +212,12 @@ def _candidates(nba: NbaSettings, rules: NbaRules, model: "NbaModel | None" = No
     return F.array(*structs)
 
 
-def eligible_actions(features: DataFrame, nba_settings: NbaSettings, rules: NbaRules = DEFAULT_RULES) -> DataFrame:
+def eligible_actions(features: DataFrame, nba_settings: NbaSettings, rules: NbaRules | None = None) -> DataFrame:
     """ELIGIBILITY: one row per (customer_key, catalogue action) with each rule as a named boolean,
     `eligible`, and `rule` — the text of the rule that excluded the action (null when eligible).
     `service_first` marks service actions that rank first because an issue is open."""
     _check_catalogue(nba_settings)
+    rules = _rules(nba_settings, rules)
     flagged = _customer_rule_flags(features, nba_settings, rules)
     return (
         flagged.select("customer_key", F.inline(_candidates(nba_settings, rules)))
@@ -377,18 +379,18 @@ def train_response_models(
     test_fraction: float = 0.25,
     sample_size: int = 100_000,
     min_rows: int = 50,
-    regularization: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+    regularization: Sequence[float] | None = None,
     interaction_scale: float = 1.0,
     clip: float = 3.0,
     cv_folds: int = 3,
     propensity_floor: float = 0.01,
     seed: int = 7,
-    rules: NbaRules = DEFAULT_RULES,
+    rules: NbaRules | None = None,
 ) -> tuple[NbaModel, dict[str, float]]:
     """The pooled response model on the customers outside the hold-out (a hash of customer_key),
     then `evaluate_response_models` on the held-out ones. Returns (model, metrics).
 
-    The L2 strength C is chosen from `regularization` by `cv_folds`-fold cross-validation grouped by
+    The L2 strength C is chosen from `regularization` (default: the settings' grid) by `cv_folds`-fold cross-validation grouped by
     customer (log loss). `interaction_scale` < 1 penalises the per-action feature weights more than
     the shared ones. With fewer than `min_rows` sampled rows, or a single class, every logged action
     gets its base rate (positives + 1) / (rows + 2) instead. Standardised features are clipped to
@@ -431,7 +433,9 @@ def train_response_models(
             responses[action] = ResponseModel("prior", _logit(rate), None, rows, positives)
     else:
         groups = sample["customer_key"].to_numpy()
-        chosen_c, cv_losses = _choose_regularization(z, action_index, y, groups, len(logged), list(regularization),
+        chosen_c, cv_losses = _choose_regularization(z, action_index, y, groups, len(logged),
+                                                     list(nba_settings.regularization if regularization is None
+                                                          else regularization),
                                                      interaction_scale, cv_folds, seed)
         fit = _fit_pooled(z, action_index, y, len(logged), chosen_c, interaction_scale)
         k, n_actions = len(feature_cols), len(logged)
@@ -531,9 +535,10 @@ def _propensity_frame(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_col
 
 
 def _decide(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_cols: Sequence[str],
-            rules: NbaRules, top_features: int, min_contribution: float = 0.05) -> DataFrame:
+            rules: NbaRules | None, top_features: int, min_contribution: float = 0.05) -> DataFrame:
     """`pass_cols` + `_candidates` (every action, scored and checked) + `_winner` + `reasons`.
     A feature is named in the reasons when it moves the winner's log-odds by `min_contribution`."""
+    rules = _rules(nba, rules)
     rule_cols = ["has_consent", "issue_open", "is_fatigued", *[f"reaches_{c}" for c in rules.channel_flags]]
     flagged = _customer_rule_flags(df, nba, rules)
     scored = _propensity_frame(flagged, model, nba, [*pass_cols, *rule_cols], top_features)
@@ -589,14 +594,16 @@ def _decide(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_cols: Sequenc
 
 
 def score_next_best_action(features: DataFrame, model: NbaModel, nba_settings: NbaSettings,
-                           feature_cols: Sequence[str], *, top_features: int = 2, min_contribution: float = 0.05,
-                           rules: NbaRules = DEFAULT_RULES) -> DataFrame:
+                           feature_cols: Sequence[str], *, top_features: int | None = None, min_contribution: float = 0.05,
+                           rules: NbaRules | None = None) -> DataFrame:
     """NEXT_BEST_ACTIONS: one row per customer_key of `features` (one row per customer as of the
     scoring date): the highest-ranked eligible action, its priority and the reasons."""
     _check_catalogue(nba_settings)
     if tuple(feature_cols) != tuple(model.feature_cols):
         raise ValueError(f"feature_cols {list(feature_cols)} differ from the model's {list(model.feature_cols)}")
     _require(features, ["customer_key", *feature_cols], "customer features")
+    if top_features is None:
+        top_features = nba_settings.top_features
     decided = _decide(features, model, nba_settings, ["customer_key"], rules, top_features, min_contribution)
     return decided.select(
         "customer_key",
@@ -616,7 +623,7 @@ def evaluate_response_models(
     sample_size: int = 100_000,
     propensity_floor: float = 0.01,
     seed: int = 7,
-    rules: NbaRules = DEFAULT_RULES,
+    rules: NbaRules | None = None,
     rows: int | None = None,
 ) -> dict[str, float]:
     """Metrics on held-out logged actions (a training-set frame; `rows` its row count when known):

@@ -54,7 +54,8 @@ UNKNOWN = "<unknown>"
 # What customers write about the agent's manner (not about the service itself): praise or complaint
 # of the register. Portuguese, lower case, matched as substrings at a word start. Configured in
 # `models.tone.comment_cues`; these are its defaults.
-DEFAULT_COMMENT_CUES: Mapping[str, tuple[str, ...]] = ToneSettings().comment_cues
+_DEFAULTS = ToneSettings()
+DEFAULT_COMMENT_CUES: Mapping[str, tuple[str, ...]] = _DEFAULTS.comment_cues
 
 DETECTED_TONES = StructType([
     StructField("interaction_id", StringType(), False),
@@ -73,8 +74,6 @@ RECOMMENDED_TONES = StructType([
     StructField("tone_confidence", DoubleType(), False),
     StructField("tone_reason", StringType(), False),
 ])
-
-# Survey scales onto [0, 1], higher = better. CES counts effort, so its scale is inverted.
 
 
 # --------------------------------------------------------------------------- weak labels
@@ -227,7 +226,7 @@ def comment_tone_evidence(comment: Column, cues: Mapping[str, Sequence[str]] = D
 def interaction_outcomes(interactions: DataFrame, survey_responses: DataFrame,
                          survey_comments: DataFrame | None = None, *,
                          comment_cues: Mapping[str, Sequence[str]] = DEFAULT_COMMENT_CUES,
-                         comment_weight: float = 2.0) -> DataFrame:
+                         comment_weight: float = _DEFAULTS.comment_weight) -> DataFrame:
     """One outcome in [0, 1] per agent-handled interaction (see OUTCOMES).
 
     The mean of the interaction's normalised survey scores; a comment about the agent's manner counts
@@ -535,6 +534,13 @@ def recommend_tone(features: DataFrame, tones: DataFrame, outcomes: DataFrame, p
 
 
 # --------------------------------------------------------------------------- end to end
+def _settings_outcomes(interactions: DataFrame, survey_responses: DataFrame, survey_comments: DataFrame | None,
+                       settings: ToneSettings) -> DataFrame:
+    """`interaction_outcomes` with the comment cues and weight of `settings` (training and scoring alike)."""
+    return interaction_outcomes(interactions, survey_responses, survey_comments,
+                                comment_cues=settings.comment_cues, comment_weight=settings.comment_weight)
+
+
 def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, features: DataFrame,
                      settings: ToneSettings, context_columns: Sequence[str], *,
                      survey_comments: DataFrame | None = None, max_rows: int = 50_000, seed: int = 7,
@@ -542,14 +548,13 @@ def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, featu
                      estimate_prior_strength_from_data: bool = False) -> tuple[ToneModel, dict[str, Any]]:
     """Weak labels -> detector -> detected tones + outcomes -> policy. Returns the model and all metrics."""
     labelled = interactions.transform(label_tones_by_cues(settings.catalogue))
-    cues = {"comment_cues": settings.comment_cues, "comment_weight": settings.comment_weight}
     if adaptation_weight is None:
         adaptation_weight = settings.adaptation_weight
     sample = bounded_sample(labelled.select("agent_text", "cue_tone"), max_rows, seed)
     detector, metrics = train_tone_detector(sample, seed=seed)
     tones = detect_tones(interactions, detector).cache()
     try:
-        outcomes = interaction_outcomes(interactions, survey_responses, survey_comments, **cues)
+        outcomes = _settings_outcomes(interactions, survey_responses, survey_comments, settings)
         policy, policy_metrics = train_tone_policy(tones, outcomes, features, settings, context_columns,
                                                    max_rows=max_rows, seed=seed,
                                                    adaptation_weight=adaptation_weight,
@@ -565,10 +570,8 @@ def score_tone_model(model: ToneModel, interactions: DataFrame, survey_responses
                      settings: ToneSettings | None = None) -> DataFrame:
     """The recommendations of a trained model over current data (detect, outcome, recommend).
     `settings` gives the comment cues and weight of the outcomes (default: the defaults)."""
-    settings = settings or ToneSettings()
     tones = detect_tones(interactions, model.detector)
-    outcomes = interaction_outcomes(interactions, survey_responses, survey_comments,
-                                    comment_cues=settings.comment_cues, comment_weight=settings.comment_weight)
+    outcomes = _settings_outcomes(interactions, survey_responses, survey_comments, settings or _DEFAULTS)
     adaptations = agent_adaptations(interactions, tones) if model.policy.adaptation_weight > 0 else None
     return recommend_tone(features, tones, outcomes, model.policy, adaptations=adaptations)
 

@@ -27,7 +27,6 @@ whole_run_failure_path = pytest.mark.skipif(
 )
 
 
-
 def _redeliver_busiest_day(zone):
     """Copy every file of the arrival date with the most bytes into a new date folder after the last
     one, names unchanged: that whole day delivered a second time. Returns (that date, re-delivery date)."""
