@@ -4,7 +4,9 @@
     python bench/bench_personas.py --landing L --lakehouse H       # score an existing run (landing keeps _truth/)
     python bench/bench_personas.py --landing L --lakehouse H --refit
         # refit the persona model in memory with the current code and conf on gold/customer_features
-        # (nothing is registered or written) and score that assignment too
+        # (nothing is registered or written) and score that assignment too, next to an oracle: the same
+        # latent class model with its parameters estimated from the true personas (in-sample, so an
+        # optimistic ceiling for what these features can tell apart)
 
 Each customer_key is mapped to the person most of its records belong to (silver interactions,
 survey responses, orders, actions and CRM ids, joined to `_truth/records.csv`); the ARI compares
@@ -79,6 +81,26 @@ def score_assignment(assigned, truth_people) -> dict:
     }
 
 
+def oracle_assignment(sample, persona_of_key: dict[str, str], settings):
+    """Persona index per sample row from the latent class model fitted with the true personas as its
+    responsibilities (customers without a known person are left out of the estimate)."""
+    import numpy as np
+
+    from models.personas import _m_step, _normalise, _skeleton
+
+    personas = sorted(set(persona_of_key.values()))
+    truth = sample["customer_key"].map(persona_of_key)
+    known = truth.notna().to_numpy()
+    model = _skeleton(sample, len(personas))
+    encoded = model.encode(sample)
+    variance = {c: float(np.nanvar(v)) if (~np.isnan(v)).any() else 1.0 for c, v in encoded.numeric.items()}
+    resp = np.zeros((int(known.sum()), len(personas)))
+    resp[np.arange(len(resp)), truth[known].map({p: i for i, p in enumerate(personas)}).to_numpy()] = 1.0
+    _m_step(model, encoded.take(np.nonzero(known)[0]), resp, variance)
+    labels = _normalise(model.log_likelihoods(encoded))[0].argmax(axis=1)
+    return np.asarray(personas)[labels]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--landing", type=Path)
@@ -136,6 +158,12 @@ def main() -> None:
             n = scored.count()
             score_seconds = time.perf_counter() - started
             refit = base.join(scored.select("customer_key", "persona_id"), "customer_key", "inner").toPandas()
+            everyone = sample_for_fit(features, cfg.model_copy(update={"min_activity": 0, "sample_size": 10**9}))
+            key_persona = base.select("customer_key", "person_id").toPandas().merge(truth_people, on="person_id")
+            oracle = everyone[["customer_key"]].assign(persona_id=oracle_assignment(
+                everyone, dict(zip(key_persona["customer_key"], key_persona["persona"])), cfg))
+            oracle = base.toPandas().merge(oracle, on="customer_key")
+            report["oracle"] = {k: v for k, v in score_assignment(oracle, truth_people).items() if k != "purity"}
             report["refit"] = {**score_assignment(refit, truth_people), "metrics": metrics,
                                "names": dict(zip(model.persona_ids, model.names)),
                                "fit_seconds": round(fit_seconds, 1),

@@ -118,17 +118,26 @@ class MlflowSettings(_Section):
 
 
 class PersonaSettings(_Section):
-    # the number of personas is chosen over [k_min, k_max] by `selection`
+    # a latent class model (models/personas.py); the number of personas is chosen over [k_min, k_max]
+    # by `selection`: heldout = the best mean log-likelihood per customer on `holdout_share` of the
+    # sample, bic = the lowest BIC on the fitted part
     k_min: int = Field(default=4, ge=2)
     k_max: int = Field(default=10, ge=2)
-    selection: Literal["silhouette", "bic"] = "silhouette"
+    selection: Literal["heldout", "bic"] = "heldout"
+    holdout_share: float = Field(default=0.2, gt=0, lt=1)
+    # a k whose smallest persona holds less than this share of the fitted customers is not chosen
+    min_share: float = Field(default=0.02, ge=0, lt=0.5)
+    # EM: random starts per k (the best log-likelihood is kept) and iterations per start
+    n_init: int = Field(default=4, ge=1)
+    max_iter: int = Field(default=200, ge=5)
     # the fit runs on at most this many customers (a uniform sample); scoring runs in Spark on all
-    sample_size: int = Field(default=200_000, ge=100)
-    # customers with fewer interactions + orders than this are fitted on but still scored
-    min_activity: int = Field(default=1, ge=0)
+    sample_size: int = Field(default=100_000, ge=100)
+    # customers with fewer interactions + orders than this are left out of the fit (still scored);
+    # 0 keeps customers known only from the CRM, whose age, income and profession carry the persona
+    min_activity: int = Field(default=0, ge=0)
     seed: int = 7
-    # a new cluster keeps an old persona_id when their centres are this close (scaled units)
-    match_max_distance: float = Field(default=2.5, gt=0)
+    # a new persona keeps an old persona_id when they hold customers this alike (Jaccard overlap)
+    match_min_overlap: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("k_max")
     @classmethod

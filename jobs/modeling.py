@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -122,7 +123,8 @@ def write_features(ctx: ModelContext) -> int:
 
 # ---------------------------------------------------------------------- personas
 def _persona_plot(model, path: Path) -> None:
-    """Persona profile plot: each persona's standardised trait means, one panel per trait family."""
+    """Persona profile plot: each persona's trait means in standard deviations from all customers of the
+    fit sample, one panel per trait family."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,14 +133,15 @@ def _persona_plot(model, path: Path) -> None:
 
     from models.personas import FAMILIES
 
-    centres = np.asarray(model.centres) / np.asarray(model.weights)  # back to z-scores
-    families = [f for f in FAMILIES if any(c in model.features for c in FAMILIES[f])]
-    fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 4.5), sharey=True)
+    scale = model.trait_scale
+    families = [f for f in FAMILIES if any(c in scale for c in FAMILIES[f])]
+    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(3.2 * max(len(families), 1), 4.5), sharey=True)
     for ax, family in zip(np.atleast_1d(axes), families):
-        cols = [model.features.index(c) for c in FAMILIES[family] if c in model.features]
+        cols = [c for c in FAMILIES[family] if c in scale]
         for k, pid in enumerate(model.persona_ids):
-            ax.plot(range(len(cols)), centres[k, cols], marker="o", label=f"{pid}: {model.names[k]}")
-        ax.set_xticks(range(len(cols)), [model.features[c].split("_", 1)[-1] for c in cols], rotation=70, fontsize=7)
+            z = [(model.traits[k].get(c, np.nan) - scale[c][0]) / (scale[c][1] or 1.0) for c in cols]
+            ax.plot(range(len(cols)), z, marker="o", label=f"{pid}: {model.names[k]}")
+        ax.set_xticks(range(len(cols)), [c.split("_", 1)[-1] for c in cols], rotation=70, fontsize=7)
         ax.set_title(family)
         ax.axhline(0, color="grey", lw=0.5)
     np.atleast_1d(axes)[0].set_ylabel("mean (standard deviations from all customers)")
@@ -148,18 +151,30 @@ def _persona_plot(model, path: Path) -> None:
     plt.close(fig)
 
 
+def _champion_personas(ctx: ModelContext):
+    """The champion persona model, or None when there is none or it is of an older format."""
+    from jobs import tracking
+    from models.personas import IncompatibleModel, PersonaModel
+
+    if tracking.champion_version(PERSONA_MODEL) is None:
+        return None
+    directory, version = tracking.load_champion_dir(PERSONA_MODEL)
+    try:
+        return PersonaModel.load(directory)
+    except IncompatibleModel as exc:
+        ctx.progress(f"personas: champion v{version} cannot be read ({exc}); a new model replaces it")
+        return None
+
+
 def train_personas(ctx: ModelContext, features: DataFrame):
     """Fit on a bounded sample, log and register; returns tracking.Registered."""
     import mlflow
 
     from jobs import tracking
-    from models.personas import PersonaModel, fit_personas, sample_for_fit
+    from models.personas import fit_personas, sample_for_fit
 
     cfg = ctx.settings.models.personas
-    previous = None
-    if tracking.champion_version(PERSONA_MODEL) is not None:
-        directory, _ = tracking.load_champion_dir(PERSONA_MODEL)
-        previous = PersonaModel.load(directory)
+    previous = _champion_personas(ctx)
     sample = sample_for_fit(features, cfg)
     model, metrics = fit_personas(sample, cfg, previous)
     with mlflow.start_run(run_name=f"personas {ctx.run_id}"), tempfile.TemporaryDirectory() as tmp:
@@ -172,10 +187,12 @@ def train_personas(ctx: ModelContext, features: DataFrame):
         model.save(model_dir)
         mlflow.log_dict({pid: {"name": n, "description": d, "sample_size": s} for pid, n, d, s in
                          zip(model.persona_ids, model.names, model.descriptions, model.sizes)}, "personas.json")
-        # any valid fit is better than none; later fits compete on silhouette
-        registered = tracking.log_and_register(PERSONA_MODEL, model_dir, metric="silhouette",
-                                               extra_artifacts={"plots": plot})
-    ctx.progress(f"personas: k={int(metrics['k'])} silhouette={metrics['silhouette']:.3f} "
+        # the champion competes on the same held-out customers (its value is NaN when it cannot be
+        # read, and then any valid fit replaces it)
+        registered = tracking.log_and_register(
+            PERSONA_MODEL, model_dir, metric="holdout_loglik", extra_artifacts={"plots": plot},
+            champion_value=metrics.get("champion_holdout_loglik", math.nan))
+    ctx.progress(f"personas: k={int(metrics['k'])} held-out log-likelihood {metrics['holdout_loglik']:.3f}/customer "
                  f"-> {PERSONA_MODEL} v{registered.version}{' (champion)' if registered.promoted else ''}")
     return registered
 
@@ -206,7 +223,7 @@ def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFram
 def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, DataFrame]:
     """Train when the policy says so, score everyone, write personas and persona_segments."""
     features = ctx.lake.read("gold", "customer_features").cache()
-    if ctx.should_train(PERSONA_MODEL, force_train):
+    if ctx.should_train(PERSONA_MODEL, force_train) or _champion_personas(ctx) is None:
         train_personas(ctx, features)
     personas, segments = score_personas_job(ctx, features)
     written = ctx.lake.write("gold", "personas", personas, mode="overwrite").rows_written

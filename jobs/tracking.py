@@ -88,10 +88,14 @@ def log_and_register(
     metric: str,
     higher_is_better: bool = True,
     extra_artifacts: Mapping[str, str | Path] | None = None,
+    champion_value: float | None = None,
 ) -> Registered:
     """Inside an active MLflow run: log `model_dir` as the run's model, register it as a new version
     of `name`, and give it the champion alias if its `metric` (already logged on the run) beats the
-    champion's. A NaN metric promotes only when there is no champion yet."""
+    champion's. A NaN metric promotes only when there is no champion yet.
+
+    `champion_value`: the champion's `metric` measured by the caller on this run's own held-out data
+    (a fairer comparison); without it, the value the champion's run logged is used."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -111,7 +115,8 @@ def log_and_register(
     client = MlflowClient()
     version = str(info.registered_model_version)
     value = float(client.get_run(run.info.run_id).data.metrics.get(metric, math.nan))
-    champion_value = champion_metric(name, metric)
+    if champion_value is None or champion_version(name) is None:
+        champion_value = champion_metric(name, metric)
     # the first version is promoted even without a held-out value (data too small to hold any out):
     # serving a model beats serving nothing; after that a version must beat the champion
     better = champion_value is None or (not math.isnan(value) and (

@@ -1,54 +1,82 @@
-"""Persona segmentation: k-means over scaled customer features, k chosen by a stated criterion.
+"""Persona segmentation: a latent class model fitted by EM, the number of personas chosen over a range.
 
-The fit runs with scikit-learn on a bounded uniform sample of customers (`sample_size`); scoring
-runs in Spark over every customer with the fitted model broadcast to the executors
-(`mapInPandas`), so the job scales with customers while the fit stays bounded.
+Why a latent class model (a mixture of naive-Bayes components) rather than k-means over scaled
+features: most customers show a handful of traits — a CRM record (age, income band, profession)
+and one or two contacts — and the rest is *missing*, not zero. Each trait is read on its own terms:
 
-Preprocessing: heavy-tailed counts and amounts go through log1p; missing values (no CRM record,
-no survey) are imputed with the sample median; every feature is standardised and then weighted
-so that each trait *family* (demographics, activity, channel mix, hours, topics, satisfaction…)
-weighs the same in the distance, whatever its number of columns — otherwise the twelve channel
-shares would outvote age and income.
+- categorical traits (profession, income band): one distribution over the levels per persona;
+  a profession held by fewer than `PROFESSION_MIN_HOLDERS` customers of the fit sample counts as
+  "other";
+- count traits (contacts by channel, by hour of day, by topic; orders by channel): a multinomial
+  per persona, so nine contacts say more than one and none say nothing;
+- numeric traits (age, satisfaction index, log average order value): a Gaussian per persona.
 
-Persona ids stay stable across retrains: the new centres are matched to the previous model's
-centres (Hungarian assignment on their distance in the new scaled space); a matched cluster keeps
-the old id, an unmatched one gets a new id.
+A trait a customer does not have contributes nothing to the likelihood: nothing is imputed.
+
+Fit (scikit-learn-style, numpy/scipy): EM with `n_init` random starts per k on a bounded uniform
+sample (`sample_size`); k over `[k_min, k_max]` by the mean log-likelihood per customer of a held-out
+share of the sample (`selection: heldout`) or by BIC on the fitted part (`selection: bic`). The
+held-out log-likelihood is also the metric the champion is compared on, measured for both models
+on the same held-out customers.
+
+Scoring runs in Spark with built-in expressions only: per persona, the log prior plus the trait
+log-likelihoods is a linear expression of the feature columns plus one map lookup per categorical
+trait; the persona is the arg-max and the confidence its posterior probability.
+
+Persona ids stay stable across retrains: the new personas are matched to the previous model's by
+the customers of the fit sample they hold (Hungarian assignment on the Jaccard overlap); a pair at
+least `match_min_overlap` alike keeps the old id, any other persona gets a new one.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from conf.settings import PersonaSettings
 
-LOG_FEATURES = frozenset({
-    "interactions_count", "interactions_per_week", "orders_count", "total_spend", "avg_order_value",
-    "avg_wait_seconds", "avg_handle_seconds", "avg_messages", "tenure_days", "recency_days", "survey_count",
-})
+FORMAT = "latent-class/1"
+PROFESSION_MIN_HOLDERS = 3
+OTHER = "(other)"
+_LOG_2PI_HALF = 0.5 * math.log(2 * math.pi)
+_SMOOTHING = 0.5          # Dirichlet pseudo-count on every categorical level / count column
+_VARIANCE_FLOOR = 0.01    # share of a numeric trait's overall variance every persona keeps at least
 
-# trait families: each weighs the same in the clustering distance
+# the model's traits
+CATEGORICAL: tuple[str, ...] = ("profession", "income_band")
+NUMERIC: dict[str, bool] = {"age": False, "satisfaction_index": False, "avg_order_value": True}  # name -> log1p
+CHANNELS = ("ch_webchat", "ch_chatbot", "ch_app", "ch_whatsapp", "ch_telegram", "ch_messenger", "ch_instagram",
+            "ch_facebook", "ch_twitter", "ch_linkedin", "ch_email", "ch_voice")
+HOURS = ("hour_night", "hour_morning", "hour_afternoon", "hour_evening")
+TOPICS = ("topic_billing", "topic_delivery", "topic_technical", "topic_cancellation", "topic_product_info",
+          "topic_account", "topic_complaint", "topic_returns")
+ORDER_CHANNELS = ("ochan_app", "ochan_web", "ochan_marketplace", "ochan_store", "ochan_phone")
+# family -> (the count the shares are of, the share columns)
+COUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "channels": ("interactions_count", CHANNELS),
+    "hours": ("interactions_count", HOURS),
+    "topics": ("interactions_count", TOPICS),
+    "order_channels": ("orders_count", ORDER_CHANNELS),
+}
+
+# trait families described per persona (names, descriptions, the profile plot, gold personas.traits)
 FAMILIES: dict[str, tuple[str, ...]] = {
     "age": ("age",),
     "income": ("income_level",),
-    # a profession as the typical age and income of the customers who hold it (learned at fit time)
-    "profession": ("profession_age", "profession_income"),
     "spending": ("total_spend", "avg_order_value", "price_level", "orders_count"),
     "activity": ("interactions_per_week",),
-    "channels": ("ch_webchat", "ch_chatbot", "ch_app", "ch_whatsapp", "ch_telegram", "ch_messenger",
-                 "ch_instagram", "ch_facebook", "ch_twitter", "ch_linkedin", "ch_email", "ch_voice"),
-    "hours": ("hour_night", "hour_morning", "hour_afternoon", "hour_evening"),
-    "topics": ("topic_billing", "topic_delivery", "topic_technical", "topic_cancellation", "topic_product_info",
-               "topic_account", "topic_complaint", "topic_returns"),
-    "order_channels": ("ochan_app", "ochan_web", "ochan_marketplace", "ochan_store", "ochan_phone"),
+    "channels": CHANNELS,
+    "hours": HOURS,
+    "topics": TOPICS,
+    "order_channels": ORDER_CHANNELS,
     "satisfaction": ("satisfaction_index", "resolved_rate"),
     "effort": ("effort_index", "bot_only_rate"),
 }
@@ -59,91 +87,152 @@ CHANNEL_NAMES = {
     "linkedin": "LinkedIn", "email": "e-mail", "voice": "phone",
 }
 
-SCORES_SCHEMA = StructType([
-    StructField("customer_key", StringType(), False),
-    StructField("persona_id", StringType(), False),
-    StructField("confidence", DoubleType(), False),
-])
+
+class IncompatibleModel(ValueError):
+    """A saved persona model of another format (e.g. the k-means model of earlier versions)."""
 
 
-PROFESSION_MIN_HOLDERS = 3
-
-
-def persona_feature_columns(available: Sequence[str]) -> list[str]:
+def described_columns(available: Sequence[str]) -> list[str]:
     present = set(available)
-    if "profession" in present:
-        present |= {"profession_age", "profession_income"}
     return [c for cols in FAMILIES.values() for c in cols if c in present]
 
 
-def profession_traits(sample: pd.DataFrame) -> dict[str, list[float]]:
-    """profession -> [mean age, mean income level] of its holders in the sample (professions held
-    by fewer than PROFESSION_MIN_HOLDERS customers are left out: too few to say anything)."""
-    if "profession" not in sample or "age" not in sample or "income_level" not in sample:
-        return {}
-    known = sample[sample["profession"].notna()]
-    grouped = known.groupby("profession").agg(n=("profession", "size"), age=("age", "mean"),
-                                              income=("income_level", "mean"))
-    grouped = grouped[grouped["n"] >= PROFESSION_MIN_HOLDERS]
-    return {str(p): [float(r.age), float(r.income)] for p, r in grouped.iterrows()}
+def model_columns(available: Sequence[str]) -> list[str]:
+    """The feature-table columns the latent class model reads, of those available."""
+    present = set(available)
+    wanted = [*CATEGORICAL, *NUMERIC]
+    for total, shares in COUNTS.values():
+        if total in present:
+            wanted += [total, *shares]
+    return list(dict.fromkeys(c for c in wanted if c in present))
 
 
-def with_profession_traits(frame: pd.DataFrame, lookup: dict[str, list[float]]) -> pd.DataFrame:
-    if "profession" not in frame or "profession_age" in frame:
-        return frame
-    traits = frame["profession"].map(lambda p: lookup.get(p, (np.nan, np.nan)) if isinstance(p, str) else
-                                     (np.nan, np.nan))
-    return frame.assign(profession_age=[t[0] for t in traits], profession_income=[t[1] for t in traits])
+# ---------------------------------------------------------------------- encoded traits
+@dataclass
+class _Encoded:
+    n: int
+    categorical: dict[str, np.ndarray]   # level index per row, -1 = missing (last index = other)
+    counts: dict[str, np.ndarray]        # rows x columns of counts
+    numeric: dict[str, np.ndarray]       # values, NaN = missing
+
+    def take(self, rows: np.ndarray) -> "_Encoded":
+        return _Encoded(int(len(rows)), {c: v[rows] for c, v in self.categorical.items()},
+                        {f: m[rows] for f, m in self.counts.items()}, {c: v[rows] for c, v in self.numeric.items()})
+
+
+def _as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(frame[column], errors="coerce").astype("float64").to_numpy()
 
 
 @dataclass
 class PersonaModel:
-    features: list[str]
-    medians: list[float]
-    means: list[float]
-    scales: list[float]
-    weights: list[float]
-    centres: list[list[float]]              # in the weighted, scaled space
-    centres_original: list[list[float]]     # in original units (after log1p/imputation undone)
-    persona_ids: list[str]                  # per cluster index
+    persona_ids: list[str]
     names: list[str]
     descriptions: list[str]
-    traits: list[dict[str, float]]
-    sizes: list[int]                        # customers of the fit sample per cluster
-    selection: dict[str, float] = field(default_factory=dict)  # k -> criterion value
-    profession_lookup: dict[str, list[float]] = field(default_factory=dict)  # profession -> [age, income]
+    traits: list[dict[str, float]]          # per persona: mean of each described feature over its customers
+    sizes: list[int]                        # customers of the fit sample per persona
+    log_weights: list[float]                # log prior per persona
+    categorical: dict[str, dict]            # column -> {"levels": [...], "log_prob": K x (levels + other)}
+    counts: dict[str, dict]                 # family -> {"total": col, "columns": [...], "log_prob": K x columns}
+    numeric: dict[str, dict]                # column -> {"log": bool, "mean": [K], "sd": [K]}
+    selection: dict[str, float] = field(default_factory=dict)      # k -> criterion value
+    trait_scale: dict[str, list[float]] = field(default_factory=dict)  # feature -> [mean, std] of the sample
+    format: str = FORMAT
 
-    # ------------------------------------------------------------------ transform
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        frame = with_profession_traits(frame, self.profession_lookup)
-        x = frame[self.features].astype("float64").to_numpy(copy=True)
-        for j, name in enumerate(self.features):
-            if name in LOG_FEATURES:
-                x[:, j] = np.log1p(np.clip(x[:, j], 0, None))
-        medians = np.asarray(self.medians)
-        missing = np.isnan(x)
-        x[missing] = np.take(medians, np.nonzero(missing)[1])
-        return (x - np.asarray(self.means)) / np.asarray(self.scales) * np.asarray(self.weights)
+    @property
+    def k(self) -> int:
+        return len(self.log_weights)
 
-    def transform_original(self, original: np.ndarray) -> np.ndarray:
-        """Centres given in original units -> the weighted, scaled space."""
-        x = np.array(original, dtype="float64")
-        for j, name in enumerate(self.features):
-            if name in LOG_FEATURES:
-                x[:, j] = np.log1p(np.clip(x[:, j], 0, None))
-        return (x - np.asarray(self.means)) / np.asarray(self.scales) * np.asarray(self.weights)
+    @property
+    def features(self) -> list[str]:
+        cols = [*self.categorical, *self.numeric]
+        for spec in self.counts.values():
+            cols += [spec["total"], *spec["columns"]]
+        return list(dict.fromkeys(cols))
+
+    # ------------------------------------------------------------------ pandas side (fit, tests)
+    def encode(self, frame: pd.DataFrame) -> _Encoded:
+        categorical = {}
+        for column, spec in self.categorical.items():
+            index = {level: i for i, level in enumerate(spec["levels"])}
+            values = frame[column]
+            codes = values.map(lambda v: index.get(v, len(index)) if isinstance(v, str) else -1)
+            categorical[column] = codes.to_numpy(dtype="int64")
+        counts = {}
+        for family, spec in self.counts.items():
+            total = np.nan_to_num(_as_float(frame, spec["total"]))
+            shares = np.nan_to_num(np.column_stack([_as_float(frame, c) for c in spec["columns"]]))
+            counts[family] = shares * total[:, None]
+        numeric = {}
+        for column, spec in self.numeric.items():
+            x = _as_float(frame, column)
+            numeric[column] = np.log1p(np.clip(x, 0, None)) if spec["log"] else x
+        return _Encoded(len(frame), categorical, counts, numeric)
+
+    def log_likelihoods(self, encoded: _Encoded) -> np.ndarray:
+        """rows x personas: log prior + log-likelihood of each row's observed traits."""
+        out = np.tile(np.asarray(self.log_weights, dtype="float64"), (encoded.n, 1))
+        for column, spec in self.categorical.items():
+            codes = encoded.categorical[column]
+            seen = codes >= 0
+            out[seen] += np.asarray(spec["log_prob"]).T[codes[seen]]
+        for family, spec in self.counts.items():
+            out += encoded.counts[family] @ np.asarray(spec["log_prob"]).T
+        for column, spec in self.numeric.items():
+            x = encoded.numeric[column]
+            seen = ~np.isnan(x)
+            mean, sd = np.asarray(spec["mean"]), np.asarray(spec["sd"])
+            out[seen] += -0.5 * ((x[seen, None] - mean) / sd) ** 2 - np.log(sd) - _LOG_2PI_HALF
+        return out
+
+    def posterior(self, frame: pd.DataFrame) -> np.ndarray:
+        return _normalise(self.log_likelihoods(self.encode(frame)))[0]
 
     def assign(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(cluster index, confidence) per row. Confidence is the soft-assignment posterior under
-        equal spherical Gaussians around the centres (unit variance in the scaled space)."""
-        x = self.transform(frame)
-        centres = np.asarray(self.centres)
-        d2 = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-        best = d2.argmin(axis=1)
-        logits = -0.5 * (d2 - d2.min(axis=1, keepdims=True))
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
+        """(persona index, confidence = its posterior probability) per row."""
+        p = self.posterior(frame)
+        best = p.argmax(axis=1)
         return best, p[np.arange(len(best)), best]
+
+    def mean_log_likelihood(self, frame: pd.DataFrame) -> float:
+        """Mean log-likelihood per customer (the held-out metric)."""
+        if len(frame) == 0:
+            return math.nan
+        return float(_normalise(self.log_likelihoods(self.encode(frame)))[1].mean())
+
+    # ------------------------------------------------------------------ Spark side (scoring)
+    def spark_log_likelihoods(self) -> list[Column]:
+        """Per persona, the same log-likelihood as `log_likelihoods`, as built-in Spark expressions."""
+        k = self.k
+        terms: list[list[Column]] = [[F.lit(float(w))] for w in self.log_weights]
+        for column, spec in self.categorical.items():
+            log_prob = np.asarray(spec["log_prob"])
+            lookup = F.create_map(*[x for i, level in enumerate(spec["levels"]) for x in
+                                    (F.lit(level), F.array(*[F.lit(float(v)) for v in log_prob[:, i]]))])
+            other = F.array(*[F.lit(float(v)) for v in log_prob[:, -1]])
+            value = F.col(column).cast("string")
+            row = F.when(value.isNull(), F.array(*[F.lit(0.0)] * k)).otherwise(
+                F.coalesce(F.try_element_at(lookup, value), other))
+            for j in range(k):
+                terms[j].append(F.element_at(row, j + 1))
+        for spec in self.counts.values():
+            total = _zero_if_missing(spec["total"])
+            log_prob = np.asarray(spec["log_prob"])
+            for j in range(k):
+                dot = sum((_zero_if_missing(c) * F.lit(float(log_prob[j, i]))
+                           for i, c in enumerate(spec["columns"])), F.lit(0.0))
+                terms[j].append(total * dot)
+        for column, spec in self.numeric.items():
+            x = F.col(column).cast("double")
+            observed = x.isNotNull() & ~F.isnan(x)
+            if spec["log"]:
+                x = F.log1p(F.greatest(x, F.lit(0.0)))
+            for j in range(k):
+                mean, sd = float(spec["mean"][j]), float(spec["sd"][j])
+                z = (x - F.lit(mean)) / F.lit(sd)
+                terms[j].append(F.when(observed, F.lit(-0.5) * z * z - F.lit(math.log(sd) + _LOG_2PI_HALF))
+                                .otherwise(F.lit(0.0)))
+        return [sum(parts[1:], parts[0]) for parts in terms]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -155,118 +244,168 @@ class PersonaModel:
     @classmethod
     def load(cls, path: str | Path) -> "PersonaModel":
         data = json.loads((Path(path) / "persona_model.json").read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise IncompatibleModel(
+                f"the persona model in {path} is of format {data.get('format', 'k-means (before latent-class/1)')!r}, "
+                f"this version reads {FORMAT!r}: retrain it (atende train)")
         return cls(**data)
 
 
+def _zero_if_missing(column: str) -> Column:
+    value = F.col(column).cast("double")
+    return F.coalesce(F.nanvl(value, F.lit(0.0)), F.lit(0.0))
+
+
+def _normalise(log_lik: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(posterior rows x personas, log-likelihood per row)."""
+    top = log_lik.max(axis=1, keepdims=True)
+    p = np.exp(log_lik - top)
+    total = p.sum(axis=1, keepdims=True)
+    return p / total, (np.log(total) + top)[:, 0]
+
+
 # ---------------------------------------------------------------------- fitting
-def _preprocess(sample: pd.DataFrame, features: list[str]) -> tuple[np.ndarray, dict[str, list[float]]]:
-    x = sample[features].astype("float64").to_numpy(copy=True)
-    for j, name in enumerate(features):
-        if name in LOG_FEATURES:
-            x[:, j] = np.log1p(np.clip(x[:, j], 0, None))
-    medians = np.nanmedian(np.where(np.isnan(x).all(axis=0), 0.0, x), axis=0)
-    medians = np.where(np.isnan(medians), 0.0, medians)
-    missing = np.isnan(x)
-    x[missing] = np.take(medians, np.nonzero(missing)[1])
-    means = x.mean(axis=0)
-    scales = x.std(axis=0)
-    scales = np.where(scales < 1e-9, 1.0, scales)
-    family_of = {c: fam for fam, cols in FAMILIES.items() for c in cols}
-    family_size = {fam: sum(1 for c in features if family_of.get(c) == fam) for fam in FAMILIES}
-    weights = np.array([1.0 / math.sqrt(family_size[family_of[c]]) for c in features])
-    z = (x - means) / scales * weights
-    return z, {"medians": medians.tolist(), "means": means.tolist(), "scales": scales.tolist(),
-               "weights": weights.tolist()}
+def _vocabulary(sample: pd.DataFrame) -> dict[str, list[str]]:
+    """Levels per categorical trait: those held by at least PROFESSION_MIN_HOLDERS customers (the rest is
+    'other'), in a stable order."""
+    levels = {}
+    for column in CATEGORICAL:
+        if column not in sample:
+            continue
+        held = sample[column][sample[column].map(lambda v: isinstance(v, str))].value_counts()
+        levels[column] = sorted(str(v) for v, n in held.items() if n >= PROFESSION_MIN_HOLDERS)
+    return levels
 
 
-def _select_k(z: np.ndarray, settings: PersonaSettings) -> tuple[int, dict[str, float], object]:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
+def _skeleton(sample: pd.DataFrame, k: int) -> PersonaModel:
+    """A model of k personas over the traits the sample has, parameters still empty (used to encode)."""
+    vocabulary = _vocabulary(sample)
+    counts = {f: {"total": total, "columns": [c for c in cols if c in sample], "log_prob": []}
+              for f, (total, cols) in COUNTS.items() if total in sample and any(c in sample for c in cols)}
+    numeric = {c: {"log": log, "mean": [], "sd": []} for c, log in NUMERIC.items() if c in sample}
+    return PersonaModel(persona_ids=[], names=[], descriptions=[], traits=[], sizes=[], log_weights=[0.0] * k,
+                        categorical={c: {"levels": v, "log_prob": []} for c, v in vocabulary.items()},
+                        counts=counts, numeric=numeric)
 
-    rng = np.random.default_rng(settings.seed)
-    eval_rows = z if len(z) <= 10_000 else z[rng.choice(len(z), 10_000, replace=False)]
-    best: tuple[float, int, object] | None = None
-    scores: dict[str, float] = {}
-    k_max = min(settings.k_max, max(settings.k_min, len(z) - 1))
-    for k in range(settings.k_min, k_max + 1):
-        km = KMeans(n_clusters=k, n_init=10, random_state=settings.seed).fit(z)
-        if settings.selection == "silhouette":
-            labels = km.predict(eval_rows)
-            value = float(silhouette_score(eval_rows, labels)) if len(set(labels)) > 1 else -1.0
-            key = value
-        else:  # BIC of a spherical Gaussian mixture with shared variance, from the k-means fit
-            n, d = z.shape
-            variance = max(km.inertia_ / (n * d), 1e-12)
-            log_likelihood = -0.5 * n * d * (math.log(2 * math.pi * variance) + 1)
-            value = float(-2 * log_likelihood + (k * d + 1) * math.log(n))
-            key = -value
-        scores[str(k)] = value
-        if best is None or key > best[0]:
-            best = (key, k, km)
+
+def _m_step(model: PersonaModel, data: _Encoded, resp: np.ndarray, variance: dict[str, float]) -> None:
+    from scipy import sparse
+
+    k = resp.shape[1]
+    mass = resp.sum(axis=0)
+    model.log_weights = np.log((mass + 1e-3) / (mass.sum() + 1e-3 * k)).tolist()
+    for column, spec in model.categorical.items():
+        codes = data.categorical[column]
+        seen = np.nonzero(codes >= 0)[0]
+        width = len(spec["levels"]) + 1
+        onehot = sparse.csr_matrix((np.ones(len(seen)), (seen, codes[seen])), shape=(data.n, width))
+        tally = np.asarray((onehot.T @ resp).T) + _SMOOTHING
+        spec["log_prob"] = np.log(tally / tally.sum(axis=1, keepdims=True)).tolist()
+    for family, spec in model.counts.items():
+        tally = resp.T @ data.counts[family] + _SMOOTHING
+        spec["log_prob"] = np.log(tally / tally.sum(axis=1, keepdims=True)).tolist()
+    for column, spec in model.numeric.items():
+        x = data.numeric[column]
+        seen = ~np.isnan(x)
+        weight = resp[seen]
+        total = weight.sum(axis=0)
+        overall = float(np.mean(x[seen])) if seen.any() else 0.0
+        # a persona holding no observed value of the trait falls back on the overall mean
+        mean = np.where(total > 1e-9, (weight * x[seen, None]).sum(axis=0) / np.maximum(total, 1e-9), overall)
+        var = (weight * (x[seen, None] - mean) ** 2).sum(axis=0) / np.maximum(total, 1e-9)
+        floor = _VARIANCE_FLOOR * variance[column] + 1e-6
+        spec["mean"] = mean.tolist()
+        spec["sd"] = np.sqrt(np.where(total > 1e-9, var, variance[column]) + floor).tolist()
+
+
+def _em(model: PersonaModel, data: _Encoded, settings: PersonaSettings, rng: np.random.Generator,
+        variance: dict[str, float]) -> tuple[PersonaModel, float]:
+    """Best of `n_init` EM runs from random responsibilities; (model, total log-likelihood)."""
+    best: tuple[float, tuple] | None = None
+    for _ in range(settings.n_init):
+        resp = rng.dirichlet(np.ones(model.k), size=data.n)
+        previous = -math.inf
+        for _ in range(settings.max_iter):
+            _m_step(model, data, resp, variance)
+            resp, row_ll = _normalise(model.log_likelihoods(data))
+            total = float(row_ll.sum())
+            if total - previous <= 1e-6 * max(1.0, abs(total)):
+                break
+            previous = total
+        _m_step(model, data, resp, variance)
+        total = float(_normalise(model.log_likelihoods(data))[1].sum())
+        if best is None or total > best[0]:
+            best = (total, copy.deepcopy((model.log_weights, model.categorical, model.counts, model.numeric)))
     assert best is not None
-    return best[1], scores, best[2]
+    model.log_weights, model.categorical, model.counts, model.numeric = best[1]
+    return model, best[0]
 
 
-def _match_ids(new_centres: np.ndarray, previous: PersonaModel | None, model: PersonaModel,
-               max_distance: float) -> list[str]:
-    """Persona ids for the new clusters: the previous model's id of the matched centre, else a new one."""
-    k = len(new_centres)
-    if previous is None:
-        return [f"persona-{i + 1:02d}" for i in range(k)]
+def _parameter_count(model: PersonaModel) -> int:
+    per_persona = sum(len(s["levels"]) for s in model.categorical.values())          # levels + other - 1
+    per_persona += sum(len(s["columns"]) - 1 for s in model.counts.values()) + 2 * len(model.numeric)
+    return model.k * per_persona + model.k - 1
+
+
+def _match_ids(labels: np.ndarray, k: int, previous_labels: np.ndarray | None, previous: PersonaModel | None,
+               min_overlap: float) -> list[str]:
+    """Persona ids for the new personas: the previous model's id of the persona holding the same customers."""
+    sizes = np.bincount(labels, minlength=k)
+    if previous is None or previous_labels is None:
+        order = np.argsort(-sizes, kind="stable")            # persona-01 is the largest
+        ids = [""] * k
+        for rank, i in enumerate(order):
+            ids[i] = f"persona-{rank + 1:02d}"
+        return ids
     from scipy.optimize import linear_sum_assignment
 
-    # centres of a model over other features cannot be compared: every cluster gets a new id
-    old = model.transform_original(np.asarray(previous.centres_original)) if previous.features == model.features \
-        else None
+    old_k = previous.k
+    overlap = np.zeros((k, old_k))
+    np.add.at(overlap, (labels, previous_labels), 1.0)
+    old_sizes = np.bincount(previous_labels, minlength=old_k)
+    jaccard = overlap / np.maximum(sizes[:, None] + old_sizes[None, :] - overlap, 1.0)
+    rows, cols = linear_sum_assignment(-jaccard)
     ids: list[str | None] = [None] * k
-    if old is not None:
-        cost = ((new_centres[:, None, :] - old[None, :, :]) ** 2).sum(axis=2) ** 0.5
-        rows, cols = linear_sum_assignment(cost)
-        for r, c in zip(rows, cols):
-            if cost[r, c] <= max_distance:
-                ids[r] = previous.persona_ids[c]
-    used = {int(p.split("-")[1]) for p in previous.persona_ids}
-    next_number = max(used, default=0) + 1
-    for i in range(k):
+    for r, c in zip(rows, cols):
+        if jaccard[r, c] >= min_overlap:
+            ids[r] = previous.persona_ids[c]
+    next_number = max((int(p.split("-")[1]) for p in previous.persona_ids), default=0) + 1
+    for i in np.argsort(-sizes, kind="stable"):
         if ids[i] is None:
             ids[i] = f"persona-{next_number:02d}"
             next_number += 1
     return [str(i) for i in ids]
 
 
-def _describe(means: pd.DataFrame, overall: pd.Series, spread: pd.Series) -> tuple[list[str], list[str]]:
-    """A readable name and a description per cluster, from its distinguishing traits."""
+def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
+              spread: pd.Series) -> tuple[list[str], list[str]]:
+    """A readable name and a description per persona, from its distinguishing traits."""
     names, descriptions = [], []
     channel_cols = [c for c in means.columns if c.startswith("ch_")]
     topic_cols = [c for c in means.columns if c.startswith("topic_")]
     hour_cols = [c for c in means.columns if c.startswith("hour_")]
-    for _, row in means.iterrows():
+    professions = _typical_professions(model)
+    leading = _leading_channels(model)
+    for i, (_, row) in enumerate(means.iterrows()):
         z = (row - overall) / spread.replace(0, np.nan)
         parts = []
-        # channel: the one most over-represented against the population
-        if channel_cols:
-            lift = (row[channel_cols] + 0.01) / (overall[channel_cols] + 0.01)
-            top = lift.idxmax()
-            channel = CHANNEL_NAMES.get(top[3:], top[3:])
-            parts.append(f"{channel}-first")
+        if leading[i]:
+            parts.append(f"{CHANNEL_NAMES.get(leading[i], leading[i])}-first")
         age = row.get("age", np.nan)
         if not np.isnan(age):
-            group = ("young adults" if age < 30 else "adults in their thirties" if age < 40 else
-                     "middle-aged adults" if age < 55 else "seniors")
-            parts.append(group)
+            parts.append("young adults" if age < 30 else "adults in their thirties" if age < 40 else
+                         "middle-aged adults" if age < 55 else "seniors")
         income = row.get("income_level", np.nan)
         income_txt = None
         if not np.isnan(income):
             income_txt = "high income" if income >= 0.7 else "middle income" if income >= 0.4 else "budget-conscious"
-        sat = z.get("satisfaction_index", 0.0)
-        sat_txt = ("very satisfied" if sat > 0.6 else "dissatisfied, at risk" if sat < -0.6 else None)
-        effort = z.get("effort_index", 0.0)
-        effort_txt = "low tolerance for effort" if effort > 0.5 else None
-        freq = z.get("interactions_per_week", 0.0)
+        sat = z.get("satisfaction_index", np.nan)
+        sat_txt = "very satisfied" if sat > 0.6 else "dissatisfied, at risk" if sat < -0.6 else None
+        effort_txt = "low tolerance for effort" if z.get("effort_index", np.nan) > 0.5 else None
+        freq = z.get("interactions_per_week", np.nan)
         freq_txt = "frequent contacts" if freq > 0.6 else "rarely contact us" if freq < -0.6 else None
-        spend = z.get("total_spend", 0.0)
-        spend_txt = "big spenders" if spend > 0.6 else None
-        name = " ".join(parts[:1] + parts[1:2]).strip() or "customers"
+        spend_txt = "big spenders" if z.get("total_spend", np.nan) > 0.6 else None
+        name = " ".join(parts[:2]).strip() or "customers"
         qualifiers = [t for t in (income_txt, spend_txt, sat_txt, effort_txt) if t]
         if qualifiers:
             name += ", " + ", ".join(qualifiers[:2])
@@ -277,20 +416,21 @@ def _describe(means: pd.DataFrame, overall: pd.Series, spread: pd.Series) -> tup
             detail.append(f"average age {age:.0f}")
         if income_txt:
             detail.append(income_txt)
+        if professions[i]:
+            detail.append("often " + ", ".join(professions[i]))
         if channel_cols:
-            top_channels = row[channel_cols].sort_values(ascending=False).head(2)
-            detail.append("mostly " + " and ".join(
-                f"{CHANNEL_NAMES.get(c[3:], c[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0))
-        if hour_cols:
-            detail.append(f"reaches out mostly in the {row[hour_cols].idxmax()[5:]}")
-        if topic_cols:
-            lift = (row[topic_cols] + 0.01) / (overall[topic_cols] + 0.01)
+            top_channels = row[channel_cols].fillna(0).sort_values(ascending=False).head(2)
+            used = [f"{CHANNEL_NAMES.get(c[3:], c[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0]
+            if used:
+                detail.append("mostly " + " and ".join(used))
+        if hour_cols and row[hour_cols].fillna(0).sum() > 0:
+            detail.append(f"reaches out mostly in the {row[hour_cols].fillna(0).idxmax()[5:]}")
+        if topic_cols and row[topic_cols].fillna(0).sum() > 0:
+            lift = (row[topic_cols].fillna(0) + 0.01) / (overall[topic_cols].fillna(0) + 0.01)
             detail.append(f"talks about {lift.idxmax()[6:].replace('_', ' ')} more than others")
-        for text in (freq_txt, spend_txt, sat_txt, effort_txt):
-            if text:
-                detail.append(text)
+        detail += [t for t in (freq_txt, spend_txt, sat_txt, effort_txt) if t]
         descriptions.append("; ".join(d for d in detail if d) + ".")
-    # two clusters may read alike: number the repeats so names stay unique
+    # two personas may read alike: number the repeats so names stay unique
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
         seen[n] = seen.get(n, 0) + 1
@@ -299,96 +439,135 @@ def _describe(means: pd.DataFrame, overall: pd.Series, spread: pd.Series) -> tup
     return names, descriptions
 
 
+def _leading_channels(model: PersonaModel) -> list[str | None]:
+    """Per persona, the channel its contacts favour most: the largest share x lift over the population,
+    from the persona's channel distribution (so customers without contacts do not dilute it)."""
+    spec = model.counts.get("channels")
+    if not spec or not spec["columns"]:
+        return [None] * model.k
+    p = np.exp(np.asarray(spec["log_prob"]))
+    population = np.exp(np.asarray(model.log_weights)) @ p
+    score = p * p / np.maximum(population, 1e-12)
+    return [spec["columns"][int(score[j].argmax())][3:] for j in range(model.k)]
+
+
+def _typical_professions(model: PersonaModel, top: int = 2, min_lift: float = 1.5) -> list[list[str]]:
+    """Per persona, the professions most over-represented in it (lift over the population)."""
+    spec = model.categorical.get("profession")
+    if not spec or not spec["levels"]:
+        return [[] for _ in range(model.k)]
+    p = np.exp(np.asarray(spec["log_prob"]))[:, :-1]                 # persona x level (without other)
+    weights = np.exp(np.asarray(model.log_weights))
+    population = weights @ p
+    lift = p / np.maximum(population, 1e-12)
+    out = []
+    for j in range(model.k):
+        order = [i for i in np.argsort(-p[j]) if lift[j, i] >= min_lift][:top]
+        out.append([spec["levels"][i] for i in order])
+    return out
+
+
 def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
                  previous: PersonaModel | None = None) -> tuple[PersonaModel, dict[str, float]]:
-    """Fit on a pandas sample of the customer feature table. Returns (model, metrics)."""
-    from sklearn.metrics import silhouette_score
+    """Fit on a pandas sample of the customer feature table. Returns (model, metrics).
 
-    if len(sample) < settings.k_min + 1:
-        raise ValueError(f"persona fit needs at least {settings.k_min + 1} customers, got {len(sample)}")
-    lookup = profession_traits(sample)
-    sample = with_profession_traits(sample, lookup)
-    features = persona_feature_columns(sample.columns)
-    z, prep = _preprocess(sample, features)
-    k, scores, km = _select_k(z, settings)
-    labels = km.labels_
-    centres = km.cluster_centers_
-    # cluster profiles in original units (for names, traits and id matching)
-    original = sample[features].astype("float64").copy()
-    original = original.fillna(pd.Series(dict(zip(features, [
-        float(np.expm1(m)) if f in LOG_FEATURES else m for f, m in zip(features, prep["medians"])
-    ]))))
-    original["_cluster"] = labels
-    means = original.groupby("_cluster")[features].mean().reindex(range(k))
-    overall = original[features].mean()
-    spread = original[features].std()
-    model = PersonaModel(
-        features=features, **prep, centres=centres.tolist(), centres_original=means.to_numpy().tolist(),
-        persona_ids=[], names=[], descriptions=[], traits=[], sizes=np.bincount(labels, minlength=k).tolist(),
-        selection=scores, profession_lookup=lookup,
-    )
-    # centres_original must map back onto the fitted centres: use the inverse of the scaling
-    model.centres_original = _inverse(model, centres).tolist()
-    model.persona_ids = _match_ids(centres, previous, model, settings_max_distance(settings))
-    model.names, model.descriptions = _describe(means, overall, spread)
-    model.traits = [{f: round(float(v), 4) for f, v in means.loc[i].items() if not np.isnan(v)} for i in range(k)]
+    With a previous model, its ids carry over to the matching personas and its held-out
+    log-likelihood on the same customers is reported as `champion_holdout_loglik`."""
+    n = len(sample)
+    holdout_n = int(round(settings.holdout_share * n))
+    if n - holdout_n < settings.k_min + 1 or holdout_n < 1:
+        raise ValueError(f"persona fit needs at least {settings.k_min + 1} customers to fit and one to hold out, "
+                         f"got {n} (holdout_share {settings.holdout_share})")
+    sample = sample.reset_index(drop=True)
     rng = np.random.default_rng(settings.seed)
-    rows = z if len(z) <= 10_000 else z[rng.choice(len(z), 10_000, replace=False)]
+    held = np.zeros(n, dtype=bool)
+    held[rng.choice(n, holdout_n, replace=False)] = True
+    fit_rows, hold_rows = np.nonzero(~held)[0], np.nonzero(held)[0]
+
+    template = _skeleton(sample.iloc[fit_rows], settings.k_min)
+    if not (template.categorical or template.counts or template.numeric):
+        raise ValueError("persona fit: the sample has none of the model's traits "
+                         f"({', '.join([*CATEGORICAL, *NUMERIC, *(t for t, _ in COUNTS.values())])})")
+    encoded = template.encode(sample)
+    variance = {c: float(np.nanvar(v)) if (~np.isnan(v)).any() else 1.0 for c, v in encoded.numeric.items()}
+    fit_data, hold_data = encoded.take(fit_rows), encoded.take(hold_rows)
+
+    scores: dict[str, float] = {}
+    shares: dict[str, float] = {}
+    candidates: dict[int, tuple[PersonaModel, float]] = {}
+    k_max = min(settings.k_max, max(settings.k_min, len(fit_rows) - 1))
+    for k in range(settings.k_min, k_max + 1):
+        model = _skeleton(sample.iloc[fit_rows], k)
+        model, total = _em(model, fit_data, settings, rng, variance)
+        held_ll = float(_normalise(model.log_likelihoods(hold_data))[1].mean())
+        bic = -2.0 * total + _parameter_count(model) * math.log(len(fit_rows))
+        scores[str(k)] = held_ll if settings.selection == "heldout" else bic
+        shares[str(k)] = float(np.bincount(model.log_likelihoods(fit_data).argmax(axis=1), minlength=k).min()
+                               / len(fit_rows))
+        candidates[k] = (model, held_ll)
+    # a persona smaller than min_share of the customers is not a segment marketing can use
+    eligible = [key for key in scores if shares[key] >= settings.min_share] or [str(settings.k_min)]
+    pick = max if settings.selection == "heldout" else min
+    k = int(pick(eligible, key=lambda key: scores[key]))
+    model, held_ll = candidates[k]
+    model.selection = scores
+
+    posterior = _normalise(model.log_likelihoods(encoded))[0]
+    labels = posterior.argmax(axis=1)
+    previous_labels = previous.assign(sample)[0] if previous is not None else None
+    model.persona_ids = _match_ids(labels, k, previous_labels, previous, settings.match_min_overlap)
+    model.sizes = np.bincount(labels, minlength=k).tolist()
+
+    described = described_columns(sample.columns)
+    values = sample[described].apply(pd.to_numeric, errors="coerce").astype("float64")
+    means = values.groupby(labels).mean().reindex(range(k))
+    overall, spread = values.mean(), values.std()
+    model.trait_scale = {c: [float(overall[c]), float(spread[c])] for c in described
+                         if not (np.isnan(overall[c]) or np.isnan(spread[c]))}
+    model.traits = [{f: round(float(v), 4) for f, v in means.loc[i].items() if not np.isnan(v)} for i in range(k)]
+    model.names, model.descriptions = _describe(model, means, overall, spread)
+
     metrics = {
         "k": float(k),
-        "silhouette": float(silhouette_score(rows, km.predict(rows))),
-        "inertia": float(km.inertia_),
-        "fit_rows": float(len(sample)),
-        "smallest_share": float(min(model.sizes) / len(sample)),
+        "holdout_loglik": held_ll,
+        "fit_loglik": float(_normalise(model.log_likelihoods(fit_data))[1].mean()),
+        "mean_confidence": float(posterior.max(axis=1).mean()),
+        "fit_rows": float(len(fit_rows)),
+        "holdout_rows": float(len(hold_rows)),
+        "smallest_share": float(min(model.sizes) / n),
         **{f"criterion_k{key}": value for key, value in scores.items()},
+        **{f"smallest_share_k{key}": value for key, value in shares.items()},
     }
+    if previous is not None:
+        metrics["champion_holdout_loglik"] = previous.mean_log_likelihood(sample.iloc[hold_rows])
     return model, metrics
-
-
-def settings_max_distance(settings: PersonaSettings) -> float:
-    return settings.match_max_distance
-
-
-def _inverse(model: PersonaModel, centres: np.ndarray) -> np.ndarray:
-    x = centres / np.asarray(model.weights) * np.asarray(model.scales) + np.asarray(model.means)
-    for j, name in enumerate(model.features):
-        if name in LOG_FEATURES:
-            x[:, j] = np.expm1(x[:, j])
-    return x
 
 
 # ---------------------------------------------------------------------- scoring in Spark
 def score_personas(features: DataFrame, model: PersonaModel) -> DataFrame:
-    """`customer_key, persona_id, confidence` for every customer of the feature table."""
-    spark = features.sparkSession
-    shared = spark.sparkContext.broadcast(model)
-    derived = {"profession_age", "profession_income"}
-    columns = ["customer_key", *[c for c in model.features if c not in derived]]
-    if derived & set(model.features):
-        columns.append("profession")
-
-    def assign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        m = shared.value
-        ids = np.asarray(m.persona_ids)
-        for batch in batches:
-            if batch.empty:
-                continue
-            best, confidence = m.assign(batch)
-            yield pd.DataFrame({"customer_key": batch["customer_key"], "persona_id": ids[best],
-                                "confidence": confidence})
-
-    selected = features.select(*[F.col(c) if c in ("customer_key", "profession") else F.col(c).cast("double")
-                                 for c in columns])
-    return selected.mapInPandas(assign, SCORES_SCHEMA)
+    """`customer_key, persona_id, confidence` for every customer of the feature table (built-in expressions)."""
+    missing = [c for c in model.features if c not in features.columns]
+    if missing:
+        raise ValueError(f"the persona model reads columns the feature table lacks: {', '.join(missing)}")
+    ll = F.col("_ll")
+    top = F.array_max(ll)
+    total = F.aggregate(ll, F.lit(0.0), lambda acc, x: acc + F.exp(x - top))
+    ids = F.array(*[F.lit(p) for p in model.persona_ids])
+    return (features.select("customer_key", F.array(*model.spark_log_likelihoods()).alias("_ll"))
+            .select("customer_key",
+                    F.element_at(ids, F.array_position(ll, top).cast("int")).alias("persona_id"),
+                    (F.lit(1.0) / total).alias("confidence")))
 
 
 def sample_for_fit(features: DataFrame, settings: PersonaSettings) -> pd.DataFrame:
-    """A uniform sample of at most `sample_size` active customers, as pandas (the fit's input)."""
-    cols = [c for c in persona_feature_columns(features.columns) if c not in ("profession_age", "profession_income")]
-    extra = ["profession"] if "profession" in features.columns else []
-    active = features.where(
-        (F.col("interactions_count") + F.col("orders_count")) >= settings.min_activity
-    ).select("customer_key", *extra, *[F.col(c).cast("double") for c in cols])
+    """A uniform sample of at most `sample_size` customers with at least `min_activity` interactions +
+    orders, as pandas (the fit's input): the model's traits and the described features."""
+    columns = list(dict.fromkeys([*model_columns(features.columns), *described_columns(features.columns)]))
+    strings = set(CATEGORICAL)
+    active = features
+    if settings.min_activity > 0:
+        active = features.where((F.col("interactions_count") + F.col("orders_count")) >= settings.min_activity)
+    active = active.select("customer_key", *[F.col(c) if c in strings else F.col(c).cast("double") for c in columns])
     total = active.count()
     fraction = min(1.0, settings.sample_size / max(total, 1))
     sampled = active if fraction >= 1.0 else active.sample(fraction=fraction, seed=settings.seed)

@@ -1,40 +1,50 @@
-"""Persona segmentation: k chosen over a range, readable names, stable ids, scoring in Spark."""
+"""Persona segmentation: a latent class model, k chosen over a range, readable names, stable ids,
+scoring in Spark with built-in expressions that agree with the fitted model."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from models.personas import PersonaModel, fit_personas, persona_feature_columns, score_personas
+from models.personas import (IncompatibleModel, PersonaModel, fit_personas, model_columns,
+                             score_personas)
 
+# age, income bands, professions, channel mix, hours, contacts, satisfaction
 GROUPS = {
-    # age, income, whatsapp share, voice share, app share, satisfaction, interactions/week, spend
-    "young": (24, 0.3, 0.7, 0.0, 0.3, 0.7, 1.0, 300.0),
-    "senior": (70, 0.5, 0.1, 0.9, 0.0, 0.8, 0.5, 200.0),
-    "premium": (48, 1.0, 0.2, 0.1, 0.7, 0.9, 0.7, 3000.0),
+    "young": (24, {"C1": 0.5, "C2": 0.4, "B2": 0.1}, ("Estudante", "Estagiária", "Designer"),
+              {"ch_whatsapp": 0.7, "ch_app": 0.3}, {"hour_evening": 0.8, "hour_afternoon": 0.2}, 3, 0.7),
+    "senior": (70, {"B2": 0.4, "C1": 0.5, "DE": 0.1}, ("Aposentado", "Pensionista", "Do lar"),
+               {"ch_voice": 0.9, "ch_whatsapp": 0.1}, {"hour_morning": 0.9, "hour_afternoon": 0.1}, 2, 0.8),
+    "premium": (48, {"A": 0.6, "B1": 0.4}, ("Empresária", "Juiz", "Dentista"),
+                {"ch_app": 0.6, "ch_email": 0.4}, {"hour_afternoon": 0.7, "hour_morning": 0.3}, 2, 0.9),
 }
+CHANNELS = ("ch_whatsapp", "ch_app", "ch_voice", "ch_email")
+HOURS = ("hour_morning", "hour_afternoon", "hour_evening")
+INCOME_LEVEL = {"A": 1.0, "B1": 0.8, "B2": 0.6, "C1": 0.4, "C2": 0.2, "DE": 0.0}
 
 
 def synthetic_customers(n_per_group: int = 60, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers of three groups as rows of the feature table; every 17th has no CRM record."""
     rng = np.random.default_rng(seed)
-    frames, truth = [], []
-    for g, (age, income, wa, voice, app, sat, freq, spend) in enumerate(GROUPS.values()):
-        n = n_per_group
-        frames.append(pd.DataFrame({
-            "customer_key": [f"K{g}-{i}" for i in range(n)],
-            "age": rng.normal(age, 3, n),
-            "income_level": np.clip(rng.normal(income, 0.05, n), 0, 1),
-            "ch_whatsapp": np.clip(rng.normal(wa, 0.05, n), 0, 1),
-            "ch_voice": np.clip(rng.normal(voice, 0.05, n), 0, 1),
-            "ch_app": np.clip(rng.normal(app, 0.05, n), 0, 1),
-            "satisfaction_index": np.clip(rng.normal(sat, 0.05, n), 0, 1),
-            "interactions_per_week": np.abs(rng.normal(freq, 0.1, n)),
-            "total_spend": np.abs(rng.normal(spend, spend * 0.1, n)),
-            "profession": rng.choice([f"job-{g}-{j}" for j in range(3)], n),
-        }))
-        truth += [g] * n
-    frame = pd.concat(frames, ignore_index=True)
-    frame.loc[::17, "age"] = np.nan  # customers without a CRM record
+    rows, truth = [], []
+    for g, (age, income, jobs, channels, hours, contacts, sat) in enumerate(GROUPS.values()):
+        for i in range(n_per_group):
+            n = int(rng.poisson(contacts))
+            mix = rng.multinomial(n, [channels.get(c, 0.0) for c in CHANNELS]) / max(n, 1)
+            when = rng.multinomial(n, [hours.get(h, 0.0) for h in HOURS]) / max(n, 1)
+            band = str(rng.choice(list(income), p=list(income.values())))
+            rows.append({
+                "customer_key": f"K{g}-{i}", "age": rng.normal(age, 3), "income_band": band,
+                "income_level": INCOME_LEVEL[band], "profession": str(rng.choice(jobs)),
+                "interactions_count": float(n), **dict(zip(CHANNELS, mix)), **dict(zip(HOURS, when)),
+                "satisfaction_index": float(np.clip(rng.normal(sat, 0.05), 0, 1)) if rng.random() < 0.5 else np.nan,
+                "interactions_per_week": n / 2.0,
+            })
+            truth.append(g)
+    frame = pd.DataFrame(rows)
+    frame.loc[::17, ["age", "income_band", "income_level", "profession"]] = None  # no CRM record
     return frame, np.array(truth)
 
 
@@ -43,43 +53,75 @@ def persona_settings(settings):
     return settings.models.personas.model_copy(update={"k_min": 2, "k_max": 5, "sample_size": 1000})
 
 
-def test_fit_picks_k_by_silhouette_and_recovers_groups(persona_settings):
+def test_fit_picks_k_by_held_out_likelihood_and_recovers_groups(persona_settings):
     from sklearn.metrics import adjusted_rand_score
 
     sample, truth = synthetic_customers()
     model, metrics = fit_personas(sample, persona_settings)
     assert metrics["k"] == 3
-    assert set(metrics) >= {"silhouette", "criterion_k2", "criterion_k5"}
+    assert metrics["criterion_k3"] == max(metrics[f"criterion_k{k}"] for k in range(2, 6))
+    assert set(metrics) >= {"holdout_loglik", "fit_loglik", "mean_confidence", "smallest_share_k5"}
+    assert metrics["holdout_rows"] == round(0.2 * len(sample))
     labels, confidence = model.assign(sample)
     assert adjusted_rand_score(truth, labels) > 0.95
     assert ((confidence > 0) & (confidence <= 1)).all()
     assert len(set(model.names)) == 3 and all(model.descriptions)
-    senior = model.names[int(np.bincount(labels[truth == 1]).argmax())]
-    assert "phone-first" in senior.lower() and "senior" in senior.lower()
+    senior = int(np.bincount(labels[truth == 1]).argmax())
+    assert "phone-first" in model.names[senior].lower() and "senior" in model.names[senior].lower()
+    assert any(job in model.descriptions[senior] for job in GROUPS["senior"][2])
+    assert model.sizes == np.bincount(labels, minlength=3).tolist()
+    assert model.traits[senior]["age"] == pytest.approx(70, abs=2)
 
 
 def test_bic_selection_also_works(persona_settings):
     sample, _ = synthetic_customers(seed=3)
     model, metrics = fit_personas(sample, persona_settings.model_copy(update={"selection": "bic"}))
     assert 2 <= metrics["k"] <= 5 and len(model.persona_ids) == metrics["k"]
+    assert metrics[f"criterion_k{int(metrics['k'])}"] == min(metrics[f"criterion_k{k}"] for k in range(2, 6))
+
+
+def test_a_k_with_a_persona_below_min_share_is_not_chosen(persona_settings):
+    sample, _ = synthetic_customers()
+    # three equal groups: every k >= 3 has a persona under 40% of the customers, and k = 2 too;
+    # with nothing eligible, the smallest k of the range is kept
+    _, metrics = fit_personas(sample, persona_settings.model_copy(update={"min_share": 0.4}))
+    assert metrics["k"] == 2
+
+
+def test_rare_professions_count_as_other_and_missing_traits_as_nothing(persona_settings):
+    sample, _ = synthetic_customers()
+    sample.loc[0, "profession"] = "Astronauta"          # held by one customer only
+    model, _ = fit_personas(sample, persona_settings)
+    assert "Astronauta" not in model.categorical["profession"]["levels"]
+    assert model.categorical["profession"]["levels"] == sorted(j for g in GROUPS.values() for j in g[2])
+    # a customer of whom nothing is known gets the largest persona, with the prior as confidence
+    nobody = pd.DataFrame([{c: np.nan for c in sample.columns}]).assign(customer_key="K-none")
+    best, confidence = model.assign(nobody)
+    weights = np.exp(model.log_weights)
+    assert best[0] == weights.argmax() and confidence[0] == pytest.approx(weights.max())
+    # an unseen profession weighs as 'other', not as missing
+    other = nobody.assign(profession="Astronauta")
+    assert not np.allclose(model.posterior(other), model.posterior(nobody))
 
 
 def test_persona_ids_stable_across_refits(persona_settings):
     sample, truth = synthetic_customers()
     first, _ = fit_personas(sample, persona_settings)
-    # a retrain on the same customers in another order and with another seed numbers its clusters
+    # a retrain on the same customers in another order and with another seed numbers its personas
     # differently; the ids must still follow the groups
     shuffled = sample.sample(frac=1.0, random_state=11).reset_index(drop=True)
-    second, _ = fit_personas(shuffled, persona_settings.model_copy(update={"seed": 99}), previous=first)
+    second, metrics = fit_personas(shuffled, persona_settings.model_copy(update={"seed": 99}), previous=first)
     a, _ = first.assign(sample)
     b, _ = second.assign(sample)
     ids_a = np.asarray(first.persona_ids)[a]
     ids_b = np.asarray(second.persona_ids)[b]
     assert (ids_a == ids_b).mean() > 0.98
     assert sorted(first.persona_ids) == sorted(second.persona_ids)
+    # the champion is measured on the same held-out customers as the new fit
+    assert metrics["champion_holdout_loglik"] == pytest.approx(metrics["holdout_loglik"], abs=0.5)
 
 
-def test_unmatched_cluster_gets_a_new_id(persona_settings):
+def test_unmatched_persona_gets_a_new_id(persona_settings):
     sample, truth = synthetic_customers()
     two_groups = sample[truth < 2].reset_index(drop=True)
     first, _ = fit_personas(two_groups, persona_settings)
@@ -89,41 +131,60 @@ def test_unmatched_cluster_gets_a_new_id(persona_settings):
     assert set(first.persona_ids) < set(second.persona_ids)
     new = (set(second.persona_ids) - set(first.persona_ids)).pop()
     assert new == "persona-03"
+    labels, _ = second.assign(sample)
+    assert np.asarray(second.persona_ids)[labels][truth == 2].tolist().count("persona-03") > 0.9 * (truth == 2).sum()
 
 
-def test_save_and_load_round_trip(tmp_path, persona_settings):
+def test_a_worse_model_scores_lower_on_held_out_customers(persona_settings):
+    sample, _ = synthetic_customers()
+    good, _ = fit_personas(sample, persona_settings)
+    scrambled = sample.copy()
+    for column in ("profession", "age", "ch_voice", "hour_morning"):   # break the links between traits
+        scrambled[column] = scrambled[column].sample(frac=1.0, random_state=5).to_numpy()
+    bad, _ = fit_personas(scrambled, persona_settings)
+    held = synthetic_customers(n_per_group=20, seed=8)[0]
+    assert good.mean_log_likelihood(held) > bad.mean_log_likelihood(held)
+
+
+def test_save_and_load_round_trip_and_old_models_fail_clearly(tmp_path, persona_settings):
     sample, _ = synthetic_customers()
     model, _ = fit_personas(sample, persona_settings)
     model.save(tmp_path / "m")
     loaded = PersonaModel.load(tmp_path / "m")
     assert loaded.persona_ids == model.persona_ids
     np.testing.assert_array_equal(loaded.assign(sample)[0], model.assign(sample)[0])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "persona_model.json").write_text(json.dumps({"features": ["age"], "centres": [[0.0]]}))
+    with pytest.raises(IncompatibleModel, match="retrain"):
+        PersonaModel.load(tmp_path / "old")
 
 
 def test_scoring_in_spark_matches_the_model(spark, persona_settings):
     sample, _ = synthetic_customers(n_per_group=20)
     model, _ = fit_personas(sample, persona_settings)
-    features = spark.createDataFrame(sample.astype({c: "float64" for c in sample.columns
-                                                    if c not in ("customer_key", "profession")}))
-    scored = score_personas(features, model).toPandas().set_index("customer_key").loc[sample["customer_key"]]
-    expected, confidence = model.assign(sample)
+    extra = pd.DataFrame([
+        {"customer_key": "K-none"},                                          # nothing known
+        {"customer_key": "K-new-job", "profession": "Astronauta", "age": 30.0},  # unseen profession
+    ])
+    frame = pd.concat([sample, extra], ignore_index=True)
+    strings = ("customer_key", "profession", "income_band")
+    frame = frame.astype({c: "float64" for c in frame.columns if c not in strings})
+    frame = frame.astype({c: "object" for c in strings}).where(frame.notna(), None)
+    features = spark.createDataFrame(frame)
+    scored = score_personas(features, model).toPandas().set_index("customer_key").loc[frame["customer_key"]]
+    expected, confidence = model.assign(frame)
     assert list(scored["persona_id"]) == list(np.asarray(model.persona_ids)[expected])
-    np.testing.assert_allclose(scored["confidence"].to_numpy(), confidence)
+    np.testing.assert_allclose(scored["confidence"].to_numpy(), confidence, rtol=1e-9)
 
 
-def test_feature_columns_follow_the_families():
-    cols = persona_feature_columns(["customer_key", "ch_voice", "age", "unrelated"])
-    assert cols == ["age", "ch_voice"]
+def test_scoring_names_the_columns_the_feature_table_lacks(spark, persona_settings):
+    sample, _ = synthetic_customers(n_per_group=20)
+    model, _ = fit_personas(sample, persona_settings)
+    features = spark.createDataFrame(pd.DataFrame({"customer_key": ["K1"], "age": [30.0]}))
+    with pytest.raises(ValueError, match="profession"):
+        score_personas(features, model)
 
 
-def test_profession_becomes_the_typical_age_and_income_of_its_holders():
-    from models.personas import profession_traits, with_profession_traits
-
-    sample = pd.DataFrame({"profession": ["Estudante"] * 3 + ["Juiz(a)"] * 3 + ["Rare", None],
-                           "age": [20, 22, 24, 50, 60, np.nan, 40, 30],
-                           "income_level": [0.2, 0.2, 0.2, 1.0, 1.0, 1.0, 0.5, 0.5]})
-    lookup = profession_traits(sample)
-    assert lookup == {"Estudante": [22.0, pytest.approx(0.2)], "Juiz(a)": [55.0, 1.0]}
-    enriched = with_profession_traits(pd.DataFrame({"profession": ["Juiz(a)", "Rare", None]}), lookup)
-    assert enriched["profession_age"].iloc[0] == 55.0
-    assert enriched[["profession_age", "profession_income"]].iloc[1:].isna().all().all()
+def test_model_columns_follow_the_traits():
+    cols = model_columns(["customer_key", "ch_voice", "age", "unrelated", "interactions_count", "profession"])
+    assert cols == ["profession", "age", "interactions_count", "ch_voice"]

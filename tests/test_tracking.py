@@ -27,7 +27,8 @@ def store(store_root, request):
     return model_dir
 
 
-def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool = True):
+def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool = True,
+           champion_value: float | None = None):
     import mlflow
 
     from jobs import tracking
@@ -36,7 +37,7 @@ def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool
     with mlflow.start_run():
         tracking.log_metrics({"ndcg@10": value})
         return tracking.log_and_register(_name(model_dir), model_dir, metric="ndcg_at_10",
-                                         higher_is_better=higher_is_better)
+                                         higher_is_better=higher_is_better, champion_value=champion_value)
 
 
 def _name(model_dir) -> str:
@@ -62,6 +63,18 @@ def test_worse_model_is_not_promoted(store):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_champion_measured_on_the_same_held_out_data_decides(store):
+    # the champion logged 0.30 on its own data; re-measured on this run's held-out rows it scores 0.10,
+    # so a new version at 0.20 beats it there; one at 0.05 does not
+    first = _train(store, 0.30, version_note="first")
+    assert first.promoted
+    beaten = _train(store, 0.20, version_note="second", champion_value=0.10)
+    assert beaten.promoted and beaten.champion_value == pytest.approx(0.10)
+    kept = _train(store, 0.05, version_note="third", champion_value=0.15)
+    assert not kept.promoted
+
+
 def test_lower_is_better_metric_and_nan_never_promotes(store):
     first = _train(store, 5.0, version_note="a", higher_is_better=False)
     assert first.promoted
