@@ -156,7 +156,7 @@ def _print_summary(console, runner, summary) -> None:
     dates = summary.arrival_dates
     console.print(f"arrival dates processed: {len(dates)} ({dates[0]} .. {dates[-1]})")
     if runner.lake.exists("gold", "service_kpis"):
-        from pipelines.kpis import build_channel_overview
+        from pipelines.kpis import UNKNOWN_CHANNEL, build_channel_overview
 
         def show(value, fmt):
             return "-" if value is None else format(value, fmt)
@@ -165,7 +165,9 @@ def _print_summary(console, runner, summary) -> None:
         for col in ("channel", "interactions", "NPS", "CSAT %", "FCR", "bot containment"):
             overview.add_column(col, justify="left" if col == "channel" else "right")
         for row in build_channel_overview(runner.lake.read("gold", "service_kpis")).collect():
-            overview.add_row(row["channel"], f"{row['interactions']:,}", show(row["nps"], ".1f"),
+            # the contract's channel `unknown` holds survey responses that name no interaction
+            label = "unknown (surveys naming no interaction)" if row["channel"] == UNKNOWN_CHANNEL else row["channel"]
+            overview.add_row(label, f"{row['interactions']:,}", show(row["nps"], ".1f"),
                              show(row["csat_pct"], ".1f"), show(row["fcr_rate"], ".0%"),
                              show(row["bot_containment_rate"], ".0%"))
         console.print(overview)
