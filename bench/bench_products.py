@@ -36,7 +36,7 @@ def silver_orders(lake):
     """silver/orders, or the same rows built from bronze/orders and silver/identity_map."""
     from pyspark.sql import functions as F
 
-    from models.products import latest_products
+    from pipelines.commerce import latest_products
     from pipelines.identity import first_delivery
     from pipelines.profiles import _order_customers
 
@@ -84,7 +84,7 @@ def truth_keyed_inputs(spark, settings, landing: Path):
     from pyspark.sql import functions as F
 
     from jobs.ingest import ingest_source, list_arrival_dates
-    from models.products import latest_products
+    from pipelines.commerce import latest_products
     from pipelines.identity import first_delivery
     from pipelines.interactions import build_interactions
     from pipelines.profiles import _order_customers

@@ -39,6 +39,7 @@ from pyspark.sql.types import (
 )
 
 from conf.settings import ProductSettings
+from pipelines.commerce import latest_products
 
 # ---------------------------------------------------------------- schemas
 FEEDBACK = StructType([
@@ -76,19 +77,10 @@ _PLAIN = "aaaaaaeeeeiiiiooooouuuucny"
 
 
 # ---------------------------------------------------------------- catalogue
-def latest_products(products: DataFrame) -> DataFrame:
-    """One row per product_id (product_id, name, category, price, active). From bronze snapshots
-    the latest `_arrival_date` (then ingestion, file) wins; silver products (no lineage columns,
-    one row per product already) pass through, a null active flag read as inactive."""
-    lineage = [c for c in ("_arrival_date", "_ingested_at", "_source_file") if c in products.columns]
-    values = F.struct("name", "category", "price", "active")
-    latest = F.max_by(values, F.struct(*lineage)) if lineage else F.max(values)
-    return (
-        products.where(F.col("product_id").isNotNull())
-        .groupBy("product_id")
-        .agg(latest.alias("_p"))
-        .select("product_id", "_p.name", "_p.category", "_p.price", F.coalesce("_p.active", F.lit(False)).alias("active"))
-    )
+def _catalogue(products: DataFrame) -> DataFrame:
+    """`product_id, name, category, price, active` per product (bronze snapshots or silver products;
+    `pipelines.commerce.latest_products`), a null active flag read as inactive."""
+    return latest_products(products).withColumn("active", F.coalesce("active", F.lit(False)))
 
 
 def _recommendable(catalogue: DataFrame) -> DataFrame:
@@ -116,7 +108,7 @@ def product_mentions(products: DataFrame) -> DataFrame:
     words = F.slice(F.split(name, " "), 1, MENTION_WORDS)
     mention = F.array_join(_drop_trailing_connective(_drop_trailing_connective(words)), " ")
     return (
-        latest_products(products)
+        _catalogue(products)
         .where(F.col("name").isNotNull())
         .select("product_id", mention.alias("mention"), name.alias("full_name"))
         .where(F.length("mention") >= 3)
@@ -211,7 +203,7 @@ def build_popularity(orders: DataFrame, products: DataFrame, segments: DataFrame
     """segment, product_id, score, rank: the most bought active products (order lines) of
     everyone (segment GLOBAL_SEGMENT, anonymous orders included) and of each persona
     (segment = persona_id). score is the product's share of the segment's order lines."""
-    recommendable = _recommendable(latest_products(products))
+    recommendable = _recommendable(_catalogue(products))
     lines = _orders_before(orders, as_of).where(F.col("product_id").isNotNull())
     everyone = lines.select(F.lit(GLOBAL_SEGMENT).alias("segment"), "product_id")
     parts = [everyone]
@@ -290,7 +282,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         maxIter=settings.max_iter, seed=settings.seed, coldStartStrategy="drop",
         numUserBlocks=blocks, numItemBlocks=blocks,
     ).fit(ratings)
-    catalogue = latest_products(products).select("product_id", "active").cache()
+    catalogue = _catalogue(products).select("product_id", "active").cache()
     purchases = build_purchases(orders, as_of).cache()
     # how far down ALS's list scoring must look to still fill top_n after the exclusions
     most_purchased = purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")).first()[0]
@@ -378,7 +370,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
         recommendable = _recommendable(model.catalogue)
         extra = int(model.params.get("unsellable_products", 0))
     else:
-        recommendable = _recommendable(latest_products(products).select("product_id", "active"))
+        recommendable = _recommendable(_catalogue(products).select("product_id", "active"))
         extra = model.product_index.join(recommendable, on="product_id", how="left_anti").count()
     parts = []
     if model.exclude_purchased:

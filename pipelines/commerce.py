@@ -16,17 +16,28 @@ def _keys_of(record_keys: DataFrame, source: str, id_column: str) -> DataFrame:
     )
 
 
+def latest_products(products: DataFrame) -> DataFrame:
+    """`product_id, name, category, price, active`: one row per product, from its latest snapshot row.
+
+    Snapshot files carry no timestamp of their own: the latest `_arrival_date` wins, then the latest
+    ingestion, then the last file name. A frame without those lineage columns (silver: one row per
+    product already) passes through, one row per product_id."""
+    lineage = [c for c in ("_arrival_date", "_ingested_at", "_source_file") if c in products.columns]
+    values = F.struct("name", "category", "price", "active")
+    latest = F.max_by(values, F.struct(*lineage)) if lineage else F.max(values)
+    return (
+        products.where(F.col("product_id").isNotNull())
+        .groupBy("product_id")
+        .agg(latest.alias("_latest"))
+        .select("product_id", "_latest.*")
+    )
+
+
 def build_products(products: DataFrame, run_id: str, now: datetime) -> DataFrame:
     """PRODUCTS: the latest snapshot row of each product (snapshot files: the latest arrival wins)."""
-    order = F.struct("_arrival_date", "_ingested_at", "_source_file")
-    rest = ["name", "category", "price", "active"]
     return (
-        products.groupBy("product_id")
-        .agg(F.max_by(F.struct(*rest), order).alias("_latest"))
-        .select(
-            "product_id", "_latest.*",
-            F.lit(run_id).alias("run_id"), F.lit(now).cast("timestamp").alias("_written_at"),
-        )
+        latest_products(products)
+        .select("*", F.lit(run_id).alias("run_id"), F.lit(now).cast("timestamp").alias("_written_at"))
         .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in PRODUCTS.fields])
     )
 
