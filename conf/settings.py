@@ -179,6 +179,10 @@ class ToneSettings(_Section):
     # pseudo-interactions of outcome 1 for each time an agent left their habitual tone for another
     # (0: off); a weak signal that the other tone was wanted
     adaptation_weight: float = Field(default=0.0, ge=0)
+    # the preference prior: tones of adapted replies per level of this context column (None: off),
+    # smoothed towards all adapted replies with this many pseudo-replies
+    preference_column: str | None = "persona_id"
+    preference_strength: float = Field(default=10.0, ge=0)
 
     @field_validator("comment_cues", mode="before")
     @classmethod

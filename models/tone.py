@@ -21,8 +21,17 @@ Three parts, each trained on a bounded sample and scored in Spark:
    the noise of a single interaction. Where tone effects are small against that noise, k is large
    (tens of interactions), and a small k lets one lucky interaction outvote a good context prior.
 
-Optionally (`adaptation_weight` > 0) a reply in which an agent left their habitual tone counts as
-evidence for the tone they switched to: agents adapt to customers they know.
+4. **Preference prior.** A reply in which an agent left their habitual tone ("adapted") is, far more
+   often than chance, in the tone the customer prefers: agents adapt to customers they know. The
+   tones of adapted replies per level of `preference_column` (the persona, by default), smoothed
+   towards all adapted replies with `preference_strength` pseudo-replies, estimate each level's
+   preferred-tone distribution P(T). The outcome gain of speaking a customer's preferred tone is
+   learned as the slope of the outcome on P(interaction's tone) over the training interactions
+   (`preference_lift`, >= 0), and the context prior becomes
+   ``ridge prior[T] + lift * (P(T) - mean over tones of P)`` — outcome units throughout.
+
+Optionally (`adaptation_weight` > 0) a customer's own adapted replies also count as evidence for the
+tone the agent switched to.
 """
 from __future__ import annotations
 
@@ -343,6 +352,19 @@ class TonePolicy:
     adaptation_weight: float = 0.0      # pseudo-interactions of outcome 1 per agent adaptation to a tone
     draws: int = 400                    # Monte Carlo draws for tone_confidence
     seed: int = 7
+    preference_column: str | None = None                         # a context column, e.g. persona_id
+    preference: dict[str, list[float]] = field(default_factory=dict)  # level -> P(preferred = tone)
+    preference_default: list[float] = field(default_factory=list)    # P for an unseen or null level
+    preference_lift: float = 0.0        # outcome gain of the preferred tone (0: the prior is the ridge's)
+
+    def preference_of(self, context: pd.DataFrame) -> np.ndarray:
+        """(rows, tones) P(preferred tone) of each row's `preference_column` level."""
+        default = np.asarray(self.preference_default or [1.0 / len(self.tones)] * len(self.tones))
+        if not self.preference_column or self.preference_column not in context:
+            return np.tile(default, (len(context), 1))
+        return np.vstack([np.asarray(self.preference.get(v, default)) if isinstance(v, str) else default
+                          for v in context[self.preference_column]]) if len(context) else \
+            np.empty((0, len(self.tones)))
 
     def context_prior(self, context: pd.DataFrame) -> np.ndarray:
         """(rows, tones) expected outcome of each tone in each row's context."""
@@ -351,7 +373,13 @@ class TonePolicy:
             frame = context[list(self.context_columns)].copy()
             frame["tone"] = tone
             columns.append(self.regressor.predict(frame))
-        return np.clip(np.column_stack(columns), 0.0, 1.0) if columns else np.empty((len(context), 0))
+        if not columns:
+            return np.empty((len(context), 0))
+        prior = np.column_stack(columns)
+        if self.preference_lift > 0:
+            p = self.preference_of(context)
+            prior = prior + self.preference_lift * (p - p.mean(axis=1, keepdims=True))
+        return np.clip(prior, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -401,11 +429,35 @@ def estimate_prior_strength(residuals: pd.DataFrame, *, cap: float = 100.0) -> d
             "different_tone_pairs": diff_pairs}
 
 
+def preference_by_level(adapted: pd.DataFrame, tones: Sequence[str], strength: float
+                        ) -> tuple[dict[str, list[float]], list[float]]:
+    """From adapted replies (`level, tone`): per level, the tone distribution smoothed towards all
+    adapted replies with `strength` pseudo-replies; and that overall distribution (add-one smoothed)."""
+    tones = list(tones)
+    counts = adapted[adapted["tone"].isin(tones)]
+    overall = counts["tone"].value_counts().reindex(tones, fill_value=0).to_numpy(float) + 1.0
+    overall /= overall.sum()
+    by_level = {}
+    for level, group in counts.dropna(subset=["level"]).groupby("level"):
+        n = group["tone"].value_counts().reindex(tones, fill_value=0).to_numpy(float)
+        by_level[str(level)] = ((n + strength * overall) / (n.sum() + strength)).tolist()
+    return by_level, overall.tolist()
+
+
+def preference_lift(p_of_tone: np.ndarray, outcome: np.ndarray) -> float:
+    """The least-squares slope of the outcome on P(preferred = the interaction's tone), floored at 0."""
+    if len(p_of_tone) < 3 or np.var(p_of_tone) < 1e-12:
+        return 0.0
+    slope = np.cov(p_of_tone, outcome, bias=True)[0, 1] / np.var(p_of_tone)
+    return float(max(0.0, slope))
+
+
 def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame, settings: ToneSettings,
                       context_columns: Sequence[str], *, max_rows: int = 50_000, seed: int = 7,
                       alphas: Sequence[float] = POLICY_ALPHAS, adaptation_weight: float = 0.0,
                       estimate_prior_strength_from_data: bool = False, min_estimate_pairs: int = 200,
-                      test_size: float = 0.2) -> tuple[TonePolicy, dict[str, Any]]:
+                      test_size: float = 0.2, adaptations: DataFrame | None = None
+                      ) -> tuple[TonePolicy, dict[str, Any]]:
     """Fit the context model on a bounded sample of customers' (context, detected tone, outcome) interactions.
 
     The prior's weight is `settings.prior_strength`; with `estimate_prior_strength_from_data` it is the
@@ -445,9 +497,33 @@ def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame
     prior_strength = estimate["prior_strength"] if use_estimate else float(settings.prior_strength)
     metrics["policy_prior_strength_source"] = "estimate" if use_estimate else "config"
     metrics["policy_prior_strength"] = prior_strength
+    column = settings.preference_column
+    preference, preference_default, lift = {}, [], 0.0
+    if column and column not in context_columns:
+        metrics["policy_preference"] = f"off: {column} is not a context column ({', '.join(context_columns)})"
+        column = None
+    if column and adaptations is not None:
+        adapted = bounded_sample(
+            tones.select("interaction_id", "tone").join(adaptations.where(F.col("adapted")), "interaction_id")
+            .join(outcomes.where(F.col("customer_key").isNotNull()).select("interaction_id", "customer_key"),
+                  "interaction_id")
+            .join(features.select("customer_key", F.col(column).cast("string").alias("level")), "customer_key", "left")
+            .select("level", "tone"), max_rows, seed)
+        preference, preference_default = preference_by_level(adapted, tone_names, settings.preference_strength)
+        probe = TonePolicy(regressor=regressor, tones=tone_names, context_columns=context_columns,
+                           prior_strength=prior_strength, outcome_sd=outcome_sd, preference_column=column,
+                           preference=preference, preference_default=preference_default)
+        p = probe.preference_of(sample)
+        p_of_tone = p[np.arange(len(sample)), pd.Index(tone_names).get_indexer(sample["tone"])]
+        # the gain left once the ridge has said what it could: the slope on its residuals
+        lift = preference_lift(p_of_tone, residual)
+        metrics.update({"policy_preference_adapted_replies": int(len(adapted)),
+                        "policy_preference_levels": len(preference), "policy_preference_lift": lift,
+                        "policy_preference_overall": dict(zip(tone_names, np.round(preference_default, 4)))})
     policy = TonePolicy(regressor=regressor, tones=tone_names, context_columns=context_columns,
                         prior_strength=prior_strength, outcome_sd=outcome_sd,
-                        adaptation_weight=float(adaptation_weight), seed=seed)
+                        adaptation_weight=float(adaptation_weight), seed=seed, preference_column=column,
+                        preference=preference, preference_default=preference_default, preference_lift=lift)
     # how far apart the tones are in the sampled contexts: the prior's own strength of opinion
     prior = policy.context_prior(sample[list(context_columns)].drop_duplicates())
     if prior.size:
@@ -558,7 +634,8 @@ def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, featu
         policy, policy_metrics = train_tone_policy(tones, outcomes, features, settings, context_columns,
                                                    max_rows=max_rows, seed=seed,
                                                    adaptation_weight=adaptation_weight,
-                                                   estimate_prior_strength_from_data=estimate_prior_strength_from_data)
+                                                   estimate_prior_strength_from_data=estimate_prior_strength_from_data,
+                                                   adaptations=agent_adaptations(interactions, tones))
     finally:
         tones.unpersist()
     metrics.update(policy_metrics)
@@ -596,6 +673,10 @@ def save_tone_model(model: ToneModel, path: str | Path) -> Path:
         "prior_strength": p.prior_strength,
         "outcome_sd": p.outcome_sd,
         "adaptation_weight": p.adaptation_weight,
+        "preference_column": p.preference_column,
+        "preference": p.preference,
+        "preference_default": list(p.preference_default),
+        "preference_lift": p.preference_lift,
         "draws": p.draws,
         "seed": p.seed,
         "metrics": _jsonable(model.metrics),
@@ -615,6 +696,9 @@ def load_tone_model(path: str | Path) -> ToneModel:
         context_columns=tuple(manifest["context_columns"]), prior_strength=float(manifest["prior_strength"]),
         outcome_sd=float(manifest["outcome_sd"]), adaptation_weight=float(manifest["adaptation_weight"]),
         draws=int(manifest["draws"]), seed=int(manifest["seed"]),
+        preference_column=manifest.get("preference_column"), preference=manifest.get("preference", {}),
+        preference_default=list(manifest.get("preference_default", [])),
+        preference_lift=float(manifest.get("preference_lift", 0.0)),
     )
     return ToneModel(detector=joblib.load(source / files["detector"]), policy=policy, metrics=manifest["metrics"])
 

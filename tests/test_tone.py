@@ -13,7 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from conf.settings import ToneSettings
 from models.tone import (DETECTED_TONES, OUTCOMES, agent_adaptations, detect_tones, estimate_prior_strength,
-                         interaction_outcomes,
+                         interaction_outcomes, preference_by_level, preference_lift,
                          label_tones_by_cues, load_tone_model, recommend_tone, save_tone_model,
                          train_tone_detector, train_tone_policy, ToneModel)
 
@@ -225,6 +225,56 @@ def test_prior_strength_estimate_weighs_own_history_by_how_much_customers_differ
     assert estimate_prior_strength(frame, cap=100.0)["prior_strength"] > 20
 
 
+def test_preference_by_level_smooths_towards_all_adapted_replies():
+    tones = ("concise", "empathetic", "formal", "friendly")
+    adapted = pd.DataFrame({"level": ["A"] * 8 + ["A"] * 2 + ["B"] * 6 + [None],
+                            "tone": ["friendly"] * 8 + ["formal"] * 2 + ["formal"] * 6 + ["concise"]})
+    by_level, overall = preference_by_level(adapted, tones, strength=2.0)
+    # overall: add-one smoothed counts of every adapted reply, the level-less one included
+    assert overall == pytest.approx(np.array([2, 1, 9, 9]) / 21)
+    assert by_level["A"] == pytest.approx((np.array([0, 0, 2, 8]) + 2 * np.array(overall)) / 12)
+    assert int(np.argmax(by_level["A"])) == 3 and int(np.argmax(by_level["B"])) == 2
+    assert set(by_level) == {"A", "B"}
+
+
+def test_preference_lift_is_the_outcome_slope_floored_at_zero():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.1, 0.6, 2000)
+    assert preference_lift(p, 0.5 + 0.2 * p + rng.normal(0, 0.05, 2000)) == pytest.approx(0.2, abs=0.02)
+    assert preference_lift(p, 0.5 - 0.2 * p) == 0.0
+    assert preference_lift(np.full(10, 0.25), rng.uniform(size=10)) == 0.0
+
+
+def test_adapted_replies_become_a_preference_prior(spark, policy):
+    trained, _, (tones, outcomes, features) = policy
+    # agents switched to friendly for persona-A customers and to formal for persona B, and those
+    # replies did better: the preference prior learns both and a positive lift
+    adaptations = tones.join(outcomes, "interaction_id").join(features, "customer_key").select(
+        "interaction_id", (((F.col("persona_id") == "A") & (F.col("tone") == "friendly"))
+                           | ((F.col("persona_id") == "B") & (F.col("tone") == "formal"))).alias("adapted"))
+    others = outcomes.where(F.col("customer_key") != "X")
+    learned, metrics = train_tone_policy(tones, others, features, SETTINGS, CONTEXT, max_rows=1000,
+                                         adaptations=adaptations)
+    names = list(learned.tones)
+    assert names[int(np.argmax(learned.preference["A"]))] == "friendly"
+    assert names[int(np.argmax(learned.preference["B"]))] == "formal"
+    assert metrics["policy_preference_levels"] == 2 and metrics["policy_preference_adapted_replies"] == 24
+    assert learned.preference_lift == metrics["policy_preference_lift"] >= 0.0
+    # the prior moves by lift x (P - mean P): towards the level's preferred tone, not for unknown levels
+    import dataclasses
+
+    strong = dataclasses.replace(learned, preference_lift=0.5)
+    context = pd.DataFrame({"persona_id": ["A", "Z"], "age_band": ["25-34", "25-34"], "orders_count": [1.0, 1.0]})
+    moved = strong.context_prior(context) - dataclasses.replace(learned, preference_lift=0.0).context_prior(context)
+    assert moved[0, names.index("friendly")] > 0 > moved[0, names.index("concise")]
+    p = np.asarray(learned.preference_default)
+    np.testing.assert_allclose(moved[1], 0.5 * (p - p.mean()), atol=1e-9)
+    # a preference column outside the context switches the prior off, and says so
+    _, off = train_tone_policy(tones, others, features, SETTINGS.model_copy(update={"preference_column": "gender"}),
+                               CONTEXT, max_rows=1000, adaptations=adaptations)
+    assert off["policy_preference"].startswith("off: gender")
+
+
 def test_agent_adaptation_marks_replies_off_the_agents_habit(spark):
     frame = interactions(spark, [("i1", "K1", True, "a1", "x"), ("i2", "K1", True, "a1", "x"),
                                  ("i3", "K2", True, "a1", "x"), ("i4", "K2", True, "a2", "x")])
@@ -236,12 +286,18 @@ def test_agent_adaptation_marks_replies_off_the_agents_habit(spark):
 
 
 def test_save_and_load_round_trip(spark, tmp_path, detector, policy):
-    model = ToneModel(detector=detector[0], policy=policy[0], metrics={**detector[1], **policy[1]})
+    import dataclasses
+
+    with_preference = dataclasses.replace(policy[0], preference_column="persona_id",
+                                          preference={"A": [0.1, 0.2, 0.3, 0.4]},
+                                          preference_default=[0.25] * 4, preference_lift=0.12)
+    model = ToneModel(detector=detector[0], policy=with_preference, metrics={**detector[1], **policy[1]})
     saved = save_tone_model(model, tmp_path / "tone")
     assert sorted(p.name for p in saved.iterdir()) == ["detector.joblib", "policy.joblib", "tone_model.json"]
     assert str(tmp_path) not in (saved / "tone_model.json").read_text()
     loaded = load_tone_model(saved)
     assert loaded.policy.tones == model.policy.tones and loaded.policy.context_columns == CONTEXT
+    assert (loaded.policy.preference, loaded.policy.preference_lift) == ({"A": [0.1, 0.2, 0.3, 0.4]}, 0.12)
     assert loaded.metrics["policy_sample_rows"] == 48
     texts = ["Prezado Gui, informamos que foi feito.", "Feito: ok. Algo mais?"]
     assert list(loaded.detector.predict(texts)) == list(model.detector.predict(texts))
