@@ -50,6 +50,8 @@ class ModelContext:
     run_id: str
     now: dt.datetime
     progress: ProgressFn
+    # quality gate over frames about to be written ("stage", {"layer.table": frame}); raises on a hard failure
+    gate: Callable[[str, dict[str, DataFrame]], None] | None = None
 
     def __post_init__(self) -> None:
         from jobs import tracking
@@ -361,8 +363,13 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
             F.lit(ctx.run_id).alias("run_id"), now.alias("_written_at"),
         )
         .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECOMMENDATIONS.fields])
-    )
-    written = lake.write("gold", "recommendations", recommendations, mode="overwrite").rows_written
-    features.unpersist()
-    segments.unpersist()
+    ).cache()  # scored once: validated, then written
+    try:
+        if ctx.gate is not None:
+            ctx.gate("recommendations", {"gold.recommendations": recommendations})
+        written = lake.write("gold", "recommendations", recommendations, mode="overwrite").rows_written
+    finally:
+        recommendations.unpersist()
+        features.unpersist()
+        segments.unpersist()
     return written

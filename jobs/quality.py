@@ -1,4 +1,4 @@
-"""Quality gates: Great Expectations suites over bronze, silver and identity health.
+"""Quality gates: Great Expectations suites over bronze, silver, identity health and the recommendations.
 
 Each table handed in is narrowed to the columns its suite reads (plus a few
 derived ones, such as "the first identifier a bronze record carries"), then
@@ -232,6 +232,48 @@ def _identity_map_suite(gxe, df: DataFrame, low, high) -> _Suite:
     return _Suite("silver.identity_map", "silver.identity_map", df.select(*columns), expectations)
 
 
+def _recommendations_suite(gxe, df: DataFrame, settings: Settings, low, high) -> _Suite:
+    """gold.recommendations as the contract and the config say, checked before the one commit that
+    service apps read: a model that went wrong stops the run instead of reaching them."""
+    models = settings.models
+    top_n = models.products.top_n
+    ranks = F.transform("products", lambda p: p["rank"])
+    frame = df.select(
+        "customer_key", "tone", "tone_confidence", "next_best_action", "nba_score", "valid_from", "valid_until",
+        F.size("products").alias("products_count"),
+        # ranks 1..n in some order and no product twice
+        ((F.size("products") == 0)
+         | ((F.array_sort(ranks) == F.sequence(F.lit(1), F.size("products")))
+            & (F.size(F.array_distinct(F.transform("products", lambda p: p["product_id"])))
+               == F.size("products")))).alias("products_ranked_once"),
+        F.size("reasons").alias("reasons_count"),
+    )
+    expectations = [
+        _not_null(gxe, "customer_key"),
+        gxe.ExpectColumnValuesToBeUnique(column="customer_key", description="one row per customer_key"),
+        gxe.ExpectColumnValuesToNotBeNull(column="tone", mostly=0.99, severity="warning",
+                                          description="at least 99% of customers get a tone"),
+        gxe.ExpectColumnValuesToBeInSet(column="tone", value_set=sorted(models.tone.catalogue),
+                                        description="tone is one of the catalogue's tones"),
+        gxe.ExpectColumnValuesToBeBetween(column="tone_confidence", min_value=0.0, max_value=1.0,
+                                          description="tone_confidence is a probability"),
+        _not_null(gxe, "next_best_action"),
+        gxe.ExpectColumnValuesToBeInSet(column="next_best_action", value_set=sorted(models.nba.actions),
+                                        description="next_best_action is in the action catalogue"),
+        _not_null(gxe, "nba_score"),
+        gxe.ExpectColumnValuesToBeBetween(column="products_count", min_value=0, max_value=top_n,
+                                          description=f"at most {top_n} products (models.products.top_n)"),
+        gxe.ExpectColumnValuesToBeInSet(column="products_ranked_once", value_set=[True],
+                                        description="products are ranked 1..n, each product once"),
+        gxe.ExpectColumnValuesToBeBetween(column="reasons_count", min_value=1,
+                                          description="every row carries its reasons"),
+        _sane_instant(gxe, "valid_from", low, high),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="valid_until", column_B="valid_from",
+                                                    description="valid_until is after valid_from"),
+    ]
+    return _Suite("gold.recommendations", "gold.recommendations", frame, expectations)
+
+
 def identity_health(identity_map: DataFrame, merges: DataFrame | None, run_id: str) -> DataFrame:
     """One row: customers, identifiers, the largest and mean identifiers per customer, merges of the run.
 
@@ -294,6 +336,8 @@ def _build_suites(gxe, settings: Settings, tables: Mapping[str, DataFrame], run_
         elif key == "silver.identity_map":
             suites.append(_identity_map_suite(gxe, df, low, high))
             suite = _identity_health_suite(gxe, df, tables.get("silver.identity_merges"), settings, run_id)
+        elif key == "gold.recommendations":
+            suite = _recommendations_suite(gxe, df, settings, low, high)
         if suite is not None:
             suites.append(suite)
     return suites
@@ -359,7 +403,7 @@ def run_quality_gates(spark: SparkSession, settings: Settings, tables: Mapping[s
 
     Keys: "bronze.<source>", "silver.interactions", "silver.survey_responses",
     "silver.identity_map" (plus "silver.identity_merges", read for the share of customers
-    merged in this run). Data Docs of every validation land under docs_dir (index.html).
+    merged in this run), "gold.recommendations". Data Docs of every validation land under docs_dir (index.html).
     """
     now = dt.datetime.now(dt.timezone.utc)
     context = _context(Path(docs_dir))

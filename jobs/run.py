@@ -201,7 +201,8 @@ class Runner:
         from jobs.modeling import ModelContext
 
         if self._model_ctx is None:
-            self._model_ctx = ModelContext(self.spark, self.settings, self.lake, self.run_id, self.now, self.progress)
+            self._model_ctx = ModelContext(self.spark, self.settings, self.lake, self.run_id, self.now, self.progress,
+                                           gate=self._gate)
         return self._model_ctx
 
     def features(self, record: JobRecord) -> None:

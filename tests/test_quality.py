@@ -49,6 +49,15 @@ def _calls(spark, rows):
         schemas.BRONZE_CALLS)
 
 
+def _recommendations(spark, rows):
+    from pipelines.schemas_gold import RECOMMENDATIONS
+
+    defaults = dict(tone="formal", tone_confidence=0.6, products=[], next_best_action="kb_article", nba_score=1.5,
+                    reasons=["rule: eligible"], model_versions={"tone": "1"}, valid_from=T0,
+                    valid_until=T0 + dt.timedelta(days=1), run_id="r1", _written_at=T0)
+    return spark.createDataFrame(_rows(RECOMMENDATIONS, rows, **defaults), RECOMMENDATIONS)
+
+
 def _merges(spark, rows):
     return spark.createDataFrame(rows, schemas.IDENTITY_MERGES)
 
@@ -78,6 +87,10 @@ def _clean_tables(spark):
             {"identifier_type": "handle", "identifier": "ana@x.com", "customer_key": "K1"},
         ]),
         "silver.identity_merges": _merges(spark, [("K9", "K1", T0, "older-run")]),
+        "gold.recommendations": _recommendations(spark, [
+            {"customer_key": "K1", "products": [("P1", 0.9, 1), ("P2", 0.5, 2)]},
+            {"customer_key": "K2", "tone": "friendly", "next_best_action": "no_action"},
+        ]),
         "gold.something_unknown": _calls(spark, []),  # unknown keys are ignored
     }
 
@@ -122,6 +135,12 @@ def defective(spark, settings, tmp_path_factory):
             {"identifier_type": "phone", "identifier": "+5511988887777", "customer_key": "K1"},
             {"identifier_type": "handle", "identifier": "ana", "customer_key": "K1"},
         ]),
+        "gold.recommendations": _recommendations(spark, [
+            {"customer_key": "K1", "tone": "sarcastic", "tone_confidence": 1.5},
+            {"customer_key": "K1", "next_best_action": "telepathy", "reasons": []},
+            {"customer_key": "K3", "products": [("P1", 0.9, 1), ("P1", 0.8, 1)]},
+            {"customer_key": "K4", "valid_until": T0 - dt.timedelta(hours=1)},
+        ]),
     }
     docs = tmp_path_factory.mktemp("quality") / "run-bad"
     return {r.table: r for r in run_quality_gates(spark, tight, tables, "run-bad", docs)}
@@ -131,7 +150,8 @@ def defective(spark, settings, tmp_path_factory):
 def test_clean_tables_pass_without_warnings(clean):
     results, _ = clean
     assert {r.table for r in results} == {
-        "bronze.calls", "silver.interactions", "silver.survey_responses", "silver.identity_map"}
+        "bronze.calls", "silver.interactions", "silver.survey_responses", "silver.identity_map",
+        "gold.recommendations"}
     for result in results:
         assert result.passed, result.hard_failures
         assert result.hard_failures == [] and result.warnings == [], result
@@ -186,6 +206,19 @@ def test_identity_duplicates_and_oversized_components_are_hard_failures(defectiv
     result = defective["silver.identity_map"]
     _failure(result, "expect_compound_columns_to_be_unique", "identifier_type + identifier")
     _failure(result, "expect_column_values_to_be_between", "more than 2 identifiers", "3")
+
+
+@pytest.mark.slow
+def test_recommendations_off_contract_are_hard_failures(defective):
+    result = defective["gold.recommendations"]
+    assert not result.passed
+    _failure(result, "expect_column_values_to_be_unique", "one row per customer_key", "'K1'")
+    _failure(result, "expect_column_values_to_be_in_set", "catalogue's tones", "sarcastic")
+    _failure(result, "expect_column_values_to_be_between", "tone_confidence is a probability", "1.5")
+    _failure(result, "expect_column_values_to_be_in_set", "action catalogue", "telepathy")
+    _failure(result, "expect_column_values_to_be_in_set", "ranked 1..n, each product once")
+    _failure(result, "expect_column_values_to_be_between", "carries its reasons")
+    _failure(result, "expect_column_pair_values_a_to_be_greater_than_b", "valid_until is after valid_from")
 
 
 @pytest.mark.slow
