@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -492,19 +493,28 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
     variance = {c: float(np.nanvar(v)) if (~np.isnan(v)).any() else 1.0 for c, v in encoded.numeric.items()}
     fit_data, hold_data = encoded.take(fit_rows), encoded.take(hold_rows)
 
-    scores: dict[str, float] = {}
-    shares: dict[str, float] = {}
-    candidates: dict[int, tuple[PersonaModel, float]] = {}
-    k_max = min(settings.k_max, max(settings.k_min, len(fit_rows) - 1))
-    for k in range(settings.k_min, k_max + 1):
-        model = _skeleton(sample.iloc[fit_rows], k)
-        model, total = _em(model, fit_data, settings, rng, variance)
+    fit_frame = sample.iloc[fit_rows]
+
+    def candidate(k: int) -> tuple[int, PersonaModel, float, float, float]:
+        # each k draws its starts from its own stream: the result does not depend on the order the
+        # candidates run in, so they can run side by side (numpy and scipy release the GIL)
+        model, total = _em(_skeleton(fit_frame, k), fit_data, settings, np.random.default_rng([settings.seed, k]),
+                           variance)
         held_ll = float(_normalise(model.log_likelihoods(hold_data))[1].mean())
         bic = -2.0 * total + _parameter_count(model) * math.log(len(fit_rows))
-        scores[str(k)] = held_ll if settings.selection == "heldout" else bic
-        shares[str(k)] = float(np.bincount(model.log_likelihoods(fit_data).argmax(axis=1), minlength=k).min()
-                               / len(fit_rows))
-        candidates[k] = (model, held_ll)
+        smallest = float(np.bincount(model.log_likelihoods(fit_data).argmax(axis=1), minlength=k).min()
+                         / len(fit_rows))
+        return k, model, held_ll, bic, smallest
+
+    from joblib import Parallel, delayed
+
+    k_max = min(settings.k_max, max(settings.k_min, len(fit_rows) - 1))
+    workers = max(1, min(os.cpu_count() or 1, k_max - settings.k_min + 1))
+    results = Parallel(n_jobs=workers, prefer="threads")(
+        delayed(candidate)(k) for k in range(settings.k_min, k_max + 1))
+    scores = {str(k): (held_ll if settings.selection == "heldout" else bic) for k, _, held_ll, bic, _ in results}
+    shares = {str(k): smallest for k, *_, smallest in results}
+    candidates = {k: (model, held_ll) for k, model, held_ll, _, _ in results}
     # a persona smaller than min_share of the customers is not a segment marketing can use
     eligible = [key for key in scores if shares[key] >= settings.min_share] or [str(settings.k_min)]
     pick = max if settings.selection == "heldout" else min
