@@ -81,19 +81,19 @@ def score_assignment(assigned, truth_people) -> dict:
     }
 
 
-def oracle_assignment(sample, persona_of_key: dict[str, str], settings):
+def oracle_assignment(sample, persona_of_key: dict[str, str]):
     """Persona index per sample row from the latent class model fitted with the true personas as its
     responsibilities (customers without a known person are left out of the estimate)."""
     import numpy as np
 
-    from models.personas import _m_step, _normalise, _skeleton
+    from models.personas import _m_step, _normalise, _skeleton, numeric_variances
 
     personas = sorted(set(persona_of_key.values()))
     truth = sample["customer_key"].map(persona_of_key)
     known = truth.notna().to_numpy()
     model = _skeleton(sample, len(personas))
     encoded = model.encode(sample)
-    variance = {c: float(np.nanvar(v)) if (~np.isnan(v)).any() else 1.0 for c, v in encoded.numeric.items()}
+    variance = numeric_variances(encoded)
     resp = np.zeros((int(known.sum()), len(personas)))
     resp[np.arange(len(resp)), truth[known].map({p: i for i, p in enumerate(personas)}).to_numpy()] = 1.0
     _m_step(model, encoded.take(np.nonzero(known)[0]), resp, variance)
@@ -161,7 +161,7 @@ def main() -> None:
             everyone = sample_for_fit(features, cfg.model_copy(update={"min_activity": 0, "sample_size": 10**9}))
             key_persona = base.select("customer_key", "person_id").toPandas().merge(truth_people, on="person_id")
             oracle = everyone[["customer_key"]].assign(persona_id=oracle_assignment(
-                everyone, dict(zip(key_persona["customer_key"], key_persona["persona"])), cfg))
+                everyone, dict(zip(key_persona["customer_key"], key_persona["persona"]))))
             oracle = base.toPandas().merge(oracle, on="customer_key")
             report["oracle"] = {k: v for k, v in score_assignment(oracle, truth_people).items() if k != "purity"}
             report["refit"] = {**score_assignment(refit, truth_people), "metrics": metrics,

@@ -168,15 +168,15 @@ def _champion_personas(ctx: ModelContext):
         return None
 
 
-def train_personas(ctx: ModelContext, features: DataFrame):
-    """Fit on a bounded sample, log and register; returns tracking.Registered."""
+def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
+    """Fit on a bounded sample, log and register; returns tracking.Registered. `previous`: the champion
+    PersonaModel whose ids carry over and which the new fit must beat (None: there is none to read)."""
     import mlflow
 
     from jobs import tracking
     from models.personas import fit_personas, sample_for_fit
 
     cfg = ctx.settings.models.personas
-    previous = _champion_personas(ctx)
     sample = sample_for_fit(features, cfg)
     model, metrics = fit_personas(sample, cfg, previous)
     with mlflow.start_run(run_name=f"personas {ctx.run_id}"), tempfile.TemporaryDirectory() as tmp:
@@ -225,8 +225,9 @@ def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFram
 def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, DataFrame]:
     """Train when the policy says so, score everyone, write personas and persona_segments."""
     features = ctx.lake.read("gold", "customer_features").cache()
-    if ctx.should_train(PERSONA_MODEL, force_train) or _champion_personas(ctx) is None:
-        train_personas(ctx, features)
+    champion = _champion_personas(ctx)
+    if ctx.should_train(PERSONA_MODEL, force_train) or champion is None:
+        train_personas(ctx, features, champion)
     personas, segments = score_personas_job(ctx, features)
     written = ctx.lake.write("gold", "personas", personas, mode="overwrite").rows_written
     written += ctx.lake.write("gold", "persona_segments", segments, mode="overwrite").rows_written

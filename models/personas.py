@@ -289,6 +289,18 @@ def _skeleton(sample: pd.DataFrame, k: int) -> PersonaModel:
                         counts=counts, numeric=numeric)
 
 
+def _resized(template: PersonaModel, k: int) -> PersonaModel:
+    """A copy of `template` (its traits and vocabulary) for k personas, parameters still empty."""
+    model = copy.deepcopy(template)
+    model.log_weights = [0.0] * k
+    return model
+
+
+def numeric_variances(encoded: _Encoded) -> dict[str, float]:
+    """Overall variance of each numeric trait (1.0 when never observed): the base of the variance floor."""
+    return {c: float(np.nanvar(v)) if (~np.isnan(v)).any() else 1.0 for c, v in encoded.numeric.items()}
+
+
 def _m_step(model: PersonaModel, data: _Encoded, resp: np.ndarray, variance: dict[str, float]) -> None:
     from scipy import sparse
 
@@ -490,15 +502,13 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
         raise ValueError("persona fit: the sample has none of the model's traits "
                          f"({', '.join([*CATEGORICAL, *NUMERIC, *(t for t, _ in COUNTS.values())])})")
     encoded = template.encode(sample)
-    variance = {c: float(np.nanvar(v)) if (~np.isnan(v)).any() else 1.0 for c, v in encoded.numeric.items()}
+    variance = numeric_variances(encoded)
     fit_data, hold_data = encoded.take(fit_rows), encoded.take(hold_rows)
-
-    fit_frame = sample.iloc[fit_rows]
 
     def candidate(k: int) -> tuple[int, PersonaModel, float, float, float]:
         # each k draws its starts from its own stream: the result does not depend on the order the
         # candidates run in, so they can run side by side (numpy and scipy release the GIL)
-        model, total = _em(_skeleton(fit_frame, k), fit_data, settings, np.random.default_rng([settings.seed, k]),
+        model, total = _em(_resized(template, k), fit_data, settings, np.random.default_rng([settings.seed, k]),
                            variance)
         held_ll = float(_normalise(model.log_likelihoods(hold_data))[1].mean())
         bic = -2.0 * total + _parameter_count(model) * math.log(len(fit_rows))

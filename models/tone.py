@@ -35,6 +35,7 @@ tone the agent switched to.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,11 +499,12 @@ def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame
     metrics["policy_prior_strength_source"] = "estimate" if use_estimate else "config"
     metrics["policy_prior_strength"] = prior_strength
     column = settings.preference_column
-    preference, preference_default, lift = {}, [], 0.0
+    preference, preference_default = {}, []
     if column and column not in context_columns:
         metrics["policy_preference"] = f"off: {column} is not a context column ({', '.join(context_columns)})"
         column = None
-    if column and adaptations is not None:
+    learn_preference = bool(column) and adaptations is not None
+    if learn_preference:
         adapted = bounded_sample(
             tones.select("interaction_id", "tone").join(adaptations.where(F.col("adapted")), "interaction_id")
             .join(outcomes.where(F.col("customer_key").isNotNull()).select("interaction_id", "customer_key"),
@@ -510,20 +512,19 @@ def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame
             .join(features.select("customer_key", F.col(column).cast("string").alias("level")), "customer_key", "left")
             .select("level", "tone"), max_rows, seed)
         preference, preference_default = preference_by_level(adapted, tone_names, settings.preference_strength)
-        probe = TonePolicy(regressor=regressor, tones=tone_names, context_columns=context_columns,
-                           prior_strength=prior_strength, outcome_sd=outcome_sd, preference_column=column,
-                           preference=preference, preference_default=preference_default)
-        p = probe.preference_of(sample)
-        p_of_tone = p[np.arange(len(sample)), pd.Index(tone_names).get_indexer(sample["tone"])]
-        # the gain left once the ridge has said what it could: the slope on its residuals
-        lift = preference_lift(p_of_tone, residual)
-        metrics.update({"policy_preference_adapted_replies": int(len(adapted)),
-                        "policy_preference_levels": len(preference), "policy_preference_lift": lift,
-                        "policy_preference_overall": dict(zip(tone_names, np.round(preference_default, 4)))})
     policy = TonePolicy(regressor=regressor, tones=tone_names, context_columns=context_columns,
                         prior_strength=prior_strength, outcome_sd=outcome_sd,
                         adaptation_weight=float(adaptation_weight), seed=seed, preference_column=column,
-                        preference=preference, preference_default=preference_default, preference_lift=lift)
+                        preference=preference, preference_default=preference_default)
+    if learn_preference:
+        p = policy.preference_of(sample)
+        p_of_tone = p[np.arange(len(sample)), pd.Index(tone_names).get_indexer(sample["tone"])]
+        # the gain left once the ridge has said what it could: the slope on its residuals
+        lift = preference_lift(p_of_tone, residual)
+        policy = dataclasses.replace(policy, preference_lift=lift)
+        metrics.update({"policy_preference_adapted_replies": int(len(adapted)),
+                        "policy_preference_levels": len(preference), "policy_preference_lift": lift,
+                        "policy_preference_overall": dict(zip(tone_names, np.round(preference_default, 4)))})
     # how far apart the tones are in the sampled contexts: the prior's own strength of opinion
     prior = policy.context_prior(sample[list(context_columns)].drop_duplicates())
     if prior.size:
