@@ -61,6 +61,14 @@ class IdentitySettings(_Section):
         default_factory=lambda: {"crm_id": 1, "email": 1, "phone": 1, "handle": 1, "device_id": 1}
     )
     max_component_size: int = Field(default=50, ge=2)
+    # hubs, whoever carries them: an identifier seen on the same records as more than this many otherwise
+    # unrelated strong identifiers of one type (e-mails behind one phone, phones behind one e-mail; partners
+    # registered with one CRM customer count once) is held out of linking, CRM or not
+    max_partners_per_identifier: dict[str, int] = Field(
+        default_factory=lambda: {"email": 2, "phone": 2, "handle": 2, "device_id": 2}
+    )
+    # the identifiers that count as partners for the hub guard
+    strong_identifier_types: tuple[str, ...] = ("crm_id", "email", "phone")
     # an identifier held back by the limit above that reaches at most this many CRM customers (a family
     # phone, a shared inbox) still places the records carrying it with the one customer whose name
     # matches theirs; above it (a phone shared by six people, a shop's tablet) it places nothing
@@ -183,6 +191,20 @@ class ToneSettings(_Section):
     # smoothed towards all adapted replies with this many pseudo-replies
     preference_column: str | None = "persona_id"
     preference_strength: float = Field(default=10.0, ge=0)
+    # the tone a customer gets when no tone model can be trained and none is registered (the fallback,
+    # with confidence 0); None: the catalogue's first tone
+    default_tone: str | None = None
+
+    @model_validator(mode="after")
+    def _default_tone(self) -> "ToneSettings":
+        if self.default_tone is not None and self.default_tone not in self.catalogue:
+            raise ValueError(f"default_tone {self.default_tone!r} is not in the tone catalogue "
+                             f"({', '.join(self.catalogue)})")
+        return self
+
+    @property
+    def fallback_tone(self) -> str:
+        return self.default_tone or next(iter(self.catalogue))
 
     @field_validator("comment_cues", mode="before")
     @classmethod
@@ -278,6 +300,9 @@ class FeatureSettings(_Section):
 class ModelSettings(_Section):
     # when `atende run` trains: always, only when no model is registered yet, or never (score only)
     retrain: Literal["always", "if_missing", "never"] = "if_missing"
+    # a model that cannot be trained (too few rows, labels or classes): keep its champion or, with none,
+    # score with a named fallback and record the job as degraded (`fallback`); or stop the run (`fail`)
+    on_training_failure: Literal["fallback", "fail"] = "fallback"
     features: FeatureSettings = FeatureSettings()
     personas: PersonaSettings = PersonaSettings()
     tone: ToneSettings = ToneSettings()
@@ -293,6 +318,8 @@ class QualitySettings(_Section):
     # identity health: a jump in either usually means an over-linking identifier
     max_mean_identifiers_per_customer: float = Field(default=8.0, gt=0)
     max_merged_customer_share: float = Field(default=0.05, ge=0, le=1)
+    # identifiers held out of linking (shared, hubs, the company's own): a jump means a new hub pattern
+    max_held_out_identifier_share: float = Field(default=0.02, ge=0, le=1)
 
 
 class Settings(_Section):

@@ -1,4 +1,4 @@
-"""Identifier normalisers, Column -> Column, the same everywhere (CONTRACTS.md "Identifier normalisation").
+"""Identifier normalisers, Column -> Column, the same everywhere (docs/CONTRACTS.md "Identifier normalisation").
 
 An identifier that cannot be normalised (not a valid address, not a phone number)
 becomes null: it is not an identifier. Blocklisted values (shared company inboxes,

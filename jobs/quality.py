@@ -274,11 +274,14 @@ def _recommendations_suite(gxe, df: DataFrame, settings: Settings, low, high) ->
     return _Suite("gold.recommendations", "gold.recommendations", frame, expectations)
 
 
-def identity_health(identity_map: DataFrame, merges: DataFrame | None, run_id: str) -> DataFrame:
-    """One row: customers, identifiers, the largest and mean identifiers per customer, merges of the run.
+def identity_health(identity_map: DataFrame, merges: DataFrame | None, run_id: str,
+                    exceptions: DataFrame | None = None) -> DataFrame:
+    """One row: customers, identifiers, the largest and mean identifiers per customer, merges of the run,
+    and the identifiers the over-merge guards held out of linking (silver/identity_exceptions).
 
     merged_share is the keys retired by this run's merges over the customers there were
-    before them (customers + retired); null when no merges table was handed in.
+    before them (customers + retired); null when no merges table was handed in. held_out_share is
+    the held-out identifiers over the identifiers of the map; null without an exceptions table.
     """
     per_customer = identity_map.groupBy("customer_key").agg(F.count("*").alias("identifiers"))
     health = per_customer.agg(
@@ -292,16 +295,23 @@ def identity_health(identity_map: DataFrame, merges: DataFrame | None, run_id: s
     else:
         merged = (merges.where(F.col("run_id") == run_id)
                   .agg(F.countDistinct("retired_key").cast("long").alias("merged_customers")))
-    return health.crossJoin(merged).select(
+    if exceptions is None:
+        held = health.sparkSession.createDataFrame([(None,)], "held_out_identifiers long")
+    else:
+        held = (exceptions.where(F.col("kind") != "oversized_component")
+                .agg(F.count("*").cast("long").alias("held_out_identifiers")))
+    return health.crossJoin(merged).crossJoin(held).select(
         "customers", "identifiers", "max_identifiers_per_customer", "mean_identifiers_per_customer",
         "merged_customers",
         # try_divide: no customers and no merges is 0/0, an error under ANSI mode
         F.try_divide(F.col("merged_customers"), F.col("customers") + F.col("merged_customers")).alias("merged_share"),
+        "held_out_identifiers",
+        F.try_divide(F.col("held_out_identifiers"), F.col("identifiers")).alias("held_out_share"),
     )
 
 
 def _identity_health_suite(gxe, identity_map: DataFrame, merges: DataFrame | None, settings: Settings,
-                           run_id: str) -> _Suite:
+                           run_id: str, exceptions: DataFrame | None = None) -> _Suite:
     q = settings.quality
     limit = settings.identity.max_component_size
     expectations = [
@@ -315,9 +325,13 @@ def _identity_health_suite(gxe, identity_map: DataFrame, merges: DataFrame | Non
         gxe.ExpectColumnValuesToBeBetween(
             column="merged_share", max_value=q.max_merged_customer_share, severity="warning",
             description=f"at most {q.max_merged_customer_share:.0%} of customers merged in this run"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="held_out_share", max_value=q.max_held_out_identifier_share, severity="warning",
+            description=f"at most {q.max_held_out_identifier_share:.0%} of identifiers held out of linking "
+                        "(shared, hubs, the company's own; see silver/identity_exceptions)"),
     ]
     return _Suite("silver.identity_map.health", "silver.identity_map",
-                  identity_health(identity_map, merges, run_id), expectations)
+                  identity_health(identity_map, merges, run_id, exceptions), expectations)
 
 
 def _build_suites(gxe, settings: Settings, tables: Mapping[str, DataFrame], run_id: str,
@@ -335,7 +349,8 @@ def _build_suites(gxe, settings: Settings, tables: Mapping[str, DataFrame], run_
             suite = _responses_suite(gxe, df, settings, low, high)
         elif key == "silver.identity_map":
             suites.append(_identity_map_suite(gxe, df, low, high))
-            suite = _identity_health_suite(gxe, df, tables.get("silver.identity_merges"), settings, run_id)
+            suite = _identity_health_suite(gxe, df, tables.get("silver.identity_merges"), settings, run_id,
+                                           tables.get("silver.identity_exceptions"))
         elif key == "gold.recommendations":
             suite = _recommendations_suite(gxe, df, settings, low, high)
         if suite is not None:
@@ -403,7 +418,7 @@ def run_quality_gates(spark: SparkSession, settings: Settings, tables: Mapping[s
 
     Keys: "bronze.<source>", "silver.interactions", "silver.survey_responses",
     "silver.identity_map" (plus "silver.identity_merges", read for the share of customers
-    merged in this run), "gold.recommendations". Data Docs of every validation land under docs_dir (index.html).
+    merged in this run, and "silver.identity_exceptions", for the share of identifiers held out), "gold.recommendations". Data Docs of every validation land under docs_dir (index.html).
     """
     now = dt.datetime.now(dt.timezone.utc)
     context = _context(Path(docs_dir))

@@ -97,9 +97,14 @@ class Runner:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             record.error = f"{type(exc).__name__}: {first_line}"[:2000]
             raise RunFailed(f"job {name} failed: {first_line}") from exc
-        record.status = "succeeded"
+        degradations = self._model_ctx.take_degradations() if self._model_ctx is not None else []
+        # a model job that answered with a kept champion or a named fallback: the data landed, the
+        # reason is kept (ops/runs `error` holds it) and the run goes on
+        record.status = "degraded" if degradations else "succeeded"
+        record.error = " | ".join(degradations)[:2000] if degradations else None
         record.ended_at = utc_now()
-        self.progress(f"{name} done in {record.seconds:.1f} s ({record.rows_written:,} rows written)")
+        self.progress(f"{name} {'degraded' if degradations else 'done'} in {record.seconds:.1f} s "
+                      f"({record.rows_written:,} rows written)")
 
     def _write(self, record: JobRecord, layer: str, table: str, df: DataFrame, **kwargs) -> None:
         info = self.lake.write(layer, table, df, **kwargs)
@@ -162,7 +167,7 @@ class Runner:
 
     def identity_and_silver(self, record: JobRecord) -> DataFrame:
         """Identity resolution, interactions and survey responses: checked together, then written."""
-        from pipelines.identity import build_identifier_observations, resolve_identities
+        from pipelines.identity import build_identifier_observations, resolve_identities_with_report
         from pipelines.interactions import build_interactions
         from pipelines.commerce import build_actions, build_orders, build_products
         from pipelines.surveys import build_survey_responses
@@ -171,10 +176,13 @@ class Runner:
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
         observations = build_identifier_observations(bronze, self.settings).cache()
         record.rows_read += observations.count()
-        identity_map, merges, record_keys = resolve_identities(
-            observations, previous, self.settings, self.run_id, self.now
+        resolution = resolve_identities_with_report(observations, previous, self.settings, self.run_id, self.now)
+        identity_map, merges, record_keys = (
+            resolution.identity_map.cache(), resolution.merges.cache(), resolution.record_keys.cache()
         )
-        identity_map, merges, record_keys = identity_map.cache(), merges.cache(), record_keys.cache()
+        exceptions = resolution.exceptions.select(
+            "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
+        ).cache()
         interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
         responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now).cache()
         products = build_products(bronze["products"], self.run_id, self.now).cache()
@@ -183,17 +191,19 @@ class Runner:
         self._gate("silver", {
             "silver.identity_map": identity_map,
             "silver.identity_merges": merges,
+            "silver.identity_exceptions": exceptions,
             "silver.interactions": interactions,
             "silver.survey_responses": responses,
         })
         self._write(record, "silver", "identity_map", identity_map, mode="overwrite")
         self._write(record, "silver", "identity_merges", merges, mode="append")
+        self._write(record, "silver", "identity_exceptions", exceptions, mode="overwrite")
         self._write(record, "silver", "interactions", interactions, mode="overwrite", partition_by=["channel"])
         self._write(record, "silver", "survey_responses", responses, mode="overwrite")
         self._write(record, "silver", "products", products, mode="overwrite")
         self._write(record, "silver", "orders", orders, mode="overwrite")
         self._write(record, "silver", "actions", actions, mode="overwrite")
-        for frame in (observations, identity_map, merges, interactions, responses, products):
+        for frame in (observations, identity_map, merges, exceptions, interactions, responses, products):
             frame.unpersist()
         return record_keys
 
@@ -268,11 +278,12 @@ class Runner:
             self._job(summary, "recommendations", self.recommendations)
         except RunFailed as exc:
             failure = exc
+        degraded = [f"{j.job}: {j.error}" for j in summary.jobs if j.status == "degraded"]
         overall = JobRecord(job="run", started_at=self.now, ended_at=utc_now(),
-                            status="failed" if failure else "succeeded",
+                            status="failed" if failure else "degraded" if degraded else "succeeded",
                             rows_read=sum(j.rows_read for j in summary.jobs),
                             rows_written=sum(j.rows_written for j in summary.jobs),
-                            error=str(failure) if failure else None)
+                            error=str(failure) if failure else " | ".join(degraded)[:2000] if degraded else None)
         record_jobs(self.spark, self.lake, self.run_id, dates, summary.jobs + [overall])
         if failure:
             raise failure

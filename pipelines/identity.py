@@ -77,6 +77,11 @@ NAME = "name"
 PROFILE_NAME = "profile_name"
 BIRTH_DATE = "birth_date"
 ATTRIBUTE_TYPES = (NAME, PROFILE_NAME, BIRTH_DATE)
+# Not identifiers of customers: the company's own numbers and addresses, as the data says them
+# (observed with source COMPANY_SOURCE and type "company_" + phone / email). They never link and never
+# enter the identity map: six strangers who type the company's number into a form stay six customers.
+COMPANY_SOURCE = "company"
+COMPANY_PREFIX = "company_"
 # When a record must pick one key among its identifiers': the most specific identifier wins.
 TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, "device_id": 4}
 
@@ -87,10 +92,14 @@ RECORD_KEYS = StructType([
 ])
 
 IDENTITY_EXCEPTIONS = StructType([
-    StructField("kind", StringType(), False),  # shared_identifier | oversized_component
+    # shared_identifier | name_conflict | hub | company_identifier | oversized_component
+    StructField("kind", StringType(), False),
     StructField("identifier_type", StringType(), True),
     StructField("identifier", StringType(), True),  # the component's anchor for oversized_component
-    StructField("size", LongType(), False),  # crm customers reached | identifiers in the component
+    # its reach: CRM customers (shared_identifier, name_conflict), otherwise unrelated strong identifiers
+    # seen with it (hub), records carrying it (company_identifier), identifiers in the component
+    StructField("size", LongType(), False),
+    StructField("reason", StringType(), False),
 ])
 
 _SEP = "\u001f"  # unit separator: cannot occur in a normalised identifier
@@ -275,6 +284,16 @@ def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
     return first_delivery(flat, "message_id")
 
 
+def company_address(address: Column, company_domains) -> Column:
+    """A normalised e-mail address in one of the company's domains (or a subdomain): an agent's or
+    a mailbox of the company's own, never a customer's."""
+    domain = email_domain(address)
+    is_company = F.lit(False)
+    for d in (d.lower() for d in company_domains):
+        is_company = is_company | (domain == d) | domain.endswith("." + d)
+    return F.coalesce(is_company, F.lit(False))
+
+
 def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
     """IDENTIFIER_OBSERVATIONS: one row per (source, record_id, identifier) — normalised, blocklisted
     values dropped — plus the grouping rows: `email_thread` for each e-mail message (never links: records
@@ -322,10 +341,7 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
     if "email" in bronze:
         msgs = distinct_email_messages(bronze["email"])
         address = email(F.col("from_address"))
-        domains = [d.lower() for d in cfg.company_domains]
-        is_company = F.lit(False)
-        for d in domains:
-            is_company = is_company | (email_domain(address) == d) | email_domain(address).endswith("." + d)
+        is_company = company_address(address, cfg.company_domains)
         # company addresses are agents: their message's customer is the other party, found via the thread
         parts.append(_unpivot(
             msgs, "email", F.col("message_id"), F.col("sent_at"),
@@ -581,21 +597,35 @@ def resolve_identities_with_report(
         phones = [p for p in (phone_to_e164(b, cfg.default_region) for b in cfg.blocklist_phones) if p]
         blocked = blocked | ((F.col("identifier_type") == "phone") & F.col("identifier").isin(phones))
 
+    ident = ["identifier_type", "identifier"]
+    # the company's own numbers and addresses: as the data names them, and any address in its domains
+    declared = observations.where(
+        (F.col("source") == COMPANY_SOURCE) & F.col("identifier_type").startswith(COMPANY_PREFIX)
+    ).select(F.expr(f"substring(identifier_type, {len(COMPANY_PREFIX) + 1})").alias("identifier_type"), "identifier")
+    in_domains = observations.where(
+        (F.col("identifier_type") == "email") & company_address(F.col("identifier"), cfg.company_domains)
+    ).select(*ident)
+    company = _materialise(declared.unionByName(in_domains).distinct())
     obs = _materialise(
         observations.where(F.col("identifier_type").isin(list(IDENTIFIER_TYPES)) & ~blocked)
+        .join(F.broadcast(company), on=ident, how="left_anti")
         .groupBy("source", "record_id", "identifier_type", "identifier")
         .agg(F.min("seen_at").alias("first_seen_at"), F.max("seen_at").alias("last_seen_at"))
+    )
+    company_held = (
+        observations.join(F.broadcast(company), on=ident, how="inner")
+        .where(F.col("source") != COMPANY_SOURCE)
+        .groupBy(*ident).agg(F.countDistinct("source", "record_id").alias("records"))
     )
     groups = (
         observations.where(F.col("identifier_type").isin(list(GROUP_TYPES)))
         .groupBy("source", "record_id", F.concat_ws(":", "identifier_type", "identifier").alias("group"))
         .agg(F.min("seen_at").alias("seen_at"))
     )
-    ident = ["identifier_type", "identifier"]
 
     # the previous map is part of the graph: identifiers that shared a key keep sharing it
     if previous_map is not None:
-        prev = previous_map.where(~blocked).select(
+        prev = previous_map.where(~blocked).join(F.broadcast(company), on=ident, how="left_anti").select(
             *ident, F.col("customer_key").alias("prev_key"), "first_seen_at", "last_seen_at"
         )
     else:
@@ -688,9 +718,44 @@ def resolve_identities_with_report(
         )
     else:
         conflicting = spark.createDataFrame([], "identifier_type string, identifier string, crm_customers long")
+    # --- hub guard: an identifier seen with more than `max_partners_per_identifier[type]` otherwise
+    # unrelated strong identifiers of one type links nobody, whether or not any of them is in the CRM (six
+    # strangers typing one number into a chatbot form, each with their own e-mail). Partners are counted
+    # per type (a customer's e-mail seen with their CRM id, their phone and their work address is no hub)
+    # and once per CRM customer they are registered with (a customer's e-mails on their own phone).
+    partner_limit = F.try_element_at(_map_literal(cfg.max_partners_per_identifier), F.col("identifier_type"))
+    registered_with = trusted_direct.groupBy(*ident).agg(F.min("crm").alias("crm"))
+    partner_of_unit = (
+        unit_ids.where(F.col("identifier_type").isin(list(cfg.strong_identifier_types)))
+        .join(registered_with, on=ident, how="left")
+        .select("unit", F.col("identifier_type").alias("p_type"), F.col("identifier").alias("p_identifier"),
+                F.coalesce(F.concat(F.lit("crm" + _SEP), "crm"),
+                           F.concat_ws(_SEP, "identifier_type", "identifier")).alias("partner"))
+    )
+    hubs = (
+        unit_ids.where((F.col("identifier_type") != "crm_id") & partner_limit.isNotNull())
+        .join(partner_of_unit, on="unit", how="inner")
+        .where((F.col("p_type") != F.col("identifier_type")) | (F.col("p_identifier") != F.col("identifier")))
+        .groupBy(*ident, "p_type").agg(F.countDistinct("partner").alias("partners"))
+        .where(F.col("partners") > partner_limit)
+        .groupBy(*ident).agg(F.max(F.struct("partners", "p_type")).alias("top"))
+        .select(*ident, F.col("top.partners").alias("partners"), F.col("top.p_type").alias("p_type"))
+        .join(shared.select(*ident), on=ident, how="left_anti")
+        .join(conflicting.select(*ident), on=ident, how="left_anti")
+        .join(reach, on=ident, how="left")
+    )
     held = _materialise(
-        shared.select(*ident, "crm_customers", F.lit("shared_identifier").alias("kind"))
-        .unionByName(conflicting.select(*ident, "crm_customers", F.lit("name_conflict").alias("kind")))
+        shared.select(*ident, "crm_customers", F.lit("shared_identifier").alias("kind"),
+                      F.col("crm_customers").alias("size"),
+                      F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
+        .unionByName(conflicting.select(
+            *ident, "crm_customers", F.lit("name_conflict").alias("kind"), F.col("crm_customers").alias("size"),
+            F.lit("a record carrying it names someone else than the one CRM customer it reaches").alias("reason")))
+        .unionByName(hubs.select(
+            *ident, F.coalesce("crm_customers", F.lit(0)).cast("long").alias("crm_customers"), F.lit("hub").alias("kind"),
+            F.col("partners").alias("size"),
+            F.format_string("seen with %d otherwise unrelated %s identifiers (limit %d)", "partners", "p_type",
+                            partner_limit).alias("reason")))
     )
     # what a held-back identifier may still do: place its records with the one candidate their name fits
     tie_limit = F.try_element_at(_map_literal(cfg.name_tie_break_max_customers), F.col("identifier_type"))
@@ -848,15 +913,22 @@ def resolve_identities_with_report(
     )
 
     exceptions = held.select(
-        "kind", *ident, F.col("crm_customers").cast(LongType()).alias("size")
+        "kind", *ident, F.col("size").cast(LongType()).alias("size"), "reason"
+    ).unionByName(
+        company_held.select(
+            F.lit("company_identifier").alias("kind"), *ident, F.col("records").cast(LongType()).alias("size"),
+            F.lit("the company's own number or address: never a customer's identifier").alias("reason"),
+        )
     ).unionByName(
         comp_keys.where(F.col("oversized")).select(
             F.lit("oversized_component").alias("kind"),
             F.col("anchor.identifier_type").alias("identifier_type"),
             F.col("anchor.identifier").alias("identifier"),
             F.col("n_identifiers").cast(LongType()).alias("size"),
+            F.format_string("a component of %d identifiers (identity.max_component_size %d): not merged",
+                            "n_identifiers", F.lit(cfg.max_component_size)).alias("reason"),
         )
-    )
+    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_EXCEPTIONS.fields])
 
     return IdentityResolution(
         identity_map=identity_map,

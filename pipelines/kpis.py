@@ -1,4 +1,4 @@
-"""Gold `service_kpis`: the service metrics of CONTRACTS.md section 4, per day and channel.
+"""Gold `service_kpis`: the service metrics of docs/CONTRACTS.md section 4, per day and channel.
 
 Rows are in long format (see `pipelines.schemas_gold.SERVICE_KPIS`): `grouping_level` says
 what a row aggregates, "date,channel" or "date,channel,<dimension>" for each configured

@@ -1,7 +1,7 @@
 """Column names and schemas of every table atende writes, declared once.
 
 Bronze tables are one row per accepted source record, typed, plus the lineage
-columns; silver and gold follow ../shared/CONTRACTS.md section 3. Timestamps are
+columns; silver and gold follow docs/CONTRACTS.md section 3. Timestamps are
 instants (Spark TimestampType, stored as UTC microseconds).
 """
 from __future__ import annotations

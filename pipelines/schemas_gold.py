@@ -1,4 +1,4 @@
-"""Gold tables written by the profile and KPI stages (CONTRACTS.md section 3 gold, section 4)."""
+"""Gold tables written by the profile and KPI stages (docs/CONTRACTS.md section 3 gold, section 4)."""
 from __future__ import annotations
 
 from pyspark.sql.types import (

@@ -406,3 +406,80 @@ def test_handle_only_customer_joins_the_crm_customer_its_full_name_fits(househol
     # first and last name only (identity.name_link_min_tokens = 3), or a middle name she does not have
     assert keys[("conversations", "ig-helena2")] != helena
     assert keys[("conversations", "ig-other")] != helena
+
+
+# ---------------------------------------------------------------- hubs and the company's own identifiers
+COMPANY_PHONE = "+551140041234"
+
+
+@pytest.fixture(scope="module")
+def strangers(spark, settings):
+    """Six people with no CRM record type the company's number into a chatbot form, each with their own
+    e-mail (issue #13); one customer shows the same phone, e-mail and CRM id across her own records."""
+    rows = [
+        *[row for i in range(6) for row in (
+            ("conversations", f"cb-{i}", "phone", COMPANY_PHONE, at(1, 8 + i)),
+            ("conversations", f"cb-{i}", "email", f"stranger{i}@example.org", at(1, 8 + i)),
+        )],
+        # one of them comes back by e-mail alone: still their own customer
+        ("conversations", "cb-0b", "email", "stranger0@example.org", at(2, 9)),
+        # a regular customer: CRM id, phone, two addresses of her own; no identifier of hers is a hub
+        ("crm", "crm-ana", "crm_id", "crm-ana", at(1, 7)),
+        ("crm", "crm-ana", "email", "ana@x.com", at(1, 7)),
+        ("calls", "call-ana", "phone", "+5511998765432", at(1, 9)),
+        ("calls", "call-ana", "email", "ana@x.com", at(1, 9)),
+        ("conversations", "cv-ana", "email", "ana@x.com", at(2, 9)),
+        ("conversations", "cv-ana", "email", "ana.work@x.com", at(2, 9)),
+    ]
+    resolution = resolve_identities_with_report(observations(spark, rows), None, settings, "run-1", RUN1)
+    return {
+        "keys": keys_of(resolution.record_keys),
+        "map": {(r.identifier_type, r.identifier): r.customer_key for r in resolution.identity_map.collect()},
+        "exceptions": {(r.kind, r.identifier): (r.size, r.reason) for r in resolution.exceptions.collect()},
+    }
+
+
+def test_phone_behind_many_unrelated_emails_merges_nobody(strangers):
+    keys = strangers["keys"]
+    assert len({keys[("conversations", f"cb-{i}")] for i in range(6)}) == 6
+    assert keys[("conversations", "cb-0b")] == keys[("conversations", "cb-0")]
+    size, reason = strangers["exceptions"][("hub", COMPANY_PHONE)]
+    assert size == 6
+    assert reason == "seen with 6 otherwise unrelated email identifiers (limit 2)"
+    # the hub keeps a key of its own: none of the six strangers'
+    assert strangers["map"][("phone", COMPANY_PHONE)] not in {keys[("conversations", f"cb-{i}")] for i in range(6)}
+
+
+def test_one_customers_own_identifiers_are_no_hub(strangers):
+    keys = strangers["keys"]
+    ana = keys[("crm", "crm-ana")]
+    assert keys[("calls", "call-ana")] == keys[("conversations", "cv-ana")] == ana
+    assert strangers["map"][("email", "ana.work@x.com")] == ana
+    assert not [k for k in strangers["exceptions"] if k[1] in ("ana@x.com", "+5511998765432", "ana.work@x.com")]
+
+
+def test_company_identifiers_from_the_data_never_link(spark, settings):
+    """The company's own number as the data declares it (source `company`, type `company_phone`) and an
+    address in its domains typed by a customer: neither links, neither enters the map, both are listed."""
+    rows = [
+        ("company", "whatsapp-business-line", "company_phone", COMPANY_PHONE, at(1)),
+        ("conversations", "cv-1", "phone", COMPANY_PHONE, at(1, 8)),
+        ("conversations", "cv-1", "email", "joao@example.org", at(1, 8)),
+        ("conversations", "cv-2", "phone", COMPANY_PHONE, at(1, 9)),
+        ("conversations", "cv-2", "email", "maria@example.org", at(1, 9)),
+        ("conversations", "cv-3", "email", "sac@atende.com.br", at(1, 10)),
+        ("conversations", "cv-3", "handle", "instagram:lia", at(1, 10)),
+        ("conversations", "cv-4", "email", "sac@atende.com.br", at(1, 11)),
+        ("conversations", "cv-4", "handle", "instagram:rui", at(1, 11)),
+    ]
+    resolution = resolve_identities_with_report(observations(spark, rows), None, settings, "run-1", RUN1)
+    keys = keys_of(resolution.record_keys)
+    mapped = {(r.identifier_type, r.identifier) for r in resolution.identity_map.collect()}
+    exceptions = {(r.kind, r.identifier_type, r.identifier): r.size for r in resolution.exceptions.collect()}
+    assert keys[("conversations", "cv-1")] != keys[("conversations", "cv-2")]
+    assert keys[("conversations", "cv-3")] != keys[("conversations", "cv-4")]
+    assert ("phone", COMPANY_PHONE) not in mapped and ("email", "sac@atende.com.br") not in mapped
+    assert exceptions == {
+        ("company_identifier", "phone", COMPANY_PHONE): 2,
+        ("company_identifier", "email", "sac@atende.com.br"): 2,
+    }

@@ -1,4 +1,4 @@
-"""Gold service_kpis: CONTRACTS.md section 4 worked out by hand on a few interactions.
+"""Gold service_kpis: docs/CONTRACTS.md section 4 worked out by hand on a few interactions.
 
 Business time zone America/Sao_Paulo (UTC-3 all year); FCR window 7 days; extra dimensions
 agent_id, queue, topic (conf/local.yaml).
