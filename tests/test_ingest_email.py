@@ -273,6 +273,9 @@ def test_the_address_is_the_one_in_angle_brackets(real):
     cpython = parse_message(fixture("cpython-msg_01-display-name-is-address.eml").replace(
         b"From: alice@example.org <bob@example.com>", b"From: bbb@ddd.com (John X. Doe)"), **LIMITS)
     assert cpython["from_address"] == "bbb@ddd.com" and cpython["from_name"] == "John X. Doe"
+    mixed = parse_message(b"From: a@x.com\nTo: bob@x.com, alice@a.org <c@d.org>, \"Z\" <z@z.org>, tail@t.org\n"
+                          b"Date: Sun, 01 Mar 2026 12:00:05 -0300\n\nhi\n", **LIMITS)
+    assert mixed["to_addresses"] == ["bob@x.com", "c@d.org", "z@z.org", "tail@t.org"]
 
 
 def test_reply_text_is_kept_wherever_it_is_posted(real):

@@ -7,14 +7,29 @@ after the parse (types, required fields, time checks) is Spark.
 * Records: an ``.mbox`` (also ``.mbox.gz``) holds one message per "From " line
   (text before the first such line, if not blank, is one more record); any other
   file is one message, so an ``.eml`` is always 1 record, even when empty.
+* Parsed with the modern policy (``email.policy.default``, ``BytesParser``). Raw 8-bit
+  header bytes (RFC 6532 UTF-8, or the Latin-1 of old clients) are decoded as UTF-8
+  when they are (a few broken bytes dropped), else as Windows-1252.
 * ``message_id``, ``in_reply_to`` and ``references`` are ids without angle brackets.
+  A message without a Message-ID (RFC 5322 does not require one) gets
+  ``derived.<sha256>@atende.invalid``, a hash of its sender, date, subject and body, so a
+  re-delivery of it gets the same id; ``message_id_derived`` says so.
+* ``from_address`` is the address in angle brackets when there is one
+  ("alice@x <bob@y>" is bob@y); ``from_name`` is the display name (or the old
+  "address (Name)" comment), null when it is itself an address.
+* ``recipient_addresses``: the To, Cc, Delivered-To and X-Original-To addresses, each once.
+* ``kind`` (``message_kind``): ``message``, ``bounce``, ``report``, ``auto_reply`` or
+  ``auto_generated``; only a ``message`` is a person's contact.
 * ``body_text``: the text/plain part, else the HTML part reduced to text
-  (``html.parser``; scripts, styles and ``<blockquote>`` quotes dropped), with the
-  quoted reply history removed: lines starting with ">", and everything from an
-  "On … wrote:" / "Em … escreveu:" line (which mail clients may wrap over two
-  lines), an "-----Original Message-----" / "-----Mensagem original-----" line,
-  or an Outlook reply header (a line of underscores, or "De:"/"From:" followed
-  by "Enviado:"/"Sent:") on.
+  (``html.parser``; scripts, styles and ``<blockquote>`` quotes dropped), else the raw
+  body of a multipart without a boundary; then the text of forwarded messages
+  (message/rfc822). The quoted reply history is removed (``strip_quoted_reply``): lines
+  starting with ">" and the "On … wrote:" / "Em … escreveu:" line that introduces
+  them (wrapped over up to three lines), keeping the new text above, below or between
+  the quotes; an attribution not followed by ">" lines, an "-----Original Message-----" /
+  "-----Mensagem original-----" line or an Outlook reply header (a line of underscores,
+  or "De:"/"From:" followed by "Enviado:"/"Sent:") starts an unmarked copy of the old
+  message, removed to the end.
 * ``sent_at`` is the Date header; a date without a zone ("-0000") is UTC, as RFC 5322 says.
 * ``_extra`` keeps every other header (lower-cased name; repeated ones joined
   by a newline) and ``attachments``, the attached files' names as a JSON array.
@@ -379,9 +394,11 @@ def _addresses(message: EmailMessage, name: str) -> list[tuple[str | None, str]]
             mailboxes = []
             start = 0
             for match in _ANGLE_ADDRESS.finditer(value):
-                phrase = value[start:match.start()].strip().lstrip(",").strip()
-                mailboxes.append((_decoded_phrase(phrase), match.group(1)))
+                before, _, phrase = value[start:match.start()].strip().lstrip(",").rpartition(",")
+                mailboxes += [(n, a) for n, a in getaddresses([before]) if a]  # bare addresses before it
+                mailboxes.append((_decoded_phrase(phrase.strip()), match.group(1)))
                 start = match.end()
+            mailboxes += [(n, a) for n, a in getaddresses([value[start:].lstrip(",")]) if a]
         elif not mailboxes:
             mailboxes = getaddresses([value])
         elif not all(n for n, _ in mailboxes) and "(" in value:
