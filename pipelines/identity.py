@@ -234,8 +234,12 @@ def assign_email_threads(messages: DataFrame) -> DataFrame:
 
 
 def distinct_email_messages(email: DataFrame) -> DataFrame:
-    """One row per message_id (re-deliveries collapsed: the first delivery wins)."""
-    return first_delivery(email.withColumn("message_id", _strip_brackets(F.col("message_id"))), "message_id")
+    """One row per message_id (re-deliveries collapsed: the first delivery wins) of the e-mail a
+    person wrote: bounces, reports and automatic replies (bronze `kind` other than "message")
+    are never a customer, an interaction or an identifier. A null kind (a frame made before
+    the column existed) is a message."""
+    people = email.where(F.coalesce(F.col("kind"), F.lit("message")) == "message") if "kind" in email.columns else email
+    return first_delivery(people.withColumn("message_id", _strip_brackets(F.col("message_id"))), "message_id")
 
 
 def first_delivery(df: DataFrame, key: str) -> DataFrame:

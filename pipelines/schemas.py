@@ -116,6 +116,11 @@ BRONZE_EMAIL = _bronze(
     _s("subject", StringType()),
     _s("sent_at", TimestampType(), False),
     _s("body_text", StringType()),
+    # message | bounce | report | auto_reply | auto_generated (email_messages.message_kind);
+    # only "message" (or null, in frames made before the column) is a person's contact
+    _s("kind", StringType()),
+    _s("message_id_derived", BooleanType()),       # no Message-ID: message_id is derived.<sha256>@atende.invalid
+    _s("recipient_addresses", ArrayType(StringType())),  # To, Cc, Delivered-To, X-Original-To
 )
 
 BRONZE_CALLS = _bronze(

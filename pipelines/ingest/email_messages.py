@@ -7,14 +7,29 @@ after the parse (types, required fields, time checks) is Spark.
 * Records: an ``.mbox`` (also ``.mbox.gz``) holds one message per "From " line
   (text before the first such line, if not blank, is one more record); any other
   file is one message, so an ``.eml`` is always 1 record, even when empty.
+* Parsed with the modern policy (``email.policy.default``, ``BytesParser``). Raw 8-bit
+  header bytes (RFC 6532 UTF-8, or the Latin-1 of old clients) are decoded as UTF-8
+  when they are (a few broken bytes dropped), else as Windows-1252.
 * ``message_id``, ``in_reply_to`` and ``references`` are ids without angle brackets.
+  A message without a Message-ID (RFC 5322 does not require one) gets
+  ``derived.<sha256>@atende.invalid``, a hash of its sender, date, subject and body, so a
+  re-delivery of it gets the same id; ``message_id_derived`` says so.
+* ``from_address`` is the address in angle brackets when there is one
+  ("alice@x <bob@y>" is bob@y); ``from_name`` is the display name (or the old
+  "address (Name)" comment), null when it is itself an address.
+* ``recipient_addresses``: the To, Cc, Delivered-To and X-Original-To addresses, each once.
+* ``kind`` (``message_kind``): ``message``, ``bounce``, ``report``, ``auto_reply`` or
+  ``auto_generated``; only a ``message`` is a person's contact.
 * ``body_text``: the text/plain part, else the HTML part reduced to text
-  (``html.parser``; scripts, styles and ``<blockquote>`` quotes dropped), with the
-  quoted reply history removed: lines starting with ">", and everything from an
-  "On … wrote:" / "Em … escreveu:" line (which mail clients may wrap over two
-  lines), an "-----Original Message-----" / "-----Mensagem original-----" line,
-  or an Outlook reply header (a line of underscores, or "De:"/"From:" followed
-  by "Enviado:"/"Sent:") on.
+  (``html.parser``; scripts, styles and ``<blockquote>`` quotes dropped), else the raw
+  body of a multipart without a boundary; then the text of forwarded messages
+  (message/rfc822). The quoted reply history is removed (``strip_quoted_reply``): lines
+  starting with ">" and the "On … wrote:" / "Em … escreveu:" line that introduces
+  them (wrapped over up to three lines), keeping the new text above, below or between
+  the quotes; an attribution not followed by ">" lines, an "-----Original Message-----" /
+  "-----Mensagem original-----" line or an Outlook reply header (a line of underscores,
+  or "De:"/"From:" followed by "Enviado:"/"Sent:") starts an unmarked copy of the old
+  message, removed to the end.
 * ``sent_at`` is the Date header; a date without a zone ("-0000") is UTC, as RFC 5322 says.
 * ``_extra`` keeps every other header (lower-cased name; repeated ones joined
   by a newline) and ``attachments``, the attached files' names as a JSON array.
@@ -22,6 +37,7 @@ after the parse (types, required fields, time checks) is Spark.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import zlib
@@ -39,6 +55,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DateType,
     LongType,
     MapType,
@@ -80,6 +97,9 @@ PARSED_MESSAGES = StructType([
     StructField("date_text", StringType()),     # the Date header as written
     StructField("sent_at_utc", StringType()),   # ISO 8601 in UTC, null when the date does not parse
     StructField("body_text", StringType()),
+    StructField("kind", StringType()),
+    StructField("message_id_derived", BooleanType()),
+    StructField("recipient_addresses", ArrayType(StringType())),
     StructField("extra", MapType(StringType(), StringType())),
 ])
 _ARROW_PARSED = pa.schema([
@@ -98,21 +118,42 @@ _ARROW_PARSED = pa.schema([
     pa.field("date_text", pa.string()),
     pa.field("sent_at_utc", pa.string()),
     pa.field("body_text", pa.string()),
+    pa.field("kind", pa.string()),
+    pa.field("message_id_derived", pa.bool_()),
+    pa.field("recipient_addresses", pa.list_(pa.string())),
     pa.field("extra", pa.map_(pa.string(), pa.string())),
 ])
 
 MAPPED_HEADERS = frozenset({"message-id", "in-reply-to", "references", "from", "to", "subject", "date"})
+# where a message says who it was delivered to: the recipients kept in ``recipient_addresses``
+RECIPIENT_HEADERS = ("to", "cc", "delivered-to", "x-original-to")
+# kinds: a person's message, or one of the automatic ones that are never a customer's contact
+MESSAGE, BOUNCE, REPORT, AUTO_REPLY, AUTO_GENERATED = "message", "bounce", "report", "auto_reply", "auto_generated"
+KINDS = (MESSAGE, BOUNCE, REPORT, AUTO_REPLY, AUTO_GENERATED)
+# a Message-ID made up when the message has none: a reserved (.invalid, RFC 2606) domain, so it
+# can never equal a real one
+DERIVED_ID_DOMAIN = "atende.invalid"
 _FROM_LINE = re.compile(rb"^From [^\n]*(?:\n|$)", re.MULTILINE)
 _ESCAPED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
-# Where quoted history starts: Gmail/Apple ("On … wrote:", "Em … escreveu:", possibly
-# wrapped over two lines), old Outlook ("-----Original Message-----"), and new
-# Outlook (a line of underscores, or "De:"/"From:" directly followed by "Enviado:"/"Sent:").
-_REPLY_HEADER = re.compile(
-    r"^[ \t]*(?:On|Em)\b[^\n]*(?:\n[^\n]*)?\b(?:wrote|escreveu)\s*:[ \t]*$"
-    r"|^[ \t]*-{2,}\s*(?:Original Message|Mensagem original)\s*-{2,}[ \t]*$"
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>")
+_LOOKS_LIKE_ADDRESS = re.compile(r"^[<'\"\s]*[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+[>'\"\s]*$")
+_SYSTEM_SENDERS = frozenset({"mailer-daemon", "postmaster", "mail-daemon"})
+_SYSTEM_SENDER_NAME = re.compile(r"\bmailer[- ]daemon\b|\bmail delivery (?:subsystem|system)\b", re.IGNORECASE)
+_LINE_BREAK = re.compile(r"\r?\n")
+# Where quoted history starts when it is not marked with ">": old Outlook
+# ("-----Original Message-----"), new Outlook (a line of underscores, or "De:"/"From:"
+# directly followed by "Enviado:"/"Sent:"): everything from there on is the old message.
+_ORIGINAL_MESSAGE = re.compile(
+    r"^[ \t]*-{2,}\s*(?:Original Message|Mensagem original)\s*-{2,}[ \t]*$"
     r"|^[ \t]*_{10,}[ \t]*$"
     r"|^[ \t]*(?:De|From)[ \t]*:[^\n]*\n[ \t]*(?:Enviado|Enviada|Sent)[ \t]*:",
+    re.MULTILINE | re.IGNORECASE,
+)
+# The attribution line of a quote, Gmail/Apple/Thunderbird style ("On … wrote:", "Em … escreveu:"),
+# which mail clients may wrap over up to three lines.
+_ATTRIBUTION = re.compile(
+    r"^[ \t]*(?:On|Em)\b(?:[^\n]*\n[ \t]*(?=[^\s>])){0,2}?[^\n]*\b(?:wrote|escreveu)\s*:[ \t]*$",
     re.MULTILINE | re.IGNORECASE,
 )
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0E-\x1F]")
@@ -181,12 +222,27 @@ def html_to_text(html: str) -> str:
 
 
 def strip_quoted_reply(text: str) -> str:
-    """The new text of a reply: quoted history (">" lines, "On … wrote:" and after) removed."""
-    header = _REPLY_HEADER.search(text)
-    if header:
-        text = text[: header.start()]
-    kept = [line.rstrip() for line in text.splitlines() if not line.lstrip().startswith(">")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+    """The new text of a reply, wherever it is (above, below or between the quotes): quoted
+    lines (">") and their "On … wrote:" attribution removed. An attribution not followed by
+    ">" lines, and an Outlook "Original Message" / "From: … Sent:" header, start an unmarked
+    copy of the old message: everything from there on is removed."""
+    cut = _ORIGINAL_MESSAGE.search(text)
+    if cut:
+        text = text[: cut.start()]
+    kept: list[str] = []
+    rest = text
+    while True:
+        attribution = _ATTRIBUTION.search(rest)
+        if attribution is None:
+            kept.append(rest)
+            break
+        kept.append(rest[: attribution.start()])
+        rest = rest[attribution.end():]
+        following = next((line for line in rest.splitlines() if line.strip()), None)
+        if following is None or not following.lstrip().startswith(">"):
+            break  # an unmarked quote (or nothing) follows: the rest is the old message
+    lines = [line.rstrip() for line in "".join(kept).splitlines() if not line.lstrip().startswith(">")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _part_text(part: EmailMessage) -> str:
@@ -194,31 +250,107 @@ def _part_text(part: EmailMessage) -> str:
         content = part.get_content()
         if isinstance(content, str):
             return content
-    except (LookupError, UnicodeError, ValueError, AssertionError):
+    except (LookupError, UnicodeError, ValueError, AssertionError, KeyError):
         pass  # an unknown charset or broken encoding: decode the bytes leniently below
-    payload = part.get_payload(decode=True) or b""
-    return payload.decode("utf-8", errors="replace")
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        payload = str(part.get_payload() or "").encode("utf-8", errors="surrogateescape")
+    return _text_of_bytes(payload)
 
 
-def _body_text(message: EmailMessage) -> str | None:
+def _main_text(message: EmailMessage) -> str | None:
+    """The message's own text (text/plain, else HTML reduced to text), quotes not yet removed.
+    A multipart without a boundary (which the parser cannot split) keeps its raw body text."""
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
+        if message.get_content_maintype() == "multipart" and not message.is_multipart():
+            return _part_text(message).replace("\r\n", "\n")
         return None
     text = _part_text(part)
     if part.get_content_subtype() == "html":
         text = html_to_text(text)
-    return strip_quoted_reply(text.replace("\r\n", "\n")) or None
+    return text.replace("\r\n", "\n")
+
+
+def _forwarded(message: EmailMessage) -> list[EmailMessage]:
+    """Messages forwarded inside this one: a message/rfc822 body, or message/rfc822 parts of a
+    multipart/mixed (not those of a report, which are the returned original)."""
+    if message.get_content_type() == "message/rfc822":
+        candidates = [message]
+    elif message.get_content_type() == "multipart/mixed" and message.is_multipart():
+        candidates = [p for p in message.iter_parts() if p.get_content_type() == "message/rfc822"]
+    else:
+        return []
+    inner: list[EmailMessage] = []
+    for part in candidates:
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            inner += [m for m in payload if isinstance(m, EmailMessage)]
+    return inner
+
+
+def _body_texts(message: EmailMessage, depth: int = 0) -> tuple[str | None, str]:
+    """(the message's own new text, its full text for the derived id): a forwarded message's
+    text is part of the body, after the forwarding note."""
+    own = _main_text(message)
+    texts = [strip_quoted_reply(own)] if own else []
+    full = [own or ""]
+    if depth < 3:
+        for inner in _forwarded(message):
+            inner_text, inner_full = _body_texts(inner, depth + 1)
+            if inner_text:
+                texts.append(inner_text)
+            full.append(inner_full)
+    return "\n\n".join(t for t in texts if t) or None, "\n".join(full)
+
+
+def _text_of_bytes(data: bytes) -> str:
+    """8-bit text of unknown charset: UTF-8 when it mostly is (RFC 6532 headers), else
+    Windows-1252 (Latin-1 with the printable 0x80-0x9F of Windows)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    lenient = data.decode("utf-8", errors="replace")
+    wide = sum(1 for c in lenient if ord(c) > 127 and c != "\ufffd")
+    if wide > lenient.count("\ufffd"):
+        return lenient.replace("\ufffd", "")  # UTF-8 with a few broken bytes: drop those
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D: undefined in Windows-1252, Latin-1 then
+        return "".join(bytes([b]).decode("cp1252") if b not in _CP1252_UNDEFINED else chr(b) for b in data)
+
+
+_CP1252_UNDEFINED = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
+
+
+def _raw_values(message: EmailMessage, name: str) -> list[str]:
+    """The header's values as written, raw 8-bit bytes decoded (see _text_of_bytes), unfolded."""
+    values = []
+    for key, raw in message.raw_items():
+        if key.lower() != name:
+            continue
+        text = str(raw)
+        if any(ord(c) > 127 for c in text):  # the parser keeps 8-bit bytes as surrogate escapes
+            text = _text_of_bytes(text.encode("utf-8", errors="surrogateescape"))
+        values.append(_LINE_BREAK.sub("", text).strip())
+    return values
+
+
+def _parsed(name: str, value: str):
+    """The header object of the modern policy (RFC 2047 words decoded, addresses parsed), or None."""
+    try:
+        return policy.default.header_factory(name, value)
+    except Exception:  # a header the policy cannot parse
+        return None
 
 
 def _header(message: EmailMessage, name: str) -> str | None:
-    try:
-        value = message.get(name)
-        return None if value is None else str(value)
-    except Exception:  # a header the parser cannot decode: fall back to its raw text
-        for key, raw in message.raw_items():
-            if key.lower() == name.lower():
-                return re.sub(r"\r?\n[ \t]+", " ", str(raw))
+    values = _raw_values(message, name)
+    if not values:
         return None
+    header = _parsed(name, values[0])
+    return values[0] if header is None else str(header)
 
 
 def _first_id(value: str | None) -> str | None:
@@ -238,15 +370,102 @@ def _all_ids(value: str | None) -> list[str] | None:
     return found or [v.strip("<>") for v in value.split() if v.strip("<>")]
 
 
-def _addresses(message: EmailMessage, name: str) -> list[tuple[str, str]]:
-    try:
-        header = message.get(name)
-        if header is None:
-            return []
-        return [(a.display_name, a.addr_spec) for a in header.addresses]
-    except Exception:  # a malformed address list: the lenient parser of email.utils
-        raw = _header(message, name)
-        return getaddresses([raw]) if raw else []
+def _person_name(display_name: str | None, address: str | None) -> str | None:
+    """A display name, unless it is no name: empty, or itself an address."""
+    name = (display_name or "").strip().strip("'\"").strip()
+    if not name or _LOOKS_LIKE_ADDRESS.match(name) or (address and name.lower() == address.lower()):
+        return None
+    return name
+
+
+def _addresses(message: EmailMessage, name: str) -> list[tuple[str | None, str]]:
+    """(person name or None, address) of every mailbox of the header(s). The address is the one
+    in angle brackets when there is one ("alice@x <bob@y>" is bob@y, named by no one)."""
+    found: list[tuple[str | None, str]] = []
+    for value in _raw_values(message, name):
+        header = _parsed(name, value)
+        try:
+            mailboxes = [(a.display_name, a.addr_spec) for a in header.addresses] if header is not None else []
+        except Exception:
+            mailboxes = []
+        angle = _ANGLE_ADDRESS.findall(value)
+        if angle and not all(any(a.lower() == m[1].lower() for m in mailboxes) for a in angle):
+            # the strict parser lost an angle address: take each "<address>" with the text before it
+            mailboxes = []
+            start = 0
+            for match in _ANGLE_ADDRESS.finditer(value):
+                before, _, phrase = value[start:match.start()].strip().lstrip(",").rpartition(",")
+                mailboxes += [(n, a) for n, a in getaddresses([before]) if a]  # bare addresses before it
+                mailboxes.append((_decoded_phrase(phrase.strip()), match.group(1)))
+                start = match.end()
+            mailboxes += [(n, a) for n, a in getaddresses([value[start:].lstrip(",")]) if a]
+        elif not mailboxes:
+            mailboxes = getaddresses([value])
+        elif not all(n for n, _ in mailboxes) and "(" in value:
+            # the old "address (Name)" form: the modern policy drops the comment, email.utils keeps it
+            commented = {a.lower(): n for n, a in getaddresses([value]) if a}
+            mailboxes = [(n or commented.get(a.lower(), ""), a) for n, a in mailboxes]
+        found += [(_person_name(n, a), a) for n, a in mailboxes if a]
+    return found
+
+
+def _decoded_phrase(phrase: str) -> str:
+    header = _parsed("subject", phrase)  # an unstructured header decodes RFC 2047 words
+    return str(header) if header is not None else phrase
+
+
+def _recipients(message: EmailMessage) -> list[str] | None:
+    """To, Cc, Delivered-To and X-Original-To addresses, each once (first spelling kept)."""
+    seen: dict[str, str] = {}
+    for name in RECIPIENT_HEADERS:
+        if name in ("delivered-to", "x-original-to"):  # envelope recipients: bare addresses
+            pairs = [(None, a) for v in _raw_values(message, name) for _, a in getaddresses([v]) if a]
+        else:
+            pairs = _addresses(message, name)
+        for _, address in pairs:
+            seen.setdefault(address.lower(), address)
+    return list(seen.values()) or None
+
+
+def message_kind(message: EmailMessage, from_address: str | None, from_display: str | None) -> str:
+    """What the message is: a person's ``message``, or an automatic one (RFC 3464 delivery report
+    or a mailer-daemon/postmaster sender: ``bounce``; another multipart/report (read receipt,
+    abuse report): ``report``; RFC 3834 Auto-Submitted: auto-replied, X-Autoreply, X-Autorespond,
+    Precedence: auto_reply: ``auto_reply``; any other Auto-Submitted but "no": ``auto_generated``).
+    Precedence: bulk, junk or list says nothing about the author (RFC 3834 §2: mailing lists set
+    them on people's posts), so it does not change the kind."""
+    types = set()
+    report_types = set()
+    for part in message.walk():
+        types.add(part.get_content_type())
+        if part.get_content_type() == "multipart/report":
+            report_types.add(str(part.get_param("report-type", "") or "").lower())
+    local = (from_address or "").rsplit("@", 1)[0].lower()
+    if ("message/delivery-status" in types or "message/global-delivery-status" in types
+            or "delivery-status" in report_types or local in _SYSTEM_SENDERS
+            or _SYSTEM_SENDER_NAME.search(from_display or "")):
+        return BOUNCE
+    if "multipart/report" in types:
+        return REPORT
+    auto = (_header(message, "auto-submitted") or "").split(";")[0].strip().lower()
+    precedence = (_header(message, "precedence") or "").strip().lower()
+    flagged = [(_header(message, h) or "").strip().lower() for h in ("x-autoreply", "x-autorespond")]
+    if auto == "auto-replied" or precedence == "auto_reply" or any(v and v not in ("no", "false", "0") for v in flagged):
+        return AUTO_REPLY
+    if auto and auto != "no":
+        return AUTO_GENERATED
+    return MESSAGE
+
+
+def derived_message_id(sender: str | None, date: str | None, subject: str | None, body: str | None) -> str:
+    """A Message-ID for a message without one: the same message delivered twice gets the same id.
+    Built from the sender (lower-cased), the date (UTC when it parses), the subject and the body
+    (whitespace normalised), in a reserved domain so it can never equal a real id."""
+    def norm(value: str | None) -> str:
+        return re.sub(r"\s+", " ", value or "").strip()
+
+    key = "\x1f".join([norm(sender).lower(), norm(date), norm(subject), norm(body)])
+    return f"derived.{hashlib.sha256(key.encode('utf-8', errors='surrogatepass')).hexdigest()}@{DERIVED_ID_DOMAIN}"
 
 
 def _sent_at_utc(date_text: str | None) -> str | None:
@@ -263,15 +482,12 @@ def _sent_at_utc(date_text: str | None) -> str | None:
 
 def _extra_headers(message: EmailMessage) -> dict[str, str]:
     extra: dict[str, list[str]] = {}
-    for key, raw in message.raw_items():
-        name = key.lower()
-        if name in MAPPED_HEADERS:
+    for key in dict.fromkeys(k.lower() for k in message.keys()):
+        if key in MAPPED_HEADERS:
             continue
-        try:
-            value = str(message.get_all(key)[len(extra.get(name, []))])
-        except Exception:
-            value = re.sub(r"\r?\n[ \t]+", " ", str(raw))
-        extra.setdefault(name, []).append(value)
+        for value in _raw_values(message, key):
+            header = _parsed(key, value)
+            extra.setdefault(key, []).append(value if header is None else str(header))
     joined = {name: "\n".join(values) for name, values in extra.items()}
     try:
         names = [a.get_filename() for a in message.iter_attachments()]
@@ -310,19 +526,31 @@ def _message_fields(chunk: bytes, max_record_bytes: int, raw_max_chars: int) -> 
         if not message.keys():
             return {**row, "problem": "not an e-mail message: no header lines"}
         senders = _addresses(message, "from")
+        from_address = senders[0][1] if senders else None
+        from_display = (_raw_values(message, "from") or [None])[0]
         date_text = _header(message, "date")
+        sent_at_utc = _sent_at_utc(date_text)
+        subject = _header(message, "subject")
+        body_text, full_text = _body_texts(message)
+        message_id = _first_id(_header(message, "message-id"))
+        derived = message_id is None
+        if derived:
+            message_id = derived_message_id(from_address or from_display, sent_at_utc or date_text, subject, full_text)
         return {
             **row,
-            "message_id": _first_id(_header(message, "message-id")),
+            "message_id": message_id,
+            "message_id_derived": derived,
             "in_reply_to": _first_id(_header(message, "in-reply-to")),
             "references": _all_ids(_header(message, "references")),
-            "from_address": (senders[0][1] or None) if senders else None,
-            "from_name": (senders[0][0] or None) if senders else None,
-            "to_addresses": [addr for _, addr in _addresses(message, "to") if addr] or None,
-            "subject": _header(message, "subject"),
+            "from_address": from_address,
+            "from_name": senders[0][0] if senders else None,
+            "to_addresses": [addr for _, addr in _addresses(message, "to")] or None,
+            "recipient_addresses": _recipients(message),
+            "subject": subject,
             "date_text": date_text,
-            "sent_at_utc": _sent_at_utc(date_text),
-            "body_text": _body_text(message),
+            "sent_at_utc": sent_at_utc,
+            "body_text": body_text,
+            "kind": message_kind(message, from_address, from_display),
             "extra": list(_extra_headers(message).items()),
         }
     except Exception as exc:  # hostile input must become a reason, not a failed job
@@ -408,6 +636,7 @@ def email_plan(rules: IngestRules) -> ClassifierPlan:
     reason = F.coalesce(F.col("problem"), joined_reasons(problems))
     values = {name: F.col(name) for name in (
         "message_id", "in_reply_to", "references", "from_address", "from_name", "to_addresses", "subject", "body_text",
+        "kind", "message_id_derived", "recipient_addresses",
     )}
     values["sent_at"] = sent_at
     return classifier_plan(
