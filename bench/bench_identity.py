@@ -6,6 +6,9 @@
     python bench/bench_identity.py --landing L --lakehouse H --resolve-only
         # re-run identity resolution (and the silver interactions / survey responses it keys) in memory over
         # the run's bronze tables with the current code and conf, and score that: writes nothing
+    python bench/bench_identity.py --seed 11 --ingest-only --baseline-without-hubs
+        # generate, ingest only (bronze), resolve in memory and score, with the hub guard
+        # (identity.max_partners_per_identifier) and, in the same session, without it
 
 Records scored, each joined to `<landing>/_truth/records.csv` (source, record_id, person_id):
 * silver `interactions`: `interaction_id` -> conversation_id / call_id as is; `wa:<id>` -> the WhatsApp
@@ -44,6 +47,17 @@ def generate(out: Path, customers: int, days: int, seed: int) -> dict:
     started = time.perf_counter()
     stats = generate_landing_zone(out, customers, days, seed)
     return {"seconds": round(time.perf_counter() - started, 1), "records": stats.records, "files": stats.files}
+
+
+def run_ingest(spark, settings, landing: Path, lakehouse: Path) -> dict:
+    """Only the ingest job (landing -> bronze): all that --resolve-only scoring needs."""
+    from jobs.bookkeeping import JobRecord, utc_now
+    from jobs.run import Runner, _landing_dates
+
+    runner = Runner(spark, settings, landing, lakehouse)
+    started = time.perf_counter()
+    runner.ingest(JobRecord(job="ingest", started_at=utc_now()), sorted(_landing_dates(landing)))
+    return {"seconds": round(time.perf_counter() - started, 1), "jobs": {"ingest": round(time.perf_counter() - started, 1)}}
 
 
 def run_pipeline(spark, settings, landing: Path, lakehouse: Path) -> dict:
@@ -235,6 +249,11 @@ def main() -> None:
     parser.add_argument("--resolve-only", action="store_true",
                         help="with --landing and --lakehouse: re-resolve identities from the run's bronze in memory "
                              "(current code and conf) and score that")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="without --lakehouse: run only the ingest job, then score with --resolve-only")
+    parser.add_argument("--baseline-without-hubs", action="store_true",
+                        help="with --resolve-only: also score the same bronze with the hub guard off "
+                             "(identity.max_partners_per_identifier empty), in the same session")
     parser.add_argument("--dump", type=Path, default=None,
                         help="write the scored records (type, source, record_id, person_id, customer_key) as CSV here")
     parser.add_argument("--worst", type=int, default=5, help="how many worst keys / most split persons to list")
@@ -260,12 +279,18 @@ def main() -> None:
     spark = build_spark_session(settings, "atende-bench-identity")
     try:
         lakehouse = args.lakehouse
+        resolve_only = args.resolve_only or args.ingest_only
         if lakehouse is None:
             lakehouse = work / "lakehouse"
-            report["run"] = run_pipeline(spark, settings, landing, lakehouse)
+            run = run_ingest if args.ingest_only else run_pipeline
+            report["run"] = run(spark, settings, landing, lakehouse)
         started = time.perf_counter()
-        report["scores"] = score(spark, settings, landing, lakehouse, args.worst, args.resolve_only, args.dump)
+        report["scores"] = score(spark, settings, landing, lakehouse, args.worst, resolve_only, args.dump)
         report["scoring_seconds"] = round(time.perf_counter() - started, 1)
+        if args.baseline_without_hubs and resolve_only:
+            without = settings.model_copy(update={
+                "identity": settings.identity.model_copy(update={"max_partners_per_identifier": {}})})
+            report["scores_without_hubs"] = score(spark, without, landing, lakehouse, args.worst, True)
         report["note"] = ("pairwise scores; a record with a null customer_key is a singleton cluster; "
                           "overall includes pairs across record types")
     finally:

@@ -54,6 +54,9 @@ class IngestSettings(_Section):
 class IdentitySettings(_Section):
     default_region: str = "BR"
     company_domains: tuple[str, ...] = ("atende.com.br",)
+    # an address customers' e-mail was sent to (To, Cc, Delivered-To) by at least this many distinct
+    # customers is a mailbox of the company's, never a customer's identifier (0: off)
+    company_mailbox_min_senders: int = Field(default=3, ge=0)
     blocklist_emails: tuple[str, ...] = ()
     blocklist_phones: tuple[str, ...] = ()
     # how many distinct CRM customers one identifier may join before it is ignored for linking

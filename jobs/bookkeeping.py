@@ -32,9 +32,11 @@ RUNS = StructType([
     StructField("arrival_dates", ArrayType(DateType(), True), True),
     StructField("started_at", TimestampType(), True),
     StructField("ended_at", TimestampType(), True),
-    StructField("status", StringType(), True),  # succeeded | failed
+    StructField("status", StringType(), True),  # succeeded | degraded | failed
     StructField("rows_read", LongType(), True),
     StructField("rows_written", LongType(), True),
+    # failed: the error; degraded (a model job that kept its champion or answered with a named
+    # fallback): why, one reason per model, separated by " | "
     StructField("error", StringType(), True),
 ])
 

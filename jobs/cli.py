@@ -135,6 +135,17 @@ def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | Non
         spark.stop()
 
 
+# what stays null or empty while a source has delivered nothing (the run still succeeds)
+_WITHOUT_SOURCE = {
+    "surveys": "NPS, CSAT, CES and SPS are null",
+    "calls": "voice metrics (abandonment, wait, AHT of calls) are null",
+    "crm": "profiles carry no CRM name, demographics or consent (no marketing without consent)",
+    "orders": "spend and order counts are 0 and product offers have no purchases to learn from",
+    "products": "no product can be offered",
+    "actions": "the next-best-action model has no responses to learn from",
+}
+
+
 def _print_summary(console, runner, summary) -> None:
     from rich.table import Table
 
@@ -144,12 +155,24 @@ def _print_summary(console, runner, summary) -> None:
     for job in summary.jobs:
         jobs.add_row(job.job, job.status, f"{job.seconds:.1f}", f"{job.rows_written:,}")
     console.print(jobs)
+    for job in summary.jobs:
+        if job.status == "degraded":
+            # the data landed; a model could not be (re)trained and a champion or named fallback answered
+            for reason in (job.error or "").split(" | "):
+                console.print(f"degraded {job.job}: {reason}")
     tables = Table(title="tables")
     tables.add_column("table")
     tables.add_column("rows", justify="right")
     for name, count in sorted(summary.table_rows.items()):
         tables.add_row(name, f"{count:,}")
     console.print(tables)
+    from pipelines.schemas import SOURCES
+
+    missing = [s for s in SOURCES if not summary.table_rows.get(f"bronze.{s}")]
+    if missing:
+        # a landing zone with only some sources is not an error: what they feed is null or empty
+        console.print(f"sources with no data yet: {', '.join(missing)} — " + "; ".join(
+            why for source, why in _WITHOUT_SOURCE.items() if source in missing))
     total_q = sum(summary.quarantined.values())
     detail = ", ".join(f"{k} {v:,}" for k, v in sorted(summary.quarantined.items()))
     console.print(f"quarantined records: {total_q:,}" + (f" ({detail})" if detail else ""))

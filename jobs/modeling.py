@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,11 +30,17 @@ PERSONA_MODEL = "atende-personas"
 TONE_MODEL = "atende-tone"
 PRODUCT_MODEL = "atende-products"
 NBA_MODEL = "atende-nba"
+# the model_versions value of a recommendation part a named fallback answered
+FALLBACK_VERSION = "fallback"
 
 ProgressFn = Callable[[str], None]
 
 # MLflow prints download bars and pickling warnings meant for notebooks
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _quiet_mlflow() -> None:
@@ -52,12 +58,50 @@ class ModelContext:
     progress: ProgressFn
     # quality gate over frames about to be written ("stage", {"layer.table": frame}); raises on a hard failure
     gate: Callable[[str, dict[str, DataFrame]], None] | None = None
+    # why the current job answered with less than a freshly trained model (the Runner drains it into
+    # the job's ops/runs row, status `degraded`)
+    degradations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from jobs import tracking
 
         _quiet_mlflow()
         tracking.configure(self.settings, self.lake.root)
+
+    def degrade(self, message: str) -> None:
+        self.degradations.append(message)
+        self.progress(f"degraded: {message}")
+
+    def take_degradations(self) -> list[str]:
+        taken, self.degradations = self.degradations, []
+        return taken
+
+    def try_train(self, model_name: str, label: str, train: Callable[[], object], force: bool = False) -> str | None:
+        """Train `model_name` when the retrain policy says so. Returns None when it trained (or did not
+        need to), else the one-line reason it could not; with `models.on_training_failure: fail` the
+        failure is raised instead. A model that cannot train never stops the data."""
+        try:
+            if self.should_train(model_name, force):
+                train()
+            return None
+        except Exception as exc:
+            if self.settings.models.on_training_failure == "fail":
+                raise
+            log.debug("%s could not be trained", label, exc_info=True)
+            return _first_line(exc)
+
+    def champion_or_fallback(self, model_name: str, label: str, failure: str | None, fallback: str):
+        """(model directory, version) of the champion, or None when there is none and `fallback` answers.
+        A training failure is recorded as a degradation either way."""
+        from jobs import tracking
+
+        if tracking.champion_version(model_name) is None:
+            self.degrade(f"{label}: no model ({failure or 'none registered'}); fallback: {fallback}")
+            return None
+        directory, version = tracking.load_champion_dir(model_name)
+        if failure is not None:
+            self.degrade(f"{label}: not retrained ({failure}); champion v{version} kept")
+        return directory, version
 
     def input_versions(self, *tables: tuple[str, str]) -> dict[str, str]:
         return {f"input.{layer}.{table}.version": str(self.lake.version(layer, table)) for layer, table in tables
@@ -224,11 +268,21 @@ def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFram
 
 def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, DataFrame]:
     """Train when the policy says so, score everyone, write personas and persona_segments."""
+    from jobs import tracking
+
     features = ctx.lake.read("gold", "customer_features").cache()
     champion = _champion_personas(ctx)
-    if ctx.should_train(PERSONA_MODEL, force_train) or champion is None:
-        train_personas(ctx, features, champion)
-    personas, segments = score_personas_job(ctx, features)
+    failure = ctx.try_train(PERSONA_MODEL, "personas", lambda: train_personas(ctx, features, champion),
+                            force=force_train or champion is None)
+    if failure is not None and champion is None:
+        # no persona model to score with: customers carry no persona until one can be fitted
+        ctx.degrade(f"personas: no model ({failure}); fallback: no persona segments")
+        personas = ctx.spark.createDataFrame([], PERSONAS)
+        segments = ctx.spark.createDataFrame([], PERSONA_SEGMENTS)
+    else:
+        if failure is not None:
+            ctx.degrade(f"personas: not retrained ({failure}); champion v{tracking.champion_version(PERSONA_MODEL).version} kept")
+        personas, segments = score_personas_job(ctx, features)
     written = ctx.lake.write("gold", "personas", personas, mode="overwrite").rows_written
     written += ctx.lake.write("gold", "persona_segments", segments, mode="overwrite").rows_written
     segments.unpersist()
@@ -277,10 +331,11 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     gold/recommendations in one commit."""
     from features.customer import numeric_feature_columns
     from jobs import tracking
-    from models.nba import (build_response_training_set, load_nba_model, save_nba_model, score_next_best_action,
-                            train_response_models)
-    from models.products import load_product_model, recommend_products, save_product_model, train_product_model
-    from models.tone import load_tone_model, save_tone_model, score_tone_model, train_tone_model
+    from models.nba import (build_response_training_set, load_nba_model, rules_only_next_best_action, save_nba_model,
+                            score_next_best_action, train_response_models)
+    from models.products import (load_product_model, recommend_by_popularity, recommend_products, save_product_model,
+                                 train_product_model)
+    from models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
     from pipelines.schemas_gold import RECOMMENDATIONS
 
     settings, lake = ctx.settings, ctx.lake
@@ -297,51 +352,75 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     feature_cols = list(numeric_feature_columns(settings))
     as_of = features.select(F.max("as_of")).first()[0] or ctx.now
 
-    if ctx.should_train(TONE_MODEL, force_train):
-        _train(ctx, TONE_MODEL, "tone",
-               lambda: train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT,
-                                        survey_comments=comments, seed=cfg.personas.seed,
-                                        estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength),
-               save_tone_model, "policy_holdout_rmse", False,
-               {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
-                "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
-                "context": ",".join(TONE_CONTEXT)},
-               (("silver", "interactions"), ("silver", "survey_responses"), ("bronze", "surveys"),
-                ("gold", "customer_features"), ("gold", "persona_segments")))
-    if ctx.should_train(PRODUCT_MODEL, force_train):
-        _train(ctx, PRODUCT_MODEL, "products",
-               lambda: train_product_model(orders, interactions, products, segments, cfg.products),
-               save_product_model, "als_ndcg_at_10", True, cfg.products.model_dump(),
-               (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments")))
-    if ctx.should_train(NBA_MODEL, force_train):
-        start = as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
+    def fit_tone():
+        return train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT, survey_comments=comments,
+                                seed=cfg.personas.seed,
+                                estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength)
 
-        def fit_nba():
-            # features as of the window's start, responses to the actions sent inside it
-            rule_cols = ["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()]
-            past = build_features(ctx, start).select("customer_key", *dict.fromkeys([*feature_cols, *rule_cols]))
-            training = build_response_training_set(actions, past, start, as_of)
-            return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed)
+    tone_failure = ctx.try_train(TONE_MODEL, "tone", lambda: _train(
+        ctx, TONE_MODEL, "tone", fit_tone, save_tone_model, "policy_holdout_rmse", False,
+        {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
+         "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
+         "context": ",".join(TONE_CONTEXT)},
+        (("silver", "interactions"), ("silver", "survey_responses"), ("bronze", "surveys"),
+         ("gold", "customer_features"), ("gold", "persona_segments"))), force_train)
+    product_failure = ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
+        ctx, PRODUCT_MODEL, "products",
+        lambda: train_product_model(orders, interactions, products, segments, cfg.products),
+        save_product_model, "als_ndcg_at_10", True, cfg.products.model_dump(),
+        (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
+        force_train)
+    start = as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
 
-        _train(ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
-               {"window_start": start.isoformat(), "window_end": as_of.isoformat(),
-                "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
-                "actions": ",".join(cfg.nba.actions)},
-               (("silver", "actions"), *FEATURE_INPUTS))
+    def fit_nba():
+        # features as of the window's start, responses to the actions sent inside it
+        rule_cols = ["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()]
+        past = build_features(ctx, start).select("customer_key", *dict.fromkeys([*feature_cols, *rule_cols]))
+        training = build_response_training_set(actions, past, start, as_of)
+        return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed)
 
-    tone_dir, tone_version = tracking.load_champion_dir(TONE_MODEL)
-    product_dir, product_version = tracking.load_champion_dir(PRODUCT_MODEL)
-    nba_dir, nba_version = tracking.load_champion_dir(NBA_MODEL)
-    persona_version = tracking.champion_version(PERSONA_MODEL)
-    versions = {"tone": tone_version, "products": product_version, "next_best_action": nba_version,
-                "personas": str(persona_version.version) if persona_version else None}
+    nba_failure = ctx.try_train(NBA_MODEL, "next best action", lambda: _train(
+        ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
+        {"window_start": start.isoformat(), "window_end": as_of.isoformat(),
+         "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
+         "actions": ",".join(cfg.nba.actions)},
+        (("silver", "actions"), *FEATURE_INPUTS)), force_train)
 
     customers = features.select("customer_key")
-    tones = score_tone_model(load_tone_model(tone_dir), interactions, responses, context, survey_comments=comments,
-                             settings=cfg.tone)
-    recommended = recommend_products(load_product_model(ctx.spark, product_dir), customers, segments,
-                                     cfg.products.top_n, products=products)
-    actions_next = score_next_best_action(features, load_nba_model(nba_dir), cfg.nba, feature_cols)
+    persona_version = tracking.champion_version(PERSONA_MODEL)
+    versions = {"personas": str(persona_version.version) if persona_version else None}
+    notes: list[str] = []  # reasons every row carries: which fallback answered, and why
+
+    fallback_tone = cfg.tone.fallback_tone
+    champion = ctx.champion_or_fallback(TONE_MODEL, "tone", tone_failure, f"default tone {fallback_tone}")
+    if champion is None:
+        tones = fallback_tones(customers, fallback_tone, tone_failure or "no tone model is registered")
+        versions["tone"] = FALLBACK_VERSION
+    else:
+        tones = score_tone_model(load_tone_model(champion[0]), interactions, responses, context,
+                                 survey_comments=comments, settings=cfg.tone)
+        versions["tone"] = champion[1]
+
+    champion = ctx.champion_or_fallback(PRODUCT_MODEL, "products", product_failure,
+                                        "popularity (the persona's best sellers, then everyone's)")
+    if champion is None:
+        recommended = recommend_by_popularity(orders, products, customers, segments, cfg.products.top_n)
+        notes.append("products: fallback: popularity (the persona's best sellers, then everyone's), because "
+                     + (product_failure or "no product model is registered"))
+        versions["products"] = FALLBACK_VERSION
+    else:
+        recommended = recommend_products(load_product_model(ctx.spark, champion[0]), customers, segments,
+                                         cfg.products.top_n, products=products)
+        versions["products"] = champion[1]
+
+    champion = ctx.champion_or_fallback(NBA_MODEL, "next best action", nba_failure,
+                                        "eligibility rules and business weight only")
+    if champion is None:
+        actions_next = rules_only_next_best_action(features, cfg.nba, nba_failure or "no response model is registered")
+        versions["next_best_action"] = FALLBACK_VERSION
+    else:
+        actions_next = score_next_best_action(features, load_nba_model(champion[0]), cfg.nba, feature_cols)
+        versions["next_best_action"] = champion[1]
 
     now = F.lit(ctx.now).cast("timestamp")
     valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")
@@ -358,6 +437,7 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
                 F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason")))
                 .otherwise(F.array().cast("array<string>")),
                 F.coalesce("reasons", F.array().cast("array<string>")),
+                F.array(*[F.lit(n) for n in notes]) if notes else F.array().cast("array<string>"),
             ).alias("reasons"),
             version_map.alias("model_versions"),
             now.alias("valid_from"), valid_until.alias("valid_until"),

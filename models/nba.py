@@ -162,7 +162,7 @@ def _customer_rule_flags(df: DataFrame, nba: NbaSettings, rules: NbaRules) -> Da
 def _candidates(nba: NbaSettings, rules: NbaRules, model: "NbaModel | None" = None,
                 propensities: Column | None = None) -> Column:
     """array<struct> with one candidate per catalogue action, in catalogue order, over the columns of
-    `_customer_rule_flags`. The first three fields (tier, neg_priority, action) are the ranking
+    `_customer_rule_flags`. Without a model, `propensities` (when given) apply to every action. The first three fields (tier, neg_priority, action) are the ranking
     key, so `sort_array` puts the winner first."""
     structs = []
     for idx, (action, spec) in enumerate(nba.actions.items()):
@@ -184,7 +184,7 @@ def _candidates(nba: NbaSettings, rules: NbaRules, model: "NbaModel | None" = No
             .when(blocked_by_no_model, F.lit(no_model_rule(action)))
         )
         service_first = F.col("issue_open") & F.lit(spec.kind == "service")
-        if propensities is not None and response is not None:
+        if propensities is not None and (response is not None or model is None):
             propensity = propensities[idx]
         else:
             propensity = F.lit(0.0)
@@ -610,6 +610,32 @@ def score_next_best_action(features: DataFrame, model: NbaModel, nba_settings: N
         F.col("_winner.action").alias("next_best_action"),
         F.col("_winner.priority").alias("nba_score"),
         "reasons",
+    ).select(*[F.col(f.name).alias(f.name) for f in NEXT_BEST_ACTIONS.fields])
+
+
+def rules_only_next_best_action(features: DataFrame, nba_settings: NbaSettings, because: str,
+                                rules: NbaRules | None = None) -> DataFrame:
+    """NEXT_BEST_ACTIONS without a response model (the fallback): the eligibility rules decide what may
+    be offered and, among the eligible actions, value × business weight ranks them (every propensity
+    counts as 1; service first while an issue is open). The first reason names the fallback and why."""
+    _check_catalogue(nba_settings)
+    rules = _rules(nba_settings, rules)
+    flagged = _customer_rule_flags(features, nba_settings, rules)
+    same = F.array(*[F.lit(1.0) for _ in nba_settings.actions])
+    decided = flagged.withColumn("_candidates", _candidates(nba_settings, rules, None, same)).withColumn(
+        "_winner", F.sort_array(F.filter(F.col("_candidates"), lambda c: c["eligible"]))[0])
+    w = F.col("_winner")
+    excluded = F.filter(F.col("_candidates"), lambda c: ~c["eligible"])
+    reasons = F.concat(
+        F.array(
+            F.lit(f"fallback: eligibility rules and business weight only, because {because}"),
+            F.when(w["service_first"], F.lit(SERVICE_FIRST_RULE)).otherwise(F.lit("highest value × weight")),
+            F.format_string("%s: value %.2f × weight %.2f = %.2f", w["action"], w["value"], w["weight"], w["priority"]),
+        ),
+        F.transform(excluded, lambda c: F.concat(c["action"], F.lit(" excluded: "), c["rule"])),
+    )
+    return decided.select(
+        "customer_key", w["action"].alias("next_best_action"), w["priority"].alias("nba_score"), reasons.alias("reasons"),
     ).select(*[F.col(f.name).alias(f.name) for f in NEXT_BEST_ACTIONS.fields])
 
 

@@ -328,8 +328,8 @@ def _als_candidates(model: ProductModel, customers: DataFrame, k: int) -> DataFr
     )
 
 
-def _popular_candidates(model: ProductModel, customers: DataFrame, segments: DataFrame | None, k: int) -> DataFrame:
-    top = model.popularity.where(F.col("rank") <= k).select(
+def _popular_candidates(popularity: DataFrame, customers: DataFrame, segments: DataFrame | None, k: int) -> DataFrame:
+    top = popularity.where(F.col("rank") <= k).select(
         "segment", "product_id", "score", F.col("rank").alias("source_rank"))
     everyone = customers.join(F.broadcast(top.where(F.col("segment") == GLOBAL_SEGMENT)), how="cross")
     if segments is None:
@@ -401,7 +401,7 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
     """
     keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
     k = top_n + extra
-    candidates = _als_candidates(model, keys, k).unionByName(_popular_candidates(model, keys, segments, k))
+    candidates = _als_candidates(model, keys, k).unionByName(_popular_candidates(model.popularity, keys, segments, k))
     return _assemble(candidates, keys, recommendable, excluded, top_n)
 
 
@@ -410,7 +410,21 @@ def recommend_popular(model: ProductModel, customers: DataFrame, top_n: int,
     """The popularity baseline, in RECOMMENDED_PRODUCTS form: the most bought products overall,
     with the same exclusions as `recommend_products`."""
     keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
-    return _assemble(_popular_candidates(model, keys, None, top_n + extra), keys, recommendable, excluded, top_n)
+    return _assemble(_popular_candidates(model.popularity, keys, None, top_n + extra), keys, recommendable, excluded, top_n)
+
+
+def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: DataFrame,
+                            segments: DataFrame | None, top_n: int) -> DataFrame:
+    """RECOMMENDED_PRODUCTS without a trained model (the fallback): each customer's persona's best
+    sellers, then everyone's, leaving out what the customer already bought. Empty lists where no
+    active product was ever ordered."""
+    keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
+    recommendable = _recommendable(_catalogue(products))
+    purchases = build_purchases(orders)
+    most = purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")).first()[0]
+    k = top_n + min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
+    candidates = _popular_candidates(build_popularity(orders, products, segments), keys, segments, k)
+    return _assemble(candidates, keys, recommendable, purchases, top_n)
 
 
 def explode_recommendations(recommendations: DataFrame) -> DataFrame:

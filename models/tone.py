@@ -177,7 +177,8 @@ def train_tone_detector(labelled: pd.DataFrame, *, test_size: float = 0.2, seed:
     x, y = texts[known].to_numpy(), labels[known].astype(str).to_numpy()
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ValueError(f"the cues labelled fewer than two tones ({dict(zip(classes, counts))}); cannot train")
+        seen = ", ".join(f"{c} {int(n)}" for c, n in zip(classes, counts)) or "none"
+        raise ValueError(f"the cues labelled fewer than two tones in agent replies ({seen})")
     metrics: dict[str, Any] = {
         "detector_sample_rows": int(len(labelled)),
         "detector_labelled_rows": int(known.sum()),
@@ -608,6 +609,15 @@ def recommend_tone(features: DataFrame, tones: DataFrame, outcomes: DataFrame, p
             })
 
     return joined.mapInPandas(score, RECOMMENDED_TONES)
+
+
+def fallback_tones(customers: DataFrame, tone: str, because: str) -> DataFrame:
+    """RECOMMENDED_TONES when no tone model exists: every customer gets the named default tone with
+    confidence 0, and the reason says it is a fallback and why."""
+    return customers.select(
+        "customer_key", F.lit(tone).alias("tone"), F.lit(0.0).alias("tone_confidence"),
+        F.lit(f"fallback: default tone {tone}, because {because}").alias("tone_reason"),
+    )
 
 
 # --------------------------------------------------------------------------- end to end

@@ -298,6 +298,23 @@ def company_address(address: Column, company_domains) -> Column:
     return F.coalesce(is_company, F.lit(False))
 
 
+def company_mailboxes(messages: DataFrame, sender: Column, sender_is_company: Column, email, min_senders: int) -> DataFrame:
+    """The company's own mailboxes as inbound mail shows them: addresses customers' messages were sent to
+    (To, Cc, Delivered-To) by at least `min_senders` distinct customers — a support inbox, not a spouse
+    one customer copied. Observations of type company_email (see COMPANY_SOURCE)."""
+    inbound = messages.where(~sender_is_company & sender.isNotNull()).select(
+        sender.alias("sender"), F.explode("recipient_addresses").alias("recipient"), "sent_at"
+    ).select("sender", email(F.col("recipient")).alias("recipient"), "sent_at")
+    return (
+        inbound.where(F.col("recipient").isNotNull() & (F.col("recipient") != F.col("sender")))
+        .groupBy("recipient")
+        .agg(F.countDistinct("sender").alias("senders"), F.min("sent_at").alias("seen_at"))
+        .where(F.col("senders") >= min_senders)
+        .select(*_observation(COMPANY_SOURCE, F.lit("email-recipients"), COMPANY_PREFIX + "email",
+                              F.col("recipient"), F.col("seen_at")))
+    )
+
+
 def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
     """IDENTIFIER_OBSERVATIONS: one row per (source, record_id, identifier) — normalised, blocklisted
     values dropped — plus the grouping rows: `email_thread` for each e-mail message (never links: records
@@ -353,6 +370,8 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
         ))
         threads = assign_email_threads(msgs).join(msgs.select("message_id", "sent_at"), on="message_id", how="inner")
         parts.append(threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"), F.col("sent_at"))))
+        if "recipient_addresses" in msgs.columns and cfg.company_mailbox_min_senders > 0:
+            parts.append(company_mailboxes(msgs, address, is_company, email, cfg.company_mailbox_min_senders))
 
     if "calls" in bronze:
         calls = bronze["calls"]

@@ -483,3 +483,18 @@ def test_company_identifiers_from_the_data_never_link(spark, settings):
         ("company_identifier", "phone", COMPANY_PHONE): 2,
         ("company_identifier", "email", "sac@atende.com.br"): 2,
     }
+
+
+def test_a_mailbox_many_customers_write_to_is_the_companys(spark, settings):
+    """Three customers write to the shop's inbox (a free-mail address outside the company domains); one of
+    them copies her husband. The inbox is the company's (identity.company_mailbox_min_senders = 3), the
+    husband is not."""
+    mail = bronze(spark, "email", [
+        {"message_id": f"m{i}@x", "from_address": f"cliente{i}@example.org", "sent_at": at(1, 9 + i),
+         "recipient_addresses": ["Loja.SAC@gmail.com"] + (["marido@example.org"] if i == 0 else []),
+         "kind": "message"}
+        for i in range(3)
+    ])
+    obs = build_identifier_observations({"email": mail}, settings)
+    company = {(r.source, r.identifier_type, r.identifier) for r in obs.where("source = 'company'").collect()}
+    assert company == {("company", "company_email", "loja.sac@gmail.com")}

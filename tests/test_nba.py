@@ -18,6 +18,7 @@ from models.nba import (
     build_response_training_set,
     eligible_actions,
     load_nba_model,
+    rules_only_next_best_action,
     save_nba_model,
     score_next_best_action,
     train_response_models,
@@ -278,3 +279,25 @@ def test_save_load_round_trip(spark, trained, nba, tmp_path):
     sample = features.limit(40)
     assertDataFrameEqual(score_next_best_action(sample, loaded, nba, FEATURE_COLS),
                          score_next_best_action(sample, model, nba, FEATURE_COLS))
+
+
+def test_rules_only_fallback_ranks_by_value_and_weight_and_says_why(customers, nba):
+    got = rules_only_next_best_action(customers, nba, "no logged action reached a customer")
+    assert got.schema.simpleString() == NEXT_BEST_ACTIONS.simpleString()
+    rows = {r.customer_key: r for r in got.collect()}
+    # value x business weight: retention_call 400, product_offer 200, escalate_to_human 72, whatsapp_followup 30,
+    # kb_article 10.5, satisfaction_survey 3, no_action 0 -- after the same eligibility rules as the model
+    best = {k: (r.next_best_action, round(r.nba_score, 6)) for k, r in rows.items()}
+    assert best == {
+        "C1": ("retention_call", 400.0),
+        "C2": ("whatsapp_followup", 30.0),     # no consent: no marketing
+        "C3": ("no_action", 0.0),              # fatigue cap
+        "C4": ("escalate_to_human", 72.0),     # open issue: service first
+        "C5": ("kb_article", 10.5),
+    }
+    for r in rows.values():
+        assert r.reasons[0] == ("fallback: eligibility rules and business weight only, because "
+                                "no logged action reached a customer")
+    assert rows["C1"].reasons[1:3] == ["highest value × weight", "retention_call: value 400.00 × weight 1.00 = 400.00"]
+    assert rows["C4"].reasons[1] == "open issue: service before offers"
+    assert "product_offer excluded: no marketing without consent" in rows["C2"].reasons

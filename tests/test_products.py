@@ -21,6 +21,7 @@ from models.products import (
     fit_product_model,
     load_product_model,
     ranking_metrics,
+    recommend_by_popularity,
     recommend_popular,
     recommend_products,
     save_product_model,
@@ -262,3 +263,24 @@ def test_time_split_evaluation_reports_both_recommenders(spark):
     # two held-out purchases are the other item of the buyer's taste group: ALS ranks them first
     assert metrics["als_warm_ndcg_at_10"] == pytest.approx(1.0)
     assert metrics["ndcg_ratio"] == pytest.approx(metrics["als_ndcg_at_10"] / expected_ndcg)
+
+
+def test_popularity_fallback_without_a_model_persona_first_then_everyone(spark, trained):
+    """What customers get when no product model can be trained: their persona's best sellers, then
+    everyone's, never what they bought or what is off sale."""
+    model, products, segments = trained
+    orders = orders_frame(spark, [
+        ("o1", 1, "K1", "F1", 1), ("o2", 1, "K1", "F2", 1), ("o3", 1, "K2", "F1", 1), ("o4", 1, "K2", "F3", 1),
+        ("o5", 1, "K3", "F2", 1),
+        ("o6", 1, "K4", "B1", 1), ("o7", 1, "K4", "B2", 1), ("o8", 1, "K5", "B1", 1), ("o9", 1, "K5", "B3", 1),
+        ("o10", 1, "K6", "B2", 1),
+        ("o11", 2, "K1", "X9", 1), ("o15", 2, None, "F1", 1),
+    ])
+    customers = spark.createDataFrame([("K4",), ("K91",)], "customer_key string")
+
+    got = recommend_by_popularity(orders, products, customers, segments, top_n=3)
+
+    assert got.schema.simpleString() == RECOMMENDED_PRODUCTS.simpleString()
+    lists = {r.customer_key: [p.product_id for p in r.products] for r in got.collect()}
+    # K4 reads: the readers' best seller B3 not yet bought, then everyone's F1, then F2 (ties by id, B1/B2 bought)
+    assert lists == {"K4": ["B3", "F1", "F2"], "K91": ["F1", "B1", "B2"]}

@@ -12,7 +12,8 @@ from pyspark.sql.types import (BooleanType, DoubleType, IntegerType, StringType,
 from pyspark.testing import assertDataFrameEqual
 
 from conf.settings import ToneSettings
-from models.tone import (DETECTED_TONES, OUTCOMES, agent_adaptations, detect_tones, estimate_prior_strength,
+from models.tone import (DETECTED_TONES, OUTCOMES, RECOMMENDED_TONES, agent_adaptations, detect_tones,
+                         estimate_prior_strength, fallback_tones,
                          interaction_outcomes, preference_by_level, preference_lift,
                          label_tones_by_cues, load_tone_model, recommend_tone, save_tone_model,
                          train_tone_detector, train_tone_policy, ToneModel)
@@ -305,3 +306,18 @@ def test_save_and_load_round_trip(spark, tmp_path, detector, policy):
     before = recommend_tone(features, tones, outcomes, model.policy)
     after = recommend_tone(features, tones, outcomes, loaded.policy)
     assertDataFrameEqual(after, before)
+
+
+def test_fallback_tone_is_the_configured_default_with_no_confidence(spark):
+    customers = spark.createDataFrame([("K1",), ("K2",)], "customer_key string")
+    settings = ToneSettings(default_tone="empathetic")
+    got = fallback_tones(customers, settings.fallback_tone, "the cues labelled fewer than two tones")
+    expected = spark.createDataFrame([
+        (k, "empathetic", 0.0, "fallback: default tone empathetic, because the cues labelled fewer than two tones")
+        for k in ("K1", "K2")
+    ], RECOMMENDED_TONES)
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+    # without a default, the catalogue's first tone; a tone outside the catalogue is refused
+    assert ToneSettings().fallback_tone == next(iter(ToneSettings().catalogue))
+    with pytest.raises(ValueError, match="not in the tone catalogue"):
+        ToneSettings(default_tone="sarcastic")
