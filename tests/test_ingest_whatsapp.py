@@ -75,8 +75,9 @@ def outcome(spark, settings, tmp_path_factory):
         payload(MESSAGES_PAYLOAD, id=..., text={"body": "no id here"}),
         json.dumps({"object": "page", "entry": [], "marker": "wrong-object"}),
         json.dumps({"object": "whatsapp_business_account", "marker": "no-entry"}),
+        # a messages change with nothing in it (an account-level change is accepted: see test_account_updates...)
         json.dumps({"object": "whatsapp_business_account", "entry": [{"changes": [
-            {"field": "account_update", "value": {"event": "VERIFIED", "marker": "nothing"}}]}]}),
+            {"field": "messages", "value": {"messaging_product": "whatsapp", "marker": "nothing"}}]}]}),
         json.dumps(MESSAGES_PAYLOAD)[:120],
         "\x00\x01\x02 binary junk",
     ]
