@@ -309,7 +309,7 @@ SURVEY_RESPONSES = StructType([
 IDENTIFIER_OBSERVATIONS = StructType([
     _s("source", StringType(), False),
     _s("record_id", StringType(), False),
-    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, device_id; email_thread and interaction group records, never link
+    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, whatsapp_user_id, device_id; email_thread and interaction group records, never link
     _s("identifier", StringType(), False),       # normalised
     _s("seen_at", TimestampType(), False),
 ])
