@@ -310,6 +310,7 @@ def test_template_and_account_updates_are_accepted_as_account_updates(real):
     ])
     by_event = {r._extra.get("values[0].event"): r for r in rows}
     assert by_event["APPROVED"]._extra["values[0].message_template_name"] == "order_confirmation"
+    assert by_event["ACCOUNT_VIOLATION"]._extra["entry[0].time"] == "1743451903"  # the change's instant
     assert json.loads(by_event["REJECTED"]._extra["values[0].rejection_info"])["reason"].startswith("Your template")
     assert json.loads(by_event["PARTNER_ADDED"]._extra["values[0].waba_info"])["waba_id"] == "980198427658004"
 

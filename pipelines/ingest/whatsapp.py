@@ -24,7 +24,8 @@ content is in ``_extra``. Only a payload whose changes are all ``messages`` /
 ``smb_message_echoes`` and carry none of the three is quarantined.
 
 ``_extra`` keeps what the flattening leaves out: top-level keys other than
-``object``/``entry``; value keys other than the ones flattened
+``object``/``entry``; entry keys other than ``id``/``changes`` (``entry[<i>].time``, the
+instant of an account-level change); value keys other than the ones flattened
 (``values[<j>].errors``, the content of account-level changes; ``<j>`` indexes
 every ``entry[].changes[].value`` in order); contact keys other than ``wa_id`` and
 ``profile.name`` (``values[<j>].contacts[<k>].user_id``, ``.profile.username``...);
@@ -77,6 +78,7 @@ from pipelines.ingest.common import (
 SOURCE = "whatsapp"
 PAYLOAD_OBJECT = "whatsapp_business_account"
 TOP_LEVEL_KEYS = ("object", "entry")
+ENTRY_KEYS = ("id", "changes")
 VALUE_KEYS = ("messaging_product", "metadata", "contacts", "messages", "statuses", "message_echoes")
 CONTACT_KEYS = ("profile", "wa_id")
 PROFILE_KEYS = ("name",)
@@ -97,8 +99,7 @@ _MAP = MapType(StringType(), StringType())
 _MAPS = ArrayType(_MAP)
 _STATUSES = ArrayType(StringType())
 _CHANGES = ArrayType(StructType([_s("field", StringType()), _s("value", _MAP)]))
-_ENTRIES = ArrayType(StructType([_s("id", StringType()), _s("changes", _CHANGES)]))
-WEBHOOK_PAYLOAD = StructType([_s("object", StringType()), _s("entry", _ENTRIES)])
+WEBHOOK_PAYLOAD = StructType([_s("object", StringType()), _s("entry", _MAPS)])
 _METADATA = "display_phone_number string, phone_number_id string"
 # Numbers are read as text (a JSON number or a quoted one) and typed afterwards.
 _MEDIA = "id string, mime_type string, caption string, filename string"
@@ -124,8 +125,8 @@ def _changes(payload: Column) -> Column:
     """Every ``entry[].changes[]`` of the payload that has a value, in order."""
     # flatten() is null when any part is: absent arrays become empty ones first.
     changes = F.flatten(F.transform(
-        F.coalesce(payload["entry"], F.array().cast(_ENTRIES)),
-        lambda e: F.coalesce(e["changes"], F.array().cast(_CHANGES)),
+        F.coalesce(payload["entry"], F.array().cast(_MAPS)),
+        lambda e: F.coalesce(F.from_json(e["changes"], _CHANGES), F.array().cast(_CHANGES)),
     ))
     return F.filter(changes, lambda c: c["value"].isNotNull())
 
@@ -332,8 +333,13 @@ def whatsapp_plan(rules: IngestRules) -> ClassifierPlan:
             F.concat(F.lit("["), F.array_join(statuses, ","), F.lit("]")).alias("value"),
         )),
     ).otherwise(empty_entries())
+    entry_extra = F.flatten(F.transform(
+        F.coalesce(F.col("_payload")["entry"], F.array().cast(_MAPS)),
+        lambda e, i: unknown_entries(e, ENTRY_KEYS, F.concat(F.lit("entry["), i.cast("string"), F.lit("]."))),
+    ))
     extra, extra_problem = extra_map(
         unknown_entries(fields, TOP_LEVEL_KEYS),
+        F.coalesce(entry_extra, empty_entries()),
         F.coalesce(value_extra, empty_entries()),
         F.coalesce(contact_extra, empty_entries()),
         F.coalesce(message_extra, empty_entries()),
