@@ -159,6 +159,13 @@ def real(spark, settings, tmp_path_factory):
                                 "text": {"body": "to whom?"}}]}}]}]}),
     ]
     land(landing, "whatsapp", "hostile-real.jsonl", "\n".join(hostile) + "\n")
+    # Meta's echo syntax for a user whose number is hidden: `to_user_id` only
+    echo = json.loads((FIXTURES / "echoes.jsonl").read_text(encoding="utf-8"))
+    value = echo["entry"][0]["changes"][0]["value"]
+    value["contacts"] = [{"profile": {"name": "Maria Lopez", "username": "@maria.lopez"}, "user_id": "BR.1502576394655843"}]
+    value["message_echoes"][0].update(id="wamid.ECHO.USERNAME", to_user_id="BR.1502576394655843")
+    value["message_echoes"][0].pop("to")
+    land(landing, "whatsapp", "echo-username.jsonl", json.dumps(echo) + "\n")
     outcome = ingest(spark, settings, landing, "whatsapp")
     messages = {m.message_id: (m, row) for row in outcome.accepted for m in row.messages}
     return outcome, messages
@@ -326,3 +333,11 @@ def test_senderless_message_and_recipientless_echo_are_quarantined(real):
     assert counts_of(outcome, "hostile-real.jsonl") == (2, 0, 2)
     assert outcome.reason_of("wamid.NOSENDER") == "missing required field messages[0].from"
     assert outcome.reason_of("wamid.NOTO") == "missing required field message_echoes[0].to"
+
+
+def test_echo_to_a_username_is_addressed_by_user_id(real):
+    outcome, _ = real
+    assert counts_of(outcome, "echo-username.jsonl") == (1, 1, 0)
+    echo = _msg(real, "wamid.ECHO.USERNAME")
+    assert (echo.direction, echo.wa_id, echo.user_id, echo.username, echo.profile_name) == (
+        "echo", None, "BR.1502576394655843", "@maria.lopez", "Maria Lopez")
