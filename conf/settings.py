@@ -61,14 +61,16 @@ class IdentitySettings(_Section):
     blocklist_phones: tuple[str, ...] = ()
     # how many distinct CRM customers one identifier may join before it is ignored for linking
     max_customers_per_identifier: dict[str, int] = Field(
-        default_factory=lambda: {"crm_id": 1, "email": 1, "phone": 1, "handle": 1, "device_id": 1}
+        default_factory=lambda: {
+            "crm_id": 1, "email": 1, "phone": 1, "handle": 1, "whatsapp_user_id": 1, "device_id": 1,
+        }
     )
     max_component_size: int = Field(default=50, ge=2)
     # hubs, whoever carries them: an identifier seen on the same records as more than this many otherwise
     # unrelated strong identifiers of one type (e-mails behind one phone, phones behind one e-mail; partners
     # registered with one CRM customer count once) is held out of linking, CRM or not
     max_partners_per_identifier: dict[str, int] = Field(
-        default_factory=lambda: {"email": 2, "phone": 2, "handle": 2, "device_id": 2}
+        default_factory=lambda: {"email": 2, "phone": 2, "handle": 2, "whatsapp_user_id": 2, "device_id": 2}
     )
     # the identifiers that count as partners for the hub guard
     strong_identifier_types: tuple[str, ...] = ("crm_id", "email", "phone")
@@ -76,7 +78,7 @@ class IdentitySettings(_Section):
     # phone, a shared inbox) still places the records carrying it with the one customer whose name
     # matches theirs; above it (a phone shared by six people, a shop's tablet) it places nothing
     name_tie_break_max_customers: dict[str, int] = Field(
-        default_factory=lambda: {"email": 3, "phone": 4, "handle": 2, "device_id": 2}
+        default_factory=lambda: {"email": 3, "phone": 4, "handle": 2, "whatsapp_user_id": 2, "device_id": 2}
     )
     # two CRM registrations sharing an e-mail or a phone, with matching names and no conflicting
     # birth date, are one customer registered twice

@@ -47,8 +47,11 @@ BRONZE_TIMESTAMPS = {
 
 
 def _first_whatsapp_sender() -> Column:
-    senders = F.filter(F.col("messages"), lambda m: m["wa_id"].isNotNull())
-    return F.element_at(senders, 1)["wa_id"]
+    # a user who hides their number behind a username is identified by their user id (BSUID)
+    senders = F.filter(
+        F.transform(F.col("messages"), lambda m: F.coalesce(m["wa_id"], m["user_id"])), lambda s: s.isNotNull()
+    )
+    return F.try_element_at(senders, F.lit(1))
 
 
 # The first identifier a bronze record carries (null: the record cannot reach a customer).
@@ -168,8 +171,9 @@ def _bronze_suite(gxe, source: str, df: DataFrame, settings: Settings, low, high
             *_score_scales(gxe),
         ]
     if source == "whatsapp":
-        # status-only payloads (delivery receipts) carry no sender by design
-        df = df.where(F.col("payload_kind") != "statuses")
+        # status-only payloads (delivery receipts) and account-level changes (template, quality,
+        # account updates) carry no sender by design
+        df = df.where(~F.col("payload_kind").isin("statuses", "account_update"))
     if identifier is not None:
         columns.append(identifier().alias("first_identifier"))
         expectations.append(_mostly_present(

@@ -63,7 +63,10 @@ from features.identifiers import (
 )
 from pipelines.schemas import IDENTIFIER_OBSERVATIONS, IDENTITY_MAP, IDENTITY_MERGES
 
-IDENTIFIER_TYPES = ("crm_id", "email", "phone", "handle", "device_id")
+# `whatsapp_user_id` is WhatsApp's business-scoped user id (BSUID, "BR.1502576394655843"), as given: the only
+# identifier of a user who hides their number behind a username; a personal account id, linked like a handle.
+WHATSAPP_USER_ID = "whatsapp_user_id"
+IDENTIFIER_TYPES = ("crm_id", "email", "phone", "handle", WHATSAPP_USER_ID, "device_id")
 # Not identifiers: they group records (the messages of an e-mail thread; a conversation or call and
 # the survey responses about it) so a record with no identifier of its own inherits the group's key.
 EMAIL_THREAD = "email_thread"
@@ -83,7 +86,7 @@ ATTRIBUTE_TYPES = (NAME, PROFILE_NAME, BIRTH_DATE)
 COMPANY_SOURCE = "company"
 COMPANY_PREFIX = "company_"
 # When a record must pick one key among its identifiers': the most specific identifier wins.
-TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, "device_id": 4}
+TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, WHATSAPP_USER_ID: 4, "device_id": 5}
 
 RECORD_KEYS = StructType([
     StructField("source", StringType(), False),
@@ -280,8 +283,9 @@ def _unpivot(df: DataFrame, source: str, record_id: Column, seen_at: Column, ide
 
 
 def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
-    """One row per WhatsApp message (payloads flattened, re-deliveries collapsed by message id),
-    with the payload's lineage columns."""
+    """One row per WhatsApp message, received or echoed (payloads flattened, re-deliveries collapsed by
+    message id), with the payload's lineage columns. Its customer is `wa_id` / `user_id` (the sender of
+    a received message, the recipient of an echo)."""
     flat = whatsapp.select(
         F.explode("messages").alias("m"), "_arrival_date", "_ingested_at", "_source_file"
     ).select("m.*", "_arrival_date", "_ingested_at", "_source_file")
@@ -354,10 +358,29 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
         msgs = whatsapp_messages(bronze["whatsapp"])
         # a wa_id is always international, without the "+"
         wa_phone = phone(F.concat(F.lit("+"), F.regexp_replace(F.col("wa_id"), r"^\+", "")))
+        # an echo's customer is its recipient (wa_id / user_id are theirs): its record is theirs too
         parts.append(_unpivot(
             msgs, "whatsapp", F.col("message_id"), F.coalesce("sent_at", "_ingested_at"),
-            {"phone": wa_phone, PROFILE_NAME: normalize_person_name(F.col("profile_name"))},
+            {
+                "phone": wa_phone,
+                WHATSAPP_USER_ID: normalize_as_given(F.col("user_id")),
+                PROFILE_NAME: normalize_person_name(F.col("profile_name")),
+            },
         ))
+        if "display_phone_number" in msgs.columns:
+            # the business line each message was received on (metadata.display_phone_number) is the
+            # company's own number: typed into a form or dialled, it names no customer
+            parts.append(
+                msgs.select(
+                    # international digits like a wa_id ("15550783881"), sometimes written with its "+"
+                    phone(F.concat(F.lit("+"), F.regexp_replace(F.col("display_phone_number"), r"^\s*\+", ""))).alias("line"),
+                    F.coalesce("sent_at", "_ingested_at").alias("at"),
+                )
+                .where(F.col("line").isNotNull())
+                .groupBy("line").agg(F.min("at").alias("at"))
+                .select(*_observation(COMPANY_SOURCE, F.lit("whatsapp-business-line"), COMPANY_PREFIX + "phone",
+                                      F.col("line"), F.col("at")))
+            )
 
     if "email" in bronze:
         msgs = distinct_email_messages(bronze["email"])

@@ -17,8 +17,12 @@ from features.identifiers import email_domain, normalize_email
 from pipelines.identity import assign_email_threads, distinct_email_messages, first_delivery, whatsapp_messages
 from pipelines.schemas import INTERACTIONS
 
-# A WhatsApp customer's message with none of theirs in the previous 24 h opens a new conversation.
+# A WhatsApp message with none in its thread (the customer's one-to-one chat, or a group) in the previous
+# 24 h opens a new conversation.
 WHATSAPP_SESSION_GAP_SECONDS = 24 * 3600
+# Not messages of a conversation: a reaction, the deletion or edit of an earlier message, a system notice
+# (the user changed number or identity), and what WhatsApp could not show (unsupported, unknown).
+WHATSAPP_NOT_COUNTED = ("reaction", "revoke", "edit", "system", "unsupported", "unknown")
 
 
 def _seconds_between(start: Column, end: Column) -> Column:
@@ -85,29 +89,60 @@ def _conversation_interactions(conversations: DataFrame) -> DataFrame:
     )
 
 
-def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataFrame:
-    msgs = whatsapp_messages(whatsapp).where(
-        F.col("sent_at").isNotNull() & F.col("wa_id").isNotNull() & (F.coalesce(F.col("type"), F.lit("text")) == "text")
+def _whatsapp_text() -> Column:
+    """What the customer wrote or chose: the text; a media caption or an order's note; the title of the
+    button, list row or template quick reply tapped (a Flow's reply body is Meta's label, not theirs)."""
+    return F.coalesce(
+        F.col("text"),
+        F.col("caption"),
+        F.when(F.coalesce(F.col("reply_kind"), F.lit("")) != "nfm_reply", F.col("reply_title")),
     )
-    by_sender = Window.partitionBy("wa_id").orderBy("sent_at", "message_id")
-    previous = F.lag("sent_at").over(by_sender.rowsBetween(-1, -1))
+
+
+def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataFrame:
+    msgs = whatsapp_messages(whatsapp)
+    # the customer's one-to-one chat is keyed by their number, else (a username) by their user id; a group
+    # is a conversation of its own, never merged into a participant's chat
+    customer = F.coalesce(F.concat(F.lit("wa:"), F.col("wa_id")), F.concat(F.lit("uid:"), F.col("user_id")))
+    thread = F.when(F.col("group_id").isNotNull(), F.concat(F.lit("group:"), F.col("group_id"))).otherwise(customer)
+    # an echo is a reply the business sent from the WhatsApp Business app: an agent's message
+    author = F.when(F.col("direction") == "echo", F.lit("agent")).otherwise(F.lit("customer"))
+    msgs = msgs.select(
+        "*", thread.alias("_thread"), author.alias("author"), _whatsapp_text().alias("_text")
+    ).where(
+        F.col("sent_at").isNotNull() & F.col("_thread").isNotNull()
+        & ~F.coalesce(F.col("type"), F.lit("text")).isin(*WHATSAPP_NOT_COUNTED)
+    )
+    by_thread = Window.partitionBy("_thread").orderBy("sent_at", "message_id")
+    previous = F.lag("sent_at").over(by_thread.rowsBetween(-1, -1))
     opens = previous.isNull() | (_seconds_between(previous, F.col("sent_at")) > WHATSAPP_SESSION_GAP_SECONDS)
     sessions = msgs.withColumn("_opens", opens.cast("int")).withColumn(
         "session",
-        F.sum("_opens").over(by_sender.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
+        F.sum("_opens").over(by_thread.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
     )
     keyed = sessions.join(
         record_keys.where(F.col("source") == "whatsapp").select(F.col("record_id").alias("message_id"), "customer_key"),
         on="message_id",
         how="left",
     )
-    ordered = F.array_sort(F.collect_list(F.struct("sent_at", "message_id", "text", "profile_name", "customer_key")))
-    grouped = keyed.groupBy("wa_id", "session").agg(
+    ordered = F.array_sort(F.collect_list(F.struct(
+        "sent_at", "message_id", "author", F.col("_text").alias("text"), "profile_name", "customer_key"
+    )))
+    grouped = keyed.groupBy("_thread", "session").agg(
         ordered.alias("msgs"), F.min("_arrival_date").alias("_arrival_date")
     )
-    keys = F.filter(F.transform(F.col("msgs"), lambda m: m["customer_key"]), lambda k: k.isNotNull())
-    names = F.filter(F.transform(F.col("msgs"), lambda m: m["profile_name"]), lambda n: n.isNotNull())
-    # the webhook delivers the customer's messages only: replies, bot or agent, are not seen here
+    by_customer = F.filter(F.col("msgs"), lambda m: m["author"] == "customer")
+    by_agent = F.filter(F.col("msgs"), lambda m: m["author"] == "agent")
+    first_customer = F.array_min(F.transform(by_customer, lambda m: m["sent_at"]))
+    first_reply = F.array_min(
+        F.transform(F.filter(by_agent, lambda m: m["sent_at"] >= first_customer), lambda m: m["sent_at"])
+    )
+    # the conversation's customer: its earliest keyed customer message, else an echo's (sent to them)
+    keys = F.filter(
+        F.transform(F.concat(by_customer, by_agent), lambda m: m["customer_key"]), lambda k: k.isNotNull()
+    )
+    names = F.filter(F.transform(by_customer, lambda m: m["profile_name"]), lambda n: n.isNotNull())
+    # bot replies sent through the API are not echoed: only the customer's messages and the app's replies are seen
     return grouped.select(
         F.concat(F.lit("wa:"), F.try_element_at("msgs", F.lit(1))["message_id"]).alias("interaction_id"),
         F.lit("whatsapp").alias("channel"),
@@ -119,13 +154,13 @@ def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataF
         F.lit(None).cast("boolean").alias("resolved"),
         F.lit(False).alias("handed_off"),
         F.lit(False).alias("bot_only"),
-        F.lit(None).cast("double").alias("first_response_seconds"),
+        _seconds_between(first_customer, first_reply).alias("first_response_seconds"),
         F.lit(None).cast("double").alias("wait_seconds"),
         F.lit(None).cast("double").alias("handle_seconds"),
         F.lit(None).cast("string").alias("agent_id"),
         F.size("msgs").alias("message_count"),
-        _join_texts(F.col("msgs")).alias("customer_text"),
-        F.lit(None).cast("string").alias("agent_text"),
+        _join_texts(by_customer).alias("customer_text"),
+        _join_texts(by_agent).alias("agent_text"),
         F.lit(None).cast("timestamp").alias("handoff_at"),
         F.lit(False).alias("has_bot"),
         F.lit(None).cast("string").alias("disposition"),

@@ -89,20 +89,50 @@ BRONZE_CONVERSATIONS = _bronze(
     _s("language", StringType()),
 )
 
-# One row per webhook payload line; the text messages it carries, flattened.
+# One row per webhook payload line; the messages it carries (received, and echoes of the replies
+# sent from the WhatsApp Business app), flattened.
+WHATSAPP_ORDER_ITEM_STRUCT = StructType([
+    _s("product_retailer_id", StringType()),
+    _s("quantity", IntegerType()),
+    _s("item_price", DoubleType()),
+    _s("currency", StringType()),
+])
 WHATSAPP_MESSAGE_STRUCT = StructType([
     _s("message_id", StringType()),        # wamid....
-    _s("wa_id", StringType()),             # contacts[].wa_id (sender)
+    _s("wa_id", StringType()),             # the customer's WhatsApp number: `from` of a received message, `to` of an echo
     _s("profile_name", StringType()),      # contacts[].profile.name
     _s("sent_at", TimestampType()),        # messages[].timestamp (Unix seconds)
     _s("type", StringType()),
-    _s("text", StringType()),
+    _s("text", StringType()),              # text.body (type text only)
     _s("phone_number_id", StringType()),   # metadata.phone_number_id (business line)
+    _s("display_phone_number", StringType()),  # metadata.display_phone_number: the business line's own number
+    _s("direction", StringType()),         # inbound (value.messages[]) | echo (value.message_echoes[], sent by the business)
+    _s("user_id", StringType()),           # the customer's business-scoped user id (BSUID): from_user_id / to_user_id / contacts[].user_id
+    _s("username", StringType()),          # contacts[].profile.username
+    _s("group_id", StringType()),          # set for a message sent or received in a group
+    _s("context_message_id", StringType()),  # context.id: the message this one replies to
+    _s("caption", StringType()),           # media caption; the note sent with an order
+    _s("media_id", StringType()),          # image|video|audio|document|sticker .id
+    _s("mime_type", StringType()),
+    _s("filename", StringType()),          # document.filename
+    _s("latitude", DoubleType()),          # location.*
+    _s("longitude", DoubleType()),
+    _s("location_name", StringType()),
+    _s("location_address", StringType()),
+    _s("reply_kind", StringType()),        # button (template quick reply) | button_reply | list_reply | nfm_reply (Flow)
+    _s("reply_id", StringType()),          # button.payload | <reply>.id | nfm_reply.name
+    _s("reply_title", StringType()),       # button.text | <reply>.title | nfm_reply.body
+    _s("order_items", ArrayType(WHATSAPP_ORDER_ITEM_STRUCT)),  # order.product_items
+    _s("reaction_message_id", StringType()),  # reaction.message_id: the message reacted to
+    _s("reaction_emoji", StringType()),    # empty when a reaction is removed
 ])
 BRONZE_WHATSAPP = _bronze(
-    _s("payload_kind", StringType(), False),  # messages | statuses | mixed
+    # messages | echoes | statuses | mixed (more than one of those) | account_update (a change without any:
+    # template, quality, account or preference updates; change_fields says which)
+    _s("payload_kind", StringType(), False),
     _s("messages", ArrayType(WHATSAPP_MESSAGE_STRUCT)),
     _s("status_count", IntegerType()),
+    _s("change_fields", ArrayType(StringType())),  # entry[].changes[].field, distinct, in order
 )
 
 # One row per RFC 5322 message (an .mbox holds many).
@@ -284,7 +314,7 @@ SURVEY_RESPONSES = StructType([
 IDENTIFIER_OBSERVATIONS = StructType([
     _s("source", StringType(), False),
     _s("record_id", StringType(), False),
-    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, device_id; email_thread and interaction group records, never link
+    _s("identifier_type", StringType(), False),  # crm_id, email, phone, handle, whatsapp_user_id, device_id; email_thread and interaction group records, never link
     _s("identifier", StringType(), False),       # normalised
     _s("seen_at", TimestampType(), False),
 ])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pyspark.sql.types import ArrayType, StructType
+
 from pipelines.schemas import BRONZE
 
 UTC = dt.timezone.utc
@@ -22,4 +24,16 @@ def bronze(spark, source: str, rows: list[dict]):
         "run_id": "r0",
     }
     schema = BRONZE[source]
-    return spark.createDataFrame([tuple({**lineage, **r}.get(f.name) for f in schema.fields) for r in rows], schema)
+    return spark.createDataFrame(
+        [tuple(_padded({**lineage, **r}.get(f.name), f.dataType) for f in schema.fields) for r in rows], schema
+    )
+
+
+def _padded(value, dtype):
+    """A struct given as a shorter tuple (or a list of them) gets its remaining fields null: tests name
+    the leading fields they care about, and keep working when a struct gains fields at its end."""
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, StructType) and value is not None:
+        return [_padded(v, dtype.elementType) for v in value]
+    if isinstance(dtype, StructType) and isinstance(value, tuple):
+        return value + (None,) * (len(dtype.fields) - len(value))
+    return value
