@@ -1,11 +1,12 @@
 """End to end on a landing zone too small to train on (issue #13): the models degrade to named
 fallbacks, the data lands and the run succeeds; a later run with more data trains and promotes.
 
-The small zone is a handful of records cut from the first arrival date of a generated zone; the
+The small zone is a handful of records cut from the first two arrival dates of a generated zone; the
 second run adds that zone's other dates, so every record of the small zone is one of the big one's
 (no two generations share ids)."""
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import shutil
 from pathlib import Path
@@ -17,8 +18,8 @@ from jobs.run import Runner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CUSTOMERS, DAYS, SEED = 80, 3, 17
-RECORDS_PER_FILE = 5
+CUSTOMERS, DAYS, SEED = 80, 6, 11
+SMALL_DATES, RECORDS_PER_FILE = 2, 12
 
 
 def _cut_file(src: Path, dst: Path, keep: int) -> None:
@@ -41,11 +42,11 @@ def _cut_file(src: Path, dst: Path, keep: int) -> None:
 
 
 def _small_zone(zone: Path, out: Path, date: str) -> int:
-    """Copy the first records of every file of `date` into `out`; returns the number of files."""
+    """Copy the first records of every file of `date` into `out`; returns the number of files copied."""
     files = 0
     for folder in sorted(zone.glob(f"*/{date}")):
         target = out / folder.parent.name / date
-        target.mkdir(parents=True)
+        target.mkdir(parents=True, exist_ok=True)
         emails = 0
         for path in sorted(folder.iterdir()):
             if path.suffix == ".eml":
@@ -66,7 +67,8 @@ def zones(tmp_path_factory):
     generate_landing_zone(full, CUSTOMERS, DAYS, SEED, workers=1)
     dates = sorted({d.name for d in full.glob("*/*") if d.is_dir() and d.parent.name != "_truth"})
     small = base / "small"
-    _small_zone(full, small, dates[0])
+    for date in dates[:SMALL_DATES]:
+        _small_zone(full, small, date)
     return small, full, dates
 
 
@@ -128,11 +130,11 @@ def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_r
     runner, first, lake_dir = small_run
     small, full, dates = zones
     for folder in full.glob("*/*"):
-        if folder.is_dir() and folder.parent.name != "_truth" and folder.name != dates[0]:
+        if folder.is_dir() and folder.parent.name != "_truth" and folder.name not in dates[:SMALL_DATES]:
             shutil.copytree(folder, small / folder.parent.name / folder.name)
     second = Runner(spark, settings, small, lake_dir)
     summary = second.run()
-    assert summary.arrival_dates == [__import__("datetime").date.fromisoformat(d) for d in dates[1:]]
+    assert summary.arrival_dates == [dt.date.fromisoformat(d) for d in dates[SMALL_DATES:]]
     assert all(j.status == "succeeded" for j in summary.jobs), [(j.job, j.status, j.error) for j in summary.jobs]
     for name in (PERSONA_MODEL, TONE_MODEL, PRODUCT_MODEL, NBA_MODEL):
         assert tracking.champion_version(name) is not None, name
@@ -140,3 +142,28 @@ def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_r
     assert recs.where(F.exists("reasons", lambda r: r.contains("fallback"))).count() == 0
     versions = recs.select("model_versions").first()[0]
     assert "fallback" not in versions.values()
+
+
+def test_a_zone_with_only_whatsapp_and_email_runs_end_to_end(spark, settings, zones, tmp_path_factory):
+    """No calls, surveys, CRM, orders, products or actions: not an error. Interactions and profiles are
+    built, what the missing sources feed is null or empty, and every customer still gets a recommendation."""
+    _, full, _ = zones
+    landing = tmp_path_factory.mktemp("we") / "landing"
+    for source in ("whatsapp", "email"):
+        shutil.copytree(full / source, landing / source)
+    runner = Runner(spark, settings, landing, tmp_path_factory.mktemp("lake-we") / "lakehouse")
+    summary = runner.run()
+    assert all(j.status in ("succeeded", "degraded") for j in summary.jobs), [(j.job, j.status) for j in summary.jobs]
+    lake = runner.lake
+    interactions = lake.read("silver", "interactions")
+    assert {r.channel for r in interactions.select("channel").distinct().collect()} == {"whatsapp", "email"}
+    profiles = lake.read("gold", "customer_profiles")
+    assert profiles.count() > 0
+    assert profiles.where(F.col("nps_last").isNotNull() | (F.size("crm_ids") > 0)).count() == 0
+    kpis = lake.read("gold", "service_kpis")
+    assert kpis.where(F.col("nps").isNotNull()).count() == 0
+    recs = lake.read("gold", "recommendations")
+    assert recs.count() == lake.read("gold", "customer_features").count() == recs.select("customer_key").distinct().count()
+    # no consent is known without a CRM: no marketing action is recommended
+    marketing = [a for a, spec in settings.models.nba.actions.items() if spec.kind == "marketing"]
+    assert recs.where(F.col("next_best_action").isin(*marketing)).count() == 0
