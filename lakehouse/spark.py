@@ -75,7 +75,11 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
 def delta_spark_available(spark: SparkSession) -> bool:
     """True when the running JVM has the Delta Lake connector's classes."""
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+        jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+        # jars of `spark.jars.packages` are on the context class loader, not the system one that a bare
+        # Class.forName(name) asks: that missed a connector fetched at session start
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False, loader)
         return True
     except Exception:  # py4j raises its own error type for ClassNotFoundException
         return False
