@@ -100,8 +100,11 @@ class ModelContext:
             return None
         directory, version = tracking.load_champion_dir(model_name)
         if failure is not None:
-            self.degrade(f"{label}: not retrained ({failure}); champion v{version} kept")
+            self.kept_champion(label, failure, version)
         return directory, version
+
+    def kept_champion(self, label: str, failure: str, version: str) -> None:
+        self.degrade(f"{label}: not retrained ({failure}); champion v{version} kept")
 
     def input_versions(self, *tables: tuple[str, str]) -> dict[str, str]:
         return {f"input.{layer}.{table}.version": str(self.lake.version(layer, table)) for layer, table in tables
@@ -281,7 +284,7 @@ def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, Dat
         segments = ctx.spark.createDataFrame([], PERSONA_SEGMENTS)
     else:
         if failure is not None:
-            ctx.degrade(f"personas: not retrained ({failure}); champion v{tracking.champion_version(PERSONA_MODEL).version} kept")
+            ctx.kept_champion("personas", failure, tracking.champion_version(PERSONA_MODEL).version)
         personas, segments = score_personas_job(ctx, features)
     written = ctx.lake.write("gold", "personas", personas, mode="overwrite").rows_written
     written += ctx.lake.write("gold", "persona_segments", segments, mode="overwrite").rows_written

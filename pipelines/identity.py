@@ -292,6 +292,12 @@ def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
     return first_delivery(flat, "message_id")
 
 
+def _international_digits(number: Column) -> Column:
+    """A WhatsApp number (a wa_id, a business line's display_phone_number) is international, written
+    without its "+" ("5511998765432"); a "+" given anyway (after blanks) is not doubled."""
+    return F.concat(F.lit("+"), F.regexp_replace(number, r"^\s*\+", ""))
+
+
 def company_address(address: Column, company_domains) -> Column:
     """A normalised e-mail address in one of the company's domains (or a subdomain): an agent's or
     a mailbox of the company's own, never a customer's."""
@@ -356,8 +362,7 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
 
     if "whatsapp" in bronze:
         msgs = whatsapp_messages(bronze["whatsapp"])
-        # a wa_id is always international, without the "+"
-        wa_phone = phone(F.concat(F.lit("+"), F.regexp_replace(F.col("wa_id"), r"^\+", "")))
+        wa_phone = phone(_international_digits(F.col("wa_id")))
         # an echo's customer is its recipient (wa_id / user_id are theirs): its record is theirs too
         parts.append(_unpivot(
             msgs, "whatsapp", F.col("message_id"), F.coalesce("sent_at", "_ingested_at"),
@@ -372,8 +377,7 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
             # company's own number: typed into a form or dialled, it names no customer
             parts.append(
                 msgs.select(
-                    # international digits like a wa_id ("15550783881"), sometimes written with its "+"
-                    phone(F.concat(F.lit("+"), F.regexp_replace(F.col("display_phone_number"), r"^\s*\+", ""))).alias("line"),
+                    phone(_international_digits(F.col("display_phone_number"))).alias("line"),
                     F.coalesce("sent_at", "_ingested_at").alias("at"),
                 )
                 .where(F.col("line").isNotNull())
