@@ -28,9 +28,18 @@ class SparkSettings(_Section):
     driver_memory: str | None = "4g"
     ui_enabled: bool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
-    # true: fetch the Delta connector's jars at session start (configure_spark_with_delta_pip);
-    # needs the Maven repository. On a cluster, pass --packages to spark-submit instead.
-    delta_connector: bool = False
+    # true: in local mode, fetch the Delta connector's jars from Maven at session start (cached by Ivy);
+    # under spark-submit the cluster provides them (--packages or the platform's own Delta)
+    delta_connector: bool = True
+    # the connector's Maven coordinates; null: the ones `configure_spark_with_delta_pip` derives from the
+    # installed pyspark and delta-spark (io.delta:delta-spark_<spark major.minor>_2.13:<delta-spark version>)
+    delta_package: str | None = None
+    # more Maven coordinates fetched the same way (e.g. org.apache.hadoop:hadoop-aws for s3a://)
+    packages: tuple[str, ...] = ()
+    # Maven repositories searched before Maven Central (a company mirror); spark.jars.repositories
+    jars_repositories: tuple[str, ...] = ()
+    # Ivy's cache and settings folder for fetched jars (null: Spark's default, ~/.ivy2.5.2)
+    jars_ivy: str | None = None
     conf: dict[str, str] = Field(default_factory=dict)
 
 
@@ -41,6 +50,22 @@ class StorageSettings(_Section):
     commit_retries: int = Field(default=5, ge=0, le=50)
     vacuum_retention_hours: int = Field(default=168, ge=0)
     target_file_rows: int = Field(default=1_000_000, ge=1000)
+    # Delta table properties set when a table is created, per layer ("*": every layer). Change Data Feed on
+    # silver lets incremental readers take what changed; deletion vectors make DELETE (erasure) cheap
+    table_properties: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "*": {"delta.checkpointInterval": "10"},
+            "silver": {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"},
+            "gold": {"delta.enableDeletionVectors": "true"},
+        }
+    )
+    # columns `atende maintain optimize` Z-orders each table by (where the table has them)
+    zorder_by: tuple[str, ...] = ("customer_key",)
+
+    def properties_for(self, layer: str) -> dict[str, str]:
+        merged = dict(self.table_properties.get("*", {}))
+        merged.update(self.table_properties.get(layer, {}))
+        return merged
 
 
 class IngestSettings(_Section):

@@ -1,12 +1,15 @@
 """The one place a SparkSession is made."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from pyspark.sql import SparkSession
 
 from conf.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _local_cores(master: str) -> int:
@@ -19,20 +22,30 @@ def _local_cores(master: str) -> int:
         return os.cpu_count() or 1
 
 
-def build_spark_session(settings: Settings, app_name: str | None = None) -> SparkSession:
-    """Local mode sized for the machine by default; under spark-submit keeps the cluster's master.
+class SparkStartError(RuntimeError):
+    """Spark could not start as configured; the message says why and what to change."""
 
-    Python workers run the driver's interpreter so they see the same virtual environment.
-    Timestamps are written as microsecond Parquet timestamps so every Delta reader agrees.
-    """
+
+DELTA_EXTENSIONS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def delta_package(settings: Settings) -> str:
+    """The Delta connector's Maven coordinates: from config, else what delta-spark's own pip helper asks for."""
+    if settings.spark.delta_package:
+        return settings.spark.delta_package
+    from delta import configure_spark_with_delta_pip
+
+    probe = configure_spark_with_delta_pip(SparkSession.builder)
+    # the helper only sets spark.jars.packages on the builder; read it back without starting anything
+    packages = probe._options.pop("spark.jars.packages")  # type: ignore[attr-defined]
+    return packages.split(",")[0]
+
+
+def _base_options(settings: Settings, is_local: bool) -> dict[str, str]:
     cfg = settings.spark
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-
-    builder = SparkSession.builder.appName(app_name or cfg.app_name)
-    is_local = cfg.master.startswith("local")
-    if cfg.master:
-        builder = builder.master(cfg.master)
     if cfg.shuffle_partitions == "auto":
         partitions = max(2, 2 * _local_cores(cfg.master)) if is_local else 200
     else:
@@ -44,8 +57,6 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
-        "spark.pyspark.python": sys.executable,
-        "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Spark's _SUCCESS markers are noise inside Delta table folders
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
@@ -53,21 +64,74 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
         "spark.sql.parquet.compression.codec": "snappy",
     }
     if is_local:
+        # workers run the driver's interpreter so they see the same virtual environment; a cluster keeps its own
+        options["spark.pyspark.python"] = sys.executable
+        options["spark.pyspark.driver.python"] = sys.executable
         options["spark.driver.host"] = "127.0.0.1"
         options["spark.driver.bindAddress"] = "127.0.0.1"
         if cfg.driver_memory:
             options["spark.driver.memory"] = cfg.driver_memory
-    if cfg.delta_connector:
-        options["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
-        options["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-    options.update(cfg.conf)
+    return options
+
+
+def _start(app_name: str, master: str, options: dict[str, str]) -> SparkSession:
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
     for key, value in options.items():
         builder = builder.config(key, value)
-    if cfg.delta_connector:
-        from delta import configure_spark_with_delta_pip
+    return builder.getOrCreate()
 
-        builder = configure_spark_with_delta_pip(builder)
-    spark = builder.getOrCreate()
+
+def build_spark_session(settings: Settings, app_name: str | None = None) -> SparkSession:
+    """Local mode sized for the machine by default; under spark-submit keeps the cluster's master.
+
+    In local mode the Delta connector (and ``spark.packages``) are fetched from Maven at start, the way
+    ``configure_spark_with_delta_pip`` does, from ``spark.jars_repositories`` first. When they cannot be
+    fetched and ``storage.engine`` is ``auto``, Spark starts without them and the delta-rs engine is used
+    (one warning says so); with ``storage.engine: delta-spark`` that is an error.
+    Timestamps are written as microsecond Parquet timestamps so every Delta reader agrees.
+    """
+    cfg = settings.spark
+    is_local = cfg.master.startswith("local")
+    if is_local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    name = app_name or cfg.app_name
+    options = _base_options(settings, is_local)
+
+    packages: list[str] = list(cfg.packages)
+    fetch_delta = cfg.delta_connector and settings.storage.engine != "delta-rs"
+    if fetch_delta:
+        packages.insert(0, delta_package(settings))
+        # on a cluster the connector comes with it (spark-submit --packages, Databricks, EMR)
+        options.update(DELTA_EXTENSIONS)
+    fetching = is_local and bool(packages)
+    if fetching:
+        options["spark.jars.packages"] = ",".join(packages)
+        if cfg.jars_repositories:
+            options["spark.jars.repositories"] = ",".join(cfg.jars_repositories)
+        if cfg.jars_ivy:
+            options["spark.jars.ivy"] = cfg.jars_ivy
+    options.update(cfg.conf)
+
+    try:
+        spark = _start(name, cfg.master, options)
+    except Exception as exc:  # the JVM exits before the gateway answers when Ivy cannot resolve a package
+        if not fetching:
+            raise
+        where = ", ".join(cfg.jars_repositories) + (" and " if cfg.jars_repositories else "") + "Maven Central"
+        reason = f"could not fetch {', '.join(packages)} from {where} ({str(exc).splitlines()[0][:160]})"
+        if settings.storage.engine == "delta-spark" or (cfg.packages and not fetch_delta):
+            raise SparkStartError(
+                f"{reason}; set spark.jars_repositories to a reachable mirror, or storage.engine: delta-rs "
+                "to run without the Delta connector"
+            ) from exc
+        log.warning("%s; continuing without them on the delta-rs engine", reason)
+        print(f"warning: {reason}; continuing without them on the delta-rs engine", file=sys.stderr)
+        for key in ("spark.jars.packages", "spark.jars.repositories", *DELTA_EXTENSIONS):
+            options.pop(key, None)
+        spark = _start(name, cfg.master, options)
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
 

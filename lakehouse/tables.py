@@ -311,6 +311,7 @@ class DeltaRsEngine:
         mode: WriteMode,
         partition_by: Sequence[str] = (),
         replace_where: str | None = None,
+        properties: dict[str, str] | None = None,
     ) -> CommitInfo:
         from deltalake import Schema as DeltaSchema
         from deltalake.transaction import RemoveAction, create_table_with_add_actions
@@ -347,6 +348,7 @@ class DeltaRsEngine:
                         adds,
                         mode="error",
                         partition_by=list(partition_by) or None,
+                        configuration=_delta_rs_properties(properties) or None,
                     )
                     return CommitInfo(path, 0, "create", len(adds), 0, rows)
                 except Exception:
@@ -442,16 +444,13 @@ class DeltaRsEngine:
         shutil.rmtree(staging, ignore_errors=True)
         return victims, rewritten
 
-    def upsert(self, df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = ()) -> CommitInfo:
-        if not keys:
-            raise LakehouseError("upsert needs at least one key column")
-        duplicates = df.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
-        if duplicates:
-            raise LakehouseError(
-                f"upsert into {path}: source has several rows for key {dict((k, duplicates[0][k]) for k in keys)}"
-            )
+    def upsert(
+        self, df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = (),
+        properties: dict[str, str] | None = None,
+    ) -> CommitInfo:
+        _check_upsert_source(df, path, keys)
         if not self.exists(path):
-            return self.write(df, path, "overwrite", partition_by)
+            return self.write(df, path, "overwrite", partition_by, properties=properties)
         table_schema = self.spark_schema(path)
         if not _same_columns(table_schema, df.schema):
             raise LakehouseError(
@@ -480,18 +479,34 @@ class DeltaRsEngine:
 
         return self._retry_on_conflict(path, "upsert into", attempt)
 
+    def delete(self, path: str, predicate: str) -> CommitInfo:
+        def attempt() -> CommitInfo:
+            try:
+                metrics = self._table(path).delete(predicate)
+            except Exception as exc:
+                from deltalake.exceptions import CommitFailedError
+
+                if isinstance(exc, CommitFailedError):
+                    raise
+                raise LakehouseError(f"bad delete predicate {predicate!r} for {path}: {exc}") from exc
+            return CommitInfo(path, self._table(path).version(), "delete", int(metrics.get("num_added_files", 0)),
+                              int(metrics.get("num_removed_files", 0)), -int(metrics.get("num_deleted_rows", 0)))
+
+        return self._retry_on_conflict(path, "delete from", attempt)
+
+    def purge(self, path: str) -> None:
+        """delta-rs deletes by rewriting files (no deletion vectors): deleted rows are already out of the live files."""
+
+    def optimize(self, path: str, zorder_by: Sequence[str] = ()) -> dict[str, int]:
+        table = self._table(path)
+        metrics = table.optimize.z_order(list(zorder_by)) if zorder_by else table.optimize.compact()
+        return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
+
     def vacuum(self, path: str, retention_hours: int) -> list[str]:
         dt = self._table(path)
         # full: also files of crashed writes that no commit names, not only tombstones
         removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True)
-        # staging folders start with "_", which vacuum treats as hidden: clear the stale ones here
-        cutoff = time.time() - retention_hours * 3600
-        staging_root = Path(path) / STAGING_DIR
-        if staging_root.is_dir():
-            for leftover in staging_root.iterdir():
-                if leftover.stat().st_mtime <= cutoff:
-                    shutil.rmtree(leftover, ignore_errors=True)
-                    removed.append(f"{STAGING_DIR}/{leftover.name}")
+        removed.extend(_clear_stale_staging(path, retention_hours))
         return removed
 
 
@@ -534,14 +549,25 @@ def _unescape_path(rel: str, known: dict[str, Any]) -> str:
 
 
 class DeltaSparkEngine:
-    """The Delta Lake connector inside Spark (delta-spark)."""
+    """The Delta Lake connector inside Spark (delta-spark): Spark's own reads, writes, MERGE, OPTIMIZE, VACUUM."""
 
     name = "delta-spark"
+    _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
     def __init__(self, spark: SparkSession, settings: StorageSettings):
         self.spark = spark
         self.settings = settings
 
+    @staticmethod
+    def _ident(path: str) -> str:
+        return "delta.`" + path.replace("`", "``") + "`"
+
+    def _table(self, path: str):
+        from delta.tables import DeltaTable
+
+        return DeltaTable.forPath(self.spark, path)
+
+    # -- reading -------------------------------------------------------
     def exists(self, path: str) -> bool:
         from delta.tables import DeltaTable
 
@@ -551,54 +577,199 @@ class DeltaSparkEngine:
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        try:
+            return reader.load(path)
+        except Exception as exc:
+            if not self.exists(path):
+                raise LakehouseError(f"no Delta table at {path}") from exc
+            if version is not None:
+                raise LakehouseError(f"table {path} has no version {version}: {str(exc).splitlines()[0]}") from exc
+            raise
 
     def spark_schema(self, path: str, version: int | None = None) -> StructType:
         return nullable_schema(self.read(path, version).schema)
 
     def version(self, path: str) -> int | None:
-        from delta.tables import DeltaTable
-
         if not self.exists(path):
             return None
-        return DeltaTable.forPath(self.spark, path).history(1).collect()[0]["version"]
+        return int(self._table(path).history(1).collect()[0]["version"])
+
+    def partition_columns(self, path: str) -> list[str]:
+        return list(self.spark.sql(f"DESCRIBE DETAIL {self._ident(path)}").collect()[0]["partitionColumns"])
+
+    def properties(self, path: str) -> dict[str, str]:
+        return dict(self.spark.sql(f"DESCRIBE DETAIL {self._ident(path)}").collect()[0]["properties"] or {})
 
     def history(self, path: str) -> list[dict[str, Any]]:
-        from delta.tables import DeltaTable
+        return [r.asDict(recursive=True) for r in self._table(path).history().collect()]
 
-        return [r.asDict(recursive=True) for r in DeltaTable.forPath(self.spark, path).history().collect()]
+    def _last_commit(self, path: str) -> dict[str, Any]:
+        return self._table(path).history(1).collect()[0].asDict(recursive=True)
 
-    def write(self, df, path, mode, partition_by=(), replace_where=None) -> CommitInfo:
+    # -- writing -------------------------------------------------------
+    def _retry_on_conflict(self, path: str, what: str, attempt: Callable[[], Any]) -> Any:
+        """Delta's optimistic concurrency: a commit beaten by a conflicting one is retried from a fresh snapshot."""
+        from delta.exceptions import DeltaConcurrentModificationException
+
+        attempts = self.settings.commit_retries + 1
+        last_error: Exception | None = None
+        for number in range(attempts):
+            try:
+                return attempt()
+            except DeltaConcurrentModificationException as exc:
+                last_error = exc
+                log.warning("%s %s lost a race (attempt %d/%d): %s", what, path, number + 1, attempts,
+                            str(exc).splitlines()[0])
+                time.sleep(min(2.0, 0.05 * 2**number))
+        raise ConcurrentWriteError(
+            f"could not {what} {path} after {attempts} attempts: another writer kept winning ({last_error})"
+        )
+
+    def write(self, df, path, mode, partition_by=(), replace_where=None, properties=None) -> CommitInfo:
+        if replace_where is not None and mode != "overwrite":
+            raise LakehouseError("replace_where applies to mode='overwrite' only")
+        exists = self.exists(path)
+        df = _conform(self, df, path, partition_by) if exists else df
         writer = df.write.format("delta").mode(mode)
-        if partition_by and not self.exists(path):
-            writer = writer.partitionBy(*partition_by)
-        if replace_where is not None:
+        if not exists:
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            # delta.* options of the writer that creates a table become its properties
+            for key, value in (properties or {}).items():
+                writer = writer.option(key, value)
+        if replace_where is not None and exists:
             writer = writer.option("replaceWhere", replace_where)
-        writer.save(path)
-        h = self.history(path)[0]
-        metrics = h.get("operationMetrics") or {}
-        return CommitInfo(path, h["version"], mode, int(metrics.get("numFiles", 0)),
-                          int(metrics.get("numRemovedFiles", 0)), int(metrics.get("numOutputRows", 0)))
+        elif mode == "overwrite":
+            # the session's dynamic partition overwrite must not turn a full overwrite into a partial one
+            writer = writer.option("partitionOverwriteMode", "static")
 
-    def upsert(self, df, path, keys, partition_by=()) -> CommitInfo:
-        from delta.tables import DeltaTable
+        def attempt() -> CommitInfo:
+            try:
+                writer.save(path)
+            except Exception as exc:
+                from delta.exceptions import DeltaConcurrentModificationException
 
+                if isinstance(exc, DeltaConcurrentModificationException):
+                    raise
+                if replace_where is not None and not isinstance(exc, LakehouseError):
+                    raise LakehouseError(
+                        f"bad replace_where predicate {replace_where!r} for {path}: {str(exc).splitlines()[0]}"
+                    ) from exc
+                raise
+            h = self._last_commit(path)
+            metrics = h.get("operationMetrics") or {}
+            operation = "create" if not exists else (mode if replace_where is None else "replace_where")
+            return CommitInfo(path, int(h["version"]), operation, int(metrics.get("numFiles", 0)),
+                              int(metrics.get("numRemovedFiles", 0)), int(metrics.get("numOutputRows", 0)))
+
+        return self._retry_on_conflict(path, "commit to", attempt)
+
+    def upsert(self, df, path, keys, partition_by=(), properties=None) -> CommitInfo:
+        _check_upsert_source(df, path, keys)
         if not self.exists(path):
-            return self.write(df, path, "overwrite", partition_by)
-        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        (DeltaTable.forPath(self.spark, path).alias("t").merge(df.alias("s"), condition)
-         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-        h = self.history(path)[0]
-        metrics = h.get("operationMetrics") or {}
-        return CommitInfo(path, h["version"], "upsert", int(metrics.get("numTargetFilesAdded", 0)),
-                          int(metrics.get("numTargetFilesRemoved", 0)),
-                          int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0)))
+            return self.write(df, path, "overwrite", partition_by, properties=properties)
+        source = _conform(self, df, path, ())
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+        def attempt() -> CommitInfo:
+            (self._table(path).alias("t").merge(source.alias("s"), condition)
+             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            h = self._last_commit(path)
+            metrics = h.get("operationMetrics") or {}
+            return CommitInfo(path, int(h["version"]), "upsert", int(metrics.get("numTargetFilesAdded", 0)),
+                              int(metrics.get("numTargetFilesRemoved", 0)),
+                              int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0)))
+
+        return self._retry_on_conflict(path, "upsert into", attempt)
+
+    def delete(self, path: str, predicate: str) -> CommitInfo:
+        """Rows matching the predicate leave the table's current version (deletion vectors where enabled)."""
+        def attempt() -> CommitInfo:
+            try:
+                self._table(path).delete(predicate)
+            except Exception as exc:
+                from delta.exceptions import DeltaConcurrentModificationException
+
+                if isinstance(exc, DeltaConcurrentModificationException):
+                    raise
+                raise LakehouseError(f"bad delete predicate {predicate!r} for {path}: {str(exc).splitlines()[0]}") from exc
+            h = self._last_commit(path)
+            metrics = h.get("operationMetrics") or {}
+            return CommitInfo(path, int(h["version"]), "delete", int(metrics.get("numAddedFiles", 0)),
+                              int(metrics.get("numRemovedFiles", 0)), -int(metrics.get("numDeletedRows", 0)))
+
+        return self._retry_on_conflict(path, "delete from", attempt)
+
+    def purge(self, path: str) -> None:
+        """Rewrite files carrying deletion vectors so deleted rows leave the data files (then vacuum removes the old)."""
+        self.spark.sql(f"REORG TABLE {self._ident(path)} APPLY (PURGE)").collect()
+
+    def optimize(self, path: str, zorder_by: Sequence[str] = ()) -> dict[str, int]:
+        table = self._table(path)
+        builder = table.optimize()
+        result = builder.executeZOrderBy(*zorder_by) if zorder_by else builder.executeCompaction()
+        metrics = result.collect()[0]["metrics"].asDict(recursive=True)
+        return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
 
     def vacuum(self, path: str, retention_hours: int) -> list[str]:
-        from delta.tables import DeltaTable
+        previous = self.spark.conf.get(self._RETENTION_CHECK, "true")
+        self.spark.conf.set(self._RETENTION_CHECK, "true" if retention_hours >= 168 else "false")
+        try:
+            ident = self._ident(path)
+            doomed = [r[0] for r in self.spark.sql(f"VACUUM {ident} RETAIN {retention_hours} HOURS DRY RUN").collect()]
+            self.spark.sql(f"VACUUM {ident} RETAIN {retention_hours} HOURS").collect()
+        finally:
+            self.spark.conf.set(self._RETENTION_CHECK, previous)
+        return doomed + _clear_stale_staging(path, retention_hours)
 
-        DeltaTable.forPath(self.spark, path).vacuum(retention_hours / 1.0)
-        return []
+
+def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> DataFrame:
+    """The frame's columns in the table's order; a clear error when names, types or partitioning differ."""
+    table_schema = engine.spark_schema(path)
+    if not _same_columns(table_schema, nullable_schema(df.schema)):
+        raise LakehouseError(
+            f"schema of the data does not match table {path}: {_schema_difference(table_schema, nullable_schema(df.schema))}"
+        )
+    if partition_by:
+        existing = engine.partition_columns(path)
+        if list(partition_by) != existing:
+            raise LakehouseError(f"table {path} is partitioned by {existing}, not {list(partition_by)}")
+    return df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields])
+
+
+# table features delta-rs cannot write to: asking for them would make the table unwritable by this engine
+_DELTA_RS_UNWRITABLE = {"delta.enableDeletionVectors"}
+
+
+def _delta_rs_properties(properties: dict[str, str] | None) -> dict[str, str]:
+    kept = {k: v for k, v in (properties or {}).items() if k not in _DELTA_RS_UNWRITABLE}
+    if len(kept) != len(properties or {}):
+        log.debug("delta-rs engine: table properties %s left out (it cannot write such tables)",
+                  sorted(set(properties or {}) - set(kept)))
+    return kept
+
+
+def _check_upsert_source(df: DataFrame, path: str, keys: Sequence[str]) -> None:
+    if not keys:
+        raise LakehouseError("upsert needs at least one key column")
+    duplicates = df.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
+    if duplicates:
+        raise LakehouseError(
+            f"upsert into {path}: source has several rows for key {dict((k, duplicates[0][k]) for k in keys)}"
+        )
+
+
+def _clear_stale_staging(path: str, retention_hours: int) -> list[str]:
+    """Staging folders of crashed delta-rs writes start with "_", which vacuum treats as hidden."""
+    removed = []
+    cutoff = time.time() - retention_hours * 3600
+    staging_root = Path(path) / STAGING_DIR
+    if staging_root.is_dir():
+        for leftover in staging_root.iterdir():
+            if leftover.stat().st_mtime <= cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(f"{STAGING_DIR}/{leftover.name}")
+    return removed
 
 
 def choose_engine(spark: SparkSession, settings: StorageSettings):
@@ -661,10 +832,32 @@ class Lakehouse:
     ) -> CommitInfo:
         if mode not in ("append", "overwrite"):
             raise LakehouseError(f"unknown write mode {mode!r} (append or overwrite)")
-        return self.engine.write(df, self.path(layer, table), mode, tuple(partition_by), replace_where)
+        return self.engine.write(
+            df, self.path(layer, table), mode, tuple(partition_by), replace_where,
+            properties=self.settings.properties_for(layer),
+        )
 
     def upsert(self, layer: str, table: str, df: DataFrame, keys: Sequence[str], partition_by: Sequence[str] = ()) -> CommitInfo:
-        return self.engine.upsert(df, self.path(layer, table), tuple(keys), tuple(partition_by))
+        """MERGE by key: matched rows updated, the rest inserted (one row per key in the source)."""
+        return self.engine.upsert(
+            df, self.path(layer, table), tuple(keys), tuple(partition_by), properties=self.settings.properties_for(layer)
+        )
+
+    def delete(self, layer: str, table: str, predicate: str) -> CommitInfo:
+        """Rows matching a SQL predicate leave the table's current version (old versions keep them until vacuum)."""
+        return self.engine.delete(self.path(layer, table), predicate)
+
+    def purge(self, layer: str, table: str) -> None:
+        """Deleted rows out of the data files too (REORG ... APPLY (PURGE) where deletion vectors hold them)."""
+        self.engine.purge(self.path(layer, table))
+
+    def optimize(self, layer: str, table: str, zorder_by: Sequence[str] | None = None) -> dict[str, int]:
+        """Compact small files; Z-order by the configured columns the table has (`storage.zorder_by`)."""
+        path = self.path(layer, table)
+        wanted = self.settings.zorder_by if zorder_by is None else tuple(zorder_by)
+        columns = set(self.engine.spark_schema(path).fieldNames())
+        partitions = set(self.engine.partition_columns(path))
+        return self.engine.optimize(path, [c for c in wanted if c in columns and c not in partitions])
 
     def vacuum(self, layer: str, table: str, retention_hours: int | None = None) -> list[str]:
         hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours

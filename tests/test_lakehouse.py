@@ -1,4 +1,8 @@
-"""The lakehouse I/O layer: delta-rs engine in full; delta-spark where its classes load."""
+"""The lakehouse I/O layer, on both engines: delta-spark (the connector inside Spark, fetched from Maven at
+session start) and delta-rs (Spark writes Parquet, the driver commits with the deltalake package).
+
+The suite's Spark session has the connector, so a delta-spark test here never skips for want of it; the
+delta-rs engine runs on the same session (it needs nothing of the connector)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -17,9 +21,12 @@ from lakehouse.spark import delta_spark_available
 from lakehouse.tables import (
     ConcurrentWriteError,
     DeltaRsEngine,
+    DeltaSparkEngine,
     Lakehouse,
     LakehouseError,
 )
+
+ENGINES = {"delta-spark": DeltaSparkEngine, "delta-rs": DeltaRsEngine}
 
 SCHEMA = "id long, channel string, at timestamp, day date, score double"
 UTC = dt.timezone.utc
@@ -29,9 +36,18 @@ def rows(*ids, channel="webchat", day=dt.date(2026, 3, 1)):
     return [(i, channel, dt.datetime(2026, 3, 1, 12, i % 60, tzinfo=UTC), day, i / 2) for i in ids]
 
 
-@pytest.fixture()
-def lake(spark, settings, tmp_path):
-    return Lakehouse(spark, tmp_path / "lake", settings.storage, engine=DeltaRsEngine(spark, settings.storage))
+@pytest.fixture(scope="session", autouse=True)
+def _connector_loaded(spark):
+    assert delta_spark_available(spark), (
+        "the suite's Spark session has no Delta connector: its jars could not be fetched from Maven "
+        "(see the warning at session start)"
+    )
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def lake(request, spark, settings, tmp_path):
+    engine = ENGINES[request.param](spark, settings.storage)
+    return Lakehouse(spark, tmp_path / "lake", settings.storage, engine=engine)
 
 
 def frame(spark, data):
@@ -40,6 +56,10 @@ def frame(spark, data):
 
 def ids(lake, version=None):
     return sorted(r["id"] for r in lake.read("bronze", "t", version).collect())
+
+
+def ids_of(lake, layer, table="t"):
+    return sorted(r["id"] for r in lake.read(layer, table).collect())
 
 
 def test_round_trip_keeps_types_and_opens_with_deltalake(spark, lake):
@@ -56,7 +76,8 @@ def test_round_trip_keeps_types_and_opens_with_deltalake(spark, lake):
     assert str(arrow.schema.field("at").type) == "timestamp[us, tz=UTC]"
     # partition folders in Hive layout, no staging leftovers
     assert (Path(lake.path("bronze", "t")) / "channel=email").is_dir()
-    assert not any((Path(lake.path("bronze", "t")) / "_staging").iterdir())
+    staging = Path(lake.path("bronze", "t")) / "_staging"
+    assert not staging.exists() or not any(staging.iterdir())
     # file stats carry the record counts
     assert sum(table.get_add_actions(flatten=True).column("num_records").to_pylist()) == 3
 
@@ -120,8 +141,8 @@ def test_upsert_updates_and_inserts_by_key(spark, lake):
 def test_history_and_vacuum(spark, lake, tmp_path):
     lake.write("bronze", "t", frame(spark, rows(1)))
     lake.write("bronze", "t", frame(spark, rows(2)), mode="overwrite")
-    ops = [h["operation"] for h in lake.history("bronze", "t")]
-    assert ops[-1] == "CREATE TABLE" and len(ops) == 2
+    history = lake.history("bronze", "t")
+    assert [h["version"] for h in history] == [1, 0]
     removed = lake.vacuum("bronze", "t", retention_hours=0)
     assert removed, "the overwritten file should be vacuumed"
     assert ids(lake) == [2]
@@ -183,18 +204,43 @@ def test_concurrent_appends_both_land(spark, settings, tmp_path):
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import datetime as dt, os, signal, sys
+    import datetime as dt, os, signal, sys, time
+    from pathlib import Path
     from conf import load_settings
     from lakehouse.spark import build_spark_session
     from lakehouse.tables import Lakehouse
+    root, how, engine = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = load_settings("local", environ={})
-    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"master": "local[1]", "shuffle_partitions": 1, "driver_memory": "1g"})})
+    settings = settings.model_copy(update={
+        "spark": settings.spark.model_copy(update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "1g"}),
+        "storage": settings.storage.model_copy(update={"engine": engine}),
+    })
     spark = build_spark_session(settings)
-    lake = Lakehouse(spark, sys.argv[1], settings.storage)
-    if sys.argv[2] == "kill":
-        lake.engine.before_commit = lambda path: os.kill(os.getpid(), signal.SIGKILL)
+    lake = Lakehouse(spark, root, settings.storage)
+    assert lake.engine.name == engine, lake.engine.name
     data = [(i, "webchat", dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc), dt.date(2026, 3, 1), 1.0) for i in (100, 101)]
-    lake.write("bronze", "t", spark.createDataFrame(data, "id long, channel string, at timestamp, day date, score double"), mode="overwrite")
+    frame = spark.createDataFrame(data, "id long, channel string, at timestamp, day date, score double").repartition(2, "id")
+    if how == "kill" and engine == "delta-rs":
+        # the files are in the table's folder, the commit not yet made
+        lake.engine.before_commit = lambda path: os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "kill":
+        # delta-spark writes each task's file straight into the table, then commits on the driver: one task
+        # waits until the other task's file is there and kills the driver (and with it the JVM) mid-job
+        driver, table = os.getpid(), Path(lake.path("bronze", "t"))
+        before = {p.name for p in table.glob("*.parquet")}
+        from pyspark.sql.functions import pandas_udf
+
+        @pandas_udf("long")
+        def killer(ids):
+            if 101 in set(ids):
+                for _ in range(600):
+                    if {p.name for p in table.glob("*.parquet")} - before:
+                        os.kill(driver, signal.SIGKILL)
+                    time.sleep(0.05)
+            return ids
+
+        frame = frame.withColumn("id", killer("id"))
+    lake.write("bronze", "t", frame, mode="overwrite")
     print("committed")
     """
 )
@@ -206,14 +252,15 @@ def test_writer_killed_mid_write_leaves_previous_version_and_rerun_completes(spa
     script = tmp_path / "writer.py"
     script.write_text(KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    killed = subprocess.run([sys.executable, str(script), str(lake.root), "kill"], env=env, capture_output=True, timeout=300)
+    run = [sys.executable, str(script), str(lake.root)]
+    killed = subprocess.run([*run, "kill", lake.engine.name], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     # the killed writer's files are on disk but in no commit
     assert DeltaTable(lake.path("bronze", "t")).version() == 0
     assert ids(lake) == [1, 2]
     orphans = [p for p in Path(lake.path("bronze", "t")).glob("*.parquet")]
     assert len(orphans) > len(DeltaTable(lake.path("bronze", "t")).file_uris())
-    rerun = subprocess.run([sys.executable, str(script), str(lake.root), "ok"], env=env, capture_output=True, timeout=300)
+    rerun = subprocess.run([*run, "ok", lake.engine.name], env=env, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     assert ids(lake) == [100, 101]
     lake.vacuum("bronze", "t", retention_hours=0)
@@ -221,23 +268,90 @@ def test_writer_killed_mid_write_leaves_previous_version_and_rerun_completes(spa
 
 
 def test_engine_choice_is_automatic(spark, settings, tmp_path):
-    lake = Lakehouse(spark, tmp_path / "lake", settings.storage)
-    expected = "delta-spark" if delta_spark_available(spark) else "delta-rs"
-    assert lake.engine.name == expected
+    assert Lakehouse(spark, tmp_path / "lake", settings.storage).engine.name == "delta-spark"
+    rs = settings.storage.model_copy(update={"engine": "delta-rs"})
+    assert Lakehouse(spark, tmp_path / "lake", rs).engine.name == "delta-rs"
 
 
+@pytest.mark.parametrize("writer,reader", [("delta-spark", "delta-rs"), ("delta-rs", "delta-spark")])
+def test_a_table_written_by_one_engine_is_read_and_extended_by_the_other(spark, settings, tmp_path, writer, reader):
+    first = Lakehouse(spark, tmp_path / "lake", settings.storage, engine=ENGINES[writer](spark, settings.storage))
+    second = Lakehouse(spark, tmp_path / "lake", settings.storage, engine=ENGINES[reader](spark, settings.storage))
+    data = rows(1, 2) + rows(3, day=dt.date(2026, 3, 2))
+    first.write("silver", "t", frame(spark, data), partition_by=["day"])
+    assertDataFrameEqual(second.read("silver", "t"), frame(spark, data))
+    second.write("silver", "t", frame(spark, rows(7)), mode="overwrite", replace_where="day = DATE'2026-03-01'")
+    assert sorted(r["id"] for r in first.read("silver", "t").collect()) == [3, 7]
+    assert first.version("silver", "t") == second.version("silver", "t") == 1
 
-def _delta_spark_loaded(spark) -> bool:
-    return delta_spark_available(spark)
+
+def test_table_properties_come_from_config_per_layer(spark, settings, tmp_path):
+    lake = Lakehouse(spark, tmp_path / "lake", settings.storage, engine=DeltaSparkEngine(spark, settings.storage))
+    lake.write("silver", "s", frame(spark, rows(1)))
+    lake.write("bronze", "b", frame(spark, rows(1)))
+    silver = lake.engine.properties(lake.path("silver", "s"))
+    assert silver["delta.enableChangeDataFeed"] == "true"
+    assert silver["delta.enableDeletionVectors"] == "true"
+    assert silver["delta.checkpointInterval"] == "10"
+    assert "delta.enableChangeDataFeed" not in lake.engine.properties(lake.path("bronze", "b"))
+    # the change feed of a silver table says what a later write changed
+    lake.write("silver", "s", frame(spark, rows(2)))
+    changes = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 1)
+               .load(lake.path("silver", "s")).collect())
+    assert [(r["id"], r["_change_type"]) for r in changes] == [(2, "insert")]
+    # delta-rs leaves out what it cannot write (deletion vectors) and keeps the rest
+    rs = Lakehouse(spark, tmp_path / "lake", settings.storage, engine=DeltaRsEngine(spark, settings.storage))
+    rs.write("silver", "r", frame(spark, rows(1)))
+    config = DeltaTable(rs.path("silver", "r")).metadata().configuration
+    assert config.get("delta.enableChangeDataFeed") == "true" and "delta.enableDeletionVectors" not in config
 
 
-def test_delta_spark_engine_round_trip(spark, settings, tmp_path):
-    if not _delta_spark_loaded(spark):
-        pytest.skip("delta-spark classes are not on this Spark's classpath (the Maven repository is unreachable here)")
-    from lakehouse.tables import DeltaSparkEngine
+def test_delete_purge_and_vacuum_erase_rows_from_every_file(spark, lake):
+    lake.write("silver", "t", frame(spark, rows(1, 2, 3)))
+    info = lake.delete("silver", "t", "id = 2")
+    assert info.operation == "delete"
+    assert ids_of(lake, "silver") == [1, 3]
+    assert sorted(r["id"] for r in lake.read("silver", "t", version=0).collect()) == [1, 2, 3]  # time travel keeps it
+    lake.purge("silver", "t")
+    lake.vacuum("silver", "t", retention_hours=0)
+    # no Parquet file left in the table's folder holds the erased row
+    import pyarrow.parquet as pq
+
+    left = [pq.read_table(p).column("id").to_pylist() for p in Path(lake.path("silver", "t")).rglob("*.parquet")]
+    assert 2 not in [i for file_ids in left for i in file_ids]
+    assert ids_of(lake, "silver") == [1, 3]
+    with pytest.raises(LakehouseError, match="bad delete predicate"):
+        lake.delete("silver", "t", "nope = 1")
+
+
+def test_optimize_compacts_and_zorders_by_customer_key(spark, lake):
+    schema = "customer_key string, day date, v long"
+    for i in range(4):
+        lake.write("gold", "g", spark.createDataFrame([(f"c{i}", dt.date(2026, 3, 1), i)], schema))
+    before = len(DeltaTable(lake.path("gold", "g")).file_uris())
+    result = lake.optimize("gold", "g")
+    assert before >= 4 and result["files_removed"] == before and result["files_added"] == 1
+    assert len(DeltaTable(lake.path("gold", "g")).file_uris()) == 1
+    assert sorted(r["v"] for r in lake.read("gold", "g").collect()) == [0, 1, 2, 3]
+
+
+def test_concurrent_appends_from_two_threads_both_land_on_delta_spark(spark, settings, tmp_path):
+    import threading
 
     lake = Lakehouse(spark, tmp_path / "lake", settings.storage, engine=DeltaSparkEngine(spark, settings.storage))
-    lake.write("bronze", "t", frame(spark, rows(1, 2)), partition_by=["day"])
-    lake.write("bronze", "t", frame(spark, rows(3)), mode="overwrite", replace_where="day = DATE'2026-03-01'")
-    assert ids(lake) == [3]
-    assert DeltaTable(lake.path("bronze", "t")).to_pyarrow_table().num_rows == 1
+    lake.write("bronze", "t", frame(spark, rows(1)))
+    errors = []
+
+    def append(i):
+        try:
+            lake.write("bronze", "t", frame(spark, rows(i)))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in (2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert ids(lake) == [1, 2, 3, 4]
