@@ -68,6 +68,14 @@ class StorageSettings(_Section):
         return merged
 
 
+class CatalogSettings(_Section):
+    # tables are named <prefix><layer>.<table> in Spark's catalog (atende_gold.recommendations)
+    database_prefix: str = Field(default="atende_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # after each run, (re)name the tables in the session's catalog: auto does it where that catalog outlives
+    # the run (a Hive metastore, Glue, Unity: spark.sql.catalogImplementation=hive); always; never
+    register_after_run: Literal["auto", "always", "never"] = "auto"
+
+
 class IngestSettings(_Section):
     # records longer than this are quarantined instead of parsed
     max_record_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
@@ -356,6 +364,7 @@ class Settings(_Section):
     env: str = "local"
     spark: SparkSettings = SparkSettings()
     storage: StorageSettings = StorageSettings()
+    catalog: CatalogSettings = CatalogSettings()
     ingest: IngestSettings = IngestSettings()
     identity: IdentitySettings = IdentitySettings()
     kpis: KpiSettings = KpiSettings()

@@ -81,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--landing", required=True, type=Path)
     train.add_argument("--lakehouse", required=True, type=Path)
 
+    maintain = sub.add_parser("maintain", help="table upkeep: compact and Z-order, vacuum old files, name tables in the catalog")
+    maintain_sub = maintain.add_subparsers(dest="maintain", required=True)
+    for action, text in (
+        ("optimize", "compact small files and Z-order by storage.zorder_by (customer_key)"),
+        ("vacuum", "delete files no version within the retention needs, and leftovers of crashed writes"),
+        ("register", "name every table in Spark's catalog: atende_<layer>.<table>"),
+    ):
+        step = maintain_sub.add_parser(action, help=text)
+        step.add_argument("--lakehouse", required=True, type=Path)
+        if action != "register":
+            step.add_argument("--layer", action="append", default=[], choices=("bronze", "silver", "gold", "ops"),
+                              help="only this layer (repeatable; default: every layer)")
+            step.add_argument("--table", action="append", default=[],
+                              help="only this table, as name or layer.name (repeatable)")
+        if action == "vacuum":
+            step.add_argument("--retention-hours", type=int, default=None,
+                              help="keep files versions this recent need (default: storage.vacuum_retention_hours)")
+
+    sql = sub.add_parser("sql", help="run a SQL query over the lakehouse's tables, named atende_<layer>.<table>")
+    sql.add_argument("--lakehouse", required=True, type=Path)
+    sql.add_argument("query", help='e.g. "SELECT tone, count(*) FROM atende_gold.recommendations GROUP BY tone"')
+    sql.add_argument("--limit", type=_positive, default=50, help="rows shown (default 50)")
+
     demo = sub.add_parser("demo", help="generate a small landing zone, run every job, print a summary")
     demo.add_argument("--dir", type=Path, default=None, help="demo folder (default: conf demo.directory)")
     return parser
@@ -149,7 +172,7 @@ _WITHOUT_SOURCE = {
 def _print_summary(console, runner, summary) -> None:
     from rich.table import Table
 
-    jobs = Table(title=f"run {summary.run_id}", show_lines=False)
+    jobs = Table(title=f"run {summary.run_id} on the {summary.engine} engine", show_lines=False)
     for col in ("job", "status", "seconds", "rows written"):
         jobs.add_column(col, justify="right" if col != "job" else "left")
     for job in summary.jobs:
@@ -176,6 +199,8 @@ def _print_summary(console, runner, summary) -> None:
     total_q = sum(summary.quarantined.values())
     detail = ", ".join(f"{k} {v:,}" for k, v in sorted(summary.quarantined.items()))
     console.print(f"quarantined records: {total_q:,}" + (f" ({detail})" if detail else ""))
+    if summary.registered:
+        console.print(f"{len(summary.registered)} tables named in the catalog, e.g. {summary.registered[-1]}")
     dates = summary.arrival_dates
     console.print(f"arrival dates processed: {len(dates)} ({dates[0]} .. {dates[-1]})")
     if runner.lake.exists("gold", "service_kpis"):
@@ -296,6 +321,73 @@ def cmd_train(args, settings: Settings) -> int:
         spark.stop()
 
 
+def _open_lakehouse(settings: Settings, path: Path):
+    from lakehouse.spark import build_spark_session
+    from lakehouse.tables import Lakehouse
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"lakehouse not found: {path}")
+    spark = build_spark_session(settings)
+    return spark, Lakehouse(spark, path, settings.storage)
+
+
+def cmd_maintain(args, settings: Settings) -> int:
+    from rich.table import Table
+
+    from jobs.maintain import optimize_tables, register_tables, time_travel_horizon, vacuum_tables
+
+    console = _console()
+    spark, lake = _open_lakehouse(settings, args.lakehouse)
+    try:
+        if args.maintain == "register":
+            names = register_tables(spark, lake, settings.catalog.database_prefix)
+            console.print(f"{len(names)} tables named in the catalog ({spark.conf.get('spark.sql.catalogImplementation')}"
+                          f" catalog): " + ", ".join(names))
+            return 0
+        layers, tables = tuple(args.layer), tuple(args.table)
+        if args.maintain == "optimize":
+            done = optimize_tables(lake, layers, tables)
+        else:
+            done = vacuum_tables(lake, args.retention_hours, layers, tables)
+        out = Table(title=f"{args.maintain} on the {lake.engine.name} engine: {lake.root}")
+        for col in ("table", "files added", "files removed", "seconds"):
+            out.add_column(col, justify="left" if col == "table" else "right")
+        for item in done:
+            out.add_row(item.table, f"{item.files_added:,}", f"{item.files_removed:,}", f"{item.seconds:.1f}")
+        console.print(out)
+        if args.maintain == "vacuum":
+            horizon = time_travel_horizon(lake, args.retention_hours)
+            console.print(f"time travel now reaches back to {horizon:%Y-%m-%d %H:%M} UTC; older versions are gone")
+        return 0
+    finally:
+        spark.stop()
+
+
+def cmd_sql(args, settings: Settings) -> int:
+    from rich.table import Table
+
+    from jobs.maintain import register_tables
+
+    spark, lake = _open_lakehouse(settings, args.lakehouse)
+    try:
+        register_tables(spark, lake, settings.catalog.database_prefix)
+        rows = spark.sql(args.query).limit(args.limit + 1).collect()
+        if not rows:
+            _console().print("no rows")
+            return 0
+        out = Table()
+        for col in rows[0].__fields__:
+            out.add_column(col)
+        for row in rows[: args.limit]:
+            out.add_row(*["" if v is None else str(v) for v in row])
+        _console().print(out)
+        if len(rows) > args.limit:
+            _console().print(f"(first {args.limit} rows; --limit shows more)")
+        return 0
+    finally:
+        spark.stop()
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from jobs.generate import generate_landing_zone
 
@@ -331,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atende: {exc}", file=sys.stderr)
         return 2
     handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report,
-                "segments": cmd_segments, "train": cmd_train}
+                "segments": cmd_segments, "train": cmd_train, "maintain": cmd_maintain, "sql": cmd_sql}
     try:
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:

@@ -50,6 +50,9 @@ class RunSummary:
     table_rows: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     nothing_to_do: bool = False
+    engine: str = ""
+    # tables named in the catalog after the run (catalog.register_after_run)
+    registered: list[str] = field(default_factory=list)
 
 
 ProgressFn = Callable[[str], None]
@@ -260,7 +263,7 @@ class Runner:
             dates = [date]
         else:
             dates = sorted(available - processed_dates(self.lake))
-        summary = RunSummary(self.run_id, dates)
+        summary = RunSummary(self.run_id, dates, engine=self.lake.engine.name)
         if not dates:
             summary.nothing_to_do = True
             return summary
@@ -293,7 +296,19 @@ class Runner:
             r["source"]: r["n"]
             for r in self.lake.read("bronze", "quarantine").groupBy("source").agg(F.count("*").alias("n")).collect()
         } if self.lake.exists("bronze", "quarantine") else {}
+        summary.registered = self._register_in_catalog()
         return summary
+
+    def _register_in_catalog(self) -> list[str]:
+        """Name the tables in the session's catalog where that catalog outlives the run (or when asked always)."""
+        from jobs.maintain import register_tables
+
+        when = self.settings.catalog.register_after_run
+        persistent = self.spark.conf.get("spark.sql.catalogImplementation", "in-memory") == "hive"
+        if when == "never" or (when == "auto" and not persistent):
+            return []
+        self.progress("naming the tables in the catalog ...")
+        return register_tables(self.spark, self.lake, self.settings.catalog.database_prefix)
 
     def retrain(self) -> RunSummary:
         """`atende train`: refit every model on the lakehouse as it is, promote what beats its

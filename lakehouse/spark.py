@@ -71,6 +71,11 @@ def _base_options(settings: Settings, is_local: bool) -> dict[str, str]:
         options["spark.driver.bindAddress"] = "127.0.0.1"
         if cfg.driver_memory:
             options["spark.driver.memory"] = cfg.driver_memory
+        # Delta's VACUUM lists the table in this many tasks (10,000 by default: two minutes of empty tasks
+        # for a small table on two cores)
+        options["spark.sql.sources.parallelPartitionDiscovery.parallelism"] = str(partitions)
+        # Delta rebuilds a table's snapshot from its log in this many tasks (50 by default)
+        options["spark.databricks.delta.snapshotPartitions"] = str(partitions)
     return options
 
 

@@ -502,12 +502,11 @@ class DeltaRsEngine:
         metrics = table.optimize.z_order(list(zorder_by)) if zorder_by else table.optimize.compact()
         return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
 
-    def vacuum(self, path: str, retention_hours: int) -> list[str]:
+    def vacuum(self, path: str, retention_hours: int) -> int:
         dt = self._table(path)
         # full: also files of crashed writes that no commit names, not only tombstones
         removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True)
-        removed.extend(_clear_stale_staging(path, retention_hours))
-        return removed
+        return len(removed) + len(_clear_stale_staging(path, retention_hours))
 
 
 
@@ -711,16 +710,16 @@ class DeltaSparkEngine:
         metrics = result.collect()[0]["metrics"].asDict(recursive=True)
         return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
 
-    def vacuum(self, path: str, retention_hours: int) -> list[str]:
+    def vacuum(self, path: str, retention_hours: int) -> int:
         previous = self.spark.conf.get(self._RETENTION_CHECK, "true")
         self.spark.conf.set(self._RETENTION_CHECK, "true" if retention_hours >= 168 else "false")
         try:
-            ident = self._ident(path)
-            doomed = [r[0] for r in self.spark.sql(f"VACUUM {ident} RETAIN {retention_hours} HOURS DRY RUN").collect()]
-            self.spark.sql(f"VACUUM {ident} RETAIN {retention_hours} HOURS").collect()
+            self.spark.sql(f"VACUUM {self._ident(path)} RETAIN {retention_hours} HOURS").collect()
         finally:
             self.spark.conf.set(self._RETENTION_CHECK, previous)
-        return doomed + _clear_stale_staging(path, retention_hours)
+        last = self._last_commit(path)
+        deleted = int((last.get("operationMetrics") or {}).get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
+        return deleted + len(_clear_stale_staging(path, retention_hours))
 
 
 def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> DataFrame:
@@ -859,7 +858,8 @@ class Lakehouse:
         partitions = set(self.engine.partition_columns(path))
         return self.engine.optimize(path, [c for c in wanted if c in columns and c not in partitions])
 
-    def vacuum(self, layer: str, table: str, retention_hours: int | None = None) -> list[str]:
+    def vacuum(self, layer: str, table: str, retention_hours: int | None = None) -> int:
+        """Delete files no version within the retention needs (and leftovers of crashed writes); returns how many."""
         hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
         return self.engine.vacuum(self.path(layer, table), hours)
 

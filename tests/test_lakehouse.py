@@ -144,7 +144,7 @@ def test_history_and_vacuum(spark, lake, tmp_path):
     history = lake.history("bronze", "t")
     assert [h["version"] for h in history] == [1, 0]
     removed = lake.vacuum("bronze", "t", retention_hours=0)
-    assert removed, "the overwritten file should be vacuumed"
+    assert removed >= 1, "the overwritten file should be vacuumed"
     assert ids(lake) == [2]
 
 
@@ -235,7 +235,8 @@ KILL_SCRIPT = textwrap.dedent(
             if 101 in set(ids):
                 for _ in range(600):
                     if {p.name for p in table.glob("*.parquet")} - before:
-                        os.kill(driver, signal.SIGKILL)
+                        # the driver, its JVM and the Python workers at once, as a lost machine would
+                        os.killpg(os.getpgid(driver), signal.SIGKILL)
                     time.sleep(0.05)
             return ids
 
@@ -253,7 +254,8 @@ def test_writer_killed_mid_write_leaves_previous_version_and_rerun_completes(spa
     script.write_text(KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = [sys.executable, str(script), str(lake.root)]
-    killed = subprocess.run([*run, "kill", lake.engine.name], env=env, capture_output=True, timeout=300)
+    killed = subprocess.run([*run, "kill", lake.engine.name], env=env, capture_output=True, timeout=300,
+                            start_new_session=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     # the killed writer's files are on disk but in no commit
     assert DeltaTable(lake.path("bronze", "t")).version() == 0
