@@ -51,12 +51,12 @@ class StorageSettings(_Section):
     vacuum_retention_hours: int = Field(default=168, ge=0)
     target_file_rows: int = Field(default=1_000_000, ge=1000)
     # Delta table properties set when a table is created, per layer ("*": every layer). Change Data Feed on
-    # silver lets incremental readers take what changed; deletion vectors make DELETE (erasure) cheap
+    # silver lets incremental readers take what changed. Deletion vectors (delta.enableDeletionVectors) make
+    # DELETE cheap but the deltalake package (1.6) cannot read such tables, nor can the delta-rs engine: off
     table_properties: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {
             "*": {"delta.checkpointInterval": "10"},
-            "silver": {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"},
-            "gold": {"delta.enableDeletionVectors": "true"},
+            "silver": {"delta.enableChangeDataFeed": "true"},
         }
     )
     # columns `atende maintain optimize` Z-orders each table by (where the table has them)
@@ -74,6 +74,10 @@ class CatalogSettings(_Section):
     # after each run, (re)name the tables in the session's catalog: auto does it where that catalog outlives
     # the run (a Hive metastore, Glue, Unity: spark.sql.catalogImplementation=hive); always; never
     register_after_run: Literal["auto", "always", "never"] = "auto"
+    # local mode: keep the catalog in a Derby metastore in this folder (a Hive catalog that outlives the run,
+    # so `spark-sql` and notebooks started with the same folder see the tables); null: Spark's in-memory catalog.
+    # On a cluster the platform's metastore (Hive, Glue, Unity) is used instead
+    metastore: str | None = None
 
 
 class IngestSettings(_Section):

@@ -76,7 +76,22 @@ def _base_options(settings: Settings, is_local: bool) -> dict[str, str]:
         options["spark.sql.sources.parallelPartitionDiscovery.parallelism"] = str(partitions)
         # Delta rebuilds a table's snapshot from its log in this many tasks (50 by default)
         options["spark.databricks.delta.snapshotPartitions"] = str(partitions)
+        options.update(metastore_options(settings.catalog.metastore))
     return options
+
+
+def metastore_options(folder: str | None) -> dict[str, str]:
+    """A Hive catalog kept in a Derby database under `folder` (local mode); empty without a folder."""
+    if not folder:
+        return {}
+    from pathlib import Path
+
+    base = Path(folder).expanduser().resolve()
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(base / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={base / 'metastore_db'};create=true",
+    }
 
 
 def _start(app_name: str, master: str, options: dict[str, str]) -> SparkSession:

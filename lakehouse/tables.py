@@ -183,13 +183,21 @@ class DeltaRsEngine:
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            return DeltaTable(path, version=version)
+            table = DeltaTable(path, version=version)
         except TableNotFoundError as exc:
             raise LakehouseError(f"no Delta table at {path}") from exc
         except Exception as exc:  # delta-rs raises DeltaError for a version that does not exist
             if version is not None:
                 raise LakehouseError(f"table {path} has no version {version}: {exc}") from exc
             raise
+        unreadable = set(table.protocol().reader_features or ()) & _DELTA_RS_UNREADABLE
+        if unreadable:
+            # listing its files would show rows a DELETE removed: refuse rather than answer wrongly
+            raise LakehouseError(
+                f"table {path} uses {', '.join(sorted(unreadable))}, which the delta-rs engine cannot read; "
+                "use storage.engine delta-spark"
+            )
+        return table
 
     def spark_schema(self, path: str, version: int | None = None) -> StructType:
         dt = self._table(path, version)
@@ -736,8 +744,9 @@ def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> D
     return df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields])
 
 
-# table features delta-rs cannot write to: asking for them would make the table unwritable by this engine
+# table features delta-rs cannot write to or read: asking for them would lock this engine out of the table
 _DELTA_RS_UNWRITABLE = {"delta.enableDeletionVectors"}
+_DELTA_RS_UNREADABLE = {"deletionVectors"}
 
 
 def _delta_rs_properties(properties: dict[str, str] | None) -> dict[str, str]:

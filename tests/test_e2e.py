@@ -66,11 +66,18 @@ def redelivery(generated):
     return generated[1]
 
 
+@pytest.fixture(scope="module", params=["delta-spark", "delta-rs"])
+def engine_settings(request, settings):
+    """Every test of this module on both storage engines (the suite's Spark has the Delta connector)."""
+    return settings.model_copy(update={"storage": settings.storage.model_copy(update={"engine": request.param})})
+
+
 @pytest.fixture(scope="module")
-def first_run(spark, settings, landing, tmp_path_factory):
+def first_run(spark, engine_settings, landing, tmp_path_factory):
     lake_dir = tmp_path_factory.mktemp("lake") / "lakehouse"
-    runner = Runner(spark, settings, landing, lake_dir)
+    runner = Runner(spark, engine_settings, landing, lake_dir)
     summary = runner.run()
+    assert summary.engine == engine_settings.storage.engine
     return runner, summary, lake_dir
 
 
@@ -168,16 +175,16 @@ def test_a_redelivered_day_adds_bronze_rows_but_no_silver_rows(first_run, redeli
     assert in_silver == messages.distinct().count()
 
 
-def test_run_again_processes_nothing_new(spark, settings, landing, first_run):
+def test_run_again_processes_nothing_new(spark, engine_settings, landing, first_run):
     _, _, lake_dir = first_run
-    again = Runner(spark, settings, landing, lake_dir).run()
+    again = Runner(spark, engine_settings, landing, lake_dir).run()
     assert again.nothing_to_do
 
 
-def test_rerunning_a_date_changes_no_counts(spark, settings, landing, first_run):
+def test_rerunning_a_date_changes_no_counts(spark, engine_settings, landing, first_run):
     runner, summary, lake_dir = first_run
     before = counts(runner)
-    rerun = Runner(spark, settings, landing, lake_dir)
+    rerun = Runner(spark, engine_settings, landing, lake_dir)
     rerun.run(date=summary.arrival_dates[0])
     after = counts(rerun)
     for name, n in before.items():

@@ -293,7 +293,6 @@ def test_table_properties_come_from_config_per_layer(spark, settings, tmp_path):
     lake.write("bronze", "b", frame(spark, rows(1)))
     silver = lake.engine.properties(lake.path("silver", "s"))
     assert silver["delta.enableChangeDataFeed"] == "true"
-    assert silver["delta.enableDeletionVectors"] == "true"
     assert silver["delta.checkpointInterval"] == "10"
     assert "delta.enableChangeDataFeed" not in lake.engine.properties(lake.path("bronze", "b"))
     # the change feed of a silver table says what a later write changed
@@ -302,7 +301,9 @@ def test_table_properties_come_from_config_per_layer(spark, settings, tmp_path):
                .load(lake.path("silver", "s")).collect())
     assert [(r["id"], r["_change_type"]) for r in changes] == [(2, "insert")]
     # delta-rs leaves out what it cannot write (deletion vectors) and keeps the rest
-    rs = Lakehouse(spark, tmp_path / "lake", settings.storage, engine=DeltaRsEngine(spark, settings.storage))
+    asked = settings.storage.model_copy(update={"table_properties": {
+        "silver": {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"}}})
+    rs = Lakehouse(spark, tmp_path / "lake", asked, engine=DeltaRsEngine(spark, asked))
     rs.write("silver", "r", frame(spark, rows(1)))
     config = DeltaTable(rs.path("silver", "r")).metadata().configuration
     assert config.get("delta.enableChangeDataFeed") == "true" and "delta.enableDeletionVectors" not in config
@@ -324,6 +325,26 @@ def test_delete_purge_and_vacuum_erase_rows_from_every_file(spark, lake):
     assert ids_of(lake, "silver") == [1, 3]
     with pytest.raises(LakehouseError, match="bad delete predicate"):
         lake.delete("silver", "t", "nope = 1")
+
+
+def test_deletion_vectors_on_request_delete_purge_and_lock_out_delta_rs(spark, settings, tmp_path):
+    import pyarrow.parquet as pq
+
+    dv = settings.storage.model_copy(update={"table_properties": {"gold": {"delta.enableDeletionVectors": "true"}}})
+    lake = Lakehouse(spark, tmp_path / "lake", dv, engine=DeltaSparkEngine(spark, dv))
+    lake.write("gold", "t", frame(spark, rows(1, 2, 3)).coalesce(1))
+    lake.delete("gold", "t", "id = 2")
+    assert ids_of(lake, "gold") == [1, 3]
+    # the deletion vector hides the row; the data file still holds it until a purge rewrites it
+    files = lambda: [i for p in Path(lake.path("gold", "t")).rglob("*.parquet") for i in pq.read_table(p).column("id").to_pylist()]
+    assert 2 in files()
+    lake.purge("gold", "t")
+    lake.vacuum("gold", "t", retention_hours=0)
+    assert 2 not in files() and ids_of(lake, "gold") == [1, 3]
+    # the delta-rs engine cannot apply deletion vectors: it refuses the table instead of showing deleted rows
+    rs = Lakehouse(spark, tmp_path / "lake", dv, engine=DeltaRsEngine(spark, dv))
+    with pytest.raises(LakehouseError, match="deletionVectors"):
+        rs.read("gold", "t")
 
 
 def test_optimize_compacts_and_zorders_by_customer_key(spark, lake):
@@ -357,3 +378,44 @@ def test_concurrent_appends_from_two_threads_both_land_on_delta_spark(spark, set
         t.join()
     assert not errors
     assert ids(lake) == [1, 2, 3, 4]
+
+
+FETCH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from conf import load_settings
+    from lakehouse.spark import build_spark_session
+    from lakehouse.tables import Lakehouse
+    settings = load_settings("local", environ={})
+    settings = settings.model_copy(update={
+        "spark": settings.spark.model_copy(update={
+            "master": "local[1]", "driver_memory": "1g",
+            # a version Maven Central does not have, in an Ivy cache of its own
+            "delta_package": "io.delta:delta-spark_4.2_2.13:0.0.404", "jars_ivy": sys.argv[2]}),
+        "storage": settings.storage.model_copy(update={"engine": sys.argv[1]}),
+    })
+    spark = build_spark_session(settings)
+    print("engine:", Lakehouse(spark, sys.argv[3], settings.storage).engine.name)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["auto", "delta-spark"])
+def test_connector_that_cannot_be_fetched_falls_back_or_fails_in_one_line(tmp_path, engine):
+    script = tmp_path / "fetch.py"
+    script.write_text(FETCH_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script), engine, str(tmp_path / "ivy"), str(tmp_path / "lake")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    if engine == "auto":
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "engine: delta-rs" in done.stdout
+        warning = [line for line in done.stderr.splitlines() if line.startswith("warning: could not fetch")]
+        assert len(warning) == 1 and "io.delta:delta-spark_4.2_2.13:0.0.404" in warning[0]
+        assert "delta-rs engine" in warning[0]
+    else:
+        assert done.returncode != 0
+        last = done.stderr.strip().splitlines()[-1]
+        assert "SparkStartError: could not fetch io.delta:delta-spark_4.2_2.13:0.0.404" in last
+        assert "storage.engine: delta-rs" in last

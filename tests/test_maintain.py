@@ -84,3 +84,12 @@ def test_cli_maintain_and_sql(spark, lake, settings, monkeypatch, capsys):
     assert cli.cmd_sql(cli.build_parser().parse_args(
         ["sql", "--lakehouse", str(lake.root), "SELECT customer_key FROM atende_silver.s"]), wide) == 0
     assert "c2" in capsys.readouterr().out
+
+
+def test_a_local_metastore_folder_makes_a_hive_catalog(tmp_path):
+    from lakehouse.spark import metastore_options
+
+    assert metastore_options(None) == {}
+    options = metastore_options(str(tmp_path / "cat"))
+    assert options["spark.sql.catalogImplementation"] == "hive"
+    assert options["spark.hadoop.javax.jdo.option.ConnectionURL"].endswith(f"databaseName={tmp_path}/cat/metastore_db;create=true")
