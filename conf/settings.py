@@ -34,7 +34,8 @@ class SparkSettings(_Section):
     # the connector's Maven coordinates; null: the ones `configure_spark_with_delta_pip` derives from the
     # installed pyspark and delta-spark (io.delta:delta-spark_<spark major.minor>_2.13:<delta-spark version>)
     delta_package: str | None = None
-    # more Maven coordinates fetched the same way (e.g. org.apache.hadoop:hadoop-aws for s3a://)
+    # more Maven coordinates fetched the same way; `hadoop-aws` is short for the S3A connector matching the
+    # Hadoop that pyspark bundles (org.apache.hadoop:hadoop-aws:3.5.0), for a lakehouse on s3a://
     packages: tuple[str, ...] = ()
     # Maven repositories searched before Maven Central (a company mirror); spark.jars.repositories
     jars_repositories: tuple[str, ...] = ()

@@ -44,6 +44,25 @@ def delta_package(settings: Settings) -> str:
     return packages.split(",")[0]
 
 
+def bundled_hadoop_version() -> str:
+    """The Hadoop version pyspark ships (its hadoop-client-api jar), which hadoop-aws must match."""
+    import re
+    from pathlib import Path
+
+    import pyspark
+
+    for jar in sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar")):
+        found = re.fullmatch(r"hadoop-client-api-(.+)\.jar", jar.name)
+        if found:
+            return found.group(1)
+    raise SparkStartError("pyspark's bundled Hadoop jars were not found; name org.apache.hadoop:hadoop-aws:<version> in spark.packages")
+
+
+def resolve_packages(names: tuple[str, ...]) -> list[str]:
+    """Maven coordinates; the short name `hadoop-aws` stands for the S3A connector matching the bundled Hadoop."""
+    return [f"org.apache.hadoop:hadoop-aws:{bundled_hadoop_version()}" if n == "hadoop-aws" else n for n in names]
+
+
 def _base_options(settings: Settings, is_local: bool) -> dict[str, str]:
     cfg = settings.spark
     if cfg.shuffle_partitions == "auto":
@@ -120,7 +139,7 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
     name = app_name or cfg.app_name
     options = _base_options(settings, is_local)
 
-    packages: list[str] = list(cfg.packages)
+    packages: list[str] = resolve_packages(cfg.packages)
     fetch_delta = cfg.delta_connector and settings.storage.engine != "delta-rs"
     if fetch_delta:
         packages.insert(0, delta_package(settings))

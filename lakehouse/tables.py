@@ -560,6 +560,7 @@ class DeltaSparkEngine:
 
     name = "delta-spark"
     _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+    _VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"
 
     def __init__(self, spark: SparkSession, settings: StorageSettings):
         self.spark = spark
@@ -719,12 +720,20 @@ class DeltaSparkEngine:
         return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
 
     def vacuum(self, path: str, retention_hours: int) -> int:
-        previous = self.spark.conf.get(self._RETENTION_CHECK, "true")
-        self.spark.conf.set(self._RETENTION_CHECK, "true" if retention_hours >= 168 else "false")
+        # the retention check refuses less than a week; logging records VACUUM START/END commits with the
+        # count of deleted files (off by default on some stores, S3 among them)
+        wanted = {self._RETENTION_CHECK: "true" if retention_hours >= 168 else "false", self._VACUUM_LOGGING: "true"}
+        previous = {key: self.spark.conf.get(key, None) for key in wanted}
+        for key, value in wanted.items():
+            self.spark.conf.set(key, value)
         try:
             self.spark.sql(f"VACUUM {self._ident(path)} RETAIN {retention_hours} HOURS").collect()
         finally:
-            self.spark.conf.set(self._RETENTION_CHECK, previous)
+            for key, value in previous.items():
+                if value is None:
+                    self.spark.conf.unset(key)
+                else:
+                    self.spark.conf.set(key, value)
         last = self._last_commit(path)
         deleted = int((last.get("operationMetrics") or {}).get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
         return deleted + len(_clear_stale_staging(path, retention_hours))
@@ -803,14 +812,26 @@ class Lakehouse:
 
     def __init__(self, spark: SparkSession, root: str | os.PathLike, settings: StorageSettings, engine=None):
         self.spark = spark
-        self.root = Path(root).resolve()
+        text = os.fspath(root)
+        if text.startswith("file://"):
+            text = text[len("file://"):]
+        # a local folder, or a Hadoop file system URI (s3a://bucket/lake, abfss://…, gs://…, hdfs://…)
+        self.is_uri = is_storage_uri(text)
+        self.uri = text.rstrip("/") if self.is_uri else str(Path(text).resolve())
+        # jobs keep quality docs and the MLflow store beside a local lakehouse's tables
+        self.root: Any = self.uri if self.is_uri else Path(self.uri)
         self.settings = settings
         self.engine = engine or choose_engine(spark, settings)
+        if self.is_uri and self.engine.name == "delta-rs":
+            raise LakehouseError(
+                f"the delta-rs engine commits through the driver's file system and cannot write {self.uri}; "
+                "a lakehouse on an object store needs the delta-spark engine (storage.engine: auto or delta-spark)"
+            )
 
     def path(self, layer: str, table: str) -> str:
         if layer not in self.LAYERS:
             raise LakehouseError(f"unknown layer {layer!r} (expected one of {', '.join(self.LAYERS)})")
-        return str(self.root / layer / table)
+        return f"{self.uri}/{layer}/{table}"
 
     def exists(self, layer: str, table: str) -> bool:
         return self.engine.exists(self.path(layer, table))
@@ -873,11 +894,34 @@ class Lakehouse:
         return self.engine.vacuum(self.path(layer, table), hours)
 
     def tables(self) -> list[tuple[str, str]]:
+        """(layer, table) of every Delta table in the lakehouse, listed through Hadoop's FileSystem for URIs."""
+        if self.is_uri:
+            return self._tables_by_hadoop()
         found = []
         for layer in self.LAYERS:
-            base = self.root / layer
+            base = Path(self.uri) / layer
             if base.is_dir():
                 for child in sorted(base.iterdir()):
                     if (child / "_delta_log").is_dir():
                         found.append((layer, child.name))
         return found
+
+    def _tables_by_hadoop(self) -> list[tuple[str, str]]:
+        jvm = self.spark.sparkContext._jvm  # type: ignore[union-attr]
+        HPath = jvm.org.apache.hadoop.fs.Path
+        root = HPath(self.uri)
+        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+        found = []
+        for layer in self.LAYERS:
+            base = HPath(root, layer)
+            if not fs.exists(base):
+                continue
+            names = sorted(st.getPath().getName() for st in fs.listStatus(base) if st.isDirectory())
+            found.extend((layer, name) for name in names if fs.exists(HPath(HPath(base, name), "_delta_log")))
+        return found
+
+
+def is_storage_uri(text: str) -> bool:
+    """s3a://…, abfss://…, gs://…, hdfs://… (file:// URIs and plain paths are local folders)."""
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.isalnum() and scheme.lower() != "file"
