@@ -487,6 +487,22 @@ class DeltaRsEngine:
 
         return self._retry_on_conflict(path, "upsert into", attempt)
 
+    def changes(self, path: str, since_version: int) -> DataFrame:
+        table = self._table(path)
+        try:
+            batches = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=since_version)).read_all()
+        except Exception as exc:
+            raise LakehouseError(f"no change feed for {path} from version {since_version}: {exc}") from exc
+        schema = arrow_to_spark_schema(pa.schema(table.schema().to_arrow()))
+        meta = StructType([StructField("_change_type", StringType(), True)]).add("_commit_version", "long").add(
+            "_commit_timestamp", "timestamp")
+        full = StructType(schema.fields + meta.fields)
+        if batches.num_rows == 0:
+            return self.spark.createDataFrame([], full)
+        # delta-rs hands out string_view / large types that Spark's Arrow conversion does not take: cast to the table's
+        frame = self.spark.createDataFrame(batches.select(full.fieldNames()).cast(spark_to_arrow_schema(full)))
+        return frame.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in full.fields])
+
     def delete(self, path: str, predicate: str) -> CommitInfo:
         def attempt() -> CommitInfo:
             try:
@@ -690,6 +706,13 @@ class DeltaSparkEngine:
 
         return self._retry_on_conflict(path, "upsert into", attempt)
 
+    def changes(self, path: str, since_version: int) -> DataFrame:
+        try:
+            return (self.spark.read.format("delta").option("readChangeFeed", "true")
+                    .option("startingVersion", since_version).load(path))
+        except Exception as exc:
+            raise LakehouseError(f"no change feed for {path} from version {since_version}: {str(exc).splitlines()[0]}") from exc
+
     def delete(self, path: str, predicate: str) -> CommitInfo:
         """Rows matching the predicate leave the table's current version (deletion vectors where enabled)."""
         def attempt() -> CommitInfo:
@@ -871,6 +894,12 @@ class Lakehouse:
         return self.engine.upsert(
             df, self.path(layer, table), tuple(keys), tuple(partition_by), properties=self.settings.properties_for(layer)
         )
+
+    def changes(self, layer: str, table: str, since_version: int) -> DataFrame:
+        """Rows inserted, deleted or updated from `since_version` on, from the table's Change Data Feed
+        (`delta.enableChangeDataFeed`, on for silver): the table's columns + `_change_type`
+        (insert, delete, update_preimage, update_postimage), `_commit_version`, `_commit_timestamp`."""
+        return self.engine.changes(self.path(layer, table), since_version)
 
     def delete(self, layer: str, table: str, predicate: str) -> CommitInfo:
         """Rows matching a SQL predicate leave the table's current version (old versions keep them until vacuum)."""

@@ -309,6 +309,16 @@ def test_table_properties_come_from_config_per_layer(spark, settings, tmp_path):
     assert config.get("delta.enableChangeDataFeed") == "true" and "delta.enableDeletionVectors" not in config
 
 
+def test_change_feed_of_a_silver_table_says_what_each_write_changed(spark, lake):
+    lake.write("silver", "t", frame(spark, rows(1, 2) + rows(3, day=dt.date(2026, 3, 2))), partition_by=["day"])
+    lake.write("silver", "t", frame(spark, rows(4, day=dt.date(2026, 3, 2))))
+    lake.write("silver", "t", frame(spark, rows(5)), mode="overwrite", replace_where="day = DATE'2026-03-01'")
+    changes = lake.changes("silver", "t", since_version=1)
+    got = sorted((r["_commit_version"], r["_change_type"], r["id"]) for r in changes.collect())
+    assert got == [(1, "insert", 4), (2, "delete", 1), (2, "delete", 2), (2, "insert", 5)]
+    assert {"_change_type", "_commit_version", "_commit_timestamp", "id", "day"} <= set(changes.columns)
+
+
 def test_delete_purge_and_vacuum_erase_rows_from_every_file(spark, lake):
     lake.write("silver", "t", frame(spark, rows(1, 2, 3)))
     info = lake.delete("silver", "t", "id = 2")
