@@ -653,11 +653,12 @@ class DeltaSparkEngine:
         if replace_where is not None and mode != "overwrite":
             raise LakehouseError("replace_where applies to mode='overwrite' only")
         exists = self.exists(path)
-        df = _conform(self, df, path, partition_by) if exists else df
+        # the partitioning of an existing table is checked by Delta itself (DESCRIBE DETAIL costs a second a call)
+        df = _conform(self, df, path, ()) if exists else df
         writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
         if not exists:
-            if partition_by:
-                writer = writer.partitionBy(*partition_by)
             # delta.* options of the writer that creates a table become its properties
             for key, value in (properties or {}).items():
                 writer = writer.option(key, value)
@@ -675,6 +676,9 @@ class DeltaSparkEngine:
 
                 if isinstance(exc, DeltaConcurrentModificationException):
                     raise
+                if "partition" in str(exc).lower() and "not match" in str(exc).lower():
+                    raise LakehouseError(f"table {path} is partitioned differently than {list(partition_by)}: "
+                                         f"{str(exc).splitlines()[0]}") from exc
                 if replace_where is not None and not isinstance(exc, LakehouseError):
                     raise LakehouseError(
                         f"bad replace_where predicate {replace_where!r} for {path}: {str(exc).splitlines()[0]}"

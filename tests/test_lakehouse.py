@@ -429,3 +429,10 @@ def test_connector_that_cannot_be_fetched_falls_back_or_fails_in_one_line(tmp_pa
         last = done.stderr.strip().splitlines()[-1]
         assert "SparkStartError: could not fetch io.delta:delta-spark_4.2_2.13:0.0.404" in last
         assert "storage.engine: delta-rs" in last
+
+
+def test_writing_with_other_partition_columns_fails_clearly(spark, lake):
+    lake.write("bronze", "t", frame(spark, rows(1)), partition_by=["day"])
+    with pytest.raises(LakehouseError, match="partitioned"):
+        lake.write("bronze", "t", frame(spark, rows(2)), partition_by=["channel"])
+    assert ids(lake) == [1]
