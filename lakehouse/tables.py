@@ -299,18 +299,7 @@ class DeltaRsEngine:
         """Run attempt() until it is not beaten by a concurrent commit; each try starts from a fresh snapshot."""
         from deltalake.exceptions import CommitFailedError
 
-        attempts = self.settings.commit_retries + 1
-        last_error: Exception | None = None
-        for number in range(attempts):
-            try:
-                return attempt()
-            except CommitFailedError as exc:
-                last_error = exc
-                log.warning("%s %s lost a race (attempt %d/%d): %s", what, path, number + 1, attempts, exc)
-                time.sleep(min(2.0, 0.05 * 2**number))
-        raise ConcurrentWriteError(
-            f"could not {what} {path} after {attempts} attempts: another writer kept winning ({last_error})"
-        )
+        return _retry_on_conflict(self.settings, path, what, attempt, CommitFailedError)
 
     def write(
         self,
@@ -635,19 +624,7 @@ class DeltaSparkEngine:
         """Delta's optimistic concurrency: a commit beaten by a conflicting one is retried from a fresh snapshot."""
         from delta.exceptions import DeltaConcurrentModificationException
 
-        attempts = self.settings.commit_retries + 1
-        last_error: Exception | None = None
-        for number in range(attempts):
-            try:
-                return attempt()
-            except DeltaConcurrentModificationException as exc:
-                last_error = exc
-                log.warning("%s %s lost a race (attempt %d/%d): %s", what, path, number + 1, attempts,
-                            str(exc).splitlines()[0])
-                time.sleep(min(2.0, 0.05 * 2**number))
-        raise ConcurrentWriteError(
-            f"could not {what} {path} after {attempts} attempts: another writer kept winning ({last_error})"
-        )
+        return _retry_on_conflict(self.settings, path, what, attempt, DeltaConcurrentModificationException)
 
     def write(self, df, path, mode, partition_by=(), replace_where=None, properties=None) -> CommitInfo:
         if replace_where is not None and mode != "overwrite":
@@ -764,6 +741,26 @@ class DeltaSparkEngine:
         last = self._last_commit(path)
         deleted = int((last.get("operationMetrics") or {}).get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
         return deleted + len(_clear_stale_staging(path, retention_hours))
+
+
+def _retry_on_conflict(
+    settings: StorageSettings, path: str, what: str, attempt: Callable[[], Any], conflict: type[BaseException]
+) -> Any:
+    """Run attempt() until no concurrent commit beats it (`conflict` is the engine's error for that), at most
+    `storage.commit_retries` more times, backing off; then a ConcurrentWriteError naming the table."""
+    attempts = settings.commit_retries + 1
+    last_error: BaseException | None = None
+    for number in range(attempts):
+        try:
+            return attempt()
+        except conflict as exc:
+            last_error = exc
+            log.warning("%s %s lost a race (attempt %d/%d): %s", what, path, number + 1, attempts,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            time.sleep(min(2.0, 0.05 * 2**number))
+    raise ConcurrentWriteError(
+        f"could not {what} {path} after {attempts} attempts: another writer kept winning ({last_error})"
+    )
 
 
 def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> DataFrame:
