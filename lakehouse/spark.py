@@ -161,12 +161,13 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
             raise
         where = ", ".join(cfg.jars_repositories) + (" and " if cfg.jars_repositories else "") + "Maven Central"
         reason = f"could not fetch {', '.join(packages)} from {where} ({str(exc).splitlines()[0][:160]})"
-        if settings.storage.engine == "delta-spark" or (cfg.packages and not fetch_delta):
+        # the extra packages were asked for by name (an s3a:// lakehouse needs hadoop-aws): no fallback for them
+        if settings.storage.engine == "delta-spark" or cfg.packages:
             raise SparkStartError(
                 f"{reason}; set spark.jars_repositories to a reachable mirror, or storage.engine: delta-rs "
                 "to run without the Delta connector"
             ) from exc
-        log.warning("%s; continuing without them on the delta-rs engine", reason)
+        # said once, on stderr (the CLI's logging would print a log line as well)
         print(f"warning: {reason}; continuing without them on the delta-rs engine", file=sys.stderr)
         for key in ("spark.jars.packages", "spark.jars.repositories", *DELTA_EXTENSIONS):
             options.pop(key, None)
