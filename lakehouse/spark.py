@@ -1,7 +1,6 @@
 """The one place a SparkSession is made."""
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -9,7 +8,6 @@ from pyspark.sql import SparkSession
 
 from conf.settings import Settings
 
-log = logging.getLogger(__name__)
 
 
 def _local_cores(master: str) -> int:

@@ -318,18 +318,8 @@ class DeltaRsEngine:
         schema = nullable_schema(df.schema)
         exists = self.exists(path)
         if exists:
-            table_schema = self.spark_schema(path)
-            if not _same_columns(table_schema, schema):
-                raise LakehouseError(
-                    f"schema of the data does not match table {path}: {_schema_difference(table_schema, schema)}"
-                )
-            existing_parts = self.partition_columns(path)
-            if partition_by and list(partition_by) != existing_parts:
-                raise LakehouseError(
-                    f"table {path} is partitioned by {existing_parts}, not {list(partition_by)}"
-                )
-            partition_by = existing_parts
-            df = df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields])
+            df = _conform(self, df, path, partition_by)
+            partition_by = self.partition_columns(path)
         Path(path).mkdir(parents=True, exist_ok=True)
         adds, rows, staging = self._write_files(df, path, partition_by)
         try:
@@ -448,13 +438,8 @@ class DeltaRsEngine:
         _check_upsert_source(df, path, keys)
         if not self.exists(path):
             return self.write(df, path, "overwrite", partition_by, properties=properties)
-        table_schema = self.spark_schema(path)
-        if not _same_columns(table_schema, df.schema):
-            raise LakehouseError(
-                f"schema of the data does not match table {path}: {_schema_difference(table_schema, df.schema)}"
-            )
-        source = df.select(*[F.col(f"`{f.name}`") for f in table_schema.fields]).toArrow()
-        source = source.cast(spark_to_arrow_schema(table_schema))
+        conformed = _conform(self, df, path, ())
+        source = conformed.toArrow().cast(spark_to_arrow_schema(nullable_schema(conformed.schema)))
         predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
 
         def attempt() -> CommitInfo:
@@ -605,7 +590,7 @@ class DeltaSparkEngine:
     def version(self, path: str) -> int | None:
         if not self.exists(path):
             return None
-        return int(self._table(path).history(1).collect()[0]["version"])
+        return int(self._last_commit(path)["version"])
 
     def partition_columns(self, path: str) -> list[str]:
         return list(self.spark.sql(f"DESCRIBE DETAIL {self._ident(path)}").collect()[0]["partitionColumns"])
