@@ -92,6 +92,7 @@ class Runner:
         record = JobRecord(job=name, started_at=utc_now())
         summary.jobs.append(record)
         self.progress(f"{name} ...")
+        _name_spark_jobs(self.spark, name)
         try:
             body(record)
         except Exception as exc:
@@ -332,6 +333,14 @@ class Runner:
 
     def table_rows(self) -> dict[str, int]:
         return {f"{layer}.{table}": self.lake.read(layer, table).count() for layer, table in self.lake.tables()}
+
+
+def _name_spark_jobs(spark: SparkSession, step: str) -> None:
+    """Spark jobs submitted from here on belong to `step` (the UI and bench/bench_jobs.py group them so)."""
+    try:
+        spark.sparkContext.setJobGroup(step, f"atende {step}", interruptOnCancel=False)
+    except Exception:  # Spark Connect has no SparkContext
+        pass
 
 
 def _union_all(frames: list[DataFrame]) -> DataFrame:
