@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from conf import load_settings
-from jobs.generate import generate_landing_zone
-from jobs.run import Runner
-from lakehouse.spark import build_spark_session
+from atende.conf import load_settings
+from atende.jobs.generate import generate_landing_zone
+from atende.jobs.run import Runner
+from atende.lakehouse.spark import build_spark_session
 
 ENGINES = ("delta-spark", "delta-rs")
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _bytes_under(path: Path) -> int:
@@ -27,7 +26,7 @@ def _bytes_under(path: Path) -> int:
 
 
 def bench_generator(customers: int, days: int, seed: int, workers: int | None, keep: Path | None) -> dict:
-    from jobs.generate import generate_landing_zone
+    from atende.jobs.generate import generate_landing_zone
 
     out = keep or Path(tempfile.mkdtemp(prefix="atende-bench-")) / "landing"
     started = time.perf_counter()
@@ -55,7 +54,7 @@ def bench_generator(customers: int, days: int, seed: int, workers: int | None, k
 def bench_demo() -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="atende-demo-bench-"))
     atende = Path(sys.executable).parent / "atende"
-    command = [str(atende)] if atende.exists() else [sys.executable, "-m", "jobs.cli"]
+    command = [str(atende)] if atende.exists() else [sys.executable, "-m", "atende.jobs.cli"]
     started = time.perf_counter()
     done = subprocess.run(command + ["demo", "--dir", str(workdir / "demo")], capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - started

@@ -32,17 +32,14 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def generate(out: Path, customers: int, days: int, seed: int) -> dict:
-    from jobs.generate import generate_landing_zone
+    from atende.jobs.generate import generate_landing_zone
 
     started = time.perf_counter()
     stats = generate_landing_zone(out, customers, days, seed)
@@ -51,8 +48,8 @@ def generate(out: Path, customers: int, days: int, seed: int) -> dict:
 
 def run_ingest(spark, settings, landing: Path, lakehouse: Path) -> dict:
     """Only the ingest job (landing -> bronze): all that --resolve-only scoring needs."""
-    from jobs.bookkeeping import JobRecord, utc_now
-    from jobs.run import Runner, _landing_dates
+    from atende.jobs.bookkeeping import JobRecord, utc_now
+    from atende.jobs.run import Runner, _landing_dates
 
     runner = Runner(spark, settings, landing, lakehouse)
     started = time.perf_counter()
@@ -61,7 +58,7 @@ def run_ingest(spark, settings, landing: Path, lakehouse: Path) -> dict:
 
 
 def run_pipeline(spark, settings, landing: Path, lakehouse: Path) -> dict:
-    from jobs.run import Runner
+    from atende.jobs.run import Runner
 
     runner = Runner(spark, settings, landing, lakehouse)
     started = time.perf_counter()
@@ -78,10 +75,10 @@ def resolve_in_memory(spark, settings, lake):
     current pipeline code, as the silver job would write them (nothing is written)."""
     from datetime import datetime, timezone
 
-    from pipelines import schemas
-    from pipelines.identity import build_identifier_observations, resolve_identities
-    from pipelines.interactions import build_interactions
-    from pipelines.surveys import build_survey_responses
+    from atende.pipelines import schemas
+    from atende.pipelines.identity import build_identifier_observations, resolve_identities
+    from atende.pipelines.interactions import build_interactions
+    from atende.pipelines.surveys import build_survey_responses
 
     bronze = {s: lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
     now = datetime.now(timezone.utc)
@@ -182,7 +179,7 @@ def score(spark, settings, landing: Path, lakehouse: Path, worst: int, resolve_o
           dump: Path | None = None) -> dict:
     from pyspark.sql import functions as F
 
-    from lakehouse.tables import Lakehouse
+    from atende.lakehouse.tables import Lakehouse
 
     lake = Lakehouse(spark, lakehouse, settings.storage)
     truth = spark.read.option("header", True).csv(str(landing / "_truth" / "records.csv")).select(
@@ -263,8 +260,8 @@ def main() -> None:
     if args.resolve_only and not args.lakehouse:
         parser.error("--resolve-only needs --landing and --lakehouse (a run's bronze tables)")
 
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="atende-bench-identity-"))
     report: dict = {

@@ -21,13 +21,10 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _bytes_under(path: Path) -> int:
@@ -43,8 +40,8 @@ def _warm_page_cache(landing: Path) -> None:
 
 
 def landing_dates(landing: Path):
-    from jobs.ingest import list_arrival_dates
-    from pipelines.schemas import SOURCES
+    from atende.jobs.ingest import list_arrival_dates
+    from atende.pipelines.schemas import SOURCES
 
     dates = set()
     for source in SOURCES:
@@ -55,9 +52,9 @@ def landing_dates(landing: Path):
 
 def floor(spark, landing: Path, dates, out: Path) -> dict:
     """Read every source's files with Spark and write them as Parquet, untransformed."""
-    from jobs.ingest import _spark_path, landing_files
-    from pipelines.ingest import FILE_SOURCES
-    from pipelines.schemas import SOURCES
+    from atende.jobs.ingest import _spark_path, landing_files
+    from atende.pipelines.ingest import FILE_SOURCES
+    from atende.pipelines.schemas import SOURCES
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -75,8 +72,8 @@ def floor(spark, landing: Path, dates, out: Path) -> dict:
 
 
 def subject(spark, settings, landing: Path, dates, lakehouse: Path) -> dict:
-    from jobs.bookkeeping import JobRecord, utc_now
-    from jobs.run import Runner
+    from atende.jobs.bookkeeping import JobRecord, utc_now
+    from atende.jobs.run import Runner
 
     shutil.rmtree(lakehouse, ignore_errors=True)
     steps: list[str] = []  # the job's own progress lines: parse + reconcile, gates, writes
@@ -106,8 +103,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp folder, removed)")
     args = parser.parse_args()
 
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="atende-bench-ingest-"))
     report: dict = {
@@ -115,7 +112,7 @@ def main() -> None:
     }
     landing = args.landing
     if landing is None:
-        from jobs.generate import generate_landing_zone
+        from atende.jobs.generate import generate_landing_zone
 
         landing = work / "landing"
         started = time.perf_counter()

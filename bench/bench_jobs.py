@@ -25,10 +25,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conf import load_settings
-from jobs.generate import generate_landing_zone
-from jobs.run import Runner
-from lakehouse.spark import build_spark_session
+from atende.conf import load_settings
+from atende.jobs.generate import generate_landing_zone
+from atende.jobs.run import Runner
+from atende.lakehouse.spark import build_spark_session
 
 
 def _rest(spark, path: str) -> list[dict]:

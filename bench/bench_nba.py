@@ -32,8 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -45,8 +43,8 @@ def action_log(lake, settings):
     if lake.exists("silver", "actions"):
         return lake.read("silver", "actions"), "silver.actions"
 
-    from features.identifiers import normalize_as_given, normalize_email, normalize_phone
-    from pipelines.identity import first_delivery
+    from atende.features.identifiers import normalize_as_given, normalize_email, normalize_phone
+    from atende.pipelines.identity import first_delivery
 
     bronze = first_delivery(lake.read("bronze", "actions"), "action_id")
     idmap = lake.read("silver", "identity_map")
@@ -77,8 +75,8 @@ def project_features(lake, settings, actions):
     """A function as_of -> features DataFrame, the numeric feature columns, and a label; None when
     the project's feature builder cannot run on this lakehouse."""
     try:
-        from features.customer import build_customer_features, numeric_feature_columns
-        from pipelines import schemas
+        from atende.features.customer import build_customer_features, numeric_feature_columns
+        from atende.pipelines import schemas
 
         frames = dict(
             identity_map=lake.read("silver", "identity_map"),
@@ -95,7 +93,7 @@ def project_features(lake, settings, actions):
             return build_customer_features(**frames, settings=settings, as_of=as_of)
 
         build(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)).limit(1).collect()  # does it run here?
-        return build, cols, "features.customer.build_customer_features"
+        return build, cols, "atende.features.customer.build_customer_features"
     except Exception as exc:  # noqa: BLE001 - report and fall back
         print(f"project feature builder unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
               "using the inline fallback", file=sys.stderr)
@@ -111,7 +109,7 @@ INLINE_FEATURES = ["interactions_count", "recency_days", "tenure_days", "resolve
 def inline_features(lake, settings, actions):
     from pyspark.sql import functions as F
 
-    from pipelines.profiles import latest_crm_rows
+    from atende.pipelines.profiles import latest_crm_rows
 
     idmap = lake.read("silver", "identity_map")
     interactions = lake.read("silver", "interactions")
@@ -173,8 +171,8 @@ def run(spark, settings, lakehouse: Path, step_days: int, replicate: int, sample
         label: str) -> dict:
     from pyspark.sql import functions as F
 
-    from lakehouse.tables import Lakehouse
-    from models.nba import build_response_training_set, score_next_best_action, train_response_models
+    from atende.lakehouse.tables import Lakehouse
+    from atende.models.nba import build_response_training_set, score_next_best_action, train_response_models
 
     nba = settings.models.nba
     lake = Lakehouse(spark, lakehouse, settings.storage)
@@ -261,8 +259,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
 
     settings = load_settings()
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

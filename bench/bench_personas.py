@@ -20,13 +20,10 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def customer_persons(spark, lake, landing: Path):
@@ -86,7 +83,7 @@ def oracle_assignment(sample, persona_of_key: dict[str, str]):
     responsibilities (customers without a known person are left out of the estimate)."""
     import numpy as np
 
-    from models.personas import _m_step, _normalise, _skeleton, numeric_variances
+    from atende.models.personas import _m_step, _normalise, _skeleton, numeric_variances
 
     personas = sorted(set(persona_of_key.values()))
     truth = sample["customer_key"].map(persona_of_key)
@@ -114,15 +111,15 @@ def main() -> None:
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
 
     settings = load_settings("local", environ=dict(os.environ))
     report: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}}
     workdir = None
     if args.landing is None:
-        from jobs.generate import generate_landing_zone
+        from atende.jobs.generate import generate_landing_zone
 
         workdir = Path(tempfile.mkdtemp(prefix="bench-personas-"))
         args.landing, args.lakehouse = workdir / "landing", workdir / "lakehouse"
@@ -132,7 +129,7 @@ def main() -> None:
     try:
         lake = Lakehouse(spark, args.lakehouse, settings.storage)
         if workdir is not None:
-            from jobs.run import Runner
+            from atende.jobs.run import Runner
 
             started = time.perf_counter()
             summary = Runner(spark, settings, args.landing, args.lakehouse).run()
@@ -147,7 +144,7 @@ def main() -> None:
         report["champion"] = score_assignment(assigned, truth_people)
         report["champion"]["model_version"] = lake.read("gold", "persona_segments").select("model_version").first()[0]
         if args.refit:
-            from models.personas import fit_personas, sample_for_fit, score_personas
+            from atende.models.personas import fit_personas, sample_for_fit, score_personas
 
             cfg = settings.models.personas
             started = time.perf_counter()

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 TARGET_NDCG_RATIO = 1.3
 
@@ -36,9 +34,9 @@ def silver_orders(lake):
     """silver/orders, or the same rows built from bronze/orders and silver/identity_map."""
     from pyspark.sql import functions as F
 
-    from pipelines.commerce import latest_products
-    from pipelines.identity import first_delivery
-    from pipelines.profiles import _order_customers
+    from atende.pipelines.commerce import latest_products
+    from atende.pipelines.identity import first_delivery
+    from atende.pipelines.profiles import _order_customers
 
     if lake.exists("silver", "orders"):
         return lake.read("silver", "orders"), "silver/orders"
@@ -83,11 +81,11 @@ def truth_keyed_inputs(spark, settings, landing: Path):
 
     from pyspark.sql import functions as F
 
-    from jobs.ingest import ingest_source, list_arrival_dates
-    from pipelines.commerce import latest_products
-    from pipelines.identity import first_delivery
-    from pipelines.interactions import build_interactions
-    from pipelines.profiles import _order_customers
+    from atende.jobs.ingest import ingest_source, list_arrival_dates
+    from atende.pipelines.commerce import latest_products
+    from atende.pipelines.identity import first_delivery
+    from atende.pipelines.interactions import build_interactions
+    from atende.pipelines.profiles import _order_customers
 
     now = datetime.now(timezone.utc)
     bronze = {}
@@ -113,7 +111,7 @@ def truth_keyed_inputs(spark, settings, landing: Path):
 
 
 def evaluate(inputs, settings, exclude_purchased: bool = True) -> dict:
-    from models.products import evaluate_time_split
+    from atende.models.products import evaluate_time_split
 
     started = time.perf_counter()
     model, metrics = evaluate_time_split(*inputs, settings, exclude_purchased=exclude_purchased)
@@ -137,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-purchased", action="store_true", help="do not leave bought items out")
     args = parser.parse_args(argv)
 
-    from conf.settings import load_settings
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.conf.settings import load_settings
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
 
     settings = load_settings()
     params = settings.models.products

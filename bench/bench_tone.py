@@ -30,12 +30,9 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 DEFAULT_CONTEXT = ("age_band", "income_band", "gender", "preferred_channel", "persona_id")
 
@@ -103,10 +100,10 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
-    from models.tone import (agent_adaptations, detect_tones, interaction_outcomes, label_tones_by_cues,
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
+    from atende.models.tone import (agent_adaptations, detect_tones, interaction_outcomes, label_tones_by_cues,
                              recommend_tone, train_tone_model)
 
     settings = load_settings()

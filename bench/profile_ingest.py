@@ -14,13 +14,10 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -30,10 +27,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_ingest import landing_dates
-    from conf import load_settings
-    from jobs.ingest import ingest_source
-    from lakehouse.spark import build_spark_session
-    from pipelines.schemas import SOURCES
+    from atende.conf import load_settings
+    from atende.jobs.ingest import ingest_source
+    from atende.lakehouse.spark import build_spark_session
+    from atende.pipelines.schemas import SOURCES
 
     settings = load_settings()
     spark = build_spark_session(settings, "atende-profile-ingest")

@@ -5,6 +5,6 @@ given with ``--conf FILE``, then environment variables ``ATENDE__SECTION__KEY``
 (double underscores separate the levels, e.g. ``ATENDE__SPARK__MASTER=local[4]``).
 Unknown keys and bad values fail at start with a message naming the key.
 """
-from conf.settings import ConfigError, Settings, load_settings
+from atende.conf.settings import ConfigError, Settings, load_settings
 
 __all__ = ["ConfigError", "Settings", "load_settings"]

@@ -13,9 +13,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from conf.settings import Settings
-from pipelines.profiles import CRM_FIELDS, age_band, latest_crm_rows
-from pipelines.schemas import ALL_CHANNELS, SURVEY_SCALES
+from atende.conf.settings import Settings
+from atende.pipelines.profiles import CRM_FIELDS, age_band, latest_crm_rows
+from atende.pipelines.schemas import ALL_CHANNELS, SURVEY_SCALES
 
 # income bands (Brazilian social classes) on a 0..1 scale
 INCOME_LEVELS = {"DE": 0.0, "C2": 0.2, "C1": 0.4, "B2": 0.6, "B1": 0.8, "A": 1.0}

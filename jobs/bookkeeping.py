@@ -24,7 +24,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse.tables import Lakehouse
+from atende.lakehouse.tables import Lakehouse
 
 RUNS = StructType([
     StructField("run_id", StringType(), True),

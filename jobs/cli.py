@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conf import ConfigError, Settings, load_settings
+from atende.conf import ConfigError, Settings, load_settings
 
 DEMO_MARKER = ".atende-demo"
 
@@ -116,7 +116,7 @@ def _console():
 
 
 def cmd_generate(args, settings: Settings) -> int:
-    from jobs.generate import generate_landing_zone
+    from atende.jobs.generate import generate_landing_zone
 
     console = _console()
     started = time.perf_counter()
@@ -136,8 +136,8 @@ def cmd_generate(args, settings: Settings) -> int:
 
 
 def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console) -> int:
-    from jobs.run import Runner
-    from lakehouse.spark import build_spark_session
+    from atende.jobs.run import Runner
+    from atende.lakehouse.spark import build_spark_session
 
     from rich.markup import escape
 
@@ -189,7 +189,7 @@ def _print_summary(console, runner, summary) -> None:
     for name, count in sorted(summary.table_rows.items()):
         tables.add_row(name, f"{count:,}")
     console.print(tables)
-    from pipelines.schemas import SOURCES
+    from atende.pipelines.schemas import SOURCES
 
     missing = [s for s in SOURCES if not summary.table_rows.get(f"bronze.{s}")]
     if missing:
@@ -204,7 +204,7 @@ def _print_summary(console, runner, summary) -> None:
     dates = summary.arrival_dates
     console.print(f"arrival dates processed: {len(dates)} ({dates[0]} .. {dates[-1]})")
     if runner.lake.exists("gold", "service_kpis"):
-        from pipelines.kpis import UNKNOWN_CHANNEL, build_channel_overview
+        from atende.pipelines.kpis import UNKNOWN_CHANNEL, build_channel_overview
 
         def show(value, fmt):
             return "-" if value is None else format(value, fmt)
@@ -252,9 +252,9 @@ def _require(lake, *tables: tuple[str, str]) -> None:
 
 
 def cmd_report(args, settings: Settings) -> int:
-    from jobs.report import render_kpi_report
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.jobs.report import render_kpi_report
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
 
     if not args.lakehouse.is_dir():
         raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
@@ -262,7 +262,7 @@ def cmd_report(args, settings: Settings) -> int:
     try:
         lake = Lakehouse(spark, args.lakehouse, settings.storage)
         if args.report == "personas":
-            from jobs.segments import persona_report_frames, render_persona_report
+            from atende.jobs.segments import persona_report_frames, render_persona_report
 
             _require(lake, ("gold", "customer_profiles"), ("gold", "persona_segments"), ("gold", "personas"))
             frames = persona_report_frames(lake.read("gold", "customer_profiles"),
@@ -280,9 +280,9 @@ def cmd_report(args, settings: Settings) -> int:
 
 
 def cmd_segments(args, settings: Settings) -> int:
-    from jobs.segments import ExportError, build_segment_export, write_export
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.jobs.segments import ExportError, build_segment_export, write_export
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
 
     if not args.lakehouse.is_dir():
         raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
@@ -306,8 +306,8 @@ def cmd_segments(args, settings: Settings) -> int:
 
 
 def cmd_train(args, settings: Settings) -> int:
-    from jobs.run import Runner
-    from lakehouse.spark import build_spark_session
+    from atende.jobs.run import Runner
+    from atende.lakehouse.spark import build_spark_session
 
     console = _console()
     spark = build_spark_session(settings)
@@ -322,8 +322,8 @@ def cmd_train(args, settings: Settings) -> int:
 
 
 def _open_lakehouse(settings: Settings, path: Path):
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
 
     if not path.is_dir():
         raise FileNotFoundError(f"lakehouse not found: {path}")
@@ -334,7 +334,7 @@ def _open_lakehouse(settings: Settings, path: Path):
 def cmd_maintain(args, settings: Settings) -> int:
     from rich.table import Table
 
-    from jobs.maintain import optimize_tables, register_tables, time_travel_horizon, vacuum_tables
+    from atende.jobs.maintain import optimize_tables, register_tables, time_travel_horizon, vacuum_tables
 
     console = _console()
     spark, lake = _open_lakehouse(settings, args.lakehouse)
@@ -366,7 +366,7 @@ def cmd_maintain(args, settings: Settings) -> int:
 def cmd_sql(args, settings: Settings) -> int:
     from rich.table import Table
 
-    from jobs.maintain import register_tables
+    from atende.jobs.maintain import register_tables
 
     spark, lake = _open_lakehouse(settings, args.lakehouse)
     try:
@@ -389,7 +389,7 @@ def cmd_sql(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from jobs.generate import generate_landing_zone
+    from atende.jobs.generate import generate_landing_zone
 
     console = _console()
     base = (args.dir or Path(settings.demo.directory)).resolve()
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         print("atende: interrupted; every table stays at its last committed version", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for a person; details with --verbose
-        from jobs.run import RunFailed
+        from atende.jobs.run import RunFailed
 
         if args.verbose:
             logging.exception("atende %s failed", args.command)

@@ -29,8 +29,8 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from pipelines.ingest import (
+from atende.conf.settings import Settings
+from atende.pipelines.ingest import (
     FILE_COUNTS,
     FILE_SOURCES,
     REASON,
@@ -41,7 +41,7 @@ from pipelines.ingest import (
     quarantined_records,
     records_per_file,
 )
-from pipelines.schemas import BRONZE, QUARANTINE, SOURCES
+from atende.pipelines.schemas import BRONZE, QUARANTINE, SOURCES
 
 log = logging.getLogger(__name__)
 

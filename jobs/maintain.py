@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from lakehouse.tables import Lakehouse
+from atende.lakehouse.tables import Lakehouse
 
 log = logging.getLogger(__name__)
 

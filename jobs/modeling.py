@@ -19,10 +19,10 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from lakehouse.tables import Lakehouse
-from pipelines import schemas
-from pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS
+from atende.conf.settings import Settings
+from atende.lakehouse.tables import Lakehouse
+from atende.pipelines import schemas
+from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ModelContext:
     degradations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from jobs import tracking
+        from atende.jobs import tracking
 
         _quiet_mlflow()
         tracking.configure(self.settings, self.lake.root)
@@ -93,7 +93,7 @@ class ModelContext:
     def champion_or_fallback(self, model_name: str, label: str, failure: str | None, fallback: str):
         """(model directory, version) of the champion, or None when there is none and `fallback` answers.
         A training failure is recorded as a degradation either way."""
-        from jobs import tracking
+        from atende.jobs import tracking
 
         if tracking.champion_version(model_name) is None:
             self.degrade(f"{label}: no model ({failure or 'none registered'}); fallback: {fallback}")
@@ -111,7 +111,7 @@ class ModelContext:
                 if self.lake.exists(layer, table)}
 
     def should_train(self, model_name: str, force: bool = False) -> bool:
-        from jobs import tracking
+        from atende.jobs import tracking
 
         policy = self.settings.models.retrain
         if force or policy == "always":
@@ -124,7 +124,7 @@ class ModelContext:
 
 # ---------------------------------------------------------------------- features
 def build_features(ctx: ModelContext, as_of: dt.datetime) -> DataFrame:
-    from features.customer import build_customer_features
+    from atende.features.customer import build_customer_features
 
     lake = ctx.lake
     silver = lambda t, schema: lake.read_or_empty("silver", t, schema)  # noqa: E731
@@ -180,7 +180,7 @@ def _persona_plot(model, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from models.personas import FAMILIES
+    from atende.models.personas import FAMILIES
 
     scale = model.trait_scale
     families = [f for f in FAMILIES if any(c in scale for c in FAMILIES[f])]
@@ -202,8 +202,8 @@ def _persona_plot(model, path: Path) -> None:
 
 def _champion_personas(ctx: ModelContext):
     """The champion persona model, or None when there is none or it is of an older format."""
-    from jobs import tracking
-    from models.personas import IncompatibleModel, PersonaModel
+    from atende.jobs import tracking
+    from atende.models.personas import IncompatibleModel, PersonaModel
 
     if tracking.champion_version(PERSONA_MODEL) is None:
         return None
@@ -220,8 +220,8 @@ def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
     PersonaModel whose ids carry over and which the new fit must beat (None: there is none to read)."""
     import mlflow
 
-    from jobs import tracking
-    from models.personas import fit_personas, sample_for_fit
+    from atende.jobs import tracking
+    from atende.models.personas import fit_personas, sample_for_fit
 
     cfg = ctx.settings.models.personas
     sample = sample_for_fit(features, cfg)
@@ -248,8 +248,8 @@ def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
 
 def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(gold personas, gold persona_segments) from the champion model."""
-    from jobs import tracking
-    from models.personas import PersonaModel, score_personas
+    from atende.jobs import tracking
+    from atende.models.personas import PersonaModel, score_personas
 
     directory, version = tracking.load_champion_dir(PERSONA_MODEL)
     model = PersonaModel.load(directory)
@@ -271,7 +271,7 @@ def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFram
 
 def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, DataFrame]:
     """Train when the policy says so, score everyone, write personas and persona_segments."""
-    from jobs import tracking
+    from atende.jobs import tracking
 
     features = ctx.lake.read("gold", "customer_features").cache()
     champion = _champion_personas(ctx)
@@ -300,7 +300,7 @@ TONE_CONTEXT = ("age_band", "income_band", "persona_id", "preferred_channel")
 def _survey_comments(lake: Lakehouse) -> DataFrame | None:
     if not lake.exists("bronze", "surveys"):
         return None
-    from pipelines.identity import first_delivery
+    from atende.pipelines.identity import first_delivery
 
     return first_delivery(lake.read("bronze", "surveys"), "response_id").select("response_id", "comment")
 
@@ -310,7 +310,7 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
     """One tracked training run: fit, log params/metrics/input versions, save, register, maybe promote."""
     import mlflow
 
-    from jobs import tracking
+    from atende.jobs import tracking
 
     with mlflow.start_run(run_name=f"{run_name} {ctx.run_id}"), tempfile.TemporaryDirectory() as tmp:
         tracking.log_params({**params, **ctx.input_versions(*inputs)})
@@ -332,14 +332,14 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
 def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     """Train what the policy says, score every customer with the champions, and write
     gold/recommendations in one commit."""
-    from features.customer import numeric_feature_columns
-    from jobs import tracking
-    from models.nba import (build_response_training_set, load_nba_model, rules_only_next_best_action, save_nba_model,
+    from atende.features.customer import numeric_feature_columns
+    from atende.jobs import tracking
+    from atende.models.nba import (build_response_training_set, load_nba_model, rules_only_next_best_action, save_nba_model,
                             score_next_best_action, train_response_models)
-    from models.products import (load_product_model, recommend_by_popularity, recommend_products, save_product_model,
+    from atende.models.products import (load_product_model, recommend_by_popularity, recommend_products, save_product_model,
                                  train_product_model)
-    from models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
-    from pipelines.schemas_gold import RECOMMENDATIONS
+    from atende.models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
+    from atende.pipelines.schemas_gold import RECOMMENDATIONS
 
     settings, lake = ctx.settings, ctx.lake
     cfg = settings.models

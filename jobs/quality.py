@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from pipelines import schemas
+from atende.conf.settings import Settings
+from atende.pipelines import schemas
 
 if TYPE_CHECKING:  # GE takes ~1.5 s to import: only when a gate actually runs
     from great_expectations.expectations import Expectation

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.schemas import SURVEY_SCALES
-from pipelines.schemas_gold import KPI_BASE_LEVEL
+from atende.pipelines.schemas import SURVEY_SCALES
+from atende.pipelines.schemas_gold import KPI_BASE_LEVEL
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from jobs.bookkeeping import (
+from atende.conf.settings import Settings
+from atende.jobs.bookkeeping import (
     JobRecord,
     mark_processed,
     new_run_id,
@@ -28,8 +28,8 @@ from jobs.bookkeeping import (
     record_jobs,
     utc_now,
 )
-from lakehouse.tables import Lakehouse
-from pipelines import schemas
+from atende.lakehouse.tables import Lakehouse
+from atende.pipelines import schemas
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _quote_dates(dates: list[dt.date]) -> str:
 
 
 def _landing_dates(landing: Path) -> set[dt.date]:
-    from jobs.ingest import list_arrival_dates
+    from atende.jobs.ingest import list_arrival_dates
 
     found: set[dt.date] = set()
     for source in schemas.SOURCES:
@@ -117,7 +117,7 @@ class Runner:
     # ------------------------------------------------------------------ jobs
     def _gate(self, stage: str, tables: dict[str, DataFrame]) -> None:
         """Great Expectations suites over frames about to be written: a hard failure stops the run first."""
-        from jobs.quality import enforce, run_quality_gates
+        from atende.jobs.quality import enforce, run_quality_gates
 
         docs = self.lake.root / "_quality" / self.run_id / stage
         results = run_quality_gates(self.spark, self.settings, tables, self.run_id, docs)
@@ -127,7 +127,7 @@ class Runner:
         enforce(results)
 
     def ingest(self, record: JobRecord, dates: list[dt.date]) -> None:
-        from jobs.ingest import ingest_source
+        from atende.jobs.ingest import ingest_source
 
         listed = _quote_dates(dates)
         started = time.perf_counter()
@@ -171,10 +171,10 @@ class Runner:
 
     def identity_and_silver(self, record: JobRecord) -> DataFrame:
         """Identity resolution, interactions and survey responses: checked together, then written."""
-        from pipelines.identity import build_identifier_observations, resolve_identities_with_report
-        from pipelines.interactions import build_interactions
-        from pipelines.commerce import build_actions, build_orders, build_products
-        from pipelines.surveys import build_survey_responses
+        from atende.pipelines.identity import build_identifier_observations, resolve_identities_with_report
+        from atende.pipelines.interactions import build_interactions
+        from atende.pipelines.commerce import build_actions, build_orders, build_products
+        from atende.pipelines.surveys import build_survey_responses
 
         bronze = self._bronze()
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
@@ -212,7 +212,7 @@ class Runner:
         return record_keys
 
     def _models(self):
-        from jobs.modeling import ModelContext
+        from atende.jobs.modeling import ModelContext
 
         if self._model_ctx is None:
             self._model_ctx = ModelContext(self.spark, self.settings, self.lake, self.run_id, self.now, self.progress,
@@ -220,24 +220,24 @@ class Runner:
         return self._model_ctx
 
     def features(self, record: JobRecord) -> None:
-        from jobs.modeling import write_features
+        from atende.jobs.modeling import write_features
 
         record.rows_written += write_features(self._models())
 
     def personas(self, record: JobRecord) -> None:
-        from jobs.modeling import run_personas
+        from atende.jobs.modeling import run_personas
 
         written, _ = run_personas(self._models(), force_train=self.force_train)
         record.rows_written += written
 
     def recommendations(self, record: JobRecord) -> None:
-        from jobs.modeling import run_recommendations
+        from atende.jobs.modeling import run_recommendations
 
         record.rows_written += run_recommendations(self._models(), force_train=self.force_train)
 
     def gold(self, record: JobRecord, record_keys: DataFrame) -> None:
-        from pipelines.kpis import build_service_kpis
-        from pipelines.profiles import build_customer_profiles
+        from atende.pipelines.kpis import build_service_kpis
+        from atende.pipelines.profiles import build_customer_profiles
 
         identity_map = self.lake.read("silver", "identity_map")
         interactions = self.lake.read("silver", "interactions")
@@ -302,7 +302,7 @@ class Runner:
 
     def _register_in_catalog(self) -> list[str]:
         """Name the tables in the session's catalog where that catalog outlives the run (or when asked always)."""
-        from jobs.maintain import register_tables
+        from atende.jobs.maintain import register_tables
 
         when = self.settings.catalog.register_after_run
         persistent = self.spark.conf.get("spark.sql.catalogImplementation", "in-memory") == "hive"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from conf.settings import Settings
+from atende.conf.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from conf.settings import Settings
+from atende.conf.settings import Settings
 
 
 

@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from conf.settings import StorageSettings
+from atende.conf.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -799,7 +799,7 @@ def _clear_stale_staging(path: str, retention_hours: int) -> list[str]:
 
 
 def choose_engine(spark: SparkSession, settings: StorageSettings):
-    from lakehouse.spark import delta_spark_available
+    from atende.lakehouse.spark import delta_spark_available
 
     wanted = settings.engine
     if wanted == "auto":

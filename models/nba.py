@@ -58,7 +58,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from conf.settings import NbaSettings
+from atende.conf.settings import NbaSettings
 
 # The feature columns the rules read (gold customer_features).
 CONSENT_COL = "marketing_consent"

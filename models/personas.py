@@ -42,7 +42,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from conf.settings import PersonaSettings
+from atende.conf.settings import PersonaSettings
 
 FORMAT = "latent-class/1"
 PROFESSION_MIN_HOLDERS = 3

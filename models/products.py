@@ -38,8 +38,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from conf.settings import ProductSettings
-from pipelines.commerce import latest_products
+from atende.conf.settings import ProductSettings
+from atende.pipelines.commerce import latest_products
 
 # ---------------------------------------------------------------- schemas
 FEEDBACK = StructType([

@@ -55,8 +55,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from conf.settings import ToneSettings
-from features.customer import normalised_score
+from atende.conf.settings import ToneSettings
+from atende.features.customer import normalised_score
 
 MODEL_FORMAT = 1
 UNKNOWN = "<unknown>"

@@ -6,8 +6,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.identity import first_delivery
-from pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
+from atende.pipelines.identity import first_delivery
+from atende.pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
 
 
 def _keys_of(record_keys: DataFrame, source: str, id_column: str) -> DataFrame:

@@ -52,8 +52,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from conf.settings import Settings
-from features.identifiers import (
+from atende.conf.settings import Settings
+from atende.features.identifiers import (
     email_domain,
     normalize_as_given,
     normalize_email,
@@ -61,7 +61,7 @@ from features.identifiers import (
     normalize_phone,
     phone_to_e164,
 )
-from pipelines.schemas import IDENTIFIER_OBSERVATIONS, IDENTITY_MAP, IDENTITY_MERGES
+from atende.pipelines.schemas import IDENTIFIER_OBSERVATIONS, IDENTITY_MAP, IDENTITY_MERGES
 
 # `whatsapp_user_id` is WhatsApp's business-scoped user id (BSUID, "BR.1502576394655843"), as given: the only
 # identifier of a user who hides their number behind a username; a personal account id, linked like a handle.

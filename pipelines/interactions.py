@@ -12,10 +12,10 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from features.identifiers import email_domain, normalize_email
-from pipelines.identity import assign_email_threads, distinct_email_messages, first_delivery, whatsapp_messages
-from pipelines.schemas import INTERACTIONS
+from atende.conf.settings import Settings
+from atende.features.identifiers import email_domain, normalize_email
+from atende.pipelines.identity import assign_email_threads, distinct_email_messages, first_delivery, whatsapp_messages
+from atende.pipelines.schemas import INTERACTIONS
 
 # A WhatsApp message with none in its thread (the customer's one-to-one chat, or a group) in the previous
 # 24 h opens a new conversation.

@@ -12,8 +12,8 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from pipelines.schemas_gold import KPI_BASE_LEVEL, SERVICE_KPIS
+from atende.conf.settings import Settings
+from atende.pipelines.schemas_gold import KPI_BASE_LEVEL, SERVICE_KPIS
 
 UNKNOWN_CHANNEL = "unknown"
 

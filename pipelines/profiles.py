@@ -6,10 +6,10 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from conf.settings import Settings
-from features.identifiers import normalize_as_given, normalize_email
-from pipelines.identity import first_delivery
-from pipelines.schemas_gold import CUSTOMER_PROFILES
+from atende.conf.settings import Settings
+from atende.features.identifiers import normalize_as_given, normalize_email
+from atende.pipelines.identity import first_delivery
+from atende.pipelines.schemas_gold import CUSTOMER_PROFILES
 
 CRM_FIELDS = ("full_name", "birth_date", "gender", "city", "state", "income_band", "profession", "marketing_consent")
 

@@ -14,7 +14,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from pipelines.schemas import _s
+from atende.pipelines.schemas import _s
 
 
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")

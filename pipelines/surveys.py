@@ -6,8 +6,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.identity import first_delivery
-from pipelines.schemas import SURVEY_RESPONSES
+from atende.pipelines.identity import first_delivery
+from atende.pipelines.schemas import SURVEY_RESPONSES
 
 
 def build_survey_responses(

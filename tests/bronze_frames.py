@@ -5,7 +5,7 @@ import datetime as dt
 
 from pyspark.sql.types import ArrayType, StructType
 
-from pipelines.schemas import BRONZE
+from atende.pipelines.schemas import BRONZE
 
 UTC = dt.timezone.utc
 

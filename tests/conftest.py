@@ -12,14 +12,14 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 @pytest.fixture(scope="session")
 def settings():
-    from conf import load_settings
+    from atende.conf import load_settings
 
     return load_settings("local", environ={})
 
 
 @pytest.fixture(scope="session")
 def spark(settings):
-    from lakehouse.spark import build_spark_session
+    from atende.lakehouse.spark import build_spark_session
 
     test_settings = settings.model_copy(
         update={

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from bronze_frames import at, bronze
-from pipelines.commerce import build_actions, build_orders, build_products, latest_products
-from pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
+from atende.pipelines.commerce import build_actions, build_orders, build_products, latest_products
+from atende.pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
 
 NOW = dt.datetime(2026, 3, 10, tzinfo=dt.timezone.utc)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from conf import ConfigError, load_settings
+from atende.conf import ConfigError, load_settings
 
 
 def test_local_defaults_load_typed_and_frozen():

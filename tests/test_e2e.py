@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs.run import Runner, RunFailed
+from atende.jobs.run import Runner, RunFailed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ whole_run_failure_path = pytest.mark.skipif(
 def _redeliver_busiest_day(zone):
     """Copy every file of the arrival date with the most bytes into a new date folder after the last
     one, names unchanged: that whole day delivered a second time. Returns (that date, re-delivery date)."""
-    from pipelines.schemas import SOURCES
+    from atende.pipelines.schemas import SOURCES
 
     folders = [d for s in SOURCES if (zone / s).is_dir() for d in (zone / s).iterdir() if d.is_dir()]
     size: dict[str, int] = {}  # bytes of records with ids (CRM and product snapshots are not counted)
@@ -48,7 +48,7 @@ def _redeliver_busiest_day(zone):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """The generated landing zone with its busiest day delivered again after the last one."""
-    from jobs.generate import generate_landing_zone
+    from atende.jobs.generate import generate_landing_zone
 
     out = tmp_path_factory.mktemp("landing") / "zone"
     generate_landing_zone(out, CUSTOMERS, DAYS, SEED, workers=1)
@@ -102,7 +102,7 @@ def test_run_writes_every_contract_table(first_run):
 
 
 def test_personas_and_recommendations_match_the_contract(first_run, settings):
-    from pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
+    from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
 
     runner, summary, lake_dir = first_run
     lake = runner.lake
@@ -198,7 +198,7 @@ def test_rerunning_a_date_changes_no_counts(spark, engine_settings, landing, fir
 @whole_run_failure_path
 def test_failed_job_leaves_tables_at_last_version_and_rerun_completes(spark, settings, landing, tmp_path, monkeypatch):
     lake_dir = tmp_path / "lakehouse"
-    import pipelines.kpis as kpis
+    import atende.pipelines.kpis as kpis
 
     original = kpis.build_service_kpis
 
@@ -224,7 +224,7 @@ def test_failed_job_leaves_tables_at_last_version_and_rerun_completes(spark, set
 
 
 def _atende(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "atende.jobs.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def test_cli_fails_fast_with_one_line_reasons(tmp_path):
@@ -241,7 +241,7 @@ def test_cli_fails_fast_with_one_line_reasons(tmp_path):
 
 @whole_run_failure_path
 def test_hard_quality_gate_stops_the_run_before_silver_is_written(spark, settings, landing, tmp_path, monkeypatch):
-    import pipelines.interactions as interactions
+    import atende.pipelines.interactions as interactions
 
     original = interactions.build_interactions
 

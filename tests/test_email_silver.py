@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bronze_frames import at, bronze
-from pipelines.identity import RECORD_KEYS, build_identifier_observations
-from pipelines.interactions import build_interactions
-from pipelines.schemas import BRONZE
+from atende.pipelines.identity import RECORD_KEYS, build_identifier_observations
+from atende.pipelines.interactions import build_interactions
+from atende.pipelines.schemas import BRONZE
 from test_ingest_support import ingest, land
 
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=dt.timezone.utc)

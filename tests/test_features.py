@@ -5,8 +5,8 @@ import datetime as dt
 
 import pytest
 
-from features.customer import build_customer_features, numeric_feature_columns, normalised_score
-from pipelines.schemas import ACTIONS, BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
+from atende.features.customer import build_customer_features, numeric_feature_columns, normalised_score
+from atende.pipelines.schemas import ACTIONS, BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
 
 UTC = dt.timezone.utc
 W = dt.datetime(2026, 3, 20, tzinfo=UTC)  # written at

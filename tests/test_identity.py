@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from pipelines.identity import (
+from atende.pipelines.identity import (
     build_identifier_observations,
     connected_components,
     derived_key,
@@ -15,7 +15,7 @@ from pipelines.identity import (
     resolve_identities_with_report,
 )
 from bronze_frames import at, bronze
-from pipelines.schemas import IDENTIFIER_OBSERVATIONS
+from atende.pipelines.schemas import IDENTIFIER_OBSERVATIONS
 
 UTC = dt.timezone.utc
 RUN1 = dt.datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -284,7 +284,7 @@ def test_oversized_component_is_not_merged(spark, settings):
 
 # ---------------------------------------------------------------- names, duplicates, surveys (issue 4)
 def test_person_names_are_normalised(spark):
-    from pipelines.identity import normalize_person_name
+    from atende.pipelines.identity import normalize_person_name
 
     raw = ["  Ana C. de Souza ", "JOSÉ ÁVILA dos Santos", "~joão 🌻", "🙏", None]
     got = [r.n for r in spark.createDataFrame([(v,) for v in raw], "v string").select(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.ingest.email_messages import (
+from atende.pipelines.ingest.email_messages import (
     derived_message_id,
     html_to_text,
     parse_message,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipelines.ingest.common import RAW_TEXT_MAX_CHARS
+from atende.pipelines.ingest.common import RAW_TEXT_MAX_CHARS
 from test_ingest_support import counts_of, ingest, land
 
 TEN_MB = 10 * 1024 * 1024

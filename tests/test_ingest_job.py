@@ -8,9 +8,9 @@ from datetime import date
 
 import pytest
 
-from jobs.ingest import LandingNotReadable, ingest_source, list_arrival_dates
-from pipelines.ingest.common import FILE_COUNTS
-from pipelines.schemas import BRONZE, QUARANTINE, SOURCES
+from atende.jobs.ingest import LandingNotReadable, ingest_source, list_arrival_dates
+from atende.pipelines.ingest.common import FILE_COUNTS
+from atende.pipelines.schemas import BRONZE, QUARANTINE, SOURCES
 from test_ingest_support import DAY, INGESTED_AT, RUN_ID, counts_of, ingest, land
 
 NEXT_DAY = date(2026, 3, 2)
@@ -25,7 +25,7 @@ def test_list_arrival_dates_keeps_date_folders_and_warns_about_the_rest(tmp_path
         (tmp_path / "calls" / name).mkdir(parents=True)
     (tmp_path / "calls" / "README.txt").write_text("notes")
 
-    with caplog.at_level(logging.WARNING, logger="jobs.ingest"):
+    with caplog.at_level(logging.WARNING, logger="atende.jobs.ingest"):
         dates = list_arrival_dates(tmp_path, "calls")
 
     assert dates == [date(2026, 3, 1), date(2026, 3, 2)]
@@ -67,7 +67,7 @@ def test_file_names_hidden_files_corrupt_gzip_and_date_selection(spark, settings
     land(tmp_path, "conversations", "cut.jsonl.gz", gzip.compress((conversation("wc-gz") + "\n").encode() * 50)[:-30])
     land(tmp_path, "conversations", "later.jsonl", conversation("wc-later") + "\n", day=NEXT_DAY)
 
-    with caplog.at_level(logging.WARNING, logger="jobs.ingest"):
+    with caplog.at_level(logging.WARNING, logger="atende.jobs.ingest"):
         out = ingest(spark, settings, tmp_path, "conversations", [DAY])
 
     assert [r.conversation_id for r in out.accepted] == ["wc-odd"]

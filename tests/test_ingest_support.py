@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pyspark.sql import Row
 
-from jobs.ingest import IngestResult, ingest_source
-from pipelines.ingest.common import FILE_COUNTS
-from pipelines.schemas import BRONZE, QUARANTINE
+from atende.jobs.ingest import IngestResult, ingest_source
+from atende.pipelines.ingest.common import FILE_COUNTS
+from atende.pipelines.schemas import BRONZE, QUARANTINE
 
 RUN_ID = "run-test"
 INGESTED_AT = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)

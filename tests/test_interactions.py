@@ -6,11 +6,11 @@ import datetime as dt
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from pipelines.identity import RECORD_KEYS
-from pipelines.interactions import build_interactions
+from atende.pipelines.identity import RECORD_KEYS
+from atende.pipelines.interactions import build_interactions
 from bronze_frames import at, bronze
-from pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
-from pipelines.surveys import build_survey_responses
+from atende.pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
+from atende.pipelines.surveys import build_survey_responses
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=UTC)

@@ -11,9 +11,9 @@ import pytest
 
 from pyspark.sql import functions as F
 
-from pipelines.kpis import build_channel_overview, build_service_kpis
-from pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
-from pipelines.schemas_gold import SERVICE_KPIS
+from atende.pipelines.kpis import build_channel_overview, build_service_kpis
+from atende.pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
+from atende.pipelines.schemas_gold import SERVICE_KPIS
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=UTC)
@@ -244,7 +244,7 @@ def test_fcr_follow_ups_must_be_same_customer_same_topic_strictly_within_the_win
 
 
 def test_business_date_does_not_depend_on_the_session_time_zone(spark):
-    from pipelines.kpis import business_date
+    from atende.pipelines.kpis import business_date
 
     frame = spark.createDataFrame(
         [(edge_utc(11, 1, 30),), (edge_utc(11, 2, 59, 59),), (edge_utc(11, 3),)], "ts timestamp"

@@ -17,8 +17,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.testing import assertDataFrameEqual
 
-from lakehouse.spark import delta_spark_available
-from lakehouse.tables import (
+from atende.lakehouse.spark import delta_spark_available
+from atende.lakehouse.tables import (
     ConcurrentWriteError,
     DeltaRsEngine,
     DeltaSparkEngine,
@@ -206,9 +206,9 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import datetime as dt, os, signal, sys, time
     from pathlib import Path
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
     root, how, engine = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = load_settings("local", environ={})
     settings = settings.model_copy(update={
@@ -393,9 +393,9 @@ def test_concurrent_appends_from_two_threads_both_land_on_delta_spark(spark, set
 FETCH_SCRIPT = textwrap.dedent(
     """
     import sys
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
     settings = load_settings("local", environ={})
     settings = settings.model_copy(update={
         "spark": settings.spark.model_copy(update={

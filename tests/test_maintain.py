@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from jobs import cli
-from jobs.maintain import optimize_tables, register_tables, vacuum_tables
-from lakehouse.tables import DeltaRsEngine, DeltaSparkEngine, Lakehouse
+from atende.jobs import cli
+from atende.jobs.maintain import optimize_tables, register_tables, vacuum_tables
+from atende.lakehouse.tables import DeltaRsEngine, DeltaSparkEngine, Lakehouse
 
 ENGINES = {"delta-spark": DeltaSparkEngine, "delta-rs": DeltaRsEngine}
 SCHEMA = "customer_key string, day date, v long"
@@ -87,7 +87,7 @@ def test_cli_maintain_and_sql(spark, lake, settings, monkeypatch, capsys):
 
 
 def test_a_local_metastore_folder_makes_a_hive_catalog(tmp_path):
-    from lakehouse.spark import metastore_options
+    from atende.lakehouse.spark import metastore_options
 
     assert metastore_options(None) == {}
     options = metastore_options(str(tmp_path / "cat"))

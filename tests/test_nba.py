@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from conf.settings import ActionSpec, NbaSettings
-from models.nba import (
+from atende.conf.settings import ActionSpec, NbaSettings
+from atende.models.nba import (
     NEXT_BEST_ACTIONS,
     NbaModel,
     ResponseModel,
@@ -142,7 +142,7 @@ def test_next_best_action_follows_rules_and_explains_them(spark, customers, nba)
 
 def test_rules_come_from_config(spark, customers, nba):
     """models.nba.channel_flags and issue_only_actions decide what the rules exclude."""
-    from models.nba import NbaRules
+    from atende.models.nba import NbaRules
 
     loose = nba.model_copy(update={"channel_flags": {}, "issue_only_actions": ()})
     got = score_next_best_action(customers, fixed_model(RATES), loose, FEATURE_COLS, top_features=0,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.personas import (IncompatibleModel, PersonaModel, fit_personas, model_columns,
+from atende.models.personas import (IncompatibleModel, PersonaModel, fit_personas, model_columns,
                              score_personas)
 
 # age, income bands, professions, channel mix, hours, contacts, satisfaction

@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 
-from conf.settings import ProductSettings
-from models.products import (
+from atende.conf.settings import ProductSettings
+from atende.models.products import (
     FEEDBACK,
     GLOBAL_SEGMENT,
     RECOMMENDED_PRODUCTS,
@@ -26,7 +26,7 @@ from models.products import (
     recommend_products,
     save_product_model,
 )
-from pipelines.schemas import BRONZE, INTERACTIONS, ORDERS
+from atende.pipelines.schemas import BRONZE, INTERACTIONS, ORDERS
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=UTC)

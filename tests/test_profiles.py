@@ -6,10 +6,10 @@ import datetime as dt
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from pipelines.identity import RECORD_KEYS
-from pipelines.profiles import build_customer_profiles
-from pipelines.schemas import BRONZE, IDENTITY_MAP, INTERACTIONS, SURVEY_RESPONSES
-from pipelines.schemas_gold import CUSTOMER_PROFILES
+from atende.pipelines.identity import RECORD_KEYS
+from atende.pipelines.profiles import build_customer_profiles
+from atende.pipelines.schemas import BRONZE, IDENTITY_MAP, INTERACTIONS, SURVEY_RESPONSES
+from atende.pipelines.schemas_gold import CUSTOMER_PROFILES
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ import socket
 
 import pytest
 
-from jobs.quality import GateResult, QualityGateFailed, enforce, run_quality_gates
-from pipelines import schemas
+from atende.jobs.quality import GateResult, QualityGateFailed, enforce, run_quality_gates
+from atende.pipelines import schemas
 
 T0 = dt.datetime(2024, 5, 1, 12, 0)
 DAY = dt.date(2024, 5, 1)
@@ -50,7 +50,7 @@ def _calls(spark, rows):
 
 
 def _recommendations(spark, rows):
-    from pipelines.schemas_gold import RECOMMENDATIONS
+    from atende.pipelines.schemas_gold import RECOMMENDATIONS
 
     defaults = dict(tone="formal", tone_confidence=0.6, products=[], next_best_action="kb_article", nba_score=1.5,
                     reasons=["rule: eligible"], model_versions={"tone": "1"}, valid_from=T0,
@@ -249,7 +249,7 @@ def test_many_missing_customer_keys_warn_but_pass(spark, settings, tmp_path, cap
     assert "4 of 5 rows" in warning
     [bronze_warning] = results["bronze.calls"].warnings
     assert "carry an identifier" in bronze_warning
-    with caplog.at_level(logging.WARNING, logger="jobs.quality"):
+    with caplog.at_level(logging.WARNING, logger="atende.jobs.quality"):
         enforce(list(results.values()))
     assert "have a customer_key" in caplog.text
 
@@ -259,7 +259,7 @@ def test_enforce_logs_warnings_and_raises_only_on_hard_failures(caplog):
     bad = GateResult("silver.survey_responses", False,
                      ["silver.survey_responses: expected csat score between 1 and 5 [expect_column_values_"
                       "to_be_between]: 1 of 2 rows fail (e.g. 9)"], [])
-    with caplog.at_level(logging.WARNING, logger="jobs.quality"):
+    with caplog.at_level(logging.WARNING, logger="atende.jobs.quality"):
         enforce([ok])
     assert "at least 80%" in caplog.text
     with pytest.raises(QualityGateFailed, match=r"^quality gate failed for silver.survey_responses: .*csat"):

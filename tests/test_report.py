@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from jobs.report import METRICS, render_kpi_report
-from pipelines.schemas_gold import SERVICE_KPIS
+from atende.jobs.report import METRICS, render_kpi_report
+from atende.pipelines.schemas_gold import SERVICE_KPIS
 
 NOW = dt.datetime(2026, 3, 31, 6, 0, tzinfo=dt.timezone.utc)
 LAST = dt.date(2026, 3, 30)

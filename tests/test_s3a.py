@@ -24,10 +24,10 @@ BUCKET = "atende-lake"
 SCRIPT = textwrap.dedent(
     """
     import datetime as dt, json, sys
-    from conf import load_settings
-    from lakehouse.spark import build_spark_session
-    from lakehouse.tables import Lakehouse
-    from jobs.maintain import optimize_tables, vacuum_tables
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import Lakehouse
+    from atende.jobs.maintain import optimize_tables, vacuum_tables
     endpoint, root = sys.argv[1], sys.argv[2]
     settings = load_settings("local", environ={})
     s3a = {
@@ -117,7 +117,7 @@ def test_a_lakehouse_on_s3a_writes_merges_compacts_vacuums_and_reads_back(s3_ser
 
 
 def test_the_delta_rs_engine_refuses_an_object_store_lakehouse_in_one_line(spark, settings):
-    from lakehouse.tables import Lakehouse, LakehouseError
+    from atende.lakehouse.tables import Lakehouse, LakehouseError
 
     rs = settings.storage.model_copy(update={"engine": "delta-rs"})
     with pytest.raises(LakehouseError, match="needs the delta-spark engine"):

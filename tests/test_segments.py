@@ -6,8 +6,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from jobs.segments import CONTACT_COLUMNS, build_segment_export, persona_report_frames, render_persona_report, write_export
-from pipelines.schemas_gold import CUSTOMER_PROFILES, PERSONA_SEGMENTS, PERSONAS
+from atende.jobs.segments import CONTACT_COLUMNS, build_segment_export, persona_report_frames, render_persona_report, write_export
+from atende.pipelines.schemas_gold import CUSTOMER_PROFILES, PERSONA_SEGMENTS, PERSONAS
 
 NOW = dt.datetime(2026, 3, 20, tzinfo=dt.timezone.utc)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.run import Runner
+from atende.jobs.run import Runner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -60,7 +60,7 @@ def _small_zone(zone: Path, out: Path, date: str) -> int:
 
 @pytest.fixture(scope="module")
 def zones(tmp_path_factory):
-    from jobs.generate import generate_landing_zone
+    from atende.jobs.generate import generate_landing_zone
 
     base = tmp_path_factory.mktemp("small")
     full = base / "full"
@@ -98,7 +98,7 @@ def test_models_that_cannot_train_degrade_and_the_run_succeeds(small_run):
     rows = {r.job: (r.status, r.error) for r in runs.collect()}
     assert rows["run"][0] == "degraded"
     assert "fallback" in rows["recommendations"][1]
-    from jobs.bookkeeping import processed_dates
+    from atende.jobs.bookkeeping import processed_dates
 
     assert processed_dates(runner.lake) == set(summary.arrival_dates)
 
@@ -124,8 +124,8 @@ def test_every_customer_gets_a_recommendation_naming_its_fallback(small_run, set
 
 
 def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_run, zones):
-    from jobs import tracking
-    from jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
+    from atende.jobs import tracking
+    from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
 
     runner, first, lake_dir = small_run
     small, full, dates = zones

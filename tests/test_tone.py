@@ -11,8 +11,8 @@ from pyspark.sql.types import (BooleanType, DoubleType, IntegerType, StringType,
                                TimestampType)
 from pyspark.testing import assertDataFrameEqual
 
-from conf.settings import ToneSettings
-from models.tone import (DETECTED_TONES, OUTCOMES, RECOMMENDED_TONES, agent_adaptations, detect_tones,
+from atende.conf.settings import ToneSettings
+from atende.models.tone import (DETECTED_TONES, OUTCOMES, RECOMMENDED_TONES, agent_adaptations, detect_tones,
                          estimate_prior_strength, fallback_tones,
                          interaction_outcomes, preference_by_level, preference_lift,
                          label_tones_by_cues, load_tone_model, recommend_tone, save_tone_model,

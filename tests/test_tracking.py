@@ -10,7 +10,7 @@ import pytest
 def store_root(tmp_path_factory, settings):
     import mlflow
 
-    from jobs import tracking
+    from atende.jobs import tracking
 
     root = tmp_path_factory.mktemp("mlflow")
     previous = mlflow.get_tracking_uri()
@@ -31,7 +31,7 @@ def _train(model_dir, value: float, *, version_note: str, higher_is_better: bool
            champion_value: float | None = None):
     import mlflow
 
-    from jobs import tracking
+    from atende.jobs import tracking
 
     (model_dir / "weights.json").write_text(json.dumps({"note": version_note}))
     with mlflow.start_run():
@@ -46,7 +46,7 @@ def _name(model_dir) -> str:
 
 @pytest.mark.slow
 def test_worse_model_is_not_promoted(store):
-    from jobs import tracking
+    from atende.jobs import tracking
 
     first = _train(store, 0.30, version_note="first")
     assert first.promoted and first.champion_value is None
@@ -90,7 +90,7 @@ def test_first_version_is_promoted_even_without_a_held_out_value(store):
 
 
 def test_no_champion_is_a_clear_error(store):
-    from jobs import tracking
+    from atende.jobs import tracking
 
     with pytest.raises(tracking.NoChampion, match="train it first"):
         tracking.load_champion_dir("never-trained")

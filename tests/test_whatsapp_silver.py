@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.identity import build_identifier_observations, resolve_identities
-from pipelines.interactions import build_interactions
-from pipelines.schemas import BRONZE, INTERACTIONS
+from atende.pipelines.identity import build_identifier_observations, resolve_identities
+from atende.pipelines.interactions import build_interactions
+from atende.pipelines.schemas import BRONZE, INTERACTIONS
 from test_ingest_support import ingest, land
 
 UTC = dt.timezone.utc

@@ -17,13 +17,13 @@ from io import BytesIO
 from types import MappingProxyType
 from typing import Mapping
 
-from jobs.synthetic.catalogue import CALL_QUEUES, CONVERSATION_PREFIX
-from jobs.synthetic.contacts import Contact, ContactPlanner
-from jobs.synthetic.ids import IdFactory, base62
-from jobs.synthetic.messy import format_ani, format_phone, messy_email, name_typo
-from jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local
-from jobs.synthetic.people import Person, PhoneBook
-from jobs.synthetic.texts import (
+from atende.jobs.synthetic.catalogue import CALL_QUEUES, CONVERSATION_PREFIX
+from atende.jobs.synthetic.contacts import Contact, ContactPlanner
+from atende.jobs.synthetic.ids import IdFactory, base62
+from atende.jobs.synthetic.messy import format_ani, format_phone, messy_email, name_typo
+from atende.jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local
+from atende.jobs.synthetic.people import Person, PhoneBook
+from atende.jobs.synthetic.texts import (
     AGENT_CLOSERS, AGENT_SIGNATURES, AUTO_ACK, CUSTOMER_DETAILS, CUSTOMER_OPENERS, EMAIL_AGENT_OPENERS,
     EMAIL_CUSTOMER_GREETINGS, EMAIL_CUSTOMER_REPLIES_BAD, EMAIL_CUSTOMER_REPLIES_OK, EMAIL_CUSTOMER_SIGNOFFS,
     EMAIL_MOBILE_FOOTERS, EMAIL_SUBJECTS, FACTS_PENDING, FACTS_RESOLVED, MONTHS, MONTHS_SHORT, WEEKDAYS_SHORT,

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from faker import Faker
 
-from jobs.synthetic.catalogue import CATEGORIES, build_agents, build_products
-from jobs.synthetic.channels import ChannelWriter
-from jobs.synthetic.commerce import CommerceWriter
-from jobs.synthetic.contacts import ContactPlanner
-from jobs.synthetic.ids import IdFactory, derive_seed
-from jobs.synthetic.output import BRT, ChunkOutput
-from jobs.synthetic.people import PeopleBuilder
+from atende.jobs.synthetic.catalogue import CATEGORIES, build_agents, build_products
+from atende.jobs.synthetic.channels import ChannelWriter
+from atende.jobs.synthetic.commerce import CommerceWriter
+from atende.jobs.synthetic.contacts import ContactPlanner
+from atende.jobs.synthetic.ids import IdFactory, derive_seed
+from atende.jobs.synthetic.output import BRT, ChunkOutput
+from atende.jobs.synthetic.people import PeopleBuilder
 
 TRUTH_PARTS = ".parts"
 

@@ -9,14 +9,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jobs.synthetic.catalogue import ACTION_CHANNELS, ACTIONS, CATEGORIES, CITIES, Product
-from jobs.synthetic.channels import business_hours
-from jobs.synthetic.contacts import Contact
-from jobs.synthetic.ids import IdFactory
-from jobs.synthetic.messy import format_phone, messy_email, name_typo
-from jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local, iso_utc
-from jobs.synthetic.people import BEFORE_WINDOW, NOT_IN_CRM, Person
-from jobs.synthetic.texts import (
+from atende.jobs.synthetic.catalogue import ACTION_CHANNELS, ACTIONS, CATEGORIES, CITIES, Product
+from atende.jobs.synthetic.channels import business_hours
+from atende.jobs.synthetic.contacts import Contact
+from atende.jobs.synthetic.ids import IdFactory
+from atende.jobs.synthetic.messy import format_phone, messy_email, name_typo
+from atende.jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local, iso_utc
+from atende.jobs.synthetic.people import BEFORE_WINDOW, NOT_IN_CRM, Person
+from atende.jobs.synthetic.texts import (
     SURVEY_COMMENTS_BAD, SURVEY_COMMENTS_GOOD, SURVEY_COMMENTS_NEUTRAL, SURVEY_COMMENTS_TONE,
     SURVEY_COMMENTS_TONE_MATCH, pick,
 )

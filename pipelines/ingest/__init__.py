@@ -5,7 +5,7 @@ The reading side (jobs/ingest.py) hands each classifier raw records
 returns one classified row per record, which ``accepted_records`` and
 ``quarantined_records`` split into BRONZE[source] and QUARANTINE rows.
 """
-from pipelines.ingest.common import (
+from atende.pipelines.ingest.common import (
     FILE_COUNTS,
     RAW_FILES,
     RAW_LINES,
@@ -15,7 +15,7 @@ from pipelines.ingest.common import (
     accepted_records,
     quarantined_records,
 )
-from pipelines.ingest.sources import FILE_SOURCES, LINE_SOURCES, classify, records_per_file
+from atende.pipelines.ingest.sources import FILE_SOURCES, LINE_SOURCES, classify, records_per_file
 
 __all__ = [
     "FILE_COUNTS",

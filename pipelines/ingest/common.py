@@ -38,8 +38,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from conf.settings import Settings
-from pipelines.schemas import BRONZE, LINEAGE_FIELDS, QUARANTINE
+from atende.conf.settings import Settings
+from atende.pipelines.schemas import BRONZE, LINEAGE_FIELDS, QUARANTINE
 
 REASON = "_reason"
 RAW = "_raw"

@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StringType, TimestampType
 
-from pipelines.ingest.common import (
+from atende.pipelines.ingest.common import (
     ClassifierPlan,
     FieldRule,
     IngestRules,
@@ -52,7 +52,7 @@ from pipelines.ingest.common import (
     unknown_entries,
     value_column,
 )
-from pipelines.schemas import AUTHORS, CUSTOMER_STRUCT, DIGITAL_CHANNELS, MESSAGE_STRUCT
+from atende.pipelines.schemas import AUTHORS, CUSTOMER_STRUCT, DIGITAL_CHANNELS, MESSAGE_STRUCT
 
 SOURCE = "conversations"
 TOP_LEVEL_KEYS = tuple(f.name for f in contract_columns(SOURCE))

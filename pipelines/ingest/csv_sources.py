@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.ingest.common import (
+from atende.pipelines.ingest.common import (
     ClassifierPlan,
     FieldRule,
     IngestRules,
@@ -55,7 +55,7 @@ from pipelines.ingest.common import (
     typed_field_stages,
     value_column,
 )
-from pipelines.schemas import CALL_VIA, DISPOSITIONS, SURVEY_SCALES
+from atende.pipelines.schemas import CALL_VIA, DISPOSITIONS, SURVEY_SCALES
 
 CSV_SOURCES = ("calls", "surveys", "crm", "orders", "products", "actions")
 MAX_CSV_COLUMNS = 64

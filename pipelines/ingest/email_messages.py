@@ -64,7 +64,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from pipelines.ingest.common import (
+from atende.pipelines.ingest.common import (
     ClassifierPlan,
     FieldRule,
     IngestRules,

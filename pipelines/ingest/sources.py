@@ -6,12 +6,12 @@ from typing import Callable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.ingest.common import IngestRules, RunLineage, is_blank
-from pipelines.ingest.conversations import classify_conversations
-from pipelines.ingest.csv_sources import CSV_SOURCES, classify_csv, with_file_header
-from pipelines.ingest.email_messages import classify_email
-from pipelines.ingest.whatsapp import classify_whatsapp
-from pipelines.schemas import SOURCES
+from atende.pipelines.ingest.common import IngestRules, RunLineage, is_blank
+from atende.pipelines.ingest.conversations import classify_conversations
+from atende.pipelines.ingest.csv_sources import CSV_SOURCES, classify_csv, with_file_header
+from atende.pipelines.ingest.email_messages import classify_email
+from atende.pipelines.ingest.whatsapp import classify_whatsapp
+from atende.pipelines.schemas import SOURCES
 
 # Sources read as text lines (common.RAW_LINES) and as whole files (common.RAW_FILES).
 LINE_SOURCES = ("conversations", "whatsapp") + CSV_SOURCES

@@ -51,7 +51,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from pipelines.ingest.common import (
+from atende.pipelines.ingest.common import (
     EXTRA_ENTRIES,
     ClassifierPlan,
     FieldRule,
