@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 
-
 def generate(out: Path, customers: int, days: int, seed: int) -> dict:
     from atende.jobs.generate import generate_landing_zone
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 
-
 def _bytes_under(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and "_truth" not in p.parts)
 

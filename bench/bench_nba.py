@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 
-
 # ------------------------------------------------------------------------------------------ inputs
 def action_log(lake, settings):
     """(silver ACTIONS-like frame, source). FALLBACK when silver/actions is missing: bronze actions

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 
-
 def customer_persons(spark, lake, landing: Path):
     """customer_key -> the person most of its records belong to (ties: the smallest person_id)."""
     from pyspark.sql import Window
@@ -109,7 +108,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import pandas as pd
-    from pyspark.sql import functions as F
 
     from atende.conf import load_settings
     from atende.lakehouse.spark import build_spark_session

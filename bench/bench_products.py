@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-
 TARGET_NDCG_RATIO = 1.3
 
 

@@ -33,7 +33,6 @@ import platform
 import time
 from pathlib import Path
 
-
 DEFAULT_CONTEXT = ("age_band", "income_band", "gender", "preferred_channel", "persona_id")
 
 
@@ -54,8 +53,8 @@ def record_ids(interactions, surveys):
 
 def customer_truth(spark, interactions, surveys, landing: Path):
     """customer_key -> person_id (majority of its records), persona, preferred_tone."""
-    from pyspark.sql import functions as F
     from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     truth = spark.read.option("header", True).csv(str(landing / "_truth" / "records.csv")).select(
         "source", "record_id", "person_id")
@@ -103,8 +102,14 @@ def main() -> None:
     from atende.conf import load_settings
     from atende.lakehouse.spark import build_spark_session
     from atende.lakehouse.tables import Lakehouse
-    from atende.models.tone import (agent_adaptations, detect_tones, interaction_outcomes, label_tones_by_cues,
-                             recommend_tone, train_tone_model)
+    from atende.models.tone import (
+        agent_adaptations,
+        detect_tones,
+        interaction_outcomes,
+        label_tones_by_cues,
+        recommend_tone,
+        train_tone_model,
+    )
 
     settings = load_settings()
     tone_settings = settings.models.tone

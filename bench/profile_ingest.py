@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("landing", type=Path)
@@ -27,6 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_ingest import landing_dates
+
     from atende.conf import load_settings
     from atende.jobs.ingest import ingest_source
     from atende.lakehouse.spark import build_spark_session

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -239,7 +240,7 @@ class ToneSettings(_Section):
     default_tone: str | None = None
 
     @model_validator(mode="after")
-    def _default_tone(self) -> "ToneSettings":
+    def _default_tone(self) -> ToneSettings:
         if self.default_tone is not None and self.default_tone not in self.catalogue:
             raise ValueError(f"default_tone {self.default_tone!r} is not in the tone catalogue "
                              f"({', '.join(self.catalogue)})")
@@ -323,7 +324,7 @@ class NbaSettings(_Section):
         return grid
 
     @model_validator(mode="after")
-    def _known_actions(self) -> "NbaSettings":
+    def _known_actions(self) -> NbaSettings:
         """Issue-only actions must be in the catalogue when given; the default keeps those that are."""
         unknown = [a for a in self.issue_only_actions if a not in self.actions]
         if unknown and "issue_only_actions" in self.model_fields_set:

@@ -136,10 +136,10 @@ def cmd_generate(args, settings: Settings) -> int:
 
 
 def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console) -> int:
+    from rich.markup import escape
+
     from atende.jobs.run import Runner
     from atende.lakehouse.spark import build_spark_session
-
-    from rich.markup import escape
 
     def progress(message: str) -> None:
         style = "yellow" if message.startswith("warning") else "default"

@@ -11,12 +11,12 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from atende.jobs.synthetic.catalogue import build_products
 from atende.jobs.synthetic.chunk import TRUTH_PARTS, ChunkResult, ChunkTask, generate_chunk

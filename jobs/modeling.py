@@ -12,9 +12,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -334,10 +334,21 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     gold/recommendations in one commit."""
     from atende.features.customer import numeric_feature_columns
     from atende.jobs import tracking
-    from atende.models.nba import (build_response_training_set, load_nba_model, rules_only_next_best_action, save_nba_model,
-                            score_next_best_action, train_response_models)
-    from atende.models.products import (load_product_model, recommend_by_popularity, recommend_products, save_product_model,
-                                 train_product_model)
+    from atende.models.nba import (
+        build_response_training_set,
+        load_nba_model,
+        rules_only_next_best_action,
+        save_nba_model,
+        score_next_best_action,
+        train_response_models,
+    )
+    from atende.models.products import (
+        load_product_model,
+        recommend_by_popularity,
+        recommend_products,
+        save_product_model,
+        train_product_model,
+    )
     from atende.models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
     from atende.pipelines.schemas_gold import RECOMMENDATIONS
 

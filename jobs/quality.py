@@ -17,9 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -101,7 +102,7 @@ class _Suite:
     name: str             # table key, or table key + ".health"
     table: str            # the table a person knows (what GateResult names)
     frame: DataFrame
-    expectations: list["Expectation"]
+    expectations: list[Expectation]
 
 
 def _bounds(settings: Settings, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -111,7 +112,7 @@ def _bounds(settings: Settings, now: dt.datetime) -> tuple[dt.datetime, dt.datet
     return low, high
 
 
-def _sane_instant(gxe, column: str, low: dt.datetime, high: dt.datetime) -> "Expectation":
+def _sane_instant(gxe, column: str, low: dt.datetime, high: dt.datetime) -> Expectation:
     # Spark hands instants back as naive datetimes in the session time zone (UTC here,
     # set by lakehouse.spark); naive UTC bounds compare with them without surprises.
     low_n, high_n = (b.astimezone(dt.timezone.utc).replace(tzinfo=None) for b in (low, high))
@@ -121,18 +122,18 @@ def _sane_instant(gxe, column: str, low: dt.datetime, high: dt.datetime) -> "Exp
     )
 
 
-def _not_null(gxe, column: str) -> "Expectation":
+def _not_null(gxe, column: str) -> Expectation:
     return gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"{column} is never null")
 
 
-def _mostly_present(gxe, column: str, mostly: float, what: str) -> "Expectation":
+def _mostly_present(gxe, column: str, mostly: float, what: str) -> Expectation:
     return gxe.ExpectColumnValuesToNotBeNull(
         column=column, mostly=mostly, severity="warning",
         description=f"at least {mostly:.0%} of rows {what}",
     )
 
 
-def _score_scales(gxe) -> list["Expectation"]:
+def _score_scales(gxe) -> list[Expectation]:
     from great_expectations.expectations.row_conditions import Column as Where
 
     return [

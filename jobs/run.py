@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -171,9 +171,9 @@ class Runner:
 
     def identity_and_silver(self, record: JobRecord) -> DataFrame:
         """Identity resolution, interactions and survey responses: checked together, then written."""
+        from atende.pipelines.commerce import build_actions, build_orders, build_products
         from atende.pipelines.identity import build_identifier_observations, resolve_identities_with_report
         from atende.pipelines.interactions import build_interactions
-        from atende.pipelines.commerce import build_actions, build_orders, build_products
         from atende.pipelines.surveys import build_survey_responses
 
         bronze = self._bronze()

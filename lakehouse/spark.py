@@ -9,7 +9,6 @@ from pyspark.sql import SparkSession
 from atende.conf.settings import Settings
 
 
-
 def _local_cores(master: str) -> int:
     inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
     if inside in ("*", ""):

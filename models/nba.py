@@ -48,9 +48,10 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,7 @@ class NbaRules:
     issue_only_actions: tuple[str, ...]
 
     @classmethod
-    def from_settings(cls, nba: NbaSettings) -> "NbaRules":
+    def from_settings(cls, nba: NbaSettings) -> NbaRules:
         return cls(channel_flags=dict(nba.channel_flags), issue_only_actions=tuple(nba.issue_only_actions))
 
 
@@ -159,7 +160,7 @@ def _customer_rule_flags(df: DataFrame, nba: NbaSettings, rules: NbaRules) -> Da
     })
 
 
-def _candidates(nba: NbaSettings, rules: NbaRules, model: "NbaModel | None" = None,
+def _candidates(nba: NbaSettings, rules: NbaRules, model: NbaModel | None = None,
                 propensities: Column | None = None) -> Column:
     """array<struct> with one candidate per catalogue action, in catalogue order, over the columns of
     `_customer_rule_flags`. Without a model, `propensities` (when given) apply to every action. The first three fields (tier, neg_priority, action) are the ranking

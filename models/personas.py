@@ -33,9 +33,9 @@ import copy
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -116,7 +116,7 @@ class _Encoded:
     counts: dict[str, np.ndarray]        # rows x columns of counts
     numeric: dict[str, np.ndarray]       # values, NaN = missing
 
-    def take(self, rows: np.ndarray) -> "_Encoded":
+    def take(self, rows: np.ndarray) -> _Encoded:
         return _Encoded(int(len(rows)), {c: v[rows] for c, v in self.categorical.items()},
                         {f: m[rows] for f, m in self.counts.items()}, {c: v[rows] for c, v in self.numeric.items()})
 
@@ -157,7 +157,7 @@ class PersonaModel:
         for column, spec in self.categorical.items():
             index = {level: i for i, level in enumerate(spec["levels"])}
             values = frame[column]
-            codes = values.map(lambda v: index.get(v, len(index)) if isinstance(v, str) else -1)
+            codes = values.map(lambda v, index=index: index.get(v, len(index)) if isinstance(v, str) else -1)
             categorical[column] = codes.to_numpy(dtype="int64")
         counts = {}
         for family, spec in self.counts.items():
@@ -243,7 +243,7 @@ class PersonaModel:
                                                   encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "PersonaModel":
+    def load(cls, path: str | Path) -> PersonaModel:
         data = json.loads((Path(path) / "persona_model.json").read_text(encoding="utf-8"))
         if data.get("format") != FORMAT:
             raise IncompatibleModel(

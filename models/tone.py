@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
@@ -558,6 +559,12 @@ def posterior_tone_choice(prior: np.ndarray, n: np.ndarray, outcome_sum: np.ndar
     return best, confidence, mean
 
 
+
+def _stack_tones(batch, column: str, tones) -> np.ndarray:
+    """One matrix, a row per customer and a column per tone, of `<column>__<tone>` (missing: 0)."""
+    return np.column_stack([batch[f"{column}__{t}"].fillna(0.0).to_numpy(float) for t in tones])
+
+
 def recommend_tone(features: DataFrame, tones: DataFrame, outcomes: DataFrame, policy: TonePolicy, *,
                    adaptations: DataFrame | None = None) -> DataFrame:
     """`customer_key, tone, tone_confidence, tone_reason` for every customer in `features`; scored in Spark.
@@ -582,8 +589,7 @@ def recommend_tone(features: DataFrame, tones: DataFrame, outcomes: DataFrame, p
         for batch in batches:
             if batch.empty:
                 continue
-            stack = lambda c: np.column_stack([batch[f"{c}__{t}"].fillna(0.0).to_numpy(float) for t in model.tones])
-            n, total, adapted = stack("n"), stack("outcome_sum"), stack("adapted_n")
+            n, total, adapted = (_stack_tones(batch, column, model.tones) for column in ("n", "outcome_sum", "adapted_n"))
             prior = model.context_prior(batch)
             best, confidence, mean = posterior_tone_choice(prior, n, total, adapted, model)
             rows = np.arange(len(batch))

@@ -16,7 +16,6 @@ from pyspark.sql.types import (
 
 from atende.pipelines.schemas import _s
 
-
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 
 CUSTOMER_PROFILES = StructType([

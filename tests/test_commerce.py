@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from bronze_frames import at, bronze
+
 from atende.pipelines.commerce import build_actions, build_orders, build_products, latest_products
 from atende.pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
 

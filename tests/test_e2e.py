@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from atende.jobs.run import Runner, RunFailed
+from atende.jobs.run import RunFailed, Runner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -6,12 +6,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-
 from bronze_frames import at, bronze
+from test_ingest_support import ingest, land
+
 from atende.pipelines.identity import RECORD_KEYS, build_identifier_observations
 from atende.pipelines.interactions import build_interactions
 from atende.pipelines.schemas import BRONZE
-from test_ingest_support import ingest, land
 
 NOW = dt.datetime(2026, 3, 20, 6, 0, tzinfo=dt.timezone.utc)
 FIXTURES = Path(__file__).parent / "fixtures" / "email"

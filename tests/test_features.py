@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from atende.features.customer import build_customer_features, numeric_feature_columns, normalised_score
+from atende.features.customer import build_customer_features, normalised_score, numeric_feature_columns
 from atende.pipelines.schemas import ACTIONS, BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
 
 UTC = dt.timezone.utc

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from bronze_frames import at, bronze
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -14,7 +15,6 @@ from atende.pipelines.identity import (
     resolve_identities,
     resolve_identities_with_report,
 )
-from bronze_frames import at, bronze
 from atende.pipelines.schemas import IDENTIFIER_OBSERVATIONS
 
 UTC = dt.timezone.utc
@@ -303,7 +303,7 @@ SAMUEL_PHONE = "+5592980275918"
 def households(spark, settings):
     """One resolution with the conf's own limits (1 CRM customer per identifier) over the cases the name,
     duplicate and survey rules decide."""
-    crm = lambda crm_id, name, phone, birth, email=None, when=at(1, 1): [  # noqa: E731
+    crm = lambda crm_id, name, phone, birth, email=None, when=at(1, 1): [  # noqa: E731, B008
         ("crm", crm_id, "crm_id", crm_id, when),
         ("crm", crm_id, "name", name, when),
         *([("crm", crm_id, "phone", phone, when)] if phone else []),

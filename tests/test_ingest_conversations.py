@@ -5,7 +5,6 @@ import json
 from datetime import datetime
 
 import pytest
-
 from test_ingest_support import DAY, counts_of, ingest, land
 
 GOOD = {

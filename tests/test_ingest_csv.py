@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
-
 from test_ingest_support import counts_of, ingest, land
 
 CALLS_HEADER = ("call_id,started_at,ani,queue,wait_seconds,talk_seconds,hold_seconds,agent_id,"

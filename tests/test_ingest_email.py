@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from test_ingest_support import counts_of, ingest, land
 
 from atende.pipelines.ingest.email_messages import (
     derived_message_id,
@@ -16,7 +17,6 @@ from atende.pipelines.ingest.email_messages import (
     split_mbox,
     strip_quoted_reply,
 )
-from test_ingest_support import counts_of, ingest, land
 
 MULTIPART_REPLY = """\
 From: "Ana Souza" <Ana.Souza@Example.com>

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from test_ingest_support import counts_of, ingest, land
 
 from atende.pipelines.ingest.common import RAW_TEXT_MAX_CHARS
-from test_ingest_support import counts_of, ingest, land
 
 TEN_MB = 10 * 1024 * 1024
 

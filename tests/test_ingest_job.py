@@ -7,11 +7,11 @@ import logging
 from datetime import date
 
 import pytest
+from test_ingest_support import DAY, INGESTED_AT, RUN_ID, counts_of, ingest, land
 
 from atende.jobs.ingest import LandingNotReadable, ingest_source, list_arrival_dates
 from atende.pipelines.ingest.common import FILE_COUNTS
 from atende.pipelines.schemas import BRONZE, QUARANTINE, SOURCES
-from test_ingest_support import DAY, INGESTED_AT, RUN_ID, counts_of, ingest, land
 
 NEXT_DAY = date(2026, 3, 2)
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from test_ingest_support import counts_of, ingest, land
 
 # The shape Meta posts (Cloud API webhook, field "messages"), trimmed to one change.

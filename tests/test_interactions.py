@@ -4,11 +4,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from bronze_frames import at, bronze
 from pyspark.testing import assertDataFrameEqual
 
 from atende.pipelines.identity import RECORD_KEYS
 from atende.pipelines.interactions import build_interactions
-from bronze_frames import at, bronze
 from atende.pipelines.schemas import INTERACTIONS, SURVEY_RESPONSES
 from atende.pipelines.surveys import build_survey_responses
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from pyspark.sql import functions as F
 
 from atende.pipelines.kpis import build_channel_overview, build_service_kpis

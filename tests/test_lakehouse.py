@@ -346,7 +346,9 @@ def test_deletion_vectors_on_request_delete_purge_and_lock_out_delta_rs(spark, s
     lake.delete("gold", "t", "id = 2")
     assert ids_of(lake, "gold") == [1, 3]
     # the deletion vector hides the row; the data file still holds it until a purge rewrites it
-    files = lambda: [i for p in Path(lake.path("gold", "t")).rglob("*.parquet") for i in pq.read_table(p).column("id").to_pylist()]
+    def files():
+        return [i for p in Path(lake.path("gold", "t")).rglob("*.parquet") for i in pq.read_table(p).column("id").to_pylist()]
+
     assert 2 in files()
     lake.purge("gold", "t")
     lake.vacuum("gold", "t", retention_hours=0)

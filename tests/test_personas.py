@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atende.models.personas import (IncompatibleModel, PersonaModel, fit_personas, model_columns,
-                             score_personas)
+from atende.models.personas import IncompatibleModel, PersonaModel, fit_personas, model_columns, score_personas
 
 # age, income bands, professions, channel mix, hours, contacts, satisfaction
 GROUPS = {

@@ -5,7 +5,6 @@ import datetime as dt
 import math
 
 import pytest
-from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 

@@ -6,7 +6,13 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from atende.jobs.segments import CONTACT_COLUMNS, build_segment_export, persona_report_frames, render_persona_report, write_export
+from atende.jobs.segments import (
+    CONTACT_COLUMNS,
+    build_segment_export,
+    persona_report_frames,
+    render_persona_report,
+    write_export,
+)
 from atende.pipelines.schemas_gold import CUSTOMER_PROFILES, PERSONA_SEGMENTS, PERSONAS
 
 NOW = dt.datetime(2026, 3, 20, tzinfo=dt.timezone.utc)

@@ -7,16 +7,29 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
-from pyspark.sql.types import (BooleanType, DoubleType, IntegerType, StringType, StructField, StructType,
-                               TimestampType)
+from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 from pyspark.testing import assertDataFrameEqual
 
 from atende.conf.settings import ToneSettings
-from atende.models.tone import (DETECTED_TONES, OUTCOMES, RECOMMENDED_TONES, agent_adaptations, detect_tones,
-                         estimate_prior_strength, fallback_tones,
-                         interaction_outcomes, preference_by_level, preference_lift,
-                         label_tones_by_cues, load_tone_model, recommend_tone, save_tone_model,
-                         train_tone_detector, train_tone_policy, ToneModel)
+from atende.models.tone import (
+    DETECTED_TONES,
+    OUTCOMES,
+    RECOMMENDED_TONES,
+    ToneModel,
+    agent_adaptations,
+    detect_tones,
+    estimate_prior_strength,
+    fallback_tones,
+    interaction_outcomes,
+    label_tones_by_cues,
+    load_tone_model,
+    preference_by_level,
+    preference_lift,
+    recommend_tone,
+    save_tone_model,
+    train_tone_detector,
+    train_tone_policy,
+)
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -171,7 +184,7 @@ def policy_inputs(spark):
         for persona in ("A", "B"):
             key = f"{persona}{c}"
             customers.append((key, persona, "25-34", float(c)))
-            for j, (p, tone, outcome) in enumerate(h for h in history if h[0] == persona):
+            for j, (_persona, tone, outcome) in enumerate(h for h in history if h[0] == persona):
                 iid = f"{key}-{j}"
                 tone_rows.append((iid, tone, 0.9))
                 outcome_rows.append((iid, key, outcome, "survey"))

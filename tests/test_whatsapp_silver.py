@@ -5,11 +5,11 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from test_ingest_support import ingest, land
 
 from atende.pipelines.identity import build_identifier_observations, resolve_identities
 from atende.pipelines.interactions import build_interactions
 from atende.pipelines.schemas import BRONZE, INTERACTIONS
-from test_ingest_support import ingest, land
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 2, 6, 0, tzinfo=UTC)

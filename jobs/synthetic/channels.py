@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import json
 import random
+from collections.abc import Mapping
 from datetime import datetime
 from email.charset import BASE64, QP, Charset
 from email.generator import BytesGenerator
@@ -15,7 +16,6 @@ from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from io import BytesIO
 from types import MappingProxyType
-from typing import Mapping
 
 from atende.jobs.synthetic.catalogue import CALL_QUEUES, CONVERSATION_PREFIX
 from atende.jobs.synthetic.contacts import Contact, ContactPlanner
@@ -24,10 +24,27 @@ from atende.jobs.synthetic.messy import format_ani, format_phone, messy_email, n
 from atende.jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local
 from atende.jobs.synthetic.people import Person, PhoneBook
 from atende.jobs.synthetic.texts import (
-    AGENT_CLOSERS, AGENT_SIGNATURES, AUTO_ACK, CUSTOMER_DETAILS, CUSTOMER_OPENERS, EMAIL_AGENT_OPENERS,
-    EMAIL_CUSTOMER_GREETINGS, EMAIL_CUSTOMER_REPLIES_BAD, EMAIL_CUSTOMER_REPLIES_OK, EMAIL_CUSTOMER_SIGNOFFS,
-    EMAIL_MOBILE_FOOTERS, EMAIL_SUBJECTS, FACTS_PENDING, FACTS_RESOLVED, MONTHS, MONTHS_SHORT, WEEKDAYS_SHORT,
-    WRAP_PENDING, WRAP_RESOLVED, capitalise, pick,
+    AGENT_CLOSERS,
+    AGENT_SIGNATURES,
+    AUTO_ACK,
+    CUSTOMER_DETAILS,
+    CUSTOMER_OPENERS,
+    EMAIL_AGENT_OPENERS,
+    EMAIL_CUSTOMER_GREETINGS,
+    EMAIL_CUSTOMER_REPLIES_BAD,
+    EMAIL_CUSTOMER_REPLIES_OK,
+    EMAIL_CUSTOMER_SIGNOFFS,
+    EMAIL_MOBILE_FOOTERS,
+    EMAIL_SUBJECTS,
+    FACTS_PENDING,
+    FACTS_RESOLVED,
+    MONTHS,
+    MONTHS_SHORT,
+    WEEKDAYS_SHORT,
+    WRAP_PENDING,
+    WRAP_RESOLVED,
+    capitalise,
+    pick,
 )
 
 # The company's WhatsApp Business account and line, as Meta identifies them.

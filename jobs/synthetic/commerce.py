@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -17,8 +17,12 @@ from atende.jobs.synthetic.messy import format_phone, messy_email, name_typo
 from atende.jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local, iso_utc
 from atende.jobs.synthetic.people import BEFORE_WINDOW, NOT_IN_CRM, Person
 from atende.jobs.synthetic.texts import (
-    SURVEY_COMMENTS_BAD, SURVEY_COMMENTS_GOOD, SURVEY_COMMENTS_NEUTRAL, SURVEY_COMMENTS_TONE,
-    SURVEY_COMMENTS_TONE_MATCH, pick,
+    SURVEY_COMMENTS_BAD,
+    SURVEY_COMMENTS_GOOD,
+    SURVEY_COMMENTS_NEUTRAL,
+    SURVEY_COMMENTS_TONE,
+    SURVEY_COMMENTS_TONE_MATCH,
+    pick,
 )
 
 # which survey a contact system sends after each kind of channel

@@ -9,24 +9,52 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from atende.jobs.synthetic.catalogue import (
-    BOT_CONTAINMENT, HOUR_PROFILES, PERSONAS, TONES, TOPIC_MOOD, TOPIC_RESOLUTION, Agent, Persona, Product,
+    BOT_CONTAINMENT,
+    HOUR_PROFILES,
+    PERSONAS,
+    TONES,
+    TOPIC_MOOD,
+    TOPIC_RESOLUTION,
+    Agent,
+    Persona,
+    Product,
 )
 from atende.jobs.synthetic.output import BRT, DAY
 from atende.jobs.synthetic.people import Person
 from atende.jobs.synthetic.texts import (
-    AGENT_ASK_INFO, AGENT_CLOSERS, AGENT_OPENERS, BOT_ANSWERS, BOT_GREETINGS, BOT_HANDOFF, BOT_RESOLVED, BOT_SORRY,
-    CUSTOMER_ASK_HUMAN, CUSTOMER_BOT_GIVEUP, CUSTOMER_DETAILS, CUSTOMER_MENU_CHOICE, CUSTOMER_OPENERS,
-    CUSTOMER_THANKS, CUSTOMER_UNHAPPY, FACTS_PENDING, FACTS_RESOLVED, MONTHS, WRAP_PENDING, WRAP_RESOLVED, capitalise,
-    casualise, pick, product_slots,
+    AGENT_ASK_INFO,
+    AGENT_CLOSERS,
+    AGENT_OPENERS,
+    BOT_ANSWERS,
+    BOT_GREETINGS,
+    BOT_HANDOFF,
+    BOT_RESOLVED,
+    BOT_SORRY,
+    CUSTOMER_ASK_HUMAN,
+    CUSTOMER_BOT_GIVEUP,
+    CUSTOMER_DETAILS,
+    CUSTOMER_MENU_CHOICE,
+    CUSTOMER_OPENERS,
+    CUSTOMER_THANKS,
+    CUSTOMER_UNHAPPY,
+    FACTS_PENDING,
+    FACTS_RESOLVED,
+    MONTHS,
+    WRAP_PENDING,
+    WRAP_RESOLVED,
+    capitalise,
+    casualise,
+    pick,
+    product_slots,
 )
 
 # share of conversations a bot answers first

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import gzip
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from atende.jobs.synthetic.ids import derive_seed
 

@@ -125,15 +125,15 @@ class PeopleBuilder:
         return f"{ddd}{2 + sub // 10_000_000}{sub % 10_000_000:07d}"
 
     def _email(self, first: str, last: str, index: int, slot: int, domain: str) -> str:
-        f, l = slug(first.split()[0]), slug(last)
+        f, ln = slug(first.split()[0]), slug(last)
         u = self._suffix(index, slot)
         pattern = self.rnd.randrange(5)
-        local = (f"{f}.{l}{u}", f"{f}{l}{u}", f"{f}_{u}", f"{f[0]}{l}{u}", f"{f}.{l}.{u}")[pattern]
+        local = (f"{f}.{ln}{u}", f"{f}{ln}{u}", f"{f}_{u}", f"{f[0]}{ln}{u}", f"{f}.{ln}.{u}")[pattern]
         return f"{local}@{domain}"
 
     def _handle(self, platform: str, first: str, last: str, index: int) -> str | None:
         slot = 2 + SOCIAL_PLATFORMS.index(platform)
-        f, l = slug(first.split()[0]), slug(last)
+        f, ln = slug(first.split()[0]), slug(last)
         if platform in ("messenger", "facebook"):
             # page-scoped numeric ids, different for each surface of the same person
             return str(10 ** 15 + permute(index * 16 + slot, 9 * 10 ** 15, self.salt))
@@ -141,9 +141,9 @@ class PeopleBuilder:
             return None  # many Telegram users never set a username
         u = self._suffix(index, slot)
         if platform == "linkedin":
-            return f"{f}-{l}-{base62(int(u), 6).lower()}"
+            return f"{f}-{ln}-{base62(int(u), 6).lower()}"
         style = self.rnd.randrange(4)
-        handle = (f"{f}.{l}{u}", f"{f}{l}_{u}", f"{f}_{u}", f"{l}{f}{u}")[style]
+        handle = (f"{f}.{ln}{u}", f"{f}{ln}_{u}", f"{f}_{u}", f"{ln}{f}{u}")[style]
         return "@" + handle if platform in ("instagram", "twitter") else handle
 
     # ------------------------------------------------------------ people

@@ -8,8 +8,8 @@ empathetic: "sinto muito", "entendo"; concise: short, no greeting).
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 Texts = tuple[str, ...]
 

@@ -15,9 +15,9 @@ otherwise every field-level problem is listed, separated by "; ".
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Callable, Sequence
 
 from pyspark import SparkContext
 from pyspark.sql import Column, DataFrame

@@ -21,7 +21,7 @@ line ("{…} {…}") are taken as the first.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -45,8 +45,8 @@ from atende.pipelines.ingest.common import (
     json_object_problem,
     nested_map,
     parsed_value,
-    record_lines,
     per_session,
+    record_lines,
     typed_field_problems,
     typed_field_stages,
     unknown_entries,

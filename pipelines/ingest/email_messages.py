@@ -41,6 +41,7 @@ import hashlib
 import json
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from datetime import timezone
 from email import policy
 from email.message import EmailMessage
@@ -48,7 +49,6 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
 from html.parser import HTMLParser
-from typing import Callable, Iterator
 
 import pyarrow as pa
 from pyspark.sql import DataFrame

@@ -1,7 +1,7 @@
 """Which classifier reads which source, and what counts as one of its records."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F

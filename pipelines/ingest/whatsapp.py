@@ -38,7 +38,7 @@ The envelope constants (entry id, ``messaging_product``) are not kept.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
