@@ -108,7 +108,7 @@ INLINE_FEATURES = ["interactions_count", "recency_days", "tenure_days", "resolve
 def inline_features(lake, settings, actions):
     from pyspark.sql import functions as F
 
-    from atende.pipelines.profiles import latest_crm_rows
+    from atende.pipelines.rules import latest_crm_rows
 
     idmap = lake.read("silver", "identity_map")
     interactions = lake.read("silver", "interactions")

@@ -142,6 +142,9 @@ class IdentitySettings(_Section):
 class KpiSettings(_Section):
     business_timezone: str = "America/Sao_Paulo"
     fcr_window_days: int = Field(default=7, ge=1)
+    # channels that record no resolution flag: first-contact resolution there is "no repeat contact
+    # within the window" (pipelines.rules.first_contact_resolution)
+    repeat_contact_channels: tuple[str, ...] = ("whatsapp", "email")
     extra_dimensions: tuple[str, ...] = ("agent_id", "queue", "topic")
 
     @field_validator("business_timezone")

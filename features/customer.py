@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from atende.conf.settings import Settings
-from atende.pipelines.profiles import CRM_FIELDS, age_band, latest_crm_rows
-from atende.pipelines.schemas import ALL_CHANNELS, SURVEY_SCALES
+from atende.pipelines import rules
+from atende.pipelines.schemas import ALL_CHANNELS
 
 # income bands (Brazilian social classes) on a 0..1 scale
 INCOME_LEVELS = {"DE": 0.0, "C2": 0.2, "C1": 0.4, "B2": 0.6, "B1": 0.8, "A": 1.0}
@@ -61,22 +61,6 @@ def _days_between(later: Column, earlier: Column) -> Column:
     return (later.cast("double") - earlier.cast("double")) / F.lit(86400.0)
 
 
-# surveys where a low score is the good answer (CES: 1 = very low effort)
-LOWER_IS_BETTER = frozenset({"ces"})
-
-
-def normalised_score(survey: Column, score: Column) -> Column:
-    """A survey score on 0..1 from its scale (SURVEY_SCALES), higher is better, clipped to the
-    scale; null for an unknown survey. Shared by the features and the tone model's outcomes."""
-    result = None
-    for name, (low, high) in SURVEY_SCALES.items():
-        scaled = (score.cast("double") - F.lit(float(low))) / F.lit(float(high - low))
-        value = F.lit(1.0) - scaled if name in LOWER_IS_BETTER else scaled
-        value = F.least(F.greatest(value, F.lit(0.0)), F.lit(1.0))
-        result = F.when(survey == name, value) if result is None else result.when(survey == name, value)
-    return result
-
-
 def build_customer_features(
     identity_map: DataFrame,
     interactions: DataFrame,
@@ -106,29 +90,24 @@ def build_customer_features(
     )
 
     # demographics from the latest CRM row known at the cut
-    crm_keys = identity_map.where((F.col("identifier_type") == "crm_id") & (F.col("first_seen_at") < cut)).select(
-        F.col("identifier").alias("crm_id"), "customer_key"
-    )
-    crm_latest = (
-        latest_crm_rows(crm.where(F.col("updated_at") < cut))
-        .join(crm_keys, on="crm_id", how="inner")
-        .groupBy("customer_key")
-        .agg(F.max_by(F.struct(*CRM_FIELDS), F.struct("updated_at", "crm_id")).alias("crm"))
-        .select("customer_key", "crm.*")
-    )
+    crm_latest = rules.crm_of_customers(crm.where(F.col("updated_at") < cut),
+                                        identity_map.where(F.col("first_seen_at") < cut))
 
     # interactions
     seen = interactions.where(F.col("customer_key").isNotNull() & (F.col("started_at") < cut))
     local_hour = F.hour(F.from_utc_timestamp("started_at", tz))
     topics = settings.models.features.topics
-    is_bot_handled = F.col("has_bot") | (F.col("channel") == "chatbot")
-    inter = seen.groupBy("customer_key").agg(
+    is_bot_handled = rules.bot_handled(F.col("channel"), F.col("has_bot"))
+    fcr = rules.first_contact_resolution(settings.kpis.fcr_window_days, settings.kpis.repeat_contact_channels)
+    inter = seen.withColumn("_fcr", fcr).groupBy("customer_key").agg(
         F.count("*").alias("interactions_count"),
         F.max("started_at").alias("last_interaction_at"),
         *[_share(F.col("channel") == c).alias(f"ch_{c}") for c in ALL_CHANNELS],
         *[_share((local_hour >= lo) & (local_hour < hi)).alias(f"hour_{name}") for name, lo, hi in HOUR_BANDS],
         *[_share(F.col("topic") == t).alias(f"topic_{t}") for t in topics],
         F.avg(F.col("resolved").cast("double")).alias("resolved_rate"),
+        # the KPI's rule, per customer: resolved at first contact / contacts whose outcome is known
+        F.avg(F.col("_fcr").cast("double")).alias("fcr_rate"),
         _share(F.col("bot_only")).alias("bot_only_rate"),
         F.avg(F.when(is_bot_handled, F.col("handed_off").cast("double"))).alias("handoff_rate"),
         F.avg("wait_seconds").alias("avg_wait_seconds"),
@@ -136,14 +115,11 @@ def build_customer_features(
         F.avg("message_count").alias("avg_messages"),
         _share(F.col("language") == "pt").alias("lang_pt_share"),
         F.max(F.when(F.col("channel") == "whatsapp", True)).alias("_used_whatsapp"),
-        # the latest interaction: open issue, last topic, last channel
-        F.max_by(F.struct("resolved", "topic", "channel", "started_at"), F.struct("started_at", "interaction_id"))
+        # the latest interaction (ordered as rules.channel_usage orders it): open issue, last topic
+        F.max_by(F.struct("resolved", "topic", "started_at"), F.struct("started_at", "interaction_id"))
         .alias("_last"),
     )
-    per_channel = seen.groupBy("customer_key", "channel").agg(F.count("*").alias("n"), F.max("started_at").alias("t"))
-    preferred = per_channel.groupBy("customer_key").agg(
-        F.max(F.struct("n", "t", "channel")).getField("channel").alias("preferred_channel")
-    )
+    preferred = rules.channel_usage(seen).drop("interactions_total")
     per_language = seen.where(F.col("language").isNotNull()).groupBy("customer_key", "language").agg(
         F.count("*").alias("n")
     )
@@ -151,25 +127,14 @@ def build_customer_features(
         F.max(F.struct("n", "language")).getField("language").alias("main_language")
     )
 
-    # first-contact resolution: resolved and no contact on the same topic within the window after it
-    fcr_window = settings.kpis.fcr_window_days * 86400
-    ordered = Window.partitionBy("customer_key", "topic").orderBy(F.col("started_at").cast("long"))
-    following = ordered.rangeBetween(1, fcr_window)
-    fcr = (
-        seen.where(F.col("resolved").isNotNull())
-        .withColumn("_repeat", F.count("*").over(following) > 0)
-        .groupBy("customer_key")
-        .agg(_share(F.col("resolved") & ~F.col("_repeat")).alias("fcr_rate"))
-    )
-
     # surveys
     answered = survey_responses.where(F.col("customer_key").isNotNull() & (F.col("submitted_at") < cut))
     surveys = answered.groupBy("customer_key").agg(
         F.count("*").alias("survey_count"),
         *[F.avg(F.when(F.col("survey") == s, F.col("score").cast("double"))).alias(f"{s}_avg") for s in SURVEYS],
-        F.avg(normalised_score(F.col("survey"), F.col("score"))).alias("satisfaction_index"),
+        F.avg(rules.normalised_score(F.col("survey"), F.col("score"))).alias("satisfaction_index"),
         # effort: CES on 0..1, 1 = very high effort
-        F.avg(F.when(F.col("survey") == "ces", (F.col("score") - 1) / 6.0)).alias("effort_index"),
+        F.avg(F.when(F.col("survey") == "ces", rules.effort(F.col("score")))).alias("effort_index"),
     )
 
     # orders, with the price level of what was bought: its percentile within its category
@@ -211,7 +176,6 @@ def build_customer_features(
         .join(inter, on="customer_key", how="left")
         .join(preferred, on="customer_key", how="left")
         .join(language, on="customer_key", how="left")
-        .join(fcr, on="customer_key", how="left")
         .join(surveys, on="customer_key", how="left")
         .join(spend, on="customer_key", how="left")
         .join(categories, on="customer_key", how="left")
@@ -228,14 +192,14 @@ def build_customer_features(
         & (F.col("_last.resolved") == F.lit(False))
     )
     income_level = F.create_map(*[x for k, v in INCOME_LEVELS.items() for x in (F.lit(k), F.lit(v))])
-    age = F.floor(F.months_between(cut, F.col("birth_date")) / 12).cast("double")
+    age = rules.age_years(F.col("birth_date"), cut).cast("double")
     return joined.select(
         "customer_key",
         cut.alias("as_of"),
         # demographics
         F.col("full_name").isNotNull().cast("double").alias("has_crm"),
-        F.when(age >= 0, age).alias("age"),
-        age_band(F.col("birth_date"), F.to_date(cut)).alias("age_band"),
+        age.alias("age"),
+        rules.age_band(F.col("birth_date"), F.to_date(cut)).alias("age_band"),
         "gender",
         "income_band",
         income_level[F.col("income_band")].alias("income_level"),
@@ -268,7 +232,7 @@ def build_customer_features(
         "avg_wait_seconds", "avg_handle_seconds", "avg_messages",
         "lang_pt_share", "main_language",
         "preferred_channel",
-        F.col("_last.channel").alias("last_channel"),
+        "last_channel",
         F.col("_last.topic").alias("last_topic"),
         F.col("_last.started_at").alias("last_interaction_at"),
         is_open_issue.alias("open_issue"),

@@ -169,7 +169,7 @@ class Runner:
     def _bronze(self) -> dict[str, DataFrame]:
         return {s: self.lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
 
-    def identity_and_silver(self, record: JobRecord) -> DataFrame:
+    def identity_and_silver(self, record: JobRecord) -> None:
         """Identity resolution, interactions and survey responses: checked together, then written."""
         from atende.pipelines.commerce import build_actions, build_orders, build_products
         from atende.pipelines.identity import build_identifier_observations, resolve_identities_with_report
@@ -209,7 +209,7 @@ class Runner:
         self._write(record, "silver", "actions", actions, mode="overwrite")
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products):
             frame.unpersist()
-        return record_keys
+        record_keys.unpersist()
 
     def _models(self):
         from atende.jobs.modeling import ModelContext
@@ -235,7 +235,9 @@ class Runner:
 
         record.rows_written += run_recommendations(self._models(), force_train=self.force_train)
 
-    def gold(self, record: JobRecord, record_keys: DataFrame) -> None:
+    def gold(self, record: JobRecord) -> None:
+        """Profiles and KPIs from silver (the CRM history still from bronze), the same for `atende run`
+        and `atende train`."""
         from atende.pipelines.kpis import build_service_kpis
         from atende.pipelines.profiles import build_customer_profiles
 
@@ -243,11 +245,11 @@ class Runner:
         interactions = self.lake.read("silver", "interactions")
         responses = self.lake.read("silver", "survey_responses")
         crm = self.lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"])
-        orders = self.lake.read_or_empty("bronze", "orders", schemas.BRONZE["orders"])
+        orders = self.lake.read_or_empty("silver", "orders", schemas.ORDERS)
         segments = self.lake.read("gold", "persona_segments") if self.lake.exists("gold", "persona_segments") else None
         profiles = build_customer_profiles(
             identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now,
-            record_keys=record_keys, segments=segments,
+            segments=segments,
         )
         self._write(record, "gold", "customer_profiles", profiles, mode="overwrite")
         kpis = build_service_kpis(interactions, responses, self.settings, self.run_id, self.now)
@@ -274,11 +276,10 @@ class Runner:
         failure: RunFailed | None = None
         try:
             self._job(summary, "ingest", lambda r: self.ingest(r, dates))
-            keys_holder: list[DataFrame] = []
-            self._job(summary, "silver", lambda r: keys_holder.append(self.identity_and_silver(r)))
+            self._job(summary, "silver", self.identity_and_silver)
             self._job(summary, "features", self.features)
             self._job(summary, "personas", self.personas)
-            self._job(summary, "gold", lambda r: self.gold(r, keys_holder[0]))
+            self._job(summary, "gold", self.gold)
             self._job(summary, "recommendations", self.recommendations)
         except RunFailed as exc:
             failure = exc
@@ -322,7 +323,7 @@ class Runner:
         try:
             self._job(summary, "features", self.features)
             self._job(summary, "personas", self.personas)
-            self._job(summary, "gold", lambda r: self.gold(r, None))
+            self._job(summary, "gold", self.gold)
             self._job(summary, "recommendations", self.recommendations)
         except RunFailed as exc:
             failure = exc

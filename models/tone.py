@@ -57,7 +57,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from atende.conf.settings import ToneSettings
-from atende.features.customer import normalised_score
+from atende.pipelines.rules import normalised_score
 
 MODEL_FORMAT = 1
 UNKNOWN = "<unknown>"

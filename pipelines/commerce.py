@@ -7,6 +7,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from atende.pipelines.identity import first_delivery
+from atende.pipelines.rules import order_amount
 from atende.pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
 
 
@@ -53,7 +54,7 @@ def build_orders(orders: DataFrame, products: DataFrame, record_keys: DataFrame,
         .join(catalogue, on="product_id", how="left")
         .select(
             "order_id", "ordered_at", "customer_key", "product_id", "category", "quantity", "unit_price",
-            (F.coalesce("quantity", F.lit(1)) * F.col("unit_price")).alias("amount"),
+            order_amount(F.col("quantity"), F.col("unit_price")).alias("amount"),
             "channel", "_arrival_date",
             F.lit(run_id).alias("run_id"), F.lit(now).cast("timestamp").alias("_written_at"),
         )

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
+from atende.pipelines import rules
 from atende.pipelines.schemas_gold import KPI_BASE_LEVEL, SERVICE_KPIS
 
 UNKNOWN_CHANNEL = "unknown"
 
 
-MICROS_PER_DAY = 86_400_000_000
+MICROS_PER_DAY = rules.MICROS_PER_DAY
 
 
 def business_date(ts: Column, timezone: str) -> Column:
@@ -28,23 +29,6 @@ def business_date(ts: Column, timezone: str) -> Column:
     right only where the session runs in UTC; the wall-clock microseconds are counted directly."""
     wall_clock_us = F.unix_micros(F.from_utc_timestamp(ts, timezone))
     return F.date_from_unix_date(F.floor(wall_clock_us / F.lit(MICROS_PER_DAY)).cast("int"))
-
-
-def is_first_contact_resolution(window_days: int) -> Column:
-    """Resolved, and no other interaction of the same customer on the same topic, on any channel,
-    starting strictly within `window_days` x 24 h after this one; null when the outcome is unknown.
-    An interaction without a customer or a topic cannot have a follow-up."""
-    horizon_us = window_days * 24 * 3600 * 1_000_000
-    customer = F.coalesce(F.col("customer_key"), F.concat(F.lit("~"), F.col("interaction_id")))
-    following = (
-        Window.partitionBy(customer, F.col("topic"))
-        .orderBy(F.unix_micros("started_at"))
-        .rangeBetween(1, horizon_us - 1)
-    )
-    followed_up = (
-        F.col("customer_key").isNotNull() & F.col("topic").isNotNull() & (F.count("*").over(following) > 0)
-    )
-    return F.when(F.col("resolved").isNotNull(), F.col("resolved") & ~followed_up)
 
 
 def _count(condition: Column) -> Column:
@@ -65,11 +49,10 @@ def build_service_kpis(
     if unknown:
         raise ValueError(f"kpis.extra_dimensions names columns interactions does not have: {unknown}")
 
-    is_call = F.col("channel") == "voice"
+    is_call = rules.is_call(F.col("channel"))
     answered = is_call & (F.col("disposition") == "answered")
     is_conversation = ~is_call
-    # section 4: a chatbot conversation is bot-handled even when silver saw no bot message in it
-    bot_handled = is_conversation & ((F.col("channel") == "chatbot") | F.coalesce("has_bot", F.lit(False)))
+    bot_handled = rules.bot_handled(F.col("channel"), F.col("has_bot"))
     aht_value = (
         F.when(answered, F.col("talk_seconds") + F.coalesce("hold_seconds", F.lit(0.0)))
         .when(is_conversation, F.col("handle_seconds"))
@@ -82,7 +65,8 @@ def build_service_kpis(
         F.lit(True).alias("is_interaction"),
         F.lit(None).cast("string").alias("survey"),
         F.lit(None).cast("int").alias("score"),
-        is_first_contact_resolution(settings.kpis.fcr_window_days).alias("fcr"),
+        rules.first_contact_resolution(settings.kpis.fcr_window_days, settings.kpis.repeat_contact_channels)
+        .alias("fcr"),
         F.col("first_response_seconds").cast("double").alias("first_response_seconds"),
         bot_handled.alias("bot_handled"),
         (F.coalesce("resolved", F.lit(False)) & ~F.coalesce("handed_off", F.lit(False))).alias("contained"),
@@ -131,8 +115,8 @@ def build_service_kpis(
     survey = F.col("survey")
     score = F.col("score")
     nps_n = _count(survey == "nps")
-    promoters = _count((survey == "nps") & (score >= 9))
-    detractors = _count((survey == "nps") & (score <= 6))
+    promoters = _count((survey == "nps") & rules.promoter(score))
+    detractors = _count((survey == "nps") & rules.detractor(score))
     csat_n = _count(survey == "csat")
     bot_n = _count(F.col("bot_handled"))
     calls_n = _count(F.col("is_call"))
@@ -140,7 +124,7 @@ def build_service_kpis(
         _count(F.col("is_interaction")).alias("interactions"),
         F.try_divide(F.lit(100.0) * (promoters - detractors), nps_n).alias("nps"),
         nps_n.alias("nps_responses"),
-        F.try_divide(F.lit(100.0) * _count((survey == "csat") & (score >= 4)), csat_n).alias("csat_pct"),
+        F.try_divide(F.lit(100.0) * _count((survey == "csat") & rules.csat_satisfied(score)), csat_n).alias("csat_pct"),
         F.avg(F.when(survey == "csat", score)).alias("csat_avg"),
         csat_n.alias("csat_responses"),
         F.avg(F.when(survey == "ces", score)).alias("ces_avg"),

@@ -5,7 +5,8 @@ import datetime as dt
 
 import pytest
 
-from atende.features.customer import build_customer_features, normalised_score, numeric_feature_columns
+from atende.features.customer import build_customer_features, numeric_feature_columns
+from atende.pipelines.rules import normalised_score
 from atende.pipelines.schemas import ACTIONS, BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
 
 UTC = dt.timezone.utc

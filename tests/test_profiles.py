@@ -6,9 +6,8 @@ import datetime as dt
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from atende.pipelines.identity import RECORD_KEYS
 from atende.pipelines.profiles import build_customer_profiles
-from atende.pipelines.schemas import BRONZE, IDENTITY_MAP, INTERACTIONS, SURVEY_RESPONSES
+from atende.pipelines.schemas import BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, SURVEY_RESPONSES
 from atende.pipelines.schemas_gold import CUSTOMER_PROFILES
 
 UTC = dt.timezone.utc
@@ -73,13 +72,15 @@ def inputs(spark):
             ("s5", ts(2026, 3, 2), "ces", 3, "K2"),
         ]
     ], SURVEY_RESPONSES)
-    orders = bronze(spark, "orders", [
-        {"order_id": "o1", "ordered_at": ts(2026, 3, 1), "crm_id": "crm-1", "product_id": "p1", "quantity": 2, "unit_price": 10.0},
-        {"order_id": "o1", "ordered_at": ts(2026, 3, 1), "crm_id": "crm-1", "product_id": "p1", "quantity": 2, "unit_price": 10.0,
-         "_arrival_date": dt.date(2026, 3, 2)},
-        {"order_id": "o2", "ordered_at": ts(2026, 3, 2), "email": " Ana@X.com", "product_id": "p2", "quantity": 1, "unit_price": 5.5},
-        {"order_id": "o3", "ordered_at": ts(2026, 3, 2), "crm_id": "crm-x", "product_id": "p2", "quantity": 1, "unit_price": 7.0},
-    ])
+    # silver orders: one row per order, keyed by identity resolution, amount = rules.order_amount
+    orders = spark.createDataFrame([
+        (oid, at, key, product, None, quantity, price, amount, "web", dt.date(2026, 3, 1), "r", NOW)
+        for oid, at, key, product, quantity, price, amount in [
+            ("o1", ts(2026, 3, 1), "K1", "p1", 2, 10.0, 20.0),
+            ("o2", ts(2026, 3, 2), "K1", "p2", 1, 5.5, 5.5),
+            ("o3", ts(2026, 3, 2), None, "p2", 1, 7.0, 7.0),  # an order nobody could be found for
+        ]
+    ], ORDERS)
     return identity_map, interactions, surveys, crm, orders
 
 
@@ -110,11 +111,3 @@ def test_customer_profiles(spark, settings, inputs):
     ], CUSTOMER_PROFILES)
     assert got.schema.fieldNames() == CUSTOMER_PROFILES.fieldNames()
     assertDataFrameEqual(got, expected, checkRowOrder=False)
-
-
-def test_orders_follow_record_keys_when_given(spark, settings, inputs):
-    keys = spark.createDataFrame([("orders", "o1", "K2"), ("orders", "o3", "K2"), ("orders", "o2", None)], RECORD_KEYS)
-
-    got = build_customer_profiles(*inputs, settings, "run-1", NOW, record_keys=keys)
-
-    assert {r.customer_key: (r.orders_count, r.total_spend) for r in got.collect()} == {"K1": (0, 0.0), "K2": (2, 27.0)}
