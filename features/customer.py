@@ -74,7 +74,7 @@ def build_customer_features(
 ) -> DataFrame:
     """One row per customer_key known before `as_of`: demographics, tenure, RFM, channel mix,
     preferred hours, topic mix, satisfaction and effort, resolution history, language, contact
-    pressure. `crm` is the bronze CRM history, the others the silver tables."""
+    pressure. Every frame is a silver table (`crm`: the CRM history, silver CRM)."""
     cut = F.lit(as_of).cast("timestamp")
     tz = settings.kpis.business_timezone
     nba = settings.models.nba

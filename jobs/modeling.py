@@ -132,7 +132,7 @@ def build_features(ctx: ModelContext, as_of: dt.datetime) -> DataFrame:
         identity_map=silver("identity_map", schemas.IDENTITY_MAP),
         interactions=silver("interactions", schemas.INTERACTIONS),
         survey_responses=silver("survey_responses", schemas.SURVEY_RESPONSES),
-        crm=lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"]),
+        crm=silver("crm", schemas.CRM),
         orders=silver("orders", schemas.ORDERS),
         products=silver("products", schemas.PRODUCTS),
         actions=silver("actions", schemas.ACTIONS),
@@ -142,7 +142,7 @@ def build_features(ctx: ModelContext, as_of: dt.datetime) -> DataFrame:
 
 
 FEATURE_INPUTS = (("silver", "identity_map"), ("silver", "interactions"), ("silver", "survey_responses"),
-                  ("bronze", "crm"), ("silver", "orders"), ("silver", "products"), ("silver", "actions"))
+                  ("silver", "crm"), ("silver", "orders"), ("silver", "products"), ("silver", "actions"))
 
 
 def data_as_of(ctx: ModelContext) -> dt.datetime:
@@ -298,11 +298,9 @@ TONE_CONTEXT = ("age_band", "income_band", "persona_id", "preferred_channel")
 
 
 def _survey_comments(lake: Lakehouse) -> DataFrame | None:
-    if not lake.exists("bronze", "surveys"):
+    if not lake.exists("silver", "survey_responses"):
         return None
-    from atende.pipelines.identity import first_delivery
-
-    return first_delivery(lake.read("bronze", "surveys"), "response_id").select("response_id", "comment")
+    return lake.read("silver", "survey_responses").select("response_id", "comment")
 
 
 def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, higher_is_better: bool,
@@ -376,7 +374,7 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
         {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
          "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
          "context": ",".join(TONE_CONTEXT)},
-        (("silver", "interactions"), ("silver", "survey_responses"), ("bronze", "surveys"),
+        (("silver", "interactions"), ("silver", "survey_responses"),
          ("gold", "customer_features"), ("gold", "persona_segments"))), force_train)
     product_failure = ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
         ctx, PRODUCT_MODEL, "products",

@@ -172,6 +172,7 @@ class Runner:
     def identity_and_silver(self, record: JobRecord) -> None:
         """Identity resolution, interactions and survey responses: checked together, then written."""
         from atende.pipelines.commerce import build_actions, build_orders, build_products
+        from atende.pipelines.crm import build_crm
         from atende.pipelines.identity import build_identifier_observations, resolve_identities_with_report
         from atende.pipelines.interactions import build_interactions
         from atende.pipelines.surveys import build_survey_responses
@@ -192,6 +193,10 @@ class Runner:
         products = build_products(bronze["products"], self.run_id, self.now).cache()
         orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now)
         actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now)
+        crm = build_crm(bronze["crm"], identity_map, self.run_id, self.now)
+        keys_table = record_keys.select(
+            "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
+        )
         self._gate("silver", {
             "silver.identity_map": identity_map,
             "silver.identity_merges": merges,
@@ -207,6 +212,8 @@ class Runner:
         self._write(record, "silver", "products", products, mode="overwrite")
         self._write(record, "silver", "orders", orders, mode="overwrite")
         self._write(record, "silver", "actions", actions, mode="overwrite")
+        self._write(record, "silver", "crm", crm, mode="overwrite")
+        self._write(record, "silver", "record_keys", keys_table, mode="overwrite", partition_by=["source"])
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products):
             frame.unpersist()
         record_keys.unpersist()
@@ -236,15 +243,14 @@ class Runner:
         record.rows_written += run_recommendations(self._models(), force_train=self.force_train)
 
     def gold(self, record: JobRecord) -> None:
-        """Profiles and KPIs from silver (the CRM history still from bronze), the same for `atende run`
-        and `atende train`."""
+        """Profiles and KPIs from silver, the same for `atende run` and `atende train`."""
         from atende.pipelines.kpis import build_service_kpis
         from atende.pipelines.profiles import build_customer_profiles
 
         identity_map = self.lake.read("silver", "identity_map")
         interactions = self.lake.read("silver", "interactions")
         responses = self.lake.read("silver", "survey_responses")
-        crm = self.lake.read_or_empty("bronze", "crm", schemas.BRONZE["crm"])
+        crm = self.lake.read_or_empty("silver", "crm", schemas.CRM)
         orders = self.lake.read_or_empty("silver", "orders", schemas.ORDERS)
         segments = self.lake.read("gold", "persona_segments") if self.lake.exists("gold", "persona_segments") else None
         profiles = build_customer_profiles(

@@ -61,6 +61,7 @@ from atende.features.identifiers import (
     normalize_phone,
     phone_to_e164,
 )
+from atende.pipelines import schemas
 from atende.pipelines.schemas import IDENTIFIER_OBSERVATIONS, IDENTITY_MAP, IDENTITY_MERGES
 
 # `whatsapp_user_id` is WhatsApp's business-scoped user id (BSUID, "BR.1502576394655843"), as given: the only
@@ -88,11 +89,8 @@ COMPANY_PREFIX = "company_"
 # When a record must pick one key among its identifiers': the most specific identifier wins.
 TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, WHATSAPP_USER_ID: 4, "device_id": 5}
 
-RECORD_KEYS = StructType([
-    StructField("source", StringType(), False),
-    StructField("record_id", StringType(), False),
-    StructField("customer_key", StringType(), True),
-])
+# the frame resolution returns; silver/record_keys is this plus run_id and _written_at
+RECORD_KEYS = StructType([f for f in schemas.RECORD_KEYS.fields if f.name not in ("run_id", "_written_at")])
 
 IDENTITY_EXCEPTIONS = StructType([
     # shared_identifier | name_conflict | hub | company_identifier | oversized_component

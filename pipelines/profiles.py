@@ -24,7 +24,7 @@ def build_customer_profiles(
 ) -> DataFrame:
     """CUSTOMER_PROFILES. `persona_id` comes from `segments` (gold persona_segments) when given.
 
-    `crm` is the bronze CRM history (re-deliveries included); `orders` is silver ORDERS (one row per
+    `crm` is the CRM history (silver CRM; bronze CRM rows work too); `orders` is silver ORDERS (one row per
     order, keyed to its customer, its `amount` by `rules.order_amount`), the same rows the features read.
     """
     now_lit = F.lit(now).cast("timestamp")

@@ -154,9 +154,11 @@ CRM_FIELDS = ("full_name", "birth_date", "gender", "city", "state", "income_band
 
 
 def latest_crm_rows(crm: DataFrame) -> DataFrame:
-    """One row per crm_id: the latest `updated_at` (then latest arrival) supersedes earlier ones."""
-    order = F.struct("updated_at", "_arrival_date", "_ingested_at", "_source_file")
-    rest = [c for c in crm.columns if c != "crm_id"]
+    """One row per crm_id: the latest `updated_at` (then the latest arrival, as far as the frame carries
+    lineage) supersedes earlier ones. Takes bronze CRM rows or silver CRM history."""
+    lineage = [c for c in ("_arrival_date", "_ingested_at", "_source_file") if c in crm.columns]
+    order = F.struct("updated_at", *lineage)
+    rest = [c for c in crm.columns if c not in ("crm_id", "customer_key")]
     return (
         crm.withColumn("crm_id", normalize_as_given(F.col("crm_id")))
         .where(F.col("crm_id").isNotNull())

@@ -305,7 +305,30 @@ SURVEY_RESPONSES = StructType([
     _s("score", IntegerType(), False),
     _s("interaction_id", StringType()),
     _s("customer_key", StringType()),
+    _s("comment", StringType()),  # the respondent's free text, as given
     _s("_arrival_date", DateType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+# The CRM's history: one row per crm_id and updated_at (a re-delivered row once: the latest delivery),
+# crm_id normalised as the identity map holds it; customer_key is the key the crm_id resolves to now.
+CRM = StructType([
+    _s("crm_id", StringType(), False),
+    _s("updated_at", TimestampType(), False),
+    *[f for f in BRONZE_CRM.fields if f.name not in ("crm_id", "updated_at", "_extra", "_source_file",
+                                                      "_arrival_date", "_ingested_at", "run_id")],
+    _s("customer_key", StringType()),
+    _s("_arrival_date", DateType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
+# Which customer each source record resolved to (identity resolution's record_keys, as a table).
+RECORD_KEYS = StructType([
+    _s("source", StringType(), False),
+    _s("record_id", StringType(), False),
+    _s("customer_key", StringType()),
     _s("run_id", StringType(), False),
     _s("_written_at", TimestampType(), False),
 ])

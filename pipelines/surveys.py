@@ -40,6 +40,7 @@ def build_survey_responses(
         "score",
         F.when(F.col("_known"), F.col("_contact")).alias("interaction_id"),
         F.coalesce("_interaction_key", "_own_key").alias("customer_key"),
+        "comment",
         "_arrival_date",
         F.lit(run_id).alias("run_id"),
         F.lit(now).cast("timestamp").alias("_written_at"),

@@ -166,8 +166,8 @@ def test_survey_responses_name_known_interactions(spark, interactions):
     got = build_survey_responses(surveys, interactions["frame"], keys, "run-1", NOW)
 
     expected = spark.createDataFrame([
-        ("s-1", at(1, 13), "nps", 9, "wc-1", "c-ana", dt.date(2026, 3, 1), "run-1", NOW),
-        ("s-2", at(2, 10), "csat", 4, None, "c-x", dt.date(2026, 3, 1), "run-1", NOW),
-        ("s-3", at(2, 11), "ces", 2, None, None, dt.date(2026, 3, 1), "run-1", NOW),
+        ("s-1", at(1, 13), "nps", 9, "wc-1", "c-ana", None, dt.date(2026, 3, 1), "run-1", NOW),
+        ("s-2", at(2, 10), "csat", 4, None, "c-x", None, dt.date(2026, 3, 1), "run-1", NOW),
+        ("s-3", at(2, 11), "ces", 2, None, None, None, dt.date(2026, 3, 1), "run-1", NOW),
     ], SURVEY_RESPONSES)
     assertDataFrameEqual(got, expected)

@@ -30,7 +30,7 @@ def interaction(**fields) -> tuple:
 
 
 def response(response_id: str, submitted_at: dt.datetime, survey: str, score: int, interaction_id: str | None) -> tuple:
-    return (response_id, submitted_at, survey, score, interaction_id, None, DAY, "r", NOW)
+    return (response_id, submitted_at, survey, score, interaction_id, None, None, DAY, "r", NOW)
 
 
 @pytest.fixture(scope="module")

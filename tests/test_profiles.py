@@ -64,7 +64,7 @@ def inputs(spark):
         interaction("z1", None, "webchat", ts(2026, 3, 2, 12), "Anon"),
     ], INTERACTIONS)
     surveys = spark.createDataFrame([
-        (rid, at, survey, score, None, key, dt.date(2026, 3, 1), "r", NOW) for rid, at, survey, score, key in [
+        (rid, at, survey, score, None, key, None, dt.date(2026, 3, 1), "r", NOW) for rid, at, survey, score, key in [
             ("s1", ts(2026, 3, 2), "nps", 7, "K1"),
             ("s2", ts(2026, 3, 4), "nps", 9, "K1"),
             ("s3", ts(2026, 3, 4), "csat", 4, "K1"),
