@@ -74,6 +74,7 @@ def normalised_score(survey: Column, score: Column) -> Column:
         value = F.lit(1.0) - scaled if name in LOWER_IS_BETTER else scaled
         value = F.least(F.greatest(value, F.lit(0.0)), F.lit(1.0))
         result = F.when(survey == name, value) if result is None else result.when(survey == name, value)
+    assert result is not None  # SURVEY_SCALES is not empty
     return result
 
 
