@@ -202,6 +202,18 @@ class PersonaSettings(_Section):
         return value
 
 
+def _default_comment_cues() -> dict[Literal["positive", "negative"], tuple[str, ...]]:
+    """The default of ToneSettings.comment_cues (see there)."""
+    return {
+        "positive": ("profissional", "respeitos", "cordialidade", "cordial", "simpátic", "simpatic", "adorei",
+                     "leve e divertid", "acolhid", "paciência", "paciencia", "humana", "humano", "compreensiv",
+                     "direto ao ponto", "do jeito que eu gosto", "objetiv", "educad", "atencios", "gentil"),
+        "negative": ("robotizad", "máquina", "maquina", "frio", "fria", "burocrátic", "burocratic",
+                     "informal demais", "íntim", "intim", "emojis", "blá-blá", "bla-bla", "muita conversa", "seco",
+                     "seca", "sem paciência", "sem paciencia", "curtas demais", "ignorad", "grosseir", "ríspid"),
+    }
+
+
 class ToneSettings(_Section):
     # the tone catalogue: each tone with the cue phrases that mark an agent reply as written in it;
     # the cues label a first training set for the text model, which then generalises beyond them
@@ -222,14 +234,7 @@ class ToneSettings(_Section):
     estimate_prior_strength: bool = True
     # what survey comments say about the agent's manner (lower case, matched at a word start): praise
     # counts as `comment_weight` extra scores of 1 in the interaction's outcome, a complaint as many 0s
-    comment_cues: dict[Literal["positive", "negative"], tuple[str, ...]] = Field(default_factory=lambda: {
-        "positive": ("profissional", "respeitos", "cordialidade", "cordial", "simpátic", "simpatic", "adorei",
-                     "leve e divertid", "acolhid", "paciência", "paciencia", "humana", "humano", "compreensiv",
-                     "direto ao ponto", "do jeito que eu gosto", "objetiv", "educad", "atencios", "gentil"),
-        "negative": ("robotizad", "máquina", "maquina", "frio", "fria", "burocrátic", "burocratic",
-                     "informal demais", "íntim", "intim", "emojis", "blá-blá", "bla-bla", "muita conversa", "seco",
-                     "seca", "sem paciência", "sem paciencia", "curtas demais", "ignorad", "grosseir", "ríspid"),
-    })
+    comment_cues: dict[Literal["positive", "negative"], tuple[str, ...]] = Field(default_factory=_default_comment_cues)
     comment_weight: float = Field(default=2.0, ge=0)
     # pseudo-interactions of outcome 1 for each time an agent left their habitual tone for another
     # (0: off); a weak signal that the other tone was wanted
@@ -259,7 +264,7 @@ class ToneSettings(_Section):
         """A side left out keeps its default cues; cues are matched in lower case, so stored so."""
         if not isinstance(cues, dict):
             return cues  # pydantic names the wrong type
-        merged = {**cls.model_fields["comment_cues"].default_factory(), **cues}
+        merged = {**_default_comment_cues(), **cues}
         for side, phrases in merged.items():
             if isinstance(phrases, str) or not phrases:
                 raise ValueError(f"comment_cues.{side} must list at least one phrase")

@@ -107,10 +107,14 @@ def list_arrival_dates(landing: Path, source: str) -> list[date]:
         log.warning("landing zone %s has no %s/ folder: no %s files to ingest", landing, source, source)
         return []
     folder = _readable_dir(folder, f"{source} landing folder")
-    dates, ignored = [], []
+    dates: list[date] = []
+    ignored: list[str] = []
     for child in sorted(folder.iterdir()):
         arrival = _folder_date(child)
-        (dates if arrival else ignored).append(arrival or child.name)
+        if arrival:
+            dates.append(arrival)
+        else:
+            ignored.append(child.name)
     if ignored:
         log.warning("ignored in %s (not a YYYY-MM-DD folder): %s", folder, ", ".join(sorted(ignored)))
     return sorted(dates)

@@ -207,7 +207,7 @@ def _chart(values: pd.DataFrame, counts: pd.DataFrame, metric: Metric, colors: d
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _format(value: float, metric: Metric) -> str:
+def _format(value: float | None, metric: Metric) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     shown = value * metric.scale

@@ -101,7 +101,7 @@ class Runner:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             record.error = f"{type(exc).__name__}: {first_line}"[:2000]
             raise RunFailed(f"job {name} failed: {first_line}") from exc
-        degradations = self._model_ctx.take_degradations() if self._model_ctx is not None else []
+        degradations: list[str] = self._model_ctx.take_degradations() if self._model_ctx is not None else []
         # a model job that answered with a kept champion or a named fallback: the data landed, the
         # reason is kept (ops/runs `error` holds it) and the run goes on
         record.status = "degraded" if degradations else "succeeded"
@@ -138,7 +138,9 @@ class Runner:
         try:
             counts = _union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
             counts = counts.cache()
-            record.rows_read += int(counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()[0])
+            total = counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()
+            assert total is not None  # a global aggregate has one row
+            record.rows_read += int(total[0])
             broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
             if broken:
                 detail = "; ".join(

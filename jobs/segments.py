@@ -10,7 +10,9 @@ import html
 import io
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -150,12 +152,13 @@ def render_persona_report(frames: dict[str, pd.DataFrame], out: Path) -> Path:
         ("Channel mix", _stacked(frames["channels"], "interactions by channel")),
         ("Satisfaction", satisfaction_png),
     ]
+    records: Iterable[Any] = personas.itertuples()  # fields named after the columns: pandas-stubs cannot type them
     rows = "".join(
         f"<tr><td>{html.escape(r.persona_id)}</td><td><b>{html.escape(r.persona_name)}</b><br>"
         f"<small>{html.escape(str(r.description or ''))}</small></td><td>{int(r.size or 0):,}</td>"
         f"<td>{(r.consent_share or 0):.0%}</td><td>{(r.interactions_avg or 0):.1f}</td>"
         f"<td>R$ {(r.spend_avg or 0):,.0f}</td></tr>"
-        for r in personas.itertuples()
+        for r in records
     )
     body = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{png}'>" for t, png in charts)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>atende — personas</title>

@@ -37,7 +37,7 @@ def delta_package(settings: Settings) -> str:
 
     probe = configure_spark_with_delta_pip(SparkSession.builder)
     # the helper only sets spark.jars.packages on the builder; read it back without starting anything
-    packages = probe._options.pop("spark.jars.packages")  # type: ignore[attr-defined]
+    packages = probe._options.pop("spark.jars.packages")
     return packages.split(",")[0]
 
 
@@ -176,7 +176,9 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
 def delta_spark_available(spark: SparkSession) -> bool:
     """True when the running JVM has the Delta Lake connector's classes."""
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+        jvm = spark.sparkContext._jvm
+        if jvm is None:  # no JVM gateway: nothing to look the classes up in
+            return False
         # jars of `spark.jars.packages` are on the context class loader, not the system one that a bare
         # Class.forName(name) asks: that missed a connector fetched at session start
         loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()

@@ -719,11 +719,11 @@ class DeltaSparkEngine:
         try:
             self.spark.sql(f"VACUUM {self._ident(path)} RETAIN {retention_hours} HOURS").collect()
         finally:
-            for key, value in previous.items():
-                if value is None:
+            for key, old in previous.items():
+                if old is None:
                     self.spark.conf.unset(key)
                 else:
-                    self.spark.conf.set(key, value)
+                    self.spark.conf.set(key, old)
         last = self._last_commit(path)
         deleted = int((last.get("operationMetrics") or {}).get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
         return deleted + len(_clear_stale_staging(path, retention_hours))
@@ -923,11 +923,12 @@ class Lakehouse:
         return found
 
     def _tables_by_hadoop(self) -> list[tuple[str, str]]:
-        jvm = self.spark.sparkContext._jvm  # type: ignore[union-attr]
+        jvm = self.spark.sparkContext._jvm
+        assert jvm is not None  # a running SparkContext has its JVM gateway
         HPath = jvm.org.apache.hadoop.fs.Path
         root = HPath(self.uri)
-        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
-        found = []
+        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        found: list[tuple[str, str]] = []
         for layer in self.LAYERS:
             base = HPath(root, layer)
             if not fs.exists(base):

@@ -473,8 +473,8 @@ def train_response_models(
     # what the log says a conversion brought, next to the configured value (for the analyst: the
     # log records revenue only for commercial actions)
     paid = sample[sample["_converted"] & sample["_revenue"].notna()]
-    for action, revenue in paid.groupby("action", sort=True)["_revenue"].mean().items():
-        metrics[f"observed_revenue_per_conversion_{action}"] = float(revenue)
+    for paid_action, revenue in paid.groupby("action", sort=True)["_revenue"].mean().items():
+        metrics[f"observed_revenue_per_conversion_{paid_action}"] = float(revenue)
     metrics.update(evaluate_response_models(
         model, split.where(F.col("_holdout")).drop("_holdout"), nba_settings, label=label,
         sample_size=sample_size, propensity_floor=propensity_floor, seed=seed, rules=rules,
@@ -526,10 +526,11 @@ def _propensity_frame(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_col
                     contrib[:, j * top:(j + 1) * top] = np.take_along_axis(c, order, axis=1)
                     high[:, j * top:(j + 1) * top] = np.take_along_axis(z, order, axis=1) > 0
             out = pdf[list(pass_cols)].copy()
-            out["_p"] = list(p)
-            out["_top_idx"] = list(idx)
-            out["_top_contrib"] = list(contrib)
-            out["_top_high"] = list(high)
+            # one array per cell (an array column); pandas-stubs take a list of scalars only
+            out["_p"] = list(p)  # type: ignore[assignment]
+            out["_top_idx"] = list(idx)  # type: ignore[assignment]
+            out["_top_contrib"] = list(contrib)  # type: ignore[assignment]
+            out["_top_high"] = list(high)  # type: ignore[assignment]
             yield out
 
     return narrow.mapInPandas(score, schema)
@@ -680,27 +681,27 @@ def evaluate_response_models(
         frame = frame.sample(fraction=min(1.0, 1.1 * sample_size / rows), seed=seed).limit(sample_size)
     decided = _decide(frame, model, nba_settings, pass_cols, rules, top_features=0)
     logged = F.filter(F.col("_candidates"), lambda c: c["action"] == F.col("_action"))[0]
-    rows = decided.select(
+    scored = decided.select(
         "_action", "_y", "_logged_p", logged["propensity"].alias("_p_hat"),
         F.col("_winner.action").alias("_chosen"),
     ).toPandas()
-    metrics: dict[str, float] = {"rows_holdout": float(len(rows))}
-    if rows.empty:
+    metrics: dict[str, float] = {"rows_holdout": float(len(scored))}
+    if scored.empty:
         return metrics
 
     def auc(part: pd.DataFrame) -> float | None:
         return float(roc_auc_score(part["_y"], part["_p_hat"])) if part["_y"].nunique() == 2 else None
 
-    for action, part in rows.groupby("_action", sort=True):
+    for action, part in scored.groupby("_action", sort=True):
         metrics[f"rows_holdout_{action}"] = float(len(part))
         value = auc(part)
         if value is not None:
             metrics[f"auc_{action}"] = value
-    overall = auc(rows)
+    overall = auc(scored)
     if overall is not None:
         metrics["auc_overall"] = overall
 
-    with_p = rows[rows["_logged_p"].notna() & (rows["_logged_p"] > 0)]
+    with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
     if len(with_p):
         values = {a: float(s.value) for a, s in nba_settings.actions.items()}
         y = with_p["_y"].to_numpy(dtype=float)

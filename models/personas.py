@@ -33,7 +33,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +93,7 @@ class IncompatibleModel(ValueError):
     """A saved persona model of another format (e.g. the k-means model of earlier versions)."""
 
 
-def described_columns(available: Sequence[str]) -> list[str]:
+def described_columns(available: Iterable[str]) -> list[str]:
     present = set(available)
     return [c for cols in FAMILIES.values() for c in cols if c in present]
 
@@ -157,7 +157,10 @@ class PersonaModel:
         for column, spec in self.categorical.items():
             index = {level: i for i, level in enumerate(spec["levels"])}
             values = frame[column]
-            codes = values.map(lambda v, index=index: index.get(v, len(index)) if isinstance(v, str) else -1)
+
+            def code(v: object, index: dict[str, int] = index) -> int:
+                return index.get(v, len(index)) if isinstance(v, str) else -1
+            codes = values.map(code)
             categorical[column] = codes.to_numpy(dtype="int64")
         counts = {}
         for family, spec in self.counts.items():
@@ -366,10 +369,10 @@ def _match_ids(labels: np.ndarray, k: int, previous_labels: np.ndarray | None, p
     sizes = np.bincount(labels, minlength=k)
     if previous is None or previous_labels is None:
         order = np.argsort(-sizes, kind="stable")            # persona-01 is the largest
-        ids = [""] * k
+        ranked = [""] * k
         for rank, i in enumerate(order):
-            ids[i] = f"persona-{rank + 1:02d}"
-        return ids
+            ranked[i] = f"persona-{rank + 1:02d}"
+        return ranked
     from scipy.optimize import linear_sum_assignment
 
     old_k = previous.k
@@ -402,8 +405,9 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
     for i, (_, row) in enumerate(means.iterrows()):
         z = (row - overall) / spread.replace(0, np.nan)
         parts = []
-        if leading[i]:
-            parts.append(f"{CHANNEL_NAMES.get(leading[i], leading[i])}-first")
+        lead = leading[i]
+        if lead:
+            parts.append(f"{CHANNEL_NAMES.get(lead, lead)}-first")
         age = row.get("age", np.nan)
         if not np.isnan(age):
             parts.append("young adults" if age < 30 else "adults in their thirties" if age < 40 else
@@ -433,14 +437,14 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
             detail.append("often " + ", ".join(professions[i]))
         if channel_cols:
             top_channels = row[channel_cols].fillna(0).sort_values(ascending=False).head(2)
-            used = [f"{CHANNEL_NAMES.get(c[3:], c[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0]
+            used = [f"{CHANNEL_NAMES.get(str(c)[3:], str(c)[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0]
             if used:
                 detail.append("mostly " + " and ".join(used))
         if hour_cols and row[hour_cols].fillna(0).sum() > 0:
-            detail.append(f"reaches out mostly in the {row[hour_cols].fillna(0).idxmax()[5:]}")
+            detail.append(f"reaches out mostly in the {str(row[hour_cols].fillna(0).idxmax())[5:]}")
         if topic_cols and row[topic_cols].fillna(0).sum() > 0:
             lift = (row[topic_cols].fillna(0) + 0.01) / (overall[topic_cols].fillna(0) + 0.01)
-            detail.append(f"talks about {lift.idxmax()[6:].replace('_', ' ')} more than others")
+            detail.append(f"talks about {str(lift.idxmax())[6:].replace('_', ' ')} more than others")
         detail += [t for t in (freq_txt, spend_txt, sat_txt, effort_txt) if t]
         descriptions.append("; ".join(d for d in detail if d) + ".")
     # two personas may read alike: number the repeats so names stay unique

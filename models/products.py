@@ -77,6 +77,14 @@ _PLAIN = "aaaaaaeeeeiiiiooooouuuucny"
 
 
 # ---------------------------------------------------------------- catalogue
+def _scalar(df: DataFrame) -> Any:
+    """The first value of the frame's first row: a global aggregate has exactly one row."""
+    row = df.first()
+    if row is None:
+        raise ValueError("expected one row (an aggregate), the frame is empty")
+    return row[0]
+
+
 def _catalogue(products: DataFrame) -> DataFrame:
     """`product_id, name, category, price, active` per product (bronze snapshots or silver products;
     `pipelines.commerce.latest_products`), a null active flag read as inactive."""
@@ -275,7 +283,9 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     )
     # ALS splits customers and products into blocks; as many as the session uses for a shuffle
     # (MLlib's fixed 10 is too many for small data and too few for a cluster's)
-    blocks = max(1, int(feedback.sparkSession.conf.get("spark.sql.shuffle.partitions")))
+    partitions = feedback.sparkSession.conf.get("spark.sql.shuffle.partitions")
+    assert partitions is not None  # the setting has a default
+    blocks = max(1, int(partitions))
     als = ALS(
         userCol="customer_idx", itemCol="product_idx", ratingCol="weight",
         implicitPrefs=True, rank=settings.rank, regParam=settings.reg_param, alpha=settings.alpha,
@@ -285,7 +295,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     catalogue = _catalogue(products).select("product_id", "active").cache()
     purchases = build_purchases(orders, as_of).cache()
     # how far down ALS's list scoring must look to still fill top_n after the exclusions
-    most_purchased = purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")).first()[0]
+    most_purchased = _scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     unsellable = product_index.join(_recommendable(catalogue), on="product_id", how="left_anti").count()
     if cached_here:
         feedback.unpersist()
@@ -379,7 +389,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
     if exclude is not None:
         given = exclude.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
         parts.append(given)
-        most = given.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")).first()[0]
+        most = _scalar(given.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")))
         extra += int(most or 0)
     excluded = None
     for part in parts:
@@ -421,7 +431,7 @@ def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: D
     keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
     recommendable = _recommendable(_catalogue(products))
     purchases = build_purchases(orders)
-    most = purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")).first()[0]
+    most = _scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     k = top_n + min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
     candidates = _popular_candidates(build_popularity(orders, products, segments), keys, segments, k)
     return _assemble(candidates, keys, recommendable, purchases, top_n)
@@ -476,7 +486,7 @@ def _metrics(prefix: str, row) -> dict[str, float]:
 
 def split_cutoff(orders: DataFrame, test_days: int) -> dt.datetime | None:
     """The start of the held-out window: `test_days` before the last order (None: no orders)."""
-    last = orders.agg(F.max("ordered_at")).first()[0]
+    last = _scalar(orders.agg(F.max("ordered_at")))
     return None if last is None else last - dt.timedelta(days=test_days)
 
 
@@ -519,6 +529,7 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics.update(_metrics("popularity_warm", warm_pop_row))
         pop_ndcg = metrics[f"popularity_ndcg_at_{K}"]
         metrics["ndcg_ratio"] = metrics[f"als_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0 else float("nan")
+        assert als_row is not None and warm_pop_row is not None  # ranking_metrics: always one row
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for

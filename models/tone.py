@@ -40,7 +40,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import joblib
 import numpy as np
@@ -66,7 +66,7 @@ UNKNOWN = "<unknown>"
 # of the register. Portuguese, lower case, matched as substrings at a word start. Configured in
 # `models.tone.comment_cues`; these are its defaults.
 _DEFAULTS = ToneSettings()
-DEFAULT_COMMENT_CUES: Mapping[str, tuple[str, ...]] = _DEFAULTS.comment_cues
+DEFAULT_COMMENT_CUES: Mapping[Literal["positive", "negative"], tuple[str, ...]] = _DEFAULTS.comment_cues
 
 DETECTED_TONES = StructType([
     StructField("interaction_id", StringType(), False),
@@ -228,7 +228,9 @@ def detect_tones(interactions: DataFrame, detector: Pipeline) -> DataFrame:
 
 
 # --------------------------------------------------------------------------- outcomes
-def comment_tone_evidence(comment: Column, cues: Mapping[str, Sequence[str]] = DEFAULT_COMMENT_CUES) -> Column:
+def comment_tone_evidence(comment: Column,
+                          cues: Mapping[Literal["positive", "negative"], Sequence[str]] = DEFAULT_COMMENT_CUES
+                          ) -> Column:
     """1.0 when a comment praises the agent's manner, 0.0 when it complains of it, null otherwise (or both)."""
     positive = phrase_hits(comment, cues["positive"])
     negative = phrase_hits(comment, cues["negative"])
@@ -237,7 +239,7 @@ def comment_tone_evidence(comment: Column, cues: Mapping[str, Sequence[str]] = D
 
 def interaction_outcomes(interactions: DataFrame, survey_responses: DataFrame,
                          survey_comments: DataFrame | None = None, *,
-                         comment_cues: Mapping[str, Sequence[str]] = DEFAULT_COMMENT_CUES,
+                         comment_cues: Mapping[Literal["positive", "negative"], Sequence[str]] = DEFAULT_COMMENT_CUES,
                          comment_weight: float = _DEFAULTS.comment_weight) -> DataFrame:
     """One outcome in [0, 1] per agent-handled interaction (see OUTCOMES).
 
@@ -305,7 +307,7 @@ class ContextCrosser(BaseEstimator, TransformerMixin):
             values = frame[column]
             if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
                 finite = values.dropna().astype(float)
-                qs = np.unique(np.quantile(finite, np.linspace(0, 1, self.numeric_bands + 1)[1:-1])) if len(finite) else []
+                qs: np.ndarray | list[float] = np.unique(np.quantile(finite, np.linspace(0, 1, self.numeric_bands + 1)[1:-1])) if len(finite) else []
                 self.edges_[column] = [float(q) for q in qs]
         return self
 
@@ -501,12 +503,14 @@ def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame
     metrics["policy_prior_strength_source"] = "estimate" if use_estimate else "config"
     metrics["policy_prior_strength"] = prior_strength
     column = settings.preference_column
-    preference, preference_default = {}, []
+    preference: dict[str, list[float]] = {}
+    preference_default: list[float] = []
     if column and column not in context_columns:
         metrics["policy_preference"] = f"off: {column} is not a context column ({', '.join(context_columns)})"
         column = None
     learn_preference = bool(column) and adaptations is not None
     if learn_preference:
+        assert column is not None and adaptations is not None  # what learn_preference means
         adapted = bounded_sample(
             tones.select("interaction_id", "tone").join(adaptations.where(F.col("adapted")), "interaction_id")
             .join(outcomes.where(F.col("customer_key").isNotNull()).select("interaction_id", "customer_key"),
@@ -520,7 +524,7 @@ def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame
                         preference=preference, preference_default=preference_default)
     if learn_preference:
         p = policy.preference_of(sample)
-        p_of_tone = p[np.arange(len(sample)), pd.Index(tone_names).get_indexer(sample["tone"])]
+        p_of_tone = p[np.arange(len(sample)), pd.Index(tone_names).get_indexer(pd.Index(sample["tone"]))]
         # the gain left once the ridge has said what it could: the slope on its residuals
         lift = preference_lift(p_of_tone, residual)
         policy = dataclasses.replace(policy, preference_lift=lift)

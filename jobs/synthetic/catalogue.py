@@ -6,6 +6,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar
 
 from faker import Faker
 
@@ -96,7 +97,11 @@ class Persona:
     action_response: Mapping[str, tuple[float, float]]
 
 
-def _m(**weights: float) -> Mapping[str, float]:
+_V = TypeVar("_V")
+
+
+def _m(**weights: _V) -> Mapping[str, _V]:
+    """A read-only mapping of the keyword arguments: weights (floats) or, for action_response, pairs."""
     return MappingProxyType(dict(weights))
 
 

@@ -16,6 +16,7 @@ from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from io import BytesIO
 from types import MappingProxyType
+from typing import Any
 
 from atende.jobs.synthetic.catalogue import CALL_QUEUES, CONVERSATION_PREFIX
 from atende.jobs.synthetic.contacts import Contact, ContactPlanner
@@ -92,7 +93,8 @@ _POLICY_CRLF = compat32.clone(linesep="\r\n")
 
 def _charset(body_encoding: int | None) -> Charset:
     charset = Charset("utf-8")
-    charset.body_encoding = body_encoding  # None: raw 8bit UTF-8
+    # None: raw 8bit UTF-8 (email.charset's own table uses None so; typeshed types the attribute int only)
+    charset.body_encoding = body_encoding  # type: ignore[assignment]
     return charset
 
 
@@ -235,7 +237,7 @@ class ChannelWriter:
                         turns[i + 1].ts - batch[-1].ts < 30 and rnd.random() < 0.4:
                     i += 1
                     batch.append(turns[i])
-                messages = []
+                messages: list[dict[str, Any]] = []
                 for t in batch:
                     messages.append({"from": wa_id, "id": self.ids.wamid(wa_id), "timestamp": str(t.ts), "type": "text",
                                      "text": {"body": t.text}})
@@ -272,14 +274,17 @@ class ChannelWriter:
     def call(self, c: Contact) -> None:
         rnd, person, planner = self.rnd, c.person, self.planner
         phone = self._pick_phone(person)
+        assert phone is not None  # voice contacts are planned only for people with a phone (contacts.can_use)
         if person.persona.key == "senior_traditional":
             landlines = [p for p in person.phones if len(p) == 10]
             if landlines and rnd.random() < 0.5:
                 phone = landlines[0]
         r = rnd.random()
         via = "pstn" if r < 0.88 or person.whatsapp_phone is None else "whatsapp" if r < 0.97 else "telegram"
+        ani: str | None
         if via == "whatsapp":
             phone = person.whatsapp_phone
+            assert phone is not None  # via is whatsapp only for people with a WhatsApp phone
             ani = wa_id_for(phone, self.phonebook.whatsapp_old.get(phone, False))
         elif via == "telegram":
             ani = None if rnd.random() < 0.7 else format_ani(phone, rnd)
@@ -334,14 +339,16 @@ class ChannelWriter:
                      crlf: bool) -> bytes:
         # The email package's legacy (compat32) API: ten times faster than EmailMessage's header objects.
         rnd = self.rnd
-        body: Message = MIMEText(text, "plain", _CHARSETS[rnd.randrange(len(_CHARSETS))])
+        # a Charset as _charset: MIMEText passes it on to set_payload, which takes one (typeshed: str only)
+        body: Message = MIMEText(text, "plain", _CHARSETS[rnd.randrange(len(_CHARSETS))])  # type: ignore[arg-type]
         if html_quote is not None:
             # fixed boundary: the email package would otherwise draw one from the global random state
             msg: Message = MIMEMultipart("alternative",
                                          boundary=f"000000000000{base62(int(self.ids.email_local(), 16), 11)}")
             msg.attach(body)
-            msg.attach(MIMEText(html_quote, "html", _CHARSETS[rnd.randrange(2)]))
-            for part in msg.get_payload():
+            html_part = MIMEText(html_quote, "html", _CHARSETS[rnd.randrange(2)])  # type: ignore[arg-type]  # as above
+            msg.attach(html_part)
+            for part in (body, html_part):  # the payload, in order
                 del part["MIME-Version"]
         else:
             msg = body
@@ -351,7 +358,8 @@ class ChannelWriter:
             del msg[key]
         msg["From"] = formataddr(sender, charset="utf-8")
         msg["To"] = formataddr(recipient, charset="utf-8")
-        msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+        # compat32 takes a Header as a header value (typeshed's Message[str, str] takes str only)
+        msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
         msg["Date"] = format_datetime(datetime.fromtimestamp(ts, BRT))
         msg["Message-ID"] = f"<{message_id}>"
         if parents:

@@ -234,11 +234,11 @@ class PeopleBuilder:
                     person.phones.append(landline)
         if len(group) < 2:
             return
-        owners = [p for p in group if p.own_mobile]
+        owners = [p.own_mobile for p in group if p.own_mobile]
         for person in group:
             if person.own_mobile is None and owners:
                 # the family phone: someone without a mobile uses a relative's
-                person.phones.insert(0, owners[rnd.randrange(len(owners))].own_mobile)
+                person.phones.insert(0, owners[rnd.randrange(len(owners))])
         if rnd.random() < 0.4:
             a, b = rnd.sample(range(len(group)), 2)
             tablet = self.ids.device_id()

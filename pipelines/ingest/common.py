@@ -307,7 +307,7 @@ def parsed_value(text: Column, rule: FieldRule, rules: IngestRules) -> Column:
     raise TypeError(f"no text parser for {dtype.simpleString()} ({rule.name})")
 
 
-_WHAT = {
+_WHAT: dict[type[DataType], str] = {
     TimestampType: "timestamp", BooleanType: "boolean", DoubleType: "number",
     IntegerType: "whole number", DateType: "date (yyyy-MM-dd)",
 }
@@ -459,7 +459,8 @@ def extra_map(*entries: Column) -> tuple[Column, Column]:
 
 
 def nested_map(text: Column) -> Column:
-    return F.from_json(text, MapType(StringType(), StringType()))
+    # from_json takes a MapType schema too; pyspark's annotation lists ArrayType and StructType only
+    return F.from_json(text, MapType(StringType(), StringType()))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ output

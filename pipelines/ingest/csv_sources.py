@@ -175,6 +175,7 @@ def _survey_score_reason(survey: Column, score: Column) -> Column:
         outside = (survey == name) & ((score < lo) | (score > hi))
         message = F.concat(F.lit("score "), score.cast("string"), F.lit(f" outside {name} scale {lo}–{hi}"))
         reason = F.when(outside, message) if reason is None else reason.when(outside, message)
+    assert reason is not None  # SURVEY_SCALES is not empty
     return reason
 
 

@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import timezone
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
@@ -245,7 +245,7 @@ def strip_quoted_reply(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def _part_text(part: EmailMessage) -> str:
+def _part_text(part: MIMEPart) -> str:
     try:
         content = part.get_content()
         if isinstance(content, str):
@@ -275,6 +275,7 @@ def _main_text(message: EmailMessage) -> str | None:
 def _forwarded(message: EmailMessage) -> list[EmailMessage]:
     """Messages forwarded inside this one: a message/rfc822 body, or message/rfc822 parts of a
     multipart/mixed (not those of a report, which are the returned original)."""
+    candidates: list[MIMEPart]
     if message.get_content_type() == "message/rfc822":
         candidates = [message]
     elif message.get_content_type() == "multipart/mixed" and message.is_multipart():
@@ -418,6 +419,7 @@ def _recipients(message: EmailMessage) -> list[str] | None:
     """To, Cc, Delivered-To and X-Original-To addresses, each once (first spelling kept)."""
     seen: dict[str, str] = {}
     for name in RECIPIENT_HEADERS:
+        pairs: list[tuple[str | None, str]]
         if name in ("delivered-to", "x-original-to"):  # envelope recipients: bare addresses
             pairs = [(None, a) for v in _raw_values(message, name) for _, a in getaddresses([v]) if a]
         else:
@@ -527,7 +529,8 @@ def _message_fields(chunk: bytes, max_record_bytes: int, raw_max_chars: int) -> 
             return {**row, "problem": "not an e-mail message: no header lines"}
         senders = _addresses(message, "from")
         from_address = senders[0][1] if senders else None
-        from_display = (_raw_values(message, "from") or [None])[0]
+        from_values = _raw_values(message, "from")
+        from_display = from_values[0] if from_values else None
         date_text = _header(message, "date")
         sent_at_utc = _sent_at_utc(date_text)
         subject = _header(message, "subject")

@@ -140,7 +140,7 @@ def _value(c: Column, j: Column) -> Column:
         v.alias("raw"),
         F.concat(F.lit("values["), j.cast("string"), F.lit("]")).alias("prefix"),
         F.from_json(v["metadata"], _METADATA).alias("metadata"),
-        F.transform(contacts, lambda k: F.struct(k.alias("raw"), F.from_json(k["profile"], _MAP).alias("profile")))
+        F.transform(contacts, lambda k: F.struct(k.alias("raw"), nested_map(k["profile"]).alias("profile")))
         .alias("contacts"),
         F.coalesce(F.from_json(v["messages"], _MAPS), F.array().cast(_MAPS)).alias("messages"),
         F.coalesce(F.from_json(v["message_echoes"], _MAPS), F.array().cast(_MAPS)).alias("echoes"),
