@@ -93,12 +93,29 @@ def test_run_writes_every_contract_table(first_run):
     for name in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions",
                  "quarantine"):
         assert f"bronze.{name}" in summary.table_rows
-    for name in ("silver.interactions", "silver.survey_responses", "silver.identity_map",
-                 "gold.customer_profiles", "gold.service_kpis", "ops.runs"):
+    for name in ("silver.interactions", "silver.survey_responses", "silver.identity_map", "silver.crm",
+                 "silver.record_keys", "silver.orders", "gold.customer_profiles", "gold.service_kpis", "ops.runs"):
         assert summary.table_rows.get(name, 0) > 0, name
     # each table opens with the deltalake package, as any Delta reader would
     table = DeltaTable(str(lake_dir / "gold" / "customer_profiles"))
     assert table.to_pyarrow_table().num_rows == summary.table_rows["gold.customer_profiles"]
+
+
+def test_train_computes_the_profiles_run_wrote(spark, engine_settings, landing, first_run):
+    """`atende train` re-scores gold through the same job as `atende run`, from silver alone: on the same
+    lakehouse it writes the same profiles (orders and spend included), row for row."""
+    from pyspark.testing import assertDataFrameEqual
+
+    from atende.jobs.bookkeeping import JobRecord, utc_now
+
+    runner, _, lake_dir = first_run
+    written = runner.lake.read("gold", "customer_profiles").drop("run_id", "_written_at").cache()
+    assert written.where(F.col("orders_count") > 0).count() > 0
+    trainer = Runner(spark, engine_settings, landing, lake_dir)
+    trainer.gold(JobRecord(job="gold", started_at=utc_now()))
+    again = trainer.lake.read("gold", "customer_profiles").drop("run_id", "_written_at")
+    assertDataFrameEqual(again, written, checkRowOrder=False)
+    written.unpersist()
 
 
 def test_personas_and_recommendations_match_the_contract(first_run, settings):
