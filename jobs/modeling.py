@@ -175,8 +175,13 @@ def data_as_of(ctx: ModelContext) -> dt.datetime:
 
 def write_features(ctx: ModelContext) -> int:
     features = build_features(ctx, data_as_of(ctx)).withColumn("run_id", F.lit(ctx.run_id)).withColumn(
-        "_written_at", F.lit(ctx.now).cast("timestamp"))
-    return ctx.lake.write("gold", "customer_features", features, mode="overwrite").rows_written
+        "_written_at", F.lit(ctx.now).cast("timestamp")).cache()  # checked, then written
+    try:
+        if ctx.gate is not None:
+            ctx.gate("features", {"gold.customer_features": features})
+        return ctx.lake.write("gold", "customer_features", features, mode="overwrite").rows_written
+    finally:
+        features.unpersist()
 
 
 # ---------------------------------------------------------------------- personas

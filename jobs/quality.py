@@ -339,6 +339,34 @@ def _identity_health_suite(gxe, identity_map: DataFrame, merges: DataFrame | Non
                   identity_health(identity_map, merges, run_id, exceptions), expectations)
 
 
+# Tables checked for their key alone: each key column present and the key unique (hard). The tables
+# with suites of their own above are not listed; a null dimension_value (the base level of the KPIs)
+# counts as one value of its own.
+KEYED_TABLES: dict[str, tuple[str, ...]] = {
+    "silver.orders": ("order_id",),
+    "silver.actions": ("action_id",),
+    "silver.products": ("product_id",),
+    "silver.crm": ("crm_id", "updated_at"),
+    "silver.record_keys": ("source", "record_id"),
+    "gold.customer_profiles": ("customer_key",),
+    "gold.customer_features": ("customer_key",),
+    "gold.service_kpis": ("date", "channel", "grouping_level", "dimension_value"),
+}
+
+
+def _keyed_suite(gxe, key: str, df: DataFrame) -> _Suite:
+    columns = KEYED_TABLES[key]
+    frame = df.select(*[F.coalesce(F.col(c).cast("string"), F.lit("")).alias(c) if c == "dimension_value"
+                        else F.col(c) for c in columns])
+    expectations: list[Expectation] = [_not_null(gxe, c) for c in columns if c != "dimension_value"]
+    if len(columns) == 1:
+        expectations.append(gxe.ExpectColumnValuesToBeUnique(column=columns[0], description=f"{columns[0]} is unique"))
+    else:
+        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=list(columns), description="one row per " + " + ".join(columns)))
+    return _Suite(key, key, frame, expectations)
+
+
 def _build_suites(gxe, settings: Settings, tables: Mapping[str, DataFrame], run_id: str,
                   now: dt.datetime) -> list[_Suite]:
     low, high = _bounds(settings, now)
@@ -358,6 +386,8 @@ def _build_suites(gxe, settings: Settings, tables: Mapping[str, DataFrame], run_
                                            tables.get("silver.identity_exceptions"))
         elif key == "gold.recommendations":
             suite = _recommendations_suite(gxe, df, settings, low, high)
+        elif key in KEYED_TABLES:
+            suite = _keyed_suite(gxe, key, df)
         if suite is not None:
             suites.append(suite)
     return suites
@@ -423,7 +453,8 @@ def run_quality_gates(spark: SparkSession, settings: Settings, tables: Mapping[s
 
     Keys: "bronze.<source>", "silver.interactions", "silver.survey_responses",
     "silver.identity_map" (plus "silver.identity_merges", read for the share of customers
-    merged in this run, and "silver.identity_exceptions", for the share of identifiers held out), "gold.recommendations". Data Docs of every validation land under docs_dir (index.html).
+    merged in this run, and "silver.identity_exceptions", for the share of identifiers held out), "gold.recommendations",
+    and the tables of KEYED_TABLES (their keys). Data Docs of every validation land under docs_dir (index.html).
     """
     now = dt.datetime.now(dt.timezone.utc)
     context = _context(Path(docs_dir))

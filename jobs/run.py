@@ -193,9 +193,9 @@ class Runner:
         interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
         responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now).cache()
         products = build_products(bronze["products"], self.run_id, self.now).cache()
-        orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now)
-        actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now)
-        crm = build_crm(bronze["crm"], identity_map, self.run_id, self.now)
+        orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now).cache()
+        actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now).cache()
+        crm = build_crm(bronze["crm"], identity_map, self.run_id, self.now).cache()
         keys_table = record_keys.select(
             "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
         )
@@ -205,6 +205,11 @@ class Runner:
             "silver.identity_exceptions": exceptions,
             "silver.interactions": interactions,
             "silver.survey_responses": responses,
+            "silver.orders": orders,
+            "silver.actions": actions,
+            "silver.products": products,
+            "silver.crm": crm,
+            "silver.record_keys": keys_table,
         })
         self._write(record, "silver", "identity_map", identity_map, mode="overwrite")
         self._write(record, "silver", "identity_merges", merges, mode="append")
@@ -216,7 +221,8 @@ class Runner:
         self._write(record, "silver", "actions", actions, mode="overwrite")
         self._write(record, "silver", "crm", crm, mode="overwrite")
         self._write(record, "silver", "record_keys", keys_table, mode="overwrite", partition_by=["source"])
-        for frame in (observations, identity_map, merges, exceptions, interactions, responses, products):
+        for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
+                      actions, crm):
             frame.unpersist()
         record_keys.unpersist()
 
@@ -259,9 +265,15 @@ class Runner:
             identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now,
             segments=segments,
         )
-        self._write(record, "gold", "customer_profiles", profiles, mode="overwrite")
         kpis = build_service_kpis(interactions, responses, self.settings, self.run_id, self.now)
-        self._write(record, "gold", "service_kpis", kpis, mode="overwrite")
+        profiles, kpis = profiles.cache(), kpis.cache()  # checked, then written
+        try:
+            self._gate("gold", {"gold.customer_profiles": profiles, "gold.service_kpis": kpis})
+            self._write(record, "gold", "customer_profiles", profiles, mode="overwrite")
+            self._write(record, "gold", "service_kpis", kpis, mode="overwrite")
+        finally:
+            profiles.unpersist()
+            kpis.unpersist()
 
     # ------------------------------------------------------------------ the run
     def run(self, date: dt.date | None = None) -> RunSummary:

@@ -264,3 +264,28 @@ def test_enforce_logs_warnings_and_raises_only_on_hard_failures(caplog):
     assert "at least 80%" in caplog.text
     with pytest.raises(QualityGateFailed, match=r"^quality gate failed for silver.survey_responses: .*csat"):
         enforce([ok, bad])
+
+
+@pytest.mark.slow
+def test_keyed_tables_fail_on_a_missing_or_repeated_key_and_pass_otherwise(spark, settings, tmp_path):
+    from atende.pipelines.schemas_gold import SERVICE_KPIS
+
+    orders = spark.createDataFrame(_rows(schemas.ORDERS, [
+        {"order_id": "o1", "ordered_at": T0, "product_id": "p1"},
+        {"order_id": "o1", "ordered_at": T0, "product_id": "p2"},   # delivered twice into silver
+    ], _arrival_date=DAY, run_id="r1", _written_at=T0), schemas.ORDERS)
+    keys = spark.createDataFrame([("orders", "o1", "K1", "r1", T0), ("orders", "o2", None, "r1", T0)],
+                                 schemas.RECORD_KEYS)
+    # the base level's null dimension_value is a value of its own: (day, webchat, base) and
+    # (day, webchat, by queue q1) are two rows
+    kpis = spark.createDataFrame(_rows(SERVICE_KPIS, [
+        {"date": DAY, "channel": "webchat", "grouping_level": "date,channel", "dimension_value": None},
+        {"date": DAY, "channel": "webchat", "grouping_level": "date,channel,queue", "dimension_value": "q1"},
+    ], interactions=1, run_id="r1", _written_at=T0), SERVICE_KPIS)
+    results = {r.table: r for r in run_quality_gates(
+        spark, settings, {"silver.orders": orders, "silver.record_keys": keys, "gold.service_kpis": kpis},
+        "r1", tmp_path / "docs")}
+    assert set(results) == {"silver.orders", "silver.record_keys", "gold.service_kpis"}
+    assert not results["silver.orders"].passed
+    assert any("order_id is unique" in f for f in results["silver.orders"].hard_failures)
+    assert results["silver.record_keys"].passed and results["gold.service_kpis"].passed
