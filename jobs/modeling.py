@@ -194,13 +194,14 @@ def _persona_plot(model, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from atende.models.personas import FAMILIES
+    from atende.models.personas import families as trait_families
 
     scale = model.trait_scale
-    families = [f for f in FAMILIES if any(c in scale for c in FAMILIES[f])]
+    by_family = trait_families(scale)
+    families = list(by_family)
     fig, axes = plt.subplots(1, max(len(families), 1), figsize=(3.2 * max(len(families), 1), 4.5), sharey=True)
     for ax, family in zip(np.atleast_1d(axes), families):
-        cols = [c for c in FAMILIES[family] if c in scale]
+        cols = by_family[family]
         for k, pid in enumerate(model.persona_ids):
             z = [(model.traits[k].get(c, np.nan) - scale[c][0]) / (scale[c][1] or 1.0) for c in cols]
             ax.plot(range(len(cols)), z, marker="o", label=f"{pid}: {model.names[k]}")

@@ -54,33 +54,47 @@ _VARIANCE_FLOOR = 0.01    # share of a numeric trait's overall variance every pe
 # the model's traits
 CATEGORICAL: tuple[str, ...] = ("profession", "income_band")
 NUMERIC: dict[str, bool] = {"age": False, "satisfaction_index": False, "avg_order_value": True}  # name -> log1p
-CHANNELS = ("ch_webchat", "ch_chatbot", "ch_app", "ch_whatsapp", "ch_telegram", "ch_messenger", "ch_instagram",
-            "ch_facebook", "ch_twitter", "ch_linkedin", "ch_email", "ch_voice")
-HOURS = ("hour_night", "hour_morning", "hour_afternoon", "hour_evening")
-TOPICS = ("topic_billing", "topic_delivery", "topic_technical", "topic_cancellation", "topic_product_info",
-          "topic_account", "topic_complaint", "topic_returns")
-ORDER_CHANNELS = ("ochan_app", "ochan_web", "ochan_marketplace", "ochan_store", "ochan_phone")
-# family -> (the count the shares are of, the share columns)
-COUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "channels": ("interactions_count", CHANNELS),
-    "hours": ("interactions_count", HOURS),
-    "topics": ("interactions_count", TOPICS),
-    "order_channels": ("orders_count", ORDER_CHANNELS),
+# family -> (the count the shares are of, the prefix of the share columns). The share columns are
+# whatever the feature table has under that prefix (features.customer: every channel, the hour bands,
+# the configured `models.features.topics` and order channels), so the model follows the configuration.
+COUNTS: dict[str, tuple[str, str]] = {
+    "channels": ("interactions_count", "ch_"),
+    "hours": ("interactions_count", "hour_"),
+    "topics": ("interactions_count", "topic_"),
+    "order_channels": ("orders_count", "ochan_"),
 }
 
-# trait families described per persona (names, descriptions, the profile plot, gold personas.traits)
-FAMILIES: dict[str, tuple[str, ...]] = {
+
+def share_columns(available: Iterable[str], prefix: str) -> list[str]:
+    """The feature columns of one share family, in the feature table's order."""
+    return [c for c in available if c.startswith(prefix)]
+
+
+# trait families described per persona (names, descriptions, the profile plot, gold personas.traits);
+# the share families take their columns from COUNTS
+_DESCRIBED: dict[str, tuple[str, ...]] = {
     "age": ("age",),
     "income": ("income_level",),
     "spending": ("total_spend", "avg_order_value", "price_level", "orders_count"),
     "activity": ("interactions_per_week",),
-    "channels": CHANNELS,
-    "hours": HOURS,
-    "topics": TOPICS,
-    "order_channels": ORDER_CHANNELS,
+    "channels": (),
+    "hours": (),
+    "topics": (),
+    "order_channels": (),
     "satisfaction": ("satisfaction_index", "resolved_rate"),
     "effort": ("effort_index", "bot_only_rate"),
 }
+
+
+def families(available: Iterable[str]) -> dict[str, list[str]]:
+    """Family -> its columns among `available` (families with none are left out)."""
+    columns = list(available)
+    present = set(columns)
+    found = {
+        family: share_columns(columns, COUNTS[family][1]) if family in COUNTS else [c for c in fixed if c in present]
+        for family, fixed in _DESCRIBED.items()
+    }
+    return {family: cols for family, cols in found.items() if cols}
 
 CHANNEL_NAMES = {
     "webchat": "web-chat", "chatbot": "chatbot", "app": "app", "whatsapp": "WhatsApp", "telegram": "Telegram",
@@ -94,17 +108,16 @@ class IncompatibleModel(ValueError):
 
 
 def described_columns(available: Iterable[str]) -> list[str]:
-    present = set(available)
-    return [c for cols in FAMILIES.values() for c in cols if c in present]
+    return [c for cols in families(available).values() for c in cols]
 
 
 def model_columns(available: Sequence[str]) -> list[str]:
     """The feature-table columns the latent class model reads, of those available."""
     present = set(available)
     wanted = [*CATEGORICAL, *NUMERIC]
-    for total, shares in COUNTS.values():
+    for total, prefix in COUNTS.values():
         if total in present:
-            wanted += [total, *shares]
+            wanted += [total, *share_columns(available, prefix)]
     return list(dict.fromkeys(c for c in wanted if c in present))
 
 
@@ -284,8 +297,8 @@ def _vocabulary(sample: pd.DataFrame) -> dict[str, list[str]]:
 def _skeleton(sample: pd.DataFrame, k: int) -> PersonaModel:
     """A model of k personas over the traits the sample has, parameters still empty (used to encode)."""
     vocabulary = _vocabulary(sample)
-    counts = {f: {"total": total, "columns": [c for c in cols if c in sample], "log_prob": []}
-              for f, (total, cols) in COUNTS.items() if total in sample and any(c in sample for c in cols)}
+    counts = {f: {"total": total, "columns": share_columns(sample.columns, prefix), "log_prob": []}
+              for f, (total, prefix) in COUNTS.items() if total in sample and share_columns(sample.columns, prefix)}
     numeric = {c: {"log": log, "mean": [], "sd": []} for c, log in NUMERIC.items() if c in sample}
     return PersonaModel(persona_ids=[], names=[], descriptions=[], traits=[], sizes=[], log_weights=[0.0] * k,
                         categorical={c: {"levels": v, "log_prob": []} for c, v in vocabulary.items()},

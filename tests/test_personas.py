@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atende.models.personas import IncompatibleModel, PersonaModel, fit_personas, model_columns, score_personas
+from atende.models.personas import (
+    IncompatibleModel,
+    PersonaModel,
+    families,
+    fit_personas,
+    model_columns,
+    score_personas,
+)
 
 # age, income bands, professions, channel mix, hours, contacts, satisfaction
 GROUPS = {
@@ -187,3 +194,19 @@ def test_scoring_names_the_columns_the_feature_table_lacks(spark, persona_settin
 def test_model_columns_follow_the_traits():
     cols = model_columns(["customer_key", "ch_voice", "age", "unrelated", "interactions_count", "profession"])
     assert cols == ["profession", "age", "interactions_count", "ch_voice"]
+
+
+def test_the_model_reads_the_share_columns_the_feature_table_has():
+    """A topic added to models.features.topics becomes a topic_<t> feature column: the model reads it,
+    with no list of its own to update (and a share family without its count is left out)."""
+    from atende.conf import load_settings
+    from atende.features.customer import numeric_feature_columns
+
+    settings = load_settings("local", environ={})
+    cfg = settings.model_copy(update={"models": settings.models.model_copy(update={
+        "features": settings.models.features.model_copy(update={"topics": ("billing", "warranty")})})})
+    available = ["customer_key", "profession", *numeric_feature_columns(cfg)]
+    columns = model_columns(available)
+    assert "topic_warranty" in columns and "topic_billing" in columns and "topic_delivery" not in columns
+    assert families(available)["topics"] == ["topic_billing", "topic_warranty"]
+    assert "topic_warranty" not in model_columns([c for c in available if c != "interactions_count"])
