@@ -60,12 +60,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from atende.conf.settings import NbaSettings
+from atende.pipelines.schemas import CHANNEL_LABELS
 
 # The feature columns the rules read (gold customer_features).
 CONSENT_COL = "marketing_consent"
 OPEN_ISSUE_COL = "open_issue"
 RECENT_ACTIONS_COL = "actions_recent"
-CHANNEL_NAMES = {"whatsapp": "WhatsApp", "voice": "phone", "sms": "SMS", "email": "e-mail", "push": "app push"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ SERVICE_FIRST_RULE = "open issue: service before offers"
 
 
 def contact_rule(channel: str) -> str:
-    return f"no {CHANNEL_NAMES.get(channel, channel)} contact known"
+    return f"no {CHANNEL_LABELS.get(channel, channel)} contact known"
 
 
 def no_model_rule(action: str) -> str:

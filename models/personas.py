@@ -43,6 +43,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from atende.conf.settings import PersonaSettings
+from atende.pipelines.schemas import CHANNEL_LABELS
 
 FORMAT = "latent-class/1"
 PROFESSION_MIN_HOLDERS = 3
@@ -96,11 +97,6 @@ def families(available: Iterable[str]) -> dict[str, list[str]]:
     }
     return {family: cols for family, cols in found.items() if cols}
 
-CHANNEL_NAMES = {
-    "webchat": "web-chat", "chatbot": "chatbot", "app": "app", "whatsapp": "WhatsApp", "telegram": "Telegram",
-    "messenger": "Messenger", "instagram": "Instagram", "facebook": "Facebook", "twitter": "X/Twitter",
-    "linkedin": "LinkedIn", "email": "e-mail", "voice": "phone",
-}
 
 
 class IncompatibleModel(ValueError):
@@ -420,7 +416,7 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
         parts = []
         lead = leading[i]
         if lead:
-            parts.append(f"{CHANNEL_NAMES.get(lead, lead)}-first")
+            parts.append(f"{CHANNEL_LABELS.get(lead, lead)}-first")
         age = row.get("age", np.nan)
         if not np.isnan(age):
             parts.append("young adults" if age < 30 else "adults in their thirties" if age < 40 else
@@ -450,7 +446,7 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
             detail.append("often " + ", ".join(professions[i]))
         if channel_cols:
             top_channels = row[channel_cols].fillna(0).sort_values(ascending=False).head(2)
-            used = [f"{CHANNEL_NAMES.get(str(c)[3:], str(c)[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0]
+            used = [f"{CHANNEL_LABELS.get(str(c)[3:], str(c)[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0]
             if used:
                 detail.append("mostly " + " and ".join(used))
         if hour_cols and row[hour_cols].fillna(0).sum() > 0:

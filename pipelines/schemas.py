@@ -36,6 +36,13 @@ DIGITAL_CHANNELS = (
     "instagram", "facebook", "twitter", "linkedin", "email",
 )
 ALL_CHANNELS = DIGITAL_CHANNELS + ("voice",)
+# How a person reads a channel's name (persona names and descriptions, recommendation reasons); the
+# outbound channels of the action log (sms, push) included
+CHANNEL_LABELS = {
+    "webchat": "web-chat", "chatbot": "chatbot", "app": "app", "whatsapp": "WhatsApp", "telegram": "Telegram",
+    "messenger": "Messenger", "instagram": "Instagram", "facebook": "Facebook", "twitter": "X/Twitter",
+    "linkedin": "LinkedIn", "email": "e-mail", "voice": "phone", "sms": "SMS", "push": "app push",
+}
 AUTHORS = ("customer", "bot", "agent")
 DISPOSITIONS = ("answered", "abandoned", "transferred", "voicemail")
 CALL_VIA = ("pstn", "whatsapp", "telegram")
