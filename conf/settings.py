@@ -51,7 +51,6 @@ class StorageSettings(_Section):
     # commits that lose a race re-read the table and retry this many times
     commit_retries: int = Field(default=5, ge=0, le=50)
     vacuum_retention_hours: int = Field(default=168, ge=0)
-    target_file_rows: int = Field(default=1_000_000, ge=1000)
     # Delta table properties set when a table is created, per layer ("*": every layer). Change Data Feed on
     # silver lets incremental readers take what changed. Deletion vectors (delta.enableDeletionVectors) make
     # DELETE cheap but the deltalake package (1.6) cannot read such tables, nor can the delta-rs engine: off

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="retrain the models now (personas, tone, products, next best action), "
                                          "promote those that beat their champion, and re-score")
-    train.add_argument("--landing", required=True, type=Path)
+    # accepted so schedules written for earlier versions keep working; retraining reads only the lakehouse
+    train.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     train.add_argument("--lakehouse", required=True, type=Path)
 
     maintain = sub.add_parser("maintain", help="table upkeep: compact and Z-order, vacuum old files, name tables in the catalog")
@@ -312,7 +313,7 @@ def cmd_train(args, settings: Settings) -> int:
     console = _console()
     spark = build_spark_session(settings)
     try:
-        runner = Runner(spark, settings, args.landing, args.lakehouse,
+        runner = Runner(spark, settings, None, args.lakehouse,
                         progress=lambda m: console.print(f"{dt.datetime.now():%H:%M:%S} {m}"))
         runner.retrain()
         console.print("models retrained; tables re-scored with the champions")

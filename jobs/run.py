@@ -75,7 +75,7 @@ def _landing_dates(landing: Path) -> set[dt.date]:
 class Runner:
     """Runs the jobs of one `atende run` and keeps their records."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, landing: Path, lakehouse: Path,
+    def __init__(self, spark: SparkSession, settings: Settings, landing: Path | None, lakehouse: Path,
                  progress: ProgressFn | None = None):
         self.spark = spark
         self.settings = settings
@@ -277,6 +277,8 @@ class Runner:
 
     # ------------------------------------------------------------------ the run
     def run(self, date: dt.date | None = None) -> RunSummary:
+        if self.landing is None:
+            raise RunFailed("no landing zone given")
         if not self.landing.is_dir():
             raise RunFailed(f"landing zone not found: {self.landing}")
         available = _landing_dates(self.landing)
