@@ -43,7 +43,7 @@ def action_log(lake, settings):
         return lake.read("silver", "actions"), "silver.actions"
 
     from atende.features.identifiers import normalize_as_given, normalize_email, normalize_phone
-    from atende.pipelines.identity import first_delivery
+    from atende.pipelines.dedup import first_delivery
 
     bronze = first_delivery(lake.read("bronze", "actions"), "action_id")
     idmap = lake.read("silver", "identity_map")

@@ -34,7 +34,7 @@ def silver_orders(lake):
     from pyspark.sql import functions as F
 
     from atende.pipelines.commerce import latest_products
-    from atende.pipelines.identity import first_delivery
+    from atende.pipelines.dedup import first_delivery
     from atende.pipelines.profiles import _order_customers
 
     if lake.exists("silver", "orders"):
@@ -82,7 +82,7 @@ def truth_keyed_inputs(spark, settings, landing: Path):
 
     from atende.jobs.ingest import ingest_source, list_arrival_dates
     from atende.pipelines.commerce import latest_products
-    from atende.pipelines.identity import first_delivery
+    from atende.pipelines.dedup import first_delivery
     from atende.pipelines.interactions import build_interactions
     from atende.pipelines.profiles import _order_customers
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from atende.pipelines.identity import first_delivery
+from atende.pipelines.dedup import first_delivery
 from atende.pipelines.rules import order_amount
 from atende.pipelines.schemas import ACTIONS, ORDERS, PRODUCTS
 

@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
 from atende.features.identifiers import email_domain, normalize_email
-from atende.pipelines.identity import assign_email_threads, distinct_email_messages, first_delivery, whatsapp_messages
+from atende.pipelines.dedup import first_delivery
+from atende.pipelines.identity import assign_email_threads, distinct_email_messages, whatsapp_messages
 from atende.pipelines.schemas import INTERACTIONS
 
 # A WhatsApp message with none in its thread (the customer's one-to-one chat, or a group) in the previous

@@ -56,5 +56,6 @@ def test_the_wheel_holds_only_the_atende_package(tmp_path):
     for package in OURS:
         assert f"atende/{package}/__init__.py" in names
     assert "atende/conf/local.yaml" in names
-    assert "atende/pipelines/ingest/__init__.py" in names and "atende/jobs/synthetic/__init__.py" in names
+    for package in ("pipelines/ingest", "pipelines/identity", "jobs/synthetic"):
+        assert f"atende/{package}/__init__.py" in names
     assert not any(name.startswith(("atende/tests/", "atende/bench/", "atende/docs/")) for name in names)

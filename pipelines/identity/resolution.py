@@ -1,455 +1,35 @@
-"""Identity resolution: which records belong to the same customer.
-
-The identity graph has two kinds of nodes, records (`source`, `record_id`) and
-normalised identifiers (crm_id, email, phone, handle, device_id), with an edge
-wherever a record carries an identifier. A customer is a connected component,
-found in Spark with the large-star / small-star algorithm (no step gathers the
-graph on the driver).
-
-Over-merge guards:
-- an identifier that reaches more distinct CRM customers than
-  `identity.max_customers_per_identifier[type]` (a family phone, a shared tablet)
-  does not link. Reach counts the crm_ids on the records carrying it and the
-  crm_ids reached through the other (themselves unambiguous) identifiers of those
-  records, so a shared device seen only in anonymous chats is still caught.
-  It still gets a key: that of the one customer its records resolve to, or its own;
-- a component with more than `identity.max_component_size` identifiers is not
-  merged: each of its identifiers keeps a key of its own (see `IdentityResolution.exceptions`);
-- (`hold_back_on_name_conflict`) a linking identifier that reaches one CRM customer but is carried by a
-  record whose typed name does not fit that customer's (a relative on the customer's phone) is held back
-  too (kind `name_conflict`).
-
-Reach is counted per CRM customer, not per crm_id: two registrations sharing an e-mail or phone whose
-names agree and birth dates do not differ are one customer (`join_crm_duplicates`; their crm_ids are
-linked). A survey response and the conversation or call it names (its contact_id) are one unit for the
-guards and are linked in the graph.
-
-Names (`name`, `profile_name` observations; never links by themselves) then place the components that hold
-no CRM customer: with the one customer, among those a held-back identifier reaching at most
-`name_tie_break_max_customers[type]` customers points to, whose name fits theirs (a family phone); else,
-when `name_link_min_tokens` > 0, with the one CRM customer whose name fits a name typed with that many
-tokens (first + middle + last) and no other CRM customer of that first and last name. The placed
-components are linked to the customer's and components recomputed (a second, small, run of the algorithm).
-
-Records with no identifier of their own inherit through their group (observations of
-type `email_thread` / `interaction`, which never link): an agent's e-mail takes its
-thread's customer, a survey response naming a conversation or call takes its customer.
-
-Stable keys: an identifier keeps the key it had in `previous_map` (the previous
-run's identity map is part of the graph: identifiers that shared a key stay
-together). A new customer's key is "c-" + the first 16 hex digits of the SHA-256
-of its earliest-seen (then lexically smallest) identifier. When one component
-holds several previous keys, the oldest (earliest first_seen_at) survives and the
-others are recorded as merges.
-"""
+"""Identity resolution over the observations: the over-merge guards, the graph, stable keys and merges (see the package docstring)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import LongType, StringType
 
 from atende.conf.settings import Settings
 from atende.features.identifiers import (
-    email_domain,
-    normalize_as_given,
-    normalize_email,
-    normalize_handle,
-    normalize_phone,
     phone_to_e164,
 )
-from atende.pipelines import schemas
-from atende.pipelines.schemas import IDENTIFIER_OBSERVATIONS, IDENTITY_MAP, IDENTITY_MERGES
-
-# `whatsapp_user_id` is WhatsApp's business-scoped user id (BSUID, "BR.1502576394655843"), as given: the only
-# identifier of a user who hides their number behind a username; a personal account id, linked like a handle.
-WHATSAPP_USER_ID = "whatsapp_user_id"
-IDENTIFIER_TYPES = ("crm_id", "email", "phone", "handle", WHATSAPP_USER_ID, "device_id")
-# Not identifiers: they group records (the messages of an e-mail thread; a conversation or call and
-# the survey responses about it) so a record with no identifier of its own inherits the group's key.
-EMAIL_THREAD = "email_thread"
-INTERACTION = "interaction"
-GROUP_TYPES = (EMAIL_THREAD, INTERACTION)
-# Not identifiers either: what a record says about the person, used to confirm or refuse a link.
-# `name` is a name the person typed or a CRM registration holds; `profile_name` a WhatsApp push name
-# (set by the line's owner, often a first name or a nickname: it confirms, never refuses);
-# `birth_date` (CRM) tells two registrations apart. Names are stored normalised (see `normalize_person_name`).
-NAME = "name"
-PROFILE_NAME = "profile_name"
-BIRTH_DATE = "birth_date"
-ATTRIBUTE_TYPES = (NAME, PROFILE_NAME, BIRTH_DATE)
-# Not identifiers of customers: the company's own numbers and addresses, as the data says them
-# (observed with source COMPANY_SOURCE and type "company_" + phone / email). They never link and never
-# enter the identity map: six strangers who type the company's number into a form stay six customers.
-COMPANY_SOURCE = "company"
-COMPANY_PREFIX = "company_"
-# When a record must pick one key among its identifiers': the most specific identifier wins.
-TYPE_PRIORITY = {"crm_id": 0, "email": 1, "phone": 2, "handle": 3, WHATSAPP_USER_ID: 4, "device_id": 5}
-
-# the frame resolution returns; silver/record_keys is this plus run_id and _written_at
-RECORD_KEYS = StructType([f for f in schemas.RECORD_KEYS.fields if f.name not in ("run_id", "_written_at")])
-
-IDENTITY_EXCEPTIONS = StructType([
-    # shared_identifier | name_conflict | hub | company_identifier | oversized_component
-    StructField("kind", StringType(), False),
-    StructField("identifier_type", StringType(), True),
-    StructField("identifier", StringType(), True),  # the component's anchor for oversized_component
-    # its reach: CRM customers (shared_identifier, name_conflict), otherwise unrelated strong identifiers
-    # seen with it (hub), records carrying it (company_identifier), identifiers in the component
-    StructField("size", LongType(), False),
-    StructField("reason", StringType(), False),
-])
-
-_SEP = "\u001f"  # unit separator: cannot occur in a normalised identifier
-
-# name normalisation: accents folded, lower case, letters only; particles and initials dropped
-_ACCENTED = "áàâãäåāçćčéèêëēíìîïīñńóòôõöøōúùûüūýÿšžß"
-_PLAIN = "aaaaaaaccceeeeeiiiiinnooooooouuuuuyyszs"
-_NAME_PARTICLES = ("da", "de", "do", "das", "dos", "e", "di", "del", "van", "von")
-
-
-def normalize_person_name(column: Column) -> Column:
-    """`"Ana C. de Souza  "` -> `"ana souza"`: tokens of two letters or more, accents folded, particles
-    (da, de, dos...) dropped; null when nothing is left (an emoji, a single initial)."""
-    folded = F.translate(F.lower(column), _ACCENTED, _PLAIN)
-    tokens = F.filter(
-        F.split(F.trim(F.regexp_replace(folded, r"[^a-z]+", " ")), " "),
-        lambda t: (F.length(t) > 1) & ~t.isin(*_NAME_PARTICLES),
-    )
-    joined = F.array_join(tokens, " ")
-    return F.when(joined != "", joined)
-
-
-# ------------------------------------------------------------------ graph algorithm
-def _materialise(df: DataFrame) -> DataFrame:
-    """Cut the lineage of an iterative computation: a reliable checkpoint when the job set a
-    checkpoint directory (clusters), else a local one (executor storage)."""
-    try:
-        has_dir = df.sparkSession.sparkContext.getCheckpointDir() is not None
-    except Exception:  # Spark Connect has no SparkContext
-        has_dir = False
-    return df.checkpoint(eager=True) if has_dir else df.localCheckpoint(eager=True)
-
-
-_WHOLE_PARTITION = (Window.unboundedPreceding, Window.unboundedFollowing)
-
-
-def _large_star(edges: DataFrame) -> DataFrame:
-    """Each node u links every larger neighbour to the smallest node of its neighbourhood."""
-    both = edges.select(F.col("hi").alias("u"), F.col("lo").alias("v")).unionByName(
-        edges.select(F.col("lo").alias("u"), F.col("hi").alias("v"))
-    )
-    around_u = Window.partitionBy("u").rowsBetween(*_WHOLE_PARTITION)
-    return both.withColumn("m", F.least(F.min("v").over(around_u), F.col("u"))).where(F.col("v") > F.col("u")).select(
-        F.col("v").alias("hi"), F.col("m").alias("lo")
-    )
-
-
-def _small_star(edges: DataFrame) -> DataFrame:
-    """Each node links itself and its smaller neighbours to the smallest of them."""
-    below_hi = Window.partitionBy("hi").rowsBetween(*_WHOLE_PARTITION)
-    with_min = edges.withColumn("m", F.min("lo").over(below_hi))
-    return (
-        with_min.where(F.col("lo") != F.col("m"))
-        .select(F.col("lo").alias("hi"), F.col("m").alias("lo"))
-        .unionByName(with_min.select("hi", F.col("m").alias("lo")))
-        .distinct()
-    )
-
-
-def _is_star_forest(edges: DataFrame) -> bool:
-    """True when every component is a star around its smallest node: each node has at most one
-    smaller neighbour, and that neighbour has none."""
-    degree = edges.groupBy("hi").agg(F.count("*").alias("degree"))
-    offending = degree.where(F.col("degree") > 1).select("hi").unionByName(
-        edges.join(degree.select(F.col("hi").alias("lo")), on="lo", how="left_semi").select("hi")
-    )
-    return offending.isEmpty()
-
-
-def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
-    """`node, component` for every node of an undirected graph given as `src, dst` string edges
-    (a self-loop adds an isolated node); `component` is the smallest node id of its component.
-
-    Large-star / small-star (Kiveris et al., "Connected Components in MapReduce and Beyond",
-    2014): O(log^2 n) rounds of a few shuffles each, stopping as soon as the edge list is a
-    forest of stars around each component's smallest node; each round's edge list is
-    checkpointed so lineage stays short. Raises when `max_rounds` is not enough.
-    """
-    # the input is computed once: the node list and the first edge list both come from it
-    edges = _materialise(edges.select("src", "dst"))
-    nodes = (
-        edges.select(F.col("src").alias("node"))
-        .unionByName(edges.select(F.col("dst").alias("node")))
-        .distinct()
-    )
-    current = _materialise(
-        edges.where(F.col("src") != F.col("dst"))
-        .select(F.greatest("src", "dst").alias("hi"), F.least("src", "dst").alias("lo"))
-        .distinct()
-    )
-    rounds = 0
-    while not _is_star_forest(current):
-        if rounds == max_rounds:
-            raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
-        current = _materialise(_small_star(_large_star(current)))
-        rounds += 1
-    return _materialise(
-        nodes.join(current, on=nodes["node"] == current["hi"], how="left").select(
-            "node", F.coalesce("lo", "node").alias("component")
-        )
-    )
-
-
-# ------------------------------------------------------------------ e-mail threads
-def _strip_brackets(column: Column) -> Column:
-    bare = F.regexp_replace(F.trim(column), r"^<|>$", "")
-    return F.when(bare != "", bare)
-
-
-def assign_email_threads(messages: DataFrame) -> DataFrame:
-    """`message_id, thread_id` for e-mail messages (one row per message_id; columns message_id,
-    sent_at, in_reply_to, references). A thread is the connected set of messages linked by
-    In-Reply-To / References (referenced messages we never received still connect their
-    replies); `thread_id` is "email:" + the Message-ID of its earliest message."""
-    refs = messages.select(
-        "message_id",
-        F.explode(
-            F.concat(F.coalesce("references", F.array().cast("array<string>")), F.array("in_reply_to"))
-        ).alias("ref"),
-    ).select("message_id", _strip_brackets(F.col("ref")).alias("ref"))
-    edges = messages.select(F.col("message_id").alias("src"), F.col("message_id").alias("dst")).unionByName(
-        refs.where(F.col("ref").isNotNull()).select(F.col("message_id").alias("src"), F.col("ref").alias("dst"))
-    )
-    components = connected_components(edges)
-    placed = messages.select("message_id", "sent_at").join(
-        components, on=F.col("message_id") == F.col("node"), how="inner"
-    )
-    roots = placed.groupBy("component").agg(F.min(F.struct("sent_at", "message_id")).alias("root"))
-    return placed.join(roots, on="component", how="inner").select(
-        "message_id", F.concat(F.lit("email:"), F.col("root.message_id")).alias("thread_id")
-    )
-
-
-def distinct_email_messages(email: DataFrame) -> DataFrame:
-    """One row per message_id (re-deliveries collapsed: the first delivery wins) of the e-mail a
-    person wrote: bounces, reports and automatic replies (bronze `kind` other than "message")
-    are never a customer, an interaction or an identifier. A null kind (a frame made before
-    the column existed) is a message."""
-    people = email.where(F.coalesce(F.col("kind"), F.lit("message")) == "message") if "kind" in email.columns else email
-    return first_delivery(people.withColumn("message_id", _strip_brackets(F.col("message_id"))), "message_id")
-
-
-def first_delivery(df: DataFrame, key: str) -> DataFrame:
-    """One row per non-null `key` of a bronze frame: the earliest delivery (arrival date, ingestion
-    time, file) of a re-delivered record, so `_arrival_date` is the record's first arrival."""
-    order = F.struct("_arrival_date", "_ingested_at", "_source_file")
-    rest = [c for c in df.columns if c != key]
-    return (
-        df.where(F.col(key).isNotNull())
-        .groupBy(key)
-        .agg(F.min_by(F.struct(*rest), order).alias("_first"))
-        .select(key, "_first.*")
-    )
-
-
-# ------------------------------------------------------------------ observations
-def _observation(source: str, record_id: Column, identifier_type: str, identifier: Column, seen_at: Column) -> list[Column]:
-    return [
-        F.lit(source).alias("source"),
-        record_id.alias("record_id"),
-        F.lit(identifier_type).alias("identifier_type"),
-        identifier.alias("identifier"),
-        seen_at.alias("seen_at"),
-    ]
-
-
-def _unpivot(df: DataFrame, source: str, record_id: Column, seen_at: Column, identifiers: Mapping[str, Column]) -> DataFrame:
-    entries = F.array(*[
-        F.struct(F.lit(t).alias("identifier_type"), value.cast(StringType()).alias("identifier"))
-        for t, value in identifiers.items()
-    ])
-    return df.select(
-        F.lit(source).alias("source"),
-        record_id.alias("record_id"),
-        seen_at.alias("seen_at"),
-        F.explode(entries).alias("e"),
-    ).select("source", "record_id", "e.identifier_type", "e.identifier", "seen_at")
-
-
-def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
-    """One row per WhatsApp message, received or echoed (payloads flattened, re-deliveries collapsed by
-    message id), with the payload's lineage columns. Its customer is `wa_id` / `user_id` (the sender of
-    a received message, the recipient of an echo)."""
-    flat = whatsapp.select(
-        F.explode("messages").alias("m"), "_arrival_date", "_ingested_at", "_source_file"
-    ).select("m.*", "_arrival_date", "_ingested_at", "_source_file")
-    return first_delivery(flat, "message_id")
-
-
-def _international_digits(number: Column) -> Column:
-    """A WhatsApp number (a wa_id, a business line's display_phone_number) is international, written
-    without its "+" ("5511998765432"); a "+" given anyway (after blanks) is not doubled."""
-    return F.concat(F.lit("+"), F.regexp_replace(number, r"^\s*\+", ""))
-
-
-def company_address(address: Column, company_domains) -> Column:
-    """A normalised e-mail address in one of the company's domains (or a subdomain): an agent's or
-    a mailbox of the company's own, never a customer's."""
-    domain = email_domain(address)
-    is_company = F.lit(False)
-    for d in (d.lower() for d in company_domains):
-        is_company = is_company | (domain == d) | domain.endswith("." + d)
-    return F.coalesce(is_company, F.lit(False))
-
-
-def company_mailboxes(messages: DataFrame, sender: Column, sender_is_company: Column, email, min_senders: int) -> DataFrame:
-    """The company's own mailboxes as inbound mail shows them: addresses customers' messages were sent to
-    (To, Cc, Delivered-To) by at least `min_senders` distinct customers — a support inbox, not a spouse
-    one customer copied. Observations of type company_email (see COMPANY_SOURCE)."""
-    inbound = messages.where(~sender_is_company & sender.isNotNull()).select(
-        sender.alias("sender"), F.explode("recipient_addresses").alias("recipient"), "sent_at"
-    ).select("sender", email(F.col("recipient")).alias("recipient"), "sent_at")
-    return (
-        inbound.where(F.col("recipient").isNotNull() & (F.col("recipient") != F.col("sender")))
-        .groupBy("recipient")
-        .agg(F.countDistinct("sender").alias("senders"), F.min("sent_at").alias("seen_at"))
-        .where(F.col("senders") >= min_senders)
-        .select(*_observation(COMPANY_SOURCE, F.lit("email-recipients"), COMPANY_PREFIX + "email",
-                              F.col("recipient"), F.col("seen_at")))
-    )
-
-
-def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
-    """IDENTIFIER_OBSERVATIONS: one row per (source, record_id, identifier) — normalised, blocklisted
-    values dropped — plus the grouping rows: `email_thread` for each e-mail message (never links: records
-    without a customer identifier inherit their thread's customer), `interaction` for each conversation
-    and call and for each survey response naming one (its contact_id: the response and the contact are
-    one customer's); and the attribute rows that never link by themselves (`name`, `profile_name`,
-    `birth_date`, see ATTRIBUTE_TYPES)."""
-    cfg = settings.identity
-    region = cfg.default_region
-
-    def email(c: Column) -> Column:
-        return normalize_email(c, cfg.blocklist_emails)
-
-    def phone(c: Column) -> Column:
-        return normalize_phone(c, region, cfg.blocklist_phones)
-
-    parts: list[DataFrame] = []
-
-    if "conversations" in bronze:
-        conv = bronze["conversations"]
-        parts.append(conv.select(*_observation(
-            "conversations", F.col("conversation_id"), INTERACTION, F.col("conversation_id"), F.col("started_at")
-        )))
-        parts.append(_unpivot(
-            conv, "conversations", F.col("conversation_id"), F.col("started_at"),
-            {
-                "crm_id": normalize_as_given(F.col("customer.crm_id")),
-                "email": email(F.col("customer.email")),
-                "phone": phone(F.col("customer.phone")),
-                "handle": normalize_handle(F.col("channel"), F.col("customer.handle")),
-                "device_id": normalize_as_given(F.col("customer.device_id")),
-                NAME: normalize_person_name(F.col("customer.name")),
-            },
-        ))
-
-    if "whatsapp" in bronze:
-        msgs = whatsapp_messages(bronze["whatsapp"])
-        wa_phone = phone(_international_digits(F.col("wa_id")))
-        # an echo's customer is its recipient (wa_id / user_id are theirs): its record is theirs too
-        parts.append(_unpivot(
-            msgs, "whatsapp", F.col("message_id"), F.coalesce("sent_at", "_ingested_at"),
-            {
-                "phone": wa_phone,
-                WHATSAPP_USER_ID: normalize_as_given(F.col("user_id")),
-                PROFILE_NAME: normalize_person_name(F.col("profile_name")),
-            },
-        ))
-        if "display_phone_number" in msgs.columns:
-            # the business line each message was received on (metadata.display_phone_number) is the
-            # company's own number: typed into a form or dialled, it names no customer
-            parts.append(
-                msgs.select(
-                    phone(_international_digits(F.col("display_phone_number"))).alias("line"),
-                    F.coalesce("sent_at", "_ingested_at").alias("at"),
-                )
-                .where(F.col("line").isNotNull())
-                .groupBy("line").agg(F.min("at").alias("at"))
-                .select(*_observation(COMPANY_SOURCE, F.lit("whatsapp-business-line"), COMPANY_PREFIX + "phone",
-                                      F.col("line"), F.col("at")))
-            )
-
-    if "email" in bronze:
-        msgs = distinct_email_messages(bronze["email"])
-        address = email(F.col("from_address"))
-        is_company = company_address(address, cfg.company_domains)
-        # company addresses are agents: their message's customer is the other party, found via the thread
-        parts.append(_unpivot(
-            msgs, "email", F.col("message_id"), F.col("sent_at"),
-            {"email": F.when(~is_company, address), NAME: F.when(~is_company, normalize_person_name(F.col("from_name")))},
-        ))
-        threads = assign_email_threads(msgs).join(msgs.select("message_id", "sent_at"), on="message_id", how="inner")
-        parts.append(threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"), F.col("sent_at"))))
-        if "recipient_addresses" in msgs.columns and cfg.company_mailbox_min_senders > 0:
-            parts.append(company_mailboxes(msgs, address, is_company, email, cfg.company_mailbox_min_senders))
-
-    if "calls" in bronze:
-        calls = bronze["calls"]
-        parts.append(_unpivot(calls, "calls", F.col("call_id"), F.col("started_at"), {"phone": phone(F.col("ani"))}))
-        parts.append(calls.select(*_observation("calls", F.col("call_id"), INTERACTION, F.col("call_id"), F.col("started_at"))))
-
-    if "surveys" in bronze:
-        s = bronze["surveys"]
-        # the conversation or call the response is about
-        parts.append(s.select(*_observation(
-            "surveys", F.col("response_id"), INTERACTION, normalize_as_given(F.col("contact_id")), F.col("submitted_at")
-        )))
-        parts.append(_unpivot(
-            s, "surveys", F.col("response_id"), F.col("submitted_at"),
-            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone"))},
-        ))
-
-    if "crm" in bronze:
-        crm = bronze["crm"]
-        parts.append(_unpivot(
-            crm, "crm", F.col("crm_id"), F.col("updated_at"),
-            {
-                "crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone")),
-                NAME: normalize_person_name(F.col("full_name")), BIRTH_DATE: F.col("birth_date").cast(StringType()),
-            },
-        ))
-
-    if "orders" in bronze:
-        o = bronze["orders"]
-        parts.append(_unpivot(
-            o, "orders", F.col("order_id"), F.col("ordered_at"),
-            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email"))},
-        ))
-
-    if "actions" in bronze:
-        a = bronze["actions"]
-        parts.append(_unpivot(
-            a, "actions", F.col("action_id"), F.col("sent_at"),
-            {"crm_id": normalize_as_given(F.col("crm_id")), "email": email(F.col("email")), "phone": phone(F.col("phone"))},
-        ))
-
-    if not parts:
-        raise ValueError("build_identifier_observations: no source in bronze carries identifiers")
-    observed = parts[0]
-    for part in parts[1:]:
-        observed = observed.unionByName(part)
-    return (
-        observed.where(F.col("identifier").isNotNull() & F.col("record_id").isNotNull() & F.col("seen_at").isNotNull())
-        # re-delivered records: one row per (record, identifier), first sighting
-        .groupBy("source", "record_id", "identifier_type", "identifier")
-        .agg(F.min("seen_at").alias("seen_at"))
-        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTIFIER_OBSERVATIONS.fields])
-    )
+from atende.pipelines.identity.common import (
+    ATTRIBUTE_TYPES,
+    BIRTH_DATE,
+    COMPANY_PREFIX,
+    COMPANY_SOURCE,
+    GROUP_TYPES,
+    IDENTIFIER_TYPES,
+    IDENTITY_EXCEPTIONS,
+    INTERACTION,
+    NAME,
+    PROFILE_NAME,
+    SEP,
+    TYPE_PRIORITY,
+)
+from atende.pipelines.identity.graph import connected_components, materialise
+from atende.pipelines.identity.observations import company_address
+from atende.pipelines.schemas import IDENTITY_MAP, IDENTITY_MERGES
 
 
 # ------------------------------------------------------------------ resolution
@@ -462,19 +42,19 @@ class IdentityResolution:
 
 
 def _id_node(type_col: Column, value_col: Column) -> Column:
-    return F.concat(F.lit("i" + _SEP), type_col, F.lit(_SEP), value_col)
+    return F.concat(F.lit("i" + SEP), type_col, F.lit(SEP), value_col)
 
 
 def _record_node(source_col: Column, record_col: Column) -> Column:
-    return F.concat(F.lit("r" + _SEP), source_col, F.lit(_SEP), record_col)
+    return F.concat(F.lit("r" + SEP), source_col, F.lit(SEP), record_col)
 
 
 def _key_node(key_col: Column) -> Column:
-    return F.concat(F.lit("k" + _SEP), key_col)
+    return F.concat(F.lit("k" + SEP), key_col)
 
 
 def _group_node(group_col: Column) -> Column:
-    return F.concat(F.lit("g" + _SEP), group_col)
+    return F.concat(F.lit("g" + SEP), group_col)
 
 
 def names_match(name: Column, crm_name: Column, max_distance: int) -> Column:
@@ -653,8 +233,8 @@ def resolve_identities_with_report(
     in_domains = observations.where(
         (F.col("identifier_type") == "email") & company_address(F.col("identifier"), cfg.company_domains)
     ).select(*ident)
-    company = _materialise(declared.unionByName(in_domains).distinct())
-    obs = _materialise(
+    company = materialise(declared.unionByName(in_domains).distinct())
+    obs = materialise(
         observations.where(F.col("identifier_type").isin(list(IDENTIFIER_TYPES)) & ~blocked)
         .join(F.broadcast(company), on=ident, how="left_anti")
         .groupBy("source", "record_id", "identifier_type", "identifier")
@@ -696,7 +276,7 @@ def resolve_identities_with_report(
 
     # --- units: a survey response and the conversation or call it is about are one customer's, so they
     # count as one record for the guards and are linked in the graph (through their interaction node)
-    unit_of = _materialise(
+    unit_of = materialise(
         groups.where(F.col("group").startswith(INTERACTION + ":"))
         .groupBy(*record)
         .agg(F.min("group").alias("group"))
@@ -714,12 +294,12 @@ def resolve_identities_with_report(
     )
     dup_edges = crm_duplicates(obs, attributes, crm_names, cfg) if cfg.join_crm_duplicates else None
     if dup_edges is not None:
-        customer_of = _materialise(connected_components(dup_edges).select(
+        customer_of = materialise(connected_components(dup_edges).select(
             F.col("node").alias("crm_id"), F.col("component").alias("customer")
         ))
     else:
         customer_of = spark.createDataFrame([], "crm_id string, customer string")
-    crm_customers = _materialise(
+    crm_customers = materialise(
         obs.where(F.col("identifier_type") == "crm_id").select(F.col("identifier").alias("crm_id")).distinct()
         .join(customer_of, on="crm_id", how="left")
         .select("crm_id", F.coalesce("customer", "crm_id").alias("customer"))
@@ -729,8 +309,8 @@ def resolve_identities_with_report(
     # --- over-merge guard: how many CRM customers does each identifier reach?
     limit = F.try_element_at(_map_literal(cfg.max_customers_per_identifier), F.col("identifier_type"))
     obs_u = with_unit(obs)
-    unit_ids = _materialise(obs_u.select("unit", *ident).distinct())
-    unit_crm = _materialise(
+    unit_ids = materialise(obs_u.select("unit", *ident).distinct())
+    unit_crm = materialise(
         obs_u.where(F.col("identifier_type") == "crm_id")
         .join(crm_customers, on=obs_u["identifier"] == crm_customers["crm_id"], how="inner")
         .select("unit", F.col("customer").alias("crm"))
@@ -743,7 +323,7 @@ def resolve_identities_with_report(
     )
     trusted_direct = direct.join(directly_shared, on=ident, how="left_anti")
     unit_reach = unit_ids.join(trusted_direct, on=ident, how="inner").select("unit", "crm").distinct()
-    reached = _materialise(unit_ids.join(unit_reach, on="unit", how="inner").select(*ident, "crm").distinct())
+    reached = materialise(unit_ids.join(unit_reach, on="unit", how="inner").select(*ident, "crm").distinct())
     reach = reached.groupBy(*ident).agg(F.count("crm").alias("crm_customers"))
     shared = reach.where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("crm_customers") > limit))
 
@@ -777,8 +357,8 @@ def resolve_identities_with_report(
         unit_ids.where(F.col("identifier_type").isin(list(cfg.strong_identifier_types)))
         .join(registered_with, on=ident, how="left")
         .select("unit", F.col("identifier_type").alias("p_type"), F.col("identifier").alias("p_identifier"),
-                F.coalesce(F.concat(F.lit("crm" + _SEP), "crm"),
-                           F.concat_ws(_SEP, "identifier_type", "identifier")).alias("partner"))
+                F.coalesce(F.concat(F.lit("crm" + SEP), "crm"),
+                           F.concat_ws(SEP, "identifier_type", "identifier")).alias("partner"))
     )
     hubs = (
         unit_ids.where((F.col("identifier_type") != "crm_id") & partner_limit.isNotNull())
@@ -792,7 +372,7 @@ def resolve_identities_with_report(
         .join(conflicting.select(*ident), on=ident, how="left_anti")
         .join(reach, on=ident, how="left")
     )
-    held = _materialise(
+    held = materialise(
         shared.select(*ident, "crm_customers", F.lit("shared_identifier").alias("kind"),
                       F.col("crm_customers").alias("size"),
                       F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
@@ -854,7 +434,7 @@ def resolve_identities_with_report(
     survivors = comp_prev_keys.groupBy("component").agg(
         F.min(F.struct("key_since", "prev_key")).getField("prev_key").alias("surviving_key")
     )
-    comp_keys = _materialise(
+    comp_keys = materialise(
         comp_stats.join(survivors, on="component", how="left").select(
             "component",
             "oversized",
@@ -893,7 +473,7 @@ def resolve_identities_with_report(
         .select(*ident, "neighbour_key")
     )
     prev_key_of = prev.select(*ident, "prev_key")
-    identity = _materialise(
+    identity = materialise(
         ids.join(comp_keys, on="component", how="left")
         .join(prev_key_of, on=ident, how="left")
         .join(shared_neighbours, on=ident, how="left")
@@ -951,7 +531,7 @@ def resolve_identities_with_report(
         .groupBy(*record)
         .agg(F.min(F.struct("group", "group_key")).getField("group_key").alias("inherited_key"))
     )
-    record_keys = _materialise(
+    record_keys = materialise(
         own_keys.join(inherited, on=record, how="left")
         .select(
             F.col("source").cast(StringType()).alias("source"),
