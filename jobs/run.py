@@ -129,10 +129,13 @@ class Runner:
     def ingest(self, record: JobRecord, dates: list[dt.date]) -> None:
         from atende.jobs.ingest import ingest_source
 
+        landing = self.landing
+        if landing is None:  # run() refuses to start without one
+            raise RunFailed("no landing zone given")
         listed = _quote_dates(dates)
         started = time.perf_counter()
         results = {
-            source: ingest_source(self.spark, self.settings, self.landing, source, dates, self.run_id, self.now)
+            source: ingest_source(self.spark, self.settings, landing, source, dates, self.run_id, self.now)
             for source in schemas.SOURCES
         }
         try:
