@@ -268,8 +268,6 @@ def test_enforce_logs_warnings_and_raises_only_on_hard_failures(caplog):
 
 @pytest.mark.slow
 def test_keyed_tables_fail_on_a_missing_or_repeated_key_and_pass_otherwise(spark, settings, tmp_path):
-    from atende.pipelines.schemas_gold import SERVICE_KPIS
-
     orders = spark.createDataFrame(_rows(schemas.ORDERS, [
         {"order_id": "o1", "ordered_at": T0, "product_id": "p1"},
         {"order_id": "o1", "ordered_at": T0, "product_id": "p2"},   # delivered twice into silver
@@ -278,10 +276,9 @@ def test_keyed_tables_fail_on_a_missing_or_repeated_key_and_pass_otherwise(spark
                                  schemas.RECORD_KEYS)
     # the base level's null dimension_value is a value of its own: (day, webchat, base) and
     # (day, webchat, by queue q1) are two rows
-    kpis = spark.createDataFrame(_rows(SERVICE_KPIS, [
-        {"date": DAY, "channel": "webchat", "grouping_level": "date,channel", "dimension_value": None},
-        {"date": DAY, "channel": "webchat", "grouping_level": "date,channel,queue", "dimension_value": "q1"},
-    ], interactions=1, run_id="r1", _written_at=T0), SERVICE_KPIS)
+    kpis = spark.createDataFrame([
+        (DAY, "webchat", "date,channel", None), (DAY, "webchat", "date,channel,queue", "q1"),
+    ], "date date, channel string, grouping_level string, dimension_value string")  # the key columns the gate reads
     results = {r.table: r for r in run_quality_gates(
         spark, settings, {"silver.orders": orders, "silver.record_keys": keys, "gold.service_kpis": kpis},
         "r1", tmp_path / "docs")}
