@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from atende.conf import load_settings
-from atende.jobs.generate import generate_landing_zone
 from atende.jobs.run import Runner
 from atende.lakehouse.spark import build_spark_session
+from atende.synthetic.generate import generate_landing_zone
 
 ENGINES = ("delta-spark", "delta-rs")
 

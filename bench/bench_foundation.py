@@ -26,7 +26,7 @@ def _bytes_under(path: Path) -> int:
 
 
 def bench_generator(customers: int, days: int, seed: int, workers: int | None, keep: Path | None) -> dict:
-    from atende.jobs.generate import generate_landing_zone
+    from atende.synthetic.generate import generate_landing_zone
 
     out = keep or Path(tempfile.mkdtemp(prefix="atende-bench-")) / "landing"
     started = time.perf_counter()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 
 def generate(out: Path, customers: int, days: int, seed: int) -> dict:
-    from atende.jobs.generate import generate_landing_zone
+    from atende.synthetic.generate import generate_landing_zone
 
     started = time.perf_counter()
     stats = generate_landing_zone(out, customers, days, seed)

@@ -111,7 +111,7 @@ def main() -> None:
     }
     landing = args.landing
     if landing is None:
-        from atende.jobs.generate import generate_landing_zone
+        from atende.synthetic.generate import generate_landing_zone
 
         landing = work / "landing"
         started = time.perf_counter()

@@ -117,7 +117,7 @@ def main() -> None:
     report: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}}
     workdir = None
     if args.landing is None:
-        from atende.jobs.generate import generate_landing_zone
+        from atende.synthetic.generate import generate_landing_zone
 
         workdir = Path(tempfile.mkdtemp(prefix="bench-personas-"))
         args.landing, args.lakehouse = workdir / "landing", workdir / "lakehouse"

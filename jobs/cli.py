@@ -117,7 +117,7 @@ def _console():
 
 
 def cmd_generate(args, settings: Settings) -> int:
-    from atende.jobs.generate import generate_landing_zone
+    from atende.synthetic.generate import generate_landing_zone
 
     console = _console()
     started = time.perf_counter()
@@ -390,7 +390,7 @@ def cmd_sql(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from atende.jobs.generate import generate_landing_zone
+    from atende.synthetic.generate import generate_landing_zone
 
     console = _console()
     base = (args.dir or Path(settings.demo.directory)).resolve()

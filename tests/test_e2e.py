@@ -48,7 +48,7 @@ def _redeliver_busiest_day(zone):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """The generated landing zone with its busiest day delivered again after the last one."""
-    from atende.jobs.generate import generate_landing_zone
+    from atende.synthetic.generate import generate_landing_zone
 
     out = tmp_path_factory.mktemp("landing") / "zone"
     generate_landing_zone(out, CUSTOMERS, DAYS, SEED, workers=1)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import atende.jobs.generate as generate_module
-from atende.jobs.generate import GenerateStats, generate_landing_zone
-from atende.jobs.synthetic.output import CSV_COLUMNS
+import atende.synthetic.generate as generate_module
+from atende.synthetic.generate import GenerateStats, generate_landing_zone
+from atende.synthetic.output import CSV_COLUMNS
 
 START = date(2026, 3, 1)
 SOURCES = ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = ("pipelines", "jobs", "features", "models", "conf", "lakehouse")
+OURS = ("pipelines", "jobs", "features", "models", "conf", "lakehouse", "synthetic")
 
 
 def test_a_users_folders_named_like_ours_do_not_shadow_atende(tmp_path):
@@ -56,6 +56,18 @@ def test_the_wheel_holds_only_the_atende_package(tmp_path):
     for package in OURS:
         assert f"atende/{package}/__init__.py" in names
     assert "atende/conf/local.yaml" in names
-    for package in ("pipelines/ingest", "pipelines/identity", "jobs/synthetic"):
+    for package in ("pipelines/ingest", "pipelines/identity"):
         assert f"atende/{package}/__init__.py" in names
     assert not any(name.startswith(("atende/tests/", "atende/bench/", "atende/docs/")) for name in names)
+
+
+def test_the_generator_imports_nothing_of_the_pipeline():
+    """The synthetic generator is a witness the pipeline is judged against: it must not share code with it."""
+    offenders = []
+    for path in sorted((REPO / "synthetic").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            words = line.strip().split()
+            if len(words) >= 2 and words[0] in ("from", "import") and words[1].startswith("atende.") \
+                    and not words[1].startswith("atende.synthetic"):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -60,7 +60,7 @@ def _small_zone(zone: Path, out: Path, date: str) -> int:
 
 @pytest.fixture(scope="module")
 def zones(tmp_path_factory):
-    from atende.jobs.generate import generate_landing_zone
+    from atende.synthetic.generate import generate_landing_zone
 
     base = tmp_path_factory.mktemp("small")
     full = base / "full"

@@ -18,9 +18,9 @@ from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 
-from atende.jobs.synthetic.catalogue import build_products
-from atende.jobs.synthetic.chunk import TRUTH_PARTS, ChunkResult, ChunkTask, generate_chunk
-from atende.jobs.synthetic.output import CSV_COLUMNS, PEOPLE_COLUMNS, SOURCES, TRUTH_COLUMNS
+from atende.synthetic.catalogue import build_products
+from atende.synthetic.chunk import TRUTH_PARTS, ChunkResult, ChunkTask, generate_chunk
+from atende.synthetic.output import CSV_COLUMNS, PEOPLE_COLUMNS, SOURCES, TRUTH_COLUMNS
 
 # Fixed, not derived from `workers`: chunking decides the random streams and the part files.
 CUSTOMERS_PER_CHUNK = 10_000

@@ -9,9 +9,9 @@ from datetime import date, timedelta
 import numpy as np
 from faker import Faker
 
-from atende.jobs.synthetic.catalogue import CITIES, PERSONAS, SOCIAL_PLATFORMS, City, Persona
-from atende.jobs.synthetic.ids import IdFactory, base62, derive_seed, permute
-from atende.jobs.synthetic.messy import slug, whatsapp_profile_name
+from atende.synthetic.catalogue import CITIES, PERSONAS, SOCIAL_PLATFORMS, City, Persona
+from atende.synthetic.ids import IdFactory, base62, derive_seed, permute
+from atende.synthetic.messy import slug, whatsapp_profile_name
 
 NOT_IN_CRM = -2
 BEFORE_WINDOW = -1

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from atende.jobs.synthetic.ids import derive_seed
+from atende.synthetic.ids import derive_seed
 
 BRT = timezone(timedelta(hours=-3), "BRT")  # Brazil has had no daylight saving since 2019
 DAY = 86_400

@@ -18,13 +18,13 @@ from io import BytesIO
 from types import MappingProxyType
 from typing import Any
 
-from atende.jobs.synthetic.catalogue import CALL_QUEUES, CONVERSATION_PREFIX
-from atende.jobs.synthetic.contacts import Contact, ContactPlanner
-from atende.jobs.synthetic.ids import IdFactory, base62
-from atende.jobs.synthetic.messy import format_ani, format_phone, messy_email, name_typo
-from atende.jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local
-from atende.jobs.synthetic.people import Person, PhoneBook
-from atende.jobs.synthetic.texts import (
+from atende.synthetic.catalogue import CALL_QUEUES, CONVERSATION_PREFIX
+from atende.synthetic.contacts import Contact, ContactPlanner
+from atende.synthetic.ids import IdFactory, base62
+from atende.synthetic.messy import format_ani, format_phone, messy_email, name_typo
+from atende.synthetic.output import BRT, DAY, ChunkOutput, iso_local
+from atende.synthetic.people import Person, PhoneBook
+from atende.synthetic.texts import (
     AGENT_CLOSERS,
     AGENT_SIGNATURES,
     AUTO_ACK,

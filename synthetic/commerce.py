@@ -9,14 +9,14 @@ from types import MappingProxyType
 
 import numpy as np
 
-from atende.jobs.synthetic.catalogue import ACTION_CHANNELS, ACTIONS, CATEGORIES, CITIES, Product
-from atende.jobs.synthetic.channels import business_hours
-from atende.jobs.synthetic.contacts import Contact
-from atende.jobs.synthetic.ids import IdFactory
-from atende.jobs.synthetic.messy import format_phone, messy_email, name_typo
-from atende.jobs.synthetic.output import BRT, DAY, ChunkOutput, iso_local, iso_utc
-from atende.jobs.synthetic.people import BEFORE_WINDOW, NOT_IN_CRM, Person
-from atende.jobs.synthetic.texts import (
+from atende.synthetic.catalogue import ACTION_CHANNELS, ACTIONS, CATEGORIES, CITIES, Product
+from atende.synthetic.channels import business_hours
+from atende.synthetic.contacts import Contact
+from atende.synthetic.ids import IdFactory
+from atende.synthetic.messy import format_phone, messy_email, name_typo
+from atende.synthetic.output import BRT, DAY, ChunkOutput, iso_local, iso_utc
+from atende.synthetic.people import BEFORE_WINDOW, NOT_IN_CRM, Person
+from atende.synthetic.texts import (
     SURVEY_COMMENTS_BAD,
     SURVEY_COMMENTS_GOOD,
     SURVEY_COMMENTS_NEUTRAL,

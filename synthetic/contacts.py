@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from atende.jobs.synthetic.catalogue import (
+from atende.synthetic.catalogue import (
     BOT_CONTAINMENT,
     HOUR_PROFILES,
     PERSONAS,
@@ -28,9 +28,9 @@ from atende.jobs.synthetic.catalogue import (
     Persona,
     Product,
 )
-from atende.jobs.synthetic.output import BRT, DAY
-from atende.jobs.synthetic.people import Person
-from atende.jobs.synthetic.texts import (
+from atende.synthetic.output import BRT, DAY
+from atende.synthetic.people import Person
+from atende.synthetic.texts import (
     AGENT_ASK_INFO,
     AGENT_CLOSERS,
     AGENT_OPENERS,

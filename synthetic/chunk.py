@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from faker import Faker
 
-from atende.jobs.synthetic.catalogue import CATEGORIES, build_agents, build_products
-from atende.jobs.synthetic.channels import ChannelWriter
-from atende.jobs.synthetic.commerce import CommerceWriter
-from atende.jobs.synthetic.contacts import ContactPlanner
-from atende.jobs.synthetic.ids import IdFactory, derive_seed
-from atende.jobs.synthetic.output import BRT, ChunkOutput
-from atende.jobs.synthetic.people import PeopleBuilder
+from atende.synthetic.catalogue import CATEGORIES, build_agents, build_products
+from atende.synthetic.channels import ChannelWriter
+from atende.synthetic.commerce import CommerceWriter
+from atende.synthetic.contacts import ContactPlanner
+from atende.synthetic.ids import IdFactory, derive_seed
+from atende.synthetic.output import BRT, ChunkOutput
+from atende.synthetic.people import PeopleBuilder
 
 TRUTH_PARTS = ".parts"
 
