@@ -10,9 +10,9 @@ none), a value in BRL, a business weight and a channel. Per customer:
   - "no marketing without consent": marketing actions need `marketing_consent` true (opt-in: a
     missing consent is no consent);
   - "no WhatsApp contact known": an action whose channel needs a known contact (WhatsApp: the
-    `has_whatsapp` feature; see `NbaRules.channel_flags`) is out without it;
+    `has_whatsapp` feature; see `models.nba.channel_flags`) is out without it;
   - "only while an issue is open": escalation to a person is for a customer with
-    an open issue, never a campaign (`NbaRules.issue_only_actions`);
+    an open issue, never a campaign (`models.nba.issue_only_actions`);
   - "no response model for X": a contact action added to the catalogue after the model was trained;
   - kind "none" actions are always eligible; the catalogue must hold at least one.
 * **priority** = propensity × value × business_weight, where propensity is the response model's
@@ -48,7 +48,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -67,24 +67,6 @@ CONSENT_COL = "marketing_consent"
 OPEN_ISSUE_COL = "open_issue"
 RECENT_ACTIONS_COL = "actions_recent"
 
-
-@dataclass(frozen=True)
-class NbaRules:
-    """The eligibility knobs of `models.nba` in conf; every function here reads them from its
-    NbaSettings unless given an NbaRules explicitly."""
-    # channel -> boolean feature saying the customer can be reached there; other channels need nothing
-    # (gold customer_features also has has_email / has_phone for e-mail, voice, SMS)
-    channel_flags: Mapping[str, str]
-    # actions only offered while the customer has an open issue
-    issue_only_actions: tuple[str, ...]
-
-    @classmethod
-    def from_settings(cls, nba: NbaSettings) -> NbaRules:
-        return cls(channel_flags=dict(nba.channel_flags), issue_only_actions=tuple(nba.issue_only_actions))
-
-
-def _rules(nba: NbaSettings, rules: NbaRules | None) -> NbaRules:
-    return rules if rules is not None else NbaRules.from_settings(nba)
 
 LABELS = ("converted", "responded")
 ACTION_LOG_COLUMNS = ("action_id", "sent_at", "action", "channel", "customer_key", "propensity",
@@ -147,9 +129,9 @@ def _require(df: DataFrame, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} lacks column(s) {', '.join(missing)}")
 
 
-def _customer_rule_flags(df: DataFrame, nba: NbaSettings, rules: NbaRules) -> DataFrame:
+def _customer_rule_flags(df: DataFrame, nba: NbaSettings) -> DataFrame:
     """The per-customer facts the rules read, as named boolean columns (nulls read as false / 0)."""
-    channel_flags = rules.channel_flags
+    channel_flags = nba.channel_flags
     _require(df, [CONSENT_COL, OPEN_ISSUE_COL, RECENT_ACTIONS_COL, *channel_flags.values()], "customer features")
     return df.withColumns({
         "has_consent": F.coalesce(F.col(CONSENT_COL).cast("boolean"), F.lit(False)),
@@ -160,7 +142,7 @@ def _customer_rule_flags(df: DataFrame, nba: NbaSettings, rules: NbaRules) -> Da
     })
 
 
-def _candidates(nba: NbaSettings, rules: NbaRules, model: NbaModel | None = None,
+def _candidates(nba: NbaSettings, model: NbaModel | None = None,
                 propensities: Column | None = None) -> Column:
     """array<struct> with one candidate per catalogue action, in catalogue order, over the columns of
     `_customer_rule_flags`. Without a model, `propensities` (when given) apply to every action. The first three fields (tier, neg_priority, action) are the ranking
@@ -170,9 +152,9 @@ def _candidates(nba: NbaSettings, rules: NbaRules, model: NbaModel | None = None
         contacts = spec.kind != "none"
         blocked_by_fatigue = F.lit(contacts) & F.col("is_fatigued")
         blocked_by_consent = F.lit(spec.kind == "marketing") & ~F.col("has_consent")
-        needs_contact = spec.channel in rules.channel_flags
+        needs_contact = spec.channel in nba.channel_flags
         blocked_by_contact = (~F.col(f"reaches_{spec.channel}")) if needs_contact else F.lit(False)
-        blocked_by_no_issue = F.lit(action in rules.issue_only_actions) & ~F.col("issue_open")
+        blocked_by_no_issue = F.lit(action in nba.issue_only_actions) & ~F.col("issue_open")
         response = model.responses.get(action) if model is not None else None
         blocked_by_no_model = F.lit(model is not None and response is None and contacts)
         eligible = ~(blocked_by_fatigue | blocked_by_consent | blocked_by_contact | blocked_by_no_issue
@@ -213,15 +195,14 @@ def _candidates(nba: NbaSettings, rules: NbaRules, model: NbaModel | None = None
     return F.array(*structs)
 
 
-def eligible_actions(features: DataFrame, nba_settings: NbaSettings, rules: NbaRules | None = None) -> DataFrame:
+def eligible_actions(features: DataFrame, nba_settings: NbaSettings) -> DataFrame:
     """ELIGIBILITY: one row per (customer_key, catalogue action) with each rule as a named boolean,
     `eligible`, and `rule` — the text of the rule that excluded the action (null when eligible).
     `service_first` marks service actions that rank first because an issue is open."""
     _check_catalogue(nba_settings)
-    rules = _rules(nba_settings, rules)
-    flagged = _customer_rule_flags(features, nba_settings, rules)
+    flagged = _customer_rule_flags(features, nba_settings)
     return (
-        flagged.select("customer_key", F.inline(_candidates(nba_settings, rules)))
+        flagged.select("customer_key", F.inline(_candidates(nba_settings)))
         .select(*[F.col(f.name).alias(f.name) for f in ELIGIBILITY.fields])
     )
 
@@ -386,7 +367,6 @@ def train_response_models(
     cv_folds: int = 3,
     propensity_floor: float = 0.01,
     seed: int = 7,
-    rules: NbaRules | None = None,
 ) -> tuple[NbaModel, dict[str, float]]:
     """The pooled response model on the customers outside the hold-out (a hash of customer_key),
     then `evaluate_response_models` on the held-out ones. Returns (model, metrics).
@@ -477,7 +457,7 @@ def train_response_models(
         metrics[f"observed_revenue_per_conversion_{paid_action}"] = float(revenue)
     metrics.update(evaluate_response_models(
         model, split.where(F.col("_holdout")).drop("_holdout"), nba_settings, label=label,
-        sample_size=sample_size, propensity_floor=propensity_floor, seed=seed, rules=rules,
+        sample_size=sample_size, propensity_floor=propensity_floor, seed=seed,
         rows=counts.get(True, 0),
     ))
     return model, metrics
@@ -537,15 +517,14 @@ def _propensity_frame(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_col
 
 
 def _decide(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_cols: Sequence[str],
-            rules: NbaRules | None, top_features: int, min_contribution: float = 0.05) -> DataFrame:
+            top_features: int, min_contribution: float = 0.05) -> DataFrame:
     """`pass_cols` + `_candidates` (every action, scored and checked) + `_winner` + `reasons`.
     A feature is named in the reasons when it moves the winner's log-odds by `min_contribution`."""
-    rules = _rules(nba, rules)
-    rule_cols = ["has_consent", "issue_open", "is_fatigued", *[f"reaches_{c}" for c in rules.channel_flags]]
-    flagged = _customer_rule_flags(df, nba, rules)
+    rule_cols = ["has_consent", "issue_open", "is_fatigued", *[f"reaches_{c}" for c in nba.channel_flags]]
+    flagged = _customer_rule_flags(df, nba)
     scored = _propensity_frame(flagged, model, nba, [*pass_cols, *rule_cols], top_features)
     top = max(0, min(top_features, len(model.feature_cols)))
-    candidates = _candidates(nba, rules, model, F.col("_p"))
+    candidates = _candidates(nba, model, F.col("_p"))
     ranked = F.sort_array(F.filter(F.col("_candidates"), lambda c: c["eligible"]))
     decided = scored.withColumn("_candidates", candidates).withColumn("_ranked", ranked).withColumn(
         "_winner", F.col("_ranked")[0]
@@ -596,8 +575,8 @@ def _decide(df: DataFrame, model: NbaModel, nba: NbaSettings, pass_cols: Sequenc
 
 
 def score_next_best_action(features: DataFrame, model: NbaModel, nba_settings: NbaSettings,
-                           feature_cols: Sequence[str], *, top_features: int | None = None, min_contribution: float = 0.05,
-                           rules: NbaRules | None = None) -> DataFrame:
+                           feature_cols: Sequence[str], *, top_features: int | None = None,
+                           min_contribution: float = 0.05) -> DataFrame:
     """NEXT_BEST_ACTIONS: one row per customer_key of `features` (one row per customer as of the
     scoring date): the highest-ranked eligible action, its priority and the reasons."""
     _check_catalogue(nba_settings)
@@ -606,7 +585,7 @@ def score_next_best_action(features: DataFrame, model: NbaModel, nba_settings: N
     _require(features, ["customer_key", *feature_cols], "customer features")
     if top_features is None:
         top_features = nba_settings.top_features
-    decided = _decide(features, model, nba_settings, ["customer_key"], rules, top_features, min_contribution)
+    decided = _decide(features, model, nba_settings, ["customer_key"], top_features, min_contribution)
     return decided.select(
         "customer_key",
         F.col("_winner.action").alias("next_best_action"),
@@ -615,16 +594,14 @@ def score_next_best_action(features: DataFrame, model: NbaModel, nba_settings: N
     ).select(*[F.col(f.name).alias(f.name) for f in NEXT_BEST_ACTIONS.fields])
 
 
-def rules_only_next_best_action(features: DataFrame, nba_settings: NbaSettings, because: str,
-                                rules: NbaRules | None = None) -> DataFrame:
+def rules_only_next_best_action(features: DataFrame, nba_settings: NbaSettings, because: str) -> DataFrame:
     """NEXT_BEST_ACTIONS without a response model (the fallback): the eligibility rules decide what may
     be offered and, among the eligible actions, value × business weight ranks them (every propensity
     counts as 1; service first while an issue is open). The first reason names the fallback and why."""
     _check_catalogue(nba_settings)
-    rules = _rules(nba_settings, rules)
-    flagged = _customer_rule_flags(features, nba_settings, rules)
+    flagged = _customer_rule_flags(features, nba_settings)
     same = F.array(*[F.lit(1.0) for _ in nba_settings.actions])
-    decided = flagged.withColumn("_candidates", _candidates(nba_settings, rules, None, same)).withColumn(
+    decided = flagged.withColumn("_candidates", _candidates(nba_settings, None, same)).withColumn(
         "_winner", F.sort_array(F.filter(F.col("_candidates"), lambda c: c["eligible"]))[0])
     w = F.col("_winner")
     excluded = F.filter(F.col("_candidates"), lambda c: ~c["eligible"])
@@ -651,7 +628,6 @@ def evaluate_response_models(
     sample_size: int = 100_000,
     propensity_floor: float = 0.01,
     seed: int = 7,
-    rules: NbaRules | None = None,
     rows: int | None = None,
 ) -> dict[str, float]:
     """Metrics on held-out logged actions (a training-set frame; `rows` its row count when known):
@@ -679,7 +655,7 @@ def evaluate_response_models(
         rows = frame.count()
     if rows > sample_size:  # sample before scoring: only the sample is scored
         frame = frame.sample(fraction=min(1.0, 1.1 * sample_size / rows), seed=seed).limit(sample_size)
-    decided = _decide(frame, model, nba_settings, pass_cols, rules, top_features=0)
+    decided = _decide(frame, model, nba_settings, pass_cols, top_features=0)
     logged = F.filter(F.col("_candidates"), lambda c: c["action"] == F.col("_action"))[0]
     scored = decided.select(
         "_action", "_y", "_logged_p", logged["propensity"].alias("_p_hat"),

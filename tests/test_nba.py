@@ -142,16 +142,13 @@ def test_next_best_action_follows_rules_and_explains_them(spark, customers, nba)
 
 def test_rules_come_from_config(spark, customers, nba):
     """models.nba.channel_flags and issue_only_actions decide what the rules exclude."""
-    from atende.models.nba import NbaRules
-
     loose = nba.model_copy(update={"channel_flags": {}, "issue_only_actions": ()})
-    got = score_next_best_action(customers, fixed_model(RATES), loose, FEATURE_COLS, top_features=0,
-                                 rules=NbaRules.from_settings(loose))
+    got = score_next_best_action(customers, fixed_model(RATES), loose, FEATURE_COLS, top_features=0)
     reasons = {r.customer_key: r.reasons for r in got.collect()}
     assert "whatsapp_followup excluded: no WhatsApp contact known" not in reasons["C5"]
     assert "escalate_to_human excluded: only while an issue is open" not in reasons["C1"]
     assert "escalate_to_human excluded: only while an issue is open" in score_next_best_action(
-        customers, fixed_model(RATES), nba, FEATURE_COLS, rules=NbaRules.from_settings(nba)
+        customers, fixed_model(RATES), nba, FEATURE_COLS
     ).where("customer_key = 'C1'").first().reasons
     with pytest.raises(ValueError, match="issue_only_actions names actions not in the catalogue: fly"):
         NbaSettings(issue_only_actions=("fly",))
