@@ -15,7 +15,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,6 +22,7 @@ from pyspark.sql import functions as F
 from atende.conf.settings import Settings
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
+from atende.pipelines.frames import scalar
 from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _scalar(df: DataFrame) -> Any:
-    """The first value of the frame's first row: a global aggregate has exactly one row."""
-    row = df.first()
-    if row is None:
-        raise ValueError("expected one row (an aggregate), the frame is empty")
-    return row[0]
 
 
 def _quiet_mlflow() -> None:
@@ -164,7 +156,7 @@ def data_as_of(ctx: ModelContext) -> dt.datetime:
     newest = None
     for table in ("interactions", "orders", "actions", "survey_responses"):
         if ctx.lake.exists("silver", table):
-            value = _scalar(ctx.lake.read("silver", table).agg(F.max("_arrival_date")))
+            value = scalar(ctx.lake.read("silver", table).agg(F.max("_arrival_date")))
             newest = value if newest is None or (value is not None and value > newest) else newest
     if newest is None:
         return ctx.now
@@ -377,7 +369,7 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     comments = _survey_comments(lake)
     context = features.join(segments, on="customer_key", how="left")
     feature_cols = list(numeric_feature_columns(settings))
-    as_of = _scalar(features.select(F.max("as_of"))) or ctx.now
+    as_of = scalar(features.select(F.max("as_of"))) or ctx.now
 
     def fit_tone():
         return train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT, survey_comments=comments,

@@ -339,26 +339,26 @@ def _identity_health_suite(gxe, identity_map: DataFrame, merges: DataFrame | Non
                   identity_health(identity_map, merges, run_id, exceptions), expectations)
 
 
-# Tables checked for their key alone: each key column present and the key unique (hard). The tables
-# with suites of their own above are not listed; a null dimension_value (the base level of the KPIs)
-# counts as one value of its own.
-KEYED_TABLES: dict[str, tuple[str, ...]] = {
-    "silver.orders": ("order_id",),
-    "silver.actions": ("action_id",),
-    "silver.products": ("product_id",),
-    "silver.crm": ("crm_id", "updated_at"),
-    "silver.record_keys": ("source", "record_id"),
-    "gold.customer_profiles": ("customer_key",),
-    "gold.customer_features": ("customer_key",),
-    "gold.service_kpis": ("date", "channel", "grouping_level", "dimension_value"),
+# Tables checked for their key alone (the tables with suites of their own above are not listed):
+# table -> (key columns never null, key columns that may be null). The key is unique (hard); a null in a
+# nullable key column (the KPIs' base level has no dimension_value) counts as one value of its own.
+KEYED_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "silver.orders": (("order_id",), ()),
+    "silver.actions": (("action_id",), ()),
+    "silver.products": (("product_id",), ()),
+    "silver.crm": (("crm_id", "updated_at"), ()),
+    "silver.record_keys": (("source", "record_id"), ()),
+    "gold.customer_profiles": (("customer_key",), ()),
+    "gold.customer_features": (("customer_key",), ()),
+    "gold.service_kpis": (("date", "channel", "grouping_level"), ("dimension_value",)),
 }
 
 
 def _keyed_suite(gxe, key: str, df: DataFrame) -> _Suite:
-    columns = KEYED_TABLES[key]
-    frame = df.select(*[F.coalesce(F.col(c).cast("string"), F.lit("")).alias(c) if c == "dimension_value"
-                        else F.col(c) for c in columns])
-    expectations: list[Expectation] = [_not_null(gxe, c) for c in columns if c != "dimension_value"]
+    required, nullable = KEYED_TABLES[key]
+    columns = (*required, *nullable)
+    frame = df.select(*required, *[F.coalesce(F.col(c).cast("string"), F.lit("")).alias(c) for c in nullable])
+    expectations: list[Expectation] = [_not_null(gxe, c) for c in required]
     if len(columns) == 1:
         expectations.append(gxe.ExpectColumnValuesToBeUnique(column=columns[0], description=f"{columns[0]} is unique"))
     else:

@@ -30,6 +30,7 @@ from atende.jobs.bookkeeping import (
 )
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
+from atende.pipelines.frames import scalar
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,9 @@ class Runner:
                 self.progress(f"warning: {warning}")
         enforce(results)
 
-    def ingest(self, record: JobRecord, dates: list[dt.date]) -> None:
+    def ingest(self, record: JobRecord, landing: Path, dates: list[dt.date]) -> None:
         from atende.jobs.ingest import ingest_source
 
-        landing = self.landing
-        if landing is None:  # run() refuses to start without one
-            raise RunFailed("no landing zone given")
         listed = _quote_dates(dates)
         started = time.perf_counter()
         results = {
@@ -141,9 +139,7 @@ class Runner:
         try:
             counts = _union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
             counts = counts.cache()
-            total = counts.agg(F.coalesce(F.sum("records"), F.lit(0))).first()
-            assert total is not None  # a global aggregate has one row
-            record.rows_read += int(total[0])
+            record.rows_read += int(scalar(counts.agg(F.coalesce(F.sum("records"), F.lit(0)))))
             broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
             if broken:
                 detail = "; ".join(
@@ -280,14 +276,15 @@ class Runner:
 
     # ------------------------------------------------------------------ the run
     def run(self, date: dt.date | None = None) -> RunSummary:
-        if self.landing is None:
+        landing = self.landing
+        if landing is None:
             raise RunFailed("no landing zone given")
-        if not self.landing.is_dir():
-            raise RunFailed(f"landing zone not found: {self.landing}")
-        available = _landing_dates(self.landing)
+        if not landing.is_dir():
+            raise RunFailed(f"landing zone not found: {landing}")
+        available = _landing_dates(landing)
         if date is not None:
             if date not in available:
-                raise RunFailed(f"no landing files for arrival date {date.isoformat()} under {self.landing}")
+                raise RunFailed(f"no landing files for arrival date {date.isoformat()} under {landing}")
             dates = [date]
         else:
             dates = sorted(available - processed_dates(self.lake))
@@ -300,7 +297,7 @@ class Runner:
         )
         failure: RunFailed | None = None
         try:
-            self._job(summary, "ingest", lambda r: self.ingest(r, dates))
+            self._job(summary, "ingest", lambda r: self.ingest(r, landing, dates))
             self._job(summary, "silver", self.identity_and_silver)
             self._job(summary, "features", self.features)
             self._job(summary, "personas", self.personas)

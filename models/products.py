@@ -40,6 +40,7 @@ from pyspark.sql.types import (
 
 from atende.conf.settings import ProductSettings
 from atende.pipelines.commerce import latest_products
+from atende.pipelines.frames import one_row, scalar
 
 # ---------------------------------------------------------------- schemas
 FEEDBACK = StructType([
@@ -77,14 +78,6 @@ _PLAIN = "aaaaaaeeeeiiiiooooouuuucny"
 
 
 # ---------------------------------------------------------------- catalogue
-def _scalar(df: DataFrame) -> Any:
-    """The first value of the frame's first row: a global aggregate has exactly one row."""
-    row = df.first()
-    if row is None:
-        raise ValueError("expected one row (an aggregate), the frame is empty")
-    return row[0]
-
-
 def _catalogue(products: DataFrame) -> DataFrame:
     """`product_id, name, category, price, active` per product (bronze snapshots or silver products;
     `pipelines.commerce.latest_products`), a null active flag read as inactive."""
@@ -295,7 +288,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     catalogue = _catalogue(products).select("product_id", "active").cache()
     purchases = build_purchases(orders, as_of).cache()
     # how far down ALS's list scoring must look to still fill top_n after the exclusions
-    most_purchased = _scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
+    most_purchased = scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     unsellable = product_index.join(_recommendable(catalogue), on="product_id", how="left_anti").count()
     if cached_here:
         feedback.unpersist()
@@ -389,7 +382,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
     if exclude is not None:
         given = exclude.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
         parts.append(given)
-        most = _scalar(given.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")))
+        most = scalar(given.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")))
         extra += int(most or 0)
     excluded = None
     for part in parts:
@@ -431,7 +424,7 @@ def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: D
     keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
     recommendable = _recommendable(_catalogue(products))
     purchases = build_purchases(orders)
-    most = _scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
+    most = scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     k = top_n + min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
     candidates = _popular_candidates(build_popularity(orders, products, segments), keys, segments, k)
     return _assemble(candidates, keys, recommendable, purchases, top_n)
@@ -486,7 +479,7 @@ def _metrics(prefix: str, row) -> dict[str, float]:
 
 def split_cutoff(orders: DataFrame, test_days: int) -> dt.datetime | None:
     """The start of the held-out window: `test_days` before the last order (None: no orders)."""
-    last = _scalar(orders.agg(F.max("ordered_at")))
+    last = scalar(orders.agg(F.max("ordered_at")))
     return None if last is None else last - dt.timedelta(days=test_days)
 
 
@@ -521,15 +514,14 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         popular = explode_recommendations(recommend_popular(model, customers, K)).cache()
         warm_truth = held_out.join(warm, on="customer_key", how="left_semi")
         metrics: dict[str, float] = {}
-        als_row = ranking_metrics(served, held_out).first()
+        als_row = one_row(ranking_metrics(served, held_out))
         metrics.update(_metrics("als", als_row))
-        metrics.update(_metrics("popularity", ranking_metrics(popular, held_out).first()))
-        metrics.update(_metrics("als_warm", ranking_metrics(served, warm_truth).first()))
-        warm_pop_row = ranking_metrics(popular, warm_truth).first()
+        metrics.update(_metrics("popularity", one_row(ranking_metrics(popular, held_out))))
+        metrics.update(_metrics("als_warm", one_row(ranking_metrics(served, warm_truth))))
+        warm_pop_row = one_row(ranking_metrics(popular, warm_truth))
         metrics.update(_metrics("popularity_warm", warm_pop_row))
         pop_ndcg = metrics[f"popularity_ndcg_at_{K}"]
         metrics["ndcg_ratio"] = metrics[f"als_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0 else float("nan")
-        assert als_row is not None and warm_pop_row is not None  # ranking_metrics: always one row
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for

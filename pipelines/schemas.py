@@ -323,8 +323,7 @@ SURVEY_RESPONSES = StructType([
 CRM = StructType([
     _s("crm_id", StringType(), False),
     _s("updated_at", TimestampType(), False),
-    *[f for f in BRONZE_CRM.fields if f.name not in ("crm_id", "updated_at", "_extra", "_source_file",
-                                                      "_arrival_date", "_ingested_at", "run_id")],
+    *[f for f in BRONZE_CRM.fields if f.name not in {"crm_id", "updated_at", *(lineage.name for lineage in LINEAGE_FIELDS)}],
     _s("customer_key", StringType()),
     _s("_arrival_date", DateType(), False),
     _s("run_id", StringType(), False),
