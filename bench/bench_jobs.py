@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--top", type=int, default=25, help="call sites to list")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra Spark setting for the session (repeatable), to compare configurations")
     args = parser.parse_args()
 
     settings = load_settings("local", environ={})
@@ -62,7 +64,7 @@ def main() -> None:
         "spark": settings.spark.model_copy(update={
             "ui_enabled": True,
             "conf": {**settings.spark.conf, "spark.ui.retainedJobs": "100000", "spark.ui.retainedStages": "100000",
-                     "spark.ui.port": "4099"},
+                     "spark.ui.port": "4099", **dict(c.split("=", 1) for c in args.conf)},
         }),
         "storage": settings.storage.model_copy(update={"engine": args.engine}),
     })

@@ -63,6 +63,20 @@ def _quote_dates(dates: list[dt.date]) -> str:
     return ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
 
 
+_CODEGEN = "spark.sql.codegen.wholeStage"
+
+
+def _landing_bytes(landing: Path, dates: list[dt.date]) -> int:
+    """Bytes of the landing files of these arrival dates (every source)."""
+    total = 0
+    for source in schemas.SOURCES:
+        for day in dates:
+            folder = landing / source / day.isoformat()
+            if folder.is_dir():
+                total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return total
+
+
 def _landing_dates(landing: Path) -> set[dt.date]:
     from atende.jobs.ingest import list_arrival_dates
 
@@ -274,6 +288,28 @@ class Runner:
             profiles.unpersist()
             kpis.unpersist()
 
+    def _size_codegen(self, landing_bytes: int) -> str | None:
+        """Whole-stage code generation on or off for this run (`spark.whole_stage_codegen`; "auto": off while
+        this run's landing files plus the bronze tables hold at most `spark.small_input_mb`). Returns the
+        session's previous setting, which `_restore_codegen` puts back."""
+        cfg = self.settings.spark
+        if cfg.whole_stage_codegen == "auto":
+            size = landing_bytes + self.lake.stored_bytes("bronze")
+            enabled = size > cfg.small_input_mb * 2**20
+            self.progress(f"input {size / 2**20:,.1f} MB: whole-stage code generation "
+                          f"{'on' if enabled else 'off (small input)'}")
+        else:
+            enabled = cfg.whole_stage_codegen == "on"
+        previous = self.spark.conf.get(_CODEGEN, None)
+        self.spark.conf.set(_CODEGEN, str(enabled).lower())
+        return previous
+
+    def _restore_codegen(self, previous: str | None) -> None:
+        if previous is None:
+            self.spark.conf.unset(_CODEGEN)
+        else:
+            self.spark.conf.set(_CODEGEN, previous)
+
     # ------------------------------------------------------------------ the run
     def run(self, date: dt.date | None = None) -> RunSummary:
         landing = self.landing
@@ -296,6 +332,7 @@ class Runner:
             f"run {self.run_id}: {len(dates)} arrival date(s) {dates[0].isoformat()}..{dates[-1].isoformat()}"
         )
         failure: RunFailed | None = None
+        codegen = self._size_codegen(_landing_bytes(landing, dates))
         try:
             self._job(summary, "ingest", lambda r: self.ingest(r, landing, dates))
             self._job(summary, "silver", self.identity_and_silver)
@@ -305,6 +342,8 @@ class Runner:
             self._job(summary, "recommendations", self.recommendations)
         except RunFailed as exc:
             failure = exc
+        finally:
+            self._restore_codegen(codegen)
         degraded = [f"{j.job}: {j.error}" for j in summary.jobs if j.status == "degraded"]
         overall = JobRecord(job="run", started_at=self.now, ended_at=utc_now(),
                             status="failed" if failure else "degraded" if degraded else "succeeded",
@@ -342,6 +381,7 @@ class Runner:
         self.force_train = True
         summary = RunSummary(self.run_id, [])
         failure: RunFailed | None = None
+        codegen = self._size_codegen(0)
         try:
             self._job(summary, "features", self.features)
             self._job(summary, "personas", self.personas)
@@ -349,6 +389,8 @@ class Runner:
             self._job(summary, "recommendations", self.recommendations)
         except RunFailed as exc:
             failure = exc
+        finally:
+            self._restore_codegen(codegen)
         record_jobs(self.spark, self.lake, self.run_id, [], summary.jobs)
         if failure:
             raise failure

@@ -922,6 +922,17 @@ class Lakehouse:
                         found.append((layer, child.name))
         return found
 
+    def stored_bytes(self, layer: str) -> int:
+        """Bytes of every file under a layer's folder (all table versions, logs included), through Hadoop's
+        FileSystem so URIs and local folders alike; 0 for a layer not written yet."""
+        if layer not in self.LAYERS:
+            raise LakehouseError(f"unknown layer {layer!r} (expected one of {', '.join(self.LAYERS)})")
+        jvm = self.spark.sparkContext._jvm
+        assert jvm is not None  # a running SparkContext has its JVM gateway
+        base = jvm.org.apache.hadoop.fs.Path(f"{self.uri}/{layer}")
+        fs = base.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        return int(fs.getContentSummary(base).getLength()) if fs.exists(base) else 0
+
     def _tables_by_hadoop(self) -> list[tuple[str, str]]:
         jvm = self.spark.sparkContext._jvm
         assert jvm is not None  # a running SparkContext has its JVM gateway

@@ -29,6 +29,9 @@ def spark(settings):
         }
     )
     session = build_spark_session(test_settings, app_name="atende-tests")
+    # every frame of the suite is tiny: whole-stage code generation off, as `spark.whole_stage_codegen: auto`
+    # chooses for a small run (compiling each stage costs more than it saves there)
+    session.conf.set("spark.sql.codegen.wholeStage", "false")
     yield session
     session.stop()
 

@@ -275,3 +275,29 @@ def test_hard_quality_gate_stops_the_run_before_silver_is_written(spark, setting
     assert not runner.lake.exists("ops", "processed_dates")
     docs = list((tmp_path / "lakehouse" / "_quality" / runner.run_id).rglob("index.html"))
     assert docs, "validation results are kept as Data Docs"
+
+
+def test_small_inputs_run_without_whole_stage_codegen_and_the_session_gets_its_setting_back(spark, settings, tmp_path):
+    """`spark.whole_stage_codegen: auto` turns code generation off while the landing files of the run plus the
+    bronze tables hold at most `spark.small_input_mb`, on above it; the session's own setting comes back."""
+    key = "spark.sql.codegen.wholeStage"
+    session_setting = spark.conf.get(key)
+    spark.conf.set(key, "true")
+    lake = tmp_path / "lakehouse"
+    (lake / "bronze" / "calls").mkdir(parents=True)
+    (lake / "bronze" / "calls" / "part-0.parquet").write_bytes(b"x" * 600_000)
+    runner = Runner(spark, settings, tmp_path, lake)
+    assert runner.lake.stored_bytes("bronze") == 600_000 and runner.lake.stored_bytes("gold") == 0
+    previous = runner._size_codegen(400_000)
+    assert spark.conf.get(key) == "false" and previous == "true"
+    runner._restore_codegen(previous)
+    assert spark.conf.get(key) == "true"
+    one_mb = settings.model_copy(update={"spark": settings.spark.model_copy(update={"small_input_mb": 1})})
+    over = Runner(spark, one_mb, tmp_path, lake)  # 600,000 + 500,000 bytes > 1 MiB
+    spark.conf.set(key, "false")
+    assert over._size_codegen(500_000) == "false" and spark.conf.get(key) == "true"
+    forced = Runner(spark, settings.model_copy(update={"spark": settings.spark.model_copy(
+        update={"whole_stage_codegen": "on"})}), tmp_path, lake)
+    forced._size_codegen(0)
+    assert spark.conf.get(key) == "true"
+    spark.conf.set(key, session_setting)

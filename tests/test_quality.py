@@ -114,9 +114,15 @@ def clean(spark, settings, tmp_path_factory):
     return results, docs
 
 
-@pytest.fixture(scope="module")
-def defective(spark, settings, tmp_path_factory):
-    tight = settings.model_copy(update={"identity": settings.identity.model_copy(update={"max_component_size": 2})})
+@pytest.fixture(scope="module", params=["pandas", "spark"])
+def defective(request, spark, settings, tmp_path_factory):
+    """The same defective tables through both of GE's engines: collected in memory (the default for small
+    tables) and validated on Spark (`quality.in_memory_max_rows: 0`, what large tables get)."""
+    in_memory = settings.quality.in_memory_max_rows if request.param == "pandas" else 0
+    tight = settings.model_copy(update={
+        "identity": settings.identity.model_copy(update={"max_component_size": 2}),
+        "quality": settings.quality.model_copy(update={"in_memory_max_rows": in_memory}),
+    })
     tables = {
         "silver.interactions": _interactions(spark, [
             {"interaction_id": "c1", "channel": "webchat", "started_at": T0, "customer_key": "K1"},
@@ -286,3 +292,26 @@ def test_keyed_tables_fail_on_a_missing_or_repeated_key_and_pass_otherwise(spark
     assert not results["silver.orders"].passed
     assert any("order_id is unique" in f for f in results["silver.orders"].hard_failures)
     assert results["silver.record_keys"].passed and results["gold.service_kpis"].passed
+
+
+@pytest.mark.slow
+def test_tables_too_big_or_too_strange_for_memory_are_validated_on_spark(spark, settings, tmp_path, caplog):
+    """Over `in_memory_max_rows` rows, or with a value pandas cannot hold (nanosecond timestamps end in 2262),
+    a table is validated on Spark, with the same verdicts."""
+    small = settings.model_copy(update={"quality": settings.quality.model_copy(update={"in_memory_max_rows": 2})})
+    interactions = _interactions(spark, [
+        {"interaction_id": f"c{i}", "channel": "webchat", "started_at": T0, "customer_key": "K1"} for i in range(3)
+    ] + [{"interaction_id": "c0", "channel": "webchat", "started_at": T0, "customer_key": "K1"}])
+    responses = _responses(spark, [
+        {"response_id": "s1", "submitted_at": dt.datetime(2300, 1, 1), "survey": "nps", "score": 9,
+         "customer_key": "K1"},
+    ])
+    with caplog.at_level(logging.DEBUG, logger="atende.jobs.quality"):
+        results = {r.table: r for r in run_quality_gates(
+            spark, small, {"silver.interactions": interactions, "silver.survey_responses": responses},
+            "run-big", tmp_path)}
+    assert "silver.survey_responses validated on Spark" in caplog.text
+    message = _failure(results["silver.interactions"], "expect_column_values_to_be_unique", "interaction_id")
+    assert "2 of 4 rows" in message and "'c0'" in message
+    assert "2300" in _failure(results["silver.survey_responses"], "expect_column_values_to_be_between",
+                              "submitted_at")
