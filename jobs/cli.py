@@ -136,17 +136,29 @@ def cmd_generate(args, settings: Settings) -> int:
     return 0
 
 
-def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console) -> int:
+def _session(settings: Settings, lakehouse: Path, verbose: bool):
+    """The command's SparkSession. Unless --verbose, what the JVM prints (Ivy, log4j, the JDK's warnings)
+    goes to <lakehouse>/_logs/spark-<UTC time>.log, not the terminal (local mode, local lakehouse)."""
+    from atende.lakehouse.spark import build_spark_session
+    from atende.lakehouse.tables import is_storage_uri
+
+    log = None
+    if not verbose and not is_storage_uri(str(lakehouse)):
+        log = Path(lakehouse).resolve() / "_logs" / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}Z.log"
+    return build_spark_session(settings, jvm_log=log)
+
+
+def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console,
+         verbose: bool = False) -> int:
     from rich.markup import escape
 
     from atende.jobs.run import Runner
-    from atende.lakehouse.spark import build_spark_session
 
     def progress(message: str) -> None:
         style = "yellow" if message.startswith("warning") else "default"
         console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/dim] [{style}]{escape(message)}[/{style}]")
 
-    spark = build_spark_session(settings)
+    spark = _session(settings, lakehouse, verbose)
     try:
         runner = Runner(spark, settings, landing, lakehouse, progress=progress)
         summary = runner.run(date)
@@ -243,7 +255,7 @@ def _print_summary(console, runner, summary) -> None:
 
 
 def cmd_run(args, settings: Settings) -> int:
-    return _run(settings, args.landing, args.lakehouse, args.date, _console())
+    return _run(settings, args.landing, args.lakehouse, args.date, _console(), args.verbose)
 
 
 def _require(lake, *tables: tuple[str, str]) -> None:
@@ -254,12 +266,11 @@ def _require(lake, *tables: tuple[str, str]) -> None:
 
 def cmd_report(args, settings: Settings) -> int:
     from atende.jobs.report import render_kpi_report
-    from atende.lakehouse.spark import build_spark_session
     from atende.lakehouse.tables import Lakehouse
 
     if not args.lakehouse.is_dir():
         raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
-    spark = build_spark_session(settings)
+    spark = _session(settings, args.lakehouse, args.verbose)
     try:
         lake = Lakehouse(spark, args.lakehouse, settings.storage)
         if args.report == "personas":
@@ -282,12 +293,11 @@ def cmd_report(args, settings: Settings) -> int:
 
 def cmd_segments(args, settings: Settings) -> int:
     from atende.jobs.segments import ExportError, build_segment_export, write_export
-    from atende.lakehouse.spark import build_spark_session
     from atende.lakehouse.tables import Lakehouse
 
     if not args.lakehouse.is_dir():
         raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
-    spark = build_spark_session(settings)
+    spark = _session(settings, args.lakehouse, args.verbose)
     try:
         lake = Lakehouse(spark, args.lakehouse, settings.storage)
         _require(lake, ("gold", "customer_profiles"), ("gold", "persona_segments"), ("gold", "personas"))
@@ -308,10 +318,9 @@ def cmd_segments(args, settings: Settings) -> int:
 
 def cmd_train(args, settings: Settings) -> int:
     from atende.jobs.run import Runner
-    from atende.lakehouse.spark import build_spark_session
 
     console = _console()
-    spark = build_spark_session(settings)
+    spark = _session(settings, args.lakehouse, args.verbose)
     try:
         runner = Runner(spark, settings, None, args.lakehouse,
                         progress=lambda m: console.print(f"{dt.datetime.now():%H:%M:%S} {m}"))
@@ -322,13 +331,12 @@ def cmd_train(args, settings: Settings) -> int:
         spark.stop()
 
 
-def _open_lakehouse(settings: Settings, path: Path):
-    from atende.lakehouse.spark import build_spark_session
+def _open_lakehouse(settings: Settings, path: Path, verbose: bool = False):
     from atende.lakehouse.tables import Lakehouse
 
     if not path.is_dir():
         raise FileNotFoundError(f"lakehouse not found: {path}")
-    spark = build_spark_session(settings)
+    spark = _session(settings, path, verbose)
     return spark, Lakehouse(spark, path, settings.storage)
 
 
@@ -338,7 +346,7 @@ def cmd_maintain(args, settings: Settings) -> int:
     from atende.jobs.maintain import optimize_tables, register_tables, time_travel_horizon, vacuum_tables
 
     console = _console()
-    spark, lake = _open_lakehouse(settings, args.lakehouse)
+    spark, lake = _open_lakehouse(settings, args.lakehouse, args.verbose)
     try:
         if args.maintain == "register":
             names = register_tables(spark, lake, settings.catalog.database_prefix)
@@ -369,7 +377,7 @@ def cmd_sql(args, settings: Settings) -> int:
 
     from atende.jobs.maintain import register_tables
 
-    spark, lake = _open_lakehouse(settings, args.lakehouse)
+    spark, lake = _open_lakehouse(settings, args.lakehouse, args.verbose)
     try:
         register_tables(spark, lake, settings.catalog.database_prefix)
         rows = spark.sql(args.query).limit(args.limit + 1).collect()
@@ -406,7 +414,7 @@ def cmd_demo(args, settings: Settings) -> int:
     started = time.perf_counter()
     generate_landing_zone(landing, d.customers, d.days, d.seed)
     console.print(f"generated in {time.perf_counter() - started:.1f} s")
-    code = _run(settings, landing, lakehouse, None, console)
+    code = _run(settings, landing, lakehouse, None, console, args.verbose)
     if code == 0:
         console.print(f"\nlakehouse: {lakehouse}\nopen a table: python -c \"from deltalake import DeltaTable; "
                       f"print(DeltaTable('{lakehouse}/gold/customer_profiles').to_pandas().head())\"")

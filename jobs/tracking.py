@@ -8,6 +8,8 @@ metric. Scoring loads `models:/NAME@champion` and hands the directory back to th
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 from collections.abc import Mapping
@@ -105,14 +107,21 @@ def log_and_register(
         raise RuntimeError("log_and_register needs an active MLflow run")
     for artifact_path, path in (extra_artifacts or {}).items():
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=_model_class()(),
-        artifacts={"model": str(model_dir)},
-        # the project's own pins: inferring them would import every module of the process
-        pip_requirements=["atende"],
-        registered_model_name=name,
-    )
+    # MLflow prints "Successfully registered model ..." / "Created version ..." straight to stderr: routed
+    # to this module's log (shown with --verbose) instead of the terminal
+    chatter = io.StringIO()
+    with contextlib.redirect_stderr(chatter):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_model_class()(),
+            artifacts={"model": str(model_dir)},
+            # the project's own pins: inferring them would import every module of the process
+            pip_requirements=["atende"],
+            registered_model_name=name,
+        )
+    for line in chatter.getvalue().splitlines():
+        if line.strip():
+            log.info("mlflow: %s", line.strip())
     client = MlflowClient()
     version = str(info.registered_model_version)
     value = float(client.get_run(run.info.run_id).data.metrics.get(metric, math.nan))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from atende.conf.settings import Settings
@@ -44,7 +46,6 @@ def delta_package(settings: Settings) -> str:
 def bundled_hadoop_version() -> str:
     """The Hadoop version pyspark ships (its hadoop-client-api jar), which hadoop-aws must match."""
     import re
-    from pathlib import Path
 
     import pyspark
 
@@ -100,7 +101,6 @@ def metastore_options(folder: str | None) -> dict[str, str]:
     """A Hive catalog kept in a Derby database under `folder` (local mode); empty without a folder."""
     if not folder:
         return {}
-    from pathlib import Path
 
     base = Path(folder).expanduser().resolve()
     return {
@@ -110,16 +110,32 @@ def metastore_options(folder: str | None) -> dict[str, str]:
     }
 
 
-def _start(app_name: str, master: str, options: dict[str, str]) -> SparkSession:
+def _start(app_name: str, master: str, options: dict[str, str], jvm_log: Path | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
     for key, value in options.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    if jvm_log is None or SparkContext._active_spark_context is not None:
+        return builder.getOrCreate()
+    # The JVM that PySpark launches inherits this process's stderr: pointed at the log file while it
+    # starts, everything the JVM prints (Ivy's resolution, log4j, the JDK's and BLAS's warnings) lands
+    # there for the whole session, and Python's own stderr is put back at once.
+    jvm_log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(jvm_log, "ab") as log_file:
+            os.dup2(log_file.fileno(), 2)
+            try:
+                return builder.getOrCreate()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
-def build_spark_session(settings: Settings, app_name: str | None = None) -> SparkSession:
+def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log: Path | None = None) -> SparkSession:
     """Local mode sized for the machine by default; under spark-submit keeps the cluster's master.
 
     In local mode the Delta connector (and ``spark.packages``) are fetched from Maven at start, the way
@@ -127,6 +143,7 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
     fetched and ``storage.engine`` is ``auto``, Spark starts without them and the delta-rs engine is used
     (one warning says so); with ``storage.engine: delta-spark`` that is an error.
     Timestamps are written as microsecond Parquet timestamps so every Delta reader agrees.
+    With ``jvm_log`` (local mode), what the JVM prints goes to that file instead of the terminal.
     """
     cfg = settings.spark
     is_local = cfg.master.startswith("local")
@@ -151,13 +168,19 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
             options["spark.jars.ivy"] = cfg.jars_ivy
     options.update(cfg.conf)
 
+    jvm_log = jvm_log if is_local else None
     try:
-        spark = _start(name, cfg.master, options)
+        spark = _start(name, cfg.master, options, jvm_log)
     except Exception as exc:  # the JVM exits before the gateway answers when Ivy cannot resolve a package
         if not fetching:
+            if jvm_log is not None:
+                raise SparkStartError(f"Spark did not start ({str(exc).splitlines()[0][:160]}); "
+                                      f"its output is in {jvm_log}") from exc
             raise
         where = ", ".join(cfg.jars_repositories) + (" and " if cfg.jars_repositories else "") + "Maven Central"
         reason = f"could not fetch {', '.join(packages)} from {where} ({str(exc).splitlines()[0][:160]})"
+        if jvm_log is not None:
+            reason += f"; Ivy's output is in {jvm_log}"
         # the extra packages were asked for by name (an s3a:// lakehouse needs hadoop-aws): no fallback for them
         if settings.storage.engine == "delta-spark" or cfg.packages:
             raise SparkStartError(
@@ -168,7 +191,7 @@ def build_spark_session(settings: Settings, app_name: str | None = None) -> Spar
         print(f"warning: {reason}; continuing without them on the delta-rs engine", file=sys.stderr)
         for key in ("spark.jars.packages", "spark.jars.repositories", *DELTA_EXTENSIONS):
             options.pop(key, None)
-        spark = _start(name, cfg.master, options)
+        spark = _start(name, cfg.master, options, jvm_log)
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
 

@@ -301,3 +301,16 @@ def test_small_inputs_run_without_whole_stage_codegen_and_the_session_gets_its_s
     forced._size_codegen(0)
     assert spark.conf.get(key) == "true"
     spark.conf.set(key, session_setting)
+
+
+def test_the_jvm_speaks_to_a_log_file_not_the_terminal(tmp_path):
+    """Ivy's resolution, log4j's banner and the JDK's warnings go to <lakehouse>/_logs/spark-*.log (issue #19)."""
+    landing = tmp_path / "landing"
+    (landing / "calls").mkdir(parents=True)
+    done = _atende("run", "--landing", str(landing), "--lakehouse", str(tmp_path / "lake"))
+    assert done.returncode == 0, done.stderr
+    assert "nothing new to process" in done.stdout
+    for jvm_line in ("log4j", "incubator", ":: resolving dependencies", "Ivy"):
+        assert jvm_line not in done.stderr + done.stdout, jvm_line
+    [log] = (tmp_path / "lake" / "_logs").glob("spark-*.log")
+    assert "log4j" in log.read_text()
