@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _console():
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    # piped or redirected output has no terminal width: rich would cut tables at 80 columns
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
+    return Console(stderr=False, highlight=False, width=width)
 
 
 def cmd_generate(args, settings: Settings) -> int:

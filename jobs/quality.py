@@ -81,10 +81,11 @@ class QualityGateFailed(RuntimeError):
     """One or more hard expectations failed; the message is one line naming tables and expectations."""
 
 
-def enforce(results: list[GateResult]) -> None:
-    """Log every warning; raise QualityGateFailed when any hard expectation failed."""
+def enforce(results: list[GateResult], log_warnings: bool = True) -> None:
+    """Log every warning (unless the caller shows them itself: `log_warnings=False`); raise
+    QualityGateFailed when any hard expectation failed."""
     for result in results:
-        for warning in result.warnings:
+        for warning in result.warnings if log_warnings else ():
             log.warning("quality warning: %s", warning)
     failures = [message for result in results for message in result.hard_failures]
     if failures:

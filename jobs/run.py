@@ -97,6 +97,8 @@ class Runner:
         self.landing = landing
         self.lake = Lakehouse(spark, lakehouse, settings.storage)
         self.progress = progress or (lambda message: None)
+        # a progress callback shows the quality warnings; without one they are logged (said once either way)
+        self._shows_warnings = progress is not None
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
         self.force_train = False
@@ -139,7 +141,7 @@ class Runner:
         for result in results:
             for warning in result.warnings:
                 self.progress(f"warning: {warning}")
-        enforce(results)
+        enforce(results, log_warnings=not self._shows_warnings)
 
     def ingest(self, record: JobRecord, landing: Path, dates: list[dt.date]) -> None:
         from atende.jobs.ingest import ingest_source

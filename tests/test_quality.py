@@ -315,3 +315,22 @@ def test_tables_too_big_or_too_strange_for_memory_are_validated_on_spark(spark, 
     assert "2 of 4 rows" in message and "'c0'" in message
     assert "2300" in _failure(results["silver.survey_responses"], "expect_column_values_to_be_between",
                               "submitted_at")
+
+
+@pytest.mark.slow
+def test_a_run_says_each_warning_once(spark, settings, tmp_path, caplog):
+    """With a progress callback (the CLI's), a soft failure is shown there and not logged a second time;
+    without one it is logged (issue #19)."""
+    from atende.jobs.run import Runner
+
+    interactions = _interactions(spark, [
+        {"interaction_id": f"c{i}", "channel": "webchat", "started_at": T0, "customer_key": None} for i in range(3)
+    ])
+    shown: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="atende.jobs.quality"):
+        Runner(spark, settings, None, tmp_path / "a", progress=shown.append)._gate(
+            "silver", {"silver.interactions": interactions})
+    assert [m for m in shown if "have a customer_key" in m] and "have a customer_key" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="atende.jobs.quality"):
+        Runner(spark, settings, None, tmp_path / "b")._gate("silver", {"silver.interactions": interactions})
+    assert caplog.text.count("have a customer_key") == 1
