@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -90,6 +91,8 @@ def _landing_dates(landing: Path) -> set[dt.date]:
 class Runner:
     """Runs the jobs of one `atende run` and keeps their records."""
 
+    WRITERS = 4  # tables written at once by _write_all
+
     def __init__(self, spark: SparkSession, settings: Settings, landing: Path | None, lakehouse: Path,
                  progress: ProgressFn | None = None):
         self.spark = spark
@@ -110,6 +113,7 @@ class Runner:
         summary.jobs.append(record)
         self.progress(f"{name} ...")
         _name_spark_jobs(self.spark, name)
+        self._step = name
         try:
             body(record)
         except Exception as exc:
@@ -130,6 +134,30 @@ class Runner:
     def _write(self, record: JobRecord, layer: str, table: str, df: DataFrame, **kwargs) -> None:
         info = self.lake.write(layer, table, df, **kwargs)
         record.rows_written += info.rows_written
+
+    def _write_all(self, record: JobRecord, writes: list[tuple[str, str, DataFrame, dict[str, Any]]]) -> None:
+        """Independent tables written concurrently, each its own Delta commit as in `_write`.
+
+        A table's write is mostly driver work (the Delta snapshot, the commit, its history) and a small
+        Spark job, so a few at once overlap what one alone leaves idle. Every write runs to its end; the
+        first failure is then raised. A table whose write failed stays at its last good version, like a
+        table after a failed sequential write; the run is not marked processed either way."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        step = getattr(self, "_step", None)
+
+        def one(layer: str, table: str, df: DataFrame, kwargs: dict[str, Any]) -> int:
+            if step:  # a job group is a property of the submitting thread
+                _name_spark_jobs(self.spark, step)
+            return self.lake.write(layer, table, df, **kwargs).rows_written
+
+        with ThreadPoolExecutor(max_workers=min(self.WRITERS, len(writes)) or 1,
+                                thread_name_prefix="atende-write") as pool:
+            futures = [pool.submit(one, *w) for w in writes]
+        errors = [error for f in futures if (error := f.exception()) is not None]
+        record.rows_written += sum(f.result() for f in futures if f.exception() is None)
+        if errors:
+            raise errors[0]
 
     # ------------------------------------------------------------------ jobs
     def _gate(self, stage: str, tables: dict[str, DataFrame]) -> None:
@@ -169,12 +197,11 @@ class Runner:
             self._gate("bronze", {f"bronze.{source}": r.accepted for source, r in results.items()})
             gated = time.perf_counter()
             self.progress(f"ingest: bronze quality gates in {gated - parsed:.1f} s")
-            for source, result in results.items():
-                self._write(record, "bronze", source, result.accepted, mode="overwrite",
-                            partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
+            by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"],
+                       "replace_where": f"_arrival_date IN ({listed})"}
             quarantined = _union_all([r.quarantined for r in results.values()])
-            self._write(record, "bronze", "quarantine", quarantined, mode="overwrite",
-                        partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
+            self._write_all(record, [("bronze", source, result.accepted, by_date) for source, result in results.items()]
+                            + [("bronze", "quarantine", quarantined, by_date)])
             self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
                             replace_where=f"_arrival_date IN ({listed})")
             self.progress(f"ingest: bronze tables written in {time.perf_counter() - gated:.1f} s")
@@ -226,16 +253,19 @@ class Runner:
             "silver.crm": crm,
             "silver.record_keys": keys_table,
         })
-        self._write(record, "silver", "identity_map", identity_map, mode="overwrite")
-        self._write(record, "silver", "identity_merges", merges, mode="append")
-        self._write(record, "silver", "identity_exceptions", exceptions, mode="overwrite")
-        self._write(record, "silver", "interactions", interactions, mode="overwrite", partition_by=["channel"])
-        self._write(record, "silver", "survey_responses", responses, mode="overwrite")
-        self._write(record, "silver", "products", products, mode="overwrite")
-        self._write(record, "silver", "orders", orders, mode="overwrite")
-        self._write(record, "silver", "actions", actions, mode="overwrite")
-        self._write(record, "silver", "crm", crm, mode="overwrite")
-        self._write(record, "silver", "record_keys", keys_table, mode="overwrite", partition_by=["source"])
+        whole = {"mode": "overwrite"}
+        self._write_all(record, [
+            ("silver", "identity_map", identity_map, whole),
+            ("silver", "identity_merges", merges, {"mode": "append"}),
+            ("silver", "identity_exceptions", exceptions, whole),
+            ("silver", "interactions", interactions, {"mode": "overwrite", "partition_by": ["channel"]}),
+            ("silver", "survey_responses", responses, whole),
+            ("silver", "products", products, whole),
+            ("silver", "orders", orders, whole),
+            ("silver", "actions", actions, whole),
+            ("silver", "crm", crm, whole),
+            ("silver", "record_keys", keys_table, {"mode": "overwrite", "partition_by": ["source"]}),
+        ])
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
                       actions, crm):
             frame.unpersist()

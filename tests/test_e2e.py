@@ -314,3 +314,20 @@ def test_the_jvm_speaks_to_a_log_file_not_the_terminal(tmp_path):
         assert jvm_line not in done.stderr + done.stdout, jvm_line
     [log] = (tmp_path / "lake" / "_logs").glob("spark-*.log")
     assert "log4j" in log.read_text()
+
+
+def test_tables_written_together_commit_alone_and_the_first_failure_is_raised(spark, settings, tmp_path):
+    """Runner._write_all: every write runs to its end; a failed one leaves its table at its last version."""
+    from atende.jobs.bookkeeping import JobRecord, utc_now
+    from atende.lakehouse.tables import LakehouseError
+
+    runner = Runner(spark, settings, None, tmp_path / "lakehouse")
+    runner.lake.write("silver", "kept", spark.createDataFrame([(1,)], "a int"), mode="overwrite")
+    record = JobRecord(job="silver", started_at=utc_now())
+    with pytest.raises(LakehouseError, match="schema of the data does not match"):
+        runner._write_all(record, [
+            ("silver", "kept", spark.createDataFrame([("x",)], "b string"), {"mode": "overwrite"}),
+            ("silver", "fresh", spark.createDataFrame([(1,), (2,)], "a int"), {"mode": "overwrite"}),
+        ])
+    assert runner.lake.version("silver", "kept") == 0
+    assert runner.lake.read("silver", "fresh").count() == 2 and record.rows_written == 2
