@@ -72,7 +72,7 @@ def test_cli_maintain_and_sql(spark, lake, settings, monkeypatch, capsys):
         def stop(self):
             pass
 
-    monkeypatch.setattr(cli, "_open_lakehouse", lambda s, path: (KeepOpen(), lake))
+    monkeypatch.setattr(cli, "_open_lakehouse", lambda s, path, verbose=False: (KeepOpen(), lake))
     wide = settings.model_copy()
     assert cli.cmd_maintain(cli.build_parser().parse_args(
         ["maintain", "optimize", "--lakehouse", str(lake.root), "--layer", "gold"]), wide) == 0
