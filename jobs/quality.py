@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -464,8 +465,6 @@ def _in_memory(suite: _Suite, max_rows: int):
     """
     if max_rows <= 0:
         return None
-    import warnings
-
     try:
         with warnings.catch_warnings():  # pyspark warns before raising on a failed Arrow conversion
             warnings.simplefilter("ignore", UserWarning)

@@ -102,6 +102,7 @@ class Runner:
         self.progress = progress or (lambda message: None)
         # a progress callback shows the quality warnings; without one they are logged (said once either way)
         self._shows_warnings = progress is not None
+        self._step: str | None = None  # the job running (its Spark job group), for writer threads
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
         self.force_train = False
@@ -144,7 +145,7 @@ class Runner:
         table after a failed sequential write; the run is not marked processed either way."""
         from concurrent.futures import ThreadPoolExecutor
 
-        step = getattr(self, "_step", None)
+        step = self._step
 
         def one(layer: str, table: str, df: DataFrame, kwargs: dict[str, Any]) -> int:
             if step:  # a job group is a property of the submitting thread
