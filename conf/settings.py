@@ -381,6 +381,14 @@ class QualitySettings(_Section):
     in_memory_max_rows: int = Field(default=200_000, ge=0)
 
 
+class ReportSettings(_Section):
+    # `atende report` and `atende segments export` read gold through delta-rs and DuckDB, without Spark; a table
+    # of more rows than this (counted from the Delta log, no data read) is read by Spark instead
+    spark_above_rows: int = Field(default=20_000_000, ge=0)
+    # the KPI page draws the busiest channels of the period, one line each, and the rest as one "others" line
+    top_channels: int = Field(default=5, ge=1)
+
+
 class Settings(_Section):
     env: str = "local"
     spark: SparkSettings = SparkSettings()
@@ -392,6 +400,7 @@ class Settings(_Section):
     demo: DemoSettings = DemoSettings()
     mlflow: MlflowSettings = MlflowSettings()
     quality: QualitySettings = QualitySettings()
+    reports: ReportSettings = ReportSettings()
     models: ModelSettings = ModelSettings()
 
 

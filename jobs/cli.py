@@ -138,11 +138,11 @@ def cmd_generate(args, settings: Settings) -> int:
     return 0
 
 
-def _session(settings: Settings, lakehouse: Path, verbose: bool):
+def _session(settings: Settings, lakehouse: Path | str, verbose: bool):
     """The command's SparkSession. Unless --verbose, what the JVM prints (Ivy, log4j, the JDK's warnings)
     goes to <lakehouse>/_logs/spark-<UTC time>.log, not the terminal (local mode, local lakehouse)."""
+    from atende.lakehouse.locations import is_storage_uri
     from atende.lakehouse.spark import build_spark_session
-    from atende.lakehouse.tables import is_storage_uri
 
     log = None
     if not verbose and not is_storage_uri(str(lakehouse)):
@@ -260,62 +260,45 @@ def cmd_run(args, settings: Settings) -> int:
     return _run(settings, args.landing, args.lakehouse, args.date, _console(), args.verbose)
 
 
-def _require(lake, *tables: tuple[str, str]) -> None:
-    for layer, table in tables:
-        if not lake.exists(layer, table):
-            raise FileNotFoundError(f"no {layer}/{table} table in {lake.root}: run `atende run` first")
+_PERSONA_TABLES = {"customer_profiles": ("gold", "customer_profiles"),
+                   "persona_segments": ("gold", "persona_segments"), "personas": ("gold", "personas")}
+
+
+def _gold(args, settings: Settings, tables: dict[str, tuple[str, str]]):
+    """The report commands' tables: DuckDB over the Delta files (no Spark) unless one is very large."""
+    from atende.jobs.gold_query import open_tables
+
+    return open_tables(settings, args.lakehouse, tables,
+                       start_spark=lambda root: _session(settings, root, args.verbose))
 
 
 def cmd_report(args, settings: Settings) -> int:
-    from atende.jobs.report import render_kpi_report
-    from atende.lakehouse.tables import Lakehouse
+    if args.report == "personas":
+        from atende.jobs.segments import persona_report_frames, render_persona_report
 
-    if not args.lakehouse.is_dir():
-        raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
-    spark = _session(settings, args.lakehouse, args.verbose)
-    try:
-        lake = Lakehouse(spark, args.lakehouse, settings.storage)
-        if args.report == "personas":
-            from atende.jobs.segments import persona_report_frames, render_persona_report
+        with _gold(args, settings, _PERSONA_TABLES) as engine:
+            out = render_persona_report(persona_report_frames(engine), args.out)
+    else:
+        from atende.jobs.report import render_kpi_report
 
-            _require(lake, ("gold", "customer_profiles"), ("gold", "persona_segments"), ("gold", "personas"))
-            frames = persona_report_frames(lake.read("gold", "customer_profiles"),
-                                           lake.read("gold", "persona_segments"), lake.read("gold", "personas"))
-            out = render_persona_report(frames, args.out)
-            _console().print(f"report written to {out}")
-            return 0
-        if not lake.exists("gold", "service_kpis"):
-            raise FileNotFoundError(f"no gold/service_kpis table in {args.lakehouse}: run `atende run` first")
-        out = render_kpi_report(lake.read("gold", "service_kpis"), args.out, days=args.days)
-        _console().print(f"report written to {out}")
-        return 0
-    finally:
-        spark.stop()
+        with _gold(args, settings, {"service_kpis": ("gold", "service_kpis")}) as engine:
+            out = render_kpi_report(engine, args.out, days=args.days, top_channels=settings.reports.top_channels)
+    _console().print(f"report written to {out}")
+    return 0
 
 
 def cmd_segments(args, settings: Settings) -> int:
-    from atende.jobs.segments import ExportError, build_segment_export, write_export
-    from atende.lakehouse.tables import Lakehouse
+    from atende.jobs.segments import ExportError, export_query
 
-    if not args.lakehouse.is_dir():
-        raise FileNotFoundError(f"lakehouse not found: {args.lakehouse}")
-    spark = _session(settings, args.lakehouse, args.verbose)
-    try:
-        lake = Lakehouse(spark, args.lakehouse, settings.storage)
-        _require(lake, ("gold", "customer_profiles"), ("gold", "persona_segments"), ("gold", "personas"))
-        personas = lake.read("gold", "personas")
-        if args.persona != "all":
-            known = sorted(r[0] for r in personas.select("persona_id").collect())
-            if args.persona not in known:
-                raise ExportError(f"unknown persona {args.persona!r}; known: {', '.join(known)} or all")
-        rows = build_segment_export(lake.read("gold", "customer_profiles"), lake.read("gold", "persona_segments"),
-                                    personas, args.persona, args.with_contacts)
-        count = write_export(rows, args.out, args.format)
-        _console().print(f"{count:,} consenting customers of persona {args.persona} written to {args.out}"
-                         + (" (with contact data)" if args.with_contacts else ""))
-        return 0
-    finally:
-        spark.stop()
+    with _gold(args, settings, _PERSONA_TABLES) as engine:
+        known = sorted(engine.sql("SELECT persona_id FROM personas")["persona_id"].astype(str))
+        if args.persona != "all" and args.persona not in known:
+            raise ExportError(f"unknown persona {args.persona!r}; known: {', '.join(known)} or all")
+        count = engine.export(export_query(args.persona, args.with_contacts), args.out, args.format)
+    who = "every persona" if args.persona == "all" else f"persona {args.persona}"
+    _console().print(f"{count:,} customers with marketing consent, of {who}, written to {args.out}"
+                     + (" (with contact data)" if args.with_contacts else ""))
+    return 0
 
 
 def cmd_train(args, settings: Settings) -> int:

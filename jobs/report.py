@@ -1,25 +1,26 @@
-"""`atende report kpis`: one self-contained HTML page of the service metrics per channel.
+"""`atende report kpis`: one self-contained HTML page of the service metrics, read at a glance.
 
-The gold `service_kpis` table is reduced in Spark to its "date,channel" rows of the last `days`
-days (at most days x channels rows); only that small frame reaches pandas and matplotlib. Charts
-are PNGs embedded as base64, so the page is a single file that opens anywhere.
+The page opens with a headline (the period's figures against the period before), then one interactive
+chart per metric — the busiest channels one line each, the rest as "others", the number of responses or
+contacts behind every point on hover — and a table per metric with every channel. The window is fitted to
+the data (at most `days` days, never before the first day with data). Charts are drawn by plotly.js, which
+the page carries inline: one file that works offline.
+
+The gold `service_kpis` table is read through `jobs.gold_query` (DuckDB over the Delta files, or Spark for a
+very large table); only the "date,channel" rows of the window and the period before reach pandas.
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
+from atende.jobs.gold_query import QueryEngine
 from atende.pipelines.schemas import SURVEY_SCALES
 from atende.pipelines.schemas_gold import KPI_BASE_LEVEL
 
@@ -84,35 +85,141 @@ METRICS: tuple[Metric, ...] = (
 
 _COUNT_COLUMNS = tuple(dict.fromkeys(m.count for m in METRICS))
 _VALUE_COLUMNS = tuple(m.column for m in METRICS if m.column not in _COUNT_COLUMNS)
+# the headline: the period's figure of each, against the period before
+HEADLINE = ("interactions", "nps", "csat_pct", "fcr_rate", "first_response_seconds_p50", "bot_containment_rate")
+OTHERS = "others"
 
 
-def daily_channel_kpis(service_kpis: DataFrame, days: int) -> DataFrame:
-    """The "date,channel" rows of the `days` days up to the table's last date; one row per
-    date and channel (the latest written, should a table hold more than one)."""
-    base = service_kpis.where(F.col("grouping_level") == KPI_BASE_LEVEL)
-    last = base.agg(F.max("date").alias("last"))
-    columns = [*_COUNT_COLUMNS, *_VALUE_COLUMNS]
-    return (
-        base.join(last, how="cross")
-        .where(F.col("date") > F.date_sub(F.col("last"), days))
-        .groupBy("date", "channel")
-        .agg(F.max_by(F.struct(*columns), F.col("_written_at")).alias("_row"))
-        .select("date", "channel", *[F.col(f"_row.{c}").alias(c) for c in columns])
-        .orderBy("date", "channel")
-    )
+@dataclass(frozen=True)
+class KpiWindow:
+    rows: pd.DataFrame  # "date,channel" rows of the window and of the period before it
+    first: dt.date      # first day with data in the table
+    start: dt.date      # the window: start..last (at most `days` days, never before `first`)
+    last: dt.date
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.start).days + 1
+
+    @property
+    def current(self) -> pd.DataFrame:
+        return self.rows[self.rows["date"] >= pd.Timestamp(self.start)]
+
+    @property
+    def previous(self) -> pd.DataFrame:
+        """The `days` days before the window (empty when the data starts with the window)."""
+        begin = pd.Timestamp(self.start - dt.timedelta(days=self.days))
+        return self.rows[(self.rows["date"] < pd.Timestamp(self.start)) & (self.rows["date"] >= begin)]
 
 
-def render_kpi_report(
-    service_kpis: DataFrame, out: Path, days: int = 30, title: str = "atende — service KPIs"
-) -> Path:
-    """Write the report to `out` (an .html file) and return its path."""
+def load_kpis(engine: QueryEngine, days: int) -> KpiWindow | None:
+    """The window's rows (one per date and channel: the latest written, should a table hold more than one)
+    and the period before it; None when the table has no "date,channel" row."""
     if days <= 0:
         raise ValueError(f"days must be positive: {days}")
-    frame = daily_channel_kpis(service_kpis, days).toPandas()
+    level = f"grouping_level = '{KPI_BASE_LEVEL}'"
+    bounds = engine.sql(f"SELECT min(date) AS first, max(date) AS last FROM service_kpis WHERE {level}")
+    if bounds.empty or pd.isna(bounds.loc[0, "last"]):
+        return None
+    first, last = (pd.Timestamp(str(bounds.loc[0, c])).date() for c in ("first", "last"))
+    start = max(first, last - dt.timedelta(days=days - 1))
+    since = start - dt.timedelta(days=(last - start).days + 1)
+    columns = ", ".join([*_COUNT_COLUMNS, *_VALUE_COLUMNS])
+    rows = engine.sql(
+        f"SELECT date, channel, {columns} FROM ("
+        f"SELECT date, channel, {columns}, row_number() OVER "
+        f"(PARTITION BY date, channel ORDER BY _written_at DESC) AS _latest "
+        f"FROM service_kpis WHERE {level} AND date >= DATE '{since.isoformat()}') AS t "
+        f"WHERE _latest = 1 ORDER BY date, channel"
+    )
+    rows = rows.assign(date=pd.to_datetime(rows["date"]))
+    return KpiWindow(rows=rows, first=first, start=start, last=last)
+
+
+def render_kpi_report(engine: QueryEngine, out: Path, days: int = 30, title: str = "atende — service KPIs",
+                      top_channels: int = 5) -> Path:
+    """Write the report to `out` (an .html file) and return its path."""
+    window = load_kpis(engine, days)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(frame, days, title), encoding="utf-8")
+    out.write_text(_page(window, title, top_channels), encoding="utf-8")
     return out
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+def period_value(rows: pd.DataFrame, metric: Metric) -> tuple[float | None, int]:
+    """The metric over `rows` (any days and channels) and the count it rests on. Combinable metrics: the
+    count-weighted mean of the daily values, which is the period's exact value (each daily value is a mean
+    over its count); percentiles: the count-weighted mean of the daily values, an approximation."""
+    if metric.column == "interactions":
+        total = int(rows["interactions"].sum()) if len(rows) else 0
+        return (float(total) if len(rows) else None), total
+    values = rows[metric.column].astype("float64")
+    weights = rows[metric.count].where(values.notna(), 0).astype("float64")
+    total = int(rows[metric.count].sum()) if len(rows) else 0
+    if weights.sum() <= 0:
+        return None, total
+    return float((values.fillna(0) * weights).sum() / weights.sum()), total
+
+
+def busiest_channels(rows: pd.DataFrame, top: int) -> list[str]:
+    by_volume = rows.groupby("channel")["interactions"].sum().sort_values(ascending=False, kind="stable")
+    return [str(c) for c in by_volume.index[:top]]
+
+
+def chart_series(rows: pd.DataFrame, metric: Metric, channels: list[str], dates: pd.DatetimeIndex
+                 ) -> list[tuple[str, pd.Series, pd.Series]]:
+    """(name, daily value on the page's scale, daily count) per line: each of `channels`, then "others" —
+    the remaining channels combined (count-weighted; not drawn for percentiles, which do not combine)."""
+    lines = []
+    for channel in channels:
+        own = rows[rows["channel"] == channel].set_index("date").reindex(dates)
+        lines.append((channel, own[metric.column].astype("float64") * metric.scale,
+                      own[metric.count].fillna(0).astype("int64")))
+    rest = rows[~rows["channel"].isin(channels)]
+    if len(rest) and (metric.combinable or metric.column == "interactions"):
+        value = {}
+        count = {}
+        for date, day in rest.groupby("date"):
+            v, n = period_value(day, metric)
+            value[date], count[date] = v, n
+        lines.append((OTHERS, pd.Series(value, dtype="float64").reindex(dates) * metric.scale,
+                      pd.Series(count, dtype="int64").reindex(dates).fillna(0).astype("int64")))
+    return [line for line in lines if line[1].notna().any()]
+
+
+_PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00")
+
+
+def _figure(metric: Metric, lines: list[tuple[str, pd.Series, pd.Series]], start: dt.date, last: dt.date) -> dict:
+    traces = []
+    for i, (name, values, counts) in enumerate(lines):
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "name": name,
+            "x": [d.date().isoformat() for d in values.index],
+            "y": [None if pd.isna(v) else round(float(v), 4) for v in values],
+            "customdata": [int(n) for n in counts],
+            "connectgaps": False,
+            "line": {"color": "#9aa5b1" if name == OTHERS else _PALETTE[i % len(_PALETTE)], "width": 2,
+                     "dash": "dot" if name == OTHERS else "solid"},
+            "marker": {"size": 5},
+            "hovertemplate": f"<b>{html.escape(name)}</b> %{{x|%d %b}}<br>%{{y:.2f}} {html.escape(metric.unit)}"
+                             f"<br>%{{customdata:,}} {html.escape(metric.count_label)}<extra></extra>",
+        })
+    y_axis: dict = {"title": {"text": metric.unit}, "zeroline": metric.column == "nps", "gridcolor": "#e4e7eb"}
+    if metric.unit.startswith("%"):
+        y_axis["range"] = [-2, 102]
+    return {
+        "data": traces,
+        "layout": {
+            "height": 300, "margin": {"l": 60, "r": 20, "t": 10, "b": 40}, "hovermode": "closest",
+            "xaxis": {"type": "date", "range": [start.isoformat(), last.isoformat()], "gridcolor": "#e4e7eb",
+                      "tickformat": "%d %b"},
+            "yaxis": y_axis, "legend": {"orientation": "h", "y": -0.18},
+            "plot_bgcolor": "white", "paper_bgcolor": "white",
+        },
+    }
 
 
 # --- page ------------------------------------------------------------------------------------------
@@ -125,86 +232,14 @@ h1 { margin-bottom: .2rem; } h2 { margin: 2.2rem 0 .2rem; border-top: 1px solid 
 table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
 th, td { border-bottom: 1px solid #e4e7eb; padding: .3rem .8rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; } th { background: #f5f7fa; }
-img { max-width: 100%; } .empty { padding: 2rem; background: #fff8e1; border: 1px solid #f0d58c; }
+.empty { padding: 2rem; background: #fff8e1; border: 1px solid #f0d58c; }
 nav a { margin-right: .8rem; white-space: nowrap; }
+.headline { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: .7rem; margin: 1rem 0; }
+.card { border: 1px solid #d9e2ec; border-radius: 8px; padding: .7rem .9rem; background: #f8fafc; }
+.card .label { font-size: .85rem; color: #52606d; } .card .value { font-size: 1.7rem; font-weight: 600; }
+.card .change { font-size: .85rem; } .better { color: #18794e; } .worse { color: #c62828; } .same { color: #52606d; }
+.card .n { font-size: .78rem; color: #7b8794; }
 """
-
-
-def _page(frame: pd.DataFrame, days: int, title: str) -> str:
-    head = f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>" \
-           f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-    if frame.empty:
-        return head + (
-            "<p class=\"empty\" id=\"no-data\">There is no service KPI data yet: the service_kpis table has no "
-            "per-day, per-channel rows. Run the pipeline (<code>atende run</code>) and write this report again.</p>"
-            "\n</body></html>\n"
-        )
-    frame = frame.assign(date=pd.to_datetime(frame["date"]))
-    first, last = frame["date"].min().date(), frame["date"].max().date()
-    window_start = last - dt.timedelta(days=days - 1)
-    channels = sorted(frame["channel"].unique())
-    dates = pd.date_range(window_start, last, freq="D")
-    parts = [
-        head,
-        f"<p class=\"meta\">Last {days} days of data: {window_start:%d %b %Y} to {last:%d %b %Y}"
-        f" (days in the business time zone; first day with data {first:%d %b %Y}). "
-        f"Channels: {', '.join(html.escape(c) for c in channels)}. "
-        "Each chart shows one metric per day, one line per channel, with the number of responses or contacts "
-        "behind each day's value underneath. A missing point means the day had nothing to measure "
-        "(for example no survey answers), not zero.</p>",
-        "<nav>" + "".join(f"<a href=\"#{m.column}\">{html.escape(m.title)}</a>" for m in METRICS) + "</nav>",
-    ]
-    colors = {c: f"C{i % 10}" for i, c in enumerate(channels)}
-    for metric in METRICS:
-        parts.append(_section(frame, metric, channels, dates, colors, days))
-    parts.append("\n</body></html>\n")
-    return "\n".join(parts)
-
-
-def _section(frame: pd.DataFrame, metric: Metric, channels: list[str], dates: pd.DatetimeIndex,
-             colors: dict[str, str], days: int) -> str:
-    values = frame.pivot(index="date", columns="channel", values=metric.column).reindex(dates).astype("float64")
-    counts = frame.pivot(index="date", columns="channel", values=metric.count).reindex(dates).fillna(0).astype("int64")
-    measured = [c for c in channels if c in values.columns and values[c].notna().any()]
-    header = (
-        f"<h2 id=\"{metric.column}\">{html.escape(metric.title)} <span class=\"unit\">({html.escape(metric.unit)})"
-        f"</span></h2>\n<p class=\"meaning\">{html.escape(metric.meaning)}</p>"
-    )
-    if not measured:
-        return header + f"\n<p class=\"empty\">No channel had any {html.escape(metric.count_label)} in these {days} days.</p>"
-    chart = _chart(values[measured] * metric.scale, counts[measured], metric, colors)
-    return "\n".join([
-        header,
-        f"<img alt=\"{html.escape(metric.title)} per day and channel\" src=\"data:image/png;base64,{chart}\">",
-        _summary_table(values, counts, metric, channels, days),
-    ])
-
-
-def _chart(values: pd.DataFrame, counts: pd.DataFrame, metric: Metric, colors: dict[str, str]) -> str:
-    fig = Figure(figsize=(10, 4.6), dpi=96, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    for channel in values.columns:
-        top.plot(values.index, values[channel], marker="o", markersize=3.5, linewidth=1.6,
-                 color=colors[channel], label=channel)
-        bottom.plot(counts.index, counts[channel], linewidth=1.2, color=colors[channel])
-    top.set_title(f"{metric.title} per day", loc="left", fontsize=12)
-    top.set_ylabel(metric.unit)
-    top.grid(alpha=0.3)
-    if metric.column == "nps":
-        top.axhline(0, color="#9aa5b1", linewidth=0.8)
-    if metric.unit.startswith("%"):
-        top.set_ylim(-2, 102)
-    top.legend(title="channel", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    bottom.set_ylabel(metric.count_label if len(metric.count_label) <= 16 else "count", fontsize=9)
-    bottom.set_title(f"behind each value: {metric.count_label} per day", loc="left", fontsize=9, color="#52606d")
-    bottom.set_ylim(bottom=0)
-    bottom.grid(alpha=0.3)
-    locator = AutoDateLocator()
-    bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _format(value: float | None, metric: Metric) -> str:
@@ -218,30 +253,127 @@ def _format(value: float | None, metric: Metric) -> str:
     return f"{shown:.2f}" if abs(shown) < 100 else f"{shown:,.0f}"
 
 
-def _summary_table(values: pd.DataFrame, counts: pd.DataFrame, metric: Metric, channels: list[str], days: int) -> str:
+def _duration(seconds: float) -> str:
+    """A time a person reads: 45 s, 3 min 05 s, 2 h 10 min."""
+    total = int(round(abs(seconds)))
+    sign = "-" if seconds < 0 else ""
+    if total < 60:
+        return f"{sign}{total} s"
+    if total < 3600:
+        return f"{sign}{total // 60} min {total % 60:02d} s"
+    return f"{sign}{total // 3600} h {total % 3600 // 60:02d} min"
+
+
+def _card(metric: Metric, window: KpiWindow) -> str:
+    now, n = period_value(window.current, metric)
+    before, _ = period_value(window.previous, metric)
+    unit = "" if metric.column in ("interactions", "nps") else (" %" if metric.unit.startswith("%") else
+                                                               " s" if metric.unit == "seconds" else "")
+    if now is None or before is None:
+        change = "<span class=\"same\">no previous period to compare</span>" if before is None and now is not None \
+            else "<span class=\"same\">—</span>"
+    else:
+        delta = (now - before) * metric.scale
+        if metric.column == "interactions":
+            text = f"{delta:+,.0f} ({(now - before) / before:+.0%})" if before else f"{delta:+,.0f}"
+        elif metric.unit == "seconds":
+            text = ("+" if delta >= 0 else "") + _duration(delta)
+        else:
+            text = f"{delta:+.1f}{unit}" if abs(delta) < 100 else f"{delta:+,.0f}{unit}"
+        good = metric.higher_is_better
+        if abs(delta) < 1e-9 or good is None:
+            kind = "same"
+        else:
+            kind = "better" if (delta > 0) == good else "worse"
+        change = f"<span class=\"{kind}\">{html.escape(text)} vs previous {window.days} days</span>"
+    shown = "—" if now is None else _duration(now) if metric.unit == "seconds" else _format(now, metric) + unit
+    label = "First response, median" if metric.column == "first_response_seconds_p50" else metric.title
+    basis = f"{n:,} {metric.count_label}" if metric.column != "interactions" else f"{window.days} days"
+    if not metric.combinable:
+        basis += " · count-weighted mean of daily medians"
+    return (f"<div class=\"card\" data-metric=\"{metric.column}\"><div class=\"label\">{html.escape(label)}</div>"
+            f"<div class=\"value\">{html.escape(shown)}</div>"
+            f"<div class=\"change\">{change}</div><div class=\"n\">{html.escape(basis)}</div></div>")
+
+
+def _page(window: KpiWindow | None, title: str, top_channels: int) -> str:
+    head = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style>")
+    if window is None or window.current.empty:
+        return head + f"</head><body>\n<h1>{html.escape(title)}</h1>\n" + (
+            "<p class=\"empty\" id=\"no-data\">There is no service KPI data yet: the service_kpis table has no "
+            "per-day, per-channel rows. Run the pipeline (<code>atende run</code>) and write this report again.</p>"
+            "\n</body></html>\n"
+        )
+    import plotly.offline
+
+    current = window.current
+    channels = sorted(str(c) for c in current["channel"].unique())
+    shown = busiest_channels(current, top_channels)
+    dates = pd.date_range(window.start, window.last, freq="D")
+    by_name = {m.column: m for m in METRICS}
+    previous = (f"against the {window.days} days before" if not window.previous.empty
+                else "no earlier data to compare against")
+    parts = [
+        head,
+        # plotly.js inline, once: the page needs no network
+        f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=\"meta\">{window.days} days of data, {window.start:%d %b %Y} to {window.last:%d %b %Y} "
+        f"(days in the business time zone), {previous}. Channels: {', '.join(html.escape(c) for c in channels)}. "
+        f"Charts draw the {len(shown)} busiest channels of the period"
+        + (f" and the other {len(channels) - len(shown)} as one “others” line" if len(channels) > len(shown) else "")
+        + "; hover a point for its value and the number of responses or contacts behind it. A missing point means "
+          "the day had nothing to measure (for example no survey answers), not zero.</p>",
+        "<div class=\"headline\" id=\"headline\">" + "".join(_card(by_name[c], window) for c in HEADLINE) + "</div>",
+        "<nav>" + "".join(f"<a href=\"#{m.column}\">{html.escape(m.title)}</a>" for m in METRICS) + "</nav>",
+    ]
+    for metric in METRICS:
+        parts.append(_section(current, metric, channels, shown, dates, window))
+    parts.append("\n</body></html>\n")
+    return "\n".join(parts)
+
+
+def _section(rows: pd.DataFrame, metric: Metric, channels: list[str], shown: list[str], dates: pd.DatetimeIndex,
+             window: KpiWindow) -> str:
+    header = (
+        f"<h2 id=\"{metric.column}\">{html.escape(metric.title)} <span class=\"unit\">({html.escape(metric.unit)})"
+        f"</span></h2>\n<p class=\"meaning\">{html.escape(metric.meaning)}</p>"
+    )
+    lines = chart_series(rows, metric, shown, dates)
+    if not lines:
+        return header + (f"\n<p class=\"empty\">No channel had any {html.escape(metric.count_label)} "
+                         f"in these {window.days} days.</p>")
+    figure = json.dumps(_figure(metric, lines, window.start, window.last), allow_nan=False)
+    chart = (f"<div class=\"chart\" id=\"chart-{metric.column}\" data-metric=\"{metric.column}\"></div>\n"
+             f"<script type=\"text/javascript\">(function () {{ var f = {figure}; "
+             f"Plotly.newPlot('chart-{metric.column}', f.data, f.layout, "
+             "{displaylogo: false, responsive: true}); })();</script>")
+    return "\n".join([header, chart, _summary_table(rows, metric, channels, dates, window.days)])
+
+
+def _summary_table(rows: pd.DataFrame, metric: Metric, channels: list[str], dates: pd.DatetimeIndex,
+                   days: int) -> str:
     period_header = f"last {days} days" if metric.combinable else "last day's value"
     if metric.column == "interactions":
         rows_header = ["channel", f"total, last {days} days", "daily average", "days with contacts"]
     else:
         rows_header = ["channel", f"{metric.title}: {period_header}", f"{metric.count_label} ({days} days)",
                        "days with a value"]
-    rows = []
+    body = []
     for channel in channels:
-        v = values[channel] if channel in values.columns else pd.Series(dtype="float64")
-        n = counts[channel] if channel in counts.columns else pd.Series(dtype="int64")
+        own = rows[rows["channel"] == channel].set_index("date").reindex(dates)
+        v, n = own[metric.column].astype("float64"), own[metric.count].fillna(0).astype("int64")
         total = int(n.sum())
-        days_with = int(v.notna().sum()) if metric.column != "interactions" else int((n > 0).sum())
         if metric.column == "interactions":
-            cells = [f"{total:,}", f"{total / len(counts):,.1f}", str(days_with)]
+            cells = [f"{total:,}", f"{total / len(dates):,.1f}", str(int((n > 0).sum()))]
         else:
             if metric.combinable:
-                # each day's value is a mean over its count, so the count-weighted mean is the period's exact value
-                weight = n.where(v.notna(), 0)
-                period = float((v.fillna(0) * weight).sum() / weight.sum()) if weight.sum() > 0 else None
+                period, _ = period_value(own.dropna(subset=[metric.count]), metric)
             else:
                 known = v.dropna()
                 period = float(known.iloc[-1]) if len(known) else None
-            cells = [_format(period, metric), f"{total:,}", str(days_with)]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in [channel, *cells]) + "</tr>")
+            cells = [_format(period, metric), f"{total:,}", str(int(v.notna().sum()))]
+        body.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in [channel, *cells]) + "</tr>")
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in rows_header) + "</tr>"
-    return f"<table class=\"summary\" data-metric=\"{metric.column}\">\n{head}\n" + "\n".join(rows) + "\n</table>"
+    return f"<table class=\"summary\" data-metric=\"{metric.column}\">\n{head}\n" + "\n".join(body) + "\n</table>"

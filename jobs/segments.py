@@ -5,18 +5,23 @@ and carry direct contact data (e-mail, phone, name) only when asked for explicit
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
+import json
 import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+
+from atende.jobs.gold_query import QueryEngine
+from atende.pipelines.rules import NPS_DETRACTOR_MAX, NPS_PROMOTER_MIN
+from atende.pipelines.schemas import CHANNEL_LABELS
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 EXPORT_COLUMNS = ("customer_key", "persona_id", "persona_name", "confidence", "age_band", "gender", "city", "state",
                   "income_band", "profession", "preferred_channel", "last_channel", "interactions_total",
@@ -28,19 +33,21 @@ class ExportError(ValueError):
     """An export that cannot be made as asked (unknown persona, missing tables)."""
 
 
-def build_segment_export(profiles: DataFrame, segments: DataFrame, personas: DataFrame, persona: str,
-                         with_contacts: bool) -> DataFrame:
-    """The rows of an export: consenting customers of `persona` ("all": every persona)."""
-    has_consent = F.col("marketing_consent") == F.lit(True)
-    chosen = segments if persona == "all" else segments.where(F.col("persona_id") == persona)
-    rows = (
-        chosen.select("customer_key", "persona_id", "confidence")
-        .join(profiles.drop("persona_id"), on="customer_key", how="inner")
-        .where(has_consent)
-        .join(personas.select("persona_id", "persona_name"), on="persona_id", how="left")
+def export_query(persona: str, with_contacts: bool) -> str:
+    """The rows of an export, as SQL over the views persona_segments, customer_profiles and personas:
+    consenting customers of `persona` ("all": every persona). One query for both engines (jobs.gold_query)."""
+    columns = {"customer_key": "s", "persona_id": "s", "confidence": "s", "persona_name": "n"}
+    chosen = [*EXPORT_COLUMNS, *(CONTACT_COLUMNS if with_contacts else ())]
+    select = ", ".join(f"{columns.get(c, 'p')}.{c}" for c in chosen)
+    which = "" if persona == "all" else f" AND s.persona_id = '{persona.replace(chr(39), chr(39) * 2)}'"
+    return (
+        f"SELECT {select} FROM persona_segments AS s "
+        "JOIN customer_profiles AS p ON p.customer_key = s.customer_key "
+        "LEFT JOIN personas AS n ON n.persona_id = s.persona_id "
+        # null consent (never recorded) is no consent
+        f"WHERE p.marketing_consent = TRUE{which} "
+        "ORDER BY s.persona_id, s.customer_key"
     )
-    columns = list(EXPORT_COLUMNS) + (list(CONTACT_COLUMNS) if with_contacts else [])
-    return rows.select(*columns).orderBy("persona_id", "customer_key")
 
 
 def write_export(df: DataFrame, out: Path, fmt: str) -> int:
@@ -69,107 +76,196 @@ def write_export(df: DataFrame, out: Path, fmt: str) -> int:
 
 
 # ---------------------------------------------------------------------- report
-def persona_report_frames(profiles: DataFrame, segments: DataFrame, personas: DataFrame) -> dict[str, pd.DataFrame]:
-    """Small aggregates (persona × category) computed in Spark; only these reach pandas."""
-    joined = segments.select("customer_key", "persona_id").join(profiles.drop("persona_id"), on="customer_key",
-                                                                 how="inner")
-    size = joined.groupBy("persona_id").agg(
-        F.count("*").alias("customers"),
-        F.avg(F.col("marketing_consent").cast("double")).alias("consent_share"),
-        F.avg("csat_avg").alias("csat_avg"), F.avg("ces_avg").alias("ces_avg"), F.avg("sps_avg").alias("sps_avg"),
-        F.avg("nps_last").alias("nps_score_avg"),
-        F.avg(F.when(F.col("nps_last") >= 9, 1.0).when(F.col("nps_last") <= 6, -1.0)
-              .when(F.col("nps_last").isNotNull(), 0.0)).alias("_nps"),
-        F.avg("interactions_total").alias("interactions_avg"), F.avg("total_spend").alias("spend_avg"),
-    ).withColumn("nps", F.col("_nps") * 100).drop("_nps")
-    age = joined.groupBy("persona_id", F.coalesce("age_band", F.lit("unknown")).alias("value")).count()
-    income = joined.groupBy("persona_id", F.coalesce("income_band", F.lit("unknown")).alias("value")).count()
-    gender = joined.groupBy("persona_id", F.coalesce("gender", F.lit("unknown")).alias("value")).count()
-    channels = joined.select("persona_id", F.explode("interactions_by_channel").alias("value", "n")).groupBy(
-        "persona_id", "value").agg(F.sum("n").alias("count"))
+_MEMBERS = "FROM persona_segments AS s JOIN customer_profiles AS p ON p.customer_key = s.customer_key"
+AGE_ORDER = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"]
+INCOME_ORDER = ["A", "B1", "B2", "C1", "C2", "DE", "unknown"]
+
+
+def persona_report_frames(engine: QueryEngine) -> dict[str, pd.DataFrame]:
+    """Small aggregates (persona x category) computed by the engine over the views persona_segments,
+    customer_profiles and personas; only these reach pandas."""
+    nps = (f"CASE WHEN p.nps_last >= {NPS_PROMOTER_MIN} THEN 1.0 WHEN p.nps_last <= {NPS_DETRACTOR_MAX} THEN -1.0 "
+           "WHEN p.nps_last IS NOT NULL THEN 0.0 END")
+    size = engine.sql(
+        "SELECT s.persona_id, count(*) AS customers, avg(CAST(p.marketing_consent AS DOUBLE)) AS consent_share, "
+        "avg(p.csat_avg) AS csat_avg, avg(p.ces_avg) AS ces_avg, avg(p.sps_avg) AS sps_avg, "
+        f"avg(p.nps_last) AS nps_score_avg, 100 * avg({nps}) AS nps, "
+        "avg(CAST(p.interactions_total AS DOUBLE)) AS interactions_avg, avg(p.total_spend) AS spend_avg "
+        f"{_MEMBERS} GROUP BY s.persona_id"
+    )
+
+    def shares(column: str) -> pd.DataFrame:
+        return engine.sql(f"SELECT s.persona_id, coalesce(p.{column}, 'unknown') AS value, count(*) AS count "
+                          f"{_MEMBERS} GROUP BY s.persona_id, coalesce(p.{column}, 'unknown')")
+
+    channels = engine.sql(
+        "SELECT persona_id, value, sum(n) AS count FROM ("
+        f"SELECT s.persona_id, {engine.map_rows('p.interactions_by_channel', 'value', 'n')} {_MEMBERS}) AS t "
+        "GROUP BY persona_id, value"
+    )
+    traits = engine.sql(f"SELECT persona_id, {engine.map_rows('traits', 'trait', 'value')} FROM personas")
     return {
-        "personas": personas.select("persona_id", "persona_name", "description", "size").toPandas(),
-        "size": size.toPandas(),
-        "age": age.toPandas(), "income": income.toPandas(), "gender": gender.toPandas(),
-        "channels": channels.toPandas(),
+        "personas": engine.sql("SELECT persona_id, persona_name, description, size FROM personas"),
+        "size": size, "age": shares("age_band"), "income": shares("income_band"), "gender": shares("gender"),
+        "channels": channels, "traits": traits,
     }
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+_TRAIT_LABELS = {
+    "age": "age", "income_level": "income level", "total_spend": "spend", "avg_order_value": "average order value",
+    "price_level": "price level of orders", "orders_count": "orders", "interactions_per_week": "contacts per week",
+    "interactions_count": "contacts", "satisfaction_index": "satisfaction", "resolved_rate": "contacts resolved",
+    "effort_index": "effort reported", "bot_only_rate": "contacts handled by the bot alone",
+}
 
 
-def _stacked(frame: pd.DataFrame, title: str, order: list[str] | None = None) -> str:
-    from matplotlib.figure import Figure
+def trait_label(trait: str) -> str:
+    """How a person reads a persona trait (a column of the customer feature table)."""
+    if trait in _TRAIT_LABELS:
+        return _TRAIT_LABELS[trait]
+    for prefix, text in (("ch_", "share of contacts by {}"), ("hour_", "share of contacts in the {}"),
+                         ("topic_", "share of contacts about {}"), ("ochan_", "share of orders via {}")):
+        if trait.startswith(prefix):
+            value = trait[len(prefix):]
+            return text.format(CHANNEL_LABELS.get(value, value.replace("_", " ")))
+    return trait.replace("_", " ")
 
+
+def distinguishing_traits(traits: pd.DataFrame, sizes: pd.Series, top: int = 3,
+                          min_share: float = 0.02) -> dict[str, list[tuple[str, float]]]:
+    """Per persona, the `top` traits it over-represents most against the whole base: (trait, lift = persona
+    mean / base mean, the base being the size-weighted mean over personas), highest lift first; when fewer
+    than `top` traits are over-represented, the most under-represented follow (lowest lift first).
+    Traits with a base mean of zero or below, with negative values, or — for shares (columns of a share
+    family: ch_, hour_, topic_, ochan_) — a base share under `min_share` are left out: a rare channel's lift
+    is mostly noise."""
+    if traits.empty:
+        return {}
+    table = traits.pivot_table(index="persona_id", columns="trait", values="value", aggfunc="first")
+    weights = sizes.reindex(table.index).fillna(0).astype("float64")
+    if weights.sum() <= 0:
+        weights = pd.Series(1.0, index=table.index)
+    base = table.mul(weights, axis=0).sum() / table.notna().mul(weights, axis=0).sum()
+
+    def usable(trait: str) -> bool:
+        share = trait.startswith(("ch_", "hour_", "topic_", "ochan_"))
+        return bool(base[trait] > (min_share if share else 0)) and bool((table[trait].dropna() >= 0).all())
+
+    columns = [t for t in table.columns if usable(str(t))]
+    out: dict[str, list[tuple[str, float]]] = {}
+    for persona, row in table[columns].iterrows():
+        lift = (row / base[columns]).dropna()
+        over = lift[lift > 1].sort_values(ascending=False)
+        under = lift[lift < 1].sort_values()
+        chosen = pd.concat([over, under]).head(top)
+        out[str(persona)] = [(str(t), float(v)) for t, v in chosen.items()]
+    return out
+
+
+def leading_channel(channels: pd.DataFrame) -> dict[str, tuple[str, float]]:
+    """Per persona, its leading channel among its customers' contacts and that channel's share of them."""
+    out = {}
+    for persona, rows in channels.groupby("persona_id"):
+        total = float(rows["count"].sum())
+        if total > 0:
+            best = rows.sort_values(["count", "value"], ascending=[False, True]).iloc[0]
+            out[str(persona)] = (str(best["value"]), float(best["count"]) / total)
+    return out
+
+
+def _figure_html(figure: dict, name: str) -> str:
+    return (f"<div class=\"chart\" id=\"chart-{name}\"></div>\n<script type=\"text/javascript\">(function () {{ "
+            f"var f = {json.dumps(figure, allow_nan=False)}; Plotly.newPlot('chart-{name}', f.data, f.layout, "
+            "{displaylogo: false, responsive: true}); })();</script>")
+
+
+def _layout(height: int, **extra: Any) -> dict:
+    return {"height": height, "margin": {"l": 20, "r": 20, "t": 10, "b": 40}, "plot_bgcolor": "white",
+            "paper_bgcolor": "white", "legend": {"orientation": "h", "y": -0.15}, **extra}
+
+
+def _stacked(frame: pd.DataFrame, labels: dict[str, str], what: str, order: list[str] | None = None) -> dict:
+    """Horizontal 100% bars: per persona, the share of each category (hover: the share and the count)."""
     table = frame.pivot_table(index="persona_id", columns="value", values="count", aggfunc="sum", fill_value=0)
     if order:
         table = table[[c for c in order if c in table.columns] + [c for c in table.columns if c not in order]]
-    shares = table.div(table.sum(axis=1), axis=0)
-    fig = Figure(figsize=(8, 0.5 + 0.45 * len(shares)))
-    ax = fig.subplots()
-    left = pd.Series(0.0, index=shares.index)
-    cmap = __import__("matplotlib").colormaps["tab20"]
-    for i, column in enumerate(shares.columns):
-        ax.barh(shares.index, shares[column], left=left, label=str(column), color=cmap(i % 20))
-        left += shares[column]
-    ax.set_xlim(0, 1)
-    ax.set_title(title)
-    ax.invert_yaxis()
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    ax.xaxis.set_major_formatter(__import__("matplotlib").ticker.PercentFormatter(1.0))
-    return _png(fig)
+    table = table.reindex(list(labels)).fillna(0)
+    totals = table.sum(axis=1).replace(0, np.nan)
+    y = [labels[p] for p in table.index]
+    traces = [{
+        "type": "bar", "orientation": "h", "name": str(column), "y": y,
+        "x": [None if pd.isna(v) else round(float(v), 4) for v in table[column] / totals],
+        "customdata": [int(n) for n in table[column]],
+        "hovertemplate": f"%{{y}}<br><b>{html.escape(str(column))}</b>: %{{x:.0%}} (%{{customdata:,}} {what})"
+                         "<extra></extra>",
+    } for column in table.columns]
+    return {"data": traces, "layout": _layout(90 + 34 * len(y), barmode="stack",
+                                               xaxis={"tickformat": ".0%", "range": [0, 1]},
+                                               yaxis={"autorange": "reversed", "automargin": True})}
+
+
+_PAGE_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#1f2933;padding:0 1rem}
+h2{border-top:1px solid #d9e2ec;padding-top:1rem;margin-top:2rem}.meta{color:#52606d}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.8rem}
+.card{border:1px solid #d9e2ec;border-radius:8px;padding:.8rem 1rem;background:#f8fafc}
+.card h3{margin:.1rem 0 .3rem;font-size:1.05rem}.card .id{color:#7b8794;font-size:.8rem}
+.card .desc{color:#3e4c59;font-size:.9rem}.card .facts{font-size:.85rem;color:#52606d;margin:.4rem 0}
+.card ul{margin:.3rem 0 0 1.1rem;padding:0;font-size:.88rem}.up{color:#18794e}.down{color:#c62828}"""
+
+
+def _card(row: Any, lead: tuple[str, float] | None, traits: list[tuple[str, float]]) -> str:
+    lead_text = (f"leading channel: <b>{html.escape(CHANNEL_LABELS.get(lead[0], lead[0]))}</b> "
+                 f"({lead[1]:.0%} of their contacts)") if lead else "no contacts yet"
+    items = "".join(
+        f"<li>{html.escape(trait_label(t))}: <span class=\"{'up' if lift >= 1 else 'down'}\">"
+        f"{lift:.1f}× the base</span></li>" for t, lift in traits)
+    return (f"<div class=\"card\" data-persona=\"{html.escape(row.persona_id)}\"><span class=\"id\">"
+            f"{html.escape(row.persona_id)}</span><h3>{html.escape(row.persona_name)}</h3>"
+            f"<div class=\"desc\">{html.escape(str(row.description or ''))}</div>"
+            f"<div class=\"facts\">{int(row.customers or 0):,} customers · {(row.consent_share or 0):.0%} with "
+            f"marketing consent · {(row.interactions_avg or 0):.1f} contacts and R$ {(row.spend_avg or 0):,.0f} "
+            f"spent per customer · {lead_text}</div>"
+            f"<b style=\"font-size:.85rem\">Most distinguishing traits</b><ul class=\"traits\">{items}</ul></div>")
 
 
 def render_persona_report(frames: dict[str, pd.DataFrame], out: Path) -> Path:
-    from matplotlib.figure import Figure
+    """One self-contained HTML page (plotly.js inline, works offline): a card per persona, then charts."""
+    import plotly.offline
 
     personas = frames["personas"].merge(frames["size"], on="persona_id", how="left").sort_values("persona_id")
-    fig = Figure(figsize=(8, 0.5 + 0.45 * len(personas)))
-    ax = fig.subplots()
-    ax.barh(personas["persona_id"] + " " + personas["persona_name"], personas["size"], color="#4c72b0")
-    ax.invert_yaxis()
-    ax.set_title("customers per persona")
-    size_png = _png(fig)
-
-    fig = Figure(figsize=(9, 3.2))
-    axes = fig.subplots(1, 4)
-    for ax, (column, label) in zip(axes, (("nps", "NPS (last answer)"), ("csat_avg", "CSAT (1–5)"),
-                                          ("ces_avg", "CES (1–7, lower better)"), ("sps_avg", "SPS (0–5)"))):
-        ax.bar(personas["persona_id"], personas[column].fillna(0), color="#55a868")
-        ax.set_title(label, fontsize=9)
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-    fig.tight_layout()
-    satisfaction_png = _png(fig)
-
-    charts = [
-        ("Size", size_png),
-        ("Age", _stacked(frames["age"], "age band", ["18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"])),
-        ("Income", _stacked(frames["income"], "income band", ["A", "B1", "B2", "C1", "C2", "DE", "unknown"])),
-        ("Gender", _stacked(frames["gender"], "gender")),
-        ("Channel mix", _stacked(frames["channels"], "interactions by channel")),
-        ("Satisfaction", satisfaction_png),
-    ]
+    personas["customers"] = personas["customers"].fillna(0)
+    labels = {str(r.persona_id): f"{r.persona_id} {r.persona_name}" for r in personas.itertuples()}
+    leads = leading_channel(frames["channels"])
+    traits = distinguishing_traits(frames["traits"], personas.set_index("persona_id")["customers"])
     records: Iterable[Any] = personas.itertuples()  # fields named after the columns: pandas-stubs cannot type them
-    rows = "".join(
-        f"<tr><td>{html.escape(r.persona_id)}</td><td><b>{html.escape(r.persona_name)}</b><br>"
-        f"<small>{html.escape(str(r.description or ''))}</small></td><td>{int(r.size or 0):,}</td>"
-        f"<td>{(r.consent_share or 0):.0%}</td><td>{(r.interactions_avg or 0):.1f}</td>"
-        f"<td>R$ {(r.spend_avg or 0):,.0f}</td></tr>"
-        for r in records
-    )
-    body = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{png}'>" for t, png in charts)
+    cards = "".join(_card(r, leads.get(str(r.persona_id)), traits.get(str(r.persona_id), [])) for r in records)
+    y = [labels[p] for p in personas["persona_id"]]
+    size = {"data": [{"type": "bar", "orientation": "h", "y": y, "x": [int(n) for n in personas["customers"]],
+                      "marker": {"color": "#3366cc"}, "hovertemplate": "%{y}<br>%{x:,} customers<extra></extra>"}],
+            "layout": _layout(90 + 34 * len(y), yaxis={"autorange": "reversed", "automargin": True})}
+    satisfaction = {"data": [
+        {"type": "bar", "name": name, "x": personas["persona_id"].tolist(),
+         "y": [None if pd.isna(v) else round(float(v), 3) for v in personas[column]],
+         "hovertemplate": f"%{{x}}<br>{html.escape(name)}: %{{y:.2f}}<extra></extra>"}
+        for column, name in (("nps", "NPS (last answer, −100..100)"), ("csat_avg", "CSAT (1–5)"),
+                             ("ces_avg", "CES (1–7, lower is better)"), ("sps_avg", "SPS (0–5)"))
+    ], "layout": {**_layout(340), "margin": {"l": 50, "r": 20, "t": 10, "b": 60}, "barmode": "group"}}
+    charts = [
+        ("Size", "size", size),
+        ("Age", "age", _stacked(frames["age"], labels, "customers", AGE_ORDER)),
+        ("Income", "income", _stacked(frames["income"], labels, "customers", INCOME_ORDER)),
+        ("Gender", "gender", _stacked(frames["gender"], labels, "customers")),
+        ("Channel mix (shares of contacts)", "channels", _stacked(frames["channels"], labels, "contacts")),
+        ("Satisfaction", "satisfaction", satisfaction),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{_figure_html(figure, name)}" for title, name, figure in charts)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>atende — personas</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.4em .6em;text-align:left;vertical-align:top}}
-img{{max-width:100%}}</style></head><body>
+<style>{_PAGE_STYLE}</style><script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
 <h1>Personas</h1>
-<p>Customers segmented by gold/persona_segments; traits from gold/customer_profiles. Exports
-(<code>atende segments export</code>) contain only customers with marketing consent.</p>
-<table><tr><th>id</th><th>persona</th><th>customers</th><th>with consent</th><th>contacts / customer</th>
-<th>spend / customer</th></tr>{rows}</table>{body}</body></html>"""
+<p class="meta">Customers segmented by gold/persona_segments; traits from gold/customer_profiles and the persona
+model. A lift compares a persona's mean with the whole base's. Exports (<code>atende segments export</code>)
+contain only customers with marketing consent.</p>
+<div class="cards" id="cards">{cards}</div>{body}</body></html>"""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out

@@ -32,6 +32,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from atende.conf.settings import StorageSettings
+from atende.lakehouse.locations import DELTA_RS_UNREADABLE as _DELTA_RS_UNREADABLE
+from atende.lakehouse.locations import is_storage_uri
 
 log = logging.getLogger(__name__)
 
@@ -765,7 +767,6 @@ def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> D
 
 # table features delta-rs cannot write to or read: asking for them would lock this engine out of the table
 _DELTA_RS_UNWRITABLE = {"delta.enableDeletionVectors"}
-_DELTA_RS_UNREADABLE = {"deletionVectors"}
 
 
 def _delta_rs_properties(properties: dict[str, str] | None) -> dict[str, str]:
@@ -947,9 +948,3 @@ class Lakehouse:
             names = sorted(st.getPath().getName() for st in fs.listStatus(base) if st.isDirectory())
             found.extend((layer, name) for name in names if fs.exists(HPath(HPath(base, name), "_delta_log")))
         return found
-
-
-def is_storage_uri(text: str) -> bool:
-    """s3a://…, abfss://…, gs://…, hdfs://… (file:// URIs and plain paths are local folders)."""
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.isalnum() and scheme.lower() != "file"

@@ -406,7 +406,6 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
               spread: pd.Series) -> tuple[list[str], list[str]]:
     """A readable name and a description per persona, from its distinguishing traits."""
     names, descriptions = [], []
-    channel_cols = [c for c in means.columns if c.startswith("ch_")]
     topic_cols = [c for c in means.columns if c.startswith("topic_")]
     hour_cols = [c for c in means.columns if c.startswith("hour_")]
     professions = _typical_professions(model)
@@ -414,7 +413,7 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
     for i, (_, row) in enumerate(means.iterrows()):
         z = (row - overall) / spread.replace(0, np.nan)
         parts = []
-        lead = leading[i]
+        lead = leading[i][0][0] if leading[i] else None
         if lead:
             parts.append(f"{CHANNEL_LABELS.get(lead, lead)}-first")
         age = row.get("age", np.nan)
@@ -444,11 +443,10 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
             detail.append(income_txt)
         if professions[i]:
             detail.append("often " + ", ".join(professions[i]))
-        if channel_cols:
-            top_channels = row[channel_cols].fillna(0).sort_values(ascending=False).head(2)
-            used = [f"{CHANNEL_LABELS.get(str(c)[3:], str(c)[3:])} ({v:.0%})" for c, v in top_channels.items() if v > 0]
-            if used:
-                detail.append("mostly " + " and ".join(used))
+        if leading[i]:
+            # the same shares the name's leading channel comes from: of the persona's contacts
+            used = [f"{CHANNEL_LABELS.get(c, c)} ({share:.0%})" for c, share in leading[i] if share > 0]
+            detail.append("contacts mostly by " + " and ".join(used))
         if hour_cols and row[hour_cols].fillna(0).sum() > 0:
             detail.append(f"reaches out mostly in the {str(row[hour_cols].fillna(0).idxmax())[5:]}")
         if topic_cols and row[topic_cols].fillna(0).sum() > 0:
@@ -465,16 +463,20 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
     return names, descriptions
 
 
-def _leading_channels(model: PersonaModel) -> list[str | None]:
-    """Per persona, the channel its contacts favour most: the largest share x lift over the population,
-    from the persona's channel distribution (so customers without contacts do not dilute it)."""
+def _leading_channels(model: PersonaModel, top: int = 2) -> list[list[tuple[str, float]]]:
+    """Per persona, its `top` channels by share of its customers' contacts, largest first: the persona's
+    channel distribution in the model (customers without contacts do not dilute it). The name's leading
+    channel is the first of these, so name and description cannot disagree."""
     spec = model.counts.get("channels")
     if not spec or not spec["columns"]:
-        return [None] * model.k
+        return [[] for _ in range(model.k)]
     p = np.exp(np.asarray(spec["log_prob"]))
-    population = np.exp(np.asarray(model.log_weights)) @ p
-    score = p * p / np.maximum(population, 1e-12)
-    return [spec["columns"][int(score[j].argmax())][3:] for j in range(model.k)]
+    columns = [str(c)[3:] for c in spec["columns"]]
+    out = []
+    for j in range(model.k):
+        order = sorted(range(len(columns)), key=lambda c: (-p[j, c], columns[c]))[:top]
+        out.append([(columns[c], float(p[j, c])) for c in order])
+    return out
 
 
 def _typical_professions(model: PersonaModel, top: int = 2, min_lift: float = 1.5) -> list[list[str]]:

@@ -25,14 +25,19 @@ MICROS_PER_DAY = 86_400_000_000
 LOWER_IS_BETTER = frozenset({"ces"})
 
 
+# NPS classes: promoters answer 9 or 10, detractors 0 to 6 (the SQL of the reports reads these too)
+NPS_PROMOTER_MIN = 9
+NPS_DETRACTOR_MAX = 6
+
+
 def promoter(score: Column) -> Column:
     """An NPS response scoring 9 or 10."""
-    return score >= 9
+    return score >= NPS_PROMOTER_MIN
 
 
 def detractor(score: Column) -> Column:
     """An NPS response scoring 0 to 6."""
-    return score <= 6
+    return score <= NPS_DETRACTOR_MAX
 
 
 def csat_satisfied(score: Column) -> Column:

@@ -1,0 +1,217 @@
+"""SQL over the lakehouse's tables for the interactive commands (reports, segment exports), without Spark.
+
+A report reads a few thousand rows of gold; starting a JVM for that costs 15 seconds. Here delta-rs reads
+the Delta log (which files make up the table's current version) and hands those Parquet files to DuckDB as
+an Arrow dataset, so a query reads only the columns and row groups it needs, streaming, out of core.
+
+The same SQL runs on Spark when a table is past `reports.spark_above_rows` rows (counted from the Delta
+log's add actions, no data read), or when a table uses a feature delta-rs cannot read (deletion vectors).
+So the queries keep to the SQL both engines speak; the one construct they spell differently — turning a
+map column into rows — is a method of the engine (`map_rows`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from atende.conf.settings import Settings
+from atende.lakehouse.locations import DELTA_RS_UNREADABLE, is_storage_uri
+
+log = logging.getLogger(__name__)
+
+
+class QueryEngine(Protocol):
+    name: str
+
+    def sql(self, text: str) -> pd.DataFrame:
+        """The query's result, collected to the driver (callers ask for small results)."""
+
+    def map_rows(self, column: str, key: str, value: str) -> str:
+        """A select-list fragment giving one row per entry of the map `column`, as columns `key`, `value`."""
+
+    def export(self, text: str, out: Path, fmt: str) -> int:
+        """The query's rows to one CSV (header, UTF-8) or Parquet file at `out`; returns the row count."""
+
+
+class DuckDbEngine:
+    """delta-rs lists each table's files; DuckDB queries them as Arrow datasets (views named as given)."""
+
+    name = "duckdb"
+
+    def __init__(self, tables: Mapping[str, str | pa.Table]):
+        """Views over Delta tables (their URIs) or over Arrow tables already in memory (tests, small inputs)."""
+        import duckdb
+
+        self.con = duckdb.connect()
+        for view, source in tables.items():
+            self.con.register(view, delta_dataset(source) if isinstance(source, str) else source)
+
+    def sql(self, text: str) -> pd.DataFrame:
+        return self.con.sql(text).fetch_arrow_table().to_pandas()
+
+    def map_rows(self, column: str, key: str, value: str) -> str:
+        return f"unnest(map_keys({column})) AS {key}, unnest(map_values({column})) AS {value}"
+
+    def export(self, text: str, out: Path, fmt: str) -> int:
+        written = []
+
+        def write(staging: Path) -> None:
+            options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+            # COPY answers with the number of rows it wrote
+            result = self.con.execute(f"COPY ({text}) TO '{_sql_string(str(staging))}' ({options})").fetchone()
+            written.append(int(result[0]) if result else 0)
+
+        _write_atomically(out, write)
+        return written[0]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class SparkEngine:
+    """The same queries on Spark, over temporary views of the tables (for tables past the size threshold)."""
+
+    name = "spark"
+
+    def __init__(self, lake: Any, tables: Mapping[str, tuple[str, str]]):
+        self.spark = lake.spark
+        for view, (layer, table) in tables.items():
+            lake.read(layer, table).createOrReplaceTempView(view)
+
+    def sql(self, text: str) -> pd.DataFrame:
+        return self.spark.sql(text).toPandas()
+
+    def map_rows(self, column: str, key: str, value: str) -> str:
+        return f"explode({column}) AS ({key}, {value})"
+
+    def export(self, text: str, out: Path, fmt: str) -> int:
+        from atende.jobs.segments import write_export
+
+        return write_export(self.spark.sql(text), out, fmt)
+
+
+def delta_dataset(uri: str) -> Any:
+    """The current version of a local Delta table as an Arrow dataset: the files its log lists, read with
+    the table's schema, partition values from the Hive-style folder names.
+
+    Not `DeltaTable.to_pyarrow_dataset()`: deltalake 1.6 turns the statistics a file lacks (Delta writes no
+    min/max for booleans) into a fragment guarantee `column >= null`, which prunes every file, so a filter
+    `marketing_consent = TRUE` returned no rows at all on the demo lakehouse."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri)
+    schema = pa.schema(table.schema().to_arrow())
+    partition_columns = list(table.metadata().partition_columns)
+    partitioning = None
+    if partition_columns:
+        partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partition_columns]), flavor="hive")
+    return ds.dataset(table.file_uris(), schema=schema, format="parquet", partitioning=partitioning,
+                      partition_base_dir=uri if partitioning else None)
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _write_atomically(out: Path, write) -> None:
+    """`write(staging)` writes a temporary sibling of `out`, which then replaces `out` in one rename:
+    a failed export leaves no half file behind."""
+    out = Path(out).resolve()
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a directory; give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        write(staging)
+        os.replace(staging, out)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def table_rows(uri: str) -> int | None:
+    """Rows of a Delta table's current version from its log's statistics; None when a file has none."""
+    from deltalake import DeltaTable
+
+    actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return 0
+    if "num_records" not in actions.column_names or actions["num_records"].null_count:
+        return None
+    return int(pa.compute.sum(actions["num_records"]).as_py() or 0)
+
+
+def _readable_by_delta_rs(uri: str) -> bool:
+    from deltalake import DeltaTable
+
+    return not (set(DeltaTable(uri).protocol().reader_features or ()) & DELTA_RS_UNREADABLE)
+
+
+def table_uri(root: str, layer: str, table: str) -> str:
+    return f"{root.rstrip('/')}/{layer}/{table}"
+
+
+def lakehouse_root(path: str | os.PathLike) -> str:
+    """The lakehouse as delta-rs addresses it: an absolute local folder, or the URI as given."""
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if is_storage_uri(text):
+        return text.rstrip("/")
+    folder = Path(text)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"lakehouse not found: {folder}")
+    return str(folder.resolve())
+
+
+@contextlib.contextmanager
+def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mapping[str, tuple[str, str]],
+                start_spark: Callable[[str], Any] | None = None, spark: Any = None) -> Iterator[QueryEngine]:
+    """An engine with a view per table (view name -> (layer, table)). DuckDB unless a table is past
+    `reports.spark_above_rows` rows or needs Spark to be read; then Spark: the session given as `spark`
+    (left running), else one started by `start_spark(root)` (the CLI's factory) and stopped on leaving."""
+    from deltalake import DeltaTable
+
+    root = lakehouse_root(lakehouse)
+    uris = {view: table_uri(root, layer, table) for view, (layer, table) in tables.items()}
+    for view, uri in uris.items():
+        if not DeltaTable.is_deltatable(uri):
+            layer, table = tables[view]
+            raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first")
+    limit = settings.reports.spark_above_rows
+    sizes = {view: table_rows(uri) for view, uri in uris.items()}
+    big = [view for view, rows in sizes.items() if rows is not None and rows > limit]
+    unreadable = [view for view, uri in uris.items() if not _readable_by_delta_rs(uri)]
+    if not big and not unreadable:
+        engine = DuckDbEngine(uris)
+        try:
+            yield engine
+        finally:
+            engine.close()
+        return
+    reason = (f"{', '.join(big)} past reports.spark_above_rows ({limit:,} rows)" if big
+              else f"{', '.join(unreadable)} uses deletion vectors, which delta-rs cannot read")
+    log.info("reading with Spark: %s", reason)
+    from atende.lakehouse.tables import Lakehouse
+
+    if spark is not None:
+        yield SparkEngine(Lakehouse(spark, root, settings.storage), tables)
+        return
+    if start_spark is None:
+        from atende.lakehouse.spark import build_spark_session
+
+        started = build_spark_session(settings)
+    else:
+        started = start_spark(root)
+    try:
+        yield SparkEngine(Lakehouse(started, root, settings.storage), tables)
+    finally:
+        started.stop()
