@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env", default=None, help="configuration environment: conf/<env>.yaml (default: local, or $ATENDE_ENV)")
     parser.add_argument("--conf", dest="conf_file", default=None, help="YAML file whose keys override the environment's")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="log what each step does, and let Spark's and the JVM's output through to the terminal")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write a synthetic landing zone with its ground truth in DIR/_truth/")
@@ -110,18 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console():
+def _console(args=None):
     from rich.console import Console
 
     # piped or redirected output has no terminal width: rich would cut tables at 80 columns
     width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
-    return Console(stderr=False, highlight=False, width=width)
+    return Console(stderr=False, highlight=False, width=width, quiet=bool(getattr(args, "quiet", False)))
 
 
 def cmd_generate(args, settings: Settings) -> int:
     from atende.synthetic.generate import generate_landing_zone
 
-    console = _console()
+    console = _console(args)
     started = time.perf_counter()
     stats = generate_landing_zone(args.out, args.customers, args.days, args.seed, start=args.start, workers=args.workers)
     seconds = time.perf_counter() - started
@@ -138,39 +141,70 @@ def cmd_generate(args, settings: Settings) -> int:
     return 0
 
 
-def _session(settings: Settings, lakehouse: Path | str, verbose: bool):
-    """The command's SparkSession. Unless --verbose, what the JVM prints (Ivy, log4j, the JDK's warnings)
-    goes to <lakehouse>/_logs/spark-<UTC time>.log, not the terminal (local mode, local lakehouse)."""
+def _jvm_log(lakehouse: Path | str, verbose: bool) -> Path | None:
+    """Where the JVM's output goes (None: the terminal): <lakehouse>/_logs/spark-<UTC time>.log unless
+    --verbose, for a local lakehouse."""
     from atende.lakehouse.locations import is_storage_uri
+
+    if verbose or is_storage_uri(str(lakehouse)):
+        return None
+    return Path(lakehouse).resolve() / "_logs" / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z.log"
+
+
+def _session(settings: Settings, lakehouse: Path | str, verbose: bool, log: Path | None = None):
+    """The command's SparkSession. Unless --verbose, what the JVM prints (Ivy, log4j, the JDK's warnings)
+    goes to a log file in <lakehouse>/_logs/ (`log`, or spark-<UTC time>.log), not the terminal."""
     from atende.lakehouse.spark import build_spark_session
 
-    log = None
-    if not verbose and not is_storage_uri(str(lakehouse)):
-        log = Path(lakehouse).resolve() / "_logs" / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}Z.log"
-    return build_spark_session(settings, jvm_log=log)
+    return build_spark_session(settings, jvm_log=log or _jvm_log(lakehouse, verbose))
 
 
 def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console,
          verbose: bool = False) -> int:
+    """One run. Progress lines and the summary go to the console; the run's whole story — our log at INFO,
+    every progress line, and what the JVM printed — to <lakehouse>/_logs/<run_id>.log (named once the run
+    has its id; until then the JVM writes into spark-<time>.log, the same file renamed)."""
     from rich.markup import escape
 
     from atende.jobs.run import Runner
 
+    file_log = logging.getLogger("atende.run")
+
     def progress(message: str) -> None:
+        file_log.info(message)
         style = "yellow" if message.startswith("warning") else "default"
         console.print(f"[dim]{dt.datetime.now():%H:%M:%S}[/dim] [{style}]{escape(message)}[/{style}]")
+        status.update(escape(message))
 
-    spark = _session(settings, lakehouse, verbose)
-    try:
-        runner = Runner(spark, settings, landing, lakehouse, progress=progress)
-        summary = runner.run(date)
-        if summary.nothing_to_do:
-            console.print(f"nothing new to process in {landing}: every arrival date is already in {lakehouse}")
-            return 0
-        _print_summary(console, runner, summary)
-        return 0
-    finally:
-        spark.stop()
+    jvm_log = _jvm_log(lakehouse, verbose)
+    handler = None
+    with console.status("starting Spark ...") as status:
+        spark = _session(settings, lakehouse, verbose, jvm_log)
+        try:
+            runner = Runner(spark, settings, landing, lakehouse, progress=progress)
+            if jvm_log is not None:
+                run_log = jvm_log.with_name(f"{runner.run_id}.log")
+                if jvm_log.exists():
+                    jvm_log.rename(run_log)  # the JVM keeps writing through its open descriptor
+                handler = logging.FileHandler(run_log, mode="a", encoding="utf-8")
+                handler.setLevel(logging.INFO)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                logging.getLogger().addHandler(handler)
+                logging.getLogger("atende").setLevel(logging.INFO)
+            summary = runner.run(date)
+            status.stop()
+            if summary.nothing_to_do:
+                console.print(f"nothing new to process in {landing}: every arrival date is already in {lakehouse}")
+            else:
+                _print_summary(console, runner, summary)  # reads the tables: before Spark stops
+                if handler is not None:
+                    console.print(f"[dim]full log: {escape(handler.baseFilename)}[/dim]")
+        finally:
+            spark.stop()
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+    return 0
 
 
 # what stays null or empty while a source has delivered nothing (the run still succeeds)
@@ -257,7 +291,7 @@ def _print_summary(console, runner, summary) -> None:
 
 
 def cmd_run(args, settings: Settings) -> int:
-    return _run(settings, args.landing, args.lakehouse, args.date, _console(), args.verbose)
+    return _run(settings, args.landing, args.lakehouse, args.date, _console(args), args.verbose)
 
 
 _PERSONA_TABLES = {"customer_profiles": ("gold", "customer_profiles"),
@@ -283,7 +317,7 @@ def cmd_report(args, settings: Settings) -> int:
 
         with _gold(args, settings, {"service_kpis": ("gold", "service_kpis")}) as engine:
             out = render_kpi_report(engine, args.out, days=args.days, top_channels=settings.reports.top_channels)
-    _console().print(f"report written to {out}")
+    _console(args).print(f"report written to {out}")
     return 0
 
 
@@ -296,7 +330,7 @@ def cmd_segments(args, settings: Settings) -> int:
             raise ExportError(f"unknown persona {args.persona!r}; known: {', '.join(known)} or all")
         count = engine.export(export_query(args.persona, args.with_contacts), args.out, args.format)
     who = "every persona" if args.persona == "all" else f"persona {args.persona}"
-    _console().print(f"{count:,} customers with marketing consent, of {who}, written to {args.out}"
+    _console(args).print(f"{count:,} customers with marketing consent, of {who}, written to {args.out}"
                      + (" (with contact data)" if args.with_contacts else ""))
     return 0
 
@@ -304,7 +338,7 @@ def cmd_segments(args, settings: Settings) -> int:
 def cmd_train(args, settings: Settings) -> int:
     from atende.jobs.run import Runner
 
-    console = _console()
+    console = _console(args)
     spark = _session(settings, args.lakehouse, args.verbose)
     try:
         runner = Runner(spark, settings, None, args.lakehouse,
@@ -330,7 +364,7 @@ def cmd_maintain(args, settings: Settings) -> int:
 
     from atende.jobs.maintain import optimize_tables, register_tables, time_travel_horizon, vacuum_tables
 
-    console = _console()
+    console = _console(args)
     spark, lake = _open_lakehouse(settings, args.lakehouse, args.verbose)
     try:
         if args.maintain == "register":
@@ -367,16 +401,16 @@ def cmd_sql(args, settings: Settings) -> int:
         register_tables(spark, lake, settings.catalog.database_prefix)
         rows = spark.sql(args.query).limit(args.limit + 1).collect()
         if not rows:
-            _console().print("no rows")
+            _console(args).print("no rows")
             return 0
         out = Table()
         for col in rows[0].__fields__:
             out.add_column(col)
         for row in rows[: args.limit]:
             out.add_row(*["" if v is None else str(v) for v in row])
-        _console().print(out)
+        _console(args).print(out)
         if len(rows) > args.limit:
-            _console().print(f"(first {args.limit} rows; --limit shows more)")
+            _console(args).print(f"(first {args.limit} rows; --limit shows more)")
         return 0
     finally:
         spark.stop()
@@ -385,7 +419,7 @@ def cmd_sql(args, settings: Settings) -> int:
 def cmd_demo(args, settings: Settings) -> int:
     from atende.synthetic.generate import generate_landing_zone
 
-    console = _console()
+    console = _console(args)
     base = (args.dir or Path(settings.demo.directory)).resolve()
     if base.exists():
         if not (base / DEMO_MARKER).exists():
@@ -409,8 +443,12 @@ def cmd_demo(args, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the terminal: warnings (errors only with --quiet, everything with --verbose); a run's log file
+    # (jobs.cli._run) takes INFO whatever the terminal shows
+    shown = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=shown, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(shown)
     try:
         settings = load_settings(args.env, args.conf_file)
     except ConfigError as exc:

@@ -279,7 +279,9 @@ def _card(metric: Metric, window: KpiWindow) -> str:
         elif metric.unit == "seconds":
             text = ("+" if delta >= 0 else "") + _duration(delta)
         else:
-            text = f"{delta:+.1f}{unit}" if abs(delta) < 100 else f"{delta:+,.0f}{unit}"
+            # a change of a percentage is in percentage points
+            step = " pts" if unit == " %" else unit
+            text = f"{delta:+.1f}{step}" if abs(delta) < 100 else f"{delta:+,.0f}{step}"
         good = metric.higher_is_better
         if abs(delta) < 1e-9 or good is None:
             kind = "same"

@@ -141,3 +141,24 @@ def test_distinguishing_traits_rank_by_lift_against_the_base():
     assert [t for t, _ in found["p2"]] == ["total_spend", "age", "ch_whatsapp"]
     assert found["p2"][0][1] == pytest.approx(2.5) and found["p2"][2][1] == pytest.approx(0.4)
     assert [t for t, _ in found["p1"]] == ["ch_whatsapp", "total_spend", "age"]  # over-represented first
+
+
+def test_the_commands_answer_without_spark(gold, tmp_path, capsys, monkeypatch):
+    """`segments export` and `report personas` as a user runs them: no SparkSession is started."""
+    from atende.jobs import cli
+    from atende.lakehouse import spark as spark_factory
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("a report started Spark")
+
+    monkeypatch.setattr(spark_factory, "build_spark_session", no_spark)
+    out = tmp_path / "segment.csv"
+    assert cli.main(["segments", "export", "--lakehouse", str(gold), "--persona", "all", "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert said == f"2 customers with marketing consent, of every persona, written to {out}"
+    assert sorted(pd.read_csv(out)["customer_key"]) == ["K1", "K4"]
+    assert cli.main(["-q", "report", "personas", "--lakehouse", str(gold), "--out", str(tmp_path / "p.html")]) == 0
+    assert capsys.readouterr().out == "", "--quiet prints errors only"
+    assert (tmp_path / "p.html").is_file()
+    assert cli.main(["segments", "export", "--lakehouse", str(gold), "--persona", "persona-9", "--out", str(out)]) == 1
+    assert "unknown persona 'persona-9'; known: persona-01, persona-02 or all" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """End to end on a landing zone too small to train on (issue #13): the models degrade to named
 fallbacks, the data lands and the run succeeds; a later run with more data trains and promotes.
+The first run is `atende run` in its own process, so what a user sees on the terminal is checked too
+(issue #19: nothing from the JVM, Spark or MLflow, each warning once, the whole log in a file).
 
 The small zone is a handful of records cut from the first two arrival dates of a generated zone; the
 second run adds that zone's other dates, so every record of the small zone is one of the big one's
@@ -8,13 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import re
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from atende.jobs.run import Runner
+from atende.lakehouse.tables import Lakehouse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -72,40 +79,71 @@ def zones(tmp_path_factory):
     return small, full, dates
 
 
+@dataclass
+class CliRun:
+    lake: Lakehouse
+    lake_dir: Path
+    run_id: str
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="module")
 def small_run(spark, settings, zones, tmp_path_factory):
+    """The first run, as a user runs it: `atende run` in its own process, at the default verbosity."""
     small, _, _ = zones
     lake_dir = tmp_path_factory.mktemp("lake-small") / "lakehouse"
-    runner = Runner(spark, settings, small, lake_dir)
-    summary = runner.run()
-    return runner, summary, lake_dir
+    done = subprocess.run([sys.executable, "-m", "atende.jobs.cli", "run", "--landing", str(small),
+                           "--lakehouse", str(lake_dir)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [run_id] = re.findall(r"^run (\S+) on the ", done.stdout, re.M)
+    return CliRun(Lakehouse(spark, lake_dir, settings.storage), lake_dir, run_id, done.stdout, done.stderr)
 
 
 def test_small_zone_has_about_fifty_records(small_run):
-    runner, _, _ = small_run
-    records = runner.lake.read("ops", "file_reconciliation").agg(F.sum("records")).first()[0]
+    records = small_run.lake.read("ops", "file_reconciliation").agg(F.sum("records")).first()[0]
     assert 20 <= records <= 80
 
 
+# what only Java, Spark, Hadoop, Ivy, BLAS or MLflow print (issue #19: none of it on the terminal)
+FOREIGN = re.compile(r"log4j|\bWARN\b|\bINFO\b|\bERROR\b|org\.apache|java\.|[a-z]Exception\b|SparkContext|"
+                     r"NativeCodeLoader|netlib|Ivy|:: resolving|incubator|[Hh]adoop|Successfully registered model|"
+                     r"Created version|[Mm][Ll][Ff]low|py4j")
+
+
+def test_a_run_speaks_only_of_the_run_and_says_each_warning_once(small_run):
+    output = small_run.stdout + small_run.stderr
+    foreign = [line for line in output.splitlines() if FOREIGN.search(line)]
+    assert not foreign, foreign[:10]
+    assert small_run.stderr == ""
+    warnings = [line.split(" ", 1)[1] for line in small_run.stdout.splitlines()
+                if re.match(r"\d\d:\d\d:\d\d warning", line)]
+    assert len(warnings) == len(set(warnings)), warnings
+    # the whole story is in the run's log: our progress lines and what the JVM printed
+    log = small_run.lake_dir / "_logs" / f"{small_run.run_id}.log"
+    assert f"full log: {log}" in " ".join(small_run.stdout.split())
+    text = log.read_text()
+    assert "silver done in" in text and "log4j" in text
+    assert not list((small_run.lake_dir / "_logs").glob("spark-*.log")), "renamed to the run's id"
+
+
 def test_models_that_cannot_train_degrade_and_the_run_succeeds(small_run):
-    runner, summary, _ = small_run
-    status = {j.job: j.status for j in summary.jobs}
-    assert status["ingest"] == status["silver"] == status["gold"] == status["features"] == "succeeded"
-    assert status["recommendations"] == "degraded"
-    # the dates are processed: the next run does not redo them
-    assert not summary.nothing_to_do
-    runs = runner.lake.read("ops", "runs").where(F.col("run_id") == summary.run_id)
+    lake = small_run.lake
+    runs = lake.read("ops", "runs").where(F.col("run_id") == small_run.run_id)
     rows = {r.job: (r.status, r.error) for r in runs.collect()}
+    assert rows["ingest"][0] == rows["silver"][0] == rows["gold"][0] == rows["features"][0] == "succeeded"
+    assert rows["recommendations"][0] == "degraded"
     assert rows["run"][0] == "degraded"
     assert "fallback" in rows["recommendations"][1]
+    assert "nothing new to process" not in small_run.stdout
     from atende.jobs.bookkeeping import processed_dates
 
-    assert processed_dates(runner.lake) == set(summary.arrival_dates)
+    # the dates are processed: the next run does not redo them
+    assert len(processed_dates(lake)) == SMALL_DATES
 
 
 def test_every_customer_gets_a_recommendation_naming_its_fallback(small_run, settings):
-    runner, _, _ = small_run
-    lake = runner.lake
+    lake = small_run.lake
     customers = lake.read("gold", "customer_features").count()
     recs = lake.read("gold", "recommendations")
     assert customers > 0
@@ -127,7 +165,7 @@ def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_r
     from atende.jobs import tracking
     from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
 
-    runner, first, lake_dir = small_run
+    lake_dir = small_run.lake_dir
     small, full, dates = zones
     for folder in full.glob("*/*"):
         if folder.is_dir() and folder.parent.name != "_truth" and folder.name not in dates[:SMALL_DATES]:
