@@ -178,6 +178,7 @@ def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | Non
 
     jvm_log = _jvm_log(lakehouse, verbose)
     handler = None
+    atende_level = logging.getLogger("atende").level
     with console.status("starting Spark ...") as status:
         spark = _session(settings, lakehouse, verbose, jvm_log)
         try:
@@ -186,6 +187,7 @@ def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | Non
                 run_log = jvm_log.with_name(f"{runner.run_id}.log")
                 if jvm_log.exists():
                     jvm_log.rename(run_log)  # the JVM keeps writing through its open descriptor
+                run_log.parent.mkdir(parents=True, exist_ok=True)  # no JVM log under a cluster master
                 handler = logging.FileHandler(run_log, mode="a", encoding="utf-8")
                 handler.setLevel(logging.INFO)
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -199,10 +201,16 @@ def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | Non
                 _print_summary(console, runner, summary)  # reads the tables: before Spark stops
                 if handler is not None:
                     console.print(f"[dim]full log: {escape(handler.baseFilename)}[/dim]")
+        except BaseException:
+            if handler is not None:  # the run's log ends with why (the terminal gets one line from main)
+                handler.handle(file_log.makeRecord(file_log.name, logging.ERROR, __file__, 0, "the run failed",
+                                                   (), sys.exc_info()))
+            raise
         finally:
             spark.stop()
             if handler is not None:
                 logging.getLogger().removeHandler(handler)
+                logging.getLogger("atende").setLevel(atende_level)
                 handler.close()
     return 0
 
@@ -446,9 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     # the terminal: warnings (errors only with --quiet, everything with --verbose); a run's log file
     # (jobs.cli._run) takes INFO whatever the terminal shows
     shown = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    before = list(logging.getLogger().handlers)
     logging.basicConfig(level=shown, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.setLevel(shown)
+        if handler not in before:  # ours only: a program embedding atende keeps its own handlers' levels
+            handler.setLevel(shown)
     try:
         settings = load_settings(args.env, args.conf_file)
     except ConfigError as exc:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from atende.conf.settings import Settings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE, is_storage_uri
@@ -55,7 +56,7 @@ class DuckDbEngine:
             self.con.register(view, delta_dataset(source) if isinstance(source, str) else source)
 
     def sql(self, text: str) -> pd.DataFrame:
-        return self.con.sql(text).fetch_arrow_table().to_pandas()
+        return self.con.sql(text).to_arrow_table().to_pandas()
 
     def map_rows(self, column: str, key: str, value: str) -> str:
         return f"unnest(map_keys({column})) AS {key}, unnest(map_values({column})) AS {value}"
@@ -146,13 +147,21 @@ def table_rows(uri: str) -> int | None:
         return 0
     if "num_records" not in actions.column_names or actions["num_records"].null_count:
         return None
-    return int(pa.compute.sum(actions["num_records"]).as_py() or 0)
+    return int(pc.sum(actions["num_records"]).as_py() or 0)
 
 
 def _readable_by_delta_rs(uri: str) -> bool:
+    """Whether reading the log's file list with the table's schema gives the table's rows: reader
+    version 1, or 3 with no reader feature but timestampNtz; no column mapping (files would carry
+    physical column names, and every column would read as null); no deletion vectors."""
     from deltalake import DeltaTable
 
-    return not (set(DeltaTable(uri).protocol().reader_features or ()) & DELTA_RS_UNREADABLE)
+    table = DeltaTable(uri)
+    protocol = table.protocol()
+    features = set(protocol.reader_features or ())
+    if protocol.min_reader_version > 3 or features & DELTA_RS_UNREADABLE or features - {"timestampNtz"}:
+        return False
+    return table.metadata().configuration.get("delta.columnMapping.mode", "none") == "none"
 
 
 def table_uri(root: str, layer: str, table: str) -> str:
@@ -198,7 +207,8 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
             engine.close()
         return
     reason = (f"{', '.join(big)} past reports.spark_above_rows ({limit:,} rows)" if big
-              else f"{', '.join(unreadable)} uses deletion vectors, which delta-rs cannot read")
+              else f"{', '.join(unreadable)} uses a Delta feature this reader does not follow "
+                   "(deletion vectors, column mapping)")
     log.info("reading with Spark: %s", reason)
     from atende.lakehouse.tables import Lakehouse
 

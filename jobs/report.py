@@ -17,6 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -107,9 +108,12 @@ class KpiWindow:
 
     @property
     def previous(self) -> pd.DataFrame:
-        """The `days` days before the window (empty when the data starts with the window)."""
-        begin = pd.Timestamp(self.start - dt.timedelta(days=self.days))
-        return self.rows[(self.rows["date"] < pd.Timestamp(self.start)) & (self.rows["date"] >= begin)]
+        """The `days` days before the window; empty unless the data covers all of them (a total over
+        three days against one over thirty is no comparison)."""
+        begin = self.start - dt.timedelta(days=self.days)
+        if self.first > begin:
+            return self.rows.iloc[0:0]
+        return self.rows[(self.rows["date"] < pd.Timestamp(self.start)) & (self.rows["date"] >= pd.Timestamp(begin))]
 
 
 def load_kpis(engine: QueryEngine, days: int) -> KpiWindow | None:
@@ -192,16 +196,23 @@ def chart_series(rows: pd.DataFrame, metric: Metric, channels: list[str], dates:
 _PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00")
 
 
-def _figure(metric: Metric, lines: list[tuple[str, pd.Series, pd.Series]], start: dt.date, last: dt.date) -> dict:
+def script_json(value: Any) -> str:
+    """JSON to put inside a <script> element: no "</script>" or "<!--" a data value could carry ends it."""
+    return (json.dumps(value, allow_nan=False)
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def _figure(metric: Metric, lines: list[tuple[str, pd.Series, pd.Series]], start: dt.date, last: dt.date,
+            colors: dict[str, str]) -> dict:
     traces = []
-    for i, (name, values, counts) in enumerate(lines):
+    for name, values, counts in lines:
         traces.append({
             "type": "scatter", "mode": "lines+markers", "name": name,
             "x": [d.date().isoformat() for d in values.index],
             "y": [None if pd.isna(v) else round(float(v), 4) for v in values],
             "customdata": [int(n) for n in counts],
             "connectgaps": False,
-            "line": {"color": "#9aa5b1" if name == OTHERS else _PALETTE[i % len(_PALETTE)], "width": 2,
+            "line": {"color": colors.get(name, "#9aa5b1"), "width": 2,
                      "dash": "dot" if name == OTHERS else "solid"},
             "marker": {"size": 5},
             "hovertemplate": f"<b>{html.escape(name)}</b> %{{x|%d %b}}<br>%{{y:.2f}} {html.escape(metric.unit)}"
@@ -346,7 +357,9 @@ def _section(rows: pd.DataFrame, metric: Metric, channels: list[str], shown: lis
     if not lines:
         return header + (f"\n<p class=\"empty\">No channel had any {html.escape(metric.count_label)} "
                          f"in these {window.days} days.</p>")
-    figure = json.dumps(_figure(metric, lines, window.start, window.last), allow_nan=False)
+    # a channel keeps its colour from chart to chart, whichever lines a chart lacks
+    colors = {channel: _PALETTE[i % len(_PALETTE)] for i, channel in enumerate(shown)}
+    figure = script_json(_figure(metric, lines, window.start, window.last, colors))
     chart = (f"<div class=\"chart\" id=\"chart-{metric.column}\" data-metric=\"{metric.column}\"></div>\n"
              f"<script type=\"text/javascript\">(function () {{ var f = {figure}; "
              f"Plotly.newPlot('chart-{metric.column}', f.data, f.layout, "

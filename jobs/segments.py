@@ -6,7 +6,7 @@ and carry direct contact data (e-mail, phone, name) only when asked for explicit
 from __future__ import annotations
 
 import html
-import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from atende.jobs.gold_query import QueryEngine
+from atende.jobs.report import script_json
 from atende.pipelines.rules import NPS_DETRACTOR_MAX, NPS_PROMOTER_MIN
 from atende.pipelines.schemas import CHANNEL_LABELS
 
@@ -36,10 +37,12 @@ class ExportError(ValueError):
 def export_query(persona: str, with_contacts: bool) -> str:
     """The rows of an export, as SQL over the views persona_segments, customer_profiles and personas:
     consenting customers of `persona` ("all": every persona). One query for both engines (jobs.gold_query)."""
+    if persona != "all" and not re.fullmatch(r"[A-Za-z0-9_.-]+", persona):
+        raise ExportError(f"a persona id is letters, digits, '.', '_' and '-': {persona!r}")
     columns = {"customer_key": "s", "persona_id": "s", "confidence": "s", "persona_name": "n"}
     chosen = [*EXPORT_COLUMNS, *(CONTACT_COLUMNS if with_contacts else ())]
     select = ", ".join(f"{columns.get(c, 'p')}.{c}" for c in chosen)
-    which = "" if persona == "all" else f" AND s.persona_id = '{persona.replace(chr(39), chr(39) * 2)}'"
+    which = "" if persona == "all" else f" AND s.persona_id = '{persona}'"
     return (
         f"SELECT {select} FROM persona_segments AS s "
         "JOIN customer_profiles AS p ON p.customer_key = s.customer_key "
@@ -84,10 +87,13 @@ INCOME_ORDER = ["A", "B1", "B2", "C1", "C2", "DE", "unknown"]
 def persona_report_frames(engine: QueryEngine) -> dict[str, pd.DataFrame]:
     """Small aggregates (persona x category) computed by the engine over the views persona_segments,
     customer_profiles and personas; only these reach pandas."""
-    nps = (f"CASE WHEN p.nps_last >= {NPS_PROMOTER_MIN} THEN 1.0 WHEN p.nps_last <= {NPS_DETRACTOR_MAX} THEN -1.0 "
-           "WHEN p.nps_last IS NOT NULL THEN 0.0 END")
+    one, zero = "CAST(1 AS DOUBLE)", "CAST(0 AS DOUBLE)"  # not 1.0: a DECIMAL literal on Spark
+    nps = (f"CASE WHEN p.nps_last >= {NPS_PROMOTER_MIN} THEN {one} WHEN p.nps_last <= {NPS_DETRACTOR_MAX} "
+           f"THEN -{one} WHEN p.nps_last IS NOT NULL THEN {zero} END")
     size = engine.sql(
-        "SELECT s.persona_id, count(*) AS customers, avg(CAST(p.marketing_consent AS DOUBLE)) AS consent_share, "
+        # null consent (never recorded) is no consent
+        f"SELECT s.persona_id, count(*) AS customers, avg(CASE WHEN p.marketing_consent THEN {one} ELSE {zero} END) "
+        "AS consent_share, "
         "avg(p.csat_avg) AS csat_avg, avg(p.ces_avg) AS ces_avg, avg(p.sps_avg) AS sps_avg, "
         f"avg(p.nps_last) AS nps_score_avg, 100 * avg({nps}) AS nps, "
         "avg(CAST(p.interactions_total AS DOUBLE)) AS interactions_avg, avg(p.total_spend) AS spend_avg "
@@ -175,7 +181,7 @@ def leading_channel(channels: pd.DataFrame) -> dict[str, tuple[str, float]]:
 
 def _figure_html(figure: dict, name: str) -> str:
     return (f"<div class=\"chart\" id=\"chart-{name}\"></div>\n<script type=\"text/javascript\">(function () {{ "
-            f"var f = {json.dumps(figure, allow_nan=False)}; Plotly.newPlot('chart-{name}', f.data, f.layout, "
+            f"var f = {script_json(figure)}; Plotly.newPlot('chart-{name}', f.data, f.layout, "
             "{displaylogo: false, responsive: true}); })();</script>")
 
 
@@ -213,6 +219,11 @@ h2{border-top:1px solid #d9e2ec;padding-top:1rem;margin-top:2rem}.meta{color:#52
 .card ul{margin:.3rem 0 0 1.1rem;padding:0;font-size:.88rem}.up{color:#18794e}.down{color:#c62828}"""
 
 
+def _number(value: Any) -> float:
+    """A figure for the page: 0 where the aggregate is null (a persona with no members in the profiles)."""
+    return float(value) if value is not None and pd.notna(value) else 0.0
+
+
 def _card(row: Any, lead: tuple[str, float] | None, traits: list[tuple[str, float]]) -> str:
     lead_text = (f"leading channel: <b>{html.escape(CHANNEL_LABELS.get(lead[0], lead[0]))}</b> "
                  f"({lead[1]:.0%} of their contacts)") if lead else "no contacts yet"
@@ -222,9 +233,9 @@ def _card(row: Any, lead: tuple[str, float] | None, traits: list[tuple[str, floa
     return (f"<div class=\"card\" data-persona=\"{html.escape(row.persona_id)}\"><span class=\"id\">"
             f"{html.escape(row.persona_id)}</span><h3>{html.escape(row.persona_name)}</h3>"
             f"<div class=\"desc\">{html.escape(str(row.description or ''))}</div>"
-            f"<div class=\"facts\">{int(row.customers or 0):,} customers · {(row.consent_share or 0):.0%} with "
-            f"marketing consent · {(row.interactions_avg or 0):.1f} contacts and R$ {(row.spend_avg or 0):,.0f} "
-            f"spent per customer · {lead_text}</div>"
+            f"<div class=\"facts\">{int(_number(row.customers)):,} customers · {_number(row.consent_share):.0%} "
+            f"with marketing consent · {_number(row.interactions_avg):.1f} contacts and "
+            f"R$ {_number(row.spend_avg):,.0f} spent per customer · {lead_text}</div>"
             f"<b style=\"font-size:.85rem\">Most distinguishing traits</b><ul class=\"traits\">{items}</ul></div>")
 
 

@@ -413,6 +413,10 @@ def _describe(model: PersonaModel, means: pd.DataFrame, overall: pd.Series,
     for i, (_, row) in enumerate(means.iterrows()):
         z = (row - overall) / spread.replace(0, np.nan)
         parts = []
+        # a persona whose customers made no contact has only the smoothed, even channel mix: no leading channel
+        contacts = row.get("interactions_count", row.get("interactions_per_week", np.nan))
+        if not np.isnan(contacts) and contacts <= 0:
+            leading[i] = []
         lead = leading[i][0][0] if leading[i] else None
         if lead:
             parts.append(f"{CHANNEL_LABELS.get(lead, lead)}-first")

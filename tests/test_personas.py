@@ -234,3 +234,17 @@ def test_name_and_description_agree_on_the_leading_channel():
     assert "contacts mostly by e-mail (50%) and phone (30%)" in descriptions[0]
     assert "contacts mostly by e-mail (90%) and WhatsApp (10%)" in descriptions[1]
     assert names[0] != names[1]
+
+
+def test_a_persona_without_contacts_has_no_leading_channel():
+    from atende.models.personas import _describe
+
+    model = PersonaModel(
+        persona_ids=["persona-01"], names=[], descriptions=[], traits=[{}], sizes=[10], log_weights=[0.0],
+        categorical={}, numeric={},
+        counts={"channels": {"total": "interactions_count", "columns": ["ch_app", "ch_voice"],
+                             "log_prob": np.log([[0.5, 0.5]]).tolist()}},
+    )
+    means = pd.DataFrame({"age": [40.0], "interactions_per_week": [0.0]})
+    names, descriptions = _describe(model, means, means.mean(), pd.Series({"age": 1.0, "interactions_per_week": 1.0}))
+    assert "-first" not in names[0] and "contacts mostly" not in descriptions[0]

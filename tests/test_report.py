@@ -140,6 +140,26 @@ def test_headline_compares_the_period_with_the_one_before(tmp_path):
     assert "better" in render(tmp_path, rows, days=2).split('data-metric="nps"')[1].split("</div></div>")[0]
 
 
+def test_no_comparison_with_a_period_the_data_does_not_cover(tmp_path):
+    """days=3 and data from 4 days back: one day of "previous period" is not three."""
+    rows = [kpi_row(LAST - dt.timedelta(days=d), "webchat", **every_metric()) for d in range(4)]
+    assert "no previous period to compare" in headline(render(tmp_path, rows, days=3))["interactions"]
+    rows.append(kpi_row(LAST - dt.timedelta(days=5), "webchat", **every_metric()))
+    assert "vs previous 3 days" in headline(render(tmp_path, rows, days=3))["interactions"]
+
+
+def test_a_channel_keeps_its_colour_and_data_cannot_end_the_script(tmp_path):
+    hostile = "</script><script>alert(1)</script>"
+    rows = [kpi_row(LAST, "whatsapp", **every_metric(interactions=50)),
+            kpi_row(LAST, "voice", **every_metric(interactions=40, nps=None, nps_responses=0)),
+            kpi_row(LAST, hostile, **every_metric(interactions=30))]
+    page = render(tmp_path, rows)
+    colours = [{t["name"]: t["line"]["color"] for t in figures(page)[m]["data"]} for m in ("interactions", "nps")]
+    assert "voice" not in colours[1] and colours[0]["whatsapp"] == colours[1]["whatsapp"]
+    assert colours[0][hostile] == colours[1][hostile]
+    assert hostile not in page and "alert(1)" in page  # escaped: in the tables as text, in the JSON as \u003c
+
+
 def test_busiest_channels_are_drawn_and_the_rest_is_one_others_line(tmp_path):
     rows = [kpi_row(LAST, channel, **every_metric(interactions=n, nps=float(v), nps_responses=r))
             for channel, n, v, r in (("whatsapp", 50, 10, 1), ("voice", 40, 20, 1), ("email", 3, 100, 1),

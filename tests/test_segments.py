@@ -11,6 +11,7 @@ import pytest
 from atende.jobs.gold_query import open_tables
 from atende.jobs.segments import (
     CONTACT_COLUMNS,
+    ExportError,
     distinguishing_traits,
     export_query,
     leading_channel,
@@ -79,7 +80,9 @@ def test_one_persona_and_contacts_on_request(engine):
     rows = engine.sql(export_query("persona-01", with_contacts=True))
     assert list(rows["customer_key"]) == ["K1"]
     assert rows.loc[0, "primary_email"] == "a@x.com"
-    assert engine.sql(export_query("persona-01' OR '1'='1", with_contacts=False)).empty, "the id is a literal"
+    for hostile in ("persona-01' OR '1'='1", "x\\' OR 1=1 --"):
+        with pytest.raises(ExportError, match="a persona id is"):
+            export_query(hostile, with_contacts=False)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -110,6 +113,12 @@ def test_report_frames_are_the_same_on_both_engines(gold, spark, settings):
         pd.testing.assert_frame_equal(duck.sort_values(key).reset_index(drop=True),
                                       on_spark.sort_values(key).reset_index(drop=True)[duck.columns.tolist()],
                                       check_dtype=False)
+
+
+def test_consent_share_counts_an_unknown_consent_as_no(engine):
+    size = persona_report_frames(engine)["size"].set_index("persona_id")
+    assert size.loc["persona-01", "consent_share"] == pytest.approx(1 / 3)  # K1 yes, K2 no, K3 never asked
+    assert size.loc["persona-01", "nps"] == pytest.approx(100.0) and isinstance(size.loc["persona-01", "nps"], float)
 
 
 def test_persona_report_is_one_page_with_a_card_per_persona(engine, tmp_path):
