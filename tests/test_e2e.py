@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -304,7 +305,8 @@ def test_small_inputs_run_without_whole_stage_codegen_and_the_session_gets_its_s
 
 
 def test_the_jvm_speaks_to_a_log_file_not_the_terminal(tmp_path):
-    """Ivy's resolution, log4j's banner and the JDK's warnings go to <lakehouse>/_logs/spark-*.log (issue #19)."""
+    """Ivy's resolution, log4j's banner and the JDK's warnings go to the run's log,
+    <lakehouse>/_logs/<run_id>.log (issue #19)."""
     landing = tmp_path / "landing"
     (landing / "calls").mkdir(parents=True)
     done = _atende("run", "--landing", str(landing), "--lakehouse", str(tmp_path / "lake"))
@@ -312,7 +314,8 @@ def test_the_jvm_speaks_to_a_log_file_not_the_terminal(tmp_path):
     assert "nothing new to process" in done.stdout
     for jvm_line in ("log4j", "incubator", ":: resolving dependencies", "Ivy"):
         assert jvm_line not in done.stderr + done.stdout, jvm_line
-    [log] = (tmp_path / "lake" / "_logs").glob("spark-*.log")
+    [log] = (tmp_path / "lake" / "_logs").glob("*.log")
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}\.log", log.name), log.name
     assert "log4j" in log.read_text()
 
 
