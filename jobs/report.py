@@ -202,6 +202,22 @@ def script_json(value: Any) -> str:
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
+def chart_html(figure: dict, name: str, metric: str | None = None) -> str:
+    """A plotly chart of the page: its div and the script that draws it (plotly.js is in the page's head,
+    `plotly_script`). Both report pages draw their charts through this."""
+    tag = f" data-metric=\"{metric}\"" if metric else ""
+    return (f"<div class=\"chart\" id=\"chart-{name}\"{tag}></div>\n<script type=\"text/javascript\">"
+            f"(function () {{ var f = {script_json(figure)}; Plotly.newPlot('chart-{name}', f.data, f.layout, "
+            "{displaylogo: false, responsive: true}); })();</script>")
+
+
+def plotly_script() -> str:
+    """plotly.js inline, once per page: the page needs no network."""
+    import plotly.offline
+
+    return f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>"
+
+
 def _figure(metric: Metric, lines: list[tuple[str, pd.Series, pd.Series]], start: dt.date, last: dt.date,
             colors: dict[str, str]) -> dict:
     traces = []
@@ -318,8 +334,6 @@ def _page(window: KpiWindow | None, title: str, top_channels: int) -> str:
             "per-day, per-channel rows. Run the pipeline (<code>atende run</code>) and write this report again.</p>"
             "\n</body></html>\n"
         )
-    import plotly.offline
-
     current = window.current
     channels = sorted(str(c) for c in current["channel"].unique())
     shown = busiest_channels(current, top_channels)
@@ -329,8 +343,7 @@ def _page(window: KpiWindow | None, title: str, top_channels: int) -> str:
                 else "no earlier data to compare against")
     parts = [
         head,
-        # plotly.js inline, once: the page needs no network
-        f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script></head><body>",
+        plotly_script() + "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=\"meta\">{window.days} days of data, {window.start:%d %b %Y} to {window.last:%d %b %Y} "
         f"(days in the business time zone), {previous}. Channels: {', '.join(html.escape(c) for c in channels)}. "
@@ -359,11 +372,8 @@ def _section(rows: pd.DataFrame, metric: Metric, channels: list[str], shown: lis
                          f"in these {window.days} days.</p>")
     # a channel keeps its colour from chart to chart, whichever lines a chart lacks
     colors = {channel: _PALETTE[i % len(_PALETTE)] for i, channel in enumerate(shown)}
-    figure = script_json(_figure(metric, lines, window.start, window.last, colors))
-    chart = (f"<div class=\"chart\" id=\"chart-{metric.column}\" data-metric=\"{metric.column}\"></div>\n"
-             f"<script type=\"text/javascript\">(function () {{ var f = {figure}; "
-             f"Plotly.newPlot('chart-{metric.column}', f.data, f.layout, "
-             "{displaylogo: false, responsive: true}); })();</script>")
+    figure = _figure(metric, lines, window.start, window.last, colors)
+    chart = chart_html(figure, metric.column, metric.column)
     return "\n".join([header, chart, _summary_table(rows, metric, channels, dates, window.days)])
 
 

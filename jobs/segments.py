@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from atende.jobs.gold_query import QueryEngine
-from atende.jobs.report import script_json
+from atende.jobs.report import chart_html, plotly_script
+from atende.models.personas import COUNTS
 from atende.pipelines.rules import NPS_DETRACTOR_MAX, NPS_PROMOTER_MIN
 from atende.pipelines.schemas import CHANNEL_LABELS
 
@@ -125,12 +126,18 @@ _TRAIT_LABELS = {
 }
 
 
+# the share families of the persona model (models.personas.COUNTS), as a person reads one of their columns
+_SHARE_LABELS = {"channels": "share of contacts by {}", "hours": "share of contacts in the {}",
+                 "topics": "share of contacts about {}", "order_channels": "share of orders via {}"}
+_SHARE_PREFIXES = tuple(prefix for _, prefix in COUNTS.values())
+
+
 def trait_label(trait: str) -> str:
     """How a person reads a persona trait (a column of the customer feature table)."""
     if trait in _TRAIT_LABELS:
         return _TRAIT_LABELS[trait]
-    for prefix, text in (("ch_", "share of contacts by {}"), ("hour_", "share of contacts in the {}"),
-                         ("topic_", "share of contacts about {}"), ("ochan_", "share of orders via {}")):
+    for family, text in _SHARE_LABELS.items():
+        prefix = COUNTS[family][1]
         if trait.startswith(prefix):
             value = trait[len(prefix):]
             return text.format(CHANNEL_LABELS.get(value, value.replace("_", " ")))
@@ -143,7 +150,7 @@ def distinguishing_traits(traits: pd.DataFrame, sizes: pd.Series, top: int = 3,
     mean / base mean, the base being the size-weighted mean over personas), highest lift first; when fewer
     than `top` traits are over-represented, the most under-represented follow (lowest lift first).
     Traits with a base mean of zero or below, with negative values, or — for shares (columns of a share
-    family: ch_, hour_, topic_, ochan_) — a base share under `min_share` are left out: a rare channel's lift
+    family of models.personas.COUNTS) — a base share under `min_share` are left out: a rare channel's lift
     is mostly noise."""
     if traits.empty:
         return {}
@@ -154,7 +161,7 @@ def distinguishing_traits(traits: pd.DataFrame, sizes: pd.Series, top: int = 3,
     base = table.mul(weights, axis=0).sum() / table.notna().mul(weights, axis=0).sum()
 
     def usable(trait: str) -> bool:
-        share = trait.startswith(("ch_", "hour_", "topic_", "ochan_"))
+        share = trait.startswith(_SHARE_PREFIXES)
         return bool(base[trait] > (min_share if share else 0)) and bool((table[trait].dropna() >= 0).all())
 
     columns = [t for t in table.columns if usable(str(t))]
@@ -177,12 +184,6 @@ def leading_channel(channels: pd.DataFrame) -> dict[str, tuple[str, float]]:
             best = rows.sort_values(["count", "value"], ascending=[False, True]).iloc[0]
             out[str(persona)] = (str(best["value"]), float(best["count"]) / total)
     return out
-
-
-def _figure_html(figure: dict, name: str) -> str:
-    return (f"<div class=\"chart\" id=\"chart-{name}\"></div>\n<script type=\"text/javascript\">(function () {{ "
-            f"var f = {script_json(figure)}; Plotly.newPlot('chart-{name}', f.data, f.layout, "
-            "{displaylogo: false, responsive: true}); })();</script>")
 
 
 def _layout(height: int, **extra: Any) -> dict:
@@ -241,7 +242,6 @@ def _card(row: Any, lead: tuple[str, float] | None, traits: list[tuple[str, floa
 
 def render_persona_report(frames: dict[str, pd.DataFrame], out: Path) -> Path:
     """One self-contained HTML page (plotly.js inline, works offline): a card per persona, then charts."""
-    import plotly.offline
 
     personas = frames["personas"].merge(frames["size"], on="persona_id", how="left").sort_values("persona_id")
     personas["customers"] = personas["customers"].fillna(0)
@@ -269,9 +269,9 @@ def render_persona_report(frames: dict[str, pd.DataFrame], out: Path) -> Path:
         ("Channel mix (shares of contacts)", "channels", _stacked(frames["channels"], labels, "contacts")),
         ("Satisfaction", "satisfaction", satisfaction),
     ]
-    body = "".join(f"<h2>{html.escape(title)}</h2>{_figure_html(figure, name)}" for title, name, figure in charts)
+    body = "".join(f"<h2>{html.escape(title)}</h2>{chart_html(figure, name)}" for title, name, figure in charts)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>atende — personas</title>
-<style>{_PAGE_STYLE}</style><script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
+<style>{_PAGE_STYLE}</style>{plotly_script()}</head><body>
 <h1>Personas</h1>
 <p class="meta">Customers segmented by gold/persona_segments; traits from gold/customer_profiles and the persona
 model. A lift compares a persona's mean with the whole base's. Exports (<code>atende segments export</code>)
