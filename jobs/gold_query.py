@@ -47,13 +47,13 @@ class DuckDbEngine:
 
     name = "duckdb"
 
-    def __init__(self, tables: Mapping[str, str | pa.Table]):
-        """Views over Delta tables (their URIs) or over Arrow tables already in memory (tests, small inputs)."""
+    def __init__(self, tables: Mapping[str, Any]):
+        """Views over Delta tables (deltalake.DeltaTable) or over Arrow tables already in memory (tests)."""
         import duckdb
 
         self.con = duckdb.connect()
         for view, source in tables.items():
-            self.con.register(view, delta_dataset(source) if isinstance(source, str) else source)
+            self.con.register(view, source if isinstance(source, pa.Table) else delta_dataset(source))
 
     def sql(self, text: str) -> pd.DataFrame:
         return self.con.sql(text).to_arrow_table().to_pandas()
@@ -99,7 +99,7 @@ class SparkEngine:
         return write_export(self.spark.sql(text), out, fmt)
 
 
-def delta_dataset(uri: str) -> Any:
+def delta_dataset(table: Any) -> Any:
     """The current version of a local Delta table as an Arrow dataset: the files its log lists, read with
     the table's schema, partition values from the Hive-style folder names.
 
@@ -107,16 +107,19 @@ def delta_dataset(uri: str) -> Any:
     min/max for booleans) into a fragment guarantee `column >= null`, which prunes every file, so a filter
     `marketing_consent = TRUE` returned no rows at all on the demo lakehouse."""
     import pyarrow.dataset as ds
-    from deltalake import DeltaTable
 
-    table = DeltaTable(uri)
     schema = pa.schema(table.schema().to_arrow())
     partition_columns = list(table.metadata().partition_columns)
     partitioning = None
     if partition_columns:
         partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partition_columns]), flavor="hive")
     return ds.dataset(table.file_uris(), schema=schema, format="parquet", partitioning=partitioning,
-                      partition_base_dir=uri if partitioning else None)
+                      partition_base_dir=_local(table.table_uri) if partitioning else None)
+
+
+def _local(uri: str) -> str:
+    """A file:// table URI as the plain path `file_uris()` lists its files under."""
+    return uri.removeprefix("file://").rstrip("/")
 
 
 def _sql_string(text: str) -> str:
@@ -138,11 +141,9 @@ def _write_atomically(out: Path, write) -> None:
         staging.unlink(missing_ok=True)
 
 
-def table_rows(uri: str) -> int | None:
+def table_rows(table: Any) -> int | None:
     """Rows of a Delta table's current version from its log's statistics; None when a file has none."""
-    from deltalake import DeltaTable
-
-    actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True))
+    actions = pa.table(table.get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return 0
     if "num_records" not in actions.column_names or actions["num_records"].null_count:
@@ -150,13 +151,10 @@ def table_rows(uri: str) -> int | None:
     return int(pc.sum(actions["num_records"]).as_py() or 0)
 
 
-def _readable_by_delta_rs(uri: str) -> bool:
+def _readable_by_delta_rs(table: Any) -> bool:
     """Whether reading the log's file list with the table's schema gives the table's rows: reader
     version 1, or 3 with no reader feature but timestampNtz; no column mapping (files would carry
     physical column names, and every column would read as null); no deletion vectors."""
-    from deltalake import DeltaTable
-
-    table = DeltaTable(uri)
     protocol = table.protocol()
     features = set(protocol.reader_features or ())
     if protocol.min_reader_version > 3 or features & DELTA_RS_UNREADABLE or features - {"timestampNtz"}:
@@ -195,12 +193,13 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
         if not DeltaTable.is_deltatable(uri):
             layer, table = tables[view]
             raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first")
+    opened = {view: DeltaTable(uri) for view, uri in uris.items()}  # each log read once
     limit = settings.reports.spark_above_rows
-    sizes = {view: table_rows(uri) for view, uri in uris.items()}
+    sizes = {view: table_rows(table) for view, table in opened.items()}
     big = [view for view, rows in sizes.items() if rows is not None and rows > limit]
-    unreadable = [view for view, uri in uris.items() if not _readable_by_delta_rs(uri)]
+    unreadable = [view for view, table in opened.items() if not _readable_by_delta_rs(table)]
     if not big and not unreadable:
-        engine = DuckDbEngine(uris)
+        engine = DuckDbEngine(opened)
         try:
             yield engine
         finally:
