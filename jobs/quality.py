@@ -300,7 +300,7 @@ def identity_health(identity_map: DataFrame, merges: DataFrame | None, run_id: s
     if merges is None:
         merged = health.sparkSession.createDataFrame([(None,)], "merged_customers long")
     else:
-        merged = (merges.where(F.col("run_id") == run_id)
+        merged = (merges.where((F.col("run_id") == run_id) & (F.col("kind") == "merge"))
                   .agg(F.countDistinct("retired_key").cast("long").alias("merged_customers")))
     if exceptions is None:
         held = health.sparkSession.createDataFrame([(None,)], "held_out_identifiers long")

@@ -361,6 +361,7 @@ IDENTITY_MAP = StructType([
 IDENTITY_MERGES = StructType([
     _s("retired_key", StringType(), False),
     _s("surviving_key", StringType(), False),
+    _s("kind", StringType(), False),  # merge | split (pipelines.identity.resolution.key_changes)
     _s("merged_at", TimestampType(), False),
     _s("run_id", StringType(), False),
 ])

@@ -7,12 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from atende.jobs.run import RunFailed, Runner
+from atende.jobs.run import RunFailed, Runner, RunSummary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -46,13 +48,45 @@ def _redeliver_busiest_day(zone):
     return dt.date.fromisoformat(busiest), dt.date.fromisoformat(again)
 
 
+def _craft_identity_changes(zone, days: list[str]) -> None:
+    """Survey responses written by hand into the generated zone, so the runs meet what a customer base
+    does over days (the daily runs take the third day before the second, see `daily`):
+    - first day: a respondent known by e-mail and another known by phone; and a phone seen with two
+      e-mail addresses (two partners: within `identity.max_partners_per_identifier`, it links them);
+    - third day: one response carrying both the e-mail and the phone: the two respondents are one
+      customer (a merge of two existing keys); three more addresses on the shared phone: it is a hub
+      (five partners), and what it linked on the first day is split;
+    - second day, run late: a response with that e-mail and a new phone, submitted before anything
+      else: the merged customer's earliest identifier changes."""
+    first, second, third = days[0], days[1], days[2]
+    before = (dt.date.fromisoformat(first) - dt.timedelta(days=1)).isoformat()
+    header = "response_id,submitted_at,survey,score,contact_id,email,phone,crm_id,comment\n"
+    rows = {
+        first: [f"R_X1,{first}T10:00:00Z,nps,9,,ana.merge@example.com,,,",
+                f"R_X2,{first}T11:00:00Z,nps,8,,,+5511988880001,,",
+                f"R_H1,{first}T12:00:00Z,nps,4,,hub.one@example.com,+5511977770000,,",
+                f"R_H2,{first}T12:30:00Z,nps,5,,hub.two@example.com,+5511977770000,,"],
+        third: [f"R_X3,{third}T09:00:00Z,nps,7,,ana.merge@example.com,+5511988880001,,"]
+        + [f"R_H{i},{third}T1{i}:00:00Z,nps,6,,hub.{name}@example.com,+5511977770000,,"
+           for i, name in ((3, "three"), (4, "four"), (5, "five"))],
+        second: [f"R_X4,{before}T08:00:00Z,nps,10,,ana.merge@example.com,+5511988880002,,"],
+    }
+    for day, lines in rows.items():
+        folder = zone / "surveys" / day
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "part-crafted.csv").write_text(header + "\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """The generated landing zone with its busiest day delivered again after the last one."""
+    """The generated landing zone, the hand-written identity changes, and its busiest day delivered
+    again after the last one."""
     from atende.synthetic.generate import generate_landing_zone
 
     out = tmp_path_factory.mktemp("landing") / "zone"
     generate_landing_zone(out, CUSTOMERS, DAYS, SEED, workers=1)
+    days = sorted({d.name for s in out.iterdir() if not s.name.startswith("_") for d in s.iterdir() if d.is_dir()})
+    _craft_identity_changes(out, days)
     return out, _redeliver_busiest_day(out)
 
 
@@ -67,30 +101,126 @@ def redelivery(generated):
     return generated[1]
 
 
-@pytest.fixture(scope="module", params=["delta-spark", "delta-rs"])
-def engine_settings(request, settings):
-    """Every test of this module on both storage engines (the suite's Spark has the Delta connector)."""
-    return settings.model_copy(update={"storage": settings.storage.model_copy(update={"engine": request.param})})
+def _engine(settings, engine: str):
+    return settings.model_copy(update={"storage": settings.storage.model_copy(update={"engine": engine})})
+
+
+@dataclass
+class Lake:
+    """A lakehouse the module's runs built, and how."""
+    name: str
+    settings: Any
+    runner: Runner  # the last run's
+    summaries: list[RunSummary]
+    lake_dir: Any
+    counts_before_rerun: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def arrival_dates(self) -> list[dt.date]:
+        return sorted({d for s in self.summaries for d in s.arrival_dates})
 
 
 @pytest.fixture(scope="module")
-def first_run(spark, engine_settings, landing, tmp_path_factory):
-    lake_dir = tmp_path_factory.mktemp("lake") / "lakehouse"
+def full_run(spark, settings, landing, tmp_path_factory) -> Lake:
+    """One run over every arrival date, delta-spark engine; it trains the models."""
+    lake_dir = tmp_path_factory.mktemp("full") / "lakehouse"
+    engine_settings = _engine(settings, "delta-spark")
     runner = Runner(spark, engine_settings, landing, lake_dir)
     summary = runner.run()
-    assert summary.engine == engine_settings.storage.engine
-    return runner, summary, lake_dir
+    assert summary.engine == "delta-spark"
+    return Lake("full", engine_settings, runner, [summary], lake_dir)
+
+
+@pytest.fixture(scope="module")
+def daily_runs(spark, settings, landing, full_run, tmp_path_factory) -> Lake:
+    """The same zone as files really arrive, delta-rs engine: the first day; the third; the second,
+    late (older than the newest processed date); everything else in one run (the re-delivered day
+    among it); then the first day run again. It scores with the full run's registered models
+    (`models.retrain: never` on the same MLflow store): models trained on other data would score
+    differently, which is not what the comparison is about."""
+    from atende.jobs.tracking import tracking_uri
+
+    lake_dir = tmp_path_factory.mktemp("daily") / "lakehouse"
+    engine_settings = _engine(settings, "delta-rs").model_copy(update={
+        "mlflow": settings.mlflow.model_copy(update={"tracking_uri": tracking_uri(settings, full_run.lake_dir)}),
+        "models": settings.models.model_copy(update={"retrain": "never"}),
+    })
+    first, second, third = full_run.summaries[0].arrival_dates[:3]
+    summaries = []
+    for day in (first, third, second, None):
+        runner = Runner(spark, engine_settings, landing, lake_dir)
+        summaries.append(runner.run(date=day))
+        assert summaries[-1].engine == "delta-rs"
+    counts = runner.table_rows()
+    runner = Runner(spark, engine_settings, landing, lake_dir)
+    summaries.append(runner.run(date=first))
+    return Lake("daily", engine_settings, runner, summaries, lake_dir, counts)
+
+
+@pytest.fixture(scope="module", params=["full", "daily"])
+def lake(request) -> Lake:
+    """Every test taking this fixture runs on both lakehouses."""
+    return request.getfixturevalue(f"{request.param}_run" if request.param == "full" else "daily_runs")
 
 
 def counts(runner):
     return runner.table_rows()
 
 
-def test_run_writes_every_contract_table(first_run):
-    runner, summary, lake_dir = first_run
-    assert len(summary.arrival_dates) >= DAYS
-    assert [j.job for j in summary.jobs] == ["ingest", "silver", "features", "personas", "gold", "recommendations"]
-    assert all(j.status == "succeeded" for j in summary.jobs)
+# written-by columns: which run, when (a recommendation is valid from the run that made it)
+RUN_COLUMNS = ("run_id", "_written_at", "_ingested_at", "valid_from", "valid_until")
+
+
+def _rows(df):
+    """The rows without their written-by columns; maps as sorted entries (set operations refuse maps)."""
+    from pyspark.sql.types import MapType
+
+    kept = [f for f in df.schema.fields if f.name not in RUN_COLUMNS]
+    return df.select(*[
+        F.array_sort(F.map_entries(f.name)).alias(f.name) if isinstance(f.dataType, MapType) else F.col(f.name)
+        for f in kept
+    ])
+
+
+def _differences(a, b, limit: int = 3) -> str | None:
+    a, b = _rows(a), _rows(b)
+    if sorted(a.columns) != sorted(b.columns):
+        return f"columns differ: {a.columns} vs {b.columns}"
+    b = b.select(*a.columns)
+    only_a, only_b = a.exceptAll(b), b.exceptAll(a)
+    n_a, n_b = only_a.count(), only_b.count()
+    if n_a == n_b == 0:
+        return None
+    return (f"{a.count()} vs {b.count()} rows; {n_a} only in the full run, e.g. "
+            f"{[r.asDict() for r in only_a.limit(limit).collect()]}; {n_b} only in the daily runs, e.g. "
+            f"{[r.asDict() for r in only_b.limit(limit).collect()]}")
+
+
+def test_daily_runs_write_the_same_tables_as_one_full_run(full_run, daily_runs):
+    """Issue 15, item 3: run by run (a late date, a re-delivered day, a date run twice, keys merged and
+    split across days) the lakehouse ends where one run over the same days ends: every bronze, silver
+    and gold table holds the same rows, apart from the columns saying which run wrote them. On two
+    storage engines, so a table's contents never depend on the engine either. `silver.identity_merges`
+    records what the daily runs changed on the way, so it differs by design (see its own test)."""
+    assert daily_runs.arrival_dates == full_run.arrival_dates
+    full, daily = full_run.runner.lake, daily_runs.runner.lake
+    tables = [t for t in full.tables() if t[0] in ("bronze", "silver", "gold") and t != ("silver", "identity_merges")]
+    assert set(tables) <= set(daily.tables())
+    assert ("silver", "interactions") in tables and ("gold", "recommendations") in tables
+    differing = {}
+    for layer, table in tables:
+        found = _differences(full.read(layer, table), daily.read(layer, table))
+        if found:
+            differing[f"{layer}.{table}"] = found
+    assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
+
+
+def test_run_writes_every_contract_table(lake):
+    summary = lake.summaries[-1]
+    assert len(lake.arrival_dates) >= DAYS
+    for run in lake.summaries:
+        assert [j.job for j in run.jobs] == ["ingest", "silver", "features", "personas", "gold", "recommendations"]
+        assert all(j.status == "succeeded" for j in run.jobs), [(j.job, j.status, j.error) for j in run.jobs]
     for name in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions",
                  "quarantine"):
         assert f"bronze.{name}" in summary.table_rows
@@ -98,43 +228,41 @@ def test_run_writes_every_contract_table(first_run):
                  "silver.record_keys", "silver.orders", "gold.customer_profiles", "gold.service_kpis", "ops.runs"):
         assert summary.table_rows.get(name, 0) > 0, name
     # each table opens with the deltalake package, as any Delta reader would
-    table = DeltaTable(str(lake_dir / "gold" / "customer_profiles"))
+    table = DeltaTable(str(lake.lake_dir / "gold" / "customer_profiles"))
     assert table.to_pyarrow_table().num_rows == summary.table_rows["gold.customer_profiles"]
 
 
-def test_train_computes_the_profiles_run_wrote(spark, engine_settings, landing, first_run):
+def test_train_computes_the_profiles_run_wrote(spark, landing, full_run):
     """`atende train` re-scores gold through the same job as `atende run`, from silver alone: on the same
     lakehouse it writes the same profiles (orders and spend included), row for row."""
     from pyspark.testing import assertDataFrameEqual
 
     from atende.jobs.bookkeeping import JobRecord, utc_now
 
-    runner, _, lake_dir = first_run
-    written = runner.lake.read("gold", "customer_profiles").drop("run_id", "_written_at").cache()
+    written = full_run.runner.lake.read("gold", "customer_profiles").drop("run_id", "_written_at").cache()
     assert written.where(F.col("orders_count") > 0).count() > 0
-    trainer = Runner(spark, engine_settings, landing, lake_dir)
+    trainer = Runner(spark, full_run.settings, landing, full_run.lake_dir)
     trainer.gold(JobRecord(job="gold", started_at=utc_now()))
     again = trainer.lake.read("gold", "customer_profiles").drop("run_id", "_written_at")
     assertDataFrameEqual(again, written, checkRowOrder=False)
     written.unpersist()
 
 
-def test_personas_and_recommendations_match_the_contract(first_run, settings):
+def test_personas_and_recommendations_match_the_contract(lake, settings):
     from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
 
-    runner, summary, lake_dir = first_run
-    lake = runner.lake
-    profiles = lake.read("gold", "customer_profiles")
+    store = lake.runner.lake
+    profiles = store.read("gold", "customer_profiles")
     customers = profiles.count()
-    segments = lake.read("gold", "persona_segments")
+    segments = store.read("gold", "persona_segments")
     assert [f.name for f in segments.schema.fields] == [f.name for f in PERSONA_SEGMENTS.fields]
     assert segments.count() == segments.select("customer_key").distinct().count()
-    personas = lake.read("gold", "personas")
+    personas = store.read("gold", "personas")
     assert [f.name for f in personas.schema.fields] == [f.name for f in PERSONAS.fields]
     assert personas.count() >= settings.models.personas.k_min
     assert profiles.where(F.col("persona_id").isNull()).count() == 0, "every profile carries its persona"
 
-    recs = lake.read("gold", "recommendations")
+    recs = store.read("gold", "recommendations")
     assert [(f.name, f.dataType) for f in recs.schema.fields] == [(f.name, f.dataType) for f in RECOMMENDATIONS.fields]
     assert recs.count() == recs.select("customer_key").distinct().count() == customers
     assert recs.where(F.col("tone").isNull() | F.col("next_best_action").isNull()).count() == 0
@@ -147,70 +275,97 @@ def test_personas_and_recommendations_match_the_contract(first_run, settings):
     assert offers_without_consent.count() == 0
 
 
-def test_nothing_lost_per_file(first_run):
-    runner, _, _ = first_run
-    recon = runner.lake.read("ops", "file_reconciliation")
+def test_nothing_lost_per_file(lake):
+    store = lake.runner.lake
+    recon = store.read("ops", "file_reconciliation")
     assert recon.count() > 0
     assert recon.where(F.col("records") != F.col("accepted") + F.col("quarantined")).count() == 0
     totals = recon.agg(F.sum("accepted").alias("a"), F.sum("quarantined").alias("q")).first()
     bronze_rows = sum(
-        runner.lake.read("bronze", s).count()
+        store.read("bronze", s).count()
         for s in ("conversations", "whatsapp", "email", "calls", "surveys", "crm", "orders", "products", "actions")
     )
     assert bronze_rows == totals["a"]
-    assert runner.lake.read("bronze", "quarantine").count() == totals["q"]
+    assert store.read("bronze", "quarantine").count() == totals["q"]
     assert totals["q"] > 0, "the generator plants malformed records; some must be quarantined"
 
 
-def test_a_redelivered_day_adds_bronze_rows_but_no_silver_rows(first_run, redelivery):
+def test_a_redelivered_day_adds_bronze_rows_but_no_silver_rows(lake, redelivery):
     """A day's files arrive again later: bronze keeps both deliveries (records as they arrived),
     silver keeps one row per record, dated by its first delivery."""
-    runner, summary, _ = first_run
     day, again = redelivery
-    lake = runner.lake
-    assert day < again and again in summary.arrival_dates
+    store = lake.runner.lake
+    assert day < again and again in lake.arrival_dates
     delivered_twice = 0
     for source in ("conversations", "whatsapp", "email", "calls", "surveys", "orders", "actions"):
-        bronze = lake.read("bronze", source)
+        bronze = store.read("bronze", source)
         on_that_day = bronze.where(F.col("_arrival_date") == day).count()
         assert bronze.where(F.col("_arrival_date") == again).count() == on_that_day, source
         delivered_twice += on_that_day
     assert delivered_twice >= 20, "the re-delivered day must carry records for the test to mean anything"
-    quarantine = lake.read("bronze", "quarantine")
+    quarantine = store.read("bronze", "quarantine")
     assert quarantine.where(F.col("_arrival_date") == again).count() == \
         quarantine.where(F.col("_arrival_date") == day).count()
     for table in ("interactions", "survey_responses", "orders", "actions"):
-        silver = lake.read("silver", table)
+        silver = store.read("silver", table)
         assert silver.where(F.col("_arrival_date") == again).count() == 0, table
-    assert lake.read("silver", "interactions").where(F.col("_arrival_date") == day).count() > 0
+    assert store.read("silver", "interactions").where(F.col("_arrival_date") == day).count() > 0
     # every WhatsApp message is counted once in its conversation, however often it was delivered
-    messages = lake.read("bronze", "whatsapp").select(F.explode("messages").alias("m")).where(
+    messages = store.read("bronze", "whatsapp").select(F.explode("messages").alias("m")).where(
         F.col("m.sent_at").isNotNull() & F.col("m.wa_id").isNotNull()
         & (F.coalesce(F.col("m.type"), F.lit("text")) == "text")
     ).select("m.message_id")
-    in_silver = lake.read("silver", "interactions").where(F.col("channel") == "whatsapp").agg(
+    in_silver = store.read("silver", "interactions").where(F.col("channel") == "whatsapp").agg(
         F.sum("message_count")).first()[0]
     assert in_silver == messages.distinct().count()
 
 
-def test_run_again_processes_nothing_new(spark, engine_settings, landing, first_run):
-    _, _, lake_dir = first_run
-    again = Runner(spark, engine_settings, landing, lake_dir).run()
+def test_run_again_processes_nothing_new(spark, landing, lake):
+    again = Runner(spark, lake.settings, landing, lake.lake_dir).run()
     assert again.nothing_to_do
 
 
-def test_rerunning_a_date_changes_no_counts(spark, engine_settings, landing, first_run):
-    runner, summary, lake_dir = first_run
-    before = counts(runner)
-    rerun = Runner(spark, engine_settings, landing, lake_dir)
-    rerun.run(date=summary.arrival_dates[0])
-    after = counts(rerun)
-    for name, n in before.items():
+def test_rerunning_a_date_changes_no_counts(daily_runs):
+    """The daily runs end by running their first date again: no table gains or loses a row, and every
+    identifier keeps its key."""
+    store = daily_runs.runner.lake
+    after = counts(daily_runs.runner)
+    for name, n in daily_runs.counts_before_rerun.items():
         if name.startswith(("bronze.", "silver.", "gold.")) and name != "silver.identity_merges":
             assert after[name] == n, name
-    keys_before = {r["identifier"]: r["customer_key"] for r in runner.lake.read("silver", "identity_map", version=0).collect()}
-    keys_after = {r["identifier"]: r["customer_key"] for r in rerun.lake.read("silver", "identity_map").collect()}
+    version = store.version("silver", "identity_map")
+    keys_before = {(r["identifier_type"], r["identifier"]): r["customer_key"]
+                   for r in store.read("silver", "identity_map", version=version - 1).collect()}
+    keys_after = {(r["identifier_type"], r["identifier"]): r["customer_key"]
+                  for r in store.read("silver", "identity_map").collect()}
     assert keys_before == keys_after
+
+
+def test_keys_merge_split_and_follow_the_earliest_identifier_across_days(full_run, daily_runs):
+    """The hand-written responses (`_craft_identity_changes`): in both lakehouses the e-mail and both phones
+    of the merged respondent share one key, derived from the identifier seen first (the phone of the
+    late response); the hub phone links nobody, so its first-day partners hold keys of their own.
+    The daily runs record each change of key in silver.identity_merges."""
+    from atende.pipelines.identity import derived_key
+
+    def key_of(store, identifier_type, identifier):
+        rows = store.read("silver", "identity_map").where(
+            (F.col("identifier_type") == identifier_type) & (F.col("identifier") == identifier)
+        ).collect()
+        assert len(rows) == 1, (identifier_type, identifier, rows)
+        return rows[0]["customer_key"]
+
+    spark = full_run.runner.spark
+    expected = spark.range(1).select(derived_key(F.lit("phone"), F.lit("+5511988880002"))).first()[0]
+    for store in (full_run.runner.lake, daily_runs.runner.lake):
+        merged = {key_of(store, "email", "ana.merge@example.com"), key_of(store, "phone", "+5511988880001"),
+                  key_of(store, "phone", "+5511988880002")}
+        assert merged == {expected}
+        one, two = key_of(store, "email", "hub.one@example.com"), key_of(store, "email", "hub.two@example.com")
+        assert one != two
+    changes = daily_runs.runner.lake.read("silver", "identity_merges").collect()
+    assert {r["surviving_key"] for r in changes} >= {expected}
+    assert {r["kind"] for r in changes} == {"merge", "split"}
 
 
 @whole_run_failure_path

@@ -216,10 +216,11 @@ def two_runs(spark, settings):
         ("crm", "crm-1", "email", "ana@x.com", at(1, 8)),
         ("conversations", "cv-1", "email", "ana@x.com", at(1, 9)),
         ("conversations", "cv-2", "email", "ana.work@x.com", at(3, 9)),
+        ("conversations", "cv-9", "email", "bia@x.com", at(2, 9)),
     ]
     map1, merges1, keys1 = resolve_identities(observations(spark, first), None, settings, "run-1", RUN1)
     second = first + [
-        # late-arriving: a sighting of Ana's phone older than anything seen before
+        # late-arriving: a sighting of Ana's address, with her phone, older than anything seen before
         ("calls", "call-7", "phone", "+5511998765432", at(1, 1)),
         ("calls", "call-7", "email", "ana@x.com", at(1, 1)),
         # a new customer
@@ -229,11 +230,15 @@ def two_runs(spark, settings):
         ("conversations", "cv-3", "email", "ana.work@x.com", at(6)),
     ]
     map2, merges2, keys2 = resolve_identities(observations(spark, second), map1, settings, "run-2", RUN2)
+    # the same observations in one run: no previous map
+    map_once, _, keys_once = resolve_identities(observations(spark, second), None, settings, "run-x", RUN2)
     return {
         "keys1": keys_of(keys1),
         "keys2": keys_of(keys2),
+        "keys_once": keys_of(keys_once),
         "map1": {r.identifier: r.customer_key for r in map1.collect()},
         "map2": {r.identifier: r.customer_key for r in map2.collect()},
+        "map_once": {r.identifier: r.customer_key for r in map_once.collect()},
         "merges1": merges1.count(),
         "merges2": merges2,
     }
@@ -248,20 +253,53 @@ def test_first_key_is_derived_from_the_earliest_identifier(spark, two_runs):
 
 
 def test_keys_survive_a_second_run_with_new_data(two_runs):
-    ana = two_runs["keys1"][("crm", "crm-1")]
+    bia = two_runs["keys1"][("conversations", "cv-9")]
     keys = two_runs["keys2"]
-    assert keys[("crm", "crm-1")] == keys[("calls", "call-7")] == keys[("conversations", "cv-1")] == ana
-    assert two_runs["map2"]["+5511998765432"] == ana
-    assert keys[("calls", "call-8")] not in (None, ana)
+    assert keys[("conversations", "cv-9")] == two_runs["map2"]["bia@x.com"] == bia
+    assert keys[("calls", "call-8")] not in (None, bia, keys[("crm", "crm-1")])
 
 
-def test_merge_keeps_the_older_key_and_is_logged(spark, two_runs):
-    older = two_runs["keys1"][("crm", "crm-1")]
-    newer = two_runs["keys1"][("conversations", "cv-2")]
-    assert two_runs["keys2"][("conversations", "cv-2")] == two_runs["keys2"][("conversations", "cv-3")] == older
-    assert two_runs["map2"]["ana.work@x.com"] == older
+def test_keys_depend_on_the_observations_not_on_the_runs_that_saw_them(two_runs):
+    """Two runs end where one run over the same observations ends (issue 15): the previous map only
+    says which keys changed."""
+    assert two_runs["keys2"] == two_runs["keys_once"]
+    assert two_runs["map2"] == two_runs["map_once"]
+
+
+def test_a_merge_takes_the_key_of_the_earliest_identifier_and_is_logged(spark, two_runs):
+    """Run 2 joins Ana's two customers of run 1 (cv-3) and brings a sighting of her address older than
+    her CRM id (call-7): every record of hers takes the key of that earliest identifier (ana@x.com,
+    seen with her phone at the same instant: email sorts before phone), and both old keys are retired
+    into it."""
+    ana, work = two_runs["keys1"][("crm", "crm-1")], two_runs["keys1"][("conversations", "cv-2")]
+    expected = spark.range(1).select(derived_key(F.lit("email"), F.lit("ana@x.com")).alias("k")).first().k
+    keys = two_runs["keys2"]
+    assert {keys[("crm", "crm-1")], keys[("conversations", "cv-1")], keys[("conversations", "cv-2")],
+            keys[("conversations", "cv-3")], keys[("calls", "call-7")]} == {expected}
+    assert two_runs["map2"]["ana.work@x.com"] == two_runs["map2"]["+5511998765432"] == expected
     merges = two_runs["merges2"]
-    assertDataFrameEqual(merges, spark.createDataFrame([(newer, older, RUN2, "run-2")], merges.schema))
+    assertDataFrameEqual(merges, spark.createDataFrame(
+        [(ana, expected, "merge", RUN2, "run-2"), (work, expected, "merge", RUN2, "run-2")], merges.schema))
+
+
+def test_a_key_whose_identifiers_part_is_logged_as_a_split(spark):
+    """Key changes between two maps (`key_changes`): a key gone into one other is a merge; a key that
+    lost some of its identifiers, or went into several, is a split; an identifier that left the map is
+    no change."""
+    from atende.pipelines.identity.resolution import key_changes
+
+    previous = spark.createDataFrame([
+        ("email", "a@x", "K1"), ("phone", "p1", "K1"),       # K1 loses p1 to K5: split
+        ("email", "b@x", "K2"),                              # K2 gone into K1: merge
+        ("email", "c@x", "K3"), ("phone", "p3", "K3"),       # K3 gone into K6 and K7: split (both rows)
+        ("email", "gone@x", "K4"),                           # left the map: nothing
+    ], "identifier_type string, identifier string, prev_key string")
+    current = spark.createDataFrame([
+        ("email", "a@x", "K1"), ("phone", "p1", "K5"), ("email", "b@x", "K1"),
+        ("email", "c@x", "K6"), ("phone", "p3", "K7"),
+    ], "identifier_type string, identifier string, customer_key string")
+    got = {(r.retired_key, r.surviving_key, r.kind) for r in key_changes(previous, current, "r", RUN2).collect()}
+    assert got == {("K1", "K5", "split"), ("K2", "K1", "merge"), ("K3", "K6", "split"), ("K3", "K7", "split")}
 
 
 def test_oversized_component_is_not_merged(spark, settings):

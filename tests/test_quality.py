@@ -86,7 +86,7 @@ def _clean_tables(spark):
             # same value, other type: not a duplicate
             {"identifier_type": "handle", "identifier": "ana@x.com", "customer_key": "K1"},
         ]),
-        "silver.identity_merges": _merges(spark, [("K9", "K1", T0, "older-run")]),
+        "silver.identity_merges": _merges(spark, [("K9", "K1", "merge", T0, "older-run")]),
         "gold.recommendations": _recommendations(spark, [
             {"customer_key": "K1", "products": [("P1", 0.9, 1), ("P2", 0.5, 2)]},
             {"customer_key": "K2", "tone": "friendly", "next_best_action": "no_action"},

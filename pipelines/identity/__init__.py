@@ -35,12 +35,11 @@ Records with no identifier of their own inherit through their group (observation
 type `email_thread` / `interaction`, which never link): an agent's e-mail takes its
 thread's customer, a survey response naming a conversation or call takes its customer.
 
-Stable keys: an identifier keeps the key it had in `previous_map` (the previous
-run's identity map is part of the graph: identifiers that shared a key stay
-together). A new customer's key is "c-" + the first 16 hex digits of the SHA-256
-of its earliest-seen (then lexically smallest) identifier. When one component
-holds several previous keys, the oldest (earliest first_seen_at) survives and the
-others are recorded as merges.
+Keys follow the data, not the runs: a customer's key is "c-" + the first 16 hex digits of the
+SHA-256 of its component's earliest-seen (then lexically smallest) identifier, so daily runs end with
+the keys one run over the same days gives, in whatever order the files came. The previous run's map
+is not part of the graph; it only tells which keys changed (`key_changes`: a merge when an old key
+went whole into another, a split when its identifiers parted).
 """
 from __future__ import annotations
 
@@ -73,6 +72,7 @@ from atende.pipelines.identity.resolution import (
     IdentityResolution,
     crm_duplicates,
     derived_key,
+    key_changes,
     names_match,
     resolve_identities,
     resolve_identities_with_report,
@@ -101,6 +101,7 @@ __all__ = [
     "connected_components",
     "crm_duplicates",
     "derived_key",
+    "key_changes",
     "distinct_email_messages",
     "names_match",
     "normalize_person_name",

@@ -49,10 +49,6 @@ def _record_node(source_col: Column, record_col: Column) -> Column:
     return F.concat(F.lit("r" + SEP), source_col, F.lit(SEP), record_col)
 
 
-def _key_node(key_col: Column) -> Column:
-    return F.concat(F.lit("k" + SEP), key_col)
-
-
 def _group_node(group_col: Column) -> Column:
     return F.concat(F.lit("g" + SEP), group_col)
 
@@ -187,6 +183,34 @@ def derived_key(identifier_type: Column, identifier: Column) -> Column:
     return F.concat(F.lit("c-"), F.substring(F.sha2(F.concat_ws(":", identifier_type, identifier), 256), 1, 16))
 
 
+def key_changes(previous: DataFrame, current: DataFrame, run_id: str, now: datetime) -> DataFrame:
+    """IDENTITY_MERGES rows for the keys that changed between two identity maps (`previous`:
+    identifier_type, identifier, prev_key; `current`: identifier_type, identifier, customer_key):
+    one row per (key an identifier had, key it has now). `kind` is "merge" when the old key is gone
+    and all its identifiers went to one key (two customers found to be one, or a customer whose
+    earliest identifier changed), else "split" (some or all of its identifiers went to other keys:
+    what a hub or a wrong link had joined). An identifier that left the map (blocklisted) is no change."""
+    ident = ["identifier_type", "identifier"]
+    moved = previous.join(current, on=ident, how="inner").where(F.col("prev_key") != F.col("customer_key"))
+    still = current.select(F.col("customer_key").alias("prev_key")).distinct().withColumn("kept", F.lit(True))
+    per_old = previous.join(current, on=ident, how="inner").groupBy("prev_key").agg(
+        F.countDistinct("customer_key").alias("n_new")
+    )
+    return (
+        moved.select(F.col("prev_key"), F.col("customer_key")).distinct()
+        .join(per_old, on="prev_key", how="inner")
+        .join(still, on="prev_key", how="left")
+        .select(
+            F.col("prev_key").alias("retired_key"),
+            F.col("customer_key").alias("surviving_key"),
+            F.when((F.col("n_new") == 1) & F.col("kept").isNull(), F.lit("merge")).otherwise(F.lit("split")).alias("kind"),
+            F.lit(now).cast("timestamp").alias("merged_at"),
+            F.lit(run_id).alias("run_id"),
+        )
+        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MERGES.fields])
+    )
+
+
 def _map_literal(values: Mapping[str, int]) -> Column:
     pairs: list[Column] = []
     for k, v in sorted(values.items()):
@@ -251,7 +275,8 @@ def resolve_identities_with_report(
         .agg(F.min("seen_at").alias("seen_at"))
     )
 
-    # the previous map is part of the graph: identifiers that shared a key keep sharing it
+    # the previous map is not part of the graph (keys follow from the observations alone, see the package
+    # docstring); it only tells which keys changed
     if previous_map is not None:
         prev = previous_map.where(~blocked).join(F.broadcast(company), on=ident, how="left_anti").select(
             *ident, F.col("customer_key").alias("prev_key"), "first_seen_at", "last_seen_at"
@@ -261,7 +286,6 @@ def resolve_identities_with_report(
 
     seen = (
         obs.select(*ident, "first_seen_at", "last_seen_at")
-        .unionByName(prev.select(*ident, "first_seen_at", "last_seen_at"))
         .groupBy(*ident)
         .agg(F.min("first_seen_at").alias("first_seen_at"), F.max("last_seen_at").alias("last_seen_at"))
     )
@@ -402,8 +426,6 @@ def resolve_identities_with_report(
         records.select(record_node.alias("src"), record_node.alias("dst"))
     ).unionByName(
         unit_of.select(record_node.alias("src"), F.col("unit").alias("dst"))
-    ).unionByName(
-        prev.select(_key_node(F.col("prev_key")).alias("src"), _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"))
     )
     if dup_edges is not None:
         edges = edges.unionByName(dup_edges.select(
@@ -429,29 +451,13 @@ def resolve_identities_with_report(
         )
         .withColumn("oversized", F.col("n_identifiers") > F.lit(cfg.max_component_size))
     )
-    key_age = prev.groupBy("prev_key").agg(F.min("first_seen_at").alias("key_since"))
-    comp_prev_keys = key_age.withColumn("node", _key_node(F.col("prev_key"))).join(components, on="node", how="inner")
-    survivors = comp_prev_keys.groupBy("component").agg(
-        F.min(F.struct("key_since", "prev_key")).getField("prev_key").alias("surviving_key")
-    )
     comp_keys = materialise(
-        comp_stats.join(survivors, on="component", how="left").select(
+        comp_stats.select(
             "component",
             "oversized",
             "n_identifiers",
             "anchor",
-            F.coalesce("surviving_key", derived_key(F.col("anchor.identifier_type"), F.col("anchor.identifier"))).alias("component_key"),
-        )
-    )
-
-    merges = (
-        comp_prev_keys.join(comp_keys.where(~F.col("oversized")), on="component", how="inner")
-        .where(F.col("prev_key") != F.col("component_key"))
-        .select(
-            F.col("prev_key").alias("retired_key"),
-            F.col("component_key").alias("surviving_key"),
-            now_lit.alias("merged_at"),
-            F.lit(run_id).alias("run_id"),
+            derived_key(F.col("anchor.identifier_type"), F.col("anchor.identifier")).alias("component_key"),
         )
     )
 
@@ -472,15 +478,13 @@ def resolve_identities_with_report(
         .where(F.col("n_keys") == 1)
         .select(*ident, "neighbour_key")
     )
-    prev_key_of = prev.select(*ident, "prev_key")
     identity = materialise(
         ids.join(comp_keys, on="component", how="left")
-        .join(prev_key_of, on=ident, how="left")
         .join(shared_neighbours, on=ident, how="left")
         .select(
             *ident,
             F.when(F.col("component").isNull(), F.coalesce("neighbour_key", derived_key(F.col("identifier_type"), F.col("identifier"))))
-            .when(F.col("oversized"), F.coalesce("prev_key", derived_key(F.col("identifier_type"), F.col("identifier"))))
+            .when(F.col("oversized"), derived_key(F.col("identifier_type"), F.col("identifier")))
             .otherwise(F.col("component_key"))
             .alias("customer_key"),
             "first_seen_at",
@@ -558,6 +562,7 @@ def resolve_identities_with_report(
         )
     ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_EXCEPTIONS.fields])
 
+    merges = key_changes(prev.select(*ident, "prev_key"), identity.select(*ident, "customer_key"), run_id, now)
     return IdentityResolution(
         identity_map=identity_map,
         merges=merges.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MERGES.fields]),
