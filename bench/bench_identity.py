@@ -52,7 +52,7 @@ def run_ingest(spark, settings, landing: Path, lakehouse: Path) -> dict:
 
     runner = Runner(spark, settings, landing, lakehouse)
     started = time.perf_counter()
-    runner.ingest(JobRecord(job="ingest", started_at=utc_now()), sorted(_landing_dates(landing)))
+    runner.ingest(JobRecord(job="ingest", started_at=utc_now()), landing, sorted(_landing_dates(landing)))
     return {"seconds": round(time.perf_counter() - started, 1), "jobs": {"ingest": round(time.perf_counter() - started, 1)}}
 
 

@@ -79,7 +79,7 @@ def subject(spark, settings, landing: Path, dates, lakehouse: Path) -> dict:
     runner = Runner(spark, settings, landing, lakehouse, progress=steps.append)
     record = JobRecord(job="ingest", started_at=utc_now())
     started = time.perf_counter()
-    runner.ingest(record, dates)
+    runner.ingest(record, landing, dates)
     seconds = time.perf_counter() - started
     return {
         "seconds": round(seconds, 2),

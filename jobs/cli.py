@@ -55,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every job over a landing zone into a lakehouse")
     run.add_argument("--landing", required=True, type=Path)
     run.add_argument("--lakehouse", required=True, type=Path)
-    run.add_argument("--date", type=_date, default=None,
-                     help="re-process this arrival date (default: every date not yet processed)")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--date", type=_date, default=None,
+                       help="re-process this arrival date (default: every date not yet processed)")
+    which.add_argument("--full-refresh", action="store_true",
+                       help="re-ingest every arrival date of the landing zone and rebuild silver and gold from "
+                            "the whole of bronze (after a change of rules or configuration)")
 
     report = sub.add_parser("report", help="write an HTML report from the lakehouse")
     report_sub = report.add_subparsers(dest="report", required=True)
@@ -160,7 +164,7 @@ def _session(settings: Settings, lakehouse: Path | str, verbose: bool, log: Path
 
 
 def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console,
-         verbose: bool = False) -> int:
+         verbose: bool = False, full_refresh: bool = False) -> int:
     """One run. Progress lines and the summary go to the console; the run's whole story — our log at INFO,
     every progress line, and what the JVM printed — to <lakehouse>/_logs/<run_id>.log (named once the run
     has its id; until then the JVM writes into spark-<time>.log, the same file renamed)."""
@@ -193,7 +197,7 @@ def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | Non
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
                 logging.getLogger().addHandler(handler)
                 logging.getLogger("atende").setLevel(logging.INFO)
-            summary = runner.run(date)
+            summary = runner.run(date, full_refresh=full_refresh)
             status.stop()
             if summary.nothing_to_do:
                 console.print(f"nothing new to process in {landing}: every arrival date is already in {lakehouse}")
@@ -299,7 +303,8 @@ def _print_summary(console, runner, summary) -> None:
 
 
 def cmd_run(args, settings: Settings) -> int:
-    return _run(settings, args.landing, args.lakehouse, args.date, _console(args), args.verbose)
+    return _run(settings, args.landing, args.lakehouse, args.date, _console(args), args.verbose,
+                full_refresh=args.full_refresh)
 
 
 _PERSONA_TABLES = {"customer_profiles": ("gold", "customer_profiles"),

@@ -344,8 +344,12 @@ class Runner:
             self.spark.conf.set(_CODEGEN, previous)
 
     # ------------------------------------------------------------------ the run
-    def run(self, date: dt.date | None = None) -> RunSummary:
+    def run(self, date: dt.date | None = None, full_refresh: bool = False) -> RunSummary:
+        """Ingest the landing zone's arrival dates not yet processed (or `date` alone, or with
+        `full_refresh` every date the zone holds, processed or not) and rebuild what depends on them."""
         landing = self.landing
+        if date is not None and full_refresh:
+            raise RunFailed("a full refresh takes every arrival date: give no date with it")
         if landing is None:
             raise RunFailed("no landing zone given")
         if not landing.is_dir():
@@ -355,6 +359,8 @@ class Runner:
             if date not in available:
                 raise RunFailed(f"no landing files for arrival date {date.isoformat()} under {landing}")
             dates = [date]
+        elif full_refresh:
+            dates = sorted(available)
         else:
             dates = sorted(available - processed_dates(self.lake))
         summary = RunSummary(self.run_id, dates, engine=self.lake.engine.name)
@@ -363,6 +369,7 @@ class Runner:
             return summary
         self.progress(
             f"run {self.run_id}: {len(dates)} arrival date(s) {dates[0].isoformat()}..{dates[-1].isoformat()}"
+            + (" (full refresh)" if full_refresh else "")
         )
         failure: RunFailed | None = None
         codegen = self._size_codegen(_landing_bytes(landing, dates))

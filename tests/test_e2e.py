@@ -56,8 +56,8 @@ def _craft_identity_changes(zone, days: list[str]) -> None:
     - third day: one response carrying both the e-mail and the phone: the two respondents are one
       customer (a merge of two existing keys); three more addresses on the shared phone: it is a hub
       (five partners), and what it linked on the first day is split;
-    - second day, run late: a response with that e-mail and a new phone, submitted before anything
-      else: the merged customer's earliest identifier changes."""
+    - second day, run late: a response with the respondent's phone and an older address, submitted
+      before anything else: the merged customer's earliest identifier is now that address (a backfill)."""
     first, second, third = days[0], days[1], days[2]
     before = (dt.date.fromisoformat(first) - dt.timedelta(days=1)).isoformat()
     header = "response_id,submitted_at,survey,score,contact_id,email,phone,crm_id,comment\n"
@@ -69,7 +69,7 @@ def _craft_identity_changes(zone, days: list[str]) -> None:
         third: [f"R_X3,{third}T09:00:00Z,nps,7,,ana.merge@example.com,+5511988880001,,"]
         + [f"R_H{i},{third}T1{i}:00:00Z,nps,6,,hub.{name}@example.com,+5511977770000,,"
            for i, name in ((3, "three"), (4, "four"), (5, "five"))],
-        second: [f"R_X4,{before}T08:00:00Z,nps,10,,ana.merge@example.com,+5511988880002,,"],
+        second: [f"R_X4,{before}T08:00:00Z,nps,10,,ana.old@example.com,+5511988880001,,"],
     }
     for day, lines in rows.items():
         folder = zone / "surveys" / day
@@ -122,20 +122,20 @@ class Lake:
 
 @pytest.fixture(scope="module")
 def full_run(spark, settings, landing, tmp_path_factory) -> Lake:
-    """One run over every arrival date, delta-spark engine; it trains the models."""
+    """One run over every arrival date (`atende run --full-refresh`), delta-spark engine; it trains the models."""
     lake_dir = tmp_path_factory.mktemp("full") / "lakehouse"
     engine_settings = _engine(settings, "delta-spark")
     runner = Runner(spark, engine_settings, landing, lake_dir)
-    summary = runner.run()
+    summary = runner.run(full_refresh=True)
     assert summary.engine == "delta-spark"
     return Lake("full", engine_settings, runner, [summary], lake_dir)
 
 
 @pytest.fixture(scope="module")
 def daily_runs(spark, settings, landing, full_run, tmp_path_factory) -> Lake:
-    """The same zone as files really arrive, delta-rs engine: the first day; the third; the second,
-    late (older than the newest processed date); everything else in one run (the re-delivered day
-    among it); then the first day run again. It scores with the full run's registered models
+    """The same zone as files really arrive, delta-rs engine: the first day; the third; then the second
+    (late: older than the newest processed date) with everything else in one run, the re-delivered
+    day among it; then the first day run again. It scores with the full run's registered models
     (`models.retrain: never` on the same MLflow store): models trained on other data would score
     differently, which is not what the comparison is about."""
     from atende.jobs.tracking import tracking_uri
@@ -145,9 +145,9 @@ def daily_runs(spark, settings, landing, full_run, tmp_path_factory) -> Lake:
         "mlflow": settings.mlflow.model_copy(update={"tracking_uri": tracking_uri(settings, full_run.lake_dir)}),
         "models": settings.models.model_copy(update={"retrain": "never"}),
     })
-    first, second, third = full_run.summaries[0].arrival_dates[:3]
+    first, _, third = full_run.summaries[0].arrival_dates[:3]
     summaries = []
-    for day in (first, third, second, None):
+    for day in (first, third, None):  # None: the second day (late) and the rest, the re-delivery among them
         runner = Runner(spark, engine_settings, landing, lake_dir)
         summaries.append(runner.run(date=day))
         assert summaries[-1].engine == "delta-rs"
@@ -325,6 +325,23 @@ def test_run_again_processes_nothing_new(spark, landing, lake):
     assert again.nothing_to_do
 
 
+def test_a_full_refresh_takes_every_date_processed_or_not(spark, settings, landing, full_run, tmp_path, monkeypatch):
+    """`--full-refresh` re-ingests every arrival date of the zone, those already processed included, and
+    runs every job; it takes no --date."""
+    ran = []
+    monkeypatch.setattr(Runner, "_job", lambda self, summary, name, body: ran.append(name))
+    refresh = Runner(spark, full_run.settings, landing, full_run.lake_dir)
+    assert refresh.run().nothing_to_do
+    summary = refresh.run(full_refresh=True)
+    assert summary.arrival_dates == full_run.arrival_dates and not summary.nothing_to_do
+    assert ran == ["ingest", "silver", "features", "personas", "gold", "recommendations"]
+    with pytest.raises(RunFailed, match="full refresh takes every arrival date"):
+        refresh.run(date=full_run.arrival_dates[0], full_refresh=True)
+    both = _atende("run", "--landing", str(landing), "--lakehouse", str(tmp_path), "--full-refresh",
+                   "--date", "2026-03-01")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_rerunning_a_date_changes_no_counts(daily_runs):
     """The daily runs end by running their first date again: no table gains or loses a row, and every
     identifier keeps its key."""
@@ -343,8 +360,8 @@ def test_rerunning_a_date_changes_no_counts(daily_runs):
 
 def test_keys_merge_split_and_follow_the_earliest_identifier_across_days(full_run, daily_runs):
     """The hand-written responses (`_craft_identity_changes`): in both lakehouses the e-mail and both phones
-    of the merged respondent share one key, derived from the identifier seen first (the phone of the
-    late response); the hub phone links nobody, so its first-day partners hold keys of their own.
+    of the merged respondent and the address of the late response share one key, derived from the
+    identifier seen first (that address); the hub phone links nobody, so its first-day partners hold keys of their own.
     The daily runs record each change of key in silver.identity_merges."""
     from atende.pipelines.identity import derived_key
 
@@ -356,10 +373,10 @@ def test_keys_merge_split_and_follow_the_earliest_identifier_across_days(full_ru
         return rows[0]["customer_key"]
 
     spark = full_run.runner.spark
-    expected = spark.range(1).select(derived_key(F.lit("phone"), F.lit("+5511988880002"))).first()[0]
+    expected = spark.range(1).select(derived_key(F.lit("email"), F.lit("ana.old@example.com"))).first()[0]
     for store in (full_run.runner.lake, daily_runs.runner.lake):
         merged = {key_of(store, "email", "ana.merge@example.com"), key_of(store, "phone", "+5511988880001"),
-                  key_of(store, "phone", "+5511988880002")}
+                  key_of(store, "email", "ana.old@example.com")}
         assert merged == {expected}
         one, two = key_of(store, "email", "hub.one@example.com"), key_of(store, "email", "hub.two@example.com")
         assert one != two
