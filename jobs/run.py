@@ -218,13 +218,21 @@ class Runner:
         """Identity resolution, interactions and survey responses: checked together, then written."""
         from atende.pipelines.commerce import build_actions, build_orders, build_products
         from atende.pipelines.crm import build_crm
-        from atende.pipelines.identity import build_identifier_observations, resolve_identities_with_report
+        from atende.pipelines.identity import (
+            assign_email_threads,
+            build_identifier_observations,
+            distinct_email_messages,
+            resolve_identities_with_report,
+        )
+        from atende.pipelines.identity.graph import materialise
         from atende.pipelines.interactions import build_interactions
         from atende.pipelines.surveys import build_survey_responses
 
         bronze = self._bronze()
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
-        observations = build_identifier_observations(bronze, self.settings).cache()
+        # e-mail threads (a connected-components run) are computed once: identity and interactions use them
+        threads = materialise(assign_email_threads(distinct_email_messages(bronze["email"])))
+        observations = build_identifier_observations(bronze, self.settings, email_threads=threads).cache()
         record.rows_read += observations.count()
         resolution = resolve_identities_with_report(observations, previous, self.settings, self.run_id, self.now)
         identity_map, merges, record_keys = (
@@ -233,7 +241,8 @@ class Runner:
         exceptions = resolution.exceptions.select(
             "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
         ).cache()
-        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now).cache()
+        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
+                                          email_threads=threads).cache()
         responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now).cache()
         products = build_products(bronze["products"], self.run_id, self.now).cache()
         orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now).cache()

@@ -173,9 +173,10 @@ def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataF
     )
 
 
-def _email_interactions(email: DataFrame, record_keys: DataFrame, settings: Settings) -> DataFrame:
+def _email_interactions(email: DataFrame, record_keys: DataFrame, settings: Settings,
+                        threads: DataFrame | None = None) -> DataFrame:
     msgs = distinct_email_messages(email)
-    threads = assign_email_threads(msgs)
+    threads = assign_email_threads(msgs) if threads is None else threads
     sender = normalize_email(F.col("from_address"))
     is_agent = F.lit(False)
     for domain in (d.lower() for d in settings.identity.company_domains):
@@ -276,8 +277,10 @@ def build_interactions(
     settings: Settings,
     run_id: str,
     now: datetime,
+    email_threads: DataFrame | None = None,
 ) -> DataFrame:
-    """INTERACTIONS from the conversations, whatsapp, email and calls bronze frames present in `bronze`."""
+    """INTERACTIONS from the conversations, whatsapp, email and calls bronze frames present in `bronze`.
+    `email_threads`: `assign_email_threads` of bronze e-mail, when the caller has it already."""
     keyed_by_record: list[DataFrame] = []
     if "conversations" in bronze:
         keyed_by_record.append(_conversation_interactions(bronze["conversations"]))
@@ -297,7 +300,7 @@ def build_interactions(
     if "whatsapp" in bronze:
         parts.append(_whatsapp_interactions(bronze["whatsapp"], record_keys))
     if "email" in bronze:
-        parts.append(_email_interactions(bronze["email"], record_keys, settings))
+        parts.append(_email_interactions(bronze["email"], record_keys, settings, email_threads))
     if not parts:
         raise ValueError("build_interactions: bronze holds none of conversations, whatsapp, email, calls")
     every = parts[0]

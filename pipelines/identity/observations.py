@@ -98,13 +98,15 @@ def company_mailboxes(messages: DataFrame, sender: Column, sender_is_company: Co
     )
 
 
-def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
+def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Settings,
+                                  email_threads: DataFrame | None = None) -> DataFrame:
     """IDENTIFIER_OBSERVATIONS: one row per (source, record_id, identifier) — normalised, blocklisted
     values dropped — plus the grouping rows: `email_thread` for each e-mail message (never links: records
     without a customer identifier inherit their thread's customer), `interaction` for each conversation
     and call and for each survey response naming one (its contact_id: the response and the contact are
     one customer's); and the attribute rows that never link by themselves (`name`, `profile_name`,
-    `birth_date`, see ATTRIBUTE_TYPES)."""
+    `birth_date`, see ATTRIBUTE_TYPES). `email_threads`: `assign_email_threads` of bronze e-mail, when
+    the caller has it already (silver interactions need it too)."""
     cfg = settings.identity
     region = cfg.default_region
 
@@ -168,7 +170,8 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
             msgs, "email", F.col("message_id"), F.col("sent_at"),
             {"email": F.when(~is_company, address), NAME: F.when(~is_company, normalize_person_name(F.col("from_name")))},
         ))
-        threads = assign_email_threads(msgs).join(msgs.select("message_id", "sent_at"), on="message_id", how="inner")
+        threads = (assign_email_threads(msgs) if email_threads is None else email_threads).join(
+            msgs.select("message_id", "sent_at"), on="message_id", how="inner")
         parts.append(threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"), F.col("sent_at"))))
         if "recipient_addresses" in msgs.columns and cfg.company_mailbox_min_senders > 0:
             parts.append(company_mailboxes(msgs, address, is_company, email, cfg.company_mailbox_min_senders))
