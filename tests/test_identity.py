@@ -536,3 +536,40 @@ def test_a_mailbox_many_customers_write_to_is_the_companys(spark, settings):
     obs = build_identifier_observations({"email": mail}, settings)
     company = {(r.source, r.identifier_type, r.identifier) for r in obs.where("source = 'company'").collect()}
     assert company == {("company", "company_email", "loja.sac@gmail.com")}
+
+
+# ---------------------------------------------------------------- observations kept per arrival date (issue 15)
+def test_observations_kept_per_arrival_date_combine_to_those_of_the_whole(spark, settings):
+    """`record_observations` depends on each arrival date's rows alone: computed date by date (as runs keep
+    them in silver/identifier_observations) and combined with the e-mail observations that need every
+    message, they equal the observations of all of bronze at once. A record delivered again on the second
+    date keeps its first sighting; a reply arriving a day after its thread's first message still joins it."""
+    from atende.pipelines.identity.observations import combine_observations, email_observations, record_observations
+
+    d1, d2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+    calls = bronze(spark, "calls", [
+        {"call_id": "call-1", "started_at": at(1, 9), "ani": "11998765432", "_arrival_date": d1},
+        {"call_id": "call-1", "started_at": at(1, 9), "ani": "11998765432", "_arrival_date": d2},
+        {"call_id": "call-2", "started_at": at(2, 9), "ani": "21988887777", "_arrival_date": d2},
+    ])
+    email = bronze(spark, "email", [
+        {"message_id": "m1@x.com", "from_address": "Bia <bia@x.com>", "from_name": "Bia Lima", "sent_at": at(1, 10),
+         "recipient_addresses": ["suporte@atende.com.br"], "_arrival_date": d1},
+        {"message_id": "m2@atende.com.br", "in_reply_to": "m1@x.com", "from_address": "suporte@atende.com.br",
+         "sent_at": at(2, 8), "_arrival_date": d2},
+    ])
+    surveys = bronze(spark, "surveys", [
+        {"response_id": "s1", "submitted_at": at(2, 11), "survey": "nps", "score": 9, "contact_id": "call-1",
+         "email": "bia@x.com", "_arrival_date": d2},
+    ])
+    whole = {"calls": calls, "email": email, "surveys": surveys}
+    per_date = [
+        record_observations({s: df.where(F.col("_arrival_date") == day) for s, df in whole.items()}, settings)
+        for day in (d1, d2)
+    ]
+    kept = per_date[0].unionByName(per_date[1])
+    assert kept.where("source = 'calls' AND record_id = 'call-1'").select("_arrival_date").distinct().count() == 2
+    combined = combine_observations([kept, email_observations(email, settings)])
+    assertDataFrameEqual(combined, build_identifier_observations(whole, settings), checkRowOrder=False)
+    threads = {r.record_id: r.identifier for r in combined.where("identifier_type = 'email_thread'").collect()}
+    assert threads == {"m1@x.com": "email:m1@x.com", "m2@atende.com.br": "email:m1@x.com"}
