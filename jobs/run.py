@@ -107,8 +107,6 @@ class Runner:
         self.run_id = new_run_id(self.now)
         self.force_train = False
         self._model_ctx = None
-        self._dates: list[dt.date] = []  # the arrival dates of the run under way
-        self._full_refresh = False
 
     # ------------------------------------------------------------------ helpers
     def _job(self, summary: RunSummary, name: str, body: Callable[[JobRecord], None]) -> None:
@@ -222,11 +220,11 @@ class Runner:
         from atende.pipelines.crm import build_crm
         from atende.pipelines.identity import (
             assign_email_threads,
+            build_identifier_observations,
             distinct_email_messages,
             resolve_identities_with_report,
         )
         from atende.pipelines.identity.graph import materialise
-        from atende.pipelines.identity.observations import combine_observations, email_observations
         from atende.pipelines.interactions import build_interactions
         from atende.pipelines.surveys import build_survey_responses
 
@@ -234,10 +232,7 @@ class Runner:
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
         # e-mail threads (a connected-components run) are computed once: identity and interactions use them
         threads = materialise(assign_email_threads(distinct_email_messages(bronze["email"])))
-        by_date, fresh_observations, observations_write = self._record_observations(bronze)
-        observations = combine_observations(
-            [by_date, email_observations(bronze["email"], self.settings, threads)]
-        ).cache()
+        observations = build_identifier_observations(bronze, self.settings, email_threads=threads).cache()
         record.rows_read += observations.count()
         resolution = resolve_identities_with_report(observations, previous, self.settings, self.run_id, self.now)
         identity_map, merges, record_keys = (
@@ -257,7 +252,6 @@ class Runner:
             "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
         )
         self._gate("silver", {
-            "silver.identifier_observations": observations_write[2],
             "silver.identity_map": identity_map,
             "silver.identity_merges": merges,
             "silver.identity_exceptions": exceptions,
@@ -271,7 +265,6 @@ class Runner:
         })
         whole = {"mode": "overwrite"}
         self._write_all(record, [
-            observations_write,
             ("silver", "identity_map", identity_map, whole),
             ("silver", "identity_merges", merges, {"mode": "append"}),
             ("silver", "identity_exceptions", exceptions, whole),
@@ -283,38 +276,10 @@ class Runner:
             ("silver", "crm", crm, whole),
             ("silver", "record_keys", keys_table, {"mode": "overwrite", "partition_by": ["source"]}),
         ])
-        for frame in (fresh_observations, observations, identity_map, merges, exceptions, interactions, responses, products,
-                      orders, actions, crm):
+        for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
+                      actions, crm):
             frame.unpersist()
         record_keys.unpersist()
-
-    def _record_observations(
-        self, bronze: dict[str, DataFrame]
-    ) -> tuple[DataFrame, DataFrame, tuple[str, str, DataFrame, dict[str, Any]]]:
-        """(every arrival date's record observations, this run's (cached: unpersist it), the write of silver
-        `identifier_observations`).
-
-        The observations of this run's dates are computed from their bronze partitions and replace theirs
-        in the table; the other dates' are read back. Without the table (a first run, or a lakehouse
-        from before it existed) or on a full refresh, every date is computed from bronze."""
-        from atende.pipelines.identity.observations import record_observations
-
-        by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"]}
-        if self._full_refresh or not self._dates or not self.lake.exists("silver", "identifier_observations"):
-            fresh = record_observations(bronze, self.settings)
-            kept = None
-        else:
-            listed = _quote_dates(self._dates)
-            fresh = record_observations(
-                {source: df.where(f"_arrival_date IN ({listed})") for source, df in bronze.items()}, self.settings
-            )
-            kept = self.lake.read("silver", "identifier_observations").where(
-                f"NOT (_arrival_date IN ({listed}))").drop("run_id", "_written_at")
-            by_date["replace_where"] = f"_arrival_date IN ({listed})"
-        fresh = fresh.cache()
-        every = fresh if kept is None else fresh.unionByName(kept)
-        table = fresh.select("*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at"))
-        return every, fresh, ("silver", "identifier_observations", table, by_date)
 
     def _models(self):
         from atende.jobs.modeling import ModelContext
@@ -408,7 +373,6 @@ class Runner:
         else:
             dates = sorted(available - processed_dates(self.lake))
         summary = RunSummary(self.run_id, dates, engine=self.lake.engine.name)
-        self._dates, self._full_refresh = dates, full_refresh
         if not dates:
             summary.nothing_to_do = True
             return summary

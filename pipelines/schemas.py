@@ -348,14 +348,6 @@ IDENTIFIER_OBSERVATIONS = StructType([
     _s("seen_at", TimestampType(), False),
 ])
 
-# silver `identifier_observations`: what each arrival date's records carry (record_observations), kept so
-# a run computes only its own dates'
-RECORD_OBSERVATIONS = StructType(list(IDENTIFIER_OBSERVATIONS.fields) + [
-    _s("_arrival_date", DateType(), False),
-    _s("run_id", StringType(), False),
-    _s("_written_at", TimestampType(), False),
-])
-
 IDENTITY_MAP = StructType([
     _s("identifier_type", StringType(), False),
     _s("identifier", StringType(), False),

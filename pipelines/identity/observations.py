@@ -32,15 +32,13 @@ from atende.pipelines.schemas import IDENTIFIER_OBSERVATIONS
 
 
 # ------------------------------------------------------------------ observations
-def _observation(source: str, record_id: Column, identifier_type: str, identifier: Column, seen_at: Column,
-                 arrival: Column | None = None) -> list[Column]:
+def _observation(source: str, record_id: Column, identifier_type: str, identifier: Column, seen_at: Column) -> list[Column]:
     return [
         F.lit(source).alias("source"),
         record_id.alias("record_id"),
         F.lit(identifier_type).alias("identifier_type"),
         identifier.alias("identifier"),
         seen_at.alias("seen_at"),
-        (F.col("_arrival_date") if arrival is None else arrival).alias("_arrival_date"),
     ]
 
 
@@ -53,9 +51,8 @@ def _unpivot(df: DataFrame, source: str, record_id: Column, seen_at: Column, ide
         F.lit(source).alias("source"),
         record_id.alias("record_id"),
         seen_at.alias("seen_at"),
-        "_arrival_date",
         F.explode(entries).alias("e"),
-    ).select("source", "record_id", "e.identifier_type", "e.identifier", "seen_at", "_arrival_date")
+    ).select("source", "record_id", "e.identifier_type", "e.identifier", "seen_at")
 
 
 def whatsapp_messages(whatsapp: DataFrame) -> DataFrame:
@@ -97,7 +94,7 @@ def company_mailboxes(messages: DataFrame, sender: Column, sender_is_company: Co
         .agg(F.countDistinct("sender").alias("senders"), F.min("sent_at").alias("seen_at"))
         .where(F.col("senders") >= min_senders)
         .select(*_observation(COMPANY_SOURCE, F.lit("email-recipients"), COMPANY_PREFIX + "email",
-                              F.col("recipient"), F.col("seen_at"), arrival=F.lit(None).cast("date")))
+                              F.col("recipient"), F.col("seen_at")))
     )
 
 
@@ -109,57 +106,7 @@ def build_identifier_observations(bronze: Mapping[str, DataFrame], settings: Set
     and call and for each survey response naming one (its contact_id: the response and the contact are
     one customer's); and the attribute rows that never link by themselves (`name`, `profile_name`,
     `birth_date`, see ATTRIBUTE_TYPES). `email_threads`: `assign_email_threads` of bronze e-mail, when
-    the caller has it already (silver interactions need it too).
-
-    It is `combine_observations` of `record_observations` (kept per arrival date by the runs: silver
-    `identifier_observations`) and `email_observations` (threads and mailboxes need every message)."""
-    parts = [record_observations(bronze, settings)]
-    if "email" in bronze:
-        parts.append(email_observations(bronze["email"], settings, email_threads))
-    return combine_observations(parts)
-
-
-def combine_observations(parts: list[DataFrame]) -> DataFrame:
-    """IDENTIFIER_OBSERVATIONS from frames of observations (with or without `_arrival_date`): one row per
-    (source, record_id, identifier), its first sighting (a re-delivered record is seen once)."""
-    columns = [f.name for f in IDENTIFIER_OBSERVATIONS.fields]
-    observed = parts[0].select(*columns)
-    for part in parts[1:]:
-        observed = observed.unionByName(part.select(*columns))
-    return (
-        observed.groupBy("source", "record_id", "identifier_type", "identifier")
-        .agg(F.min("seen_at").alias("seen_at"))
-        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTIFIER_OBSERVATIONS.fields])
-    )
-
-
-def email_observations(email: DataFrame, settings: Settings, email_threads: DataFrame | None = None) -> DataFrame:
-    """The observations of e-mail that need every message, not one arrival date's: each message's
-    `email_thread`, and the company's mailboxes (`company_mailboxes`)."""
-    cfg = settings.identity
-    msgs = distinct_email_messages(email)
-    threads = (assign_email_threads(msgs) if email_threads is None else email_threads).join(
-        msgs.select("message_id", "sent_at"), on="message_id", how="inner")
-    no_date = F.lit(None).cast("date")
-    found = threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"),
-                                         F.col("sent_at"), arrival=no_date))
-    if "recipient_addresses" in msgs.columns and cfg.company_mailbox_min_senders > 0:
-        address = normalize_email(F.col("from_address"), cfg.blocklist_emails)
-        found = found.unionByName(company_mailboxes(
-            msgs, address, company_address(address, cfg.company_domains),
-            lambda c: normalize_email(c, cfg.blocklist_emails), cfg.company_mailbox_min_senders))
-    return _complete(found).drop("_arrival_date")
-
-
-def _complete(observed: DataFrame) -> DataFrame:
-    return observed.where(F.col("identifier").isNotNull() & F.col("record_id").isNotNull() & F.col("seen_at").isNotNull())
-
-
-def record_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> DataFrame:
-    """IDENTIFIER_OBSERVATIONS + `_arrival_date`: what each bronze record carries, one row per (record,
-    identifier, arrival date), its first sighting on that date. A function of each arrival date's bronze
-    rows alone (the business lines are counted per date), so a run computes it for its own dates and
-    keeps the rest (silver `identifier_observations`)."""
+    the caller has it already (silver interactions need it too)."""
     cfg = settings.identity
     region = cfg.default_region
 
@@ -170,6 +117,7 @@ def record_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> 
         return normalize_phone(c, region, cfg.blocklist_phones)
 
     parts: list[DataFrame] = []
+
     if "conversations" in bronze:
         conv = bronze["conversations"]
         parts.append(conv.select(*_observation(
@@ -206,10 +154,9 @@ def record_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> 
                 msgs.select(
                     phone(_international_digits(F.col("display_phone_number"))).alias("line"),
                     F.coalesce("sent_at", "_ingested_at").alias("at"),
-                    "_arrival_date",
                 )
                 .where(F.col("line").isNotNull())
-                .groupBy("line", "_arrival_date").agg(F.min("at").alias("at"))
+                .groupBy("line").agg(F.min("at").alias("at"))
                 .select(*_observation(COMPANY_SOURCE, F.lit("whatsapp-business-line"), COMPANY_PREFIX + "phone",
                                       F.col("line"), F.col("at")))
             )
@@ -223,6 +170,11 @@ def record_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> 
             msgs, "email", F.col("message_id"), F.col("sent_at"),
             {"email": F.when(~is_company, address), NAME: F.when(~is_company, normalize_person_name(F.col("from_name")))},
         ))
+        threads = (assign_email_threads(msgs) if email_threads is None else email_threads).join(
+            msgs.select("message_id", "sent_at"), on="message_id", how="inner")
+        parts.append(threads.select(*_observation("email", F.col("message_id"), EMAIL_THREAD, F.col("thread_id"), F.col("sent_at"))))
+        if "recipient_addresses" in msgs.columns and cfg.company_mailbox_min_senders > 0:
+            parts.append(company_mailboxes(msgs, address, is_company, email, cfg.company_mailbox_min_senders))
 
     if "calls" in bronze:
         calls = bronze["calls"]
@@ -265,15 +217,16 @@ def record_observations(bronze: Mapping[str, DataFrame], settings: Settings) -> 
         ))
 
     if not parts:
-        raise ValueError("record_observations: no source in bronze carries identifiers")
+        raise ValueError("build_identifier_observations: no source in bronze carries identifiers")
     observed = parts[0]
     for part in parts[1:]:
         observed = observed.unionByName(part)
     return (
-        _complete(observed)
-        # re-delivered on one date: one row per (record, identifier), first sighting
-        .groupBy("source", "record_id", "identifier_type", "identifier", "_arrival_date")
+        observed.where(F.col("identifier").isNotNull() & F.col("record_id").isNotNull() & F.col("seen_at").isNotNull())
+        # re-delivered records: one row per (record, identifier), first sighting
+        .groupBy("source", "record_id", "identifier_type", "identifier")
         .agg(F.min("seen_at").alias("seen_at"))
-        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTIFIER_OBSERVATIONS.fields],
-                "_arrival_date")
+        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTIFIER_OBSERVATIONS.fields])
     )
+
+
