@@ -228,6 +228,11 @@ class Runner:
         from atende.pipelines.interactions import build_interactions
         from atende.pipelines.surveys import build_survey_responses
 
+        if self.lake.exists("silver", "identity_merges") and \
+                "kind" not in self.lake.read("silver", "identity_merges").columns:
+            # checked before anything is written: the map must not move to the new keys without their merges
+            raise RunFailed(f"{self.lake.path('silver', 'identity_merges')} was written before its `kind` column "
+                            "(2026-12-02): move that folder aside (its rows are all merges) and run again")
         bronze = self._bronze()
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
         # e-mail threads (a connected-components run) are computed once: identity and interactions use them

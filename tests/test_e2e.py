@@ -380,9 +380,18 @@ def test_keys_merge_split_and_follow_the_earliest_identifier_across_days(full_ru
         assert merged == {expected}
         one, two = key_of(store, "email", "hub.one@example.com"), key_of(store, "email", "hub.two@example.com")
         assert one != two
-    changes = daily_runs.runner.lake.read("silver", "identity_merges").collect()
-    assert {r["surviving_key"] for r in changes} >= {expected}
-    assert {r["kind"] for r in changes} == {"merge", "split"}
+    def derived(identifier_type, identifier):
+        return spark.range(1).select(derived_key(F.lit(identifier_type), F.lit(identifier))).first()[0]
+
+    changes = {(r["retired_key"], r["surviving_key"], r["kind"])
+               for r in daily_runs.runner.lake.read("silver", "identity_merges").collect()}
+    ana, ana_phone = derived("email", "ana.merge@example.com"), derived("phone", "+5511988880001")
+    hub_one = derived("email", "hub.one@example.com")
+    assert (ana_phone, ana, "merge") in changes, "day 3 joins the two first-day respondents"
+    assert (ana, expected, "merge") in changes, "day 2, late, moves them to its older address"
+    assert (hub_one, derived("email", "hub.two@example.com"), "split") in changes, "the hub parts its partners"
+    assert (hub_one, derived("phone", "+5511977770000"), "split") in changes
+    assert not full_run.runner.lake.read("silver", "identity_merges").count(), "one run changes no key"
 
 
 @whole_run_failure_path

@@ -1,4 +1,4 @@
-"""Identity resolution over the observations: the over-merge guards, the graph, stable keys and merges (see the package docstring)."""
+"""Identity resolution over the observations: the over-merge guards, the graph, keys derived from the data and the key changes (see the package docstring)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -279,10 +279,10 @@ def resolve_identities_with_report(
     # docstring); it only tells which keys changed
     if previous_map is not None:
         prev = previous_map.where(~blocked).join(F.broadcast(company), on=ident, how="left_anti").select(
-            *ident, F.col("customer_key").alias("prev_key"), "first_seen_at", "last_seen_at"
+            *ident, F.col("customer_key").alias("prev_key")
         )
     else:
-        prev = spark.createDataFrame([], "identifier_type string, identifier string, prev_key string, first_seen_at timestamp, last_seen_at timestamp")
+        prev = spark.createDataFrame([], "identifier_type string, identifier string, prev_key string")
 
     seen = (
         obs.select(*ident, "first_seen_at", "last_seen_at")
@@ -416,7 +416,7 @@ def resolve_identities_with_report(
     )
 
     # --- the graph: records -- linking identifiers, records -- their interaction, duplicate CRM
-    # registrations, previous keys -- their identifiers; every record is a node (a self-loop)
+    # registrations; every record is a node (a self-loop)
     linking = obs.join(held.select(*ident), on=ident, how="left_anti")
     records = obs.select(*record).unionByName(groups.select(*record)).unionByName(attributes.select(*record)).distinct()
     record_node = _record_node(F.col("source"), F.col("record_id"))
