@@ -50,7 +50,7 @@ def _redeliver_busiest_day(zone):
 
 def _craft_identity_changes(zone, days: list[str]) -> None:
     """Survey responses written by hand into the generated zone, so the runs meet what a customer base
-    does over days (the daily runs take the third day before the second, see `daily`):
+    does over days (the daily runs take the third day before the second, see `daily_runs`):
     - first day: a respondent known by e-mail and another known by phone; and a phone seen with two
       e-mail addresses (two partners: within `identity.max_partners_per_identifier`, it links them);
     - third day: one response carrying both the e-mail and the phone: the two respondents are one
@@ -108,7 +108,6 @@ def _engine(settings, engine: str):
 @dataclass
 class Lake:
     """A lakehouse the module's runs built, and how."""
-    name: str
     settings: Any
     runner: Runner  # the last run's
     summaries: list[RunSummary]
@@ -128,7 +127,7 @@ def full_run(spark, settings, landing, tmp_path_factory) -> Lake:
     runner = Runner(spark, engine_settings, landing, lake_dir)
     summary = runner.run(full_refresh=True)
     assert summary.engine == "delta-spark"
-    return Lake("full", engine_settings, runner, [summary], lake_dir)
+    return Lake(engine_settings, runner, [summary], lake_dir)
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +153,13 @@ def daily_runs(spark, settings, landing, full_run, tmp_path_factory) -> Lake:
     counts = runner.table_rows()
     runner = Runner(spark, engine_settings, landing, lake_dir)
     summaries.append(runner.run(date=first))
-    return Lake("daily", engine_settings, runner, summaries, lake_dir, counts)
+    return Lake(engine_settings, runner, summaries, lake_dir, counts)
 
 
 @pytest.fixture(scope="module", params=["full", "daily"])
 def lake(request) -> Lake:
     """Every test taking this fixture runs on both lakehouses."""
-    return request.getfixturevalue(f"{request.param}_run" if request.param == "full" else "daily_runs")
+    return request.getfixturevalue({"full": "full_run", "daily": "daily_runs"}[request.param])
 
 
 def counts(runner):

@@ -190,14 +190,11 @@ def key_changes(previous: DataFrame, current: DataFrame, run_id: str, now: datet
     and all its identifiers went to one key (two customers found to be one, or a customer whose
     earliest identifier changed), else "split" (some or all of its identifiers went to other keys:
     what a hub or a wrong link had joined). An identifier that left the map (blocklisted) is no change."""
-    ident = ["identifier_type", "identifier"]
-    moved = previous.join(current, on=ident, how="inner").where(F.col("prev_key") != F.col("customer_key"))
+    paired = previous.join(current, on=["identifier_type", "identifier"], how="inner")
     still = current.select(F.col("customer_key").alias("prev_key")).distinct().withColumn("kept", F.lit(True))
-    per_old = previous.join(current, on=ident, how="inner").groupBy("prev_key").agg(
-        F.countDistinct("customer_key").alias("n_new")
-    )
+    per_old = paired.groupBy("prev_key").agg(F.countDistinct("customer_key").alias("n_new"))
     return (
-        moved.select(F.col("prev_key"), F.col("customer_key")).distinct()
+        paired.where(F.col("prev_key") != F.col("customer_key")).select("prev_key", "customer_key").distinct()
         .join(per_old, on="prev_key", how="inner")
         .join(still, on="prev_key", how="left")
         .select(
@@ -565,7 +562,7 @@ def resolve_identities_with_report(
     merges = key_changes(prev.select(*ident, "prev_key"), identity.select(*ident, "customer_key"), run_id, now)
     return IdentityResolution(
         identity_map=identity_map,
-        merges=merges.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MERGES.fields]),
+        merges=merges,
         record_keys=record_keys,
         exceptions=exceptions,
     )
