@@ -171,8 +171,12 @@ class DemoSettings(_Section):
 
 
 class MlflowSettings(_Section):
-    # empty: a SQLite store under <lakehouse>/_mlflow
+    # empty: a SQLite store under <lakehouse>/_mlflow (a local lakehouse only; one on an object store
+    # needs a tracking URI)
     tracking_uri: str | None = None
+    # where a new experiment keeps its artefacts (the models' files); empty: <lakehouse>/_mlflow/artifacts
+    # beside a local lakehouse, else MLflow's default for the tracking store
+    artifact_location: str | None = None
     experiment: str = "atende"
 
 

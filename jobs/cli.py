@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=_positive, default=None, help="processes (default: the machine's cores)")
 
     run = sub.add_parser("run", help="run every job over a landing zone into a lakehouse")
-    run.add_argument("--landing", required=True, type=Path)
-    run.add_argument("--lakehouse", required=True, type=Path)
+    run.add_argument("--landing", required=True, type=_location)
+    run.add_argument("--lakehouse", required=True, type=_location)
     which = run.add_mutually_exclusive_group()
     which.add_argument("--date", type=_date, default=None,
                        help="re-process this arrival date (default: every date not yet processed)")
@@ -65,18 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write an HTML report from the lakehouse")
     report_sub = report.add_subparsers(dest="report", required=True)
     kpis = report_sub.add_parser("kpis", help="service KPIs per channel: trend per metric over the last days")
-    kpis.add_argument("--lakehouse", required=True, type=Path)
+    kpis.add_argument("--lakehouse", required=True, type=_location)
     kpis.add_argument("--out", required=True, type=Path)
     kpis.add_argument("--days", type=_positive, default=30)
     personas = report_sub.add_parser("personas", help="personas for marketing: size, demographics, channel mix, satisfaction")
-    personas.add_argument("--lakehouse", required=True, type=Path)
+    personas.add_argument("--lakehouse", required=True, type=_location)
     personas.add_argument("--out", required=True, type=Path)
 
     segments = sub.add_parser("segments", help="persona segments for marketing")
     segments_sub = segments.add_subparsers(dest="segments", required=True)
     export = segments_sub.add_parser(
         "export", help="customers of a persona who gave marketing consent (never the others)")
-    export.add_argument("--lakehouse", required=True, type=Path)
+    export.add_argument("--lakehouse", required=True, type=_location)
     export.add_argument("--persona", required=True, help="a persona_id of gold/personas, or 'all'")
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
     export.add_argument("--out", required=True, type=Path, help="the file to write")
@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="retrain the models now (personas, tone, products, next best action), "
                                          "promote those that beat their champion, and re-score")
     # accepted so schedules written for earlier versions keep working; retraining reads only the lakehouse
-    train.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
-    train.add_argument("--lakehouse", required=True, type=Path)
+    train.add_argument("--landing", type=_location, help=argparse.SUPPRESS)
+    train.add_argument("--lakehouse", required=True, type=_location)
 
     maintain = sub.add_parser("maintain", help="table upkeep: compact and Z-order, vacuum old files, name tables in the catalog")
     maintain_sub = maintain.add_subparsers(dest="maintain", required=True)
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("register", "name every table in Spark's catalog: atende_<layer>.<table>"),
     ):
         step = maintain_sub.add_parser(action, help=text)
-        step.add_argument("--lakehouse", required=True, type=Path)
+        step.add_argument("--lakehouse", required=True, type=_location)
         if action != "register":
             step.add_argument("--layer", action="append", default=[], choices=("bronze", "silver", "gold", "ops"),
                               help="only this layer (repeatable; default: every layer)")
@@ -108,13 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
                               help="keep files versions this recent need (default: storage.vacuum_retention_hours)")
 
     sql = sub.add_parser("sql", help="run a SQL query over the lakehouse's tables, named atende_<layer>.<table>")
-    sql.add_argument("--lakehouse", required=True, type=Path)
+    sql.add_argument("--lakehouse", required=True, type=_location)
     sql.add_argument("query", help='e.g. "SELECT tone, count(*) FROM atende_gold.recommendations GROUP BY tone"')
     sql.add_argument("--limit", type=_positive, default=50, help="rows shown (default 50)")
 
     demo = sub.add_parser("demo", help="generate a small landing zone, run every job, print a summary")
     demo.add_argument("--dir", type=Path, default=None, help="demo folder (default: conf demo.directory)")
     return parser
+
+
+def _location(text: str) -> str:
+    """A --landing or --lakehouse argument: a local folder (plain path or file:// URI), or a Hadoop
+    file-system URI (s3a://, abfss://, gs://, hdfs://) kept as given."""
+    from atende.lakehouse.storage import location
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty location")
+    return location(text)
 
 
 def _console(args=None):
@@ -148,11 +158,12 @@ def cmd_generate(args, settings: Settings) -> int:
 def _jvm_log(lakehouse: Path | str, verbose: bool) -> Path | None:
     """Where the JVM's output goes (None: the terminal): <lakehouse>/_logs/spark-<UTC time>.log unless
     --verbose, for a local lakehouse."""
-    from atende.lakehouse.locations import is_storage_uri
+    from atende.lakehouse.storage import is_remote, location
 
-    if verbose or is_storage_uri(str(lakehouse)):
+    root = location(lakehouse)
+    if verbose or is_remote(root):
         return None
-    return Path(lakehouse).resolve() / "_logs" / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z.log"
+    return Path(root) / "_logs" / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z.log"
 
 
 def _session(settings: Settings, lakehouse: Path | str, verbose: bool, log: Path | None = None):
@@ -163,7 +174,7 @@ def _session(settings: Settings, lakehouse: Path | str, verbose: bool, log: Path
     return build_spark_session(settings, jvm_log=log or _jvm_log(lakehouse, verbose))
 
 
-def _run(settings: Settings, landing: Path, lakehouse: Path, date: dt.date | None, console,
+def _run(settings: Settings, landing: str, lakehouse: str, date: dt.date | None, console,
          verbose: bool = False, full_refresh: bool = False) -> int:
     """One run. Progress lines and the summary go to the console; the run's whole story — our log at INFO,
     every progress line, and what the JVM printed — to <lakehouse>/_logs/<run_id>.log (named once the run
@@ -363,10 +374,11 @@ def cmd_train(args, settings: Settings) -> int:
         spark.stop()
 
 
-def _open_lakehouse(settings: Settings, path: Path, verbose: bool = False):
+def _open_lakehouse(settings: Settings, path: str, verbose: bool = False):
+    from atende.lakehouse.locations import is_storage_uri
     from atende.lakehouse.tables import Lakehouse
 
-    if not path.is_dir():
+    if not is_storage_uri(path) and not Path(path).is_dir():
         raise FileNotFoundError(f"lakehouse not found: {path}")
     spark = _session(settings, path, verbose)
     return spark, Lakehouse(spark, path, settings.storage)
@@ -446,7 +458,7 @@ def cmd_demo(args, settings: Settings) -> int:
     started = time.perf_counter()
     generate_landing_zone(landing, d.customers, d.days, d.seed)
     console.print(f"generated in {time.perf_counter() - started:.1f} s")
-    code = _run(settings, landing, lakehouse, None, console, args.verbose)
+    code = _run(settings, str(landing), str(lakehouse), None, console, args.verbose)
     if code == 0:
         console.print(f"\nlakehouse: {lakehouse}\nopen a table: python -c \"from deltalake import DeltaTable; "
                       f"print(DeltaTable('{lakehouse}/gold/customer_profiles').to_pandas().head())\"")

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from atende.conf.settings import Settings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE, is_storage_uri
+from atende.lakehouse.storage import join, location
 
 log = logging.getLogger(__name__)
 
@@ -163,20 +164,15 @@ def _readable_by_delta_rs(table: Any) -> bool:
 
 
 def table_uri(root: str, layer: str, table: str) -> str:
-    return f"{root.rstrip('/')}/{layer}/{table}"
+    return join(root, layer, table)
 
 
 def lakehouse_root(path: str | os.PathLike) -> str:
     """The lakehouse as delta-rs addresses it: an absolute local folder, or the URI as given."""
-    text = os.fspath(path)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    if is_storage_uri(text):
-        return text.rstrip("/")
-    folder = Path(text)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"lakehouse not found: {folder}")
-    return str(folder.resolve())
+    root = location(path)
+    if not is_storage_uri(root) and not Path(root).is_dir():
+        raise FileNotFoundError(f"lakehouse not found: {root}")
+    return root
 
 
 @contextlib.contextmanager

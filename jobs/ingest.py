@@ -16,20 +16,27 @@ by the pure transforms of ``pipelines.ingest``.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
+from atende.lakehouse.storage import (
+    Entry,
+    LocationNotFound,
+    PermissionDenied,
+    Storage,
+    StorageError,
+    join,
+    location,
+    name_of,
+)
 from atende.pipelines.ingest import (
     FILE_COUNTS,
     FILE_SOURCES,
@@ -69,12 +76,13 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class LandingFile:
-    path: Path
+    path: str          # a location (lakehouse.storage): an absolute local path or a remote URI
     arrival_date: date
+    size: int = 0
 
     @property
     def name(self) -> str:
-        return str(self.path)
+        return self.path
 
 
 # ------------------------------------------------------------------ listing
@@ -84,32 +92,39 @@ def _check_source(source: str) -> None:
         raise ValueError(f"unknown source {source!r}; known sources: {', '.join(SOURCES)}")
 
 
-def _readable_dir(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise LandingNotReadable(f"{what} not found: {path}")
-    if not path.is_dir():
-        raise LandingNotReadable(f"{what} is not a folder: {path}")
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise LandingNotReadable(f"{what} cannot be read (permission denied): {path}")
-    return path
+def _entries(storage: Storage, folder: str, what: str) -> list[Entry]:
+    try:
+        return storage.listdir(folder)
+    except LocationNotFound:
+        raise LandingNotReadable(f"{what} not found: {folder}") from None
+    except PermissionDenied:
+        raise LandingNotReadable(f"{what} cannot be read (permission denied): {folder}") from None
+    except StorageError as exc:
+        if str(exc).startswith("not a folder"):
+            raise LandingNotReadable(f"{what} is not a folder: {folder}") from None
+        raise LandingNotReadable(f"{what}: {exc}") from None
 
 
-def list_arrival_dates(landing: Path, source: str) -> list[date]:
+def list_arrival_dates(landing: str | os.PathLike, source: str, storage: Storage | None = None) -> list[date]:
     """The arrival dates (``YYYY-MM-DD`` folders) a source has in the landing zone, oldest first.
 
     A source with no folder yet has no dates (warning); entries that are not date
-    folders are ignored (warning naming them).
+    folders are ignored (warning naming them). ``storage`` reaches remote landing zones
+    (``Storage(spark)``); a local one needs none.
     """
     _check_source(source)
-    landing = _readable_dir(Path(landing), "landing zone")
-    folder = landing / source
-    if not folder.exists():
+    storage = storage or Storage()
+    landing = location(landing)
+    children = {e.name: e for e in _entries(storage, landing, "landing zone")}
+    if source not in children:
         log.warning("landing zone %s has no %s/ folder: no %s files to ingest", landing, source, source)
         return []
-    folder = _readable_dir(folder, f"{source} landing folder")
+    folder = children[source].path
+    if not children[source].is_dir:
+        raise LandingNotReadable(f"{source} landing folder is not a folder: {folder}")
     dates: list[date] = []
     ignored: list[str] = []
-    for child in sorted(folder.iterdir()):
+    for child in _entries(storage, folder, f"{source} landing folder"):
         arrival = _folder_date(child)
         if arrival:
             dates.append(arrival)
@@ -120,69 +135,66 @@ def list_arrival_dates(landing: Path, source: str) -> list[date]:
     return sorted(dates)
 
 
-def _folder_date(path: Path) -> date | None:
-    if not (path.is_dir() and _DATE_FOLDER.match(path.name)):
+def _folder_date(entry: Entry) -> date | None:
+    if not (entry.is_dir and _DATE_FOLDER.match(entry.name)):
         return None
     try:
-        return date.fromisoformat(path.name)
+        return date.fromisoformat(entry.name)
     except ValueError:  # 2026-02-30
         return None
 
 
-def landing_files(landing: Path, source: str, arrival_dates: list[date]) -> list[LandingFile]:
+def landing_files(landing: str | os.PathLike, source: str, arrival_dates: list[date],
+                  storage: Storage | None = None) -> list[LandingFile]:
     """The files to ingest for these dates; a date with no folder has none."""
     _check_source(source)
-    landing = _readable_dir(Path(landing), "landing zone")
+    storage = storage or Storage()
+    landing = location(landing)
+    _entries(storage, landing, "landing zone")
     files: list[LandingFile] = []
     for arrival in sorted(set(arrival_dates)):
-        folder = landing / source / arrival.isoformat()
-        if not folder.exists():
+        folder = join(landing, source, arrival.isoformat())
+        if storage.stat(folder) is None:
             log.info("no %s folder for %s: nothing to ingest", source, arrival)
             continue
-        _readable_dir(folder, f"{source} arrival folder")
         skipped = []
-        for child in sorted(folder.iterdir()):
-            if child.name.startswith((".", "_")) or not child.is_file():
+        for child in _entries(storage, folder, f"{source} arrival folder"):
+            if child.name.startswith((".", "_")) or child.is_dir:
                 skipped.append(child.name)
                 continue
-            if not os.access(child, os.R_OK):
-                raise LandingNotReadable(f"landing file cannot be read (permission denied): {child}")
-            files.append(LandingFile(Path(os.path.abspath(child)), arrival))
+            if not storage.readable(child):
+                raise LandingNotReadable(f"landing file cannot be read (permission denied): {child.path}")
+            files.append(LandingFile(child.path, arrival, child.size))
         if skipped:
             log.warning("skipped in %s (hidden, or not a file): %s", folder, ", ".join(skipped))
     return files
 
 
-def whole_file_problem(path: Path, source: str) -> str | None:
+def whole_file_problem(file: LandingFile, source: str, storage: Storage | None = None) -> str | None:
     """Why a file must be quarantined whole, as one record, before Spark reads it (None: it need not).
 
     Spark's reader fails the whole job on a corrupt gzip stream, so that is
-    caught here (streamed in 1 MiB blocks). Spark also yields nothing for a
+    caught here (streamed, in the storage module). Spark also yields nothing for a
     0-byte file, while an empty .eml is still one (empty) message.
     """
-    name = path.name.lower()
-    if source in FILE_SOURCES and not name.endswith(".mbox") and path.stat().st_size == 0:
+    name = name_of(file.path).lower()
+    if source in FILE_SOURCES and not name.endswith(".mbox") and file.size == 0:
         return "empty message"
     if not name.endswith(".gz"):
         return None
-    try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 20):
-                pass
-    except (OSError, EOFError, zlib.error) as exc:
-        return f"unreadable gzip file: {exc}"
-    return None
+    return (storage or Storage()).gzip_problem(file.path)
 
 
 # ------------------------------------------------------------------ reading
 
-def _spark_path(path: Path) -> str:
-    """A local path as Spark's reader takes it literally (glob characters escaped)."""
-    return _GLOB_CHARS.sub(r"\\\1", str(path))
+def _spark_path(path: str) -> str:
+    """A location as Spark's reader takes it literally (glob characters escaped)."""
+    return _GLOB_CHARS.sub(r"\\\1", path)
 
 
 def _source_file(file_path: Column) -> Column:
-    """Spark's file URI (``file:/a%20b/x.csv``) back to the local path string the listing uses."""
+    """Spark's file URI (``file:/a%20b/x.csv``, ``s3a://b/a%20b/x.csv``) back to the location the listing
+    uses (``/a b/x.csv``, ``s3a://b/a b/x.csv``)."""
     without_scheme = F.regexp_replace(file_path, r"^file:(//)?", "")
     # url_decode reads "+" as a space; a "+" in a URI path is a literal plus.
     decoded = F.try_url_decode(F.replace(without_scheme, F.lit("+"), F.lit("%2B")))
@@ -283,7 +295,7 @@ def _file_counts(
 def ingest_source(
     spark: SparkSession,
     settings: Settings,
-    landing: Path,
+    landing: str | os.PathLike,
     source: str,
     arrival_dates: list[date],
     run_id: str,
@@ -295,12 +307,13 @@ def ingest_source(
     use; ``release()`` drops it. A naive ``ingested_at`` is taken as UTC.
     """
     _check_source(source)
-    files = landing_files(Path(landing), source, arrival_dates)
+    storage = Storage(spark)
+    files = landing_files(landing, source, arrival_dates, storage)
     lineage = RunLineage(run_id, ingested_at)
     if not files:
         return IngestResult(_empty(spark, BRONZE[source]), _empty(spark, QUARANTINE), _empty(spark, FILE_COUNTS))
 
-    rejected_whole = [(f, problem) for f in files if (problem := whole_file_problem(f.path, source))]
+    rejected_whole = [(f, problem) for f in files if (problem := whole_file_problem(f, source, storage))]
     if rejected_whole:
         log.warning(
             "%s: %d file(s) quarantined whole: %s",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from atende.jobs.bookkeeping import (
     record_jobs,
     utc_now,
 )
+from atende.lakehouse.storage import Storage, join, location
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
 from atende.pipelines.frames import scalar
@@ -67,24 +70,19 @@ def _quote_dates(dates: list[dt.date]) -> str:
 _CODEGEN = "spark.sql.codegen.wholeStage"
 
 
-def _landing_bytes(landing: Path, dates: list[dt.date]) -> int:
+def _landing_bytes(storage: Storage, landing: str, dates: list[dt.date]) -> int:
     """Bytes of the landing files of these arrival dates (every source)."""
-    total = 0
-    for source in schemas.SOURCES:
-        for day in dates:
-            folder = landing / source / day.isoformat()
-            if folder.is_dir():
-                total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    return total
+    return sum(storage.size(join(landing, source, day.isoformat())) for source in schemas.SOURCES for day in dates)
 
 
-def _landing_dates(landing: Path) -> set[dt.date]:
+def _landing_dates(storage: Storage, landing: str) -> set[dt.date]:
     from atende.jobs.ingest import list_arrival_dates
 
     found: set[dt.date] = set()
+    present = {e.name for e in storage.listdir(landing) if e.is_dir}
     for source in schemas.SOURCES:
-        if (landing / source).is_dir():
-            found.update(list_arrival_dates(landing, source))
+        if source in present:
+            found.update(list_arrival_dates(landing, source, storage))
     return found
 
 
@@ -93,11 +91,13 @@ class Runner:
 
     WRITERS = 4  # tables written at once by _write_all
 
-    def __init__(self, spark: SparkSession, settings: Settings, landing: Path | None, lakehouse: Path,
-                 progress: ProgressFn | None = None):
+    def __init__(self, spark: SparkSession, settings: Settings, landing: str | os.PathLike | None,
+                 lakehouse: str | os.PathLike, progress: ProgressFn | None = None):
         self.spark = spark
         self.settings = settings
-        self.landing = landing
+        # a local folder or a Hadoop file-system URI (lakehouse.storage)
+        self.landing = location(landing) if landing is not None else None
+        self.storage = Storage(spark)
         self.lake = Lakehouse(spark, lakehouse, settings.storage)
         self.progress = progress or (lambda message: None)
         # a progress callback shows the quality warnings; without one they are logged (said once either way)
@@ -165,14 +165,19 @@ class Runner:
         """Great Expectations suites over frames about to be written: a hard failure stops the run first."""
         from atende.jobs.quality import enforce, run_quality_gates
 
-        docs = self.lake.root / "_quality" / self.run_id / stage
-        results = run_quality_gates(self.spark, self.settings, tables, self.run_id, docs)
+        docs = join(self.lake.uri, "_quality", self.run_id, stage)
+        if not self.lake.is_uri:
+            results = run_quality_gates(self.spark, self.settings, tables, self.run_id, Path(docs))
+        else:  # Great Expectations writes its Data Docs to local files: written here, then copied in
+            with tempfile.TemporaryDirectory(prefix="atende-docs-") as local:
+                results = run_quality_gates(self.spark, self.settings, tables, self.run_id, Path(local))
+                self.storage.copy_folder_in(local, docs)
         for result in results:
             for warning in result.warnings:
                 self.progress(f"warning: {warning}")
         enforce(results, log_warnings=not self._shows_warnings)
 
-    def ingest(self, record: JobRecord, landing: Path, dates: list[dt.date]) -> None:
+    def ingest(self, record: JobRecord, landing: str, dates: list[dt.date]) -> None:
         from atende.jobs.ingest import ingest_source
 
         listed = _quote_dates(dates)
@@ -357,6 +362,16 @@ class Runner:
         else:
             self.spark.conf.set(_CODEGEN, previous)
 
+    def _check_model_store(self) -> None:
+        """Before anything is read: the MLflow store the model jobs will need is configured."""
+        from atende.jobs.tracking import RemoteStoreNeeded, tracking_uri
+
+        if self.lake.is_uri:
+            try:
+                tracking_uri(self.settings, self.lake.uri)
+            except RemoteStoreNeeded as exc:
+                raise RunFailed(str(exc)) from None
+
     # ------------------------------------------------------------------ the run
     def run(self, date: dt.date | None = None, full_refresh: bool = False) -> RunSummary:
         """Ingest the landing zone's arrival dates not yet processed (or `date` alone, or with
@@ -366,9 +381,11 @@ class Runner:
             raise RunFailed("a full refresh takes every arrival date: give no date with it")
         if landing is None:
             raise RunFailed("no landing zone given")
-        if not landing.is_dir():
+        self._check_model_store()
+        found = self.storage.stat(landing)
+        if found is None or not found.is_dir:
             raise RunFailed(f"landing zone not found: {landing}")
-        available = _landing_dates(landing)
+        available = _landing_dates(self.storage, landing)
         if date is not None:
             if date not in available:
                 raise RunFailed(f"no landing files for arrival date {date.isoformat()} under {landing}")
@@ -386,7 +403,7 @@ class Runner:
             + (" (full refresh)" if full_refresh else "")
         )
         failure: RunFailed | None = None
-        codegen = self._size_codegen(_landing_bytes(landing, dates))
+        codegen = self._size_codegen(_landing_bytes(self.storage, landing, dates))
         try:
             self._job(summary, "ingest", lambda r: self.ingest(r, landing, dates))
             self._job(summary, "silver", self.identity_and_silver)
@@ -432,6 +449,7 @@ class Runner:
         champion, and re-score personas, profiles and recommendations with the champions."""
         if not self.lake.exists("silver", "interactions"):
             raise RunFailed(f"no silver tables in {self.lake.root}: run `atende run` first")
+        self._check_model_store()
         self.force_train = True
         summary = RunSummary(self.run_id, [])
         failure: RunFailed | None = None

@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from atende.conf.settings import Settings
+from atende.lakehouse.locations import is_storage_uri
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+
+
+class RemoteStoreNeeded(ValueError):
+    """A lakehouse on an object store with no MLflow store configured; the message says what to set."""
 
 
 class NoChampion(LookupError):
@@ -32,6 +37,12 @@ def tracking_uri(settings: Settings, lakehouse_root: str | Path) -> str:
     """The configured tracking URI, else a SQLite store beside the tables (`<lakehouse>/_mlflow`)."""
     if settings.mlflow.tracking_uri:
         return settings.mlflow.tracking_uri
+    if is_storage_uri(str(lakehouse_root)):
+        raise RemoteStoreNeeded(
+            f"the lakehouse {lakehouse_root} is not a local folder, so MLflow's SQLite store cannot sit beside it: "
+            "set mlflow.tracking_uri (a tracking server, or sqlite:////a/local/mlflow.db) and, for the models' "
+            "files, mlflow.artifact_location (e.g. s3://bucket/mlflow)"
+        )
     folder = Path(lakehouse_root).resolve() / "_mlflow"
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -47,8 +58,8 @@ def configure(settings: Settings, lakehouse_root: str | Path) -> str:
     name = settings.mlflow.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        location = None
-        if not settings.mlflow.tracking_uri:
+        location = settings.mlflow.artifact_location
+        if location is None and not settings.mlflow.tracking_uri:
             location = (Path(lakehouse_root).resolve() / "_mlflow" / "artifacts").as_uri()
         experiment_id = mlflow.create_experiment(name, artifact_location=location)
     else:

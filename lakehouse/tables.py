@@ -34,6 +34,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from atende.conf.settings import StorageSettings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE as _DELTA_RS_UNREADABLE
 from atende.lakehouse.locations import is_storage_uri
+from atende.lakehouse.storage import Storage, StorageError, location
 
 log = logging.getLogger(__name__)
 
@@ -823,12 +824,9 @@ class Lakehouse:
 
     def __init__(self, spark: SparkSession, root: str | os.PathLike, settings: StorageSettings, engine=None):
         self.spark = spark
-        text = os.fspath(root)
-        if text.startswith("file://"):
-            text = text[len("file://"):]
         # a local folder, or a Hadoop file system URI (s3a://bucket/lake, abfss://…, gs://…, hdfs://…)
-        self.is_uri = is_storage_uri(text)
-        self.uri = text.rstrip("/") if self.is_uri else str(Path(text).resolve())
+        self.uri = location(root)
+        self.is_uri = is_storage_uri(self.uri)
         # jobs keep quality docs and the MLflow store beside a local lakehouse's tables
         self.root: Any = self.uri if self.is_uri else Path(self.uri)
         self.settings = settings
@@ -838,6 +836,11 @@ class Lakehouse:
                 f"the delta-rs engine commits through the driver's file system and cannot write {self.uri}; "
                 "a lakehouse on an object store needs the delta-spark engine (storage.engine: auto or delta-spark)"
             )
+        if self.is_uri:
+            try:  # a scheme this Spark has no file system for fails here, naming the connector it needs
+                Storage(spark).check(self.uri)
+            except StorageError as exc:
+                raise LakehouseError(str(exc)) from None
 
     def path(self, layer: str, table: str) -> str:
         if layer not in self.LAYERS:

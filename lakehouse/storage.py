@@ -1,0 +1,242 @@
+"""The one module that touches the landing zone's and the lakehouse's files directly (issue 16).
+
+A location is a plain local path, a ``file://`` URI (both mean a folder of this machine) or a Hadoop
+file-system URI (``s3a://bucket/x``, ``abfss://…``, ``gs://…``, ``hdfs://…``). Local folders are
+handled with the standard library (fast, and usable before Spark starts); every other scheme through
+Hadoop's ``FileSystem`` in the running Spark JVM, so listing and reading see exactly what Spark's
+readers see, with the same credentials and settings (``spark.hadoop.fs.*``).
+
+Locations keep the spelling Spark reports for a file it read (``_metadata.file_path`` without its
+``file:`` scheme, percent-decoded): a local file is its absolute path, a remote file its URI.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atende.lakehouse.locations import is_storage_uri
+
+# what a Spark without the file system's classes needs, per scheme (named in the start-up error)
+_CONNECTORS = {
+    "s3a": "the S3A connector: spark.packages: [hadoop-aws] (org.apache.hadoop:hadoop-aws matching Spark's Hadoop)",
+    "abfss": "the Azure connector: org.apache.hadoop:hadoop-azure in spark.packages",
+    "abfs": "the Azure connector: org.apache.hadoop:hadoop-azure in spark.packages",
+    "gs": "the Google Cloud Storage connector: com.google.cloud.bigdataoss:gcs-connector in spark.packages",
+}
+
+
+class StorageError(OSError):
+    """A location that cannot be used as asked; the message names it and says why."""
+
+
+class LocationNotFound(StorageError, FileNotFoundError):
+    pass
+
+
+class PermissionDenied(StorageError, PermissionError):
+    pass
+
+
+def location(text: str | os.PathLike) -> str:
+    """A location in its one spelling: an absolute local path, or a remote URI without a trailing slash."""
+    raw = os.fspath(text)
+    if raw.startswith("file://"):
+        raw = raw[len("file://"):]
+    elif raw.startswith("file:"):
+        raw = raw[len("file:"):]
+    if is_storage_uri(raw):
+        return raw.rstrip("/")
+    return str(Path(raw).expanduser().resolve())
+
+
+def is_remote(loc: str) -> bool:
+    return is_storage_uri(loc)
+
+
+def join(loc: str, *parts: str) -> str:
+    """`loc/part/...` (local paths and URIs alike)."""
+    if not is_remote(loc):
+        return str(Path(loc, *parts))
+    return "/".join([loc.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def name_of(loc: str) -> str:
+    return loc.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str      # the location, spelt as `location` does
+    name: str
+    is_dir: bool
+    size: int      # bytes (0 for a folder)
+
+
+class Storage:
+    """Listing, checking and small reads and copies for local folders and Hadoop file systems.
+
+    ``spark`` is needed for remote locations only (their file system lives in its JVM).
+    """
+
+    def __init__(self, spark: Any = None):
+        self.spark = spark
+
+    # ------------------------------------------------------------------ Hadoop side
+    def _jvm(self) -> Any:
+        if self.spark is None:
+            raise StorageError("a remote location needs a running Spark session to reach its file system")
+        return self.spark._jvm
+
+    def _fs(self, loc: str) -> tuple[Any, Any]:
+        jvm = self._jvm()
+        conf = self.spark._jsc.hadoopConfiguration()
+        jpath = jvm.org.apache.hadoop.fs.Path(loc)
+        try:
+            return jpath.getFileSystem(conf), jpath
+        except Exception as exc:  # py4j's Py4JJavaError: the scheme has no file system class on the classpath
+            scheme = loc.split("://", 1)[0].lower()
+            message = str(exc)
+            # no class for the scheme at all, or one Hadoop's defaults name (fs.s3a.impl) that is not on the classpath
+            if any(m in message for m in ("UnsupportedFileSystemException", "No FileSystem for scheme",
+                                          "ClassNotFoundException")):
+                needs = _CONNECTORS.get(scheme, f"a Hadoop file system for {scheme}:// on Spark's classpath")
+                raise StorageError(f"{loc}: this Spark has no file system for {scheme}:// — it needs {needs}") from None
+            raise StorageError(f"{loc}: {_java_message(exc)}") from None
+
+    def _remote_entry(self, status: Any) -> Entry:
+        path = status.getPath()
+        return Entry(path.toString(), path.getName(), bool(status.isDirectory()),
+                     0 if status.isDirectory() else int(status.getLen()))
+
+    # ------------------------------------------------------------------ the verbs
+    def check(self, loc: str) -> None:
+        """Fail now, in one line, when the location's file system is not available (a remote scheme
+        whose connector this Spark lacks); a local folder needs nothing."""
+        if is_remote(loc):
+            self._fs(loc)
+
+    def stat(self, loc: str) -> Entry | None:
+        """What is at the location, or None when nothing is."""
+        if not is_remote(loc):
+            path = Path(loc)
+            if not path.exists():
+                return None
+            is_dir = path.is_dir()
+            return Entry(loc, path.name, is_dir, 0 if is_dir else path.stat().st_size)
+        fs, jpath = self._fs(loc)
+        try:
+            if not fs.exists(jpath):
+                return None
+            return self._remote_entry(fs.getFileStatus(jpath))
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def listdir(self, loc: str) -> list[Entry]:
+        """The folder's entries, sorted by name. Raises LocationNotFound, PermissionDenied or StorageError
+        (not a folder)."""
+        if not is_remote(loc):
+            path = Path(loc)
+            if not path.exists():
+                raise LocationNotFound(f"not found: {loc}")
+            if not path.is_dir():
+                raise StorageError(f"not a folder: {loc}")
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise PermissionDenied(f"cannot be read (permission denied): {loc}")
+            entries = []
+            for child in path.iterdir():
+                is_dir = child.is_dir()
+                entries.append(Entry(os.path.abspath(child), child.name, is_dir,
+                                     0 if is_dir or not child.is_file() else child.stat().st_size))
+            return sorted(entries, key=lambda e: e.name)
+        fs, jpath = self._fs(loc)
+        try:
+            status = fs.getFileStatus(jpath)
+            if not status.isDirectory():
+                raise StorageError(f"not a folder: {loc}")
+            return sorted((self._remote_entry(s) for s in fs.listStatus(jpath)), key=lambda e: e.name)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def readable(self, entry: Entry) -> bool:
+        """Whether this process may read the file (or list the folder)."""
+        if not is_remote(entry.path):
+            return os.access(entry.path, os.R_OK | (os.X_OK if entry.is_dir else 0))
+        # an object store answers for its credentials when the object is read; the listing already worked
+        return True
+
+    def size(self, loc: str) -> int:
+        """Bytes under the location (a file's size, or every file below a folder)."""
+        if not is_remote(loc):
+            path = Path(loc)
+            if path.is_file():
+                return path.stat().st_size
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+        fs, jpath = self._fs(loc)
+        try:
+            return int(fs.getContentSummary(jpath).getLength()) if fs.exists(jpath) else 0
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def gzip_problem(self, loc: str) -> str | None:
+        """Why a .gz file does not decompress to its end (None: it does). Streamed, never held in memory;
+        a remote file is read inside the JVM (one call), with the JDK's own gzip reader."""
+        if not is_remote(loc):
+            try:
+                with gzip.open(loc, "rb") as stream:
+                    while stream.read(1 << 20):
+                        pass
+            except (OSError, EOFError, zlib.error) as exc:
+                return f"unreadable gzip file: {exc}"
+            return None
+        fs, jpath = self._fs(loc)
+        jvm = self._jvm()
+        try:
+            raw = fs.open(jpath)
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+        try:
+            stream = jvm.java.util.zip.GZIPInputStream(raw, 1 << 20)
+            stream.transferTo(jvm.java.io.OutputStream.nullOutputStream())
+            stream.close()
+        except Exception as exc:
+            return f"unreadable gzip file: {_java_message(exc)}"
+        finally:
+            raw.close()
+        return None
+
+    def copy_folder_in(self, local: str | os.PathLike, loc: str) -> None:
+        """Copy a local folder's files to the location (replacing what is there): documents written by
+        libraries that only know local files (Great Expectations' data docs) end up beside the tables."""
+        if not is_remote(loc):
+            if Path(local).resolve() != Path(loc):
+                shutil.copytree(local, loc, dirs_exist_ok=True)
+            return
+        fs, jpath = self._fs(loc)
+        src = self._jvm().org.apache.hadoop.fs.Path(Path(local).resolve().as_uri())
+        try:
+            fs.copyFromLocalFile(False, True, src, jpath)
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+
+def _java_message(exc: Exception) -> str:
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        return f"{java.getClass().getSimpleName()}: {java.getMessage()}"
+    return str(exc).splitlines()[0][:200]
+
+
+def _classified(loc: str, exc: Exception) -> StorageError:
+    message = _java_message(exc)
+    if "FileNotFoundException" in message:
+        return LocationNotFound(f"not found: {loc}")
+    if "AccessDenied" in message or "AccessControlException" in message or "403" in message:
+        return PermissionDenied(f"cannot be read (permission denied): {loc} ({message})")
+    return StorageError(f"{loc}: {message}")
