@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,14 +157,16 @@ def cmd_generate(args, settings: Settings) -> int:
 
 
 def _jvm_log(lakehouse: Path | str, verbose: bool) -> Path | None:
-    """Where the JVM's output goes (None: the terminal): <lakehouse>/_logs/spark-<UTC time>.log unless
-    --verbose, for a local lakehouse."""
+    """Where the JVM's output goes (None: the terminal, with --verbose): <lakehouse>/_logs/spark-<UTC time>.log
+    for a local lakehouse; for one on an object store, <temp dir>/atende-logs/ on this machine (a log is
+    appended to as it is written, which object stores cannot do)."""
     from atende.lakehouse.storage import is_remote, location
 
-    root = location(lakehouse)
-    if verbose or is_remote(root):
+    if verbose:
         return None
-    return Path(root) / "_logs" / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z.log"
+    root = location(lakehouse)
+    folder = Path(tempfile.gettempdir()) / "atende-logs" if is_remote(root) else Path(root) / "_logs"
+    return folder / f"spark-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z.log"
 
 
 def _session(settings: Settings, lakehouse: Path | str, verbose: bool, log: Path | None = None):

@@ -218,12 +218,21 @@ class Storage:
             if Path(local).resolve() != Path(loc):
                 shutil.copytree(local, loc, dirs_exist_ok=True)
             return
-        fs, jpath = self._fs(loc)
-        src = self._jvm().org.apache.hadoop.fs.Path(Path(local).resolve().as_uri())
-        try:
-            fs.copyFromLocalFile(False, True, src, jpath)
-        except Exception as exc:
-            raise _classified(loc, exc) from None
+        fs, _ = self._fs(loc)
+        jvm = self._jvm()
+        base = Path(local)
+        # file by file, one PUT each on an object store (S3A's copyFromLocalFile stalled against an
+        # S3-compatible test server; create + write is the plainest request there is)
+        for file in sorted(p for p in base.rglob("*") if p.is_file()):
+            target = join(loc, *file.relative_to(base).parts)
+            try:
+                out = fs.create(jvm.org.apache.hadoop.fs.Path(target), True)
+                try:
+                    out.write(file.read_bytes())
+                finally:
+                    out.close()
+            except Exception as exc:
+                raise _classified(target, exc) from None
 
 
 def _java_message(exc: Exception) -> str:

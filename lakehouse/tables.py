@@ -34,7 +34,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from atende.conf.settings import StorageSettings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE as _DELTA_RS_UNREADABLE
 from atende.lakehouse.locations import is_storage_uri
-from atende.lakehouse.storage import Storage, StorageError, location
+from atende.lakehouse.storage import Storage, StorageError, join, location
 
 log = logging.getLogger(__name__)
 
@@ -914,40 +914,23 @@ class Lakehouse:
         return self.engine.vacuum(self.path(layer, table), hours)
 
     def tables(self) -> list[tuple[str, str]]:
-        """(layer, table) of every Delta table in the lakehouse, listed through Hadoop's FileSystem for URIs."""
-        if self.is_uri:
-            return self._tables_by_hadoop()
-        found = []
+        """(layer, table) of every Delta table in the lakehouse (listed through lakehouse.storage)."""
+        storage = Storage(self.spark)
+        found: list[tuple[str, str]] = []
         for layer in self.LAYERS:
-            base = Path(self.uri) / layer
-            if base.is_dir():
-                for child in sorted(base.iterdir()):
-                    if (child / "_delta_log").is_dir():
-                        found.append((layer, child.name))
+            base = join(self.uri, layer)
+            entry = storage.stat(base)
+            if entry is None or not entry.is_dir:
+                continue
+            for child in storage.listdir(base):
+                log = storage.stat(join(base, child.name, "_delta_log")) if child.is_dir else None
+                if log is not None and log.is_dir:
+                    found.append((layer, child.name))
         return found
 
     def stored_bytes(self, layer: str) -> int:
-        """Bytes of every file under a layer's folder (all table versions, logs included), through Hadoop's
-        FileSystem so URIs and local folders alike; 0 for a layer not written yet."""
+        """Bytes of every file under a layer's folder (all table versions, logs included); 0 for a layer
+        not written yet."""
         if layer not in self.LAYERS:
             raise LakehouseError(f"unknown layer {layer!r} (expected one of {', '.join(self.LAYERS)})")
-        jvm = self.spark.sparkContext._jvm
-        assert jvm is not None  # a running SparkContext has its JVM gateway
-        base = jvm.org.apache.hadoop.fs.Path(f"{self.uri}/{layer}")
-        fs = base.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        return int(fs.getContentSummary(base).getLength()) if fs.exists(base) else 0
-
-    def _tables_by_hadoop(self) -> list[tuple[str, str]]:
-        jvm = self.spark.sparkContext._jvm
-        assert jvm is not None  # a running SparkContext has its JVM gateway
-        HPath = jvm.org.apache.hadoop.fs.Path
-        root = HPath(self.uri)
-        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        found: list[tuple[str, str]] = []
-        for layer in self.LAYERS:
-            base = HPath(root, layer)
-            if not fs.exists(base):
-                continue
-            names = sorted(st.getPath().getName() for st in fs.listStatus(base) if st.isDirectory())
-            found.extend((layer, name) for name in names if fs.exists(HPath(HPath(base, name), "_delta_log")))
-        return found
+        return Storage(self.spark).size(join(self.uri, layer))

@@ -46,3 +46,46 @@ def _release_cached_frames(request):
     active = SparkSession.getActiveSession()
     if active is not None:
         active.catalog.clearCache()
+
+
+S3_BUCKET = "atende-lake"
+# what a Spark with the S3A connector needs to reach the server below (spark.hadoop.* settings)
+S3_KEYS = {"access": "testing", "secret": "testing", "region": "us-east-1"}
+
+
+def s3a_spark_conf(endpoint: str) -> dict[str, str]:
+    return {
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        "spark.hadoop.fs.s3a.access.key": S3_KEYS["access"],
+        "spark.hadoop.fs.s3a.secret.key": S3_KEYS["secret"],
+        "spark.hadoop.fs.s3a.endpoint.region": S3_KEYS["region"],
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    }
+
+
+def delta_rs_s3_options(endpoint: str) -> dict[str, str]:
+    """The same server as the deltalake package addresses it (s3:// URIs)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": S3_KEYS["access"],
+            "AWS_SECRET_ACCESS_KEY": S3_KEYS["secret"], "AWS_REGION": S3_KEYS["region"], "AWS_ALLOW_HTTP": "true"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto's) on 127.0.0.1 with one bucket, S3_BUCKET; yields its endpoint."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEYS["access"],
+                 aws_secret_access_key=S3_KEYS["secret"], region_name=S3_KEYS["region"]).create_bucket(Bucket=S3_BUCKET)
+    yield endpoint
+    server.stop()

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import S3_BUCKET, delta_rs_s3_options, s3a_spark_conf
 
 pytestmark = [pytest.mark.slow]
 
-BUCKET = "atende-lake"
+BUCKET = S3_BUCKET
 
 SCRIPT = textwrap.dedent(
     """
@@ -30,15 +30,7 @@ SCRIPT = textwrap.dedent(
     from atende.jobs.maintain import optimize_tables, vacuum_tables
     endpoint, root = sys.argv[1], sys.argv[2]
     settings = load_settings("local", environ={})
-    s3a = {
-        "spark.hadoop.fs.s3a.endpoint": endpoint,
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-        "spark.hadoop.fs.s3a.access.key": "testing",
-        "spark.hadoop.fs.s3a.secret.key": "testing",
-        "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
-        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-    }
+    s3a = json.loads(sys.argv[3])
     settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={
         "master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g",
         "packages": ("hadoop-aws",), "conf": s3a})})
@@ -67,27 +59,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
-
 def test_a_lakehouse_on_s3a_writes_merges_compacts_vacuums_and_reads_back(s3_server, tmp_path):
     from deltalake import DeltaTable
 
@@ -95,7 +66,7 @@ def test_a_lakehouse_on_s3a_writes_merges_compacts_vacuums_and_reads_back(s3_ser
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     root = f"s3a://{BUCKET}/lakehouse"
-    done = subprocess.run([sys.executable, str(script), s3_server, root], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(script), s3_server, root, json.dumps(s3a_spark_conf(s3_server))], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
@@ -108,8 +79,7 @@ def test_a_lakehouse_on_s3a_writes_merges_compacts_vacuums_and_reads_back(s3_ser
     assert result["tables"] == [["bronze", "events"], ["silver", "customers"], ["gold", "scores"]]
 
     # another reader, the deltalake package, reads the same tables from the object store
-    options = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    options = delta_rs_s3_options(s3_server)
     events = DeltaTable(f"s3://{BUCKET}/lakehouse/bronze/events", storage_options=options).to_pyarrow_table()
     assert sorted(zip(events.column("customer_key").to_pylist(), events.column("v").to_pylist())) == [("c1", 10), ("c3", 3)]
     scores = DeltaTable(f"s3://{BUCKET}/lakehouse/gold/scores", storage_options=options)

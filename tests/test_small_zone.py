@@ -8,6 +8,8 @@ second run adds that zone's other dates, so every record of the small zone is on
 (no two generations share ids)."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
 import gzip
 import re
@@ -159,6 +161,179 @@ def test_every_customer_gets_a_recommendation_naming_its_fallback(small_run, set
     if "next_best_action" in fallen:
         reason = "fallback: eligibility rules and business weight only, because "
         assert recs.where(~F.exists("reasons", lambda r: r.startswith(reason))).count() == 0
+
+
+# written-by columns: which run, when (a recommendation is valid from the run that made it)
+RUN_COLUMNS = {"run_id", "_written_at", "_ingested_at", "valid_from", "valid_until"}
+
+
+def _canonical(value, rename):
+    """A value comparable across two readers: maps (lists of pairs) and structs sorted, locations renamed."""
+    if isinstance(value, str):
+        return rename(value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _canonical(v, rename)) for k, v in value.items()))
+    if isinstance(value, list):
+        items = [_canonical(v, rename) for v in value]
+        return tuple(sorted(items, key=repr)) if items and all(isinstance(v, tuple) for v in value) else tuple(items)
+    return value
+
+
+def _table_rows(uri: str, rename, options=None) -> collections.Counter:
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(uri, storage_options=options).to_pyarrow_table().to_pylist()
+    return collections.Counter(
+        tuple(sorted((k, _canonical(v, rename)) for k, v in row.items() if k not in RUN_COLUMNS)) for row in rows
+    )
+
+
+def test_the_same_run_on_s3a_writes_the_same_tables(small_run, zones, s3_server, tmp_path_factory):
+    """Issues 16 and 20: the small zone's run with the landing zone and the lakehouse on s3a:// (an
+    S3-compatible server on 127.0.0.1), `atende run` in its own process as a user runs it, writes the same
+    bronze, silver and gold rows as the run over local folders (both read back by another reader, the
+    deltalake package); the landing files are listed and read through Hadoop's S3A file system, and the
+    terminal stays as quiet. Runs before the later run below, which adds dates to the small zone."""
+    import boto3
+    import yaml
+    from conftest import S3_BUCKET, S3_KEYS, delta_rs_s3_options, s3a_spark_conf
+
+    small, _, _ = zones
+    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=S3_KEYS["access"],
+                          aws_secret_access_key=S3_KEYS["secret"], region_name=S3_KEYS["region"])
+    for path in sorted(p for p in small.rglob("*") if p.is_file()):
+        client.upload_file(str(path), S3_BUCKET, f"small-landing/{path.relative_to(small).as_posix()}")
+    work = tmp_path_factory.mktemp("s3a-run")
+    conf = work / "on-s3a.yaml"
+    conf.write_text(yaml.safe_dump({
+        "spark": {"packages": ["hadoop-aws"], "conf": s3a_spark_conf(s3_server)},
+        "mlflow": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_location": (work / "artifacts").as_uri()},
+    }))
+    landing, lakehouse = f"s3a://{S3_BUCKET}/small-landing", f"s3a://{S3_BUCKET}/small-lakehouse"
+    done = subprocess.run([sys.executable, "-m", "atende.jobs.cli", "--conf", str(conf), "run",
+                           "--landing", landing, "--lakehouse", lakehouse],
+                          capture_output=True, text=True, timeout=900, cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr == ""
+    assert not [line for line in done.stdout.splitlines() if FOREIGN.search(line)]
+
+    differing = _differing_tables(small_run.lake, str(small_run.lake_dir), f"s3://{S3_BUCKET}/small-lakehouse",
+                                  lambda v: v.replace(landing, str(small)), delta_rs_s3_options(s3_server))
+    assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
+
+
+def _differing_tables(lake, local_root: str, other_root: str, rename=lambda v: v, options=None) -> dict[str, str]:
+    """Bronze, silver and gold tables of `lake` (at `local_root`) whose rows differ at `other_root`."""
+    tables = [t for t in lake.tables() if t[0] in ("bronze", "silver", "gold")]
+    assert ("bronze", "calls") in tables and ("gold", "recommendations") in tables
+    differing = {}
+    for layer, table in tables:
+        here = _table_rows(f"{local_root}/{layer}/{table}", lambda v: v)
+        there = _table_rows(f"{other_root}/{layer}/{table}", rename, options)
+        if here != there:
+            differing[f"{layer}.{table}"] = (f"{sum(here.values())} vs {sum(there.values())} rows; only here: "
+                                            f"{list(here - there)[:1]}; only there: {list(there - here)[:1]}")
+    return differing
+
+
+@contextlib.contextmanager
+def _standalone_cluster(work: Path, workers: int = 2):
+    """A Spark standalone master and `workers` workers of one core each on 127.0.0.1, started from
+    pyspark's own distribution (bin/spark-class), each worker with its own work directory; stopped
+    whatever happens. Yields the master URL."""
+    import json
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    import pyspark
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    home = Path(pyspark.__file__).parent
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
+    port, ui = free_port(), free_port()
+    master = f"spark://127.0.0.1:{port}"
+    processes = []
+
+    def start(name: str, *args: str) -> None:
+        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process below
+        processes.append((subprocess.Popen([str(home / "bin" / "spark-class"), *args], env=env, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True), log))
+
+    try:
+        start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+              "--webui-port", str(ui))
+        for i in range(workers):
+            (work / f"worker-{i}").mkdir()
+            start(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
+                  "--memory", "3g", "--work-dir", str(work / f"worker-{i}"), "--webui-port", str(free_port()), master)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as response:
+                    if json.load(response).get("aliveworkers", 0) == workers:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the standalone cluster did not start: " + (work / "master.log").read_text()[-2000:])
+            time.sleep(1)
+        yield master
+    finally:
+        for process, log in reversed(processes):
+            os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+            log.close()
+
+
+def test_spark_submit_to_a_standalone_cluster_writes_what_local_mode_writes(small_run, zones, settings, tmp_path_factory):
+    """Issue 16: the README's cluster commands, run: a wheel is built, `spark-submit` sends `atende run` to a
+    standalone cluster (a master and two one-core workers on 127.0.0.1) with the lakehouse given as a
+    file:// URI, and every bronze, silver and gold table holds the rows the local-mode run wrote. Runs
+    before the later run below, which adds dates to the small zone."""
+    import os
+
+    from atende.lakehouse.spark import delta_package
+
+    small, _, _ = zones
+    work = tmp_path_factory.mktemp("cluster")
+    repo = Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(work / "dist"), str(repo)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (work / "dist").glob("atende-*.whl")
+    conf = work / "small-cluster.yaml"
+    conf.write_text("spark:\n  shuffle_partitions: 4\n")  # a 42-record zone: 400 partitions per shuffle is waste
+    lakehouse = (work / "lakehouse").as_uri()
+    import pyspark
+
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    with _standalone_cluster(work) as master:
+        command = [
+            str(submit), "--master", master,
+            "--packages", delta_package(settings),
+            *(["--repositories", ",".join(settings.spark.jars_repositories)] if settings.spark.jars_repositories else []),
+            "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+            "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            "--py-files", str(wheel),
+            str(repo / "jobs" / "cli.py"),
+            "--env", "cluster", "--conf", str(conf), "run", "--landing", str(small), "--lakehouse", lakehouse,
+        ]
+        env = {**os.environ, "SPARK_HOME": str(submit.parents[1]), "PYSPARK_PYTHON": sys.executable,
+               "PYSPARK_DRIVER_PYTHON": sys.executable}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1500, env=env, cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "on the delta-spark engine" in done.stdout
+    differing = _differing_tables(small_run.lake, str(small_run.lake_dir), str(work / "lakehouse"))
+    assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
 
 
 def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_run, zones):
