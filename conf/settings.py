@@ -1,6 +1,7 @@
 """Typed, frozen settings and their loader."""
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONF_DIR = Path(__file__).resolve().parent
+# this package's folder of environment files, as a resource (a folder, or a folder inside a zip)
+CONF_DIR = importlib.resources.files(__package__ or "atende.conf")
 ENV_PREFIX = "ATENDE__"
 
 
@@ -411,8 +413,12 @@ class Settings(_Section):
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    return _parse_yaml(path.read_text(encoding="utf-8"), path)
+
+
+def _parse_yaml(text: str, path: Any) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -466,11 +472,12 @@ def load_settings(
     """Load ``conf/<env>.yaml``, then ``conf_file``, then ``ATENDE__*`` variables."""
     environ = os.environ if environ is None else environ
     env = env or environ.get("ATENDE_ENV", "local")
-    base_path = CONF_DIR / f"{env}.yaml"
+    # read as package resources: the package may be imported from a zip (spark-submit --py-files atende.whl)
+    base_path = CONF_DIR.joinpath(f"{env}.yaml")
     if not base_path.is_file():
-        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        known = sorted(p.name[: -len(".yaml")] for p in CONF_DIR.iterdir() if p.name.endswith(".yaml"))
         raise ConfigError(f"unknown environment {env!r}: no {base_path.name} (known: {', '.join(known)})")
-    data = _read_yaml(base_path)
+    data = _parse_yaml(base_path.read_text(encoding="utf-8"), base_path)
     origins = [str(base_path)]
     if conf_file is not None:
         data = _deep_merge(data, _read_yaml(Path(conf_file)))

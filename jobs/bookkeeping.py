@@ -91,3 +91,23 @@ def mark_processed(spark: SparkSession, lake: Lakehouse, run_id: str, dates: lis
     frame = spark.createDataFrame([(d, run_id, now) for d in dates], PROCESSED_DATES)
     listed = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
     lake.write("ops", "processed_dates", frame, mode="overwrite", replace_where=f"arrival_date IN ({listed})")
+
+
+def pending_dates(lake: Lakehouse, step: str) -> list[dt.date]:
+    """The arrival dates a step run alone (`atende run --step STEP`) works for: those of the ingest jobs that
+    succeeded after the step last succeeded. Silver and what follows rebuild from the whole of bronze, so
+    these dates only say what is new since the step last ran, and which dates its last step (recommendations)
+    marks processed."""
+    from pyspark.sql import functions as F
+
+    from atende.pipelines.frames import scalar
+
+    if not lake.exists("ops", "runs"):
+        return []
+    done = lake.read("ops", "runs").where(F.col("status").isin("succeeded", "degraded"))
+    last = scalar(done.where(F.col("job") == step).agg(F.max("ended_at")))
+    ingested = done.where(F.col("job") == "ingest")
+    if last is not None:
+        ingested = ingested.where(F.col("ended_at") > F.lit(last))
+    return sorted({r[0] for r in ingested.select(F.explode("arrival_dates")).distinct().collect()})
+

@@ -54,11 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=_positive, default=None, help="processes (default: the machine's cores)")
 
     run = sub.add_parser("run", help="run every job over a landing zone into a lakehouse")
-    run.add_argument("--landing", required=True, type=_location)
+    run.add_argument("--landing", type=_location, default=None,
+                     help="the landing zone (needed unless --step names a job after ingest)")
     run.add_argument("--lakehouse", required=True, type=_location)
     which = run.add_mutually_exclusive_group()
     which.add_argument("--date", type=_date, default=None,
                        help="re-process this arrival date (default: every date not yet processed)")
+    run.add_argument("--step", choices=("ingest", "silver", "features", "personas", "gold", "recommendations"),
+                     default=None, help="run this job alone (one orchestrator task per job, each retried on its "
+                                        "own); ingest takes --date/--full-refresh, the others work on what the "
+                                        "last ingest brought, and recommendations marks its dates processed")
     which.add_argument("--full-refresh", action="store_true",
                        help="re-ingest every arrival date of the landing zone and rebuild silver and gold from "
                             "the whole of bronze (after a change of rules or configuration)")
@@ -177,8 +182,8 @@ def _session(settings: Settings, lakehouse: Path | str, verbose: bool, log: Path
     return build_spark_session(settings, jvm_log=log or _jvm_log(lakehouse, verbose))
 
 
-def _run(settings: Settings, landing: str, lakehouse: str, date: dt.date | None, console,
-         verbose: bool = False, full_refresh: bool = False) -> int:
+def _run(settings: Settings, landing: str | None, lakehouse: str, date: dt.date | None, console,
+         verbose: bool = False, full_refresh: bool = False, step: str | None = None) -> int:
     """One run. Progress lines and the summary go to the console; the run's whole story — our log at INFO,
     every progress line, and what the JVM printed — to <lakehouse>/_logs/<run_id>.log (named once the run
     has its id; until then the JVM writes into spark-<time>.log, the same file renamed)."""
@@ -211,9 +216,11 @@ def _run(settings: Settings, landing: str, lakehouse: str, date: dt.date | None,
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
                 logging.getLogger().addHandler(handler)
                 logging.getLogger("atende").setLevel(logging.INFO)
-            summary = runner.run(date, full_refresh=full_refresh)
+            summary = runner.run(date, full_refresh=full_refresh, step=step)
             status.stop()
-            if summary.nothing_to_do:
+            if summary.nothing_to_do and step not in (None, "ingest"):
+                console.print(f"nothing new for {step}: no ingest succeeded in {lakehouse} since it last ran")
+            elif summary.nothing_to_do:
                 console.print(f"nothing new to process in {landing}: every arrival date is already in {lakehouse}")
             else:
                 _print_summary(console, runner, summary)  # reads the tables: before Spark stops
@@ -277,7 +284,8 @@ def _print_summary(console, runner, summary) -> None:
     if summary.registered:
         console.print(f"{len(summary.registered)} tables named in the catalog, e.g. {summary.registered[-1]}")
     dates = summary.arrival_dates
-    console.print(f"arrival dates processed: {len(dates)} ({dates[0]} .. {dates[-1]})")
+    done = "processed" if summary.step in (None, "recommendations") else f"through {summary.step}"
+    console.print(f"arrival dates {done}: {len(dates)} ({dates[0]} .. {dates[-1]})")
     if runner.lake.exists("gold", "service_kpis"):
         from atende.pipelines.kpis import UNKNOWN_CHANNEL, build_channel_overview
 
@@ -318,7 +326,7 @@ def _print_summary(console, runner, summary) -> None:
 
 def cmd_run(args, settings: Settings) -> int:
     return _run(settings, args.landing, args.lakehouse, args.date, _console(args), args.verbose,
-                full_refresh=args.full_refresh)
+                full_refresh=args.full_refresh, step=args.step)
 
 
 _PERSONA_TABLES = {"customer_profiles": ("gold", "customer_profiles"),

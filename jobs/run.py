@@ -27,6 +27,7 @@ from atende.jobs.bookkeeping import (
     JobRecord,
     mark_processed,
     new_run_id,
+    pending_dates,
     processed_dates,
     record_jobs,
     utc_now,
@@ -58,6 +59,8 @@ class RunSummary:
     engine: str = ""
     # tables named in the catalog after the run (catalog.register_after_run)
     registered: list[str] = field(default_factory=list)
+    # the one job run (`atende run --step`), or None for every job
+    step: str | None = None
 
 
 ProgressFn = Callable[[str], None]
@@ -84,6 +87,10 @@ def _landing_dates(storage: Storage, landing: str) -> set[dt.date]:
         if source in present:
             found.update(list_arrival_dates(landing, source, storage))
     return found
+
+
+# the jobs of a run, in order; `atende run --step` runs one of them
+STEPS = ("ingest", "silver", "features", "personas", "gold", "recommendations")
 
 
 class Runner:
@@ -373,9 +380,20 @@ class Runner:
                 raise RunFailed(str(exc)) from None
 
     # ------------------------------------------------------------------ the run
-    def run(self, date: dt.date | None = None, full_refresh: bool = False) -> RunSummary:
+    def run(self, date: dt.date | None = None, full_refresh: bool = False, step: str | None = None) -> RunSummary:
         """Ingest the landing zone's arrival dates not yet processed (or `date` alone, or with
-        `full_refresh` every date the zone holds, processed or not) and rebuild what depends on them."""
+        `full_refresh` every date the zone holds, processed or not) and rebuild what depends on them.
+
+        With `step`, that job alone (an orchestrator's task, retried on its own): `ingest` takes the dates
+        as above; a later step works when an ingest succeeded after it last did (bookkeeping.pending_dates),
+        and the last one, `recommendations`, marks those dates processed."""
+        if step is not None and step not in STEPS:
+            raise RunFailed(f"unknown step {step!r} (the steps, in order: {', '.join(STEPS)})")
+        if step not in (None, "ingest"):
+            if date is not None or full_refresh:
+                raise RunFailed("--date and --full-refresh choose what the ingest step reads: give them to `--step ingest`")
+            self._check_model_store()
+            return self._run_steps(pending_dates(self.lake, step), step)
         landing = self.landing
         if date is not None and full_refresh:
             raise RunFailed("a full refresh takes every arrival date: give no date with it")
@@ -394,23 +412,33 @@ class Runner:
             dates = sorted(available)
         else:
             dates = sorted(available - processed_dates(self.lake))
-        summary = RunSummary(self.run_id, dates, engine=self.lake.engine.name)
+        return self._run_steps(dates, step, landing, full_refresh)
+
+    def _run_steps(self, dates: list[dt.date], step: str | None, landing: str | None = None,
+                   full_refresh: bool = False) -> RunSummary:
+        """The jobs of a run (every one, or `step` alone) for these arrival dates, then the bookkeeping."""
+        summary = RunSummary(self.run_id, dates, engine=self.lake.engine.name, step=step)
         if not dates:
             summary.nothing_to_do = True
             return summary
         self.progress(
             f"run {self.run_id}: {len(dates)} arrival date(s) {dates[0].isoformat()}..{dates[-1].isoformat()}"
-            + (" (full refresh)" if full_refresh else "")
+            + (" (full refresh)" if full_refresh else "") + (f", step {step} alone" if step else "")
         )
+        bodies: dict[str, Callable[[JobRecord], None]] = {
+            "ingest": lambda r: self.ingest(r, landing or "", dates),
+            "silver": self.identity_and_silver,
+            "features": self.features,
+            "personas": self.personas,
+            "gold": self.gold,
+            "recommendations": self.recommendations,
+        }
         failure: RunFailed | None = None
-        codegen = self._size_codegen(_landing_bytes(self.storage, landing, dates))
+        landing_bytes = _landing_bytes(self.storage, landing, dates) if landing is not None else 0
+        codegen = self._size_codegen(landing_bytes)
         try:
-            self._job(summary, "ingest", lambda r: self.ingest(r, landing, dates))
-            self._job(summary, "silver", self.identity_and_silver)
-            self._job(summary, "features", self.features)
-            self._job(summary, "personas", self.personas)
-            self._job(summary, "gold", self.gold)
-            self._job(summary, "recommendations", self.recommendations)
+            for name in STEPS if step is None else (step,):
+                self._job(summary, name, bodies[name])
         except RunFailed as exc:
             failure = exc
         finally:
@@ -424,13 +452,14 @@ class Runner:
         record_jobs(self.spark, self.lake, self.run_id, dates, summary.jobs + [overall])
         if failure:
             raise failure
-        mark_processed(self.spark, self.lake, self.run_id, dates, utc_now())
+        if step in (None, STEPS[-1]):
+            mark_processed(self.spark, self.lake, self.run_id, dates, utc_now())
         summary.table_rows = self.table_rows()
         summary.quarantined = {
             r["source"]: r["n"]
             for r in self.lake.read("bronze", "quarantine").groupBy("source").agg(F.count("*").alias("n")).collect()
         } if self.lake.exists("bronze", "quarantine") else {}
-        summary.registered = self._register_in_catalog()
+        summary.registered = self._register_in_catalog() if step in (None, STEPS[-1]) else []
         return summary
 
     def _register_in_catalog(self) -> list[str]:

@@ -60,6 +60,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from atende.conf.settings import NbaSettings
+from atende.pipelines.frames import seeded_rows
 from atende.pipelines.schemas import CHANNEL_LABELS
 
 # The feature columns the rules read (gold customer_features).
@@ -305,9 +306,7 @@ def _is_holdout(test_fraction: float, seed: int) -> Column:
 
 def _bounded(df: DataFrame, rows: int, sample_size: int, seed: int) -> pd.DataFrame:
     """At most `sample_size` of the `rows` rows of `df` to the driver, as a uniform sample."""
-    if rows > sample_size:
-        df = df.sample(fraction=min(1.0, 1.1 * sample_size / rows), seed=seed).limit(sample_size)
-    return df.toPandas()
+    return seeded_rows(df, seed, sample_size if rows > sample_size else None).toPandas()
 
 
 def _design(z: np.ndarray, action_index: np.ndarray, n_actions: int, interaction_scale: float):
@@ -654,7 +653,7 @@ def evaluate_response_models(
     if rows is None:
         rows = frame.count()
     if rows > sample_size:  # sample before scoring: only the sample is scored
-        frame = frame.sample(fraction=min(1.0, 1.1 * sample_size / rows), seed=seed).limit(sample_size)
+        frame = seeded_rows(frame, seed, sample_size)
     decided = _decide(frame, model, nba_settings, pass_cols, top_features=0)
     logged = F.filter(F.col("_candidates"), lambda c: c["action"] == F.col("_action"))[0]
     scored = decided.select(

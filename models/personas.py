@@ -607,7 +607,9 @@ def sample_for_fit(features: DataFrame, settings: PersonaSettings) -> pd.DataFra
     if settings.min_activity > 0:
         active = features.where((F.col("interactions_count") + F.col("orders_count")) >= settings.min_activity)
     active = active.select("customer_key", *[F.col(c) if c in strings else F.col(c).cast("double") for c in columns])
-    total = active.count()
-    fraction = min(1.0, settings.sample_size / max(total, 1))
-    sampled = active if fraction >= 1.0 else active.sample(fraction=fraction, seed=settings.seed)
-    return sampled.limit(settings.sample_size).toPandas()
+    # The customers whose seeded hash of the key is smallest: a uniform sample that, unlike Spark's
+    # sample() + limit(), depends on the data alone, not on how it is partitioned (a cluster's run and a
+    # local one fit the same model). Rows in key order, so the fit never sees the partitions' order either.
+    ranked = active.orderBy(F.xxhash64(F.col("customer_key"), F.lit(settings.seed)), "customer_key")
+    sampled = ranked.limit(settings.sample_size).toPandas()
+    return sampled.sort_values("customer_key", ignore_index=True)

@@ -57,6 +57,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from atende.conf.settings import ToneSettings
+from atende.pipelines.frames import seeded_rows
 from atende.pipelines.rules import normalised_score
 
 MODEL_FORMAT = 1
@@ -141,14 +142,12 @@ def bounded_sample(df: DataFrame, max_rows: int, seed: int = 7, by: str | None =
     if total == 0:
         return df.limit(0).toPandas()
     fraction = min(1.0, 1.1 * max_rows / total)  # a little over, then cut: sampling undershoots
-    if fraction >= 1.0:
-        sampled = df
-    elif by is None:
-        sampled = df.sample(fraction=fraction, seed=seed)
-    else:
-        buckets = 1_000_000
-        sampled = df.where(F.pmod(F.xxhash64(F.col(by), F.lit(seed)), F.lit(buckets)) < F.lit(int(fraction * buckets)))
-    return sampled.limit(max_rows).toPandas()
+    if fraction >= 1.0 or by is None:
+        # rows by a seeded hash of their content: the same sample and order however Spark partitioned them
+        return seeded_rows(df, seed, max_rows if fraction < 1.0 else None).toPandas()
+    buckets = 1_000_000
+    sampled = df.where(F.pmod(F.xxhash64(F.col(by), F.lit(seed)), F.lit(buckets)) < F.lit(int(fraction * buckets)))
+    return seeded_rows(sampled, seed, max_rows).toPandas()
 
 
 # --------------------------------------------------------------------------- detector

@@ -17,3 +17,15 @@ def one_row(df: DataFrame) -> Row:
 def scalar(df: DataFrame) -> Any:
     """The first value of `one_row(df)`."""
     return one_row(df)[0]
+
+
+def seeded_rows(df: DataFrame, seed: int, limit: int | None = None) -> DataFrame:
+    """The rows in the order of a seeded hash of their content (then the content itself), at most `limit`:
+    a uniform sample, and an order, that depend on the data alone — not on how Spark partitioned it, so a
+    cluster's run and a local one hand a model the same rows in the same order. Map columns cannot be
+    hashed or ordered and are left out of the key."""
+    from pyspark.sql import functions as F
+
+    keys = [F.col(f"`{name}`") for name, kind in df.dtypes if not kind.startswith("map")]
+    ordered = df.orderBy(F.xxhash64(*keys, F.lit(seed)), *keys)
+    return ordered if limit is None else ordered.limit(limit)

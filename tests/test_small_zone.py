@@ -306,7 +306,7 @@ def test_spark_submit_to_a_standalone_cluster_writes_what_local_mode_writes(smal
     small, _, _ = zones
     work = tmp_path_factory.mktemp("cluster")
     repo = Path(__file__).resolve().parents[1]
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                             "-w", str(work / "dist"), str(repo)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (work / "dist").glob("atende-*.whl")
@@ -345,10 +345,24 @@ def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_r
     for folder in full.glob("*/*"):
         if folder.is_dir() and folder.parent.name != "_truth" and folder.name not in dates[:SMALL_DATES]:
             shutil.copytree(folder, small / folder.parent.name / folder.name)
-    second = Runner(spark, settings, small, lake_dir)
-    summary = second.run()
-    assert summary.arrival_dates == [dt.date.fromisoformat(d) for d in dates[SMALL_DATES:]]
-    assert all(j.status == "succeeded" for j in summary.jobs), [(j.job, j.status, j.error) for j in summary.jobs]
+    # as an orchestrator runs it: one task per job (`atende run --step`), each a run of its own
+    from atende.jobs.bookkeeping import processed_dates
+    from atende.jobs.run import STEPS
+
+    new_dates = [dt.date.fromisoformat(d) for d in dates[SMALL_DATES:]]
+    before = processed_dates(small_run.lake)
+    summaries = []
+    for step in STEPS:
+        second = Runner(spark, settings, small if step == "ingest" else None, lake_dir)
+        summaries.append(second.run(step=step))
+        # the dates are processed once the last step is through, not before
+        assert processed_dates(second.lake) == (before | set(new_dates) if step == STEPS[-1] else before), step
+    assert all(s.arrival_dates == new_dates for s in summaries), [s.arrival_dates for s in summaries]
+    jobs = [j for s in summaries for j in s.jobs]
+    assert [j.job for j in jobs] == list(STEPS)
+    assert all(j.status == "succeeded" for j in jobs), [(j.job, j.status, j.error) for j in jobs]
+    # a step retried with nothing ingested since it last succeeded has nothing to do
+    assert Runner(spark, settings, None, lake_dir).run(step="silver").nothing_to_do
     for name in (PERSONA_MODEL, TONE_MODEL, PRODUCT_MODEL, NBA_MODEL):
         assert tracking.champion_version(name) is not None, name
     recs = second.lake.read("gold", "recommendations")
