@@ -7,7 +7,8 @@ section shows). Set, in the workers' environment:
 
 - ATENDE_COMMAND: the command (default `atende`);
 - ATENDE_LANDING and ATENDE_LAKEHOUSE: the locations (a local folder, or s3a://, abfss://, gs://, hdfs://);
-- ATENDE_CONF: a YAML file of settings (optional; `--conf`).
+- ATENDE_CONF: a YAML file of settings (optional; `--conf`);
+- ATENDE_TIMEZONE: the timezone of the 02:30 schedule and of the arrival dates (default UTC).
 
 The daily DAG's ingest task takes the run's logical date (`--date {{ ds }}`): re-running a DAG run, or
 backfilling a range, replaces those arrival dates' rows and rebuilds what follows. The later tasks work on
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
 
 from airflow import DAG
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 try:  # Airflow 3
     from airflow.providers.standard.operators.bash import BashOperator
@@ -30,9 +33,11 @@ STEPS = ("ingest", "silver", "features", "personas", "gold", "recommendations")
 
 
 def _atende(*args: str) -> str:
-    command = os.environ.get("ATENDE_COMMAND", "atende")
+    command = os.environ.get("ATENDE_COMMAND", "atende")  # may be several words (a wrapper and its options)
     conf = os.environ.get("ATENDE_CONF")
-    return " ".join([command, *(["--conf", conf] if conf else []), *args])
+    # the Jinja date stays unquoted so Airflow renders it; everything else is quoted for the shell
+    quoted = [a if a.startswith("{{") else shlex.quote(a) for a in [*(["--conf", conf] if conf else []), *args]]
+    return " ".join([command, *quoted])
 
 
 LAKEHOUSE = os.environ.get("ATENDE_LAKEHOUSE", "/data/atende/lakehouse")
@@ -41,7 +46,9 @@ LANDING = os.environ.get("ATENDE_LANDING", "/data/atende/landing")
 with DAG(
     dag_id="atende_daily",
     description="landing -> bronze -> silver -> features -> personas -> gold -> recommendations",
-    schedule="30 2 * * *",          # after the day's files have arrived
+    # after the day's files have arrived; a data-interval timetable on Airflow 2 and 3 alike, so
+    # {{ ds }} is the day that ended (Airflow 3's default for a cron string would give today)
+    schedule=CronDataIntervalTimetable("30 2 * * *", timezone=os.environ.get("ATENDE_TIMEZONE", "UTC")),
     start_date=dt.datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,              # one writer per lakehouse at a time

@@ -93,21 +93,23 @@ def mark_processed(spark: SparkSession, lake: Lakehouse, run_id: str, dates: lis
     lake.write("ops", "processed_dates", frame, mode="overwrite", replace_where=f"arrival_date IN ({listed})")
 
 
-def pending_dates(lake: Lakehouse, step: str) -> list[dt.date]:
-    """The arrival dates a step run alone (`atende run --step STEP`) works for: those of the ingest jobs that
-    succeeded after the step last succeeded. Silver and what follows rebuild from the whole of bronze, so
-    these dates only say what is new since the step last ran, and which dates its last step (recommendations)
-    marks processed."""
+def pending_dates(lake: Lakehouse, step: str, steps: tuple[str, ...]) -> list[dt.date]:
+    """The arrival dates a step run alone (`atende run --step STEP`) works for: those the step before it
+    (in `steps`, the run's order) brought in successful runs that ended after this step last started a
+    successful run. Dates flow down the chain one step at a time, so a step never marks or works for
+    dates its predecessor has not been through; a predecessor that finished while this step was running
+    counts as new. Silver and what follows rebuild from whole tables: the dates say what is new since
+    the step last ran, and which dates the last step (recommendations) marks processed."""
     from pyspark.sql import functions as F
 
     from atende.pipelines.frames import scalar
 
     if not lake.exists("ops", "runs"):
         return []
+    before = steps[steps.index(step) - 1]
     done = lake.read("ops", "runs").where(F.col("status").isin("succeeded", "degraded"))
-    last = scalar(done.where(F.col("job") == step).agg(F.max("ended_at")))
-    ingested = done.where(F.col("job") == "ingest")
-    if last is not None:
-        ingested = ingested.where(F.col("ended_at") > F.lit(last))
-    return sorted({r[0] for r in ingested.select(F.explode("arrival_dates")).distinct().collect()})
-
+    last_start = scalar(done.where(F.col("job") == step).agg(F.max("started_at")))
+    brought = done.where(F.col("job") == before)
+    if last_start is not None:
+        brought = brought.where(F.col("ended_at") > F.lit(last_start))
+    return sorted({r[0] for r in brought.select(F.explode("arrival_dates")).distinct().collect()})

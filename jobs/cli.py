@@ -325,6 +325,11 @@ def _print_summary(console, runner, summary) -> None:
 
 
 def cmd_run(args, settings: Settings) -> int:
+    # checked before Spark starts
+    if args.step in (None, "ingest") and args.landing is None:
+        raise SystemExit("atende: --landing is needed to ingest (it may be left out with --step after ingest)")
+    if args.step not in (None, "ingest") and (args.date is not None or args.full_refresh):
+        raise SystemExit(f"atende: --date and --full-refresh choose what the ingest step reads, not {args.step}")
     return _run(settings, args.landing, args.lakehouse, args.date, _console(args), args.verbose,
                 full_refresh=args.full_refresh, step=args.step)
 

@@ -159,7 +159,7 @@ def landing_files(landing: str | os.PathLike, source: str, arrival_dates: list[d
             continue
         skipped = []
         for child in _entries(storage, folder, f"{source} arrival folder"):
-            if child.name.startswith((".", "_")) or child.is_dir:
+            if child.name.startswith((".", "_")) or not child.is_file:
                 skipped.append(child.name)
                 continue
             if not storage.readable(child):

@@ -32,7 +32,7 @@ from atende.jobs.bookkeeping import (
     record_jobs,
     utc_now,
 )
-from atende.lakehouse.storage import Storage, join, location
+from atende.lakehouse.storage import Storage, StorageError, join, location
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
 from atende.pipelines.frames import scalar
@@ -393,17 +393,20 @@ class Runner:
             if date is not None or full_refresh:
                 raise RunFailed("--date and --full-refresh choose what the ingest step reads: give them to `--step ingest`")
             self._check_model_store()
-            return self._run_steps(pending_dates(self.lake, step), step)
+            return self._run_steps(pending_dates(self.lake, step, STEPS), step)
         landing = self.landing
         if date is not None and full_refresh:
             raise RunFailed("a full refresh takes every arrival date: give no date with it")
         if landing is None:
             raise RunFailed("no landing zone given")
         self._check_model_store()
-        found = self.storage.stat(landing)
-        if found is None or not found.is_dir:
-            raise RunFailed(f"landing zone not found: {landing}")
-        available = _landing_dates(self.storage, landing)
+        try:
+            found = self.storage.stat(landing)
+            if found is None or not found.is_dir:
+                raise RunFailed(f"landing zone not found: {landing}")
+            available = _landing_dates(self.storage, landing)
+        except StorageError as exc:  # a scheme without its connector, a store that refuses the listing
+            raise RunFailed(f"landing zone: {exc}") from None
         if date is not None:
             if date not in available:
                 raise RunFailed(f"no landing files for arrival date {date.isoformat()} under {landing}")

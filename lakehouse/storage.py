@@ -50,8 +50,11 @@ def location(text: str | os.PathLike) -> str:
     elif raw.startswith("file:"):
         raw = raw[len("file:"):]
     if is_storage_uri(raw):
-        return raw.rstrip("/")
-    return str(Path(raw).expanduser().resolve())
+        stripped = raw.rstrip("/")
+        return stripped if not stripped.endswith(":") else raw  # hdfs:/// stays a root
+    # absolute, not resolved: a landing zone reached through a symlink keeps the spelling it was given,
+    # which is also the one Spark reports for its files
+    return os.path.abspath(os.path.expanduser(raw))
 
 
 def is_remote(loc: str) -> bool:
@@ -74,7 +77,8 @@ class Entry:
     path: str      # the location, spelt as `location` does
     name: str
     is_dir: bool
-    size: int      # bytes (0 for a folder)
+    size: int      # bytes (0 for anything but a regular file)
+    is_file: bool = True  # a regular file (False: a folder, a broken link, a pipe, a socket)
 
 
 class Storage:
@@ -110,8 +114,9 @@ class Storage:
 
     def _remote_entry(self, status: Any) -> Entry:
         path = status.getPath()
+        is_file = bool(status.isFile())
         return Entry(path.toString(), path.getName(), bool(status.isDirectory()),
-                     0 if status.isDirectory() else int(status.getLen()))
+                     int(status.getLen()) if is_file else 0, is_file)
 
     # ------------------------------------------------------------------ the verbs
     def check(self, loc: str) -> None:
@@ -126,8 +131,8 @@ class Storage:
             path = Path(loc)
             if not path.exists():
                 return None
-            is_dir = path.is_dir()
-            return Entry(loc, path.name, is_dir, 0 if is_dir else path.stat().st_size)
+            is_dir, is_file = path.is_dir(), path.is_file()
+            return Entry(loc, path.name, is_dir, path.stat().st_size if is_file else 0, is_file)
         fs, jpath = self._fs(loc)
         try:
             if not fs.exists(jpath):
@@ -149,9 +154,9 @@ class Storage:
                 raise PermissionDenied(f"cannot be read (permission denied): {loc}")
             entries = []
             for child in path.iterdir():
-                is_dir = child.is_dir()
+                is_dir, is_file = child.is_dir(), child.is_file()
                 entries.append(Entry(os.path.abspath(child), child.name, is_dir,
-                                     0 if is_dir or not child.is_file() else child.stat().st_size))
+                                     child.stat().st_size if is_file else 0, is_file))
             return sorted(entries, key=lambda e: e.name)
         fs, jpath = self._fs(loc)
         try:
@@ -206,7 +211,12 @@ class Storage:
             stream.transferTo(jvm.java.io.OutputStream.nullOutputStream())
             stream.close()
         except Exception as exc:
-            return f"unreadable gzip file: {_java_message(exc)}"
+            message = _java_message(exc)
+            # what the JDK's gzip reader says of a bad stream; anything else (a timeout, a reset
+            # connection) is the store's fault, not the file's, and must not quarantine it
+            if message.startswith(("ZipException", "EOFException")):
+                return f"unreadable gzip file: {message}"
+            raise _classified(loc, exc) from None
         finally:
             raw.close()
         return None
@@ -246,6 +256,6 @@ def _classified(loc: str, exc: Exception) -> StorageError:
     message = _java_message(exc)
     if "FileNotFoundException" in message:
         return LocationNotFound(f"not found: {loc}")
-    if "AccessDenied" in message or "AccessControlException" in message or "403" in message:
+    if message.startswith(("AccessDeniedException", "AccessControlException")) or "403 Forbidden" in message:
         return PermissionDenied(f"cannot be read (permission denied): {loc} ({message})")
     return StorageError(f"{loc}: {message}")

@@ -790,7 +790,9 @@ def _check_upsert_source(df: DataFrame, path: str, keys: Sequence[str]) -> None:
 
 def _clear_stale_staging(path: str, retention_hours: int) -> list[str]:
     """Staging folders of crashed delta-rs writes start with "_", which vacuum treats as hidden."""
-    removed = []
+    removed: list[str] = []
+    if is_storage_uri(path):  # delta-rs stages only in local lakehouses
+        return removed
     cutoff = time.time() - retention_hours * 3600
     staging_root = Path(path) / STAGING_DIR
     if staging_root.is_dir():

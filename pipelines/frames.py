@@ -23,9 +23,22 @@ def seeded_rows(df: DataFrame, seed: int, limit: int | None = None) -> DataFrame
     """The rows in the order of a seeded hash of their content (then the content itself), at most `limit`:
     a uniform sample, and an order, that depend on the data alone — not on how Spark partitioned it, so a
     cluster's run and a local one hand a model the same rows in the same order. Map columns cannot be
-    hashed or ordered and are left out of the key."""
+    hashed or ordered (nor can variants) and are left out of the key, at any depth."""
     from pyspark.sql import functions as F
 
-    keys = [F.col(f"`{name}`") for name, kind in df.dtypes if not kind.startswith("map")]
+    keys = [df[f"`{f.name.replace('`', '``')}`"] for f in df.schema.fields if _orderable(f.dataType)]
     ordered = df.orderBy(F.xxhash64(*keys, F.lit(seed)), *keys)
     return ordered if limit is None else ordered.limit(limit)
+
+
+def _orderable(kind: Any) -> bool:
+    """Whether a column of this type can be hashed and ordered: no map or variant anywhere inside."""
+    from pyspark.sql.types import ArrayType, MapType, StructType, VariantType
+
+    if isinstance(kind, (MapType, VariantType)):
+        return False
+    if isinstance(kind, ArrayType):
+        return _orderable(kind.elementType)
+    if isinstance(kind, StructType):
+        return all(_orderable(f.dataType) for f in kind.fields)
+    return True

@@ -56,6 +56,11 @@ def airflow_dags(monkeypatch):
     monkeypatch.setitem(sys.modules, "airflow", airflow)
     monkeypatch.setitem(sys.modules, "airflow.operators", types.ModuleType("airflow.operators"))
     monkeypatch.setitem(sys.modules, "airflow.operators.bash", bash)
+    timetables = types.ModuleType("airflow.timetables.interval")
+    timetables.CronDataIntervalTimetable = lambda cron, timezone: ("data-interval", cron, timezone)
+    monkeypatch.setitem(sys.modules, "airflow.timetables", types.ModuleType("airflow.timetables"))
+    monkeypatch.setitem(sys.modules, "airflow.timetables.interval", timetables)
+    monkeypatch.setenv("ATENDE_LAKEHOUSE", "/data/a lake")
     monkeypatch.setenv("ATENDE_CONF", "/etc/atende.yaml")
     _Dag.made = {}
     spec = importlib.util.spec_from_file_location("atende_airflow_dag", DEPLOY / "airflow_dag.py")
@@ -74,9 +79,12 @@ def test_the_airflow_dag_is_one_task_per_step_in_order_with_commands_the_cli_tak
     assert [t.task_id for t in daily.tasks] == list(STEPS)
     assert [t.upstream for t in daily.tasks] == [[]] + [[s] for s in STEPS[:-1]]
     assert daily.kwargs["max_active_runs"] == 1
+    # {{ ds }} is the day that ended only under a data-interval timetable (Airflow 3's cron default differs)
+    assert daily.kwargs["schedule"][0] == "data-interval"
     for task in daily.tasks:
         args = _parsed(shlex.split(task.bash_command.replace("{{ ds }}", "2026-03-01")))
         assert (args.command, args.step, args.conf_file) == ("run", task.task_id, "/etc/atende.yaml")
+        assert args.lakehouse == "/data/a lake"  # quoted for the shell
         assert (args.landing is not None) == (task.task_id == "ingest")
         assert (str(args.date) if args.date else None) == ("2026-03-01" if task.task_id == "ingest" else None)
     upkeep = airflow_dags["atende_upkeep"]
