@@ -435,6 +435,11 @@ def test_cli_fails_fast_with_one_line_reasons(tmp_path):
     assert conf.returncode == 2 and "unknown key 'kpis.fcr_window_dayz'" in conf.stderr
     date = _atende("run", "--landing", str(tmp_path), "--lakehouse", str(tmp_path / "l"), "--date", "2026-13-01")
     assert date.returncode == 2 and "not a date" in date.stderr
+    # --step: what a step cannot take is refused before Spark starts
+    no_landing = _atende("run", "--lakehouse", str(tmp_path / "l"))
+    assert no_landing.returncode == 1 and "--landing is needed to ingest" in no_landing.stderr
+    misplaced = _atende("run", "--lakehouse", str(tmp_path / "l"), "--step", "silver", "--date", "2026-03-01")
+    assert misplaced.returncode == 1 and "choose what the ingest step reads" in misplaced.stderr
 
 
 @whole_run_failure_path
