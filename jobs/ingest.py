@@ -21,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import overload
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -30,6 +31,7 @@ from atende.conf.settings import Settings
 from atende.lakehouse.storage import (
     Entry,
     LocationNotFound,
+    NotAFolder,
     PermissionDenied,
     Storage,
     StorageError,
@@ -92,16 +94,26 @@ def _check_source(source: str) -> None:
         raise ValueError(f"unknown source {source!r}; known sources: {', '.join(SOURCES)}")
 
 
-def _entries(storage: Storage, folder: str, what: str) -> list[Entry]:
+@overload
+def _entries(storage: Storage, folder: str, what: str) -> list[Entry]: ...
+@overload
+def _entries(storage: Storage, folder: str, what: str, missing_ok: bool) -> list[Entry] | None: ...
+
+
+def _entries(storage: Storage, folder: str, what: str, missing_ok: bool = False) -> list[Entry] | None:
+    """The folder's entries; a folder that is not there is None with `missing_ok`, else LandingNotReadable
+    (as is one that cannot be read)."""
     try:
         return storage.listdir(folder)
     except LocationNotFound:
+        if missing_ok:
+            return None
         raise LandingNotReadable(f"{what} not found: {folder}") from None
     except PermissionDenied:
         raise LandingNotReadable(f"{what} cannot be read (permission denied): {folder}") from None
+    except NotAFolder:
+        raise LandingNotReadable(f"{what} is not a folder: {folder}") from None
     except StorageError as exc:
-        if str(exc).startswith("not a folder"):
-            raise LandingNotReadable(f"{what} is not a folder: {folder}") from None
         raise LandingNotReadable(f"{what}: {exc}") from None
 
 
@@ -154,11 +166,12 @@ def landing_files(landing: str | os.PathLike, source: str, arrival_dates: list[d
     files: list[LandingFile] = []
     for arrival in sorted(set(arrival_dates)):
         folder = join(landing, source, arrival.isoformat())
-        if storage.stat(folder) is None:
+        children = _entries(storage, folder, f"{source} arrival folder", missing_ok=True)
+        if children is None:
             log.info("no %s folder for %s: nothing to ingest", source, arrival)
             continue
         skipped = []
-        for child in _entries(storage, folder, f"{source} arrival folder"):
+        for child in children:
             if child.name.startswith((".", "_")) or not child.is_file:
                 skipped.append(child.name)
                 continue

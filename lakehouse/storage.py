@@ -42,6 +42,10 @@ class PermissionDenied(StorageError, PermissionError):
     pass
 
 
+class NotAFolder(StorageError, NotADirectoryError):
+    pass
+
+
 def location(text: str | os.PathLike) -> str:
     """A location in its one spelling: an absolute local path, or a remote URI without a trailing slash."""
     raw = os.fspath(text)
@@ -143,13 +147,13 @@ class Storage:
 
     def listdir(self, loc: str) -> list[Entry]:
         """The folder's entries, sorted by name. Raises LocationNotFound, PermissionDenied or StorageError
-        (not a folder)."""
+        or NotAFolder."""
         if not is_remote(loc):
             path = Path(loc)
             if not path.exists():
                 raise LocationNotFound(f"not found: {loc}")
             if not path.is_dir():
-                raise StorageError(f"not a folder: {loc}")
+                raise NotAFolder(f"not a folder: {loc}")
             if not os.access(path, os.R_OK | os.X_OK):
                 raise PermissionDenied(f"cannot be read (permission denied): {loc}")
             entries = []
@@ -162,7 +166,7 @@ class Storage:
         try:
             status = fs.getFileStatus(jpath)
             if not status.isDirectory():
-                raise StorageError(f"not a folder: {loc}")
+                raise NotAFolder(f"not a folder: {loc}")
             return sorted((self._remote_entry(s) for s in fs.listStatus(jpath)), key=lambda e: e.name)
         except StorageError:
             raise

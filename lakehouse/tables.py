@@ -925,8 +925,8 @@ class Lakehouse:
             if entry is None or not entry.is_dir:
                 continue
             for child in storage.listdir(base):
-                log = storage.stat(join(base, child.name, "_delta_log")) if child.is_dir else None
-                if log is not None and log.is_dir:
+                delta_log = storage.stat(join(base, child.name, "_delta_log")) if child.is_dir else None
+                if delta_log is not None and delta_log.is_dir:
                     found.append((layer, child.name))
         return found
 

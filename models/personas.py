@@ -43,6 +43,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from atende.conf.settings import PersonaSettings
+from atende.pipelines.frames import seeded_rows
 from atende.pipelines.schemas import CHANNEL_LABELS
 
 FORMAT = "latent-class/1"
@@ -610,6 +611,5 @@ def sample_for_fit(features: DataFrame, settings: PersonaSettings) -> pd.DataFra
     # The customers whose seeded hash of the key is smallest: a uniform sample that, unlike Spark's
     # sample() + limit(), depends on the data alone, not on how it is partitioned (a cluster's run and a
     # local one fit the same model). Rows in key order, so the fit never sees the partitions' order either.
-    ranked = active.orderBy(F.xxhash64(F.col("customer_key"), F.lit(settings.seed)), "customer_key")
-    sampled = ranked.limit(settings.sample_size).toPandas()
+    sampled = seeded_rows(active, settings.seed, settings.sample_size, by=["customer_key"]).toPandas()
     return sampled.sort_values("customer_key", ignore_index=True)

@@ -1,6 +1,7 @@
 """Small DataFrame helpers every layer shares."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, Row
@@ -19,14 +20,16 @@ def scalar(df: DataFrame) -> Any:
     return one_row(df)[0]
 
 
-def seeded_rows(df: DataFrame, seed: int, limit: int | None = None) -> DataFrame:
+def seeded_rows(df: DataFrame, seed: int, limit: int | None = None, by: Sequence[str] | None = None) -> DataFrame:
     """The rows in the order of a seeded hash of their content (then the content itself), at most `limit`:
     a uniform sample, and an order, that depend on the data alone — not on how Spark partitioned it, so a
     cluster's run and a local one hand a model the same rows in the same order. Map columns cannot be
-    hashed or ordered (nor can variants) and are left out of the key, at any depth."""
+    hashed or ordered (nor can variants) and are left out of the key, at any depth. `by`: hash and order
+    by these columns only (a key such as customer_key)."""
     from pyspark.sql import functions as F
 
-    keys = [df[f"`{f.name.replace('`', '``')}`"] for f in df.schema.fields if _orderable(f.dataType)]
+    names = list(by) if by is not None else [f.name for f in df.schema.fields if _orderable(f.dataType)]
+    keys = [df[f"`{name.replace('`', '``')}`"] for name in names]
     ordered = df.orderBy(F.xxhash64(*keys, F.lit(seed)), *keys)
     return ordered if limit is None else ordered.limit(limit)
 

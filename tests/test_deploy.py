@@ -108,5 +108,7 @@ def test_the_databricks_job_is_one_wheel_task_per_step_in_order():
 
 
 def test_step_is_one_of_the_jobs():
+    [run] = [a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions if a.dest == "step"]
+    assert tuple(run.choices) == STEPS  # the CLI's list is the run's order (written twice: the CLI starts fast)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--lakehouse", "x", "--step", "everything"])
