@@ -7,12 +7,14 @@ only when it beats the current champion on the held-out metric. Scoring always l
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
+from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
 from atende.pipelines.frames import scalar
@@ -106,6 +109,39 @@ class ModelContext:
 
     def kept_champion(self, label: str, failure: str, version: str) -> None:
         self.degrade(f"{label}: not retrained ({failure}); champion v{version} kept")
+
+    @contextlib.contextmanager
+    def shared_folder(self, purpose: str) -> Iterator[str]:
+        """A fresh folder inside the lakehouse (`_staging/models/`), removed on exit. Every executor reaches
+        it (they write the tables beside it), unlike the driver's temporary folder on a cluster."""
+        folder = join(self.lake.root, "_staging", "models", f"{purpose}-{uuid.uuid4().hex}")
+        storage = Storage(self.spark)
+        try:
+            yield folder
+        finally:
+            try:
+                storage.remove(folder)
+            except OSError:
+                log.warning("could not remove the scratch folder %s; remove it by hand", folder, exc_info=True)
+
+    def save_spark_model(self, save: Callable[[object, str], None]) -> Callable[[object, Path], None]:
+        """`save` (a model written by Spark's writers, from the executors) as a saver into a local folder:
+        the executors write into a shared folder of the lakehouse, then the driver copies it out for MLflow."""
+        def into_local(model: object, local: Path) -> None:
+            with self.shared_folder("save") as folder:
+                save(model, folder)
+                Storage(self.spark).copy_folder_out(folder, local)
+        return into_local
+
+    def readable_by_executors(self, directory: str, stack: contextlib.ExitStack) -> str:
+        """Where executors can read a model MLflow downloaded into the driver's `directory`: the directory
+        itself in local mode (the executors run in this process), else a copy in the lakehouse, removed
+        when `stack` closes."""
+        if self.spark.sparkContext.master.startswith("local"):
+            return directory
+        folder = stack.enter_context(self.shared_folder("load"))
+        Storage(self.spark).copy_folder_in(directory, folder)
+        return folder
 
     def input_versions(self, *tables: tuple[str, str]) -> dict[str, str]:
         return {f"input.{layer}.{table}.version": str(self.lake.version(layer, table)) for layer, table in tables
@@ -337,6 +373,13 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
 def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     """Train what the policy says, score every customer with the champions, and write
     gold/recommendations in one commit."""
+    # a Spark model is read by the executors while the recommendations are computed and written: its
+    # executor-readable copy (on a cluster) lives until then
+    with contextlib.ExitStack() as model_folders:
+        return _train_and_score(ctx, force_train, model_folders)
+
+
+def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contextlib.ExitStack) -> int:
     from atende.features.customer import numeric_feature_columns
     from atende.jobs import tracking
     from atende.models.nba import (
@@ -386,7 +429,7 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
     product_failure = ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
         ctx, PRODUCT_MODEL, "products",
         lambda: train_product_model(orders, interactions, products, segments, cfg.products),
-        save_product_model, "als_ndcg_at_10", True, cfg.products.model_dump(),
+        ctx.save_spark_model(save_product_model), "als_ndcg_at_10", True, cfg.products.model_dump(),
         (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
         force_train)
     start = as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
@@ -428,7 +471,8 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
                      + (product_failure or "no product model is registered"))
         versions["products"] = FALLBACK_VERSION
     else:
-        recommended = recommend_products(load_product_model(ctx.spark, champion[0]), customers, segments,
+        model_folder = ctx.readable_by_executors(champion[0], model_folders)
+        recommended = recommend_products(load_product_model(ctx.spark, model_folder), customers, segments,
                                          cfg.products.top_n, products=products)
         versions["products"] = champion[1]
 

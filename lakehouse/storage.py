@@ -249,6 +249,84 @@ class Storage:
                 raise _classified(target, exc) from None
 
 
+    def copy_folder_out(self, loc: str, local: str | os.PathLike) -> None:
+        """Copy the location's files into a local folder (created; files there are replaced): what Spark
+        wrote where every executor reaches it, handed to a library that only knows local files (MLflow)."""
+        target = Path(local)
+        if not is_remote(loc):
+            if Path(loc).resolve() != target.resolve():
+                shutil.copytree(loc, target, dirs_exist_ok=True)
+            return
+        fs, jpath = self._fs(loc)
+        jvm = self._jvm()
+        try:
+            files = fs.listFiles(jpath, True)
+            while files.hasNext():
+                status = files.next()
+                remote = status.getPath().toString()
+                rel = remote[len(jpath.toString()):].lstrip("/")
+                out = target / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                stream = fs.open(status.getPath())
+                try:
+                    out.write_bytes(bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)))
+                finally:
+                    stream.close()
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def remove(self, loc: str) -> None:
+        """Delete the file or folder at the location (nothing there: nothing to do)."""
+        if not is_remote(loc):
+            path = Path(loc)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            return
+        fs, jpath = self._fs(loc)
+        try:
+            fs.delete(jpath, True)
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def write_text(self, loc: str, text: str) -> None:
+        """Write a small text file at the location (replacing it), creating its folder."""
+        if not is_remote(loc):
+            Path(loc).parent.mkdir(parents=True, exist_ok=True)
+            Path(loc).write_text(text, encoding="utf-8")
+            return
+        fs, jpath = self._fs(loc)
+        try:
+            out = fs.create(jpath, True)
+            try:
+                out.write(text.encode("utf-8"))
+            finally:
+                out.close()
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def read_text(self, loc: str) -> str:
+        """A small text file's content (UTF-8)."""
+        if not is_remote(loc):
+            try:
+                return Path(loc).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise LocationNotFound(f"not found: {loc}") from None
+        fs, jpath = self._fs(loc)
+        jvm = self._jvm()
+        try:
+            stream = fs.open(jpath)
+            try:
+                return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode("utf-8")
+            finally:
+                stream.close()
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+
 def _java_message(exc: Exception) -> str:
     java = getattr(exc, "java_exception", None)
     if java is not None:

@@ -39,6 +39,7 @@ from pyspark.sql.types import (
 )
 
 from atende.conf.settings import ProductSettings
+from atende.lakehouse.storage import Storage, join, location
 from atende.pipelines.commerce import latest_products
 from atende.pipelines.frames import one_row, scalar
 
@@ -567,22 +568,23 @@ _TABLES = ("customer_index", "product_index", "popularity", "catalogue", "purcha
 
 
 def save_product_model(model: ProductModel, path: str | Path) -> None:
-    """Write everything scoring needs into the folder `path` (replaced if present): `als/`
-    (Spark ML ALSModel), one Parquet folder per table of ProductModel, and `model.json`
-    (parameters). Nothing inside names an absolute path, so the folder can move (MLflow)."""
-    root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
-    model.als.write().overwrite().save(str(root / "als"))
+    """Write everything scoring needs into the folder `path` (a location: a local path or a URI every
+    executor reaches), replacing what is there: `als/` (Spark ML ALSModel), one Parquet folder per table
+    of ProductModel, and `model.json` (parameters). Nothing inside names an absolute path, so the folder
+    can move (MLflow)."""
+    root = location(path)
+    spark = model.customer_index.sparkSession
+    model.als.write().overwrite().save(join(root, "als"))
     for name in _TABLES:
-        getattr(model, name).write.mode("overwrite").parquet(str(root / name))
-    (root / "model.json").write_text(json.dumps(model.params, indent=2, sort_keys=True))
+        getattr(model, name).write.mode("overwrite").parquet(join(root, name))
+    Storage(spark).write_text(join(root, "model.json"), json.dumps(model.params, indent=2, sort_keys=True))
 
 
 def load_product_model(spark: SparkSession, path: str | Path) -> ProductModel:
-    """The ProductModel that `save_product_model` wrote into `path`."""
-    root = Path(path)
-    params = json.loads((root / "model.json").read_text())
+    """The ProductModel that `save_product_model` wrote into `path` (a location the executors reach)."""
+    root = location(path)
+    params = json.loads(Storage(spark).read_text(join(root, "model.json")))
     if params.get("format") != MODEL_FORMAT:
         raise ValueError(f"{root}: product model format {params.get('format')!r}, expected {MODEL_FORMAT}")
-    tables = {name: spark.read.parquet(str(root / name)) for name in _TABLES}
-    return ProductModel(als=ALSModel.load(str(root / "als")), params=params, **tables)
+    tables = {name: spark.read.parquet(join(root, name)) for name in _TABLES}
+    return ProductModel(als=ALSModel.load(join(root, "als")), params=params, **tables)

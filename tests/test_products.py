@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 
 import pytest
@@ -235,6 +236,23 @@ def test_save_and_load_round_trip(spark, trained, tmp_path):
     assertDataFrameEqual(recommend_products(loaded, customers, segments, top_n=3),
                          recommend_products(model, customers, segments, top_n=3), checkRowOrder=False)
 
+
+
+def test_save_and_load_through_the_hadoop_file_system(spark, trained, tmp_path, monkeypatch):
+    """The way a cluster keeps a model: written by the executors and read back through Hadoop's FileSystem
+    (a `file:` URI goes the same way as `s3a://` once `is_remote` says so), never the driver's files."""
+    from atende.lakehouse import storage as st
+
+    model, _, segments = trained
+    customers = spark.createDataFrame([("K1",), ("K4",), ("K90",), ("K91",)], "customer_key string")
+    monkeypatch.setattr(st, "is_remote", lambda loc: loc.startswith("file:"))
+
+    save_product_model(model, f"file://{tmp_path}/model")
+    loaded = load_product_model(spark, f"file://{tmp_path}/model")
+
+    assert json.loads((tmp_path / "model" / "model.json").read_text()) == model.params
+    assertDataFrameEqual(recommend_products(loaded, customers, segments, top_n=3),
+                         recommend_products(model, customers, segments, top_n=3), checkRowOrder=False)
 
 @pytest.mark.slow
 def test_time_split_evaluation_reports_both_recommenders(spark):

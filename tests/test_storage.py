@@ -86,6 +86,26 @@ def test_a_local_folder_is_copied_in_on_both_routes(route, tmp_path_factory):
     assert (local_root / "_quality" / "run-1" / "sub" / "index.html").read_text() == "<html/>"
 
 
+
+def test_a_folder_is_copied_out_text_written_read_and_removed_on_both_routes(route, tmp_path_factory):
+    storage, root = route
+    model = st.join(root, "_staging", "models", "save-1")
+    storage.write_text(st.join(model, "model.json"), '{"k": "ação"}')
+    storage.write_text(st.join(model, "als", "metadata", "part-0"), "x" * 70_000)
+    assert storage.read_text(st.join(model, "model.json")) == '{"k": "ação"}'
+    with pytest.raises(st.LocationNotFound, match="not found: .*missing.json"):
+        storage.read_text(st.join(model, "missing.json"))
+
+    out = tmp_path_factory.mktemp("out") / "model"
+    storage.copy_folder_out(model, out)
+    assert (out / "model.json").read_text(encoding="utf-8") == '{"k": "ação"}'
+    assert (out / "als" / "metadata" / "part-0").read_text() == "x" * 70_000
+
+    storage.remove(model)
+    assert storage.stat(model) is None
+    storage.remove(model)  # nothing there: nothing to do
+    assert storage.stat(st.join(root, "calls")) is not None  # its neighbours are left alone
+
 def test_a_scheme_spark_has_no_file_system_for_fails_naming_the_connector(spark):
     with pytest.raises(st.StorageError, match=r"no file system for s3a://.*hadoop-aws"):
         st.Storage(spark).check("s3a://bucket/lake")
