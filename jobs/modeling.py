@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -38,6 +39,7 @@ NBA_MODEL = "atende-nba"
 FALLBACK_VERSION = "fallback"
 
 ProgressFn = Callable[[str], None]
+M = TypeVar("M")  # a model object
 
 # MLflow prints download bars and pickling warnings meant for notebooks
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -124,10 +126,10 @@ class ModelContext:
             except OSError:
                 log.warning("could not remove the scratch folder %s; remove it by hand", folder, exc_info=True)
 
-    def save_spark_model(self, save: Callable[[object, str], None]) -> Callable[[object, Path], None]:
+    def save_spark_model(self, save: Callable[[M, str], None]) -> Callable[[M, Path], None]:
         """`save` (a model written by Spark's writers, from the executors) as a saver into a local folder:
         the executors write into a shared folder of the lakehouse, then the driver copies it out for MLflow."""
-        def into_local(model: object, local: Path) -> None:
+        def into_local(model: M, local: Path) -> None:
             with self.shared_folder("save") as folder:
                 save(model, folder)
                 Storage(self.spark).copy_folder_out(folder, local)
@@ -137,7 +139,7 @@ class ModelContext:
         """Where executors can read a model MLflow downloaded into the driver's `directory`: the directory
         itself in local mode (the executors run in this process), else a copy in the lakehouse, removed
         when `stack` closes."""
-        if self.spark.sparkContext.master.startswith("local"):
+        if (self.spark.sparkContext.master or "").startswith("local"):
             return directory
         folder = stack.enter_context(self.shared_folder("load"))
         Storage(self.spark).copy_folder_in(directory, folder)
