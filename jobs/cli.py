@@ -392,10 +392,13 @@ def cmd_train(args, settings: Settings) -> int:
 
 def _open_lakehouse(settings: Settings, path: str, verbose: bool = False):
     from atende.lakehouse.locations import is_storage_uri
+    from atende.lakehouse.storage import Storage, location
     from atende.lakehouse.tables import Lakehouse
 
-    if not is_storage_uri(path) and not Path(path).is_dir():
-        raise FileNotFoundError(f"lakehouse not found: {path}")
+    if not is_storage_uri(path):
+        found = Storage().stat(location(path))
+        if found is None or not found.is_dir:
+            raise FileNotFoundError(f"lakehouse not found: {path}")
     spark = _session(settings, path, verbose)
     return spark, Lakehouse(spark, path, settings.storage)
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from atende.conf.settings import Settings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE, is_storage_uri
-from atende.lakehouse.storage import join, location
+from atende.lakehouse.storage import ArrowAccess, NoArrowRoute, Storage, arrow_access, join, location
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,14 @@ class DuckDbEngine:
 
     name = "duckdb"
 
-    def __init__(self, tables: Mapping[str, Any]):
-        """Views over Delta tables (deltalake.DeltaTable) or over Arrow tables already in memory (tests)."""
+    def __init__(self, tables: Mapping[str, Any], access: ArrowAccess | None = None):
+        """Views over Delta tables (deltalake.DeltaTable, their files reached through `access` when the
+        lakehouse is remote) or over Arrow tables already in memory (tests)."""
         import duckdb
 
         self.con = duckdb.connect()
         for view, source in tables.items():
-            self.con.register(view, source if isinstance(source, pa.Table) else delta_dataset(source))
+            self.con.register(view, source if isinstance(source, pa.Table) else delta_dataset(source, access))
 
     def sql(self, text: str) -> pd.DataFrame:
         return self.con.sql(text).to_arrow_table().to_pandas()
@@ -100,7 +101,7 @@ class SparkEngine:
         return write_export(self.spark.sql(text), out, fmt)
 
 
-def delta_dataset(table: Any) -> Any:
+def delta_dataset(table: Any, access: ArrowAccess | None = None) -> Any:
     """The current version of a local Delta table as an Arrow dataset: the files its log lists, read with
     the table's schema, partition values from the Hive-style folder names.
 
@@ -114,8 +115,12 @@ def delta_dataset(table: Any) -> Any:
     partitioning = None
     if partition_columns:
         partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partition_columns]), flavor="hive")
-    return ds.dataset(table.file_uris(), schema=schema, format="parquet", partitioning=partitioning,
-                      partition_base_dir=_local(table.table_uri) if partitioning else None)
+    if access is None or access.filesystem is None:
+        return ds.dataset(table.file_uris(), schema=schema, format="parquet", partitioning=partitioning,
+                          partition_base_dir=_local(table.table_uri) if partitioning else None)
+    return ds.dataset([access.arrow_path(u) for u in table.file_uris()], schema=schema, format="parquet",
+                      partitioning=partitioning, filesystem=access.filesystem,
+                      partition_base_dir=access.arrow_path(table.table_uri.rstrip("/")) if partitioning else None)
 
 
 def _local(uri: str) -> str:
@@ -170,8 +175,10 @@ def table_uri(root: str, layer: str, table: str) -> str:
 def lakehouse_root(path: str | os.PathLike) -> str:
     """The lakehouse as delta-rs addresses it: an absolute local folder, or the URI as given."""
     root = location(path)
-    if not is_storage_uri(root) and not Path(root).is_dir():
-        raise FileNotFoundError(f"lakehouse not found: {root}")
+    if not is_storage_uri(root):
+        found = Storage().stat(root)
+        if found is None or not found.is_dir:
+            raise FileNotFoundError(f"lakehouse not found: {root}")
     return root
 
 
@@ -184,18 +191,24 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
     from deltalake import DeltaTable
 
     root = lakehouse_root(lakehouse)
-    uris = {view: table_uri(root, layer, table) for view, (layer, table) in tables.items()}
-    for view, uri in uris.items():
-        if not DeltaTable.is_deltatable(uri):
-            layer, table = tables[view]
-            raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first")
-    opened = {view: DeltaTable(uri) for view, uri in uris.items()}  # each log read once
+    try:
+        access: ArrowAccess | None = arrow_access(root, settings.spark.conf)
+    except NoArrowRoute:
+        access = None  # a store only Spark is pointed at: read the tables with Spark
+    opened: dict[str, Any] = {}
+    if access is not None:
+        for view, (layer, table) in tables.items():
+            uri = table_uri(access.uri, layer, table)
+            if not DeltaTable.is_deltatable(uri, storage_options=access.storage_options or None):
+                raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first")
+            # each log read once
+            opened[view] = DeltaTable(uri, storage_options=access.storage_options or None)
     limit = settings.reports.spark_above_rows
     sizes = {view: table_rows(table) for view, table in opened.items()}
     big = [view for view, rows in sizes.items() if rows is not None and rows > limit]
     unreadable = [view for view, table in opened.items() if not _readable_by_delta_rs(table)]
-    if not big and not unreadable:
-        engine = DuckDbEngine(opened)
+    if access is not None and not big and not unreadable:
+        engine = DuckDbEngine(opened, access)
         try:
             yield engine
         finally:
@@ -203,7 +216,8 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
         return
     reason = (f"{', '.join(big)} past reports.spark_above_rows ({limit:,} rows)" if big
               else f"{', '.join(unreadable)} uses a Delta feature this reader does not follow "
-                   "(deletion vectors, column mapping)")
+                   "(deletion vectors, column mapping)" if unreadable
+              else f"the lakehouse {root} is on a store only Spark's connectors reach here")
     log.info("reading with Spark: %s", reason)
     from atende.lakehouse.tables import Lakehouse
 

@@ -54,6 +54,11 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def executors_read_driver_files(spark: SparkSession) -> bool:
+    """Whether the executors see the driver's files: in local mode they run in the driver's JVM."""
+    return (spark.sparkContext.master or "").startswith("local")
+
+
 @dataclass
 class ModelContext:
     spark: SparkSession
@@ -116,7 +121,7 @@ class ModelContext:
     def shared_folder(self, purpose: str) -> Iterator[str]:
         """A fresh folder inside the lakehouse (`_staging/models/`), removed on exit. Every executor reaches
         it (they write the tables beside it), unlike the driver's temporary folder on a cluster."""
-        folder = join(self.lake.root, "_staging", "models", f"{purpose}-{uuid.uuid4().hex}")
+        folder = join(self.lake.uri, "_staging", "models", f"{purpose}-{uuid.uuid4().hex}")
         storage = Storage(self.spark)
         try:
             yield folder
@@ -139,7 +144,7 @@ class ModelContext:
         """Where executors can read a model MLflow downloaded into the driver's `directory`: the directory
         itself in local mode (the executors run in this process), else a copy in the lakehouse, removed
         when `stack` closes."""
-        if (self.spark.sparkContext.master or "").startswith("local"):
+        if executors_read_driver_files(self.spark):
             return directory
         folder = stack.enter_context(self.shared_folder("load"))
         Storage(self.spark).copy_folder_in(directory, folder)

@@ -19,6 +19,8 @@ from typing import Any
 
 from atende.conf.settings import Settings
 from atende.lakehouse.locations import is_storage_uri
+from atende.lakehouse.storage import Storage, join
+from atende.lakehouse.storage import location as lakehouse_location
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,9 @@ def tracking_uri(settings: Settings, lakehouse_root: str | Path) -> str:
             "set mlflow.tracking_uri (a tracking server, or sqlite:////a/local/mlflow.db) and, for the models' "
             "files, mlflow.artifact_location (e.g. s3://bucket/mlflow)"
         )
-    folder = Path(lakehouse_root).resolve() / "_mlflow"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    folder = join(lakehouse_location(lakehouse_root), "_mlflow")
+    Storage().makedirs(folder)
+    return f"sqlite:///{join(folder, 'mlflow.db')}"
 
 
 def configure(settings: Settings, lakehouse_root: str | Path) -> str:
@@ -60,7 +62,7 @@ def configure(settings: Settings, lakehouse_root: str | Path) -> str:
     if experiment is None:
         location = settings.mlflow.artifact_location
         if location is None and not settings.mlflow.tracking_uri:
-            location = (Path(lakehouse_root).resolve() / "_mlflow" / "artifacts").as_uri()
+            location = Path(join(lakehouse_location(lakehouse_root), "_mlflow", "artifacts")).as_uri()
         experiment_id = mlflow.create_experiment(name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id

@@ -76,6 +76,62 @@ def name_of(loc: str) -> str:
     return loc.rstrip("/").rsplit("/", 1)[-1]
 
 
+class NoArrowRoute(StorageError):
+    """A remote scheme the deltalake package and Arrow are not pointed at here (only s3a is); read it with Spark."""
+
+
+@dataclass(frozen=True)
+class ArrowAccess:
+    """A location as the deltalake package and Arrow address it: for s3a://, the s3:// URI, delta-rs
+    storage options and an Arrow S3 file system built from the same spark.hadoop.fs.s3a.* settings Spark
+    reads the store with (without keys, both fall back to the AWS default chain, as S3A does)."""
+    uri: str
+    storage_options: dict[str, str]
+    filesystem: Any  # pyarrow.fs.FileSystem, or None for a local folder
+
+    def arrow_path(self, uri: str) -> str:
+        """A file URI the deltalake package listed, as `filesystem` names it."""
+        return uri.removeprefix("s3://") if self.filesystem is not None else uri
+
+
+def arrow_access(loc: str, spark_conf: dict[str, str] | None = None) -> ArrowAccess:
+    """How the deltalake package and Arrow reach the location: a local folder as it is, s3a:// through
+    the S3 settings Spark was given (`spark.conf` keys spark.hadoop.fs.s3a.*); NoArrowRoute otherwise."""
+    if not is_remote(loc):
+        return ArrowAccess(loc, {}, None)
+    scheme, _, rest = loc.partition("://")
+    if scheme.lower() != "s3a":
+        raise NoArrowRoute(f"{loc}: the deltalake package is not pointed at {scheme}:// here; Spark reads it")
+    from pyarrow import fs as pafs
+
+    conf = {k.removeprefix("spark.hadoop.fs.s3a."): v for k, v in (spark_conf or {}).items()
+            if k.startswith("spark.hadoop.fs.s3a.")}
+    secure = conf.get("connection.ssl.enabled", "true").lower() != "false"
+    endpoint = conf.get("endpoint")
+    if endpoint and "://" not in endpoint:
+        endpoint = ("https://" if secure else "http://") + endpoint
+    region = conf.get("endpoint.region") or conf.get("region")
+    options: dict[str, str] = {}
+    arrow: dict[str, Any] = {}
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        arrow["endpoint_override"] = endpoint
+    if conf.get("access.key") and conf.get("secret.key"):
+        options["AWS_ACCESS_KEY_ID"], options["AWS_SECRET_ACCESS_KEY"] = conf["access.key"], conf["secret.key"]
+        arrow["access_key"], arrow["secret_key"] = conf["access.key"], conf["secret.key"]
+        if conf.get("session.token"):
+            options["AWS_SESSION_TOKEN"] = arrow["session_token"] = conf["session.token"]
+    if region:
+        options["AWS_REGION"] = arrow["region"] = region
+    if endpoint and endpoint.startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+        arrow["scheme"] = "http"
+    if conf.get("path.style.access", "false").lower() == "true":
+        options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        arrow["force_virtual_addressing"] = False
+    return ArrowAccess(f"s3://{rest}", options, pafs.S3FileSystem(**arrow))
+
+
 @dataclass(frozen=True)
 class Entry:
     path: str      # the location, spelt as `location` does
@@ -83,6 +139,7 @@ class Entry:
     is_dir: bool
     size: int      # bytes (0 for anything but a regular file)
     is_file: bool = True  # a regular file (False: a folder, a broken link, a pipe, a socket)
+    mtime_ms: int = 0  # last modification, milliseconds since the epoch
 
 
 class Storage:
@@ -120,7 +177,7 @@ class Storage:
         path = status.getPath()
         is_file = bool(status.isFile())
         return Entry(path.toString(), path.getName(), bool(status.isDirectory()),
-                     int(status.getLen()) if is_file else 0, is_file)
+                     int(status.getLen()) if is_file else 0, is_file, int(status.getModificationTime()))
 
     # ------------------------------------------------------------------ the verbs
     def check(self, loc: str) -> None:
@@ -136,7 +193,8 @@ class Storage:
             if not path.exists():
                 return None
             is_dir, is_file = path.is_dir(), path.is_file()
-            return Entry(loc, path.name, is_dir, path.stat().st_size if is_file else 0, is_file)
+            info = path.stat()
+            return Entry(loc, path.name, is_dir, info.st_size if is_file else 0, is_file, int(info.st_mtime * 1000))
         fs, jpath = self._fs(loc)
         try:
             if not fs.exists(jpath):
@@ -159,8 +217,10 @@ class Storage:
             entries = []
             for child in path.iterdir():
                 is_dir, is_file = child.is_dir(), child.is_file()
+                info = child.stat() if is_dir or is_file else None
                 entries.append(Entry(os.path.abspath(child), child.name, is_dir,
-                                     child.stat().st_size if is_file else 0, is_file))
+                                     info.st_size if info and is_file else 0, is_file,
+                                     int(info.st_mtime * 1000) if info else 0))
             return sorted(entries, key=lambda e: e.name)
         fs, jpath = self._fs(loc)
         try:
@@ -248,6 +308,60 @@ class Storage:
             except Exception as exc:
                 raise _classified(target, exc) from None
 
+
+    def files(self, loc: str) -> list[Entry]:
+        """Every regular file below the folder (at any depth), sorted by path; none when nothing is there."""
+        if not is_remote(loc):
+            base = Path(loc)
+            found = []
+            for file in base.rglob("*"):
+                if file.is_file():
+                    info = file.stat()
+                    found.append(Entry(os.path.abspath(file), file.name, False, info.st_size, True,
+                                       int(info.st_mtime * 1000)))
+            return sorted(found, key=lambda e: e.path)
+        fs, jpath = self._fs(loc)
+        try:
+            if not fs.exists(jpath):
+                return []
+            listing = fs.listFiles(jpath, True)
+            found = []
+            while listing.hasNext():
+                found.append(self._remote_entry(listing.next()))
+            return sorted(found, key=lambda e: e.path)
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def makedirs(self, loc: str) -> None:
+        """Create the folder and its parents (an object store has no folders: nothing to do there but ask)."""
+        if not is_remote(loc):
+            Path(loc).mkdir(parents=True, exist_ok=True)
+            return
+        fs, jpath = self._fs(loc)
+        try:
+            fs.mkdirs(jpath)
+        except Exception as exc:
+            raise _classified(loc, exc) from None
+
+    def move(self, source: str, target: str) -> None:
+        """Move a file, creating the target's folder and replacing a file there (a rename on a local disk
+        and HDFS; a copy and a delete on an object store)."""
+        if not is_remote(source):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            return
+        fs, jsource = self._fs(source)
+        jvm = self._jvm()
+        jtarget = jvm.org.apache.hadoop.fs.Path(target)
+        try:
+            fs.mkdirs(jtarget.getParent())
+            fs.delete(jtarget, False)
+            if not fs.rename(jsource, jtarget):
+                raise StorageError(f"could not move {source} to {target}")
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _classified(source, exc) from None
 
     def copy_folder_out(self, loc: str, local: str | os.PathLike) -> None:
         """Copy the location's files into a local folder (created; files there are replaced): what Spark

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -234,38 +233,39 @@ class DeltaRsEngine:
     # -- writing -------------------------------------------------------
     def _write_files(
         self, df: DataFrame, path: str, partition_by: Sequence[str]
-    ) -> tuple[list[Any], int, Path]:
+    ) -> tuple[list[Any], int, str]:
         """Executors write Parquet into a staging folder; move the files into the table layout."""
         from deltalake.transaction import AddAction
 
-        root = Path(path)
-        staging = root / STAGING_DIR / uuid.uuid4().hex
+        storage = Storage(self.spark)
+        staging = join(path, STAGING_DIR, uuid.uuid4().hex)
         writer = df.write.mode("errorifexists").option("compression", "snappy")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
-        writer.parquet(str(staging))
+        writer.parquet(staging)
         data_columns = [c for c in df.columns if c not in partition_by]
         actions, rows = [], 0
-        for file in sorted(staging.rglob("*.parquet")):
-            rel = file.relative_to(staging)
+        for file in storage.files(staging):
+            if not file.name.endswith(".parquet"):
+                continue  # _SUCCESS, checksums
+            rel = location(file.path)[len(location(staging)):].lstrip("/")
             partition_values: dict[str, str | None] = {}
-            for part in rel.parts[:-1]:
+            for part in rel.split("/")[:-1]:
                 key, _, raw = part.partition("=")
                 partition_values[key] = _partition_value_to_str(
                     None if raw == "__HIVE_DEFAULT_PARTITION__" else _unescape(raw)
                 )
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            stats = _file_stats(file, data_columns)
-            os.replace(file, target)
-            st = target.stat()
+            stats = _file_stats(Path(file.path), data_columns)
+            target = join(path, rel)
+            storage.move(file.path, target)
+            moved = storage.stat(target)
             rows += json.loads(stats)["numRecords"]
             actions.append(
                 AddAction(
-                    path=rel.as_posix(),
-                    size=st.st_size,
+                    path=rel,
+                    size=file.size,
                     partition_values=partition_values,
-                    modification_time=int(st.st_mtime * 1000),
+                    modification_time=moved.mtime_ms if moved is not None else file.mtime_ms,
                     data_change=True,
                     stats=stats,
                 )
@@ -324,7 +324,7 @@ class DeltaRsEngine:
         if exists:
             df = _conform(self, df, path, partition_by)
             partition_by = self.partition_columns(path)
-        Path(path).mkdir(parents=True, exist_ok=True)
+        Storage(self.spark).makedirs(path)
         adds, rows, staging = self._write_files(df, path, partition_by)
         try:
             if not exists:
@@ -377,7 +377,7 @@ class DeltaRsEngine:
             return CommitInfo(path, version, mode, len(adds), removed, rows)
         finally:
             # on failure the moved files are in no commit: no reader sees them, vacuum removes them
-            shutil.rmtree(staging, ignore_errors=True)
+            Storage(self.spark).remove(staging)
 
     @staticmethod
     def _all_files(dt) -> list[dict[str, Any]]:
@@ -418,11 +418,10 @@ class DeltaRsEngine:
             }
         except Exception as exc:
             raise LakehouseError(f"bad replace_where predicate {predicate!r}: {exc}") from exc
-        root = Path(path).resolve()
+        root = location(path)
         victims = []
         for uri in touched:
-            local = Path(uri.removeprefix("file:")).resolve()
-            rel = local.relative_to(root).as_posix()
+            rel = location(uri)[len(root):].lstrip("/")
             victims.append(by_path[_unescape_path(rel, by_path)])
         if not victims:
             return [], []
@@ -432,7 +431,7 @@ class DeltaRsEngine:
             .drop("_file")
         )
         rewritten, _, staging = self._write_files(keep, path, partition_by)
-        shutil.rmtree(staging, ignore_errors=True)
+        Storage(self.spark).remove(staging)
         return victims, rewritten
 
     def upsert(
@@ -793,12 +792,14 @@ def _clear_stale_staging(path: str, retention_hours: int) -> list[str]:
     removed: list[str] = []
     if is_storage_uri(path):  # delta-rs stages only in local lakehouses
         return removed
-    cutoff = time.time() - retention_hours * 3600
-    staging_root = Path(path) / STAGING_DIR
-    if staging_root.is_dir():
-        for leftover in staging_root.iterdir():
-            if leftover.stat().st_mtime <= cutoff:
-                shutil.rmtree(leftover, ignore_errors=True)
+    storage = Storage()
+    cutoff_ms = (time.time() - retention_hours * 3600) * 1000
+    staging_root = join(path, STAGING_DIR)
+    entry = storage.stat(staging_root)
+    if entry is not None and entry.is_dir:
+        for leftover in storage.listdir(staging_root):
+            if leftover.mtime_ms <= cutoff_ms:
+                storage.remove(leftover.path)
                 removed.append(f"{STAGING_DIR}/{leftover.name}")
     return removed
 

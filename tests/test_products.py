@@ -254,6 +254,44 @@ def test_save_and_load_through_the_hadoop_file_system(spark, trained, tmp_path, 
     assertDataFrameEqual(recommend_products(loaded, customers, segments, top_n=3),
                          recommend_products(model, customers, segments, top_n=3), checkRowOrder=False)
 
+
+def test_on_a_cluster_the_product_model_goes_through_the_lakehouse_never_the_drivers_folder(
+        spark, settings, trained, tmp_path, monkeypatch):
+    """Issue 16: executors on other machines cannot read the driver's temporary folder. Outside local mode
+    (forced here) the model is written by the executors into the lakehouse and copied out for MLflow, and
+    the champion MLflow downloads is copied into the lakehouse for scoring; both copies are removed after."""
+    import contextlib
+    from pathlib import Path
+
+    from atende.jobs import modeling, tracking
+    from atende.lakehouse.tables import Lakehouse
+
+    monkeypatch.setattr(tracking, "configure", lambda *args: None)  # no MLflow store needed here
+    monkeypatch.setattr(modeling, "executors_read_driver_files", lambda session: False)
+    lake = Lakehouse(spark, tmp_path / "lake", settings.storage)
+    ctx = modeling.ModelContext(spark, settings, lake, "run-1", dt.datetime(2026, 3, 1), progress=lambda m: None)
+    model, _, segments = trained
+    customers = spark.createDataFrame([("K1",), ("K4",), ("K90",), ("K91",)], "customer_key string")
+    scratch = str(tmp_path / "lake" / "_staging" / "models")
+
+    written_to = []
+
+    def save(m, folder):
+        written_to.append(folder)
+        save_product_model(m, folder)
+
+    downloaded = tmp_path / "mlflow-download" / "model"  # what MLflow logs, then hands back at scoring
+    ctx.save_spark_model(save)(model, downloaded)
+    assert written_to[0].startswith(scratch + "/save-") and not Path(written_to[0]).exists()
+    assert json.loads((downloaded / "model.json").read_text()) == model.params
+
+    with contextlib.ExitStack() as stack:
+        folder = ctx.readable_by_executors(str(downloaded), stack)
+        assert folder.startswith(scratch + "/load-") and Path(folder, "model.json").is_file()
+        got = recommend_products(load_product_model(spark, folder), customers, segments, top_n=3).collect()
+    assert not Path(folder).exists()
+    assertDataFrameEqual(got, recommend_products(model, customers, segments, top_n=3), checkRowOrder=False)
+
 @pytest.mark.slow
 def test_time_split_evaluation_reports_both_recommenders(spark):
     products = products_frame(spark, [("F1", "Smartphone Alfa", True), ("F2", "Smartphone Beta", True),

@@ -221,6 +221,18 @@ def test_the_same_run_on_s3a_writes_the_same_tables(small_run, zones, s3_server,
                                   lambda v: v.replace(landing, str(small)), delta_rs_s3_options(s3_server))
     assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
 
+    # the reports read the same store without Spark: delta-rs and DuckDB, pointed at it by the S3A settings
+    from atende.conf import load_settings
+    from atende.jobs.gold_query import open_tables
+
+    query = "SELECT channel, sum(interactions) AS interactions FROM kpis GROUP BY channel ORDER BY channel"
+    answers = []
+    for root in (lakehouse, str(small_run.lake_dir)):
+        with open_tables(load_settings("local", conf, environ={}), root, {"kpis": ("gold", "service_kpis")}) as engine:
+            assert engine.name == "duckdb"
+            answers.append(engine.sql(query).to_dict("records"))
+    assert answers[0] == answers[1] and answers[0]
+
 
 def _differing_tables(lake, local_root: str, other_root: str, rename=lambda v: v, options=None) -> dict[str, str]:
     """Bronze, silver and gold tables of `lake` (at `local_root`) whose rows differ at `other_root`."""

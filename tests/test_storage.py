@@ -106,6 +106,23 @@ def test_a_folder_is_copied_out_text_written_read_and_removed_on_both_routes(rou
     storage.remove(model)  # nothing there: nothing to do
     assert storage.stat(st.join(root, "calls")) is not None  # its neighbours are left alone
 
+
+def test_files_are_listed_at_any_depth_moved_and_folders_made_on_both_routes(route):
+    storage, root = route
+    files = storage.files(st.join(root, "calls"))
+    # (Hadoop spells a file: URI file:/x, so compare what follows the root)
+    assert [f.path.split("/calls/", 1)[1] for f in files] == [
+        "2026-03-01/a b.csv", "2026-03-01/cut.csv.gz", "2026-03-01/ok.csv.gz"]
+    assert files[0].size == 5 and files[0].mtime_ms > 1_700_000_000_000
+    assert storage.files(st.join(root, "nothing")) == []
+
+    storage.makedirs(st.join(root, "t", "empty"))
+    assert storage.stat(st.join(root, "t", "empty")).is_dir
+    target = st.join(root, "t", "date=2026-03-01", "a b.csv")
+    storage.move(files[0].path, target)
+    assert storage.stat(files[0].path) is None
+    assert storage.stat(target).size == 5
+
 def test_a_scheme_spark_has_no_file_system_for_fails_naming_the_connector(spark):
     with pytest.raises(st.StorageError, match=r"no file system for s3a://.*hadoop-aws"):
         st.Storage(spark).check("s3a://bucket/lake")
@@ -130,3 +147,22 @@ def test_an_unreadable_local_folder_is_said_so(tmp_path):
             st.Storage().listdir(str(folder))
     finally:
         folder.chmod(0o755)
+
+
+def test_delta_rs_and_arrow_reach_s3a_with_the_settings_spark_was_given():
+    conf = {"spark.hadoop.fs.s3a.endpoint": "127.0.0.1:9000", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+            "spark.hadoop.fs.s3a.path.style.access": "true", "spark.hadoop.fs.s3a.access.key": "AK",
+            "spark.hadoop.fs.s3a.secret.key": "SK", "spark.hadoop.fs.s3a.endpoint.region": "sa-east-1",
+            "spark.sql.shuffle.partitions": "4"}
+    access = st.arrow_access("s3a://bucket/lake", conf)
+    assert access.uri == "s3://bucket/lake"
+    assert access.storage_options == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK",
+        "AWS_REGION": "sa-east-1", "AWS_ALLOW_HTTP": "true", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false"}
+    assert access.filesystem.region == "sa-east-1"
+    assert access.arrow_path("s3://bucket/lake/gold/t/part-0.parquet") == "bucket/lake/gold/t/part-0.parquet"
+    # no settings: the AWS default chain, as S3A's own default
+    assert st.arrow_access("s3a://bucket/lake").storage_options == {}
+    assert st.arrow_access("/data/lake").filesystem is None
+    with pytest.raises(st.NoArrowRoute, match="Spark reads it"):
+        st.arrow_access("abfss://c@account.dfs.core.windows.net/lake")
