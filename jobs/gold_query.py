@@ -189,6 +189,7 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
     `reports.spark_above_rows` rows or needs Spark to be read; then Spark: the session given as `spark`
     (left running), else one started by `start_spark(root)` (the CLI's factory) and stopped on leaving."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
 
     root = lakehouse_root(lakehouse)
     try:
@@ -198,11 +199,13 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
     opened: dict[str, Any] = {}
     if access is not None:
         for view, (layer, table) in tables.items():
-            uri = table_uri(access.uri, layer, table)
-            if not DeltaTable.is_deltatable(uri, storage_options=access.storage_options or None):
-                raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first")
-            # each log read once
-            opened[view] = DeltaTable(uri, storage_options=access.storage_options or None)
+            # each log read once; opened rather than probed: `DeltaTable.is_deltatable` hung on an S3-compatible
+            # server (deltalake 1.6.6 against moto) where opening the table answered in milliseconds
+            try:
+                opened[view] = DeltaTable(table_uri(access.uri, layer, table),
+                                          storage_options=access.storage_options or None)
+            except TableNotFoundError:
+                raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first") from None
     limit = settings.reports.spark_above_rows
     sizes = {view: table_rows(table) for view, table in opened.items()}
     big = [view for view, rows in sizes.items() if rows is not None and rows > limit]

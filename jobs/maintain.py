@@ -58,6 +58,10 @@ def vacuum_tables(
         started = time.perf_counter()
         removed = lake.vacuum(layer, name, retention_hours)
         done.append(Maintained(f"{layer}.{name}", 0, removed, time.perf_counter() - started))
+    if not layers and not tables:  # the whole lakehouse: also what crashed runs left beside the tables
+        started = time.perf_counter()
+        removed = lake.clear_stale_scratch(retention_hours)
+        done.append(Maintained("_staging/models", 0, removed, time.perf_counter() - started))
     return done
 
 

@@ -605,6 +605,19 @@ class DeltaSparkEngine:
         return [r.asDict(recursive=True) for r in self._table(path).history().collect()]
 
     def _last_commit(self, path: str) -> dict[str, Any]:
+        """The table's newest commit: its version, operation and metrics. A local table's log is read by the
+        deltalake package (the log alone, not the files it lists: milliseconds, where Delta's `history(1)` is
+        a Spark job, about a second, after every write); a remote table's, or one the package cannot open,
+        by Delta's own history."""
+        if not is_storage_uri(path):
+            from deltalake import DeltaTable as LogReader
+
+            try:
+                newest = LogReader(path, without_files=True).history(1)
+                if newest and "version" in newest[0]:
+                    return newest[0]
+            except Exception:  # a log feature the package does not follow: Delta answers below
+                log.debug("deltalake could not read the log of %s; asking Delta", path, exc_info=True)
         return self._table(path).history(1).collect()[0].asDict(recursive=True)
 
     # -- writing -------------------------------------------------------
@@ -915,6 +928,25 @@ class Lakehouse:
         """Delete files no version within the retention needs (and leftovers of crashed writes); returns how many."""
         hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
         return self.engine.vacuum(self.path(layer, table), hours)
+
+    def clear_stale_scratch(self, retention_hours: int | None = None) -> int:
+        """Remove the model scratch folders (`_staging/models/`, see jobs.modeling) a run that crashed left
+        behind, once their newest file is older than the retention; returns how many were removed."""
+        hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
+        cutoff_ms = (time.time() - hours * 3600) * 1000
+        storage = Storage(self.spark)
+        scratch = join(self.uri, STAGING_DIR, "models")
+        entry = storage.stat(scratch)
+        if entry is None or not entry.is_dir:
+            return 0
+        removed = 0
+        for folder in storage.listdir(scratch):
+            # an object store's "folders" carry no time of their own: the files inside them do
+            newest = max((f.mtime_ms for f in storage.files(folder.path)), default=folder.mtime_ms)
+            if newest <= cutoff_ms:
+                storage.remove(folder.path)
+                removed += 1
+        return removed
 
     def tables(self) -> list[tuple[str, str]]:
         """(layer, table) of every Delta table in the lakehouse (listed through lakehouse.storage)."""

@@ -54,6 +54,26 @@ def test_vacuum_keeps_what_the_retention_needs_and_drops_the_rest(lake):
     assert [r["customer_key"] for r in lake.read("silver", "s").collect()] == ["c2"]
 
 
+
+def test_vacuuming_the_whole_lakehouse_clears_model_scratch_a_crashed_run_left(lake, settings):
+    """A run killed while saving or scoring a Spark model leaves its `_staging/models/` folder behind."""
+    import os
+    import time
+
+    scratch = Path(lake.uri) / "_staging" / "models"
+    old, fresh = scratch / "save-old", scratch / "load-fresh"
+    for folder in (old, fresh):
+        (folder / "als" / "data").mkdir(parents=True)
+        (folder / "als" / "data" / "part-0.parquet").write_bytes(b"x")
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(old / "als" / "data" / "part-0.parquet", (two_days_ago, two_days_ago))
+
+    done = vacuum_tables(lake, retention_hours=24, layers=("silver",))  # a chosen layer: scratch untouched
+    assert old.exists() and "_staging/models" not in [d.table for d in done]
+    done = vacuum_tables(lake, retention_hours=24)
+    assert [d.files_removed for d in done if d.table == "_staging/models"] == [1]
+    assert not old.exists() and fresh.exists()
+
 def test_registered_tables_answer_sql_by_name(spark, lake, settings):
     names = register_tables(spark, lake, "atende_")
     assert names == ["atende_silver.s", "atende_gold.g"]
