@@ -197,6 +197,7 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
     except NoArrowRoute:
         access = None  # a store only Spark is pointed at: read the tables with Spark
     opened: dict[str, Any] = {}
+    unreachable = None
     if access is not None:
         for view, (layer, table) in tables.items():
             # each log read once; opened rather than probed: `DeltaTable.is_deltatable` hung on an S3-compatible
@@ -206,6 +207,14 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
                                           storage_options=access.storage_options or None)
             except TableNotFoundError:
                 raise FileNotFoundError(f"no {layer}/{table} table in {root}: run `atende run` first") from None
+            except Exception as exc:
+                if access.filesystem is None:
+                    raise
+                # a store the deltalake package cannot reach with the settings it was given (credentials
+                # from a provider class of S3A's, a per-bucket setting): Spark has the connector's own reach
+                unreachable = f"the deltalake package could not open {layer}/{table} ({str(exc).splitlines()[0]})"
+                opened, access = {}, None
+                break
     limit = settings.reports.spark_above_rows
     sizes = {view: table_rows(table) for view, table in opened.items()}
     big = [view for view, rows in sizes.items() if rows is not None and rows > limit]
@@ -220,7 +229,7 @@ def open_tables(settings: Settings, lakehouse: str | os.PathLike, tables: Mappin
     reason = (f"{', '.join(big)} past reports.spark_above_rows ({limit:,} rows)" if big
               else f"{', '.join(unreadable)} uses a Delta feature this reader does not follow "
                    "(deletion vectors, column mapping)" if unreadable
-              else f"the lakehouse {root} is on a store only Spark's connectors reach here")
+              else unreachable or f"the lakehouse {root} is on a store only Spark's connectors reach here")
     log.info("reading with Spark: %s", reason)
     from atende.lakehouse.tables import Lakehouse
 

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
 from atende.lakehouse.storage import Storage, join
-from atende.lakehouse.tables import Lakehouse
+from atende.lakehouse.tables import STAGING_DIR, Lakehouse
 from atende.pipelines import schemas
 from atende.pipelines.frames import scalar
 from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS
@@ -121,7 +121,7 @@ class ModelContext:
     def shared_folder(self, purpose: str) -> Iterator[str]:
         """A fresh folder inside the lakehouse (`_staging/models/`), removed on exit. Every executor reaches
         it (they write the tables beside it), unlike the driver's temporary folder on a cluster."""
-        folder = join(self.lake.uri, "_staging", "models", f"{purpose}-{uuid.uuid4().hex}")
+        folder = join(self.lake.uri, STAGING_DIR, "models", f"{purpose}-{uuid.uuid4().hex}")
         storage = Storage(self.spark)
         try:
             yield folder
@@ -135,6 +135,9 @@ class ModelContext:
         """`save` (a model written by Spark's writers, from the executors) as a saver into a local folder:
         the executors write into a shared folder of the lakehouse, then the driver copies it out for MLflow."""
         def into_local(model: M, local: Path) -> None:
+            if executors_read_driver_files(self.spark):
+                save(model, str(local))  # local mode: the executors write the driver's folder themselves
+                return
             with self.shared_folder("save") as folder:
                 save(model, folder)
                 Storage(self.spark).copy_folder_out(folder, local)

@@ -30,6 +30,10 @@ _CONNECTORS = {
 }
 
 
+# bytes per py4j call when a file's content crosses between Python and the JVM
+_CHUNK = 8 << 20
+
+
 class StorageError(OSError):
     """A location that cannot be used as asked; the message names it and says why."""
 
@@ -126,9 +130,11 @@ def arrow_access(loc: str, spark_conf: dict[str, str] | None = None) -> ArrowAcc
     if endpoint and endpoint.startswith("http://"):
         options["AWS_ALLOW_HTTP"] = "true"
         arrow["scheme"] = "http"
-    if conf.get("path.style.access", "false").lower() == "true":
-        options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
-        arrow["force_virtual_addressing"] = False
+    # S3A addresses buckets as virtual hosts unless told path style; object_store and Arrow default to the
+    # path style with a custom endpoint, so say it either way
+    virtual = conf.get("path.style.access", "false").lower() != "true"
+    options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "true" if virtual else "false"
+    arrow["force_virtual_addressing"] = virtual
     return ArrowAccess(f"s3://{rest}", options, pafs.S3FileSystem(**arrow))
 
 
@@ -302,7 +308,9 @@ class Storage:
             try:
                 out = fs.create(jvm.org.apache.hadoop.fs.Path(target), True)
                 try:
-                    out.write(file.read_bytes())
+                    with file.open("rb") as source:
+                        while chunk := source.read(_CHUNK):
+                            out.write(chunk)
                 finally:
                     out.close()
             except Exception as exc:
@@ -363,6 +371,20 @@ class Storage:
         except Exception as exc:
             raise _classified(source, exc) from None
 
+    def relative(self, loc: str, base: str) -> str:
+        """The path of `loc` below the folder `base`, '/'-separated, whatever spelling each has: a local file
+        reached through a symlink (delta-rs and Spark report resolved paths), a Hadoop URI qualified by its
+        file system (hdfs:///x listed as hdfs://namenode:8020/x)."""
+        if not is_remote(base):
+            return Path(location(loc)).resolve().relative_to(Path(base).resolve()).as_posix()
+        fs, jbase = self._fs(base)
+        jvm = self._jvm()
+        qualified = fs.makeQualified(jbase).toUri().getPath().rstrip("/")
+        child = fs.makeQualified(jvm.org.apache.hadoop.fs.Path(loc)).toUri().getPath()
+        if not child.startswith(qualified + "/"):
+            raise StorageError(f"{loc} is not below {base}")
+        return child[len(qualified) + 1:]
+
     def copy_folder_out(self, loc: str, local: str | os.PathLike) -> None:
         """Copy the location's files into a local folder (created; files there are replaced): what Spark
         wrote where every executor reaches it, handed to a library that only knows local files (MLflow)."""
@@ -374,16 +396,22 @@ class Storage:
         fs, jpath = self._fs(loc)
         jvm = self._jvm()
         try:
+            base = fs.makeQualified(jpath).toString().rstrip("/")
             files = fs.listFiles(jpath, True)
             while files.hasNext():
                 status = files.next()
-                remote = status.getPath().toString()
-                rel = remote[len(jpath.toString()):].lstrip("/")
+                rel = status.getPath().toString()[len(base):].lstrip("/")
                 out = target / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 stream = fs.open(status.getPath())
                 try:
-                    out.write_bytes(bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)))
+                    with out.open("wb") as sink:
+                        # in chunks: a model's files can be larger than one py4j message should be
+                        remaining = int(status.getLen())
+                        while remaining > 0:
+                            chunk = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream, min(_CHUNK, remaining)))
+                            sink.write(chunk)
+                            remaining -= len(chunk)
                 finally:
                     stream.close()
         except StorageError:

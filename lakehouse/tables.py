@@ -212,11 +212,12 @@ class DeltaRsEngine:
         files = dt.file_uris()
         if not files:
             return self.spark.createDataFrame([], schema)
-        # basePath makes Spark read partition columns from the Hive-style folders;
-        # the explicit schema stops it from guessing their types.
+        # basePath makes Spark read partition columns from the Hive-style folders; the explicit schema
+        # stops it from guessing their types. The base is spelt as delta-rs spells the files (a table
+        # reached through a symlink is listed by its resolved path)
         frame = (
             self.spark.read.schema(schema)
-            .option("basePath", path)
+            .option("basePath", location(dt.table_uri))
             .parquet(*files)
         )
         return frame.select(*[F.col(f"`{f.name}`") for f in schema.fields])
@@ -248,7 +249,7 @@ class DeltaRsEngine:
         for file in storage.files(staging):
             if not file.name.endswith(".parquet"):
                 continue  # _SUCCESS, checksums
-            rel = location(file.path)[len(location(staging)):].lstrip("/")
+            rel = storage.relative(file.path, staging)
             partition_values: dict[str, str | None] = {}
             for part in rel.split("/")[:-1]:
                 key, _, raw = part.partition("=")
@@ -418,11 +419,11 @@ class DeltaRsEngine:
             }
         except Exception as exc:
             raise LakehouseError(f"bad replace_where predicate {predicate!r}: {exc}") from exc
-        root = location(path)
+        storage = Storage(self.spark)
         victims = []
         for uri in touched:
-            rel = location(uri)[len(root):].lstrip("/")
-            victims.append(by_path[_unescape_path(rel, by_path)])
+            # delta-rs lists (and Spark then reports) a table reached through a symlink by its resolved path
+            victims.append(by_path[_unescape_path(storage.relative(uri, path), by_path)])
         if not victims:
             return [], []
         keep = (
@@ -606,18 +607,18 @@ class DeltaSparkEngine:
 
     def _last_commit(self, path: str) -> dict[str, Any]:
         """The table's newest commit: its version, operation and metrics. A local table's log is read by the
-        deltalake package (the log alone, not the files it lists: milliseconds, where Delta's `history(1)` is
-        a Spark job, about a second, after every write); a remote table's, or one the package cannot open,
-        by Delta's own history."""
+        deltalake package (milliseconds for the tables a run writes, where Delta's `history(1)` is a Spark job,
+        about a second, after every write); a remote table's, or one the package cannot open, by Delta's own
+        history (same version and operationMetrics keys; checked on WRITE, MERGE and DELETE commits)."""
         if not is_storage_uri(path):
             from deltalake import DeltaTable as LogReader
 
             try:
-                newest = LogReader(path, without_files=True).history(1)
+                newest = LogReader(path).history(1)
                 if newest and "version" in newest[0]:
                     return newest[0]
             except Exception:  # a log feature the package does not follow: Delta answers below
-                log.debug("deltalake could not read the log of %s; asking Delta", path, exc_info=True)
+                log.info("deltalake could not read the log of %s; asking Delta (a Spark job)", path, exc_info=True)
         return self._table(path).history(1).collect()[0].asDict(recursive=True)
 
     # -- writing -------------------------------------------------------

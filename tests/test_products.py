@@ -242,10 +242,12 @@ def test_save_and_load_through_the_hadoop_file_system(spark, trained, tmp_path, 
     """The way a cluster keeps a model: written by the executors and read back through Hadoop's FileSystem
     (a `file:` URI goes the same way as `s3a://` once `is_remote` says so), never the driver's files."""
     from atende.lakehouse import storage as st
+    from atende.models import products
 
     model, _, segments = trained
     customers = spark.createDataFrame([("K1",), ("K4",), ("K90",), ("K91",)], "customer_key string")
     monkeypatch.setattr(st, "is_remote", lambda loc: loc.startswith("file:"))
+    monkeypatch.setattr(products, "location", str)  # keep the file: URI (it would become a local path)
 
     save_product_model(model, f"file://{tmp_path}/model")
     loaded = load_product_model(spark, f"file://{tmp_path}/model")

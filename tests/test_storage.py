@@ -123,6 +123,18 @@ def test_files_are_listed_at_any_depth_moved_and_folders_made_on_both_routes(rou
     assert storage.stat(files[0].path) is None
     assert storage.stat(target).size == 5
 
+
+def test_a_files_path_below_a_folder_whatever_its_spelling_on_both_routes(route, tmp_path):
+    storage, root = route
+    day = st.join(root, "calls", "2026-03-01")
+    for entry in storage.files(day):  # Hadoop lists file:/x for file:///x; the relative path is the same
+        assert storage.relative(entry.path, root) == f"calls/2026-03-01/{entry.name}"
+    with pytest.raises((ValueError, st.StorageError)):
+        storage.relative(st.join(root, "notes.txt"), day)
+    (tmp_path.parent / f"{tmp_path.name}-link").symlink_to(tmp_path)
+    linked = str(tmp_path.parent / f"{tmp_path.name}-link")
+    assert st.Storage().relative(str(tmp_path / "calls" / "2026-03-01" / "ok.csv.gz"), linked) == "calls/2026-03-01/ok.csv.gz"
+
 def test_a_scheme_spark_has_no_file_system_for_fails_naming_the_connector(spark):
     with pytest.raises(st.StorageError, match=r"no file system for s3a://.*hadoop-aws"):
         st.Storage(spark).check("s3a://bucket/lake")
@@ -161,8 +173,10 @@ def test_delta_rs_and_arrow_reach_s3a_with_the_settings_spark_was_given():
         "AWS_REGION": "sa-east-1", "AWS_ALLOW_HTTP": "true", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false"}
     assert access.filesystem.region == "sa-east-1"
     assert access.arrow_path("s3://bucket/lake/gold/t/part-0.parquet") == "bucket/lake/gold/t/part-0.parquet"
-    # no settings: the AWS default chain, as S3A's own default
-    assert st.arrow_access("s3a://bucket/lake").storage_options == {}
+    # no settings: the AWS default chain and virtual-host addressing, as S3A's own defaults
+    default = st.arrow_access("s3a://bucket/lake")
+    assert default.storage_options == {"AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true"}
+    assert default.filesystem is not None
     assert st.arrow_access("/data/lake").filesystem is None
     with pytest.raises(st.NoArrowRoute, match="Spark reads it"):
         st.arrow_access("abfss://c@account.dfs.core.windows.net/lake")
