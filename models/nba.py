@@ -60,6 +60,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from atende.conf.settings import NbaSettings
+from atende.models.offpolicy import off_policy_estimates
 from atende.pipelines.frames import seeded_rows
 from atende.pipelines.schemas import CHANNEL_LABELS
 
@@ -640,7 +641,12 @@ def evaluate_response_models(
       propensity was logged — with `ips_policy_value_se`, the self-normalised `snips_policy_value`,
       `ips_match_rate` and `ips_rows`. The same three for the conversion rate (`*_conversion_rate`).
       Sound when the logging policy gave every action the learned policy picks a positive
-      probability; a low match rate means a noisy estimate."""
+      probability; a low match rate means a noisy estimate (`ips_effective_rows` says how noisy);
+    * doubly robust estimates (`dr_policy_value`, `dr_conversion_rate`: the response model's
+      expectation for the learned policy's action, corrected by the weighted residual of the logged
+      one), and for SNIPS, DR, the logged rate and the lifts (`snips_lift_*`, `dr_lift_*`: learned over
+      logged) percentile bootstrap intervals, `_low`/`_high` (95%; models.offpolicy). Rows without a
+      logged propensity are left out (`ope_rows_without_propensity`), not given a modelled one."""
     from sklearn.metrics import roc_auc_score
 
     label = label or model.label
@@ -658,7 +664,7 @@ def evaluate_response_models(
     logged = F.filter(F.col("_candidates"), lambda c: c["action"] == F.col("_action"))[0]
     scored = decided.select(
         "_action", "_y", "_logged_p", logged["propensity"].alias("_p_hat"),
-        F.col("_winner.action").alias("_chosen"),
+        F.col("_winner.action").alias("_chosen"), F.col("_winner.propensity").alias("_p_chosen"),
     ).toPandas()
     metrics: dict[str, float] = {"rows_holdout": float(len(scored))}
     if scored.empty:
@@ -676,30 +682,46 @@ def evaluate_response_models(
     if overall is not None:
         metrics["auc_overall"] = overall
 
+    # rows whose logging propensity was not recorded are left out rather than given a modelled one: the
+    # logging policy chose by context, and a context-free stand-in would bias every estimate
     with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
+    metrics["ope_rows_without_propensity"] = float(len(scored) - len(with_p))
     if len(with_p):
         values = {a: float(s.value) for a, s in nba_settings.actions.items()}
         y = with_p["_y"].to_numpy(dtype=float)
-        reward = y * with_p["_action"].map(values).to_numpy(dtype=float)
+        value_logged = with_p["_action"].map(values).to_numpy(dtype=float)
+        value_chosen = with_p["_chosen"].map(values).fillna(0.0).to_numpy(dtype=float)
+        q_logged = with_p["_p_hat"].fillna(0.0).to_numpy(dtype=float)
+        q_chosen = with_p["_p_chosen"].fillna(0.0).to_numpy(dtype=float)
         match = (with_p["_chosen"] == with_p["_action"]).to_numpy()
+        logged_p = with_p["_logged_p"].to_numpy(dtype=float)
+        # reward = the label (a conversion rate), and label × the action's configured value (BRL)
+        by_rate = off_policy_estimates(y, logged_p, match, q_logged, q_chosen,
+                                       propensity_floor=propensity_floor, seed=seed)
+        by_value = off_policy_estimates(y * value_logged, logged_p, match, q_logged * value_logged,
+                                        q_chosen * value_chosen, propensity_floor=propensity_floor, seed=seed)
         weight = match / np.maximum(with_p["_logged_p"].to_numpy(dtype=float), propensity_floor)
+        reward = y * value_logged
         n = len(with_p)
         metrics.update({
             "ips_rows": float(n),
             "ips_match_rate": float(match.mean()),
-            "logging_policy_value": float(reward.mean()),
-            "ips_policy_value": float((weight * reward).mean()),
+            "ips_effective_rows": by_rate["effective_rows"],
+            "logging_policy_value": by_value["logged"],
+            "ips_policy_value": by_value["ips"],
             "ips_policy_value_se": float((weight * reward).std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
-            "logging_conversion_rate": float(y.mean()),
-            "ips_conversion_rate": float((weight * y).mean()),
+            "logging_conversion_rate": by_rate["logged"],
+            "ips_conversion_rate": by_rate["ips"],
         })
-        if weight.sum() > 0:
-            metrics["snips_policy_value"] = float((weight * reward).sum() / weight.sum())
-            metrics["snips_conversion_rate"] = float((weight * y).sum() / weight.sum())
+        for name, estimates in (("conversion_rate", by_rate), ("policy_value", by_value)):
+            for key in ("snips", "dr", "logged", "snips_lift", "dr_lift"):
+                for suffix in ("", "_low", "_high"):
+                    if f"{key}{suffix}" in estimates:
+                        target = f"logging_{name}{suffix}" if key == "logged" else f"{key}_{name}{suffix}"
+                        metrics[target] = estimates[f"{key}{suffix}"]
     return metrics
 
 
-# ---------------------------------------------------------------------------------------- persistence
 def save_nba_model(model: NbaModel, path: str | os.PathLike) -> Path:
     """Write `model.json` (every parameter scoring needs) and `metadata.json` (version, training
     time, label, value source, …) into the directory `path`. Plain JSON: no pickle, no paths."""

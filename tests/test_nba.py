@@ -242,6 +242,11 @@ def test_training_returns_metrics_and_finds_the_better_action(trained):
     # the learned policy sends the follow-up where it pays: worth more than the uniform logging policy
     assert 0 < metrics["ips_match_rate"] < 1
     assert metrics["ips_policy_value"] > metrics["logging_policy_value"]
+    # doubly robust and self-normalised estimates, each inside its bootstrap interval
+    for name in ("snips_conversion_rate", "dr_conversion_rate", "dr_policy_value", "logging_conversion_rate"):
+        assert metrics[f"{name}_low"] <= metrics[name] <= metrics[f"{name}_high"], name
+    assert metrics["dr_conversion_rate"] > metrics["logging_conversion_rate"]
+    assert metrics["ope_rows_without_propensity"] > 0  # the log leaves a tenth of them out
     assert metrics["observed_revenue_per_conversion_product_offer"] == 150.0
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
 
