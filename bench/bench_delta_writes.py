@@ -2,6 +2,7 @@
 
     python bench/bench_delta_writes.py                       # 5 rounds of 6 partition overwrites per variant
     python bench/bench_delta_writes.py --rounds 7 --writes 10
+    python bench/bench_delta_writes.py --variants default,protocol-from-checksum,delta-rs --rounds 5 --writes 8
 
 A run writes many small tables (ingest 11, silver 10, gold a few each), so the fixed cost of one commit
 is multiplied by every table a run touches. This measures `Lakehouse.write` as a run calls it: a
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=6, help="writes per variant per round")
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--variants", default=",".join([*VARIANTS, "delta-rs"]),
+                        help="comma-separated names among: " + ", ".join([*VARIANTS, "delta-rs"]))
     args = parser.parse_args()
 
     settings = load_settings("local", environ={})
@@ -60,7 +63,10 @@ def main() -> None:
     one_day = frame.where(f"day = DATE'{days[0]}'").cache()
     one_day.count()
 
-    names = [*VARIANTS, "delta-rs"]
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = sorted(set(names) - {*VARIANTS, "delta-rs"})
+    if unknown or "default" not in names:
+        parser.error(f"unknown variants {unknown}" if unknown else "the variants must include default")
     lakes = {}
     for name in names:
         engine = (DeltaRsEngine if name == "delta-rs" else DeltaSparkEngine)(spark, settings.storage)
