@@ -395,6 +395,16 @@ class ReportSettings(_Section):
     top_channels: int = Field(default=5, ge=1)
 
 
+class PrivacySettings(_Section):
+    # `atende forget`: files the erased rows lived in are deleted by a VACUUM with this retention, so time
+    # travel shows the rows until then (0: at once; a reader in the middle of a query may then fail). Null:
+    # storage.vacuum_retention_hours
+    erasure_retention_hours: int | None = Field(default=None, ge=0)
+    # the suppression list holds identifiers hashed with a secret salt: taken from this environment variable
+    # when it is set, else from a random salt kept in <lakehouse>/ops/_suppression_salt (made on first use)
+    salt_env: str = "ATENDE_SUPPRESSION_SALT"
+
+
 class Settings(_Section):
     env: str = "local"
     spark: SparkSettings = SparkSettings()
@@ -408,6 +418,7 @@ class Settings(_Section):
     quality: QualitySettings = QualitySettings()
     reports: ReportSettings = ReportSettings()
     models: ModelSettings = ModelSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

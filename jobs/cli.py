@@ -113,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
             step.add_argument("--retention-hours", type=int, default=None,
                               help="keep files versions this recent need (default: storage.vacuum_retention_hours)")
 
+    forget = sub.add_parser("forget", help="erase customers from every table (LGPD art. 18) and keep them out of later deliveries")
+    forget.add_argument("--lakehouse", required=True, type=_location)
+    forget.add_argument("--customer-key", action="append", default=[], metavar="KEY", help="a customer key (repeatable)")
+    forget.add_argument("--identifier", action="append", default=[], metavar="TYPE:VALUE",
+                        help="one of their identifiers, e.g. email:ana@example.com, phone:+55 11 99876-5432, "
+                             "handle:instagram:@ana (repeatable)")
+    forget.add_argument("--file", type=Path, default=None,
+                        help="a request file: one customer_key:KEY or TYPE:VALUE per line (# comments)")
+    forget.add_argument("--retention-hours", type=int, default=None,
+                        help="old table versions keep the rows this long (default: privacy.erasure_retention_hours, "
+                             "else storage.vacuum_retention_hours; 0: removed at once)")
+
+    export_subject = sub.add_parser("export-subject", help="everything held about one customer, as one JSON file "
+                                                           "(LGPD art. 18, access)")
+    export_subject.add_argument("--lakehouse", required=True, type=_location)
+    who = export_subject.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer-key", metavar="KEY")
+    who.add_argument("--identifier", metavar="TYPE:VALUE")
+    export_subject.add_argument("--out", required=True, type=Path, help="the JSON file to write")
+
     sql = sub.add_parser("sql", help="run a SQL query over the lakehouse's tables, named atende_<layer>.<table>")
     sql.add_argument("--lakehouse", required=True, type=_location)
     sql.add_argument("query", help='e.g. "SELECT tone, count(*) FROM atende_gold.recommendations GROUP BY tone"')
@@ -435,6 +455,59 @@ def cmd_maintain(args, settings: Settings) -> int:
         spark.stop()
 
 
+def cmd_forget(args, settings: Settings) -> int:
+    from atende.jobs.privacy import PrivacyError, forget, parse_subject, read_subjects
+
+    console = _console(args)
+    try:
+        subjects = [parse_subject(f"customer_key:{k}") for k in args.customer_key]
+        subjects += [parse_subject(i) for i in args.identifier]
+        if args.file is not None:
+            subjects += read_subjects(args.file.read_text(encoding="utf-8").splitlines())
+    except (PrivacyError, OSError) as exc:
+        raise SystemExit(f"atende: {exc}") from None
+    if not subjects:
+        raise SystemExit("atende: forget needs --customer-key, --identifier or --file")
+    spark, lake = _open_lakehouse(settings, args.lakehouse, args.verbose)
+    try:
+        report = forget(spark, settings, lake, subjects, args.retention_hours,
+                        progress=lambda m: console.print(f"{dt.datetime.now():%H:%M:%S} {m}"))
+        for subject in report.unknown:
+            console.print(f"nothing held about {subject} (its identifiers are on the suppression list all the same)")
+        console.print(f"erasure {report.erasure_id}: {report.customer_keys} customer(s), {report.identifiers} "
+                      f"identifier(s) suppressed, {sum(report.rows_removed.values()):,} row(s) removed from "
+                      f"{len(report.rows_removed)} table(s), {report.files_vacuumed:,} file(s) vacuumed")
+        if report.retention_hours:
+            console.print(f"old table versions hold the rows until {report.visible_until:%Y-%m-%d %H:%M} UTC: "
+                          "a vacuum after that removes them (`atende maintain vacuum`, or the scheduled one)")
+        else:
+            console.print("no table version holds the rows any more (vacuumed with no retention)")
+        if report.models_to_retrain:
+            console.print("the next run retrains " + ", ".join(report.models_to_retrain) + " (ops/erasures)")
+        return 0
+    finally:
+        spark.stop()
+
+
+def cmd_export_subject(args, settings: Settings) -> int:
+    import json
+
+    from atende.jobs.privacy import export_subject, parse_subject
+
+    subject = parse_subject(f"customer_key:{args.customer_key}" if args.customer_key else args.identifier)
+    spark, lake = _open_lakehouse(settings, args.lakehouse, args.verbose)
+    try:
+        document = export_subject(spark, settings, lake, subject)
+    finally:
+        spark.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")
+    rows = sum(len(v) for v in document["tables"].values())
+    _console(args).print(f"{rows:,} row(s) from {len(document['tables'])} table(s) about {document['customer_key']} "
+                         f"written to {args.out}")
+    return 0
+
+
 def cmd_sql(args, settings: Settings) -> int:
     from rich.table import Table
 
@@ -501,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atende: {exc}", file=sys.stderr)
         return 2
     handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report,
-                "segments": cmd_segments, "train": cmd_train, "maintain": cmd_maintain, "sql": cmd_sql}
+                "segments": cmd_segments, "train": cmd_train, "maintain": cmd_maintain, "sql": cmd_sql,
+                "forget": cmd_forget, "export-subject": cmd_export_subject}
     try:
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:

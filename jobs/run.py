@@ -113,6 +113,7 @@ class Runner:
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
         self.force_train = False
+        self._suppressed_counts: DataFrame | None = None  # ingest: records of erased customers dropped, per file
         self._model_ctx = None
 
     # ------------------------------------------------------------------ helpers
@@ -207,21 +208,51 @@ class Runner:
                 raise ReconciliationError(f"reconciliation failed: {detail}")
             parsed = time.perf_counter()
             self.progress(f"ingest: {record.rows_read:,} records listed, parsed and reconciled in {parsed - started:.1f} s")
-            self._gate("bronze", {f"bronze.{source}": r.accepted for source, r in results.items()})
+            accepted = self._suppress({source: r.accepted for source, r in results.items()}, record)
+            self._gate("bronze", {f"bronze.{source}": frame for source, frame in accepted.items()})
             gated = time.perf_counter()
             self.progress(f"ingest: bronze quality gates in {gated - parsed:.1f} s")
             by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"],
                        "replace_where": f"_arrival_date IN ({listed})"}
             quarantined = _union_all([r.quarantined for r in results.values()])
-            self._write_all(record, [("bronze", source, result.accepted, by_date) for source, result in results.items()]
+            self._write_all(record, [("bronze", source, accepted[source], by_date) for source in results]
                             + [("bronze", "quarantine", quarantined, by_date)])
             self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
                             replace_where=f"_arrival_date IN ({listed})")
+            if self._suppressed_counts is not None:  # a re-run of these dates replaces their counts
+                self.lake.write("ops", "suppressed_deliveries", self._suppressed_counts, mode="overwrite",
+                                partition_by=["_arrival_date"], replace_where=f"_arrival_date IN ({listed})")
             self.progress(f"ingest: bronze tables written in {time.perf_counter() - gated:.1f} s")
             counts.unpersist()
         finally:
             for result in results.values():
                 result.release()
+
+    def _suppress(self, accepted: dict[str, DataFrame], record: JobRecord) -> dict[str, DataFrame]:
+        """The batch without the records of erased customers (`atende forget`: their identifiers are on the
+        suppression list), counted per file in ops/suppressed_deliveries. Nothing is read when nobody was
+        ever erased."""
+        from atende.jobs.privacy import PrivacyError, drop_records, dropped_counts, suppressed_records, suppression_list
+
+        try:
+            listed = suppression_list(self.spark, self.settings, self.lake)
+        except PrivacyError as exc:
+            raise RunFailed(str(exc)) from None
+        if listed is None:
+            return accepted
+        suppressed, salt = listed
+        batch = {source: frame for source, frame in accepted.items() if source != "products"}
+        found: dict[str, list[str]] = {}
+        for row in suppressed_records(batch, self.settings, suppressed, salt).collect():
+            found.setdefault(row["source"], []).append(row["record_id"])
+        if not found:
+            return accepted
+        self._suppressed_counts = _union_all([dropped_counts(source, accepted[source], ids)
+                                              for source, ids in found.items()]).select(F.lit(self.run_id).alias("run_id"), "*")
+        self.progress(f"ingest: {sum(len(v) for v in found.values()):,} record(s) of erased customers dropped "
+                      "before bronze (ops/suppressed_deliveries)")
+        return {source: drop_records(source, frame, found[source]) if source in found else frame
+                for source, frame in accepted.items()}
 
     def _bronze(self) -> dict[str, DataFrame]:
         return {s: self.lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
@@ -437,6 +468,14 @@ class Runner:
             "recommendations": self.recommendations,
         }
         failure: RunFailed | None = None
+        erasures: list[str] = []
+        if step in (None, "personas", "recommendations"):
+            from atende.jobs.privacy import pending_retrains
+
+            erasures = pending_retrains(self.lake)
+            if erasures:  # every model was fitted on data that held the erased customers
+                self.force_train = True
+                self.progress(f"{len(erasures)} erasure(s) since the models were trained: every model is retrained")
         landing_bytes = _landing_bytes(self.storage, landing, dates) if landing is not None else 0
         codegen = self._size_codegen(landing_bytes)
         try:
@@ -457,6 +496,10 @@ class Runner:
             raise failure
         if step in (None, STEPS[-1]):
             mark_processed(self.spark, self.lake, self.run_id, dates, utc_now())
+            if erasures and not degraded:  # a model kept as champion after a failed retrain is not retrained
+                from atende.jobs.privacy import mark_retrained
+
+                mark_retrained(self.spark, self.lake, erasures, self.run_id)
         summary.table_rows = self.table_rows()
         summary.quarantined = {
             r["source"]: r["n"]
@@ -498,6 +541,10 @@ class Runner:
         record_jobs(self.spark, self.lake, self.run_id, [], summary.jobs)
         if failure:
             raise failure
+        from atende.jobs.privacy import mark_retrained, pending_retrains
+
+        if not any(j.status == "degraded" for j in summary.jobs):
+            mark_retrained(self.spark, self.lake, pending_retrains(self.lake), self.run_id)
         return summary
 
     def table_rows(self) -> dict[str, int]:

@@ -348,6 +348,68 @@ def test_spark_submit_to_a_standalone_cluster_writes_what_local_mode_writes(smal
     assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
 
 
+def _strings_on_disk(root: Path) -> str:
+    """Every value of every Parquet file of the tables (every version still on disk), lower-cased."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    parts = []
+    for layer in ("bronze", "silver", "gold", "ops"):
+        for path in sorted((root / layer).rglob("*.parquet")):
+            parts.append(json.dumps(pq.read_table(path).to_pylist(), default=str, ensure_ascii=False))
+    return "\n".join(parts).lower()
+
+
+def test_an_erased_customer_stays_erased_when_their_records_are_delivered_again(spark, settings, small_run, zones,
+                                                                               tmp_path, monkeypatch):
+    """Issue #18: `atende forget` after a run, then every file of the first arrival date delivered again
+    under a new date and run through ingest and silver: none of the customer's identifiers, names or
+    texts is in any file of any table, and ops/erasures records the request."""
+    small, _, dates = zones
+    lake_dir, landing = tmp_path / "lakehouse", tmp_path / "landing"
+    shutil.copytree(small_run.lake_dir, lake_dir)
+    shutil.copytree(small, landing)
+    lake = Lakehouse(spark, lake_dir, settings.storage)
+    # the customer with the most records among those with an e-mail address
+    keys = lake.read("silver", "record_keys").groupBy("customer_key").count()
+    emails = lake.read("silver", "identity_map").where(F.col("identifier_type") == "email")
+    chosen = emails.join(keys, "customer_key").orderBy(F.desc("count"), "customer_key").first()
+    key, address = chosen["customer_key"], chosen["identifier"]
+    identifiers = [r["identifier"] for r in lake.read("silver", "identity_map").where(F.col("customer_key") == key).collect()]
+    crm = lake.read("silver", "crm")
+    names = [r["full_name"] for r in crm.where(F.col("customer_key") == key).collect() if r["full_name"]
+             and crm.where(F.col("full_name") == r["full_name"]).count() == 1]
+    texts = lake.read("silver", "interactions").where(F.col("customer_text").isNotNull())
+    own = [r["customer_text"] for r in texts.where(F.col("customer_key") == key).collect()
+           if len(r["customer_text"]) >= 20 and texts.where(F.col("customer_text") == r["customer_text"]).count() == 1]
+    wanted = [v.lower() for v in identifiers + names + own]
+    assert address.lower() in _strings_on_disk(lake_dir)
+
+    monkeypatch.setenv(settings.privacy.salt_env, "e2e-salt")
+    done = subprocess.run([sys.executable, "-m", "atende.jobs.cli", "forget", "--lakehouse", str(lake_dir),
+                           "--identifier", f"email:{address.upper()}", "--retention-hours", "0"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 customer(s)" in done.stdout and "no table version holds the rows any more" in done.stdout
+    assert address not in done.stdout + done.stderr  # the terminal does not repeat whom it erased
+
+    # the first arrival date delivered again, every source, under a date after the last
+    again = dt.date.fromisoformat(dates[SMALL_DATES - 1]) + dt.timedelta(days=1)
+    for folder in sorted(landing.glob(f"*/{dates[0]}")):
+        shutil.copytree(folder, folder.parent / again.isoformat())
+    for step in ("ingest", "silver"):
+        Runner(spark, settings, landing, lake_dir).run(step=step)
+
+    on_disk = _strings_on_disk(lake_dir)
+    left = [v for v in wanted if v in on_disk]
+    assert not left, left
+    assert lake.read("silver", "record_keys").count() > 0  # the others are back from the re-delivery
+    [erasure] = lake.read("ops", "erasures").collect()
+    assert erasure["customer_keys"] == 1 and sum(erasure["rows_removed"].values()) > 0
+    assert lake.read("ops", "suppressed_deliveries").agg(F.sum("records")).first()[0] > 0
+
+
 def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_run, zones):
     from atende.jobs import tracking
     from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
