@@ -25,9 +25,9 @@ from pyspark.sql import functions as F
 from atende.conf.settings import Settings
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import STAGING_DIR, Lakehouse
-from atende.pipelines import schemas
+from atende.pipelines import consent, schemas
 from atende.pipelines.frames import scalar
-from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS
+from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +408,6 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
         train_product_model,
     )
     from atende.models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
-    from atende.pipelines.schemas_gold import RECOMMENDATIONS
 
     settings, lake = ctx.settings, ctx.lake
     cfg = settings.models
@@ -498,6 +497,7 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
     now = F.lit(ctx.now).cast("timestamp")
     valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")
     version_map = F.create_map(*[x for k, v in versions.items() if v is not None for x in (F.lit(k), F.lit(v))])
+    recommended = offers_with_consent(recommended, features)
     recommendations = (
         customers.join(tones, on="customer_key", how="left")
         .join(recommended, on="customer_key", how="left")
@@ -510,6 +510,7 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
                 F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason")))
                 .otherwise(F.array().cast("array<string>")),
                 F.coalesce("reasons", F.array().cast("array<string>")),
+                F.coalesce("offer_reason", F.array().cast("array<string>")),
                 F.array(*[F.lit(n) for n in notes]) if notes else F.array().cast("array<string>"),
             ).alias("reasons"),
             version_map.alias("model_versions"),
@@ -527,3 +528,17 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
         features.unpersist()
         segments.unpersist()
     return written
+
+
+def offers_with_consent(recommended: DataFrame, consents: DataFrame) -> DataFrame:
+    """Product lists (`customer_key, products`) kept for customers whose consent allows marketing
+    (pipelines.consent), emptied for the others, with `offer_reason` saying why (an array, null when kept).
+    A customer absent from `consents` (`customer_key, marketing_consent`) has no recorded consent."""
+    allowed = consents.select("customer_key", consent.allows("marketing").alias("_allowed"))
+    joined = recommended.join(allowed, on="customer_key", how="left")
+    ok = F.coalesce(F.col("_allowed"), F.lit(False))
+    return joined.select(
+        *[c for c in recommended.columns if c != "products"],
+        F.when(ok, F.col("products")).otherwise(F.array().cast(RECOMMENDATIONS["products"].dataType)).alias("products"),
+        F.when(~ok, F.array(F.lit(f"products: none offered: {consent.NO_MARKETING_CONSENT}"))).alias("offer_reason"),
+    )

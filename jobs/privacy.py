@@ -188,16 +188,34 @@ def suppression_list(spark: SparkSession, settings: Settings, lake: Lakehouse) -
     return table.select("identifier_type", "identifier_hash").distinct(), salt
 
 
-def suppressed_records(batch: dict[str, DataFrame], settings: Settings, suppressed: DataFrame, salt: str) -> DataFrame:
-    """`source, record_id` of the records of a batch of bronze frames that carry a suppressed identifier."""
+def carried_identifiers(bronze: dict[str, DataFrame], settings: Settings) -> DataFrame:
+    """`source, record_id, identifier_type, identifier` of every customer identifier a bronze record carries:
+    those identity resolution observes, and the addresses an e-mail was sent to (the company's replies
+    name their customer only there; identity finds it through the thread)."""
     from atende.pipelines.identity.observations import build_identifier_observations
 
-    spark = suppressed.sparkSession
-    # e-mail threads are not needed to see an address: no connected-components run at ingest
+    spark = next(iter(bronze.values())).sparkSession
+    # e-mail threads are not needed to see an address: no connected-components run here
     no_threads = spark.createDataFrame([], "message_id string, thread_id string")
-    observed = build_identifier_observations(batch, settings, email_threads=no_threads)
+    observed = build_identifier_observations(bronze, settings, email_threads=no_threads).where(
+        F.col("identifier_type").isin(list(IDENTIFIER_TYPES))).select("source", "record_id", "identifier_type", "identifier")
+    if "email" in bronze:
+        email = bronze["email"]
+        recipients = F.concat(*[F.coalesce(c, F.array().cast("array<string>")) for c in
+                                ("to_addresses", "recipient_addresses") if c in email.columns])
+        observed = observed.unionByName(
+            email.select(F.lit("email").alias("source"), F.col("message_id").alias("record_id"),
+                         F.explode(recipients).alias("address"))
+            .select("source", "record_id", F.lit("email").alias("identifier_type"),
+                    normalize_email(F.col("address"), settings.identity.blocklist_emails).alias("identifier"))
+            .where(F.col("identifier").isNotNull() & F.col("record_id").isNotNull()))
+    return observed
+
+
+def suppressed_records(batch: dict[str, DataFrame], settings: Settings, suppressed: DataFrame, salt: str) -> DataFrame:
+    """`source, record_id` of the records of a batch of bronze frames that carry a suppressed identifier."""
     return (
-        observed.where(F.col("identifier_type").isin(list(IDENTIFIER_TYPES)))
+        carried_identifiers(batch, settings)
         .withColumn("identifier_hash", identifier_hash(salt, F.col("identifier_type"), F.col("identifier")))
         .join(F.broadcast(suppressed), on=["identifier_type", "identifier_hash"], how="left_semi")
         .select("source", "record_id").distinct()
@@ -324,8 +342,6 @@ def _needles(identifiers: Iterable[tuple[str, str]], names: Iterable[str], regio
 
 def resolve(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: Sequence[Subject]) -> Resolved:
     """The customers, identifiers and bronze records a request names."""
-    from atende.pipelines.identity.observations import build_identifier_observations
-
     _dialect(lake)
     normal = _normalised(spark, settings, subjects)
     given_ids = sorted(set(normal.values()))
@@ -340,12 +356,12 @@ def resolve(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: 
                 keys.add(r["customer_key"])
                 seen.add(f"{r['identifier_type']}:{r['identifier']}")
         if keys:
-            rows = ident_map.where(_in("customer_key", keys)).select("identifier_type", "identifier", "customer_key").collect()
+            rows = ident_map.where(_in("customer_key", keys) or "FALSE").select("identifier_type", "identifier", "customer_key").collect()
             identifiers.update((r["identifier_type"], r["identifier"]) for r in rows)
             seen.update(r["customer_key"] for r in rows)
     records: dict[str, set[str]] = {}
     if keys and lake.exists("silver", "record_keys"):
-        for r in lake.read("silver", "record_keys").where(_in("customer_key", keys)).select(
+        for r in lake.read("silver", "record_keys").where(_in("customer_key", keys) or "FALSE").select(
                 "source", "record_id", "customer_key").collect():
             records.setdefault(r["source"], set()).add(r["record_id"])
             seen.add(r["customer_key"])
@@ -353,14 +369,13 @@ def resolve(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: 
     bronze = {s: lake.read("bronze", s) for s in schemas.SOURCES if s != "products" and lake.exists("bronze", s)}
     by_value = _identifier_predicate(identifiers)
     if bronze and by_value:
-        no_threads = spark.createDataFrame([], "message_id string, thread_id string")
-        carrying = build_identifier_observations(bronze, settings, email_threads=no_threads).where(by_value)
+        carrying = carried_identifiers(bronze, settings).where(by_value)
         for r in carrying.select("source", "record_id", "identifier_type", "identifier").distinct().collect():
             records.setdefault(r["source"], set()).add(r["record_id"])
             seen.add(f"{r['identifier_type']}:{r['identifier']}")
     names: list[str] = []
     if keys and lake.exists("silver", "crm"):
-        names = [r["full_name"] for r in lake.read("silver", "crm").where(_in("customer_key", keys))
+        names = [r["full_name"] for r in lake.read("silver", "crm").where(_in("customer_key", keys) or "FALSE")
                  .select("full_name").distinct().collect() if r["full_name"]]
     unknown = [str(s) for s in subjects
                if (s.customer_key and s.customer_key not in seen)
@@ -387,22 +402,24 @@ def _table_predicate(layer: str, table: str, columns: set[str], who: Resolved) -
     """The rows of a table the erasure removes, as a SQL predicate both engines read; None: none."""
     keys = who.customer_keys
     if layer == "bronze":
-        if table in RECORD_ID_COLUMNS:
+        if table in RECORD_ID_COLUMNS and table != "crm":  # a CRM id is personal: bronze/crm is rewritten
             return _in(RECORD_ID_COLUMNS[table], who.records.get(table, []))
         return None  # whatsapp (rewritten, see _rewrite_whatsapp), quarantine (by text), products (no person)
     if layer == "ops":
         return None  # counts, dates and run records: no personal data
-    if table == "identity_map":
-        return _any(_in("customer_key", keys), _identifier_predicate(who.identifiers))
+    # a DELETE's predicate stays in the table's log (its commit's parameters): no identifier goes into one
+    if table == "identity_map":  # every identifier of theirs is a row of their key
+        return _in("customer_key", keys)
     if table == "identity_exceptions":
-        return _identifier_predicate(who.identifiers)
+        return None  # held-back identifiers have no key: the table is rewritten without them (_rewrite_table)
     if table == "identity_merges":
         return _any(_in("retired_key", keys), _in("surviving_key", keys))
     if table == "record_keys":
         return _any(_in("customer_key", keys),
-                    *[f"source = {_quote(source)} AND {_in('record_id', ids)}" for source, ids in who.records.items() if ids])
+                    *[f"source = {_quote(source)} AND {_in('record_id', ids)}" for source, ids in who.records.items()
+                      if ids and source != "crm"])
     parts: list[str | None] = [_in("customer_key", keys) if "customer_key" in columns else None]
-    if layer == "silver" and table in _SILVER_RECORD_COLUMNS:
+    if layer == "silver" and table in _SILVER_RECORD_COLUMNS and table != "crm":
         source, column = _SILVER_RECORD_COLUMNS[table]
         parts.append(_in(column, who.records.get(source, [])))
     if layer == "silver" and table == "interactions":  # a conversation or call is its own interaction
@@ -428,6 +445,29 @@ def _rewrite_partitions(lake: Lakehouse, layer: str, table: str, hit: Column,
                    replace_where=f"_arrival_date IN ({listed})")
     finally:
         rewritten.unpersist()
+    return removed
+
+
+def _is_one_of(identifiers: Sequence[tuple[str, str]]) -> Column:
+    hit = F.lit(False)
+    for kind in sorted({k for k, _ in identifiers}):
+        hit = hit | ((F.col("identifier_type") == kind)
+                     & F.col("identifier").isin([v for k, v in identifiers if k == kind]))
+    return hit
+
+
+def _rewrite_table(lake: Lakehouse, layer: str, table: str, hit: Column) -> int:
+    """Overwrite a small table without the rows matching `hit` (no predicate recorded in its log); returns
+    the rows removed."""
+    frame = lake.read(layer, table)
+    removed = frame.where(hit).count()
+    if removed:
+        kept = frame.where(~hit).cache()
+        try:
+            kept.count()
+            lake.write(layer, table, kept, mode="overwrite")
+        finally:
+            kept.unpersist()
     return removed
 
 
@@ -500,11 +540,23 @@ def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: S
                 for needle in who.needles:
                     hit = hit | text.contains(needle)
                 n = _rewrite_partitions(lake, layer, table, hit, _without(hit))
+        elif (layer, table) == ("silver", "identity_exceptions"):
+            if who.identifiers:
+                n = _rewrite_table(lake, layer, table, _is_one_of(who.identifiers))
         else:
             columns = set(lake.read(layer, table).columns)
             predicate = _table_predicate(layer, table, columns, who)
             if predicate:
                 n = abs(lake.delete(layer, table, predicate).rows_written)
+        # CRM ids are personal, so rows found by one leave by a rewrite, never by a logged predicate
+        crm_ids = who.records.get("crm", [])
+        if crm_ids and (layer, table) == ("bronze", "crm"):
+            n += _rewrite_partitions(lake, layer, table, F.col("crm_id").isin(crm_ids),
+                                     _without(F.col("crm_id").isin(crm_ids)))
+        elif crm_ids and (layer, table) == ("silver", "crm"):
+            n += _rewrite_table(lake, layer, table, F.col("crm_id").isin(crm_ids))
+        elif crm_ids and (layer, table) == ("silver", "record_keys"):
+            n += _rewrite_table(lake, layer, table, (F.col("source") == "crm") & F.col("record_id").isin(crm_ids))
         if n:
             removed[name] = n
             touched.append((layer, table))
@@ -512,11 +564,10 @@ def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: S
 
     # 3. the rows out of the data files and, after the retention, out of old versions
     say(f"vacuuming {len(touched)} table(s) with a retention of {hours} h")
-    vacuumed = 0
     for layer, table in touched:
         if _has_deletion_vectors(lake, layer, table):
             lake.purge(layer, table)
-        vacuumed += lake.vacuum(layer, table, hours)
+    vacuumed = sum(lake.vacuum_many(touched, hours).values())
     visible_until = now + dt.timedelta(hours=hours)
 
     # 4. the record of the request (no personal data) and the models to retrain
@@ -596,12 +647,14 @@ def export_subject(spark: SparkSession, settings: Settings, lake: Lakehouse, sub
                 continue
             rows = frame.select(F.explode("messages").alias("m"), "_source_file", "_arrival_date").where(
                 F.col("m.message_id").isin(ids)).select("m.*", "_source_file", "_arrival_date")
+        elif (layer, table) == ("bronze", "crm"):
+            rows = frame.where(F.col("crm_id").isin(who.records.get("crm", [])))
         else:
             predicate = _table_predicate(layer, table, set(frame.columns), keyed)
             if not predicate:
                 continue
             rows = frame.where(predicate)
-        found_rows = [json.loads(line) for line in rows.toJSON().collect()]
+        found_rows = [json.loads(r[0]) for r in rows.select(F.to_json(F.struct("*"))).collect()]
         if found_rows:
             tables[f"{layer}.{table}"] = found_rows
     return {"customer_key": key, "exported_at": utc_now().isoformat(), "identifiers": [

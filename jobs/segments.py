@@ -19,6 +19,7 @@ import pandas as pd
 from atende.jobs.gold_query import QueryEngine
 from atende.jobs.report import chart_html, plotly_script
 from atende.models.personas import COUNTS
+from atende.pipelines import consent
 from atende.pipelines.rules import NPS_DETRACTOR_MAX, NPS_PROMOTER_MIN
 from atende.pipelines.schemas import CHANNEL_LABELS
 
@@ -49,7 +50,7 @@ def export_query(persona: str, with_contacts: bool) -> str:
         "JOIN customer_profiles AS p ON p.customer_key = s.customer_key "
         "LEFT JOIN personas AS n ON n.persona_id = s.persona_id "
         # null consent (never recorded) is no consent
-        f"WHERE p.marketing_consent = TRUE{which} "
+        f"WHERE {consent.allows_sql('marketing', 'p')}{which} "
         "ORDER BY s.persona_id, s.customer_key"
     )
 

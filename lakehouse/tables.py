@@ -233,7 +233,7 @@ class DeltaRsEngine:
 
     # -- writing -------------------------------------------------------
     def _write_files(
-        self, df: DataFrame, path: str, partition_by: Sequence[str]
+        self, df: DataFrame, path: str, partition_by: Sequence[str], properties: dict[str, str] | None = None
     ) -> tuple[list[Any], int, str]:
         """Executors write Parquet into a staging folder; move the files into the table layout."""
         from deltalake.transaction import AddAction
@@ -245,6 +245,12 @@ class DeltaRsEngine:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(staging)
         data_columns = [c for c in df.columns if c not in partition_by]
+        config = properties or {}
+        if "delta.dataSkippingStatsColumns" in config:  # the table keeps statistics of these columns only
+            listed = {c.strip() for c in config["delta.dataSkippingStatsColumns"].split(",")}
+            data_columns = [c for c in data_columns if c in listed]
+        elif config.get("delta.dataSkippingNumIndexedCols") == "0":
+            data_columns = []
         actions, rows = [], 0
         for file in storage.files(staging):
             if not file.name.endswith(".parquet"):
@@ -326,7 +332,8 @@ class DeltaRsEngine:
             df = _conform(self, df, path, partition_by)
             partition_by = self.partition_columns(path)
         Storage(self.spark).makedirs(path)
-        adds, rows, staging = self._write_files(df, path, partition_by)
+        config = dict(self._table(path).metadata().configuration) if exists else properties
+        adds, rows, staging = self._write_files(df, path, partition_by, config)
         try:
             if not exists:
                 if replace_where is not None:
@@ -431,7 +438,8 @@ class DeltaRsEngine:
             .where(~F.coalesce(F.expr(predicate), F.lit(False)))
             .drop("_file")
         )
-        rewritten, _, staging = self._write_files(keep, path, partition_by)
+        rewritten, _, staging = self._write_files(keep, path, partition_by,
+                                                  dict(self._table(path).metadata().configuration))
         Storage(self.spark).remove(staging)
         return victims, rewritten
 
@@ -503,6 +511,9 @@ class DeltaRsEngine:
         table = self._table(path)
         metrics = table.optimize.z_order(list(zorder_by)) if zorder_by else table.optimize.compact()
         return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
+
+    def vacuum_many(self, paths: Sequence[str], retention_hours: int) -> list[int]:
+        return [self.vacuum(path, retention_hours) for path in paths]
 
     def vacuum(self, path: str, retention_hours: int) -> int:
         dt = self._table(path)
@@ -726,23 +737,36 @@ class DeltaSparkEngine:
         return {"files_added": int(metrics.get("numFilesAdded", 0)), "files_removed": int(metrics.get("numFilesRemoved", 0))}
 
     def vacuum(self, path: str, retention_hours: int) -> int:
+        return self.vacuum_many([path], retention_hours)[0]
+
+    def vacuum_many(self, paths: Sequence[str], retention_hours: int) -> list[int]:
+        """VACUUM each table, a few at once (each is mostly a listing and the driver's planning); returns the
+        files deleted per table. The session settings a vacuum needs are set once around them all."""
+        from concurrent.futures import ThreadPoolExecutor
+
         # the retention check refuses less than a week; logging records VACUUM START/END commits with the
         # count of deleted files (off by default on some stores, S3 among them)
         wanted = {self._RETENTION_CHECK: "true" if retention_hours >= 168 else "false", self._VACUUM_LOGGING: "true"}
         previous = {key: self.spark.conf.get(key, None) for key in wanted}
         for key, value in wanted.items():
             self.spark.conf.set(key, value)
-        try:
+
+        def one(path: str) -> int:
             self.spark.sql(f"VACUUM {self._ident(path)} RETAIN {retention_hours} HOURS").collect()
+            last = self._last_commit(path)
+            metrics = last.get("operationMetrics") or {}
+            deleted = int(metrics.get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
+            return deleted + len(_clear_stale_staging(path, retention_hours))
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(4, len(paths)) or 1, thread_name_prefix="atende-vacuum") as pool:
+                return list(pool.map(one, paths))
         finally:
             for key, old in previous.items():
                 if old is None:
                     self.spark.conf.unset(key)
                 else:
                     self.spark.conf.set(key, old)
-        last = self._last_commit(path)
-        deleted = int((last.get("operationMetrics") or {}).get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
-        return deleted + len(_clear_stale_staging(path, retention_hours))
 
 
 def _retry_on_conflict(
@@ -894,13 +918,21 @@ class Lakehouse:
             raise LakehouseError(f"unknown write mode {mode!r} (append or overwrite)")
         return self.engine.write(
             df, self.path(layer, table), mode, tuple(partition_by), replace_where,
-            properties=self.settings.properties_for(layer),
+            properties=self._properties(layer, table, df, partition_by),
         )
+
+    def _properties(self, layer: str, table: str, df: DataFrame, partition_by: Sequence[str]) -> dict[str, str]:
+        """A new table's properties: the layer's (storage.table_properties), and no log statistics of its
+        personal columns (pipelines.schemas.PERSONAL_COLUMNS)."""
+        from atende.pipelines.schemas import stats_properties
+
+        return {**self.settings.properties_for(layer), **stats_properties(layer, table, df.schema, tuple(partition_by))}
 
     def upsert(self, layer: str, table: str, df: DataFrame, keys: Sequence[str], partition_by: Sequence[str] = ()) -> CommitInfo:
         """MERGE by key: matched rows updated, the rest inserted (one row per key in the source)."""
         return self.engine.upsert(
-            df, self.path(layer, table), tuple(keys), tuple(partition_by), properties=self.settings.properties_for(layer)
+            df, self.path(layer, table), tuple(keys), tuple(partition_by),
+            properties=self._properties(layer, table, df, partition_by)
         )
 
     def changes(self, layer: str, table: str, since_version: int) -> DataFrame:
@@ -929,6 +961,12 @@ class Lakehouse:
         """Delete files no version within the retention needs (and leftovers of crashed writes); returns how many."""
         hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
         return self.engine.vacuum(self.path(layer, table), hours)
+
+    def vacuum_many(self, tables: Sequence[tuple[str, str]], retention_hours: int | None = None) -> dict[tuple[str, str], int]:
+        """`vacuum` of several tables, run a few at once where the engine can; files deleted per table."""
+        hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
+        counts = self.engine.vacuum_many([self.path(layer, table) for layer, table in tables], hours)
+        return dict(zip(tables, counts, strict=True))
 
     def clear_stale_scratch(self, retention_hours: int | None = None) -> int:
         """Remove the model scratch folders (`_staging/models/`, see jobs.modeling) a run that crashed left

@@ -61,6 +61,7 @@ from pyspark.sql import types as T
 
 from atende.conf.settings import NbaSettings
 from atende.models.offpolicy import off_policy_estimates
+from atende.pipelines import consent
 from atende.pipelines.frames import seeded_rows
 from atende.pipelines.schemas import CHANNEL_LABELS
 
@@ -136,7 +137,7 @@ def _customer_rule_flags(df: DataFrame, nba: NbaSettings) -> DataFrame:
     channel_flags = nba.channel_flags
     _require(df, [CONSENT_COL, OPEN_ISSUE_COL, RECENT_ACTIONS_COL, *channel_flags.values()], "customer features")
     return df.withColumns({
-        "has_consent": F.coalesce(F.col(CONSENT_COL).cast("boolean"), F.lit(False)),
+        "has_consent": consent.allows("marketing", F.col(CONSENT_COL)),
         "issue_open": F.coalesce(F.col(OPEN_ISSUE_COL).cast("boolean"), F.lit(False)),
         "is_fatigued": F.coalesce(F.col(RECENT_ACTIONS_COL), F.lit(0)) >= F.lit(nba.fatigue_cap),
         **{f"reaches_{channel}": F.coalesce(F.col(column).cast("boolean"), F.lit(False))

@@ -273,6 +273,49 @@ QUARANTINE = StructType([
     _s("run_id", StringType(), False),
 ])
 
+# ---------------------------------------------------------------- personal data
+# Columns holding what a person can be found by (contact points, names, birth dates, the ids other systems
+# know them by), free text they wrote, or raw lines: "layer.table" -> columns. Tables keep no statistics
+# of these in their Delta log (delta.dataSkippingStatsColumns, set when the table is created), since a
+# minimum or maximum there would outlive an erasure (`atende forget`). Extra fields (`_extra`) are kept as
+# given, so they count as personal too.
+PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "bronze.conversations": ("customer", "messages", "_extra"),
+    "bronze.whatsapp": ("messages", "_extra"),
+    "bronze.email": ("in_reply_to", "references", "from_address", "from_name", "to_addresses", "subject",
+                     "body_text", "recipient_addresses", "_extra"),
+    "bronze.calls": ("ani", "_extra"),
+    "bronze.surveys": ("email", "phone", "crm_id", "comment", "_extra"),
+    "bronze.crm": ("crm_id", "full_name", "email", "phone", "birth_date", "_extra"),
+    "bronze.orders": ("crm_id", "email", "_extra"),
+    "bronze.actions": ("crm_id", "email", "phone", "_extra"),
+    "bronze.quarantine": ("raw",),
+    "silver.identity_map": ("identifier",),
+    "silver.identity_exceptions": ("identifier",),
+    "silver.record_keys": ("record_id",),  # a CRM record's id is the customer's CRM id
+    "silver.crm": ("crm_id", "full_name", "email", "phone", "birth_date"),
+    "silver.interactions": ("customer_text", "agent_text", "customer_name"),
+    "silver.survey_responses": ("comment",),
+    "gold.customer_profiles": ("crm_ids", "display_name", "primary_email", "primary_phone", "birth_date"),
+}
+
+
+# the column types Delta keeps statistics of (it refuses others in delta.dataSkippingStatsColumns)
+_STATS_TYPES = ("byte", "short", "integer", "long", "float", "double", "decimal", "date", "timestamp", "timestamp_ntz", "string")
+
+
+def stats_properties(layer: str, table: str, schema: StructType, partition_by: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The Delta properties that keep a table's personal columns out of its log's file statistics."""
+    personal = set(PERSONAL_COLUMNS.get(f"{layer}.{table}", ()))
+    if not personal & set(schema.fieldNames()):
+        return {}
+    kept = [f.name for f in schema.fields if f.name not in personal and f.name not in partition_by
+            and f.dataType.typeName() in _STATS_TYPES]
+    if not kept:
+        return {"delta.dataSkippingNumIndexedCols": "0"}
+    return {"delta.dataSkippingStatsColumns": ",".join(kept)}
+
+
 # ---------------------------------------------------------------- silver
 INTERACTIONS = StructType([
     _s("interaction_id", StringType(), False),

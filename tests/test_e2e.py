@@ -272,6 +272,11 @@ def test_personas_and_recommendations_match_the_contract(lake, settings):
     offers_without_consent = recs.join(profiles.select("customer_key", "marketing_consent"), "customer_key").where(
         F.col("next_best_action").isin(*marketing) & ~F.coalesce(F.col("marketing_consent"), F.lit(False)))
     assert offers_without_consent.count() == 0
+    # nor products (pipelines/consent.py: product offers are marketing)
+    products_without_consent = recs.join(profiles.select("customer_key", "marketing_consent"), "customer_key").where(
+        (F.size("products") > 0) & ~F.coalesce(F.col("marketing_consent"), F.lit(False)))
+    assert products_without_consent.count() == 0
+    assert recs.where(F.size("products") > 0).count() > 0
 
 
 def test_nothing_lost_per_file(lake):

@@ -110,12 +110,13 @@ def lake(spark, settings, tmp_path, request):
     return lake
 
 
+def _texts_in_files_of(paths) -> str:
+    return "\n".join(json.dumps(pq.read_table(p).to_pylist(), default=str) for p in paths).lower()
+
+
 def _texts_in_files(folder: Path) -> str:
     """Every value of every Parquet file under a folder (every version still on disk), as one text."""
-    parts = []
-    for path in glob.glob(f"{folder}/**/*.parquet", recursive=True):
-        parts.append(json.dumps(pq.read_table(path).to_pylist(), default=str))
-    return "\n".join(parts).lower()
+    return _texts_in_files_of(glob.glob(f"{folder}/**/*.parquet", recursive=True))
 
 
 @pytest.mark.parametrize("lake", sorted(ENGINES), indirect=True)
@@ -147,6 +148,12 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     for value in (*ANA, "99876-5432", "sou a ana"):
         assert value.lower() not in on_disk, value
     assert "bob@x.com" in on_disk
+    # nor any table's log: no statistics of personal columns, no identifier in a DELETE's logged predicate
+    logs = "\n".join(Path(p).read_bytes().decode("latin-1") for p in glob.glob(f"{lake.root}/*/*/_delta_log/**/*", recursive=True)
+                     if Path(p).is_file() and not p.endswith(".parquet")).lower()
+    logs += _texts_in_files_of(glob.glob(f"{lake.root}/*/*/_delta_log/*.parquet"))
+    for value in (*ANA, "99876-5432", "sou a ana"):
+        assert value.lower() not in logs, value
     # the request is recorded, without personal data; her identifiers are suppressed, hashed
     [erasure] = lake.read("ops", "erasures").collect()
     assert erasure["customer_keys"] == 1 and erasure["rows_removed"]["bronze.surveys"] == 2
@@ -160,6 +167,7 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     assert lake.read("ops", "suppressed_identifiers").count() == 3
 
 
+@pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
 def test_a_later_delivery_naming_an_erased_customer_is_dropped_before_bronze(spark, settings, lake, monkeypatch):
     monkeypatch.setenv(settings.privacy.salt_env, "test-salt")
     forget(spark, settings, lake, [Subject(customer_key="c-ana")], retention_hours=0)
@@ -180,6 +188,7 @@ def test_a_later_delivery_naming_an_erased_customer_is_dropped_before_bronze(spa
     assert counts == {("conversations", 1), ("whatsapp", 1), ("crm", 1)}
 
 
+@pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
 def test_a_suppression_list_hashed_with_another_salt_stops_the_run(spark, settings, lake, monkeypatch):
     monkeypatch.setenv(settings.privacy.salt_env, "first-salt")
     forget(spark, settings, lake, [Subject(customer_key="c-ana")], retention_hours=0)
@@ -188,6 +197,7 @@ def test_a_suppression_list_hashed_with_another_salt_stops_the_run(spark, settin
         Runner(spark, settings, None, lake.root)._suppress({}, JobRecord("ingest", utc_now()))
 
 
+@pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
 def test_without_a_salt_in_the_environment_the_lakehouse_keeps_one(spark, settings, lake, monkeypatch):
     monkeypatch.delenv(settings.privacy.salt_env, raising=False)
     forget(spark, settings, lake, [Subject(customer_key="c-ana")], retention_hours=1)
