@@ -12,6 +12,7 @@ import collections
 import contextlib
 import datetime as dt
 import gzip
+import json
 import re
 import shutil
 import subprocess
@@ -350,8 +351,6 @@ def test_spark_submit_to_a_standalone_cluster_writes_what_local_mode_writes(smal
 
 def _strings_on_disk(root: Path) -> str:
     """Every value of every Parquet file of the tables (every version still on disk), lower-cased."""
-    import json
-
     import pyarrow.parquet as pq
 
     parts = []
@@ -385,6 +384,17 @@ def test_an_erased_customer_stays_erased_when_their_records_are_delivered_again(
            if len(r["customer_text"]) >= 20 and texts.where(F.col("customer_text") == r["customer_text"]).count() == 1]
     wanted = [v.lower() for v in identifiers + names + own]
     assert address.lower() in _strings_on_disk(lake_dir)
+
+    # the right of access first: one JSON document with every table's rows of their key
+    exported = tmp_path / "subject.json"
+    done = subprocess.run([sys.executable, "-m", "atende.jobs.cli", "export-subject", "--lakehouse", str(lake_dir),
+                           "--identifier", f"email:{address}", "--out", str(exported)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads(exported.read_text())
+    assert document["customer_key"] == key
+    assert len(document["tables"]["silver.record_keys"]) == keys.where(F.col("customer_key") == key).first()["count"]
+    assert len(document["tables"]["gold.recommendations"]) == 1
 
     monkeypatch.setenv(settings.privacy.salt_env, "e2e-salt")
     done = subprocess.run([sys.executable, "-m", "atende.jobs.cli", "forget", "--lakehouse", str(lake_dir),
