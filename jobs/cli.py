@@ -473,7 +473,8 @@ def cmd_forget(args, settings: Settings) -> int:
         report = forget(spark, settings, lake, subjects, args.retention_hours,
                         progress=lambda m: console.print(f"{dt.datetime.now():%H:%M:%S} {m}"))
         for subject in report.unknown:
-            console.print(f"nothing held about {subject} (its identifiers are on the suppression list all the same)")
+            console.print(f"nothing held about {subject}" + ("" if subject.startswith("c-") else
+                          " (put on the suppression list all the same)"))
         console.print(f"erasure {report.erasure_id}: {report.customer_keys} customer(s), {report.identifiers} "
                       f"identifier(s) suppressed, {sum(report.rows_removed.values()):,} row(s) removed from "
                       f"{len(report.rows_removed)} table(s), {report.files_vacuumed:,} file(s) vacuumed")

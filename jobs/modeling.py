@@ -72,6 +72,9 @@ class ModelContext:
     # why the current job answered with less than a freshly trained model (the Runner drains it into
     # the job's ops/runs row, status `degraded`)
     degradations: list[str] = field(default_factory=list)
+    # a new version replaces its champion whatever its score (after an erasure: the champion was fitted on
+    # data that held the erased customer)
+    promote_always: bool = False
 
     def __post_init__(self) -> None:
         from atende.jobs import tracking
@@ -293,7 +296,7 @@ def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
         # read, and then any valid fit replaces it)
         registered = tracking.log_and_register(
             PERSONA_MODEL, model_dir, metric="holdout_loglik", extra_artifacts={"plots": plot},
-            champion_value=metrics.get("champion_holdout_loglik", math.nan))
+            champion_value=metrics.get("champion_holdout_loglik", math.nan), force_promote=ctx.promote_always)
     ctx.progress(f"personas: k={int(metrics['k'])} held-out log-likelihood {metrics['holdout_loglik']:.3f}/customer "
                  f"-> {PERSONA_MODEL} v{registered.version}{' (champion)' if registered.promoted else ''}")
     return registered
@@ -372,7 +375,8 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
             mlflow.log_dict(flat, "metrics_detail.json")
         model_dir = Path(tmp) / "model"
         save(model, model_dir)
-        registered = tracking.log_and_register(name, model_dir, metric=metric, higher_is_better=higher_is_better)
+        registered = tracking.log_and_register(name, model_dir, metric=metric, higher_is_better=higher_is_better,
+                                               force_promote=ctx.promote_always)
     value = registered.value
     ctx.progress(f"{run_name}: {metric}={value:.4f} -> {name} v{registered.version}"
                  + (" (champion)" if registered.promoted else

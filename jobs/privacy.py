@@ -54,7 +54,6 @@ from atende.jobs.bookkeeping import new_run_id, utc_now
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
-from atende.pipelines.frames import scalar
 from atende.pipelines.identity.common import IDENTIFIER_TYPES
 
 log = logging.getLogger(__name__)
@@ -201,8 +200,9 @@ def carried_identifiers(bronze: dict[str, DataFrame], settings: Settings) -> Dat
         F.col("identifier_type").isin(list(IDENTIFIER_TYPES))).select("source", "record_id", "identifier_type", "identifier")
     if "email" in bronze:
         email = bronze["email"]
-        recipients = F.concat(*[F.coalesce(c, F.array().cast("array<string>")) for c in
-                                ("to_addresses", "recipient_addresses") if c in email.columns])
+        # every address of every message, automatic replies and bounces included (identity leaves those out)
+        recipients = F.concat(F.array("from_address"), *[F.coalesce(c, F.array().cast("array<string>")) for c in
+                                                        ("to_addresses", "recipient_addresses") if c in email.columns])
         observed = observed.unionByName(
             email.select(F.lit("email").alias("source"), F.col("message_id").alias("record_id"),
                          F.explode(recipients).alias("address"))
@@ -212,10 +212,42 @@ def carried_identifiers(bronze: dict[str, DataFrame], settings: Settings) -> Dat
     return observed
 
 
+def _record_ids(batch: dict[str, DataFrame]) -> DataFrame | None:
+    """`source, record_id, identifier_type, identifier` naming each record by its own id (`record:<source>`),
+    and a survey response by the conversation or call it is about: an erased record delivered again, and
+    a response about an erased contact, are recognised whatever identifiers they carry."""
+    parts = []
+    for source, frame in batch.items():
+        if source == "whatsapp":
+            ids = frame.select(F.explode("messages.message_id").alias("record_id"))
+        elif source in RECORD_ID_COLUMNS:
+            ids = frame.select(F.col(RECORD_ID_COLUMNS[source]).alias("record_id"))
+        else:
+            continue
+        parts.append(ids.select(F.lit(source).alias("source"), "record_id", F.lit(f"record:{source}").alias("identifier_type"),
+                                F.col("record_id").alias("identifier")))
+        if source == "surveys":
+            for contact in ("conversations", "calls"):
+                parts.append(frame.select(F.lit("surveys").alias("source"), F.col("response_id").alias("record_id"),
+                                          F.lit(f"record:{contact}").alias("identifier_type"),
+                                          normalize_as_given(F.col("contact_id")).alias("identifier")))
+    if not parts:
+        return None
+    found = parts[0]
+    for part in parts[1:]:
+        found = found.unionByName(part)
+    return found.where(F.col("record_id").isNotNull() & F.col("identifier").isNotNull())
+
+
 def suppressed_records(batch: dict[str, DataFrame], settings: Settings, suppressed: DataFrame, salt: str) -> DataFrame:
-    """`source, record_id` of the records of a batch of bronze frames that carry a suppressed identifier."""
+    """`source, record_id` of the records of a batch of bronze frames that carry a suppressed identifier or
+    are (or answer) an erased record."""
+    carried = carried_identifiers(batch, settings)
+    by_id = _record_ids(batch)
+    if by_id is not None:
+        carried = carried.unionByName(by_id)
     return (
-        carried_identifiers(batch, settings)
+        carried
         .withColumn("identifier_hash", identifier_hash(salt, F.col("identifier_type"), F.col("identifier")))
         .join(F.broadcast(suppressed), on=["identifier_type", "identifier_hash"], how="left_semi")
         .select("source", "record_id").distinct()
@@ -229,9 +261,9 @@ def drop_records(source: str, frame: DataFrame, record_ids: Sequence[str]) -> Da
         return frame
     if source == "whatsapp":
         kept = F.filter("messages", lambda m: ~m["message_id"].isin(list(record_ids)))
-        had = F.coalesce(F.size("messages"), F.lit(0)) > 0
-        return frame.withColumn("messages", F.when(F.col("messages").isNotNull(), kept)).where(
-            ~had | (F.size("messages") > 0)).select(*frame.columns)
+        return (frame.withColumn("_had_messages", F.coalesce(F.size("messages"), F.lit(0)) > 0)
+                .withColumn("messages", F.when(F.col("messages").isNotNull(), kept))
+                .where(~F.col("_had_messages") | (F.size("messages") > 0)).select(*frame.columns))
     column = RECORD_ID_COLUMNS[source]
     return frame.where(~F.col(column).isin(list(record_ids)))
 
@@ -274,38 +306,15 @@ def _normalised(spark: SparkSession, settings: Settings, subjects: Sequence[Subj
     return {s: normal_of[(s.identifier_type, s.value)] for s in subjects if s.identifier_type and s.value}
 
 
-def _quote_spark(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _quote_datafusion(value: str) -> str:  # delta-rs reads predicates as DataFusion SQL: a quote is doubled
-    return "'" + value.replace("'", "''") + "'"
-
-
-# the quoting of string literals in the predicates of the engine at hand (set by `_dialect`)
-_quote: Callable[[str], str] = _quote_spark
-
-
-def _dialect(lake: Lakehouse) -> None:
-    global _quote
-    _quote = _quote_datafusion if lake.engine.name == "delta-rs" else _quote_spark
-
-
-def _in(column: str, values: Iterable[str]) -> str | None:
-    listed = sorted(set(values))
-    return f"{column} IN ({', '.join(_quote(v) for v in listed)})" if listed else None
-
-
-def _any(*parts: str | None) -> str | None:
-    kept = [p for p in parts if p]
-    return " OR ".join(f"({p})" for p in kept) if kept else None
-
-
-def _identifier_predicate(identifiers: Iterable[tuple[str, str]]) -> str | None:
+def _is_one_of(identifiers: Iterable[tuple[str, str]]) -> Column:
+    """A row of `identifier_type, identifier` among these (a Spark filter: nothing written to a log)."""
     by_type: dict[str, list[str]] = {}
     for kind, value in identifiers:
         by_type.setdefault(kind, []).append(value)
-    return _any(*[f"identifier_type = {_quote(kind)} AND {_in('identifier', values)}" for kind, values in sorted(by_type.items())])
+    hit = F.lit(False)
+    for kind, values in sorted(by_type.items()):
+        hit = hit | ((F.col("identifier_type") == kind) & F.col("identifier").isin(sorted(set(values))))
+    return hit
 
 
 @dataclass
@@ -313,8 +322,9 @@ class Resolved:
     """What a request names, as the lakehouse knows it."""
     customer_keys: list[str]
     identifiers: list[tuple[str, str]]        # (type, normalised value): suppressed and searched for
-    records: dict[str, list[str]]             # bronze source -> record ids
-    needles: list[str] = field(default_factory=list)  # lower-cased strings searched for in quarantined text
+    records: dict[str, list[str]]             # bronze source -> ids of every record to erase
+    keyed_records: dict[str, list[str]] = field(default_factory=dict)  # those keyed to the customers
+    needles: list[str] = field(default_factory=list)  # lower-cased strings searched for in raw text
     unknown: list[str] = field(default_factory=list)  # subjects the lakehouse holds nothing about
 
 
@@ -340,9 +350,15 @@ def _needles(identifiers: Iterable[tuple[str, str]], names: Iterable[str], regio
     return sorted(v for v in found if len(v) >= 5)  # shorter strings would match unrelated text
 
 
+def _mentions(text: Column, needles: Sequence[str]) -> Column:
+    """The lower-cased text holds one of the needles as a whole word (ana@x.com, not in joana@x.com; a
+    phone's digits, not inside a longer number)."""
+    alternatives = "|".join("\\Q" + n.replace("\\E", "") + "\\E" for n in needles)
+    return F.lower(F.coalesce(text, F.lit(""))).rlike(f"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
+
+
 def resolve(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: Sequence[Subject]) -> Resolved:
     """The customers, identifiers and bronze records a request names."""
-    _dialect(lake)
     normal = _normalised(spark, settings, subjects)
     given_ids = sorted(set(normal.values()))
     keys: set[str] = {s.customer_key for s in subjects if s.customer_key}
@@ -350,37 +366,38 @@ def resolve(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: 
     seen: set[str] = set()  # keys and "type:identifier" the lakehouse holds
     if lake.exists("silver", "identity_map"):
         ident_map = lake.read("silver", "identity_map")
-        by_id = _identifier_predicate(given_ids)
-        if by_id:
-            for r in ident_map.where(by_id).select("identifier_type", "identifier", "customer_key").collect():
+        if given_ids:
+            for r in ident_map.where(_is_one_of(given_ids)).select("identifier_type", "identifier", "customer_key").collect():
                 keys.add(r["customer_key"])
                 seen.add(f"{r['identifier_type']}:{r['identifier']}")
         if keys:
-            rows = ident_map.where(_in("customer_key", keys) or "FALSE").select("identifier_type", "identifier", "customer_key").collect()
+            rows = ident_map.where(F.col("customer_key").isin(sorted(keys))).select(
+                "identifier_type", "identifier", "customer_key").collect()
             identifiers.update((r["identifier_type"], r["identifier"]) for r in rows)
             seen.update(r["customer_key"] for r in rows)
-    records: dict[str, set[str]] = {}
+    keyed: dict[str, set[str]] = {}
     if keys and lake.exists("silver", "record_keys"):
-        for r in lake.read("silver", "record_keys").where(_in("customer_key", keys) or "FALSE").select(
+        for r in lake.read("silver", "record_keys").where(F.col("customer_key").isin(sorted(keys))).select(
                 "source", "record_id", "customer_key").collect():
-            records.setdefault(r["source"], set()).add(r["record_id"])
+            keyed.setdefault(r["source"], set()).add(r["record_id"])
             seen.add(r["customer_key"])
+    records: dict[str, set[str]] = {source: set(ids) for source, ids in keyed.items()}
     # records that carry one of the identifiers though they are keyed to someone else (or to no one)
     bronze = {s: lake.read("bronze", s) for s in schemas.SOURCES if s != "products" and lake.exists("bronze", s)}
-    by_value = _identifier_predicate(identifiers)
-    if bronze and by_value:
-        carrying = carried_identifiers(bronze, settings).where(by_value)
+    if bronze and identifiers:
+        carrying = carried_identifiers(bronze, settings).where(_is_one_of(identifiers))
         for r in carrying.select("source", "record_id", "identifier_type", "identifier").distinct().collect():
             records.setdefault(r["source"], set()).add(r["record_id"])
             seen.add(f"{r['identifier_type']}:{r['identifier']}")
     names: list[str] = []
     if keys and lake.exists("silver", "crm"):
-        names = [r["full_name"] for r in lake.read("silver", "crm").where(_in("customer_key", keys) or "FALSE")
+        names = [r["full_name"] for r in lake.read("silver", "crm").where(F.col("customer_key").isin(sorted(keys)))
                  .select("full_name").distinct().collect() if r["full_name"]]
     unknown = [str(s) for s in subjects
                if (s.customer_key and s.customer_key not in seen)
                or (s in normal and "{}:{}".format(*normal[s]) not in seen)]
     return Resolved(sorted(keys), sorted(identifiers), {k: sorted(v) for k, v in sorted(records.items())},
+                    {k: sorted(v) for k, v in sorted(keyed.items())},
                     _needles(identifiers, names, settings.identity.default_region), unknown)
 
 
@@ -398,77 +415,64 @@ class ErasureReport:
     unknown: list[str]
 
 
-def _table_predicate(layer: str, table: str, columns: set[str], who: Resolved) -> str | None:
-    """The rows of a table the erasure removes, as a SQL predicate both engines read; None: none."""
-    keys = who.customer_keys
+Match = tuple[tuple[str, ...], list[tuple[str, ...]]]  # columns, and the values of the rows to match
+
+
+def _matches(layer: str, table: str, columns: set[str], keys: Sequence[str], records: dict[str, list[str]],
+             identifiers: Sequence[tuple[str, str]]) -> list[Match]:
+    """The rows of a table the erasure removes, as (columns, values) to match: each becomes a MERGE ...
+    WHEN MATCHED THEN DELETE whose logged condition names columns only (a DELETE's predicate, values
+    included, would stay in the table's log)."""
+    wanted: list[Match] = []
+
+    def one(column: str, values: Iterable[str]) -> None:
+        wanted.append(((column,), [(v,) for v in values]))
+
     if layer == "bronze":
-        if table in RECORD_ID_COLUMNS and table != "crm":  # a CRM id is personal: bronze/crm is rewritten
-            return _in(RECORD_ID_COLUMNS[table], who.records.get(table, []))
-        return None  # whatsapp (rewritten, see _rewrite_whatsapp), quarantine (by text), products (no person)
-    if layer == "ops":
-        return None  # counts, dates and run records: no personal data
-    # a DELETE's predicate stays in the table's log (its commit's parameters): no identifier goes into one
-    if table == "identity_map":  # every identifier of theirs is a row of their key
-        return _in("customer_key", keys)
-    if table == "identity_exceptions":
-        return None  # held-back identifiers have no key: the table is rewritten without them (_rewrite_table)
-    if table == "identity_merges":
-        return _any(_in("retired_key", keys), _in("surviving_key", keys))
-    if table == "record_keys":
-        return _any(_in("customer_key", keys),
-                    *[f"source = {_quote(source)} AND {_in('record_id', ids)}" for source, ids in who.records.items()
-                      if ids and source != "crm"])
-    parts: list[str | None] = [_in("customer_key", keys) if "customer_key" in columns else None]
-    if layer == "silver" and table in _SILVER_RECORD_COLUMNS and table != "crm":
-        source, column = _SILVER_RECORD_COLUMNS[table]
-        parts.append(_in(column, who.records.get(source, [])))
-    if layer == "silver" and table == "interactions":  # a conversation or call is its own interaction
-        parts.append(_in("interaction_id", [*who.records.get("conversations", []), *who.records.get("calls", [])]))
-    return _any(*parts)
+        if table in RECORD_ID_COLUMNS:
+            one(RECORD_ID_COLUMNS[table], records.get(table, []))
+    elif layer == "ops":
+        pass  # counts, dates, run records and hashes: no personal data
+    elif table == "identity_exceptions":  # held-back identifiers have no key
+        wanted.append((("identifier_type", "identifier"), [tuple(i) for i in identifiers]))
+    elif table == "identity_merges":
+        one("retired_key", keys)
+        one("surviving_key", keys)
+    elif table == "record_keys":
+        one("customer_key", keys)
+        wanted.append((("source", "record_id"), [(s, r) for s, ids in records.items() for r in ids]))
+    else:
+        one("customer_key", keys)
+        if layer == "silver" and table in _SILVER_RECORD_COLUMNS:
+            source, column = _SILVER_RECORD_COLUMNS[table]
+            one(column, records.get(source, []))
+        if layer == "silver" and table == "interactions":  # a conversation or call is its own interaction
+            one("interaction_id", records.get("conversations", []) + records.get("calls", []))
+    return [(cols, sorted(set(rows))) for cols, rows in wanted if rows and set(cols) <= columns]
+
+
+def _match_frame(spark: SparkSession, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> DataFrame:
+    return spark.createDataFrame(rows, ", ".join(f"`{c}` string" for c in columns))
 
 
 def _rewrite_partitions(lake: Lakehouse, layer: str, table: str, hit: Column,
                         transform: Callable[[DataFrame], DataFrame]) -> int:
-    """Rewrite the arrival dates of a bronze table that hold rows matching `hit` with `transform` applied;
-    returns the rows (WhatsApp: messages) removed."""
+    """Rewrite the arrival dates of a bronze table that hold rows matching `hit` with `transform` applied
+    (the commit names the dates only); returns the rows matching `hit`."""
     frame = lake.read(layer, table)
-    dates = [r["_arrival_date"] for r in frame.where(hit).select("_arrival_date").distinct().collect()]
-    if not dates:
+    counts = {r["_arrival_date"]: r["n"] for r in frame.where(hit).groupBy("_arrival_date").count()
+              .withColumnRenamed("count", "n").collect()}
+    if not counts:
         return 0
-    listed = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(dates))
-    part = frame.where(F.col("_arrival_date").isin(dates))
-    before = _units(table, part)
-    rewritten = transform(part).cache()
+    listed = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(counts))
+    rewritten = transform(frame.where(F.col("_arrival_date").isin(list(counts)))).cache()
     try:
-        removed = before - _units(table, rewritten)
+        rewritten.count()
         lake.write(layer, table, rewritten, mode="overwrite", partition_by=["_arrival_date"],
                    replace_where=f"_arrival_date IN ({listed})")
     finally:
         rewritten.unpersist()
-    return removed
-
-
-def _is_one_of(identifiers: Sequence[tuple[str, str]]) -> Column:
-    hit = F.lit(False)
-    for kind in sorted({k for k, _ in identifiers}):
-        hit = hit | ((F.col("identifier_type") == kind)
-                     & F.col("identifier").isin([v for k, v in identifiers if k == kind]))
-    return hit
-
-
-def _rewrite_table(lake: Lakehouse, layer: str, table: str, hit: Column) -> int:
-    """Overwrite a small table without the rows matching `hit` (no predicate recorded in its log); returns
-    the rows removed."""
-    frame = lake.read(layer, table)
-    removed = frame.where(hit).count()
-    if removed:
-        kept = frame.where(~hit).cache()
-        try:
-            kept.count()
-            lake.write(layer, table, kept, mode="overwrite")
-        finally:
-            kept.unpersist()
-    return removed
+    return sum(counts.values())
 
 
 def _names_message(ids: Sequence[str]) -> Column:
@@ -484,15 +488,43 @@ def _without(hit: Column) -> Callable[[DataFrame], DataFrame]:
     return lambda frame: frame.where(~hit)
 
 
-def _units(table: str, frame: DataFrame) -> int:
-    if table == "whatsapp":
-        return int(scalar(frame.agg(F.coalesce(F.sum(F.coalesce(F.size("messages"), F.lit(0))), F.lit(0)))))
-    return frame.count()
+def _extra_mentions(needles: Sequence[str]) -> Column:
+    return F.exists(F.map_values(F.coalesce("_extra", F.create_map().cast("map<string,string>"))),
+                    lambda v: _mentions(v, needles))
+
+
+def _scrubbed_extra(needles: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+    """Fields kept as given (`_extra`: a WhatsApp status's recipient, a contact's username...) that name
+    the customer leave the row; the rest of the row stays."""
+    return lambda frame: frame.withColumn("_extra", F.map_filter("_extra", lambda k, v: ~_mentions(v, needles)))
+
+
+# identity last, the map the very last: until then a repeated request still finds the customer's key
+_IDENTITY_ORDER = {"identity_exceptions": 1, "identity_merges": 2, "record_keys": 3, "identity_map": 4}
+
+
+def _erasure_order(layer_table: tuple[str, str]) -> tuple[int, int, str]:
+    layer, table = layer_table
+    rank = {"bronze": 0, "gold": 1, "silver": 2, "ops": 3}.get(layer, 4)
+    return rank, _IDENTITY_ORDER.get(table, 0) if layer == "silver" else 0, table
+
+
+def _suppression_rows(spark: SparkSession, salt: str, who: Resolved, erasure_id: str, now: dt.datetime) -> DataFrame:
+    """Hashes of the identifiers and of every erased record's id (`record:<source>`: a copy of the record
+    delivered again is dropped by its id, even one naming the customer only through its thread)."""
+    pairs = list(who.identifiers) + [(f"record:{source}", r) for source, ids in who.records.items() for r in ids]
+    return spark.createDataFrame(pairs, "identifier_type string, identifier string").select(
+        "identifier_type",
+        identifier_hash(salt, F.col("identifier_type"), F.col("identifier")).alias("identifier_hash"),
+        F.lit(salt_id(salt)).alias("salt_id"), F.lit(erasure_id).alias("erasure_id"),
+        F.lit(now).cast("timestamp").alias("suppressed_at"))
 
 
 def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: Sequence[Subject],
            retention_hours: int | None = None, progress: Callable[[str], None] | None = None) -> ErasureReport:
-    """Erase the subjects from every table, suppress their identifiers, vacuum, and record the request."""
+    """Erase the subjects from every table, suppress their identifiers, vacuum, and record the request.
+    Not to be run while `atende run` writes the same lakehouse: a run that started before the erasure
+    stops at its end (`Runner`), and its re-run writes the tables without the customer."""
     say = progress or (lambda message: None)
     if not subjects:
         raise PrivacyError("no customer key or identifier given")
@@ -500,67 +532,56 @@ def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: S
     erasure_id = new_run_id(now)
     hours = (settings.privacy.erasure_retention_hours if settings.privacy.erasure_retention_hours is not None
              else settings.storage.vacuum_retention_hours) if retention_hours is None else retention_hours
+    if hours < 0:
+        raise PrivacyError(f"a retention is zero hours or more, not {hours}")
     who = resolve(spark, settings, lake, subjects)
     say(f"erasure {erasure_id}: {len(who.customer_keys)} customer(s), {len(who.identifiers)} identifier(s), "
         f"{sum(len(v) for v in who.records.values())} bronze record(s)")
+    visible_until = now + dt.timedelta(hours=hours)
+    models = [m for m in MODELS if _registered(settings, lake, m)] if who.customer_keys else []
 
-    # 1. the suppression list first: from now on no delivery brings them back, even if this crashes
-    if who.identifiers:
+    # 1. the suppression list and the request's record first: from now on no delivery brings them back and
+    # the models are flagged, even if what follows crashes
+    if who.identifiers or who.records:
         salt = _salt(settings, lake, create=True)
         assert salt is not None
         current = suppression_list(spark, settings, lake)  # refuses a list hashed with another salt
-        rows = spark.createDataFrame(who.identifiers, "identifier_type string, identifier string").select(
-            "identifier_type",
-            identifier_hash(salt, F.col("identifier_type"), F.col("identifier")).alias("identifier_hash"),
-            F.lit(salt_id(salt)).alias("salt_id"), F.lit(erasure_id).alias("erasure_id"),
-            F.lit(now).cast("timestamp").alias("suppressed_at"))
+        rows = _suppression_rows(spark, salt, who, erasure_id, now)
         if current is not None:
             rows = rows.join(current[0], on=["identifier_type", "identifier_hash"], how="left_anti")
         lake.write("ops", "suppressed_identifiers", rows.select(*SUPPRESSED_IDENTIFIERS.fieldNames()), mode="append")
 
+    def record(removed: dict[str, int]) -> None:
+        row = (erasure_id, now, len(subjects), len(who.customer_keys), len(who.identifiers), removed, hours,
+               visible_until, models, None)
+        lake.upsert("ops", "erasures", spark.createDataFrame([row], ERASURES), keys=["erasure_id"])
+
+    record({})
+
     # 2. the rows: bronze and quarantine, gold, silver records, identity last
     removed: dict[str, int] = {}
     touched: list[tuple[str, str]] = []
-    present = lake.tables()
-    identity = {"identity_map", "identity_exceptions", "identity_merges", "record_keys"}
-    ordered = sorted(present, key=lambda lt: ({"bronze": 0, "gold": 1, "silver": 2, "ops": 3}.get(lt[0], 4),
-                                             lt[0] == "silver" and lt[1] in identity, lt[1]))
-    for layer, table in ordered:
+    for layer, table in sorted(lake.tables(), key=_erasure_order):
         name = f"{layer}.{table}"
         n = 0
-        if layer == "bronze" and table == "whatsapp":
+        columns = set(lake.read(layer, table).columns)
+        if (layer, table) == ("bronze", "whatsapp"):
             messages = who.records.get("whatsapp", [])
             if messages:
-                hit = _names_message(messages)
-                n = _rewrite_partitions(lake, layer, table, hit, _without_messages(messages))
-        elif layer == "bronze" and table == "quarantine":
+                n = _rewrite_partitions(lake, layer, table, _names_message(messages), _without_messages(messages))
+        elif (layer, table) == ("bronze", "quarantine"):
             if who.needles:
-                text = F.lower(F.coalesce("raw", F.lit("")))
-                hit = F.lit(False)
-                for needle in who.needles:
-                    hit = hit | text.contains(needle)
+                hit = _mentions(F.col("raw"), who.needles)
                 n = _rewrite_partitions(lake, layer, table, hit, _without(hit))
-        elif (layer, table) == ("silver", "identity_exceptions"):
-            if who.identifiers:
-                n = _rewrite_table(lake, layer, table, _is_one_of(who.identifiers))
         else:
-            columns = set(lake.read(layer, table).columns)
-            predicate = _table_predicate(layer, table, columns, who)
-            if predicate:
-                n = abs(lake.delete(layer, table, predicate).rows_written)
-        # CRM ids are personal, so rows found by one leave by a rewrite, never by a logged predicate
-        crm_ids = who.records.get("crm", [])
-        if crm_ids and (layer, table) == ("bronze", "crm"):
-            n += _rewrite_partitions(lake, layer, table, F.col("crm_id").isin(crm_ids),
-                                     _without(F.col("crm_id").isin(crm_ids)))
-        elif crm_ids and (layer, table) == ("silver", "crm"):
-            n += _rewrite_table(lake, layer, table, F.col("crm_id").isin(crm_ids))
-        elif crm_ids and (layer, table) == ("silver", "record_keys"):
-            n += _rewrite_table(lake, layer, table, (F.col("source") == "crm") & F.col("record_id").isin(crm_ids))
+            for cols, values in _matches(layer, table, columns, who.customer_keys, who.records, who.identifiers):
+                n += abs(lake.delete_matching(layer, table, _match_frame(spark, cols, values), cols).rows_written)
+        if layer == "bronze" and "_extra" in columns and who.needles:
+            n += _rewrite_partitions(lake, layer, table, _extra_mentions(who.needles), _scrubbed_extra(who.needles))
         if n:
             removed[name] = n
             touched.append((layer, table))
-            say(f"{name}: {n:,} row(s) removed")
+            say(f"{name}: {n:,} row(s) removed or scrubbed")
 
     # 3. the rows out of the data files and, after the retention, out of old versions
     say(f"vacuuming {len(touched)} table(s) with a retention of {hours} h")
@@ -568,15 +589,7 @@ def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: S
         if _has_deletion_vectors(lake, layer, table):
             lake.purge(layer, table)
     vacuumed = sum(lake.vacuum_many(touched, hours).values())
-    visible_until = now + dt.timedelta(hours=hours)
-
-    # 4. the record of the request (no personal data) and the models to retrain
-    models = [m for m in MODELS if _registered(settings, lake, m)] if who.customer_keys else []
-    record = spark.createDataFrame([(
-        erasure_id, now, len(subjects), len(who.customer_keys), len(who.identifiers), removed, hours,
-        visible_until, models, None,
-    )], ERASURES)
-    lake.write("ops", "erasures", record, mode="append")
+    record(removed)
     return ErasureReport(erasure_id, len(who.customer_keys), len(who.identifiers), removed, hours, visible_until,
                          vacuumed, models, who.unknown)
 
@@ -612,18 +625,20 @@ def pending_retrains(lake: Lakehouse) -> list[str]:
 
 
 def mark_retrained(spark: SparkSession, lake: Lakehouse, erasure_ids: Sequence[str], run_id: str) -> None:
-    """The models of these erasures were retrained by `run_id` (ops/erasures rewritten: a handful of rows)."""
+    """The models of these erasures were retrained by `run_id`: their rows updated by a MERGE, so an erasure
+    recorded meanwhile is kept."""
     if not erasure_ids:
         return
-    table = lake.read("ops", "erasures")
-    updated = table.withColumn("retrained_by_run", F.when(
-        F.col("erasure_id").isin(list(erasure_ids)) & F.col("retrained_by_run").isNull(), F.lit(run_id)
-    ).otherwise(F.col("retrained_by_run"))).select(*ERASURES.fieldNames()).cache()
-    try:
-        updated.count()
-        lake.write("ops", "erasures", updated, mode="overwrite")
-    finally:
-        updated.unpersist()
+    rows = lake.read("ops", "erasures").where(F.col("erasure_id").isin(list(erasure_ids)) & F.col("retrained_by_run").isNull())
+    updated = rows.withColumn("retrained_by_run", F.lit(run_id)).select(*ERASURES.fieldNames())
+    lake.upsert("ops", "erasures", updated, keys=["erasure_id"])
+
+
+def erased_since(lake: Lakehouse, moment: dt.datetime) -> int:
+    """Erasures requested at or after `moment` (a run that started before one may have written the customer)."""
+    if not lake.exists("ops", "erasures"):
+        return 0
+    return lake.read("ops", "erasures").where(F.col("requested_at") >= F.lit(moment).cast("timestamp")).count()
 
 
 # ------------------------------------------------------------------ access
@@ -635,25 +650,29 @@ def export_subject(spark: SparkSession, settings: Settings, lake: Lakehouse, sub
         found = "no customer" if not who.customer_keys else f"{len(who.customer_keys)} customers"
         raise PrivacyError(f"{subject} names {found} in {lake.root}; give one customer key")
     [key] = who.customer_keys
-    keyed = Resolved([key], who.identifiers, who.records)
+    # their own records only: a record of someone else that merely names them is that person's data
+    own = who.keyed_records
     tables: dict[str, list[Any]] = {}
     for layer, table in lake.tables():
         if layer == "ops" or (layer, table) == ("bronze", "quarantine"):
             continue
         frame = lake.read(layer, table)
         if (layer, table) == ("bronze", "whatsapp"):
-            ids = who.records.get("whatsapp", [])
+            ids = own.get("whatsapp", [])
             if not ids:
                 continue
             rows = frame.select(F.explode("messages").alias("m"), "_source_file", "_arrival_date").where(
                 F.col("m.message_id").isin(ids)).select("m.*", "_source_file", "_arrival_date")
-        elif (layer, table) == ("bronze", "crm"):
-            rows = frame.where(F.col("crm_id").isin(who.records.get("crm", [])))
         else:
-            predicate = _table_predicate(layer, table, set(frame.columns), keyed)
-            if not predicate:
+            wanted = _matches(layer, table, set(frame.columns), [key], own, [])
+            if not wanted:
                 continue
-            rows = frame.where(predicate)
+            parts = [frame.join(F.broadcast(_match_frame(spark, cols, values)), on=list(cols), how="left_semi")
+                     for cols, values in wanted]
+            rows = parts[0]
+            for part in parts[1:]:
+                rows = rows.unionByName(part)
+            rows = rows.distinct() if len(parts) > 1 else rows
         found_rows = [json.loads(r[0]) for r in rows.select(F.to_json(F.struct("*"))).collect()]
         if found_rows:
             tables[f"{layer}.{table}"] = found_rows

@@ -113,6 +113,8 @@ class Runner:
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
         self.force_train = False
+        # while an erasure waits for its retrain, a new version replaces its champion whatever its score
+        self.promote_always = False
         self._suppressed_counts: DataFrame | None = None  # ingest: records of erased customers dropped, per file
         self._model_ctx = None
 
@@ -242,6 +244,8 @@ class Runner:
             return accepted
         suppressed, salt = listed
         batch = {source: frame for source, frame in accepted.items() if source != "products"}
+        if not batch:
+            return accepted
         found: dict[str, list[str]] = {}
         for row in suppressed_records(batch, self.settings, suppressed, salt).collect():
             found.setdefault(row["source"], []).append(row["record_id"])
@@ -335,6 +339,7 @@ class Runner:
         if self._model_ctx is None:
             self._model_ctx = ModelContext(self.spark, self.settings, self.lake, self.run_id, self.now, self.progress,
                                            gate=self._gate)
+            self._model_ctx.promote_always = self.promote_always
         return self._model_ctx
 
     def features(self, record: JobRecord) -> None:
@@ -474,8 +479,9 @@ class Runner:
 
             erasures = pending_retrains(self.lake)
             if erasures:  # every model was fitted on data that held the erased customers
-                self.force_train = True
-                self.progress(f"{len(erasures)} erasure(s) since the models were trained: every model is retrained")
+                self.force_train = self.promote_always = True
+                self.progress(f"{len(erasures)} erasure(s) since the models were trained: every model is retrained "
+                              "and the new versions replace the champions")
         landing_bytes = _landing_bytes(self.storage, landing, dates) if landing is not None else 0
         codegen = self._size_codegen(landing_bytes)
         try:
@@ -485,6 +491,12 @@ class Runner:
             failure = exc
         finally:
             self._restore_codegen(codegen)
+        if failure is None:
+            from atende.jobs.privacy import erased_since
+
+            if erased_since(self.lake, self.now):  # this run may have read the customer before the erasure
+                failure = RunFailed("a customer was erased (`atende forget`) while this run was running: run again, "
+                                    "and the tables are written without them")
         degraded = [f"{j.job}: {j.error}" for j in summary.jobs if j.status == "degraded"]
         overall = JobRecord(job="run", started_at=self.now, ended_at=utc_now(),
                             status="failed" if failure else "degraded" if degraded else "succeeded",
@@ -496,7 +508,7 @@ class Runner:
             raise failure
         if step in (None, STEPS[-1]):
             mark_processed(self.spark, self.lake, self.run_id, dates, utc_now())
-            if erasures and not degraded:  # a model kept as champion after a failed retrain is not retrained
+            if erasures and not degraded and step is None:  # every model retrained and promoted in this run
                 from atende.jobs.privacy import mark_retrained
 
                 mark_retrained(self.spark, self.lake, erasures, self.run_id)
@@ -525,7 +537,11 @@ class Runner:
         if not self.lake.exists("silver", "interactions"):
             raise RunFailed(f"no silver tables in {self.lake.root}: run `atende run` first")
         self._check_model_store()
+        from atende.jobs.privacy import mark_retrained, pending_retrains
+
+        erasures = pending_retrains(self.lake)  # read first: an erasure made while training waits for the next
         self.force_train = True
+        self.promote_always = bool(erasures)
         summary = RunSummary(self.run_id, [])
         failure: RunFailed | None = None
         codegen = self._size_codegen(0)
@@ -541,10 +557,8 @@ class Runner:
         record_jobs(self.spark, self.lake, self.run_id, [], summary.jobs)
         if failure:
             raise failure
-        from atende.jobs.privacy import mark_retrained, pending_retrains
-
         if not any(j.status == "degraded" for j in summary.jobs):
-            mark_retrained(self.spark, self.lake, pending_retrains(self.lake), self.run_id)
+            mark_retrained(self.spark, self.lake, erasures, self.run_id)
         return summary
 
     def table_rows(self) -> dict[str, int]:

@@ -105,13 +105,15 @@ def log_and_register(
     higher_is_better: bool = True,
     extra_artifacts: Mapping[str, str | Path] | None = None,
     champion_value: float | None = None,
+    force_promote: bool = False,
 ) -> Registered:
     """Inside an active MLflow run: log `model_dir` as the run's model, register it as a new version
     of `name`, and give it the champion alias if its `metric` (already logged on the run) beats the
     champion's. A NaN metric promotes only when there is no champion yet.
 
     `champion_value`: the champion's `metric` measured by the caller on this run's own held-out data
-    (a fairer comparison); without it, the value the champion's run logged is used."""
+    (a fairer comparison); without it, the value the champion's run logged is used. `force_promote`: the new
+    version becomes champion whatever its score (after an erasure, the champion was fitted on erased data)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -142,7 +144,7 @@ def log_and_register(
         champion_value = champion_metric(name, metric)
     # the first version is promoted even without a held-out value (data too small to hold any out):
     # serving a model beats serving nothing; after that a version must beat the champion
-    better = champion_value is None or (not math.isnan(value) and (
+    better = force_promote or champion_value is None or (not math.isnan(value) and (
         math.isnan(champion_value)
         or (value > champion_value if higher_is_better else value < champion_value)
     ))

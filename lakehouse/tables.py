@@ -504,6 +504,21 @@ class DeltaRsEngine:
 
         return self._retry_on_conflict(path, "delete from", attempt)
 
+    def delete_matching(self, path: str, rows: DataFrame, columns: Sequence[str]) -> CommitInfo:
+        """A MERGE ... WHEN MATCHED THEN DELETE against these rows (a small frame, collected): the commit
+        records the join condition, not the values."""
+        source = pa.Table.from_pandas(rows.select(*columns).distinct().toPandas(), preserve_index=False)
+        condition = " AND ".join(f"t.{c} = s.{c}" for c in columns)
+
+        def attempt() -> CommitInfo:
+            metrics = (self._table(path).merge(source, predicate=condition, source_alias="s", target_alias="t")
+                       .when_matched_delete().execute())
+            return CommitInfo(path, self._table(path).version(), "delete", int(metrics.get("num_target_files_added", 0)),
+                              int(metrics.get("num_target_files_removed", 0)),
+                              -int(metrics.get("num_target_rows_deleted", 0)))
+
+        return self._retry_on_conflict(path, "delete from", attempt)
+
     def purge(self, path: str) -> None:
         """delta-rs deletes by rewriting files (no deletion vectors): deleted rows are already out of the live files."""
 
@@ -722,6 +737,22 @@ class DeltaSparkEngine:
             metrics = h.get("operationMetrics") or {}
             return CommitInfo(path, int(h["version"]), "delete", int(metrics.get("numAddedFiles", 0)),
                               int(metrics.get("numRemovedFiles", 0)), -int(metrics.get("numDeletedRows", 0)))
+
+        return self._retry_on_conflict(path, "delete from", attempt)
+
+    def delete_matching(self, path: str, rows: DataFrame, columns: Sequence[str]) -> CommitInfo:
+        """A MERGE ... WHEN MATCHED THEN DELETE against these rows: the commit records the join condition,
+        not the values (a DELETE's predicate would keep them in the log)."""
+        condition = " AND ".join(f"t.`{c}` = s.`{c}`" for c in columns)
+        source = rows.select(*columns).distinct()
+
+        def attempt() -> CommitInfo:
+            self._table(path).alias("t").merge(source.alias("s"), condition).whenMatchedDelete().execute()
+            h = self._last_commit(path)
+            metrics = h.get("operationMetrics") or {}
+            deleted = int(metrics.get("numTargetRowsDeleted", 0)) if h.get("operation") == "MERGE" else 0
+            return CommitInfo(path, int(h["version"]), "delete", int(metrics.get("numTargetFilesAdded", 0)),
+                              int(metrics.get("numTargetFilesRemoved", 0)), -deleted)
 
         return self._retry_on_conflict(path, "delete from", attempt)
 
@@ -944,6 +975,11 @@ class Lakehouse:
     def delete(self, layer: str, table: str, predicate: str) -> CommitInfo:
         """Rows matching a SQL predicate leave the table's current version (old versions keep them until vacuum)."""
         return self.engine.delete(self.path(layer, table), predicate)
+
+    def delete_matching(self, layer: str, table: str, rows: DataFrame, columns: Sequence[str]) -> CommitInfo:
+        """Rows whose `columns` equal those of a row of `rows` leave the table's current version; the log
+        records the join condition only, never the values (what an erasure needs)."""
+        return self.engine.delete_matching(self.path(layer, table), rows, tuple(columns))
 
     def purge(self, layer: str, table: str) -> None:
         """Deleted rows out of the data files too (REORG ... APPLY (PURGE) where deletion vectors hold them)."""

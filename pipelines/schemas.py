@@ -282,20 +282,21 @@ QUARANTINE = StructType([
 PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "bronze.conversations": ("customer", "messages", "_extra"),
     "bronze.whatsapp": ("messages", "_extra"),
-    "bronze.email": ("in_reply_to", "references", "from_address", "from_name", "to_addresses", "subject",
-                     "body_text", "recipient_addresses", "_extra"),
     "bronze.calls": ("ani", "_extra"),
     "bronze.surveys": ("email", "phone", "crm_id", "comment", "_extra"),
     "bronze.crm": ("crm_id", "full_name", "email", "phone", "birth_date", "_extra"),
     "bronze.orders": ("crm_id", "email", "_extra"),
     "bronze.actions": ("crm_id", "email", "phone", "_extra"),
-    "bronze.quarantine": ("raw",),
+    "bronze.email": ("message_id", "in_reply_to", "references", "from_address", "from_name", "to_addresses",
+                     "subject", "body_text", "recipient_addresses", "_extra"),
+    "bronze.quarantine": ("raw", "reason"),  # a reason quotes the value it refused
     "silver.identity_map": ("identifier",),
     "silver.identity_exceptions": ("identifier",),
     "silver.record_keys": ("record_id",),  # a CRM record's id is the customer's CRM id
     "silver.crm": ("crm_id", "full_name", "email", "phone", "birth_date"),
-    "silver.interactions": ("customer_text", "agent_text", "customer_name"),
-    "silver.survey_responses": ("comment",),
+    # a WhatsApp interaction's id holds its message id, which holds the customer's number
+    "silver.interactions": ("interaction_id", "customer_text", "agent_text", "customer_name"),
+    "silver.survey_responses": ("interaction_id", "comment"),
     "gold.customer_profiles": ("crm_ids", "display_name", "primary_email", "primary_phone", "birth_date"),
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ from atende.lakehouse.tables import DeltaRsEngine, DeltaSparkEngine, Lakehouse
 from tests.bronze_frames import at, bronze
 
 ENGINES = {"delta-spark": DeltaSparkEngine, "delta-rs": DeltaRsEngine}
-ANA = ("ana@x.com", "+5511998765432", "CRM-1", "ana souza")
+ANA = ("ana@x.com", "+5511998765432", "5511998765432", "CRM-1", "ana souza")
 
 
 def _payload(*messages):
@@ -56,7 +57,9 @@ def _fill(spark, lake: Lakehouse) -> None:
         ]),
         ("bronze", "whatsapp"): bronze(spark, "whatsapp", [
             _payload(_wa("m1", "5511998765432", "Ana", "meu pedido?"), _wa("m2", "5521987654321", "Bob", "oi")),
-            {"payload_kind": "statuses", "messages": [], "status_count": 1},
+            {"payload_kind": "statuses", "messages": [], "status_count": 1,
+             "_extra": {"statuses": '[{"recipient_id": "5511998765432", "status": "read"}]', "object": "whatsapp"}},
+            _payload(_wa("m3", "5511998765432", "Ana", "obrigada")),
         ]),
         ("bronze", "crm"): bronze(spark, "crm", [
             {"crm_id": "CRM-1", "full_name": "Ana Souza", "email": "ana@x.com", "phone": "(11) 99876-5432", "updated_at": at(1)},
@@ -72,6 +75,7 @@ def _fill(spark, lake: Lakehouse) -> None:
             ("surveys", "f1", '{"email": "ANA@X.COM", "score": "ten"}', "bad score"),
             ("calls", "f2", "c9,2026-03-01,(11) 99876-5432,??", "bad row"),
             ("calls", "f2", "c8,2026-03-01,(21) 98765-4321,??", "bad row"),
+            ("surveys", "f1", '{"email": "joana@x.com", "score": "dez"}', "bad score"),
         ], "source string, _source_file string, raw string, reason string").select(
             "*", F.lit(dt.date(2026, 3, 1)).alias("_arrival_date"), F.lit(at(1)).alias("_ingested_at"), F.lit("r0").alias("run_id")),
         ("silver", "identity_map"): spark.createDataFrame([
@@ -82,7 +86,7 @@ def _fill(spark, lake: Lakehouse) -> None:
             [("c-old", "c-ana", "merge"), ("c-older", "c-bob", "merge")], "retired_key string, surviving_key string, kind string"),
         ("silver", "record_keys"): spark.createDataFrame([
             ("conversations", "c1", "c-ana"), ("conversations", "c2", "c-bob"), ("whatsapp", "m1", "c-ana"),
-            ("whatsapp", "m2", "c-bob"), ("crm", "CRM-1", "c-ana"), ("crm", "CRM-2", "c-bob"),
+            ("whatsapp", "m2", "c-bob"), ("whatsapp", "m3", "c-ana"), ("crm", "CRM-1", "c-ana"), ("crm", "CRM-2", "c-bob"),
             ("surveys", "r1", "c-ana"), ("surveys", "r2", "c-bob"), ("surveys", "r3", "c-bob"),
         ], "source string, record_id string, customer_key string"),
         ("silver", "crm"): spark.createDataFrame(
@@ -110,6 +114,11 @@ def lake(spark, settings, tmp_path, request):
     return lake
 
 
+def _holds(text: str, value: str) -> bool:
+    """The value as a whole word (joana@x.com, a survivor, does not hold ana@x.com)."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(value.lower())}(?![a-z0-9])", text) is not None
+
+
 def _texts_in_files_of(paths) -> str:
     return "\n".join(json.dumps(pq.read_table(p).to_pylist(), default=str) for p in paths).lower()
 
@@ -124,6 +133,7 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     monkeypatch.setenv(settings.privacy.salt_env, "test-salt")
     report = forget(spark, settings, lake, [parse_subject("email: Ana@X.com ")], retention_hours=0)
     assert report.customer_keys == 1 and report.identifiers == 3 and not report.unknown
+    assert report.models_to_retrain == []  # no model store beside these tables
 
     def ids(layer, table, column):
         return sorted(r[0] for r in lake.read(layer, table).select(column).collect())
@@ -133,8 +143,12 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     assert ids("bronze", "surveys", "response_id") == ["r2"]  # r3 named Ana though keyed to Bob
     messages = lake.read("bronze", "whatsapp").select(F.explode("messages.message_id")).collect()
     assert [r[0] for r in messages] == ["m2"]
-    assert lake.read("bronze", "whatsapp").where(F.col("payload_kind") == "statuses").count() == 1
-    assert [r["raw"] for r in lake.read("bronze", "quarantine").collect()] == ["c8,2026-03-01,(21) 98765-4321,??"]
+    assert lake.read("bronze", "whatsapp").count() == 2  # the payload of m3 alone is gone
+    [status] = lake.read("bronze", "whatsapp").where(F.col("payload_kind") == "statuses").collect()
+    assert status["_extra"] == {"object": "whatsapp"}  # the status naming her number left, the row stays
+    # whole words only: joana@x.com is not ana@x.com
+    assert sorted(r["raw"] for r in lake.read("bronze", "quarantine").collect()) == sorted([
+        '{"email": "joana@x.com", "score": "dez"}', "c8,2026-03-01,(21) 98765-4321,??"])
     assert ids("silver", "identity_map", "customer_key") == ["c-bob"] * 3
     assert ids("silver", "identity_merges", "surviving_key") == ["c-bob"]
     assert ids("silver", "record_keys", "record_id") == ["CRM-2", "c2", "m2", "r2"]
@@ -146,25 +160,29 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     # vacuumed at once: no file of any version still on disk holds her
     on_disk = _texts_in_files(lake.root)
     for value in (*ANA, "99876-5432", "sou a ana"):
-        assert value.lower() not in on_disk, value
+        assert not _holds(on_disk, value), value
     assert "bob@x.com" in on_disk
     # nor any table's log: no statistics of personal columns, no identifier in a DELETE's logged predicate
     logs = "\n".join(Path(p).read_bytes().decode("latin-1") for p in glob.glob(f"{lake.root}/*/*/_delta_log/**/*", recursive=True)
                      if Path(p).is_file() and not p.endswith(".parquet")).lower()
     logs += _texts_in_files_of(glob.glob(f"{lake.root}/*/*/_delta_log/*.parquet"))
     for value in (*ANA, "99876-5432", "sou a ana"):
-        assert value.lower() not in logs, value
+        assert not _holds(logs, value), value
     # the request is recorded, without personal data; her identifiers are suppressed, hashed
     [erasure] = lake.read("ops", "erasures").collect()
     assert erasure["customer_keys"] == 1 and erasure["rows_removed"]["bronze.surveys"] == 2
     assert erasure["vacuum_retention_hours"] == 0 and erasure["retrained_by_run"] is None
     assert "ana" not in json.dumps(erasure.asDict(), default=str).lower()
     hashes = lake.read("ops", "suppressed_identifiers").collect()
-    assert len(hashes) == 3 and not {h["identifier_hash"] for h in hashes} & set(ANA)
+    assert sorted(h["identifier_type"] for h in hashes) == sorted(
+        ["crm_id", "email", "phone", "record:conversations", "record:crm", "record:surveys", "record:surveys",
+         "record:whatsapp", "record:whatsapp"])
+    assert not {h["identifier_hash"] for h in hashes} & set(ANA)
     # asking again finds nothing more and changes nothing
     again = forget(spark, settings, lake, [parse_subject("email:ana@x.com")], retention_hours=0)
     assert again.rows_removed == {} and again.unknown == ["email:ana@x.com"]
-    assert lake.read("ops", "suppressed_identifiers").count() == 3
+    assert lake.read("ops", "suppressed_identifiers").count() == len(hashes)
+    assert lake.read("ops", "erasures").count() == 2
 
 
 @pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
@@ -177,15 +195,22 @@ def test_a_later_delivery_naming_an_erased_customer_is_dropped_before_bronze(spa
             {"conversation_id": "c1", "channel": "webchat", "started_at": at(2), "customer": (None, " ANA@x.com", None, "Ana")},
             {"conversation_id": "c7", "channel": "webchat", "started_at": at(2), "customer": (None, "carla@x.com", None, "Carla")},
         ]),
-        "whatsapp": bronze(spark, "whatsapp", [_payload(_wa("m1", "5511998765432", "Ana", "oi"), _wa("m9", "5531988887777", "Carla", "oi"))]),
+        "whatsapp": bronze(spark, "whatsapp", [_payload(_wa("m1", "5511998765432", "Ana", "oi"), _wa("m9", "5531988887777", "Carla", "oi")),
+                                               _payload(_wa("m3", "5511998765432", "Ana", "obrigada"))]),
+        # a response about her erased conversation, naming no identifier of hers
+        "surveys": bronze(spark, "surveys", [
+            {"response_id": "r8", "submitted_at": at(3), "survey": "csat", "score": 2, "contact_id": "c1"},
+            {"response_id": "r9", "submitted_at": at(3), "survey": "csat", "score": 4, "contact_id": "c7"}]),
         "crm": bronze(spark, "crm", [{"crm_id": "CRM-1", "full_name": "Ana Souza", "updated_at": at(3)}]),
     }
     kept = runner._suppress(batch, JobRecord("ingest", utc_now()))
     assert [r[0] for r in kept["conversations"].select("conversation_id").collect()] == ["c7"]
     assert [r[0] for r in kept["whatsapp"].select(F.explode("messages.message_id")).collect()] == ["m9"]
+    assert kept["whatsapp"].count() == 1  # the payload holding her message alone is dropped
+    assert [r[0] for r in kept["surveys"].select("response_id").collect()] == ["r9"]
     assert kept["crm"].count() == 0
     counts = {(r["source"], r["records"]) for r in runner._suppressed_counts.collect()}
-    assert counts == {("conversations", 1), ("whatsapp", 1), ("crm", 1)}
+    assert counts == {("conversations", 1), ("whatsapp", 2), ("crm", 1), ("surveys", 1)}
 
 
 @pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
