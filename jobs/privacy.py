@@ -254,6 +254,32 @@ def suppressed_records(batch: dict[str, DataFrame], settings: Settings, suppress
     )
 
 
+# what a raw line can hold of a person: an address, a phone number as people write it
+_RAW_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+_RAW_PHONE = r"\+?[0-9][0-9 ().-]{7,}[0-9]"
+
+
+def without_suppressed_lines(quarantined: DataFrame, settings: Settings, suppressed: DataFrame, salt: str) -> DataFrame:
+    """A batch of quarantined lines without those whose raw text holds a suppressed e-mail address or phone
+    number (read from the text, normalised as ingest normalises them, hashed and looked up)."""
+    line = ["source", "_source_file", "raw"]
+    region = settings.identity.default_region
+    tokens = quarantined.select(*line, F.explode(F.array_union(
+        F.transform(F.regexp_extract_all(F.coalesce("raw", F.lit("")), F.lit(_RAW_EMAIL), F.lit(0)),
+                    lambda t: F.concat(F.lit("email\u001f"), t)),
+        F.transform(F.regexp_extract_all(F.coalesce("raw", F.lit("")), F.lit(_RAW_PHONE), F.lit(0)),
+                    lambda t: F.concat(F.lit("phone\u001f"), t)),
+    )).alias("token")).select(*line, F.split("token", "\u001f").alias("t")).select(
+        *line, F.col("t")[0].alias("identifier_type"), F.col("t")[1].alias("value"))
+    normal = F.when(F.col("identifier_type") == "email", normalize_email(F.col("value"))).otherwise(
+        normalize_phone(F.col("value"), region))
+    hits = (tokens.select(*line, "identifier_type", normal.alias("identifier")).where(F.col("identifier").isNotNull())
+            .withColumn("identifier_hash", identifier_hash(salt, F.col("identifier_type"), F.col("identifier")))
+            .join(F.broadcast(suppressed), on=["identifier_type", "identifier_hash"], how="left_semi")
+            .select(*line).distinct())
+    return quarantined.join(hits, on=line, how="left_anti").select(*quarantined.columns)
+
+
 def drop_records(source: str, frame: DataFrame, record_ids: Sequence[str]) -> DataFrame:
     """A bronze frame without these records (WhatsApp: without these messages; a payload left with no
     message of its own is dropped, one that never had any, a status update, stays)."""

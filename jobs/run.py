@@ -216,7 +216,7 @@ class Runner:
             self.progress(f"ingest: bronze quality gates in {gated - parsed:.1f} s")
             by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"],
                        "replace_where": f"_arrival_date IN ({listed})"}
-            quarantined = _union_all([r.quarantined for r in results.values()])
+            quarantined = self._suppress_lines(_union_all([r.quarantined for r in results.values()]))
             self._write_all(record, [("bronze", source, accepted[source], by_date) for source in results]
                             + [("bronze", "quarantine", quarantined, by_date)])
             self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
@@ -257,6 +257,15 @@ class Runner:
                       "before bronze (ops/suppressed_deliveries)")
         return {source: drop_records(source, frame, found[source]) if source in found else frame
                 for source, frame in accepted.items()}
+
+    def _suppress_lines(self, quarantined: DataFrame) -> DataFrame:
+        """The batch's quarantined lines without those naming an erased customer's address or phone number."""
+        from atende.jobs.privacy import suppression_list, without_suppressed_lines
+
+        listed = suppression_list(self.spark, self.settings, self.lake)  # checked (salt) by _suppress already
+        if listed is None:
+            return quarantined
+        return without_suppressed_lines(quarantined, self.settings, *listed)
 
     def _bronze(self) -> dict[str, DataFrame]:
         return {s: self.lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}

@@ -211,6 +211,13 @@ def test_a_later_delivery_naming_an_erased_customer_is_dropped_before_bronze(spa
     assert kept["crm"].count() == 0
     counts = {(r["source"], r["records"]) for r in runner._suppressed_counts.collect()}
     assert counts == {("conversations", 1), ("whatsapp", 2), ("crm", 1), ("surveys", 1)}
+    # malformed lines naming her address or her number, as written, stay out of the quarantine too
+    lines = spark.createDataFrame([
+        ("surveys", "f9", '{"email": "Ana@X.com", "score": "dez"}'), ("calls", "f9", "c1,2026-03-09,(11) 99876-5432,??"),
+        ("surveys", "f9", '{"email": "joana@x.com", "score": "dez"}'), ("calls", "f9", "c2,2026-03-09,,??"),
+    ], "source string, _source_file string, raw string")
+    kept_lines = runner._suppress_lines(lines)
+    assert sorted(r["raw"] for r in kept_lines.collect()) == ['{"email": "joana@x.com", "score": "dez"}', "c2,2026-03-09,,??"]
 
 
 @pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
