@@ -217,7 +217,8 @@ def test_a_later_delivery_naming_an_erased_customer_is_dropped_before_bronze(spa
         ("surveys", "f9", '{"email": "joana@x.com", "score": "dez"}'), ("calls", "f9", "c2,2026-03-09,,??"),
     ], "source string, _source_file string, raw string")
     kept_lines = runner._suppress_lines(lines)
-    assert sorted(r["raw"] for r in kept_lines.collect()) == ['{"email": "joana@x.com", "score": "dez"}', "c2,2026-03-09,,??"]
+    assert sorted(r["raw"] for r in kept_lines.collect()) == sorted(['{"email": "joana@x.com", "score": "dez"}',
+                                                                     "c2,2026-03-09,,??"])
 
 
 @pytest.mark.parametrize("lake", ["delta-rs"], indirect=True)  # the faster engine; forget itself is tested on both
