@@ -87,10 +87,9 @@ SUPPRESSED_DELIVERIES = StructType([
     StructField("records", LongType(), False),  # accepted records (WhatsApp: messages) dropped before bronze
 ])
 
-# the id column a bronze source's records are known by in silver/record_keys (WhatsApp: the messages inside
-# a payload, by message_id)
-RECORD_ID_COLUMNS = {"conversations": "conversation_id", "email": "message_id", "calls": "call_id",
-                     "surveys": "response_id", "crm": "crm_id", "orders": "order_id", "actions": "action_id"}
+# the id column a bronze source's records are known by in silver/record_keys: the sources' own keys, and a
+# CRM row's crm_id (WhatsApp: the messages inside a payload, by message_id)
+RECORD_ID_COLUMNS = {**{s: k for s, k in schemas.BRONZE_KEYS.items() if k}, "crm": "crm_id"}
 # silver tables whose rows are records by these ids (a record of someone else that named the customer)
 _SILVER_RECORD_COLUMNS = {"survey_responses": ("surveys", "response_id"), "orders": ("orders", "order_id"),
                           "actions": ("actions", "action_id"), "crm": ("crm", "crm_id")}

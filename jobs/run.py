@@ -115,6 +115,7 @@ class Runner:
         self.force_train = False
         # while an erasure waits for its retrain, a new version replaces its champion whatever its score
         self.promote_always = False
+        self._suppression: tuple[DataFrame, str] | None = None  # ingest: the suppression list and its salt
         self._suppressed_counts: DataFrame | None = None  # ingest: records of erased customers dropped, per file
         self._model_ctx = None
 
@@ -234,10 +235,17 @@ class Runner:
         """The batch without the records of erased customers (`atende forget`: their identifiers are on the
         suppression list), counted per file in ops/suppressed_deliveries. Nothing is read when nobody was
         ever erased."""
-        from atende.jobs.privacy import PrivacyError, drop_records, dropped_counts, suppressed_records, suppression_list
+        from atende.jobs.privacy import (
+            SUPPRESSED_DELIVERIES,
+            PrivacyError,
+            drop_records,
+            dropped_counts,
+            suppressed_records,
+            suppression_list,
+        )
 
         try:
-            listed = suppression_list(self.spark, self.settings, self.lake)
+            listed = self._suppression = suppression_list(self.spark, self.settings, self.lake)
         except PrivacyError as exc:
             raise RunFailed(str(exc)) from None
         if listed is None:
@@ -251,8 +259,10 @@ class Runner:
             found.setdefault(row["source"], []).append(row["record_id"])
         if not found:
             return accepted
-        self._suppressed_counts = _union_all([dropped_counts(source, accepted[source], ids)
-                                              for source, ids in found.items()]).select(F.lit(self.run_id).alias("run_id"), "*")
+        counts = _union_all([dropped_counts(source, accepted[source], ids) for source, ids in found.items()])
+        self._suppressed_counts = counts.select(*[
+            (F.lit(self.run_id) if f.name == "run_id" else F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in SUPPRESSED_DELIVERIES.fields])
         self.progress(f"ingest: {sum(len(v) for v in found.values()):,} record(s) of erased customers dropped "
                       "before bronze (ops/suppressed_deliveries)")
         return {source: drop_records(source, frame, found[source]) if source in found else frame
@@ -260,12 +270,11 @@ class Runner:
 
     def _suppress_lines(self, quarantined: DataFrame) -> DataFrame:
         """The batch's quarantined lines without those naming an erased customer's address or phone number."""
-        from atende.jobs.privacy import suppression_list, without_suppressed_lines
+        from atende.jobs.privacy import without_suppressed_lines
 
-        listed = suppression_list(self.spark, self.settings, self.lake)  # checked (salt) by _suppress already
-        if listed is None:
+        if self._suppression is None:  # read (and its salt checked) by _suppress
             return quarantined
-        return without_suppressed_lines(quarantined, self.settings, *listed)
+        return without_suppressed_lines(quarantined, self.settings, *self._suppression)
 
     def _bronze(self) -> dict[str, DataFrame]:
         return {s: self.lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
