@@ -445,21 +445,24 @@ class DeltaRsEngine:
 
     def upsert(
         self, df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = (),
-        properties: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None, remove: DataFrame | None = None,
     ) -> CommitInfo:
         _check_upsert_source(df, path, keys)
         if not self.exists(path):
             return self.write(df, path, "overwrite", partition_by, properties=properties)
         conformed = _conform(self, df, path, ())
-        source = conformed.toArrow().cast(spark_to_arrow_schema(nullable_schema(conformed.schema)))
+        source_df = _with_removals(conformed, keys, remove)
+        source = source_df.toArrow().cast(spark_to_arrow_schema(nullable_schema(source_df.schema)))
         predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        columns = {c: f"s.`{c}`" for c in conformed.columns}
 
         def attempt() -> CommitInfo:
             metrics = (
                 self._table(path)
                 .merge(source=source, predicate=predicate, source_alias="s", target_alias="t")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
+                .when_matched_delete(predicate=f"s.`{_REMOVE}` = true")
+                .when_matched_update(updates=columns)
+                .when_not_matched_insert(updates=columns, predicate=f"s.`{_REMOVE}` = false")
                 .execute()
             )
             return CommitInfo(
@@ -697,16 +700,21 @@ class DeltaSparkEngine:
 
         return self._retry_on_conflict(path, "commit to", attempt)
 
-    def upsert(self, df, path, keys, partition_by=(), properties=None) -> CommitInfo:
+    def upsert(self, df, path, keys, partition_by=(), properties=None, remove=None) -> CommitInfo:
         _check_upsert_source(df, path, keys)
         if not self.exists(path):
             return self.write(df, path, "overwrite", partition_by, properties=properties)
-        source = _conform(self, df, path, ())
+        conformed = _conform(self, df, path, ())
+        source = _with_removals(conformed, keys, remove)
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        columns = {c: f"s.`{c}`" for c in conformed.columns}
 
         def attempt() -> CommitInfo:
             (self._table(path).alias("t").merge(source.alias("s"), condition)
-             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+             .whenMatchedDelete(condition=f"s.`{_REMOVE}`")
+             .whenMatchedUpdate(set=columns)
+             .whenNotMatchedInsert(condition=f"NOT s.`{_REMOVE}`", values=columns)
+             .execute())
             h = self._last_commit(path)
             metrics = h.get("operationMetrics") or {}
             return CommitInfo(path, int(h["version"]), "upsert", int(metrics.get("numTargetFilesAdded", 0)),
@@ -845,6 +853,22 @@ def _delta_rs_properties(properties: dict[str, str] | None) -> dict[str, str]:
                   sorted(set(properties or {}) - set(kept)))
     return kept
 
+# the MERGE source's flag for a key whose row leaves the table (`upsert(remove=...)`)
+_REMOVE = "_atende_remove"
+
+
+def _with_removals(rows: DataFrame, keys: Sequence[str], remove: DataFrame | None) -> DataFrame:
+    """The MERGE source of an upsert: the rows to write, flagged kept, plus one row per key of `remove` that
+    is not among them, flagged removed (its other columns null)."""
+    source = rows.withColumn(_REMOVE, F.lit(False))
+    if remove is None:
+        return source
+    gone = remove.select(*keys).dropna(how="all").distinct().join(
+        rows.select(*keys), on=list(keys), how="left_anti")
+    return source.unionByName(gone.select(*[
+        F.col(f.name) if f.name in keys else F.lit(None).cast(f.dataType).alias(f.name) for f in rows.schema.fields
+    ], F.lit(True).alias(_REMOVE)))
+
 
 def _check_upsert_source(df: DataFrame, path: str, keys: Sequence[str]) -> None:
     if not keys:
@@ -959,11 +983,13 @@ class Lakehouse:
 
         return {**self.settings.properties_for(layer), **stats_properties(layer, table, df.schema, tuple(partition_by))}
 
-    def upsert(self, layer: str, table: str, df: DataFrame, keys: Sequence[str], partition_by: Sequence[str] = ()) -> CommitInfo:
-        """MERGE by key: matched rows updated, the rest inserted (one row per key in the source)."""
+    def upsert(self, layer: str, table: str, df: DataFrame, keys: Sequence[str], partition_by: Sequence[str] = (),
+               remove: DataFrame | None = None) -> CommitInfo:
+        """MERGE by key: matched rows updated, the rest inserted (one row per key in the source); rows whose
+        key is in `remove` (a frame of the key columns) and not in `df` leave the table. One commit."""
         return self.engine.upsert(
             df, self.path(layer, table), tuple(keys), tuple(partition_by),
-            properties=self._properties(layer, table, df, partition_by)
+            properties=self._properties(layer, table, df, partition_by), remove=remove,
         )
 
     def changes(self, layer: str, table: str, since_version: int) -> DataFrame:

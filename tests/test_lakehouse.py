@@ -150,6 +150,23 @@ def test_upsert_updates_and_inserts_by_key(spark, lake):
         lake.upsert("silver", "t2", spark.createDataFrame([(5, "x"), (5, "y")], "id long, v string"), keys=["id"])
 
 
+
+def test_upsert_removes_keys_in_the_same_commit(spark, lake):
+    """Incremental silver replaces a unit's rows: keys given to `remove` leave the table unless the written
+    rows hold them too (then they are updated), all in one commit; a removed key the table lacks is ignored."""
+    schema = "id long, part string, v string"
+    lake.write("silver", "t3", spark.createDataFrame([(1, "a", "x"), (2, "a", "y"), (3, "b", "z")], schema),
+               partition_by=["part"])
+    before = lake.version("silver", "t3")
+    lake.upsert("silver", "t3", spark.createDataFrame([(2, "a", "Y"), (4, "b", "w")], schema), keys=["id"],
+                partition_by=["part"], remove=spark.createDataFrame([(1,), (2,), (9,)], "id long"))
+    assert sorted(tuple(r) for r in lake.read("silver", "t3").collect()) == [(2, "a", "Y"), (3, "b", "z"), (4, "b", "w")]
+    assert lake.version("silver", "t3") == before + 1
+    # only removals: nothing written, the row leaves
+    lake.upsert("silver", "t3", spark.createDataFrame([], schema), keys=["id"], partition_by=["part"],
+                remove=spark.createDataFrame([(3,)], "id long"))
+    assert sorted(r["id"] for r in lake.read("silver", "t3").collect()) == [2, 4]
+
 def test_history_and_vacuum(spark, lake, tmp_path):
     lake.write("bronze", "t", frame(spark, rows(1)))
     lake.write("bronze", "t", frame(spark, rows(2)), mode="overwrite")
