@@ -280,6 +280,9 @@ def _print_summary(console, runner, summary) -> None:
     for job in summary.jobs:
         jobs.add_row(job.job, job.status, f"{job.seconds:.1f}", f"{job.rows_written:,}")
     console.print(jobs)
+    if summary.silver_incremental:
+        console.print(f"silver: rows rebuilt from {summary.silver_records:,} records delivered or re-keyed since "
+                      "the last run (the rest of silver kept)")
     for job in summary.jobs:
         if job.status == "degraded":
             # the data landed; a model could not be (re)trained and a champion or named fallback answered

@@ -61,6 +61,10 @@ class RunSummary:
     registered: list[str] = field(default_factory=list)
     # the one job run (`atende run --step`), or None for every job
     step: str | None = None
+    # silver's record tables: rows rebuilt from this many records (incremental), or None when rebuilt from
+    # the whole of bronze (a first run, a full refresh), or not run
+    silver_records: int | None = None
+    silver_incremental: bool = False
 
 
 ProgressFn = Callable[[str], None]
@@ -89,6 +93,9 @@ def _landing_dates(storage: Storage, landing: str) -> set[dt.date]:
     return found
 
 
+# silver tables an incremental silver step starts from (else it builds them from the whole of bronze)
+_INCREMENTAL_NEEDS = ("interactions", "survey_responses", "orders", "actions", "products", "record_keys")
+
 # the jobs of a run, in order; `atende run --step` runs one of them
 STEPS = ("ingest", "silver", "features", "personas", "gold", "recommendations")
 
@@ -113,11 +120,13 @@ class Runner:
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
         self.force_train = False
+        self.full_refresh = False  # silver rebuilt from the whole of bronze (`atende run --full-refresh`)
         # while an erasure waits for its retrain, a new version replaces its champion whatever its score
         self.promote_always = False
         self._suppression: tuple[DataFrame, str] | None = None  # ingest: the suppression list and its salt
         self._suppressed_counts: DataFrame | None = None  # ingest: records of erased customers dropped, per file
         self._model_ctx = None
+        self._silver_records: int | None = None  # set by the silver job: records its incremental rebuild took
 
     # ------------------------------------------------------------------ helpers
     def _job(self, summary: RunSummary, name: str, body: Callable[[JobRecord], None]) -> None:
@@ -161,6 +170,8 @@ class Runner:
         def one(layer: str, table: str, df: DataFrame, kwargs: dict[str, Any]) -> int:
             if step:  # a job group is a property of the submitting thread
                 _name_spark_jobs(self.spark, step)
+            if "keys" in kwargs:  # a MERGE (Lakehouse.upsert)
+                return self.lake.upsert(layer, table, df, **kwargs).rows_written
             return self.lake.write(layer, table, df, **kwargs).rows_written
 
         with ThreadPoolExecutor(max_workers=min(self.WRITERS, len(writes)) or 1,
@@ -290,6 +301,7 @@ class Runner:
             resolve_identities_with_report,
         )
         from atende.pipelines.identity.graph import materialise
+        from atende.pipelines.increments import INTERACTION_SOURCES, only_records
         from atende.pipelines.interactions import build_interactions
         from atende.pipelines.surveys import build_survey_responses
 
@@ -311,13 +323,31 @@ class Runner:
         exceptions = resolution.exceptions.select(
             "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
         ).cache()
-        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
-                                          email_threads=threads).cache()
-        responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id, self.now).cache()
         products = build_products(bronze["products"], self.run_id, self.now).cache()
-        orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now).cache()
-        actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now).cache()
         crm = build_crm(bronze["crm"], identity_map, self.run_id, self.now).cache()
+        units = self._silver_units(bronze, threads, record_keys, products)
+        self._silver_records = None if units is None else units.size
+        if units is None:  # the whole of bronze
+            interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
+                                              email_threads=threads).cache()
+            responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id,
+                                               self.now).cache()
+            orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now).cache()
+            actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now).cache()
+        else:  # the units touched since silver was written (pipelines/increments.py)
+            interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
+                                              email_threads=threads, only=units.only(*INTERACTION_SOURCES)).cache()
+            # a response takes the key of the interaction it names: the table as it will be after this run
+            known = (self.lake.read("silver", "interactions").select("interaction_id", "customer_key")
+                     .join(units.replaced_interactions, on="interaction_id", how="left_anti")
+                     .unionByName(interactions.select("interaction_id", "customer_key")))
+            responses = materialise(build_survey_responses(
+                only_records(bronze["surveys"], units.records["surveys"], "surveys"), known, record_keys,
+                self.run_id, self.now))
+            orders = build_orders(only_records(bronze["orders"], units.records["orders"], "orders"), products,
+                                  record_keys, self.run_id, self.now).cache()
+            actions = build_actions(only_records(bronze["actions"], units.records["actions"], "actions"),
+                                    record_keys, self.run_id, self.now).cache()
         keys_table = record_keys.select(
             "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
         )
@@ -333,23 +363,75 @@ class Runner:
             "silver.crm": crm,
             "silver.record_keys": keys_table,
         })
-        whole = {"mode": "overwrite"}
+        whole: dict[str, Any] = {"mode": "overwrite"}
+        by_channel: dict[str, Any] = {"mode": "overwrite", "partition_by": ["channel"]}
+        record_tables: list[tuple[str, str, DataFrame, dict[str, Any]]]
+        if units is None:
+            record_tables = [
+                ("silver", "interactions", interactions, by_channel),
+                ("silver", "survey_responses", responses, whole),
+                ("silver", "orders", orders, whole),
+                ("silver", "actions", actions, whole),
+            ]
+        else:
+            record_tables = [
+                ("silver", "interactions", interactions, {"keys": ["interaction_id"], "partition_by": ["channel"],
+                                                          "remove": units.replaced_interactions}),
+                ("silver", "survey_responses", responses, {"keys": ["response_id"]}),
+                ("silver", "orders", orders, {"keys": ["order_id"]}),
+                ("silver", "actions", actions, {"keys": ["action_id"]}),
+            ]
         self._write_all(record, [
             ("silver", "identity_map", identity_map, whole),
             ("silver", "identity_merges", merges, {"mode": "append"}),
             ("silver", "identity_exceptions", exceptions, whole),
-            ("silver", "interactions", interactions, {"mode": "overwrite", "partition_by": ["channel"]}),
-            ("silver", "survey_responses", responses, whole),
             ("silver", "products", products, whole),
-            ("silver", "orders", orders, whole),
-            ("silver", "actions", actions, whole),
             ("silver", "crm", crm, whole),
-            ("silver", "record_keys", keys_table, {"mode": "overwrite", "partition_by": ["source"]}),
+            *record_tables,
         ])
+        # last: the keys the record tables now hold, and (its write time) the point the next run takes
+        # bronze from; a run failing before this line leaves both as they were, and the next run redoes its work
+        self._write(record, "silver", "record_keys", keys_table, mode="overwrite", partition_by=["source"])
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
                       actions, crm):
             frame.unpersist()
         record_keys.unpersist()
+
+    def _silver_units(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
+                      products: DataFrame):
+        """The units of the record tables this run rebuilds (`pipelines.increments.Units`), or None when they
+        are rebuilt from the whole of bronze: a full refresh, a first run, or records silver was built from
+        gone from bronze."""
+        from atende.pipelines.increments import (
+            affected_units,
+            changed_categories,
+            delivered_since,
+            rekeyed,
+            vanished,
+        )
+        from atende.pipelines.interactions import whatsapp_sessions
+
+        if self.full_refresh:
+            self.progress("silver: rebuilt from the whole of bronze (full refresh)")
+            return None
+        if not all(self.lake.exists("silver", t) for t in _INCREMENTAL_NEEDS):
+            return None
+        written = self.lake.read("silver", "record_keys")
+        since = scalar(written.agg(F.max("_written_at")))
+        if since is None:
+            return None
+        old_keys = written.select("source", "record_id", "customer_key")
+        if not vanished(old_keys, record_keys).isEmpty():
+            self.progress("silver: records it was built from are no longer in bronze (a date ingested again from "
+                          "other files): rebuilt from the whole of bronze")
+            return None
+        changed = delivered_since(bronze, since).unionByName(rekeyed(old_keys, record_keys))
+        products_changed = changed_categories(self.lake.read("silver", "products"), products)
+        units = affected_units(changed, bronze, threads, whatsapp_sessions(bronze["whatsapp"]),
+                               products_changed).materialised()
+        self.progress(f"silver: {units.size:,} records to rebuild rows from (delivered or re-keyed since "
+                      f"{since:%Y-%m-%d %H:%M:%S} UTC)")
+        return units
 
     def _models(self):
         from atende.jobs.modeling import ModelContext
@@ -467,6 +549,7 @@ class Runner:
             dates = [date]
         elif full_refresh:
             dates = sorted(available)
+            self.full_refresh = True
         else:
             dates = sorted(available - processed_dates(self.lake))
         return self._run_steps(dates, step, landing, full_refresh)
@@ -530,6 +613,8 @@ class Runner:
                 from atende.jobs.privacy import mark_retrained
 
                 mark_retrained(self.spark, self.lake, erasures, self.run_id)
+        summary.silver_records = self._silver_records
+        summary.silver_incremental = self._silver_records is not None
         summary.table_rows = self.table_rows()
         summary.quarantined = {
             r["source"]: r["n"]

@@ -100,8 +100,13 @@ def _whatsapp_text() -> Column:
     )
 
 
-def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataFrame:
+def _whatsapp_session_messages(whatsapp: DataFrame, keep: DataFrame | None = None) -> DataFrame:
+    """The WhatsApp messages that make conversations, each with its chat (`_thread`) and its conversation's
+    number within the chat (`session`). `keep`: only these messages (`record_id`); given whole
+    conversations, their sessions are those of all messages (a gap is a gap within a conversation too)."""
     msgs = whatsapp_messages(whatsapp)
+    if keep is not None:
+        msgs = msgs.join(keep.select(F.col("record_id").alias("message_id")), on="message_id", how="left_semi")
     # the customer's one-to-one chat is keyed by their number, else (a username) by their user id; a group
     # is a conversation of its own, never merged into a participant's chat
     customer = F.coalesce(F.concat(F.lit("wa:"), F.col("wa_id")), F.concat(F.lit("uid:"), F.col("user_id")))
@@ -117,10 +122,23 @@ def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataF
     by_thread = Window.partitionBy("_thread").orderBy("sent_at", "message_id")
     previous = F.lag("sent_at").over(by_thread.rowsBetween(-1, -1))
     opens = previous.isNull() | (_seconds_between(previous, F.col("sent_at")) > WHATSAPP_SESSION_GAP_SECONDS)
-    sessions = msgs.withColumn("_opens", opens.cast("int")).withColumn(
+    return msgs.withColumn("_opens", opens.cast("int")).withColumn(
         "session",
         F.sum("_opens").over(by_thread.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
     )
+
+
+def whatsapp_sessions(whatsapp: DataFrame) -> DataFrame:
+    """`message_id, interaction_id`: the WhatsApp conversation (silver interaction) each counted message belongs
+    to; its id is "wa:" + the conversation's first message id (by sent_at, then message id)."""
+    sessions = _whatsapp_session_messages(whatsapp)
+    first = sessions.groupBy("_thread", "session").agg(F.min(F.struct("sent_at", "message_id")).alias("_first"))
+    return sessions.join(first, on=["_thread", "session"], how="inner").select(
+        "message_id", F.concat(F.lit("wa:"), F.col("_first.message_id")).alias("interaction_id"))
+
+
+def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame, keep: DataFrame | None = None) -> DataFrame:
+    sessions = _whatsapp_session_messages(whatsapp, keep)
     keyed = sessions.join(
         record_keys.where(F.col("source") == "whatsapp").select(F.col("record_id").alias("message_id"), "customer_key"),
         on="message_id",
@@ -174,8 +192,10 @@ def _whatsapp_interactions(whatsapp: DataFrame, record_keys: DataFrame) -> DataF
 
 
 def _email_interactions(email: DataFrame, record_keys: DataFrame, settings: Settings,
-                        threads: DataFrame | None = None) -> DataFrame:
+                        threads: DataFrame | None = None, keep: DataFrame | None = None) -> DataFrame:
     msgs = distinct_email_messages(email)
+    if keep is not None:  # whole threads: the thread ids come from all messages (`threads`)
+        msgs = msgs.join(keep.select(F.col("record_id").alias("message_id")), on="message_id", how="left_semi")
     threads = assign_email_threads(msgs) if threads is None else threads
     sender = normalize_email(F.col("from_address"))
     is_agent = F.lit(False)
@@ -278,14 +298,23 @@ def build_interactions(
     run_id: str,
     now: datetime,
     email_threads: DataFrame | None = None,
+    only: Mapping[str, DataFrame] | None = None,
 ) -> DataFrame:
     """INTERACTIONS from the conversations, whatsapp, email and calls bronze frames present in `bronze`.
-    `email_threads`: `assign_email_threads` of bronze e-mail, when the caller has it already."""
+    `email_threads`: `assign_email_threads` of bronze e-mail, when the caller has it already.
+    `only`: per source, the records (`record_id`: conversation_id, call_id, message ids) to build from —
+    whole e-mail threads and WhatsApp conversations (incremental silver, `pipelines/increments.py`)."""
+    def kept(source: str, frame: DataFrame, id_column: str) -> DataFrame:
+        if only is None:
+            return frame
+        return frame.join(only[source].select(F.col("record_id").alias(id_column)), on=id_column, how="left_semi")
+
     keyed_by_record: list[DataFrame] = []
     if "conversations" in bronze:
-        keyed_by_record.append(_conversation_interactions(bronze["conversations"]))
+        keyed_by_record.append(_conversation_interactions(kept("conversations", bronze["conversations"],
+                                                               "conversation_id")))
     if "calls" in bronze:
-        keyed_by_record.append(_call_interactions(bronze["calls"]))
+        keyed_by_record.append(_call_interactions(kept("calls", bronze["calls"], "call_id")))
     parts: list[DataFrame] = []
     if keyed_by_record:
         one_record = keyed_by_record[0]
@@ -298,9 +327,10 @@ def build_interactions(
             one_record.join(keys, on=["_record_source", "_record_id"], how="left").drop("_record_source", "_record_id")
         )
     if "whatsapp" in bronze:
-        parts.append(_whatsapp_interactions(bronze["whatsapp"], record_keys))
+        parts.append(_whatsapp_interactions(bronze["whatsapp"], record_keys, None if only is None else only["whatsapp"]))
     if "email" in bronze:
-        parts.append(_email_interactions(bronze["email"], record_keys, settings, email_threads))
+        parts.append(_email_interactions(bronze["email"], record_keys, settings, email_threads,
+                                         None if only is None else only["email"]))
     if not parts:
         raise ValueError("build_interactions: bronze holds none of conversations, whatsapp, email, calls")
     every = parts[0]

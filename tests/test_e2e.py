@@ -202,6 +202,9 @@ def test_daily_runs_write_the_same_tables_as_one_full_run(full_run, daily_runs):
     storage engines, so a table's contents never depend on the engine either. `silver.identity_merges`
     records what the daily runs changed on the way, so it differs by design (see its own test)."""
     assert daily_runs.arrival_dates == full_run.arrival_dates
+    # the first daily run builds silver; the later ones rebuild only what their records touch
+    assert [s.silver_incremental for s in daily_runs.summaries] == [False, True, True, True]
+    assert not full_run.summaries[0].silver_incremental
     full, daily = full_run.runner.lake, daily_runs.runner.lake
     tables = [t for t in full.tables() if t[0] in ("bronze", "silver", "gold") and t != ("silver", "identity_merges")]
     assert set(tables) <= set(daily.tables())
