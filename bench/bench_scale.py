@@ -8,7 +8,9 @@ For each size, one landing zone of D + 1 arrival dates is generated (seed 7). It
 back; `atende run` (`Runner.run`: every job, the models trained) runs over the first D dates into a
 fresh lakehouse; the ingest I/O floor (Spark reads the same files and writes them as Parquet,
 untransformed: bench_ingest.floor) is measured over the same dates in the same session; then the
-held-back date is put in place, as a new day's files arrive, and `atende run` runs again.
+held-back date is put in place, as a new day's files arrive, and `atende run` runs again: first on a
+copy of the lakehouse with silver rebuilt from the whole of bronze (the baseline, as every run did before
+incremental silver), then on the lakehouse itself, silver incremental.
 
 All sizes share one Spark session configured as `atende run` configures it (conf/local.yaml), so
 the ratios compare like with like. Prints one JSON document: seconds per job for the full run and
@@ -48,7 +50,7 @@ def _jobs(summary) -> dict[str, float]:
     return {j.job: round(j.seconds, 1) for j in summary.jobs}
 
 
-def one_size(spark, settings, customers: int, days: int, seed: int, work: Path) -> dict:
+def one_size(spark, settings, customers: int, days: int, seed: int, work: Path, compare_whole: bool = True) -> dict:
     from bench_ingest import floor, landing_dates
 
     from atende.jobs.run import Runner
@@ -73,11 +75,29 @@ def one_size(spark, settings, customers: int, days: int, seed: int, work: Path) 
         io_floor = floor(spark, landing, dates[:-1], work / "floor")
     finally:
         _deliver(aside, landing)
+    whole = None
+    if compare_whole:  # the same day on a copy of the lakehouse, silver rebuilt from all of bronze (the baseline)
+        copy = work / "lakehouse-whole"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(lakehouse, copy)
+        runner = Runner(spark, settings, landing, copy)
+        runner.full_refresh = True  # silver from the whole of bronze; ingest still takes the new date alone
+        started = time.perf_counter()
+        whole = runner.run()
+        whole_seconds = time.perf_counter() - started
+        shutil.rmtree(copy, ignore_errors=True)
+        print(f"{customers:,}: one more day, silver rebuilt whole {whole_seconds:.0f} s", file=sys.stderr, flush=True)
     started = time.perf_counter()
     day = Runner(spark, settings, landing, lakehouse).run()
     day_seconds = time.perf_counter() - started
-    print(f"{customers:,}: one more day {day_seconds:.0f} s", file=sys.stderr, flush=True)
+    print(f"{customers:,}: one more day {day_seconds:.0f} s (silver incremental: {day.silver_incremental}, "
+          f"{day.silver_records} records)", file=sys.stderr, flush=True)
     ingest = _jobs(full).get("ingest", 0.0)
+    baseline = {} if whole is None else {
+        "day_whole_silver_seconds": round(whole_seconds, 1),
+        "day_whole_silver_jobs": _jobs(whole),
+        "day_silver_incremental_over_whole": round(_jobs(day)["silver"] / _jobs(whole)["silver"], 3),
+    }
     return {
         "customers": customers,
         "days": days,
@@ -90,6 +110,8 @@ def one_size(spark, settings, customers: int, days: int, seed: int, work: Path) 
         "day_run_seconds": round(day_seconds, 1),
         "day_run_jobs": _jobs(day),
         "day_over_full": round(day_seconds / full_seconds, 3),
+        "day_silver_records": day.silver_records,
+        **baseline,
         "table_rows": {k: v for k, v in full.table_rows.items() if not k.startswith("ops.")},
     }
 
@@ -101,6 +123,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the zones and lakehouses")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the extra day with silver rebuilt whole on a copy of the lakehouse")
     args = parser.parse_args()
 
     from atende.conf import load_settings
@@ -113,7 +137,7 @@ def main() -> None:
     try:
         for customers in args.customers:
             folder = work / f"{customers}x{args.days}"
-            sizes.append(one_size(spark, settings, customers, args.days, args.seed, folder))
+            sizes.append(one_size(spark, settings, customers, args.days, args.seed, folder, not args.no_baseline))
             if not args.keep:
                 shutil.rmtree(folder / "lakehouse", ignore_errors=True)
     finally:

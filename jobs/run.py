@@ -10,6 +10,7 @@ re-run never duplicates rows.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import tempfile
@@ -392,10 +393,37 @@ class Runner:
         # last: the keys the record tables now hold, and (its write time) the point the next run takes
         # bronze from; a run failing before this line leaves both as they were, and the next run redoes its work
         self._write(record, "silver", "record_keys", keys_table, mode="overwrite", partition_by=["source"])
+        if units is None or self._silver_built_with() is None:
+            self._write(record, "ops", "silver_state", self.spark.createDataFrame(
+                [(self._silver_settings(), self.run_id, self.now)], schemas.SILVER_STATE), mode="overwrite")
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
                       actions, crm):
             frame.unpersist()
         record_keys.unpersist()
+
+    def whole_silver_reason(self) -> str | None:
+        """Why this run's silver step rebuilds the record tables from the whole of bronze, or None when it
+        can rebuild only what changed (data permitting: see `_silver_units`)."""
+        if self.full_refresh:
+            return "full refresh"
+        missing = [t for t in _INCREMENTAL_NEEDS if not self.lake.exists("silver", t)]
+        if missing:
+            return f"no silver {', '.join(missing)} yet"
+        built_with = self._silver_built_with()
+        if built_with is not None and built_with != self._silver_settings():
+            return "identity.company_domains changed since silver was built"
+        return None
+
+    def _silver_settings(self) -> str:
+        """The settings silver's record rows depend on beyond the records and their keys (an e-mail from a
+        company domain is the agent's): a change of them needs every row rebuilt."""
+        return json.dumps({"company_domains": sorted({d.lower() for d in self.settings.identity.company_domains})})
+
+    def _silver_built_with(self) -> str | None:
+        """`_silver_settings` of the last whole silver build (ops/silver_state), or None before the first."""
+        if not self.lake.exists("ops", "silver_state"):
+            return None
+        return scalar(self.lake.read("ops", "silver_state").select("settings").limit(1))
 
     def _silver_units(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
                       products: DataFrame):
@@ -411,10 +439,9 @@ class Runner:
         )
         from atende.pipelines.interactions import whatsapp_sessions
 
-        if self.full_refresh:
-            self.progress("silver: rebuilt from the whole of bronze (full refresh)")
-            return None
-        if not all(self.lake.exists("silver", t) for t in _INCREMENTAL_NEEDS):
+        whole = self.whole_silver_reason()
+        if whole is not None:
+            self.progress(f"silver: rebuilt from the whole of bronze ({whole})")
             return None
         written = self.lake.read("silver", "record_keys")
         since = scalar(written.agg(F.max("_written_at")))

@@ -383,6 +383,13 @@ RECORD_KEYS = StructType([
     _s("_written_at", TimestampType(), False),
 ])
 
+# ops/silver_state: what silver's record tables were last built whole with (jobs/run.py `_silver_settings`)
+SILVER_STATE = StructType([
+    _s("settings", StringType(), False),
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
 # One row per (record, identifier) seen: the edges of the identity graph.
 IDENTIFIER_OBSERVATIONS = StructType([
     _s("source", StringType(), False),

@@ -420,6 +420,21 @@ def test_an_erased_customer_stays_erased_when_their_records_are_delivered_again(
     assert lake.read("ops", "suppressed_deliveries").agg(F.sum("records")).first()[0] > 0
 
 
+def test_silver_is_rebuilt_whole_when_what_its_rows_depend_on_changes(spark, settings, small_run, tmp_path):
+    """Incremental silver keeps rows built earlier: a change of the settings those rows depend on (which
+    addresses are the company's) sends the next run back to the whole of bronze, as do a full refresh and an
+    empty lakehouse; otherwise the run may rebuild only what changed."""
+    assert Runner(spark, settings, None, small_run.lake_dir).whole_silver_reason() is None
+    identity = settings.identity.model_copy(
+        update={"company_domains": [*settings.identity.company_domains, "Parceiro.com.br"]})
+    changed = settings.model_copy(update={"identity": identity})
+    assert "company_domains changed" in Runner(spark, changed, None, small_run.lake_dir).whole_silver_reason()
+    refresh = Runner(spark, settings, None, small_run.lake_dir)
+    refresh.full_refresh = True
+    assert refresh.whole_silver_reason() == "full refresh"
+    assert "no silver" in Runner(spark, settings, None, tmp_path / "empty").whole_silver_reason()
+
+
 def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_run, zones):
     from atende.jobs import tracking
     from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
