@@ -113,3 +113,23 @@ def pending_dates(lake: Lakehouse, step: str, steps: tuple[str, ...]) -> list[dt
     if last_start is not None:
         brought = brought.where(F.col("ended_at") > F.lit(last_start))
     return sorted({r[0] for r in brought.select(F.explode("arrival_dates")).distinct().collect()})
+
+
+# ------------------------------------------------------------------ silver state
+def silver_state(lake: Lakehouse) -> dict | None:
+    """The row of ops/silver_state (`settings`, `rebuild_reason`, ...), or None when there is none."""
+    if not lake.exists("ops", "silver_state"):
+        return None
+    rows = lake.read("ops", "silver_state").limit(1).collect()
+    return rows[0].asDict() if rows else None
+
+
+def write_silver_state(spark: SparkSession, lake: Lakehouse, run_id: str, now: dt.datetime,
+                       settings: str | None = None, rebuild_reason: str | None = None) -> None:
+    """Replace ops/silver_state: the settings silver was just built whole with, or (`rebuild_reason`) why the
+    next silver step must rebuild it whole. Whatever changes bronze or silver behind the incremental path's
+    back (a date ingested again, an erasure) writes a reason before it changes anything."""
+    from atende.pipelines.schemas import SILVER_STATE
+
+    lake.write("ops", "silver_state", spark.createDataFrame([(settings, rebuild_reason, run_id, now)], SILVER_STATE),
+               mode="overwrite")

@@ -582,6 +582,13 @@ def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: S
         lake.upsert("ops", "erasures", spark.createDataFrame([row], ERASURES), keys=["erasure_id"])
 
     record({})
+    if lake.exists("silver", "record_keys"):
+        # rows of other customers can hold the erased one's messages (a shared thread or group): the next
+        # run rebuilds silver's record tables from the whole of bronze, which no longer holds them
+        from atende.jobs.bookkeeping import write_silver_state
+
+        write_silver_state(spark, lake, erasure_id, now,
+                           rebuild_reason=f"a customer was erased since silver was built (erasure {erasure_id})")
 
     # 2. the rows: bronze and quarantine, gold, silver records, identity last
     removed: dict[str, int] = {}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,12 +31,17 @@ from atende.jobs.bookkeeping import (
     pending_dates,
     processed_dates,
     record_jobs,
+    silver_state,
     utc_now,
+    write_silver_state,
 )
 from atende.lakehouse.storage import Storage, StorageError, join, location
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
 from atende.pipelines.frames import scalar
+
+if TYPE_CHECKING:
+    from atende.pipelines.increments import Units
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +232,12 @@ class Runner:
             self._gate("bronze", {f"bronze.{source}": frame for source, frame in accepted.items()})
             gated = time.perf_counter()
             self.progress(f"ingest: bronze quality gates in {gated - parsed:.1f} s")
+            again = self._ingested_before(dates)
+            if again:  # their bronze rows are replaced: records (or deliveries) may be gone, which only a
+                # whole silver build sees; said before bronze changes, so a crash cannot lose it
+                write_silver_state(self.spark, self.lake, self.run_id, self.now, rebuild_reason=(
+                    f"arrival date(s) {', '.join(d.isoformat() for d in again[:3])}{' ...' if len(again) > 3 else ''}"
+                    " ingested again"))
             by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"],
                        "replace_where": f"_arrival_date IN ({listed})"}
             quarantined = self._suppress_lines(_union_all([r.quarantined for r in results.values()]))
@@ -242,6 +253,14 @@ class Runner:
         finally:
             for result in results.values():
                 result.release()
+
+    def _ingested_before(self, dates: list[dt.date]) -> list[dt.date]:
+        """Those of `dates` bronze already holds (their landing files were reconciled by an earlier ingest)."""
+        if not self.lake.exists("ops", "file_reconciliation"):
+            return []
+        found = (self.lake.read("ops", "file_reconciliation").where(F.col("_arrival_date").isin(dates))
+                 .select("_arrival_date").distinct().collect())
+        return sorted(r[0] for r in found)
 
     def _suppress(self, accepted: dict[str, DataFrame], record: JobRecord) -> dict[str, DataFrame]:
         """The batch without the records of erased customers (`atende forget`: their identifiers are on the
@@ -374,28 +393,32 @@ class Runner:
                 ("silver", "orders", orders, whole),
                 ("silver", "actions", actions, whole),
             ]
-        else:
+        else:  # a MERGE per table that has rows to merge (the frames are cached: checking is cheap)
             record_tables = [
-                ("silver", "interactions", interactions, {"keys": ["interaction_id"], "partition_by": ["channel"],
-                                                          "remove": units.replaced_interactions}),
-                ("silver", "survey_responses", responses, {"keys": ["response_id"]}),
-                ("silver", "orders", orders, {"keys": ["order_id"]}),
-                ("silver", "actions", actions, {"keys": ["action_id"]}),
+                (layer, table, frame, merge) for layer, table, frame, merge, removes in (
+                    ("silver", "interactions", interactions, {"keys": ["interaction_id"], "partition_by": ["channel"],
+                                                              "remove": units.replaced_interactions},
+                     units.replaced_interactions),
+                    ("silver", "survey_responses", responses, {"keys": ["response_id"]}, None),
+                    ("silver", "orders", orders, {"keys": ["order_id"]}, None),
+                    ("silver", "actions", actions, {"keys": ["action_id"]}, None),
+                ) if not frame.isEmpty() or (removes is not None and not removes.isEmpty())
             ]
         self._write_all(record, [
             ("silver", "identity_map", identity_map, whole),
             ("silver", "identity_merges", merges, {"mode": "append"}),
             ("silver", "identity_exceptions", exceptions, whole),
-            ("silver", "products", products, whole),
             ("silver", "crm", crm, whole),
             *record_tables,
         ])
         # last: the keys the record tables now hold, and (its write time) the point the next run takes
         # bronze from; a run failing before this line leaves both as they were, and the next run redoes its work
         self._write(record, "silver", "record_keys", keys_table, mode="overwrite", partition_by=["source"])
-        if units is None or self._silver_built_with() is None:
-            self._write(record, "ops", "silver_state", self.spark.createDataFrame(
-                [(self._silver_settings(), self.run_id, self.now)], schemas.SILVER_STATE), mode="overwrite")
+        # products last but one: the next run finds a category change against the table as it was when
+        # record_keys (the watermark) was written, whatever failed in between
+        self._write(record, "silver", "products", products, mode="overwrite")
+        if units is None:
+            write_silver_state(self.spark, self.lake, self.run_id, self.now, settings=self._silver_settings())
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
                       actions, crm):
             frame.unpersist()
@@ -409,8 +432,12 @@ class Runner:
         missing = [t for t in _INCREMENTAL_NEEDS if not self.lake.exists("silver", t)]
         if missing:
             return f"no silver {', '.join(missing)} yet"
-        built_with = self._silver_built_with()
-        if built_with is not None and built_with != self._silver_settings():
+        state = silver_state(self.lake)
+        if state is None:
+            return "no ops/silver_state: silver was built by an earlier release"
+        if state["rebuild_reason"]:
+            return state["rebuild_reason"]
+        if state["settings"] != self._silver_settings():
             return "identity.company_domains changed since silver was built"
         return None
 
@@ -419,14 +446,8 @@ class Runner:
         company domain is the agent's): a change of them needs every row rebuilt."""
         return json.dumps({"company_domains": sorted({d.lower() for d in self.settings.identity.company_domains})})
 
-    def _silver_built_with(self) -> str | None:
-        """`_silver_settings` of the last whole silver build (ops/silver_state), or None before the first."""
-        if not self.lake.exists("ops", "silver_state"):
-            return None
-        return scalar(self.lake.read("ops", "silver_state").select("settings").limit(1))
-
     def _silver_units(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
-                      products: DataFrame):
+                      products: DataFrame) -> Units | None:
         """The units of the record tables this run rebuilds (`pipelines.increments.Units`), or None when they
         are rebuilt from the whole of bronze: a full refresh, a first run, or records silver was built from
         gone from bronze."""
@@ -444,9 +465,12 @@ class Runner:
             self.progress(f"silver: rebuilt from the whole of bronze ({whole})")
             return None
         written = self.lake.read("silver", "record_keys")
-        since = scalar(written.agg(F.max("_written_at")))
-        if since is None:
+        # the watermark as microseconds: no time zone on the way to the driver and back
+        since_micros = scalar(written.agg(F.unix_micros(F.max("_written_at"))))
+        if since_micros is None:
+            self.progress("silver: rebuilt from the whole of bronze (silver/record_keys is empty)")
             return None
+        since = F.timestamp_micros(F.lit(since_micros))
         old_keys = written.select("source", "record_id", "customer_key")
         if not vanished(old_keys, record_keys).isEmpty():
             self.progress("silver: records it was built from are no longer in bronze (a date ingested again from "
@@ -456,8 +480,9 @@ class Runner:
         products_changed = changed_categories(self.lake.read("silver", "products"), products)
         units = affected_units(changed, bronze, threads, whatsapp_sessions(bronze["whatsapp"]),
                                products_changed).materialised()
+        written_at = dt.datetime.fromtimestamp(since_micros / 1e6, dt.timezone.utc)
         self.progress(f"silver: {units.size:,} records to rebuild rows from (delivered or re-keyed since "
-                      f"{since:%Y-%m-%d %H:%M:%S} UTC)")
+                      f"{written_at:%Y-%m-%d %H:%M:%S} UTC)")
         return units
 
     def _models(self):

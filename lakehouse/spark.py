@@ -118,21 +118,26 @@ def _start(app_name: str, master: str, options: dict[str, str], jvm_log: Path | 
         builder = builder.config(key, value)
     if jvm_log is None or SparkContext._active_spark_context is not None:
         return builder.getOrCreate()
-    # The JVM that PySpark launches inherits this process's stderr: pointed at the log file while it
-    # starts, everything the JVM prints (Ivy's resolution, log4j, the JDK's and BLAS's warnings) lands
-    # there for the whole session, and Python's own stderr is put back at once.
+    # The JVM that PySpark launches inherits this process's stdout and stderr: pointed at the log file
+    # while it starts, everything the JVM prints (Ivy's resolution, log4j, the JDK's and BLAS's warnings,
+    # Delta's console lines such as VACUUM's "Deleted N files") lands there for the whole session, and
+    # Python's own stdout and stderr are put back at once.
     jvm_log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
         with open(jvm_log, "ab") as log_file:
-            os.dup2(log_file.fileno(), 2)
+            for fd in saved:
+                os.dup2(log_file.fileno(), fd)
             try:
                 return builder.getOrCreate()
             finally:
-                os.dup2(saved, 2)
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
     finally:
-        os.close(saved)
+        for copy in saved.values():
+            os.close(copy)
 
 
 def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log: Path | None = None) -> SparkSession:

@@ -28,15 +28,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from atende.pipelines.identity import whatsapp_messages
+from atende.pipelines.identity.email_threads import strip_brackets
+from atende.pipelines.schemas import BRONZE_KEYS
 
-# the record id column of each source whose records are one row of a record table
-RECORD_ID = {
-    "conversations": "conversation_id",
-    "calls": "call_id",
-    "surveys": "response_id",
-    "orders": "order_id",
-    "actions": "action_id",
-}
+# the record id column of each source whose records are one row of a record table (e-mail and WhatsApp
+# records are messages of a thread or conversation: see `affected_units`)
+RECORD_ID = {source: key for source, key in BRONZE_KEYS.items() if key is not None and source != "email"}
 INTERACTION_SOURCES = ("conversations", "calls", "email", "whatsapp")
 
 
@@ -44,20 +41,14 @@ def _records(source: str, frame: DataFrame, record_id: Column) -> DataFrame:
     return frame.select(F.lit(source).alias("source"), record_id.cast("string").alias("record_id"))
 
 
-def _bare_message_id(column: Column) -> Column:
-    """An e-mail Message-ID as identity and threads hold it (no angle brackets)."""
-    bare = F.regexp_replace(F.trim(column), r"^<|>$", "")
-    return F.when(bare != "", bare)
-
-
-def delivered_since(bronze: Mapping[str, DataFrame], since: datetime) -> DataFrame:
+def delivered_since(bronze: Mapping[str, DataFrame], since: datetime | Column) -> DataFrame:
     """`source, record_id` of the bronze records ingested after `since` (re-deliveries and late files
     included: whatever a run brought). Products and CRM rows are dimensions rebuilt whole."""
-    after = F.col("_ingested_at") > F.lit(since).cast("timestamp")
+    after = F.col("_ingested_at") > (since if isinstance(since, Column) else F.lit(since).cast("timestamp"))
     parts = [_records(source, bronze[source].where(after), F.col(column))
              for source, column in RECORD_ID.items() if source in bronze]
     if "email" in bronze:
-        parts.append(_records("email", bronze["email"].where(after), _bare_message_id(F.col("message_id"))))
+        parts.append(_records("email", bronze["email"].where(after), strip_brackets(F.col("message_id"))))
     if "whatsapp" in bronze:
         parts.append(_records("whatsapp", whatsapp_messages(bronze["whatsapp"].where(after)), F.col("message_id")))
     every = parts[0]
@@ -85,10 +76,12 @@ def vanished(old_keys: DataFrame, new_keys: DataFrame) -> DataFrame:
 
 
 def changed_categories(old_products: DataFrame, new_products: DataFrame) -> DataFrame:
-    """`product_id` of the products new or whose category changed (orders carry their product's category)."""
-    old = old_products.select("product_id", F.col("category").alias("_old"), F.lit(True).alias("_seen"))
-    return (new_products.join(old, on="product_id", how="left")
-            .where(F.col("_seen").isNull() | ~F.col("category").eqNullSafe(F.col("_old")))
+    """`product_id` of the products new, gone or whose category changed (orders carry their product's
+    category)."""
+    old = old_products.select("product_id", F.col("category").alias("_old"), F.lit(True).alias("_was"))
+    new = new_products.select("product_id", F.col("category").alias("_new"), F.lit(True).alias("_is"))
+    return (new.join(old, on="product_id", how="full_outer")
+            .where(F.col("_was").isNull() | F.col("_is").isNull() | ~F.col("_new").eqNullSafe(F.col("_old")))
             .select("product_id"))
 
 

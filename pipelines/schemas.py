@@ -383,9 +383,12 @@ RECORD_KEYS = StructType([
     _s("_written_at", TimestampType(), False),
 ])
 
-# ops/silver_state: what silver's record tables were last built whole with (jobs/run.py `_silver_settings`)
+# ops/silver_state, one row: the settings silver's record tables were last built whole with
+# (jobs/run.py `_silver_settings`), or why the next silver step must rebuild them whole (`rebuild_reason`:
+# an arrival date ingested again, an erasure) — jobs/bookkeeping.py
 SILVER_STATE = StructType([
-    _s("settings", StringType(), False),
+    _s("settings", StringType()),
+    _s("rebuild_reason", StringType()),
     _s("run_id", StringType(), False),
     _s("_written_at", TimestampType(), False),
 ])

@@ -157,6 +157,10 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     assert ids("silver", "crm", "crm_id") == ["CRM-2"]
     assert ids("gold", "customer_profiles", "customer_key") == ["c-bob"]
     assert lake.read("gold", "service_kpis").count() == 1
+    # others' rows may hold her messages (a shared thread): the next run rebuilds silver whole
+    from atende.jobs.bookkeeping import silver_state
+
+    assert "erased" in silver_state(lake)["rebuild_reason"]
     # vacuumed at once: no file of any version still on disk holds her
     on_disk = _texts_in_files(lake.root)
     for value in (*ANA, "99876-5432", "sou a ana"):

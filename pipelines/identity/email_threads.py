@@ -9,7 +9,7 @@ from atende.pipelines.identity.graph import connected_components
 
 
 # ------------------------------------------------------------------ e-mail threads
-def _strip_brackets(column: Column) -> Column:
+def strip_brackets(column: Column) -> Column:
     bare = F.regexp_replace(F.trim(column), r"^<|>$", "")
     return F.when(bare != "", bare)
 
@@ -24,7 +24,7 @@ def assign_email_threads(messages: DataFrame) -> DataFrame:
         F.explode(
             F.concat(F.coalesce("references", F.array().cast("array<string>")), F.array("in_reply_to"))
         ).alias("ref"),
-    ).select("message_id", _strip_brackets(F.col("ref")).alias("ref"))
+    ).select("message_id", strip_brackets(F.col("ref")).alias("ref"))
     edges = messages.select(F.col("message_id").alias("src"), F.col("message_id").alias("dst")).unionByName(
         refs.where(F.col("ref").isNotNull()).select(F.col("message_id").alias("src"), F.col("ref").alias("dst"))
     )
@@ -44,6 +44,6 @@ def distinct_email_messages(email: DataFrame) -> DataFrame:
     are never a customer, an interaction or an identifier. A null kind (a frame made before
     the column existed) is a message."""
     people = email.where(F.coalesce(F.col("kind"), F.lit("message")) == "message") if "kind" in email.columns else email
-    return first_delivery(people.withColumn("message_id", _strip_brackets(F.col("message_id"))), "message_id")
+    return first_delivery(people.withColumn("message_id", strip_brackets(F.col("message_id"))), "message_id")
 
 
