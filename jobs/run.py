@@ -38,7 +38,7 @@ from atende.jobs.bookkeeping import (
 from atende.lakehouse.storage import Storage, StorageError, join, location
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
-from atende.pipelines.frames import scalar
+from atende.pipelines.frames import scalar, union_all
 
 if TYPE_CHECKING:
     from atende.pipelines.increments import Units
@@ -70,7 +70,10 @@ class RunSummary:
     # silver's record tables: rows rebuilt from this many records (incremental), or None when rebuilt from
     # the whole of bronze (a first run, a full refresh), or not run
     silver_records: int | None = None
-    silver_incremental: bool = False
+
+    @property
+    def silver_incremental(self) -> bool:
+        return self.silver_records is not None
 
 
 ProgressFn = Callable[[str], None]
@@ -215,7 +218,7 @@ class Runner:
             for source in schemas.SOURCES
         }
         try:
-            counts = _union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
+            counts = union_all([r.file_counts for r in results.values()]).withColumn("run_id", F.lit(self.run_id))
             counts = counts.cache()
             record.rows_read += int(scalar(counts.agg(F.coalesce(F.sum("records"), F.lit(0)))))
             broken = counts.where(F.col("records") != F.col("accepted") + F.col("quarantined")).limit(5).collect()
@@ -240,7 +243,7 @@ class Runner:
                     " ingested again"))
             by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"],
                        "replace_where": f"_arrival_date IN ({listed})"}
-            quarantined = self._suppress_lines(_union_all([r.quarantined for r in results.values()]))
+            quarantined = self._suppress_lines(union_all([r.quarantined for r in results.values()]))
             self._write_all(record, [("bronze", source, accepted[source], by_date) for source in results]
                             + [("bronze", "quarantine", quarantined, by_date)])
             self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
@@ -290,7 +293,7 @@ class Runner:
             found.setdefault(row["source"], []).append(row["record_id"])
         if not found:
             return accepted
-        counts = _union_all([dropped_counts(source, accepted[source], ids) for source, ids in found.items()])
+        counts = union_all([dropped_counts(source, accepted[source], ids) for source, ids in found.items()])
         self._suppressed_counts = counts.select(*[
             (F.lit(self.run_id) if f.name == "run_id" else F.col(f.name)).cast(f.dataType).alias(f.name)
             for f in SUPPRESSED_DELIVERIES.fields])
@@ -666,7 +669,6 @@ class Runner:
 
                 mark_retrained(self.spark, self.lake, erasures, self.run_id)
         summary.silver_records = self._silver_records
-        summary.silver_incremental = self._silver_records is not None
         summary.table_rows = self.table_rows()
         summary.quarantined = {
             r["source"]: r["n"]
@@ -727,9 +729,3 @@ def _name_spark_jobs(spark: SparkSession, step: str) -> None:
     except Exception:  # Spark Connect has no SparkContext
         pass
 
-
-def _union_all(frames: list[DataFrame]) -> DataFrame:
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, Row
+from pyspark.sql import functions as F
 
 
 def one_row(df: DataFrame) -> Row:
@@ -18,6 +19,19 @@ def one_row(df: DataFrame) -> Row:
 def scalar(df: DataFrame) -> Any:
     """The first value of `one_row(df)`."""
     return one_row(df)[0]
+
+
+def union_all(frames: Sequence[DataFrame]) -> DataFrame:
+    """The frames' rows together, columns matched by name (at least one frame)."""
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def keep_ids(frame: DataFrame, ids: DataFrame, column: str) -> DataFrame:
+    """The rows of `frame` whose `column` is among the `record_id` values of `ids` (a semi-join)."""
+    return frame.join(ids.select(F.col("record_id").alias(column)), on=column, how="left_semi")
 
 
 def seeded_rows(df: DataFrame, seed: int, limit: int | None = None, by: Sequence[str] | None = None) -> DataFrame:

@@ -27,6 +27,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from atende.pipelines.frames import keep_ids, union_all
 from atende.pipelines.identity import whatsapp_messages
 from atende.pipelines.identity.email_threads import strip_brackets
 from atende.pipelines.schemas import BRONZE_KEYS
@@ -51,10 +52,7 @@ def delivered_since(bronze: Mapping[str, DataFrame], since: datetime | Column) -
         parts.append(_records("email", bronze["email"].where(after), strip_brackets(F.col("message_id"))))
     if "whatsapp" in bronze:
         parts.append(_records("whatsapp", whatsapp_messages(bronze["whatsapp"].where(after)), F.col("message_id")))
-    every = parts[0]
-    for part in parts[1:]:
-        every = every.unionByName(part)
-    return every.where(F.col("record_id").isNotNull())
+    return union_all(parts).where(F.col("record_id").isNotNull())
 
 
 def rekeyed(old_keys: DataFrame, new_keys: DataFrame) -> DataFrame:
@@ -101,12 +99,8 @@ class Units:
         while the rebuilt rows are written."""
         from atende.pipelines.identity.graph import materialise
 
-        every = None
-        for source, frame in self.records.items():
-            part = frame.select(F.lit(source).alias("source"), "record_id")
-            every = part if every is None else every.unionByName(part)
-        assert every is not None
-        every = materialise(every)
+        every = materialise(union_all([frame.select(F.lit(source).alias("source"), "record_id")
+                                       for source, frame in self.records.items()]))
         return Units({source: every.where(F.col("source") == source).select("record_id") for source in self.records},
                      materialise(self.replaced_interactions), every.count())
 
@@ -159,5 +153,4 @@ def affected_units(changed: DataFrame, bronze: Mapping[str, DataFrame], email_th
 
 def only_records(frame: DataFrame, records: DataFrame, source: str) -> DataFrame:
     """The bronze rows of `source` (every delivery) whose record id is among `records` (`record_id`)."""
-    column = RECORD_ID[source]
-    return frame.join(records.select(F.col("record_id").alias(column)), on=column, how="left_semi")
+    return keep_ids(frame, records, RECORD_ID[source])

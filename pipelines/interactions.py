@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from atende.conf.settings import Settings
 from atende.features.identifiers import email_domain, normalize_email
 from atende.pipelines.dedup import first_delivery
+from atende.pipelines.frames import keep_ids, union_all
 from atende.pipelines.identity import assign_email_threads, distinct_email_messages, whatsapp_messages
 from atende.pipelines.schemas import INTERACTIONS
 
@@ -106,7 +107,7 @@ def _whatsapp_session_messages(whatsapp: DataFrame, keep: DataFrame | None = Non
     conversations, their sessions are those of all messages (a gap is a gap within a conversation too)."""
     msgs = whatsapp_messages(whatsapp)
     if keep is not None:
-        msgs = msgs.join(keep.select(F.col("record_id").alias("message_id")), on="message_id", how="left_semi")
+        msgs = keep_ids(msgs, keep, "message_id")
     # the customer's one-to-one chat is keyed by their number, else (a username) by their user id; a group
     # is a conversation of its own, never merged into a participant's chat
     customer = F.coalesce(F.concat(F.lit("wa:"), F.col("wa_id")), F.concat(F.lit("uid:"), F.col("user_id")))
@@ -195,7 +196,7 @@ def _email_interactions(email: DataFrame, record_keys: DataFrame, settings: Sett
                         threads: DataFrame | None = None, keep: DataFrame | None = None) -> DataFrame:
     msgs = distinct_email_messages(email)
     if keep is not None:  # whole threads: the thread ids come from all messages (`threads`)
-        msgs = msgs.join(keep.select(F.col("record_id").alias("message_id")), on="message_id", how="left_semi")
+        msgs = keep_ids(msgs, keep, "message_id")
     threads = assign_email_threads(msgs) if threads is None else threads
     sender = normalize_email(F.col("from_address"))
     is_agent = F.lit(False)
@@ -305,9 +306,7 @@ def build_interactions(
     `only`: per source, the records (`record_id`: conversation_id, call_id, message ids) to build from —
     whole e-mail threads and WhatsApp conversations (incremental silver, `pipelines/increments.py`)."""
     def kept(source: str, frame: DataFrame, id_column: str) -> DataFrame:
-        if only is None:
-            return frame
-        return frame.join(only[source].select(F.col("record_id").alias(id_column)), on=id_column, how="left_semi")
+        return frame if only is None else keep_ids(frame, only[source], id_column)
 
     keyed_by_record: list[DataFrame] = []
     if "conversations" in bronze:
@@ -317,9 +316,7 @@ def build_interactions(
         keyed_by_record.append(_call_interactions(kept("calls", bronze["calls"], "call_id")))
     parts: list[DataFrame] = []
     if keyed_by_record:
-        one_record = keyed_by_record[0]
-        for part in keyed_by_record[1:]:
-            one_record = one_record.unionByName(part)
+        one_record = union_all(keyed_by_record)
         keys = record_keys.select(
             F.col("source").alias("_record_source"), F.col("record_id").alias("_record_id"), "customer_key"
         )
@@ -333,8 +330,5 @@ def build_interactions(
                                          None if only is None else only["email"]))
     if not parts:
         raise ValueError("build_interactions: bronze holds none of conversations, whatsapp, email, calls")
-    every = parts[0]
-    for part in parts[1:]:
-        every = every.unionByName(part)
-    every = every.withColumn("run_id", F.lit(run_id)).withColumn("_written_at", F.lit(now).cast("timestamp"))
+    every = union_all(parts).withColumn("run_id", F.lit(run_id)).withColumn("_written_at", F.lit(now).cast("timestamp"))
     return every.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in INTERACTIONS.fields])
