@@ -165,6 +165,86 @@ class KpiSettings(_Section):
         return value
 
 
+# silver/customers (pipelines/customers.py): the fields chosen by survivorship, and the sources that can
+# supply each. crm: silver/crm rows (observed at `updated_at`); interactions: the name a customer gave on a
+# channel (observed at `started_at`, counted per interaction); identifiers: silver/identity_map rows
+# (observed at `last_seen_at`).
+SURVIVORSHIP_SOURCES: dict[str, tuple[str, ...]] = {
+    "display_name": ("crm", "interactions"),
+    "email": ("identifiers",),
+    "phone": ("identifiers",),
+    "birth_date": ("crm",),
+    "gender": ("crm",),
+    "city": ("crm",),
+    "state": ("crm",),
+    "country": ("crm",),
+    "income_band": ("crm",),
+    "profession": ("crm",),
+    "marketing_consent": ("crm",),
+    "consent_updated_at": ("crm",),
+}
+Pick = Literal["most_recent", "most_frequent"]
+
+
+class FieldRule(_Section):
+    """How one field of a customer survives from the values its sources hold.
+
+    * ``most_recent``: the newest non-empty value among `sources` (a tie: the earlier source listed);
+    * ``latest``: the value of the newest record, empty included (a consent left blank is no consent);
+    * ``most_frequent``: the non-empty value seen most often (a tie: the newest);
+    * ``source_priority``: the first source in `sources` holding a non-empty value, and within it the value
+      `within` picks for that source (``most_recent`` unless named).
+    """
+    rule: Literal["most_recent", "latest", "most_frequent", "source_priority"]
+    sources: tuple[str, ...] = Field(min_length=1)
+    within: dict[str, Pick] = Field(default_factory=dict)
+
+
+def _default_survivorship() -> dict[str, FieldRule]:
+    crm_latest = {f: FieldRule(rule="most_recent", sources=("crm",))
+                  for f in ("birth_date", "gender", "city", "state", "country", "income_band", "profession")}
+    return {
+        # the CRM's name over the names given in chats, and among those the one given most often
+        "display_name": FieldRule(rule="source_priority", sources=("crm", "interactions"),
+                                  within={"interactions": "most_frequent"}),
+        "email": FieldRule(rule="most_recent", sources=("identifiers",)),
+        "phone": FieldRule(rule="most_recent", sources=("identifiers",)),
+        **crm_latest,
+        # consent as the latest CRM row states it: a blank there is no consent, whatever an older row said
+        "marketing_consent": FieldRule(rule="latest", sources=("crm",)),
+        "consent_updated_at": FieldRule(rule="latest", sources=("crm",)),
+    }
+
+
+class SurvivorshipSettings(_Section):
+    # per field of silver/customers, the rule that picks its value; a field not named keeps its default
+    fields: dict[str, FieldRule] = Field(default_factory=_default_survivorship)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _with_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {**_default_survivorship(), **value}
+
+    @field_validator("fields")
+    @classmethod
+    def _known(cls, value: dict[str, FieldRule]) -> dict[str, FieldRule]:
+        for name, rule in value.items():
+            if name not in SURVIVORSHIP_SOURCES:
+                raise ValueError(f"unknown field {name!r} (known: {', '.join(SURVIVORSHIP_SOURCES)})")
+            allowed = SURVIVORSHIP_SOURCES[name]
+            for source in (*rule.sources, *rule.within):
+                if source not in allowed:
+                    raise ValueError(f"{name}: source {source!r} does not supply it (sources: {', '.join(allowed)})")
+            stray = sorted(set(rule.within) - set(rule.sources))
+            if stray:
+                raise ValueError(f"{name}: within names {', '.join(stray)}, not among its sources")
+            if len(set(rule.sources)) != len(rule.sources):
+                raise ValueError(f"{name}: a source is listed twice")
+        return value
+
+
 class DemoSettings(_Section):
     directory: str = "atende-demo"
     customers: int = Field(default=2000, ge=10)
@@ -419,6 +499,7 @@ class Settings(_Section):
     reports: ReportSettings = ReportSettings()
     models: ModelSettings = ModelSettings()
     privacy: PrivacySettings = PrivacySettings()
+    survivorship: SurvivorshipSettings = SurvivorshipSettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

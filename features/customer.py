@@ -15,7 +15,11 @@ from pyspark.sql.window import Window
 
 from atende.conf.settings import Settings
 from atende.pipelines import rules
+from atende.pipelines.customers import surviving_values
 from atende.pipelines.schemas import ALL_CHANNELS
+
+# the fields the features take from the CRM (through survivorship, as silver/customers does)
+CRM_FEATURE_FIELDS = ("birth_date", "gender", "income_band", "profession", "state", "marketing_consent")
 
 # income bands (Brazilian social classes) on a 0..1 scale
 INCOME_LEVELS = {"DE": 0.0, "C2": 0.2, "C1": 0.4, "B2": 0.6, "B1": 0.8, "A": 1.0}
@@ -76,9 +80,6 @@ def build_customer_features(
     preferred hours, topic mix, satisfaction and effort, resolution history, language, contact
     pressure. Every frame is a silver table (`crm`: the CRM history, silver CRM)."""
     cut = F.lit(as_of).cast("timestamp")
-    tz = settings.kpis.business_timezone
-    nba = settings.models.nba
-
     customers = (
         identity_map.where(F.col("first_seen_at") < cut)
         .groupBy("customer_key")
@@ -88,14 +89,27 @@ def build_customer_features(
             F.max(F.when(F.col("identifier_type") == "email", True)).alias("_has_email"),
         )
     )
+    # demographics as the CRM stood at the cut, by the survivorship rules of silver/customers
+    crm_values = surviving_values(settings, list(CRM_FEATURE_FIELDS), crm=crm.where(F.col("updated_at") < cut))
+    parts = [
+        crm_values,
+        *_interaction_parts(interactions.where(F.col("customer_key").isNotNull() & (F.col("started_at") < cut)),
+                            settings),
+        _survey_part(survey_responses.where(F.col("customer_key").isNotNull() & (F.col("submitted_at") < cut))),
+        *_order_parts(orders.where(F.col("customer_key").isNotNull() & (F.col("ordered_at") < cut)), products,
+                      settings),
+        _action_part(actions.where(F.col("customer_key").isNotNull() & (F.col("sent_at") < cut)), cut, settings),
+    ]
+    joined = customers
+    for part in parts:
+        joined = joined.join(part, on="customer_key", how="left")
+    return _feature_columns(joined, cut, settings)
 
-    # demographics from the latest CRM row known at the cut
-    crm_latest = rules.crm_of_customers(crm.where(F.col("updated_at") < cut),
-                                        identity_map.where(F.col("first_seen_at") < cut))
 
-    # interactions
-    seen = interactions.where(F.col("customer_key").isNotNull() & (F.col("started_at") < cut))
-    local_hour = F.hour(F.from_utc_timestamp("started_at", tz))
+def _interaction_parts(seen: DataFrame, settings: Settings) -> list[DataFrame]:
+    """Per customer, from the interactions before the cut: counts and mixes, service history, the latest
+    interaction (`_last`: open issue, last topic), preferred and last channel, main language."""
+    local_hour = F.hour(F.from_utc_timestamp("started_at", settings.kpis.business_timezone))
     topics = settings.models.features.topics
     is_bot_handled = rules.bot_handled(F.col("channel"), F.col("has_bot"))
     fcr = rules.first_contact_resolution(settings.kpis.fcr_window_days, settings.kpis.repeat_contact_channels)
@@ -126,10 +140,12 @@ def build_customer_features(
     language = per_language.groupBy("customer_key").agg(
         F.max(F.struct("n", "language")).getField("language").alias("main_language")
     )
+    return [inter, preferred, language]
 
-    # surveys
-    answered = survey_responses.where(F.col("customer_key").isNotNull() & (F.col("submitted_at") < cut))
-    surveys = answered.groupBy("customer_key").agg(
+
+def _survey_part(answered: DataFrame) -> DataFrame:
+    """Per customer, from the responses before the cut: averages per survey, satisfaction and effort."""
+    return answered.groupBy("customer_key").agg(
         F.count("*").alias("survey_count"),
         *[F.avg(F.when(F.col("survey") == s, F.col("score").cast("double"))).alias(f"{s}_avg") for s in SURVEYS],
         F.avg(rules.normalised_score(F.col("survey"), F.col("score"))).alias("satisfaction_index"),
@@ -137,22 +153,22 @@ def build_customer_features(
         F.avg(F.when(F.col("survey") == "ces", rules.effort(F.col("score")))).alias("effort_index"),
     )
 
-    # orders, with the price level of what was bought: its percentile within its category
+
+def _order_parts(ordered: DataFrame, products: DataFrame, settings: Settings) -> list[DataFrame]:
+    """Per customer, from the orders before the cut: spend, order-channel mix, the price level of what was
+    bought (its percentile within its category), and the counts per category."""
     price_rank = Window.partitionBy("category").orderBy("price")
     levels = products.where(F.col("price").isNotNull()).select(
         "product_id", F.percent_rank().over(price_rank).alias("_price_level")
     )
-    bought = orders.where(F.col("customer_key").isNotNull() & (F.col("ordered_at") < cut)).join(
-        levels, on="product_id", how="left"
-    )
-    ochannels = settings.models.features.order_channels
+    bought = ordered.join(levels, on="product_id", how="left")
     spend = bought.groupBy("customer_key").agg(
         F.count("*").alias("orders_count"),
         F.sum("amount").alias("total_spend"),
         F.avg("amount").alias("avg_order_value"),
         F.avg("_price_level").alias("price_level"),
         F.max("ordered_at").alias("last_order_at"),
-        *[_share(F.col("channel") == c).alias(f"ochan_{c}") for c in ochannels],
+        *[_share(F.col("channel") == c).alias(f"ochan_{c}") for c in settings.models.features.order_channels],
     )
     per_category = bought.where(F.col("category").isNotNull()).groupBy("customer_key", "category").agg(
         F.count("*").alias("n")
@@ -161,27 +177,21 @@ def build_customer_features(
         F.map_from_entries(F.array_sort(F.collect_list(F.struct("category", "n")))).alias("_category_counts"),
         F.sum("n").alias("_category_total"),
     )
+    return [spend, categories]
 
-    # outbound actions: contact pressure and responsiveness
-    fatigue_start = cut - F.expr(f"INTERVAL {nba.fatigue_days} DAYS")
-    sent = actions.where(F.col("customer_key").isNotNull() & (F.col("sent_at") < cut))
-    pressure = sent.groupBy("customer_key").agg(
+
+def _action_part(sent: DataFrame, cut: Column, settings: Settings) -> DataFrame:
+    """Per customer, from the actions sent before the cut: contact pressure and responsiveness."""
+    fatigue_start = cut - F.expr(f"INTERVAL {settings.models.nba.fatigue_days} DAYS")
+    return sent.groupBy("customer_key").agg(
         F.count(F.when(F.col("sent_at") >= fatigue_start, True)).alias("actions_recent"),
         F.avg(F.when(F.col("action") != "no_action", F.col("responded").cast("double"))).alias("action_response_rate"),
         F.max("sent_at").alias("last_action_at"),
     )
 
-    joined = (
-        customers.join(crm_latest, on="customer_key", how="left")
-        .join(inter, on="customer_key", how="left")
-        .join(preferred, on="customer_key", how="left")
-        .join(language, on="customer_key", how="left")
-        .join(surveys, on="customer_key", how="left")
-        .join(spend, on="customer_key", how="left")
-        .join(categories, on="customer_key", how="left")
-        .join(pressure, on="customer_key", how="left")
-    )
 
+def _feature_columns(joined: DataFrame, cut: Column, settings: Settings) -> DataFrame:
+    """The feature table's columns, in order, from the customers joined to every part."""
     zero = F.lit(0.0)
     last_activity = F.greatest("last_interaction_at", "last_order_at", "first_seen_at")
     tenure = _days_between(cut, F.col("first_seen_at"))
@@ -197,7 +207,8 @@ def build_customer_features(
         "customer_key",
         cut.alias("as_of"),
         # demographics
-        F.col("full_name").isNotNull().cast("double").alias("has_crm"),
+        # a CRM row with any value before the cut
+        (F.coalesce(F.size("value_sources"), F.lit(0)) > 0).cast("double").alias("has_crm"),
         age.alias("age"),
         rules.age_band(F.col("birth_date"), F.to_date(cut)).alias("age_band"),
         "gender",

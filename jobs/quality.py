@@ -350,6 +350,7 @@ KEYED_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "silver.products": (("product_id",), ()),
     "silver.crm": (("crm_id", "updated_at"), ()),
     "silver.record_keys": (("source", "record_id"), ()),
+    "silver.customers": (("customer_key",), ()),
     "gold.customer_profiles": (("customer_key",), ()),
     "gold.customer_features": (("customer_key",), ()),
     "gold.service_kpis": (("date", "channel", "grouping_level"), ("dimension_value",)),

@@ -315,8 +315,9 @@ class Runner:
 
     def identity_and_silver(self, record: JobRecord) -> None:
         """Identity resolution, interactions and survey responses: checked together, then written."""
-        from atende.pipelines.commerce import build_actions, build_orders, build_products
+        from atende.pipelines.commerce import build_products
         from atende.pipelines.crm import build_crm
+        from atende.pipelines.customers import build_customers
         from atende.pipelines.identity import (
             assign_email_threads,
             build_identifier_observations,
@@ -324,9 +325,6 @@ class Runner:
             resolve_identities_with_report,
         )
         from atende.pipelines.identity.graph import materialise
-        from atende.pipelines.increments import INTERACTION_SOURCES, only_records
-        from atende.pipelines.interactions import build_interactions
-        from atende.pipelines.surveys import build_survey_responses
 
         if self.lake.exists("silver", "identity_merges") and \
                 "kind" not in self.lake.read("silver", "identity_merges").columns:
@@ -350,27 +348,10 @@ class Runner:
         crm = build_crm(bronze["crm"], identity_map, self.run_id, self.now).cache()
         units = self._silver_units(bronze, threads, record_keys, products)
         self._silver_records = None if units is None else units.size
-        if units is None:  # the whole of bronze
-            interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
-                                              email_threads=threads).cache()
-            responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id,
-                                               self.now).cache()
-            orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now).cache()
-            actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now).cache()
-        else:  # the units touched since silver was written (pipelines/increments.py)
-            interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
-                                              email_threads=threads, only=units.only(*INTERACTION_SOURCES)).cache()
-            # a response takes the key of the interaction it names: the table as it will be after this run
-            known = (self.lake.read("silver", "interactions").select("interaction_id", "customer_key")
-                     .join(units.replaced_interactions, on="interaction_id", how="left_anti")
-                     .unionByName(interactions.select("interaction_id", "customer_key")))
-            responses = materialise(build_survey_responses(
-                only_records(bronze["surveys"], units.records["surveys"], "surveys"), known, record_keys,
-                self.run_id, self.now))
-            orders = build_orders(only_records(bronze["orders"], units.records["orders"], "orders"), products,
-                                  record_keys, self.run_id, self.now).cache()
-            actions = build_actions(only_records(bronze["actions"], units.records["actions"], "actions"),
-                                    record_keys, self.run_id, self.now).cache()
+        interactions, responses, orders, actions, every_interaction = self._record_frames(
+            bronze, threads, record_keys, products, units)
+        customers = build_customers(identity_map, crm, every_interaction, self.settings, self.run_id,
+                                    self.now).cache()
         keys_table = record_keys.select(
             "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
         )
@@ -384,34 +365,17 @@ class Runner:
             "silver.actions": actions,
             "silver.products": products,
             "silver.crm": crm,
+            "silver.customers": customers,
             "silver.record_keys": keys_table,
         })
         whole: dict[str, Any] = {"mode": "overwrite"}
-        by_channel: dict[str, Any] = {"mode": "overwrite", "partition_by": ["channel"]}
-        record_tables: list[tuple[str, str, DataFrame, dict[str, Any]]]
-        if units is None:
-            record_tables = [
-                ("silver", "interactions", interactions, by_channel),
-                ("silver", "survey_responses", responses, whole),
-                ("silver", "orders", orders, whole),
-                ("silver", "actions", actions, whole),
-            ]
-        else:  # a MERGE per table that has rows to merge (the frames are cached: checking is cheap)
-            record_tables = [
-                (layer, table, frame, merge) for layer, table, frame, merge, removes in (
-                    ("silver", "interactions", interactions, {"keys": ["interaction_id"], "partition_by": ["channel"],
-                                                              "remove": units.replaced_interactions},
-                     units.replaced_interactions),
-                    ("silver", "survey_responses", responses, {"keys": ["response_id"]}, None),
-                    ("silver", "orders", orders, {"keys": ["order_id"]}, None),
-                    ("silver", "actions", actions, {"keys": ["action_id"]}, None),
-                ) if not frame.isEmpty() or (removes is not None and not removes.isEmpty())
-            ]
+        record_tables = self._record_writes(units, interactions, responses, orders, actions)
         self._write_all(record, [
             ("silver", "identity_map", identity_map, whole),
             ("silver", "identity_merges", merges, {"mode": "append"}),
             ("silver", "identity_exceptions", exceptions, whole),
             ("silver", "crm", crm, whole),
+            ("silver", "customers", customers, whole),
             *record_tables,
         ])
         # last: the keys the record tables now hold, and (its write time) the point the next run takes
@@ -423,9 +387,74 @@ class Runner:
         if units is None:
             write_silver_state(self.spark, self.lake, self.run_id, self.now, settings=self._silver_settings())
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
-                      actions, crm):
+                      actions, crm, customers):
             frame.unpersist()
         record_keys.unpersist()
+
+    def _record_frames(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
+                       products: DataFrame, units: Units | None) -> tuple[DataFrame, ...]:
+        """This run's rows of interactions, survey responses, orders and actions (the whole of bronze, or
+        the touched units), and the interactions as the table will hold them once these are merged in
+        (`customer_key, customer_name, started_at`: what silver/customers reads)."""
+        from atende.pipelines.commerce import build_actions, build_orders
+        from atende.pipelines.identity.graph import materialise
+        from atende.pipelines.increments import INTERACTION_SOURCES, only_records
+        from atende.pipelines.interactions import build_interactions
+        from atende.pipelines.surveys import build_survey_responses
+
+        named = ("interaction_id", "customer_key", "customer_name", "started_at")
+        if units is None:  # the whole of bronze
+            interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
+                                              email_threads=threads).cache()
+            responses = build_survey_responses(bronze["surveys"], interactions, record_keys, self.run_id,
+                                               self.now).cache()
+            orders = build_orders(bronze["orders"], products, record_keys, self.run_id, self.now).cache()
+            actions = build_actions(bronze["actions"], record_keys, self.run_id, self.now).cache()
+            return interactions, responses, orders, actions, interactions.select(*named)
+        # the units touched since silver was written (pipelines/increments.py)
+        interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
+                                          email_threads=threads, only=units.only(*INTERACTION_SOURCES)).cache()
+        # the table as it will be after this run: its rows not rebuilt, and the rebuilt ones
+        after = union_all([
+            self.lake.read("silver", "interactions")
+            .join(units.replaced_interactions, on="interaction_id", how="left_anti")
+            .join(interactions.select("interaction_id"), on="interaction_id", how="left_anti")
+            .select(*named),
+            interactions.select(*named),
+        ])
+        # a response takes the key of the interaction it names
+        responses = materialise(build_survey_responses(
+            only_records(bronze["surveys"], units.records["surveys"], "surveys"),
+            after.select("interaction_id", "customer_key"), record_keys, self.run_id, self.now))
+        orders = build_orders(only_records(bronze["orders"], units.records["orders"], "orders"), products,
+                              record_keys, self.run_id, self.now).cache()
+        actions = build_actions(only_records(bronze["actions"], units.records["actions"], "actions"),
+                                record_keys, self.run_id, self.now).cache()
+        return interactions, responses, orders, actions, after
+
+    @staticmethod
+    def _record_writes(units: Units | None, interactions: DataFrame, responses: DataFrame, orders: DataFrame,
+                       actions: DataFrame) -> list[tuple[str, str, DataFrame, dict[str, Any]]]:
+        """How the record tables land: overwritten when rebuilt whole; otherwise a MERGE per table that has
+        rows to merge or remove (the frames are cached: checking is cheap)."""
+        if units is None:
+            whole: dict[str, Any] = {"mode": "overwrite"}
+            return [
+                ("silver", "interactions", interactions, {**whole, "partition_by": ["channel"]}),
+                ("silver", "survey_responses", responses, whole),
+                ("silver", "orders", orders, whole),
+                ("silver", "actions", actions, whole),
+            ]
+        return [
+            (layer, table, frame, merge) for layer, table, frame, merge, removes in (
+                ("silver", "interactions", interactions, {"keys": ["interaction_id"], "partition_by": ["channel"],
+                                                          "remove": units.replaced_interactions},
+                 units.replaced_interactions),
+                ("silver", "survey_responses", responses, {"keys": ["response_id"]}, None),
+                ("silver", "orders", orders, {"keys": ["order_id"]}, None),
+                ("silver", "actions", actions, {"keys": ["action_id"]}, None),
+            ) if not frame.isEmpty() or (removes is not None and not removes.isEmpty())
+        ]
 
     def whole_silver_reason(self) -> str | None:
         """Why this run's silver step rebuilds the record tables from the whole of bronze, or None when it
@@ -518,15 +547,13 @@ class Runner:
         from atende.pipelines.kpis import build_service_kpis
         from atende.pipelines.profiles import build_customer_profiles
 
-        identity_map = self.lake.read("silver", "identity_map")
+        customers = self._silver_customers()
         interactions = self.lake.read("silver", "interactions")
         responses = self.lake.read("silver", "survey_responses")
-        crm = self.lake.read_or_empty("silver", "crm", schemas.CRM)
         orders = self.lake.read_or_empty("silver", "orders", schemas.ORDERS)
         segments = self.lake.read("gold", "persona_segments") if self.lake.exists("gold", "persona_segments") else None
         profiles = build_customer_profiles(
-            identity_map, interactions, responses, crm, orders, self.settings, self.run_id, self.now,
-            segments=segments,
+            customers, interactions, responses, orders, self.settings, self.run_id, self.now, segments=segments,
         )
         kpis = build_service_kpis(interactions, responses, self.settings, self.run_id, self.now)
         profiles, kpis = profiles.cache(), kpis.cache()  # checked, then written
@@ -537,6 +564,17 @@ class Runner:
         finally:
             profiles.unpersist()
             kpis.unpersist()
+
+    def _silver_customers(self) -> DataFrame:
+        """silver/customers; a lakehouse whose silver was written by an earlier release (before the table)
+        has it built here from the silver tables it has, the same rows the next silver step writes."""
+        if self.lake.exists("silver", "customers"):
+            return self.lake.read("silver", "customers")
+        from atende.pipelines.customers import build_customers
+
+        return build_customers(self.lake.read("silver", "identity_map"),
+                               self.lake.read_or_empty("silver", "crm", schemas.CRM),
+                               self.lake.read("silver", "interactions"), self.settings, self.run_id, self.now)
 
     def _size_codegen(self, landing_bytes: int) -> str | None:
         """Whole-stage code generation on or off for this run (`spark.whole_stage_codegen`; "auto": off while

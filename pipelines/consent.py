@@ -4,8 +4,8 @@ Purposes and the uses that need them:
 
 * ``marketing``: marketing actions among the next best actions (models/nba.py), product offers in
   ``gold/recommendations`` (jobs/modeling.py), and segment exports for marketing (jobs/segments.py).
-  It needs the customer's latest CRM ``marketing_consent`` to be true; a consent never recorded is no
-  consent (opt-in).
+  It needs the customer's ``marketing_consent`` to be true, as ``silver/customers``' survivorship rule
+  gives it (default: the newest CRM row's, blank included); a consent never recorded is no consent (opt-in).
 
 Profiling (personas, tone) rests on the company's legitimate interest (LGPD art. 7 IX), the landing
 contract carries no profiling consent, so no check is made for it; a CRM field for it would be read here.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-# the column of the customer features / profiles holding the latest CRM marketing consent
+# the column of the customer features / profiles / silver customers holding the marketing consent
 MARKETING_CONSENT = "marketing_consent"
 PURPOSES = ("marketing",)
 NO_MARKETING_CONSENT = "no marketing consent"

@@ -42,13 +42,35 @@ def build_service_kpis(
     run_id: str,
     now: datetime,
 ) -> DataFrame:
-    """SERVICE_KPIS from silver interactions and survey_responses."""
-    tz = settings.kpis.business_timezone
+    """SERVICE_KPIS from silver interactions and survey_responses: one fact row per interaction and per
+    response (a response on its interaction's date, channel and dimensions), each counted once per
+    grouping level, then aggregated per date, channel and level."""
     dims = list(settings.kpis.extra_dimensions)
     unknown = [d for d in dims if d not in interactions.columns]
     if unknown:
         raise ValueError(f"kpis.extra_dimensions names columns interactions does not have: {unknown}")
+    interaction_facts = _interaction_facts(interactions, dims, settings)
+    survey_facts = _survey_facts(survey_responses, interaction_facts, dims, settings.kpis.business_timezone)
+    levels = [F.struct(F.lit(KPI_BASE_LEVEL).alias("level"), F.lit(None).cast("string").alias("value"))] + [
+        F.struct(F.lit(f"{KPI_BASE_LEVEL},{d}").alias("level"), F.col(d).cast("string").alias("value")) for d in dims
+    ]
+    facts = (
+        interaction_facts.unionByName(survey_facts)
+        .withColumn("_g", F.explode(F.array(*levels)))
+        .select("*", F.col("_g.level").alias("grouping_level"), F.col("_g.value").alias("dimension_value"))
+    )
+    aggregated = facts.groupBy("date", "channel", "grouping_level", "dimension_value").agg(*_kpi_aggregates())
+    return aggregated.select(
+        *[F.col(f.name) for f in SERVICE_KPIS.fields if f.name not in ("run_id", "_written_at")],
+        F.lit(run_id).alias("run_id"),
+        F.lit(now).cast("timestamp").alias("_written_at"),
+    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SERVICE_KPIS.fields])
 
+
+def _interaction_facts(interactions: DataFrame, dims: list[str], settings: Settings) -> DataFrame:
+    """One fact row per interaction: its date (business time zone), channel, dimensions and the flags and
+    values its KPIs count."""
+    tz = settings.kpis.business_timezone
     is_call = rules.is_call(F.col("channel"))
     answered = is_call & (F.col("disposition") == "answered")
     is_conversation = ~is_call
@@ -76,7 +98,12 @@ def build_service_kpis(
         (is_call & (F.col("disposition") == "abandoned")).alias("abandoned"),
         aht_value.cast("double").alias("aht_value"),
     )
+    return interaction_facts
 
+
+def _survey_facts(survey_responses: DataFrame, interaction_facts: DataFrame, dims: list[str], tz: str) -> DataFrame:
+    """One fact row per survey response, on the date, channel and dimensions of the interaction it names
+    (a response naming none: its own submission date and the unknown channel)."""
     about = interaction_facts.select(
         F.col("interaction_id").alias("_about"),
         F.col("date").alias("_date"),
@@ -102,16 +129,11 @@ def build_service_kpis(
         F.lit(False).alias("abandoned"),
         F.lit(None).cast("double").alias("aht_value"),
     )
+    return survey_facts
 
-    levels = [F.struct(F.lit(KPI_BASE_LEVEL).alias("level"), F.lit(None).cast("string").alias("value"))] + [
-        F.struct(F.lit(f"{KPI_BASE_LEVEL},{d}").alias("level"), F.col(d).cast("string").alias("value")) for d in dims
-    ]
-    facts = (
-        interaction_facts.unionByName(survey_facts)
-        .withColumn("_g", F.explode(F.array(*levels)))
-        .select("*", F.col("_g.level").alias("grouping_level"), F.col("_g.value").alias("dimension_value"))
-    )
 
+def _kpi_aggregates() -> list[Column]:
+    """The KPIs of a group of facts (docs/CONTRACTS.md, gold/service_kpis)."""
     survey = F.col("survey")
     score = F.col("score")
     nps_n = _count(survey == "nps")
@@ -120,7 +142,7 @@ def build_service_kpis(
     csat_n = _count(survey == "csat")
     bot_n = _count(F.col("bot_handled"))
     calls_n = _count(F.col("is_call"))
-    aggregated = facts.groupBy("date", "channel", "grouping_level", "dimension_value").agg(
+    return [
         _count(F.col("is_interaction")).alias("interactions"),
         F.try_divide(F.lit(100.0) * (promoters - detractors), nps_n).alias("nps"),
         nps_n.alias("nps_responses"),
@@ -144,12 +166,7 @@ def build_service_kpis(
         _count(F.col("answered")).alias("answered_calls"),
         F.avg("aht_value").alias("aht_seconds"),
         F.count("aht_value").alias("aht_count"),
-    )
-    return aggregated.select(
-        *[F.col(f.name) for f in SERVICE_KPIS.fields if f.name not in ("run_id", "_written_at")],
-        F.lit(run_id).alias("run_id"),
-        F.lit(now).cast("timestamp").alias("_written_at"),
-    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SERVICE_KPIS.fields])
+    ]
 
 
 def build_channel_overview(service_kpis: DataFrame) -> DataFrame:

@@ -7,51 +7,33 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
-from atende.pipelines.rules import age_band, channel_usage, crm_of_customers
+from atende.pipelines.rules import age_band, channel_usage
 from atende.pipelines.schemas_gold import CUSTOMER_PROFILES
 
 
 def build_customer_profiles(
-    identity_map: DataFrame,
+    customers: DataFrame,
     interactions: DataFrame,
     survey_responses: DataFrame,
-    crm: DataFrame,
     orders: DataFrame,
     settings: Settings,
     run_id: str,
     now: datetime,
     segments: DataFrame | None = None,
 ) -> DataFrame:
-    """CUSTOMER_PROFILES. `persona_id` comes from `segments` (gold persona_segments) when given.
-
-    `crm` is the CRM history (silver CRM; bronze CRM rows work too); `orders` is silver ORDERS (one row per
-    order, keyed to its customer, its `amount` by `rules.order_amount`), the same rows the features read.
+    """CUSTOMER_PROFILES. `customers` is silver CUSTOMERS (contact points and the values that survived:
+    name, CRM fields, consent); `orders` is silver ORDERS (one row per order, keyed to its customer, its
+    `amount` by `rules.order_amount`), the same rows the features read. `persona_id` comes from `segments`
+    (gold persona_segments) when given.
     """
     now_lit = F.lit(now).cast("timestamp")
     today = F.to_date(F.from_utc_timestamp(now_lit, settings.kpis.business_timezone))
-    itype = F.col("identifier_type")
-
-    customers = identity_map.groupBy("customer_key").agg(
-        F.array_sort(F.collect_set(F.when(itype == "crm_id", F.col("identifier")))).alias("crm_ids"),
-        F.max(F.when(itype == "email", F.struct("last_seen_at", "identifier"))).getField("identifier").alias("primary_email"),
-        F.max(F.when(itype == "phone", F.struct("last_seen_at", "identifier"))).getField("identifier").alias("primary_phone"),
-        F.min("first_seen_at").alias("first_seen_at"),
-        F.max("last_seen_at").alias("last_seen_at"),
-    )
-
-    crm_latest = crm_of_customers(crm, identity_map)
 
     keyed = interactions.where(F.col("customer_key").isNotNull())
     by_channel = keyed.groupBy("customer_key", "channel").agg(F.count("*").alias("n")).groupBy("customer_key").agg(
         F.map_from_entries(F.array_sort(F.collect_list(F.struct("channel", "n")))).alias("interactions_by_channel"),
     )
     channels = channel_usage(keyed).join(by_channel, on="customer_key", how="inner")
-    named = keyed.where(F.col("customer_name").isNotNull() & (F.trim("customer_name") != "")).groupBy(
-        "customer_key", F.trim("customer_name").alias("name")
-    ).agg(F.count("*").alias("n"), F.max("started_at").alias("last_at"))
-    names = named.groupBy("customer_key").agg(
-        F.max(F.struct("n", "last_at", "name")).getField("name").alias("seen_name")
-    )
 
     s = survey_responses.where(F.col("customer_key").isNotNull())
     surveys = s.groupBy("customer_key").agg(
@@ -68,9 +50,7 @@ def build_customer_profiles(
     )
 
     profiles = (
-        customers.join(crm_latest, on="customer_key", how="left")
-        .join(names, on="customer_key", how="left")
-        .join(channels, on="customer_key", how="left")
+        customers.drop("run_id", "_written_at").join(channels, on="customer_key", how="left")
         .join(surveys, on="customer_key", how="left")
         .join(spend, on="customer_key", how="left")
     )
@@ -81,9 +61,9 @@ def build_customer_profiles(
     return profiles.select(
         "customer_key",
         "crm_ids",
-        F.coalesce(F.when(F.trim("full_name") != "", F.trim("full_name")), F.col("seen_name")).alias("display_name"),
-        "primary_email",
-        "primary_phone",
+        "display_name",
+        F.col("email").alias("primary_email"),
+        F.col("phone").alias("primary_phone"),
         "birth_date",
         age_band(F.col("birth_date"), today).alias("age_band"),
         "gender",

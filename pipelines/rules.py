@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from atende.features.identifiers import normalize_as_given
 from atende.pipelines.schemas import SURVEY_SCALES
 
 MICROS_PER_DAY = 86_400_000_000
@@ -152,38 +151,4 @@ def age_band(birth_date: Column, as_of: Column) -> Column:
         .when(age >= 35, "35-44")
         .when(age >= 25, "25-34")
         .when(age >= 18, "18-24")
-    )
-
-
-CRM_FIELDS = ("full_name", "birth_date", "gender", "city", "state", "income_band", "profession", "marketing_consent")
-
-
-def latest_crm_rows(crm: DataFrame) -> DataFrame:
-    """One row per crm_id: the latest `updated_at` (then the latest arrival, as far as the frame carries
-    lineage) supersedes earlier ones. Takes bronze CRM rows or silver CRM history."""
-    lineage = [c for c in ("_arrival_date", "_ingested_at", "_source_file") if c in crm.columns]
-    order = F.struct("updated_at", *lineage)
-    rest = [c for c in crm.columns if c not in ("crm_id", "customer_key")]
-    return (
-        crm.withColumn("crm_id", normalize_as_given(F.col("crm_id")))
-        .where(F.col("crm_id").isNotNull())
-        .groupBy("crm_id")
-        .agg(F.max_by(F.struct(*rest), order).alias("_latest"))
-        .select("crm_id", "_latest.*")
-    )
-
-
-def crm_of_customers(crm: DataFrame, identity_map: DataFrame) -> DataFrame:
-    """`customer_key` + CRM_FIELDS: of the customer's crm_ids (identity_map rows of type crm_id), the
-    latest row of the one updated last (ties: the greatest crm_id). Filter both frames first to see
-    the CRM as it was at a cut."""
-    crm_keys = identity_map.where(F.col("identifier_type") == "crm_id").select(
-        F.col("identifier").alias("crm_id"), "customer_key"
-    )
-    return (
-        latest_crm_rows(crm)
-        .join(crm_keys, on="crm_id", how="inner")
-        .groupBy("customer_key")
-        .agg(F.max_by(F.struct(*CRM_FIELDS), F.struct("updated_at", "crm_id")).alias("crm"))
-        .select("customer_key", "crm.*")
     )

@@ -374,6 +374,32 @@ CRM = StructType([
     _s("_written_at", TimestampType(), False),
 ])
 
+# One row per customer key: its contact points and the values that survive from its sources
+# (pipelines/customers.py, conf `survivorship`); gold profiles take their CRM fields and contact points here.
+CUSTOMERS = StructType([
+    _s("customer_key", StringType(), False),
+    _s("crm_ids", ArrayType(StringType(), False), False),
+    _s("emails", ArrayType(StringType(), False), False),
+    _s("phones", ArrayType(StringType(), False), False),
+    _s("display_name", StringType()),
+    _s("email", StringType()),
+    _s("phone", StringType()),
+    _s("birth_date", DateType()),
+    _s("gender", StringType()),
+    _s("city", StringType()),
+    _s("state", StringType()),
+    _s("country", StringType()),
+    _s("income_band", StringType()),
+    _s("profession", StringType()),
+    _s("marketing_consent", BooleanType()),
+    _s("consent_updated_at", TimestampType()),
+    _s("first_seen_at", TimestampType(), False),
+    _s("last_seen_at", TimestampType(), False),
+    _s("value_sources", MapType(StringType(), StringType()), False),  # field -> source of its value
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
 # Which customer each source record resolved to (identity resolution's record_keys, as a table).
 RECORD_KEYS = StructType([
     _s("source", StringType(), False),

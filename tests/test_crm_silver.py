@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from atende.pipelines.crm import build_crm
-from atende.pipelines.rules import crm_of_customers
+from atende.pipelines.customers import surviving_values
 from atende.pipelines.schemas import BRONZE, CRM, IDENTITY_MAP
 
 UTC = dt.timezone.utc
@@ -21,7 +21,7 @@ def bronze_crm(spark, rows: list[dict]):
     return spark.createDataFrame([tuple({**base, **r}.get(f.name) for f in schema.fields) for r in rows], schema)
 
 
-def test_one_row_per_crm_id_and_update_keyed_to_the_customer(spark):
+def test_one_row_per_crm_id_and_update_keyed_to_the_customer(spark, settings):
     crm = bronze_crm(spark, [
         {"crm_id": " CRM-1 ", "full_name": "Ana", "updated_at": ts(1), "marketing_consent": False},
         # the same state delivered again a day later, with a fix the export made: the latest delivery wins
@@ -47,8 +47,6 @@ def test_one_row_per_crm_id_and_update_keyed_to_the_customer(spark):
         ("CRM-1", ts(5).replace(tzinfo=None), "Ana Souza", True, "K1", dt.date(2026, 3, 5)),
         ("CRM-2", ts(2).replace(tzinfo=None), "Bia", None, None, dt.date(2026, 3, 1)),
     ]
-    # the row that describes the customer is the latest update, from silver as from bronze
-    (from_silver,) = crm_of_customers(got, identity_map).collect()
-    (from_bronze,) = crm_of_customers(crm, identity_map).collect()
-    assert from_silver.asDict() == from_bronze.asDict()
-    assert (from_silver.customer_key, from_silver.marketing_consent) == ("K1", True)
+    # what survives for the customer is the latest update (silver/customers' rules)
+    (values,) = surviving_values(settings, ["display_name", "marketing_consent"], crm=got).collect()
+    assert (values.customer_key, values.display_name, values.marketing_consent) == ("K1", "Ana Souza", True)

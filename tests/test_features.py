@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 
 from atende.features.customer import build_customer_features, numeric_feature_columns
+from atende.pipelines.crm import build_crm
 from atende.pipelines.rules import normalised_score
 from atende.pipelines.schemas import ACTIONS, BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
 
@@ -40,6 +41,7 @@ def tables(spark):
         {"crm_id": "crm-1", "full_name": "Ana", "birth_date": dt.date(1990, 1, 15), "gender": "F", "income_band": "A",
          "profession": "Engenheira", "state": "SP", "marketing_consent": True, "updated_at": ts(7)},
     ]), BRONZE["crm"])
+    crm = build_crm(crm, identity_map, "r", dt.datetime(2026, 3, 20, tzinfo=dt.timezone.utc))  # silver CRM
 
     def inter(iid, key, channel, day, hour=15, topic="billing", resolved=True, language="pt"):
         return {"interaction_id": iid, "customer_key": key, "channel": channel, "started_at": ts(day, hour),

@@ -6,6 +6,8 @@ import datetime as dt
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from atende.pipelines.crm import build_crm
+from atende.pipelines.customers import build_customers
 from atende.pipelines.profiles import build_customer_profiles
 from atende.pipelines.schemas import BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, SURVEY_RESPONSES
 from atende.pipelines.schemas_gold import CUSTOMER_PROFILES
@@ -89,7 +91,9 @@ def expected_row(key: str, **fields) -> tuple:
 
 
 def test_customer_profiles(spark, settings, inputs):
-    got = build_customer_profiles(*inputs, settings, "run-1", NOW)
+    identity_map, interactions, surveys, crm, orders = inputs
+    customers = build_customers(identity_map, build_crm(crm, identity_map, "r", NOW), interactions, settings, "r", NOW)
+    got = build_customer_profiles(customers, interactions, surveys, orders, settings, "run-1", NOW)
 
     expected = spark.createDataFrame([
         expected_row(

@@ -10,9 +10,10 @@ from pyspark.sql import functions as F
 
 from atende.features.customer import build_customer_features
 from atende.pipelines import rules
+from atende.pipelines.customers import build_customers
 from atende.pipelines.kpis import build_service_kpis
 from atende.pipelines.profiles import build_customer_profiles
-from atende.pipelines.schemas import ACTIONS, BRONZE, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
+from atende.pipelines.schemas import ACTIONS, CRM, IDENTITY_MAP, INTERACTIONS, ORDERS, PRODUCTS, SURVEY_RESPONSES
 
 UTC = dt.timezone.utc
 W = dt.datetime(2026, 3, 30, tzinfo=UTC)
@@ -85,7 +86,7 @@ def test_kpi_and_feature_agree_on_first_contact_resolution(spark, settings, inte
     def empty(schema):
         return spark.createDataFrame([], schema)
 
-    features = build_customer_features(identity_map, keyed, empty(SURVEY_RESPONSES), empty(BRONZE["crm"]),
+    features = build_customer_features(identity_map, keyed, empty(SURVEY_RESPONSES), empty(CRM),
                                        empty(ORDERS), empty(PRODUCTS), empty(ACTIONS), settings, AS_OF)
     (k1,) = features.collect()
     expected = [e for c, e in CASES if c["customer_key"] == "K1" and e is not None]
@@ -107,8 +108,9 @@ def test_profile_and_feature_agree_on_spend(spark, settings):
     ]), ORDERS)
     empty_interactions = spark.createDataFrame([], INTERACTIONS)
     empty_responses = spark.createDataFrame([], SURVEY_RESPONSES)
-    crm = spark.createDataFrame([], BRONZE["crm"])
-    profile = build_customer_profiles(identity_map, empty_interactions, empty_responses, crm, orders, settings, "r", W)
+    crm = spark.createDataFrame([], CRM)
+    customers = build_customers(identity_map, crm, empty_interactions, settings, "r", W)
+    profile = build_customer_profiles(customers, empty_interactions, empty_responses, orders, settings, "r", W)
     features = build_customer_features(identity_map, empty_interactions, empty_responses, crm, orders,
                                        spark.createDataFrame([], PRODUCTS), spark.createDataFrame([], ACTIONS),
                                        settings, AS_OF)
