@@ -5,11 +5,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType
 
-from atende.conf.settings import Settings
+from atende.conf.settings import IdentitySettings, Settings
 from atende.features.identifiers import (
     phone_to_e164,
 )
@@ -39,6 +39,11 @@ class IdentityResolution:
     merges: DataFrame  # IDENTITY_MERGES
     record_keys: DataFrame  # RECORD_KEYS
     exceptions: DataFrame  # IDENTITY_EXCEPTIONS: what the over-merge guards held back
+
+
+# the columns naming an identifier and a record
+_IDENT = ["identifier_type", "identifier"]
+_RECORD = ["source", "record_id"]
 
 
 def _id_node(type_col: Column, value_col: Column) -> Column:
@@ -236,79 +241,152 @@ def resolve_identities_with_report(
 ) -> IdentityResolution:
     """As `resolve_identities`, plus the identifiers and components the over-merge guards held back."""
     cfg = settings.identity
-    spark = observations.sparkSession
-    now_lit = F.lit(now).cast("timestamp")
+    blocked = _blocklisted(cfg)
+    company = _company_identifiers(observations, cfg)
+    obs = _record_identifiers(observations, company, blocked)
+    groups = _groups(observations)
+    prev = _previous_keys(previous_map, company, blocked, observations.sparkSession)
+    attributes, names = _attributes_and_names(observations)
+    unit_of = _units(groups)
+    crm = _crm_customers(obs, attributes, names, cfg)
 
+    # --- the over-merge guards
+    reach = _crm_reach(obs, unit_of, crm.crm_customers, cfg)
+    conflicting = _name_conflicts(reach, names, unit_of, crm.customer_names, cfg)
+    held = _held_back(reach, conflicting, _hubs(reach, conflicting, cfg), cfg)
+
+    # --- the graph, then the components that hold no CRM customer placed by their names
+    records = _records(obs, groups, attributes)
+    linked = connected_components(_graph_edges(obs, held, records, unit_of, crm.dup_edges))
+    tie_candidates = _tie_candidates(held, reach.reached, cfg)
+    components = _placed_components(linked, obs, names, crm, tie_candidates, cfg)
+
+    # --- the keys
+    ids, comp_keys = _component_keys(obs, components, cfg)
+    record_components = _record_components(records, components, comp_keys)
+    identity = _identifier_keys(obs, ids, comp_keys, held, record_components)
+    record_keys = _record_keys(_own_keys(obs, identity, held, record_components), groups)
+
+    return IdentityResolution(
+        identity_map=_identity_map(identity, run_id, now),
+        merges=key_changes(prev.select(*_IDENT, "prev_key"), identity.select(*_IDENT, "customer_key"), run_id, now),
+        record_keys=record_keys,
+        exceptions=_exceptions(held, _company_held(observations, company), comp_keys, cfg),
+    )
+
+
+# ------------------------------------------------------------------ resolution stages
+def _limit(limits: Mapping[str, int]) -> Column:
+    """The limit `limits` sets for the row's `identifier_type` (null: none for that type)."""
+    return F.try_element_at(_map_literal(limits), F.col("identifier_type"))
+
+
+# --- inputs
+def _blocklisted(cfg: IdentitySettings) -> Column:
+    """True for an observation of a blocklisted e-mail or phone (`identity.blocklist_emails` / `blocklist_phones`)."""
     blocked = F.lit(False)
     if cfg.blocklist_emails:
         blocked = blocked | ((F.col("identifier_type") == "email") & F.col("identifier").isin([e.strip().lower() for e in cfg.blocklist_emails]))
     if cfg.blocklist_phones:
         phones = [p for p in (phone_to_e164(b, cfg.default_region) for b in cfg.blocklist_phones) if p]
         blocked = blocked | ((F.col("identifier_type") == "phone") & F.col("identifier").isin(phones))
+    return blocked
 
-    ident = ["identifier_type", "identifier"]
+
+def _company_identifiers(observations: DataFrame, cfg: IdentitySettings) -> DataFrame:
+    """`identifier_type, identifier` of the company's own numbers and addresses (materialised)."""
     # the company's own numbers and addresses: as the data names them, and any address in its domains
     declared = observations.where(
         (F.col("source") == COMPANY_SOURCE) & F.col("identifier_type").startswith(COMPANY_PREFIX)
     ).select(F.expr(f"substring(identifier_type, {len(COMPANY_PREFIX) + 1})").alias("identifier_type"), "identifier")
     in_domains = observations.where(
         (F.col("identifier_type") == "email") & company_address(F.col("identifier"), cfg.company_domains)
-    ).select(*ident)
-    company = materialise(declared.unionByName(in_domains).distinct())
-    obs = materialise(
+    ).select(*_IDENT)
+    return materialise(declared.unionByName(in_domains).distinct())
+
+
+def _record_identifiers(observations: DataFrame, company: DataFrame, blocked: Column) -> DataFrame:
+    """`source, record_id, identifier_type, identifier, first_seen_at, last_seen_at`: the identifiers
+    (IDENTIFIER_TYPES) each record carries, blocklisted and company identifiers left out (materialised)."""
+    return materialise(
         observations.where(F.col("identifier_type").isin(list(IDENTIFIER_TYPES)) & ~blocked)
-        .join(F.broadcast(company), on=ident, how="left_anti")
+        .join(F.broadcast(company), on=_IDENT, how="left_anti")
         .groupBy("source", "record_id", "identifier_type", "identifier")
         .agg(F.min("seen_at").alias("first_seen_at"), F.max("seen_at").alias("last_seen_at"))
     )
-    company_held = (
-        observations.join(F.broadcast(company), on=ident, how="inner")
+
+
+def _company_held(observations: DataFrame, company: DataFrame) -> DataFrame:
+    """`identifier_type, identifier, records`: the company's identifiers customers' records carry, and on how many."""
+    return (
+        observations.join(F.broadcast(company), on=_IDENT, how="inner")
         .where(F.col("source") != COMPANY_SOURCE)
-        .groupBy(*ident).agg(F.countDistinct("source", "record_id").alias("records"))
+        .groupBy(*_IDENT).agg(F.countDistinct("source", "record_id").alias("records"))
     )
-    groups = (
+
+
+def _groups(observations: DataFrame) -> DataFrame:
+    """`source, record_id, group, seen_at`: each record's groups (GROUP_TYPES, as `type:value`), first sighting."""
+    return (
         observations.where(F.col("identifier_type").isin(list(GROUP_TYPES)))
         .groupBy("source", "record_id", F.concat_ws(":", "identifier_type", "identifier").alias("group"))
         .agg(F.min("seen_at").alias("seen_at"))
     )
 
+
+def _previous_keys(previous_map: DataFrame | None, company: DataFrame, blocked: Column, spark: SparkSession) -> DataFrame:
+    """`identifier_type, identifier, prev_key`: the previous map's keys, blocklisted and company identifiers
+    left out (empty without a previous map)."""
     # the previous map is not part of the graph (keys follow from the observations alone, see the package
     # docstring); it only tells which keys changed
     if previous_map is not None:
-        prev = previous_map.where(~blocked).join(F.broadcast(company), on=ident, how="left_anti").select(
-            *ident, F.col("customer_key").alias("prev_key")
+        return previous_map.where(~blocked).join(F.broadcast(company), on=_IDENT, how="left_anti").select(
+            *_IDENT, F.col("customer_key").alias("prev_key")
         )
-    else:
-        prev = spark.createDataFrame([], "identifier_type string, identifier string, prev_key string")
+    return spark.createDataFrame([], "identifier_type string, identifier string, prev_key string")
 
-    seen = (
-        obs.select(*ident, "first_seen_at", "last_seen_at")
-        .groupBy(*ident)
-        .agg(F.min("first_seen_at").alias("first_seen_at"), F.max("last_seen_at").alias("last_seen_at"))
-    )
 
-    record = ["source", "record_id"]
+def _attributes_and_names(observations: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(`source, record_id, identifier_type, identifier` of the attributes (ATTRIBUTE_TYPES) records carry,
+    `source, record_id, name, typed`: their names, `typed` for a NAME rather than a PROFILE_NAME)."""
     attributes = observations.where(F.col("identifier_type").isin(list(ATTRIBUTE_TYPES))).select(
-        *record, "identifier_type", "identifier"
+        *_RECORD, "identifier_type", "identifier"
     ).distinct()
     names = attributes.where(F.col("identifier_type").isin(NAME, PROFILE_NAME)).select(
-        *record, F.col("identifier").alias("name"), (F.col("identifier_type") == NAME).alias("typed")
+        *_RECORD, F.col("identifier").alias("name"), (F.col("identifier_type") == NAME).alias("typed")
     )
+    return attributes, names
 
+
+def _units(groups: DataFrame) -> DataFrame:
+    """`source, record_id, unit`: the interaction node of each record in an interaction group (materialised)."""
     # --- units: a survey response and the conversation or call it is about are one customer's, so they
     # count as one record for the guards and are linked in the graph (through their interaction node)
-    unit_of = materialise(
+    return materialise(
         groups.where(F.col("group").startswith(INTERACTION + ":"))
-        .groupBy(*record)
+        .groupBy(*_RECORD)
         .agg(F.min("group").alias("group"))
-        .select(*record, _group_node(F.col("group")).alias("unit"))
+        .select(*_RECORD, _group_node(F.col("group")).alias("unit"))
     )
 
-    def with_unit(df: DataFrame) -> DataFrame:
-        return df.join(unit_of, on=record, how="left").withColumn(
-            "unit", F.coalesce("unit", _record_node(F.col("source"), F.col("record_id")))
-        )
 
+def _with_unit(df: DataFrame, unit_of: DataFrame) -> DataFrame:
+    """`df` (with `source, record_id`) plus `unit`: its record's interaction node, else the record's own node."""
+    return df.join(unit_of, on=_RECORD, how="left").withColumn(
+        "unit", F.coalesce("unit", _record_node(F.col("source"), F.col("record_id")))
+    )
+
+
+# --- CRM customers
+@dataclass(frozen=True)
+class _CrmCustomers:
+    dup_edges: DataFrame | None  # `src, dst` crm_ids of one person (`crm_duplicates`); None when not joined
+    crm_customers: DataFrame  # `crm_id, customer` (materialised)
+    customer_names: DataFrame  # `customer, crm_name`: the names typed on a customer's registrations
+
+
+def _crm_customers(obs: DataFrame, attributes: DataFrame, names: DataFrame, cfg: IdentitySettings) -> _CrmCustomers:
+    """The CRM customers the crm_ids observed belong to, and their names."""
     # --- CRM customers: each crm_id, except registrations of one person (see `crm_duplicates`)
     crm_names = names.where((F.col("source") == "crm") & F.col("typed")).select(
         F.col("record_id").alias("crm_id"), F.col("name").alias("crm_name")
@@ -319,103 +397,154 @@ def resolve_identities_with_report(
             F.col("node").alias("crm_id"), F.col("component").alias("customer")
         ))
     else:
-        customer_of = spark.createDataFrame([], "crm_id string, customer string")
+        customer_of = obs.sparkSession.createDataFrame([], "crm_id string, customer string")
     crm_customers = materialise(
         obs.where(F.col("identifier_type") == "crm_id").select(F.col("identifier").alias("crm_id")).distinct()
         .join(customer_of, on="crm_id", how="left")
         .select("crm_id", F.coalesce("customer", "crm_id").alias("customer"))
     )
     customer_names = crm_names.join(crm_customers, on="crm_id", how="inner").select("customer", "crm_name").distinct()
+    return _CrmCustomers(dup_edges=dup_edges, crm_customers=crm_customers, customer_names=customer_names)
 
+
+# --- over-merge guards
+@dataclass(frozen=True)
+class _CrmReach:
+    unit_ids: DataFrame  # `unit, identifier_type, identifier` (materialised)
+    unit_crm: DataFrame  # `unit, crm`: the CRM customers a unit's crm_ids name (materialised)
+    trusted_direct: DataFrame  # `identifier_type, identifier, crm`: direct reach, directly shared identifiers left out
+    reached: DataFrame  # `identifier_type, identifier, crm`: every CRM customer an identifier reaches (materialised)
+    reach: DataFrame  # `identifier_type, identifier, crm_customers`: how many
+    shared: DataFrame  # the rows of `reach` over `max_customers_per_identifier[type]`
+
+
+def _crm_reach(obs: DataFrame, unit_of: DataFrame, crm_customers: DataFrame, cfg: IdentitySettings) -> _CrmReach:
+    """The CRM customers each identifier reaches: through the crm_ids of the units carrying it and through
+    their other identifiers (those not shared directly), and the identifiers that reach too many."""
     # --- over-merge guard: how many CRM customers does each identifier reach?
-    limit = F.try_element_at(_map_literal(cfg.max_customers_per_identifier), F.col("identifier_type"))
-    obs_u = with_unit(obs)
-    unit_ids = materialise(obs_u.select("unit", *ident).distinct())
+    limit = _limit(cfg.max_customers_per_identifier)
+    obs_u = _with_unit(obs, unit_of)
+    unit_ids = materialise(obs_u.select("unit", *_IDENT).distinct())
     unit_crm = materialise(
         obs_u.where(F.col("identifier_type") == "crm_id")
         .join(crm_customers, on=obs_u["identifier"] == crm_customers["crm_id"], how="inner")
         .select("unit", F.col("customer").alias("crm"))
         .distinct()
     )
-    direct = unit_ids.join(unit_crm, on="unit", how="inner").select(*ident, "crm").distinct()
+    direct = unit_ids.join(unit_crm, on="unit", how="inner").select(*_IDENT, "crm").distinct()
     directly_shared = (
-        direct.groupBy(*ident).agg(F.count("crm").alias("n"))
+        direct.groupBy(*_IDENT).agg(F.count("crm").alias("n"))
         .where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("n") > limit))
     )
-    trusted_direct = direct.join(directly_shared, on=ident, how="left_anti")
-    unit_reach = unit_ids.join(trusted_direct, on=ident, how="inner").select("unit", "crm").distinct()
-    reached = materialise(unit_ids.join(unit_reach, on="unit", how="inner").select(*ident, "crm").distinct())
-    reach = reached.groupBy(*ident).agg(F.count("crm").alias("crm_customers"))
+    trusted_direct = direct.join(directly_shared, on=_IDENT, how="left_anti")
+    unit_reach = unit_ids.join(trusted_direct, on=_IDENT, how="inner").select("unit", "crm").distinct()
+    reached = materialise(unit_ids.join(unit_reach, on="unit", how="inner").select(*_IDENT, "crm").distinct())
+    reach = reached.groupBy(*_IDENT).agg(F.count("crm").alias("crm_customers"))
     shared = reach.where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("crm_customers") > limit))
+    return _CrmReach(unit_ids=unit_ids, unit_crm=unit_crm, trusted_direct=trusted_direct, reached=reached,
+                     reach=reach, shared=shared)
 
+
+def _name_conflicts(
+    reach: _CrmReach, names: DataFrame, unit_of: DataFrame, customer_names: DataFrame, cfg: IdentitySettings
+) -> DataFrame:
+    """`identifier_type, identifier, crm_customers` (1) of the identifiers the name guard holds back
+    (empty when `hold_back_on_name_conflict` is off)."""
     # --- name guard: a linking identifier that reaches one CRM customer, carried by a record whose
     # typed name is someone else's (a relative calling on the customer's number), is held back too
-    if cfg.hold_back_on_name_conflict:
-        single = reach.where((F.col("identifier_type") != "crm_id") & (F.col("crm_customers") == 1)).join(
-            shared.select(*ident), on=ident, how="left_anti"
-        ).join(reached, on=ident, how="inner").select(*ident, F.col("crm").alias("customer"))
-        unit_names = with_unit(names.where(F.col("typed"))).select("unit", "name").distinct()
-        checked = (
-            single.join(unit_ids.join(unit_crm, on="unit", how="left_anti"), on=ident, how="inner")
-            .join(unit_names, on="unit", how="inner")
-            .join(customer_names, on="customer", how="inner")
-            .groupBy(*ident, "unit")
-            .agg(F.max(names_match(F.col("name"), F.col("crm_name"), cfg.name_max_edit_distance)).alias("fits"))
-        )
-        conflicting = checked.groupBy(*ident).agg(F.min("fits").alias("fits")).where(~F.col("fits")).select(
-            *ident, F.lit(1).cast("long").alias("crm_customers")
-        )
-    else:
-        conflicting = spark.createDataFrame([], "identifier_type string, identifier string, crm_customers long")
+    if not cfg.hold_back_on_name_conflict:
+        return names.sparkSession.createDataFrame([], "identifier_type string, identifier string, crm_customers long")
+    single = reach.reach.where((F.col("identifier_type") != "crm_id") & (F.col("crm_customers") == 1)).join(
+        reach.shared.select(*_IDENT), on=_IDENT, how="left_anti"
+    ).join(reach.reached, on=_IDENT, how="inner").select(*_IDENT, F.col("crm").alias("customer"))
+    unit_names = _with_unit(names.where(F.col("typed")), unit_of).select("unit", "name").distinct()
+    checked = (
+        single.join(reach.unit_ids.join(reach.unit_crm, on="unit", how="left_anti"), on=_IDENT, how="inner")
+        .join(unit_names, on="unit", how="inner")
+        .join(customer_names, on="customer", how="inner")
+        .groupBy(*_IDENT, "unit")
+        .agg(F.max(names_match(F.col("name"), F.col("crm_name"), cfg.name_max_edit_distance)).alias("fits"))
+    )
+    return checked.groupBy(*_IDENT).agg(F.min("fits").alias("fits")).where(~F.col("fits")).select(
+        *_IDENT, F.lit(1).cast("long").alias("crm_customers")
+    )
+
+
+def _hubs(reach: _CrmReach, conflicting: DataFrame, cfg: IdentitySettings) -> DataFrame:
+    """`identifier_type, identifier, partners, p_type, crm_customers` of the hubs the other guards did not
+    hold back already (`partners` of type `p_type`, the most of any type; `crm_customers` null when it
+    reaches none)."""
     # --- hub guard: an identifier seen with more than `max_partners_per_identifier[type]` otherwise
     # unrelated strong identifiers of one type links nobody, whether or not any of them is in the CRM (six
     # strangers typing one number into a chatbot form, each with their own e-mail). Partners are counted
     # per type (a customer's e-mail seen with their CRM id, their phone and their work address is no hub)
     # and once per CRM customer they are registered with (a customer's e-mails on their own phone).
-    partner_limit = F.try_element_at(_map_literal(cfg.max_partners_per_identifier), F.col("identifier_type"))
-    registered_with = trusted_direct.groupBy(*ident).agg(F.min("crm").alias("crm"))
+    partner_limit = _limit(cfg.max_partners_per_identifier)
+    registered_with = reach.trusted_direct.groupBy(*_IDENT).agg(F.min("crm").alias("crm"))
     partner_of_unit = (
-        unit_ids.where(F.col("identifier_type").isin(list(cfg.strong_identifier_types)))
-        .join(registered_with, on=ident, how="left")
+        reach.unit_ids.where(F.col("identifier_type").isin(list(cfg.strong_identifier_types)))
+        .join(registered_with, on=_IDENT, how="left")
         .select("unit", F.col("identifier_type").alias("p_type"), F.col("identifier").alias("p_identifier"),
                 F.coalesce(F.concat(F.lit("crm" + SEP), "crm"),
                            F.concat_ws(SEP, "identifier_type", "identifier")).alias("partner"))
     )
-    hubs = (
-        unit_ids.where((F.col("identifier_type") != "crm_id") & partner_limit.isNotNull())
+    return (
+        reach.unit_ids.where((F.col("identifier_type") != "crm_id") & partner_limit.isNotNull())
         .join(partner_of_unit, on="unit", how="inner")
         .where((F.col("p_type") != F.col("identifier_type")) | (F.col("p_identifier") != F.col("identifier")))
-        .groupBy(*ident, "p_type").agg(F.countDistinct("partner").alias("partners"))
+        .groupBy(*_IDENT, "p_type").agg(F.countDistinct("partner").alias("partners"))
         .where(F.col("partners") > partner_limit)
-        .groupBy(*ident).agg(F.max(F.struct("partners", "p_type")).alias("top"))
-        .select(*ident, F.col("top.partners").alias("partners"), F.col("top.p_type").alias("p_type"))
-        .join(shared.select(*ident), on=ident, how="left_anti")
-        .join(conflicting.select(*ident), on=ident, how="left_anti")
-        .join(reach, on=ident, how="left")
+        .groupBy(*_IDENT).agg(F.max(F.struct("partners", "p_type")).alias("top"))
+        .select(*_IDENT, F.col("top.partners").alias("partners"), F.col("top.p_type").alias("p_type"))
+        .join(reach.shared.select(*_IDENT), on=_IDENT, how="left_anti")
+        .join(conflicting.select(*_IDENT), on=_IDENT, how="left_anti")
+        .join(reach.reach, on=_IDENT, how="left")
     )
-    held = materialise(
-        shared.select(*ident, "crm_customers", F.lit("shared_identifier").alias("kind"),
-                      F.col("crm_customers").alias("size"),
-                      F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
+
+
+def _held_back(reach: _CrmReach, conflicting: DataFrame, hubs: DataFrame, cfg: IdentitySettings) -> DataFrame:
+    """`identifier_type, identifier, crm_customers, kind, size, reason`: every identifier a guard holds out
+    of linking (kind `shared_identifier`, `name_conflict` or `hub`) and why (materialised)."""
+    limit = _limit(cfg.max_customers_per_identifier)
+    partner_limit = _limit(cfg.max_partners_per_identifier)
+    return materialise(
+        reach.shared.select(*_IDENT, "crm_customers", F.lit("shared_identifier").alias("kind"),
+                            F.col("crm_customers").alias("size"),
+                            F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
         .unionByName(conflicting.select(
-            *ident, "crm_customers", F.lit("name_conflict").alias("kind"), F.col("crm_customers").alias("size"),
+            *_IDENT, "crm_customers", F.lit("name_conflict").alias("kind"), F.col("crm_customers").alias("size"),
             F.lit("a record carrying it names someone else than the one CRM customer it reaches").alias("reason")))
         .unionByName(hubs.select(
-            *ident, F.coalesce("crm_customers", F.lit(0)).cast("long").alias("crm_customers"), F.lit("hub").alias("kind"),
+            *_IDENT, F.coalesce("crm_customers", F.lit(0)).cast("long").alias("crm_customers"), F.lit("hub").alias("kind"),
             F.col("partners").alias("size"),
             F.format_string("seen with %d otherwise unrelated %s identifiers (limit %d)", "partners", "p_type",
                             partner_limit).alias("reason")))
     )
+
+
+def _tie_candidates(held: DataFrame, reached: DataFrame, cfg: IdentitySettings) -> DataFrame:
+    """`identifier_type, identifier, crm`: the CRM customers a held-back identifier reaching at most
+    `name_tie_break_max_customers[type]` of them offers its records (see `_attachments`)."""
     # what a held-back identifier may still do: place its records with the one candidate their name fits
-    tie_limit = F.try_element_at(_map_literal(cfg.name_tie_break_max_customers), F.col("identifier_type"))
-    tie_candidates = held.where(tie_limit.isNotNull() & (F.col("crm_customers") <= tie_limit)).select(*ident).join(
-        reached, on=ident, how="inner"
+    tie_limit = _limit(cfg.name_tie_break_max_customers)
+    return held.where(tie_limit.isNotNull() & (F.col("crm_customers") <= tie_limit)).select(*_IDENT).join(
+        reached, on=_IDENT, how="inner"
     )
 
+
+# --- the graph
+def _records(obs: DataFrame, groups: DataFrame, attributes: DataFrame) -> DataFrame:
+    """`source, record_id` of every record observed (with an identifier, a group or an attribute)."""
+    return obs.select(*_RECORD).unionByName(groups.select(*_RECORD)).unionByName(attributes.select(*_RECORD)).distinct()
+
+
+def _graph_edges(
+    obs: DataFrame, held: DataFrame, records: DataFrame, unit_of: DataFrame, dup_edges: DataFrame | None
+) -> DataFrame:
+    """`src, dst` edges of the identity graph."""
     # --- the graph: records -- linking identifiers, records -- their interaction, duplicate CRM
     # registrations; every record is a node (a self-loop)
-    linking = obs.join(held.select(*ident), on=ident, how="left_anti")
-    records = obs.select(*record).unionByName(groups.select(*record)).unionByName(attributes.select(*record)).distinct()
+    linking = obs.join(held.select(*_IDENT), on=_IDENT, how="left_anti")
     record_node = _record_node(F.col("source"), F.col("record_id"))
     edges = linking.select(
         record_node.alias("src"), _id_node(F.col("identifier_type"), F.col("identifier")).alias("dst"),
@@ -428,14 +557,32 @@ def resolve_identities_with_report(
         edges = edges.unionByName(dup_edges.select(
             _id_node(F.lit("crm_id"), F.col("src")).alias("src"), _id_node(F.lit("crm_id"), F.col("dst")).alias("dst")
         ))
-    linked = connected_components(edges)
+    return edges
 
+
+def _placed_components(
+    linked: DataFrame, obs: DataFrame, names: DataFrame, crm: _CrmCustomers, tie_candidates: DataFrame,
+    cfg: IdentitySettings,
+) -> DataFrame:
+    """`node, component` of the graph (`linked`) once each component holding no CRM customer is joined to
+    the one its names point to (`_attachments`)."""
     # --- a component holding no CRM customer joins the one its names point to
-    attach = _attachments(linked, obs, names, customer_names, crm_customers, tie_candidates, cfg)
-    components = connected_components(
+    attach = _attachments(linked, obs, names, crm.customer_names, crm.crm_customers, tie_candidates, cfg)
+    return connected_components(
         linked.select(F.col("node").alias("src"), F.col("component").alias("dst")).unionByName(attach)
     )
 
+
+# --- the keys
+def _component_keys(obs: DataFrame, components: DataFrame, cfg: IdentitySettings) -> tuple[DataFrame, DataFrame]:
+    """(`identifier_type, identifier, first_seen_at, last_seen_at, node, component`: each identifier and its
+    component, null for one held back; `component, oversized, n_identifiers, anchor, component_key`: each
+    component's key, derived from its earliest identifier (materialised))."""
+    seen = (
+        obs.select(*_IDENT, "first_seen_at", "last_seen_at")
+        .groupBy(*_IDENT)
+        .agg(F.min("first_seen_at").alias("first_seen_at"), F.max("last_seen_at").alias("last_seen_at"))
+    )
     ids = seen.withColumn("node", _id_node(F.col("identifier_type"), F.col("identifier"))).join(
         components, on="node", how="left"
     )
@@ -457,29 +604,39 @@ def resolve_identities_with_report(
             derived_key(F.col("anchor.identifier_type"), F.col("anchor.identifier")).alias("component_key"),
         )
     )
+    return ids, comp_keys
 
+
+def _record_components(records: DataFrame, components: DataFrame, comp_keys: DataFrame) -> DataFrame:
+    """`source, record_id, component_key`: the key of the record's component (null when oversized)."""
     # --- records in a merged component take its key
-    record_components = (
+    return (
         records.withColumn("node", _record_node(F.col("source"), F.col("record_id")))
         .join(components, on="node", how="left")
         .join(comp_keys, on="component", how="left")
-        .select(*record, F.when(~F.col("oversized"), F.col("component_key")).alias("component_key"))
+        .select(*_RECORD, F.when(~F.col("oversized"), F.col("component_key")).alias("component_key"))
     )
 
+
+def _identifier_keys(
+    obs: DataFrame, ids: DataFrame, comp_keys: DataFrame, held: DataFrame, record_components: DataFrame
+) -> DataFrame:
+    """`identifier_type, identifier, customer_key, first_seen_at, last_seen_at`: each identifier's key
+    (materialised)."""
     # --- identifiers held back by the guard: the one customer their records resolve to, or their own
     shared_neighbours = (
-        obs.join(held.select(*ident), on=ident, how="inner")
-        .join(record_components.where(F.col("component_key").isNotNull()), on=record, how="inner")
-        .groupBy(*ident)
+        obs.join(held.select(*_IDENT), on=_IDENT, how="inner")
+        .join(record_components.where(F.col("component_key").isNotNull()), on=_RECORD, how="inner")
+        .groupBy(*_IDENT)
         .agg(F.countDistinct("component_key").alias("n_keys"), F.min("component_key").alias("neighbour_key"))
         .where(F.col("n_keys") == 1)
-        .select(*ident, "neighbour_key")
+        .select(*_IDENT, "neighbour_key")
     )
-    identity = materialise(
+    return materialise(
         ids.join(comp_keys, on="component", how="left")
-        .join(shared_neighbours, on=ident, how="left")
+        .join(shared_neighbours, on=_IDENT, how="left")
         .select(
-            *ident,
+            *_IDENT,
             F.when(F.col("component").isNull(), F.coalesce("neighbour_key", derived_key(F.col("identifier_type"), F.col("identifier"))))
             .when(F.col("oversized"), derived_key(F.col("identifier_type"), F.col("identifier")))
             .otherwise(F.col("component_key"))
@@ -488,24 +645,32 @@ def resolve_identities_with_report(
             "last_seen_at",
         )
     )
-    identity_map = identity.select(
+
+
+def _identity_map(identity: DataFrame, run_id: str, now: datetime) -> DataFrame:
+    """IDENTITY_MAP rows of the identifiers' keys (`_identifier_keys`)."""
+    return identity.select(
         *[F.col(f.name) for f in IDENTITY_MAP.fields if f.name not in ("run_id", "_written_at")],
         F.lit(run_id).alias("run_id"),
-        now_lit.alias("_written_at"),
+        F.lit(now).cast("timestamp").alias("_written_at"),
     ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MAP.fields])
 
+
+def _own_keys(obs: DataFrame, identity: DataFrame, held: DataFrame, record_components: DataFrame) -> DataFrame:
+    """`source, record_id, own_key`: a record's component's key, else its most specific identifier's
+    (null for a record without either)."""
     # --- records outside merged components: their most specific identifier's key
     priority = _map_literal(TYPE_PRIORITY)
     # (an identifier held back for a name conflict keys the records left on it, those its customer's
     # name does not fit, with its own key: not with the customer's it maps to)
-    conflict_ids = held.where(F.col("kind") == "name_conflict").select(*ident, F.lit(True).alias("conflict"))
+    conflict_ids = held.where(F.col("kind") == "name_conflict").select(*_IDENT, F.lit(True).alias("conflict"))
     best_identifier_key = (
-        obs.join(identity.select(*ident, "customer_key"), on=ident, how="inner")
-        .join(conflict_ids, on=ident, how="left")
+        obs.join(identity.select(*_IDENT, "customer_key"), on=_IDENT, how="inner")
+        .join(conflict_ids, on=_IDENT, how="left")
         .withColumn("customer_key", F.when(
             F.col("conflict"), derived_key(F.col("identifier_type"), F.col("identifier"))
         ).otherwise(F.col("customer_key")))
-        .groupBy(*record)
+        .groupBy(*_RECORD)
         .agg(
             F.min(
                 F.struct(
@@ -517,23 +682,27 @@ def resolve_identities_with_report(
             ).getField("customer_key").alias("identifier_key")
         )
     )
-    own_keys = record_components.join(best_identifier_key, on=record, how="left").select(
-        *record, F.coalesce("component_key", "identifier_key").alias("own_key")
+    return record_components.join(best_identifier_key, on=_RECORD, how="left").select(
+        *_RECORD, F.coalesce("component_key", "identifier_key").alias("own_key")
     )
+
+
+def _record_keys(own_keys: DataFrame, groups: DataFrame) -> DataFrame:
+    """`source, record_id, customer_key`: each record's own key, else the one it inherits (materialised)."""
     # --- a record without a customer identifier (an agent's e-mail, an anonymous chat) inherits the
     # key of its group's earliest keyed record (the thread's customer, the survey respondent)
     group_keys = (
-        groups.join(own_keys.where(F.col("own_key").isNotNull()), on=record, how="inner")
+        groups.join(own_keys.where(F.col("own_key").isNotNull()), on=_RECORD, how="inner")
         .groupBy("group")
         .agg(F.min(F.struct("seen_at", "source", "record_id", "own_key")).getField("own_key").alias("group_key"))
     )
     inherited = (
         groups.join(group_keys, on="group", how="inner")
-        .groupBy(*record)
+        .groupBy(*_RECORD)
         .agg(F.min(F.struct("group", "group_key")).getField("group_key").alias("inherited_key"))
     )
-    record_keys = materialise(
-        own_keys.join(inherited, on=record, how="left")
+    return materialise(
+        own_keys.join(inherited, on=_RECORD, how="left")
         .select(
             F.col("source").cast(StringType()).alias("source"),
             F.col("record_id").cast(StringType()).alias("record_id"),
@@ -541,11 +710,16 @@ def resolve_identities_with_report(
         )
     )
 
-    exceptions = held.select(
-        "kind", *ident, F.col("size").cast(LongType()).alias("size"), "reason"
+
+# --- the report
+def _exceptions(held: DataFrame, company_held: DataFrame, comp_keys: DataFrame, cfg: IdentitySettings) -> DataFrame:
+    """IDENTITY_EXCEPTIONS: the identifiers the guards held back, the company's identifiers customers'
+    records carry and the components too large to merge."""
+    return held.select(
+        "kind", *_IDENT, F.col("size").cast(LongType()).alias("size"), "reason"
     ).unionByName(
         company_held.select(
-            F.lit("company_identifier").alias("kind"), *ident, F.col("records").cast(LongType()).alias("size"),
+            F.lit("company_identifier").alias("kind"), *_IDENT, F.col("records").cast(LongType()).alias("size"),
             F.lit("the company's own number or address: never a customer's identifier").alias("reason"),
         )
     ).unionByName(
@@ -558,11 +732,3 @@ def resolve_identities_with_report(
                             "n_identifiers", F.lit(cfg.max_component_size)).alias("reason"),
         )
     ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_EXCEPTIONS.fields])
-
-    merges = key_changes(prev.select(*ident, "prev_key"), identity.select(*ident, "customer_key"), run_id, now)
-    return IdentityResolution(
-        identity_map=identity_map,
-        merges=merges,
-        record_keys=record_keys,
-        exceptions=exceptions,
-    )
