@@ -393,43 +393,64 @@ def run_recommendations(ctx: ModelContext, force_train: bool = False) -> int:
         return _train_and_score(ctx, force_train, model_folders)
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What the recommendation models train and score on (features and segments cached by the caller)."""
+    features: DataFrame
+    segments: DataFrame
+    context: DataFrame  # features with the persona: the tone model's context
+    interactions: DataFrame
+    responses: DataFrame
+    orders: DataFrame
+    products: DataFrame
+    actions: DataFrame
+    comments: DataFrame | None
+    feature_cols: list[str]
+    as_of: dt.datetime
+
+
 def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contextlib.ExitStack) -> int:
     from atende.features.customer import numeric_feature_columns
-    from atende.jobs import tracking
-    from atende.models.nba import (
-        build_response_training_set,
-        load_nba_model,
-        rules_only_next_best_action,
-        save_nba_model,
-        score_next_best_action,
-        train_response_models,
-    )
-    from atende.models.products import (
-        load_product_model,
-        recommend_by_popularity,
-        recommend_products,
-        save_product_model,
-        train_product_model,
-    )
-    from atende.models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
 
-    settings, lake = ctx.settings, ctx.lake
-    cfg = settings.models
+    lake = ctx.lake
     features = lake.read("gold", "customer_features").cache()
     segments = lake.read("gold", "persona_segments").select("customer_key", "persona_id").cache()
-    interactions = lake.read_or_empty("silver", "interactions", schemas.INTERACTIONS)
-    responses = lake.read_or_empty("silver", "survey_responses", schemas.SURVEY_RESPONSES)
-    orders = lake.read_or_empty("silver", "orders", schemas.ORDERS)
-    products = lake.read_or_empty("silver", "products", schemas.PRODUCTS)
-    actions = lake.read_or_empty("silver", "actions", schemas.ACTIONS)
-    comments = _survey_comments(lake)
-    context = features.join(segments, on="customer_key", how="left")
-    feature_cols = list(numeric_feature_columns(settings))
-    as_of = scalar(features.select(F.max("as_of"))) or ctx.now
+    inputs = _Inputs(
+        features=features, segments=segments, context=features.join(segments, on="customer_key", how="left"),
+        interactions=lake.read_or_empty("silver", "interactions", schemas.INTERACTIONS),
+        responses=lake.read_or_empty("silver", "survey_responses", schemas.SURVEY_RESPONSES),
+        orders=lake.read_or_empty("silver", "orders", schemas.ORDERS),
+        products=lake.read_or_empty("silver", "products", schemas.PRODUCTS),
+        actions=lake.read_or_empty("silver", "actions", schemas.ACTIONS),
+        comments=_survey_comments(lake), feature_cols=list(numeric_feature_columns(ctx.settings)),
+        as_of=scalar(features.select(F.max("as_of"))) or ctx.now,
+    )
+    failures = _train_recommenders(ctx, inputs, force_train)
+    recommendations = _recommendations(ctx, inputs, failures, model_folders).cache()  # validated, then written
+    try:
+        if ctx.gate is not None:
+            ctx.gate("recommendations", {"gold.recommendations": recommendations})
+        written = lake.write("gold", "recommendations", recommendations, mode="overwrite").rows_written
+    finally:
+        recommendations.unpersist()
+        features.unpersist()
+        segments.unpersist()
+    return written
+
+
+def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -> dict[str, str | None]:
+    """Train the tone, product and next-best-action models where `ctx.try_train` says so; per model, why it
+    could not train (None when it trained or did not need to)."""
+    from atende.models.nba import build_response_training_set, save_nba_model, train_response_models
+    from atende.models.products import save_product_model, train_product_model
+    from atende.models.tone import save_tone_model, train_tone_model
+
+    cfg = ctx.settings.models
+    i = inputs
 
     def fit_tone():
-        return train_tone_model(interactions, responses, context, cfg.tone, TONE_CONTEXT, survey_comments=comments,
-                                seed=cfg.personas.seed,
+        return train_tone_model(i.interactions, i.responses, i.context, cfg.tone, TONE_CONTEXT,
+                                survey_comments=i.comments, seed=cfg.personas.seed,
                                 estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength)
 
     tone_failure = ctx.try_train(TONE_MODEL, "tone", lambda: _train(
@@ -441,97 +462,104 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
          ("gold", "customer_features"), ("gold", "persona_segments"))), force_train)
     product_failure = ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
         ctx, PRODUCT_MODEL, "products",
-        lambda: train_product_model(orders, interactions, products, segments, cfg.products),
+        lambda: train_product_model(i.orders, i.interactions, i.products, i.segments, cfg.products),
         ctx.save_spark_model(save_product_model), "als_ndcg_at_10", True, cfg.products.model_dump(),
         (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
         force_train)
-    start = as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
+    start = i.as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
 
     def fit_nba():
         # features as of the window's start, responses to the actions sent inside it
         rule_cols = ["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()]
-        past = build_features(ctx, start).select("customer_key", *dict.fromkeys([*feature_cols, *rule_cols]))
-        training = build_response_training_set(actions, past, start, as_of)
-        return train_response_models(training, cfg.nba, feature_cols, seed=cfg.personas.seed)
+        past = build_features(ctx, start).select("customer_key", *dict.fromkeys([*i.feature_cols, *rule_cols]))
+        training = build_response_training_set(i.actions, past, start, i.as_of)
+        return train_response_models(training, cfg.nba, i.feature_cols, seed=cfg.personas.seed)
 
     nba_failure = ctx.try_train(NBA_MODEL, "next best action", lambda: _train(
         ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
-        {"window_start": start.isoformat(), "window_end": as_of.isoformat(),
+        {"window_start": start.isoformat(), "window_end": i.as_of.isoformat(),
          "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
          "actions": ",".join(cfg.nba.actions)},
         (("silver", "actions"), *FEATURE_INPUTS)), force_train)
+    return {"tone": tone_failure, "products": product_failure, "next_best_action": nba_failure}
 
-    customers = features.select("customer_key")
+
+def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str | None],
+                     model_folders: contextlib.ExitStack) -> DataFrame:
+    """RECOMMENDATIONS for every customer of the features: each part from its champion, or from its named
+    fallback (and every row says which, and why)."""
+    from atende.jobs import tracking
+    from atende.models.nba import load_nba_model, rules_only_next_best_action, score_next_best_action
+    from atende.models.products import load_product_model, recommend_by_popularity, recommend_products
+    from atende.models.tone import fallback_tones, load_tone_model, score_tone_model
+
+    cfg = ctx.settings.models
+    i = inputs
+    customers = i.features.select("customer_key")
     persona_version = tracking.champion_version(PERSONA_MODEL)
     versions = {"personas": str(persona_version.version) if persona_version else None}
     notes: list[str] = []  # reasons every row carries: which fallback answered, and why
 
     fallback_tone = cfg.tone.fallback_tone
-    champion = ctx.champion_or_fallback(TONE_MODEL, "tone", tone_failure, f"default tone {fallback_tone}")
+    champion = ctx.champion_or_fallback(TONE_MODEL, "tone", failures["tone"], f"default tone {fallback_tone}")
     if champion is None:
-        tones = fallback_tones(customers, fallback_tone, tone_failure or "no tone model is registered")
+        tones = fallback_tones(customers, fallback_tone, failures["tone"] or "no tone model is registered")
         versions["tone"] = FALLBACK_VERSION
     else:
-        tones = score_tone_model(load_tone_model(champion[0]), interactions, responses, context,
-                                 survey_comments=comments, settings=cfg.tone)
+        tones = score_tone_model(load_tone_model(champion[0]), i.interactions, i.responses, i.context,
+                                 survey_comments=i.comments, settings=cfg.tone)
         versions["tone"] = champion[1]
 
-    champion = ctx.champion_or_fallback(PRODUCT_MODEL, "products", product_failure,
+    champion = ctx.champion_or_fallback(PRODUCT_MODEL, "products", failures["products"],
                                         "popularity (the persona's best sellers, then everyone's)")
     if champion is None:
-        recommended = recommend_by_popularity(orders, products, customers, segments, cfg.products.top_n)
+        recommended = recommend_by_popularity(i.orders, i.products, customers, i.segments, cfg.products.top_n)
         notes.append("products: fallback: popularity (the persona's best sellers, then everyone's), because "
-                     + (product_failure or "no product model is registered"))
+                     + (failures["products"] or "no product model is registered"))
         versions["products"] = FALLBACK_VERSION
     else:
         model_folder = ctx.readable_by_executors(champion[0], model_folders)
-        recommended = recommend_products(load_product_model(ctx.spark, model_folder), customers, segments,
-                                         cfg.products.top_n, products=products)
+        recommended = recommend_products(load_product_model(ctx.spark, model_folder), customers, i.segments,
+                                         cfg.products.top_n, products=i.products)
         versions["products"] = champion[1]
 
-    champion = ctx.champion_or_fallback(NBA_MODEL, "next best action", nba_failure,
+    champion = ctx.champion_or_fallback(NBA_MODEL, "next best action", failures["next_best_action"],
                                         "eligibility rules and business weight only")
     if champion is None:
-        actions_next = rules_only_next_best_action(features, cfg.nba, nba_failure or "no response model is registered")
+        actions_next = rules_only_next_best_action(
+            i.features, cfg.nba, failures["next_best_action"] or "no response model is registered")
         versions["next_best_action"] = FALLBACK_VERSION
     else:
-        actions_next = score_next_best_action(features, load_nba_model(champion[0]), cfg.nba, feature_cols)
+        actions_next = score_next_best_action(i.features, load_nba_model(champion[0]), cfg.nba, i.feature_cols)
         versions["next_best_action"] = champion[1]
+    parts = customers.join(tones, on="customer_key", how="left").join(
+        offers_with_consent(recommended, i.features), on="customer_key", how="left"
+    ).join(actions_next, on="customer_key", how="left")
+    return _recommendation_rows(ctx, parts, versions, notes)
 
+
+def _recommendation_rows(ctx: ModelContext, parts: DataFrame, versions: dict[str, str | None],
+                         notes: list[str]) -> DataFrame:
+    """The recommendation table's columns from the joined parts: the reasons of every part in one list,
+    the model versions that answered, the validity window."""
     now = F.lit(ctx.now).cast("timestamp")
-    valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")
+    valid_until = F.lit(ctx.now + dt.timedelta(days=ctx.settings.models.nba.valid_days)).cast("timestamp")
     version_map = F.create_map(*[x for k, v in versions.items() if v is not None for x in (F.lit(k), F.lit(v))])
-    recommended = offers_with_consent(recommended, features)
-    recommendations = (
-        customers.join(tones, on="customer_key", how="left")
-        .join(recommended, on="customer_key", how="left")
-        .join(actions_next, on="customer_key", how="left")
-        .select(
-            "customer_key", "tone", "tone_confidence",
-            F.coalesce("products", F.array().cast(RECOMMENDATIONS["products"].dataType)).alias("products"),
-            "next_best_action", "nba_score",
-            F.concat(
-                F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason")))
-                .otherwise(F.array().cast("array<string>")),
-                F.coalesce("reasons", F.array().cast("array<string>")),
-                F.coalesce("offer_reason", F.array().cast("array<string>")),
-                F.array(*[F.lit(n) for n in notes]) if notes else F.array().cast("array<string>"),
-            ).alias("reasons"),
-            version_map.alias("model_versions"),
-            now.alias("valid_from"), valid_until.alias("valid_until"),
-            F.lit(ctx.run_id).alias("run_id"), now.alias("_written_at"),
-        )
-        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECOMMENDATIONS.fields])
-    ).cache()  # scored once: validated, then written
-    try:
-        if ctx.gate is not None:
-            ctx.gate("recommendations", {"gold.recommendations": recommendations})
-        written = lake.write("gold", "recommendations", recommendations, mode="overwrite").rows_written
-    finally:
-        recommendations.unpersist()
-        features.unpersist()
-        segments.unpersist()
-    return written
+    return parts.select(
+        "customer_key", "tone", "tone_confidence",
+        F.coalesce("products", F.array().cast(RECOMMENDATIONS["products"].dataType)).alias("products"),
+        "next_best_action", "nba_score",
+        F.concat(
+            F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason")))
+            .otherwise(F.array().cast("array<string>")),
+            F.coalesce("reasons", F.array().cast("array<string>")),
+            F.coalesce("offer_reason", F.array().cast("array<string>")),
+            F.array(*[F.lit(n) for n in notes]) if notes else F.array().cast("array<string>"),
+        ).alias("reasons"),
+        version_map.alias("model_versions"),
+        now.alias("valid_from"), valid_until.alias("valid_until"),
+        F.lit(ctx.run_id).alias("run_id"), now.alias("_written_at"),
+    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECOMMENDATIONS.fields])
 
 
 def offers_with_consent(recommended: DataFrame, consents: DataFrame) -> DataFrame:

@@ -353,6 +353,68 @@ def _choose_regularization(z, action_index, y, groups, n_actions, grid, interact
     return min(losses, key=lambda c: (losses[c], c)), losses
 
 
+def _standardised(sample: pd.DataFrame, feature_cols: Sequence[str], clip: float):
+    """(fill, center, scale, z): missing values filled with each feature's median (0 for a feature missing
+    everywhere: it then carries no weight), then standardised and clipped to +-`clip`."""
+    x = sample[list(feature_cols)].to_numpy(dtype=float, na_value=np.nan)
+    fill = sample[list(feature_cols)].median().fillna(0.0).to_numpy(dtype=float) if feature_cols else np.zeros(0)
+    filled = np.where(np.isnan(x), fill, x)
+    center = filled.mean(axis=0)
+    scale = filled.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return fill, center, scale, np.clip((filled - center) / scale, -clip, clip)
+
+
+def _base_rates(logged: list[str], action_index: np.ndarray, y: np.ndarray) -> dict[str, ResponseModel]:
+    """Every logged action at its base rate (positives + 1) / (rows + 2): too few rows or one class."""
+    responses = {}
+    for i, action in enumerate(logged):
+        mask = action_index == i
+        rows, positives = int(mask.sum()), int(y[mask].sum())
+        responses[action] = ResponseModel("prior", _logit((positives + 1.0) / (rows + 2.0)), None, rows, positives)
+    return responses
+
+
+def _pooled_responses(z, action_index, y, groups, logged: list[str], k: int, grid: list[float],
+                      interaction_scale: float, cv_folds: int, seed: int):
+    """(responses, chosen C, cross-validated log loss per C): one pooled logistic model, shared feature
+    weights plus per-action indicators and weights, unpacked into a ResponseModel per action."""
+    chosen_c, cv_losses = _choose_regularization(z, action_index, y, groups, len(logged), grid,
+                                                 interaction_scale, cv_folds, seed)
+    fit = _fit_pooled(z, action_index, y, len(logged), chosen_c, interaction_scale)
+    n_actions = len(logged)
+    coef = fit.coef_[0]
+    shared, indicator = coef[:k], coef[k:k + n_actions]
+    own = coef[k + n_actions:].reshape(n_actions, k) * interaction_scale if k else np.zeros((n_actions, 0))
+    responses = {}
+    for i, action in enumerate(logged):
+        mask = action_index == i
+        responses[action] = ResponseModel(
+            "logistic", float(fit.intercept_[0] + indicator[i]), tuple(float(v) for v in shared + own[i]),
+            int(mask.sum()), int(y[mask].sum()))
+    return responses, chosen_c, cv_losses
+
+
+def _training_metrics(sample: pd.DataFrame, y: np.ndarray, responses: dict[str, ResponseModel],
+                      chosen_c: float | None, cv_losses: dict) -> dict[str, float]:
+    """Rows and positive rates per action, the chosen C and its cross-validation, and the revenue the log
+    says a conversion brought."""
+    metrics: dict[str, float] = {"rows_train": float(len(sample)), "positives_train": float(y.sum())}
+    if chosen_c is not None:
+        metrics["regularization_c"] = float(chosen_c)
+    for c, loss in cv_losses.items():
+        metrics[f"cv_log_loss_c{c:g}"] = loss
+    for action, r in responses.items():
+        metrics[f"rows_train_{action}"] = float(r.rows)
+        metrics[f"positive_rate_train_{action}"] = r.positives / r.rows
+    # what the log says a conversion brought, next to the configured value (for the analyst: the
+    # log records revenue only for commercial actions)
+    paid = sample[sample["_converted"] & sample["_revenue"].notna()]
+    for paid_action, revenue in paid.groupby("action", sort=True)["_revenue"].mean().items():
+        metrics[f"observed_revenue_per_conversion_{paid_action}"] = float(revenue)
+    return metrics
+
+
 def train_response_models(
     training_set: DataFrame,
     nba_settings: NbaSettings,
@@ -393,42 +455,17 @@ def train_response_models(
     sample = _bounded(train_rows, counts.get(False, 0), sample_size, seed)
     if sample.empty:
         raise ValueError("no training rows: no logged action of a catalogue action reached a customer with features")
-    x = sample[list(feature_cols)].to_numpy(dtype=float, na_value=np.nan)
-    # a feature missing for every sampled customer is filled with 0 (it then carries no weight)
-    fill = sample[list(feature_cols)].median().fillna(0.0).to_numpy(dtype=float) if feature_cols else np.zeros(0)
-    filled = np.where(np.isnan(x), fill, x)
-    center = filled.mean(axis=0)
-    scale = filled.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    z = np.clip((filled - center) / scale, -clip, clip)
+    fill, center, scale, z = _standardised(sample, feature_cols, clip)
     y = sample["_y"].to_numpy(dtype=int)
     logged = [a for a in nba_settings.actions if (sample["action"] == a).any()]
     action_index = sample["action"].map({a: i for i, a in enumerate(logged)}).to_numpy(dtype=int)
-
-    responses: dict[str, ResponseModel] = {}
-    chosen_c, cv_losses = None, {}
     if len(sample) < min_rows or len(np.unique(y)) < 2:
-        for i, action in enumerate(logged):
-            mask = action_index == i
-            rows, positives = int(mask.sum()), int(y[mask].sum())
-            rate = (positives + 1.0) / (rows + 2.0)
-            responses[action] = ResponseModel("prior", _logit(rate), None, rows, positives)
+        responses, chosen_c, cv_losses = _base_rates(logged, action_index, y), None, {}
     else:
-        groups = sample["customer_key"].to_numpy()
-        chosen_c, cv_losses = _choose_regularization(z, action_index, y, groups, len(logged),
-                                                     list(nba_settings.regularization if regularization is None
-                                                          else regularization),
-                                                     interaction_scale, cv_folds, seed)
-        fit = _fit_pooled(z, action_index, y, len(logged), chosen_c, interaction_scale)
-        k, n_actions = len(feature_cols), len(logged)
-        coef = fit.coef_[0]
-        shared, indicator = coef[:k], coef[k:k + n_actions]
-        own = coef[k + n_actions:].reshape(n_actions, k) * interaction_scale if k else np.zeros((n_actions, 0))
-        for i, action in enumerate(logged):
-            mask = action_index == i
-            responses[action] = ResponseModel(
-                "logistic", float(fit.intercept_[0] + indicator[i]), tuple(float(v) for v in shared + own[i]),
-                int(mask.sum()), int(y[mask].sum()))
+        grid = list(nba_settings.regularization if regularization is None else regularization)
+        responses, chosen_c, cv_losses = _pooled_responses(
+            z, action_index, y, sample["customer_key"].to_numpy(), logged, len(feature_cols), grid,
+            interaction_scale, cv_folds, seed)
 
     model = NbaModel(
         feature_cols=feature_cols,
@@ -443,19 +480,7 @@ def train_response_models(
                   "test_fraction": test_fraction, "seed": seed, "regularization_c": chosen_c,
                   "interaction_scale": interaction_scale},
     )
-    metrics: dict[str, float] = {"rows_train": float(len(sample)), "positives_train": float(y.sum())}
-    if chosen_c is not None:
-        metrics["regularization_c"] = float(chosen_c)
-    for c, loss in cv_losses.items():
-        metrics[f"cv_log_loss_c{c:g}"] = loss
-    for action, r in responses.items():
-        metrics[f"rows_train_{action}"] = float(r.rows)
-        metrics[f"positive_rate_train_{action}"] = r.positives / r.rows
-    # what the log says a conversion brought, next to the configured value (for the analyst: the
-    # log records revenue only for commercial actions)
-    paid = sample[sample["_converted"] & sample["_revenue"].notna()]
-    for paid_action, revenue in paid.groupby("action", sort=True)["_revenue"].mean().items():
-        metrics[f"observed_revenue_per_conversion_{paid_action}"] = float(revenue)
+    metrics = _training_metrics(sample, y, responses, chosen_c, cv_losses)
     metrics.update(evaluate_response_models(
         model, split.where(F.col("_holdout")).drop("_holdout"), nba_settings, label=label,
         sample_size=sample_size, propensity_floor=propensity_floor, seed=seed,
@@ -648,8 +673,6 @@ def evaluate_response_models(
       one), and for SNIPS, DR, the logged rate and the lifts (`snips_lift_*`, `dr_lift_*`: learned over
       logged) percentile bootstrap intervals, `_low`/`_high` (95%; models.offpolicy). Rows without a
       logged propensity are left out (`ope_rows_without_propensity`), not given a modelled one."""
-    from sklearn.metrics import roc_auc_score
-
     label = label or model.label
     pass_cols = ["_action", "_y", "_logged_p"]
     frame = holdout.where(F.col("action").isin(list(nba_settings.actions))).withColumns({
@@ -670,10 +693,25 @@ def evaluate_response_models(
     metrics: dict[str, float] = {"rows_holdout": float(len(scored))}
     if scored.empty:
         return metrics
+    metrics.update(_auc_metrics(scored))
+    # rows whose logging propensity was not recorded are left out rather than given a modelled one: the
+    # logging policy chose by context, and a context-free stand-in would bias every estimate
+    with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
+    metrics["ope_rows_without_propensity"] = float(len(scored) - len(with_p))
+    if len(with_p):
+        metrics.update(_off_policy_metrics(with_p, nba_settings, propensity_floor, seed))
+    return metrics
+
+
+def _auc_metrics(scored: pd.DataFrame) -> dict[str, float]:
+    """Held-out rows per action, and the ROC AUC of the logged action's propensity against the label per
+    action and pooled (where both classes occur)."""
+    from sklearn.metrics import roc_auc_score
 
     def auc(part: pd.DataFrame) -> float | None:
         return float(roc_auc_score(part["_y"], part["_p_hat"])) if part["_y"].nunique() == 2 else None
 
+    metrics: dict[str, float] = {}
     for action, part in scored.groupby("_action", sort=True):
         metrics[f"rows_holdout_{action}"] = float(len(part))
         value = auc(part)
@@ -682,44 +720,45 @@ def evaluate_response_models(
     overall = auc(scored)
     if overall is not None:
         metrics["auc_overall"] = overall
+    return metrics
 
-    # rows whose logging propensity was not recorded are left out rather than given a modelled one: the
-    # logging policy chose by context, and a context-free stand-in would bias every estimate
-    with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
-    metrics["ope_rows_without_propensity"] = float(len(scored) - len(with_p))
-    if len(with_p):
-        values = {a: float(s.value) for a, s in nba_settings.actions.items()}
-        y = with_p["_y"].to_numpy(dtype=float)
-        value_logged = with_p["_action"].map(values).to_numpy(dtype=float)
-        value_chosen = with_p["_chosen"].map(values).fillna(0.0).to_numpy(dtype=float)
-        q_logged = with_p["_p_hat"].fillna(0.0).to_numpy(dtype=float)
-        q_chosen = with_p["_p_chosen"].fillna(0.0).to_numpy(dtype=float)
-        match = (with_p["_chosen"] == with_p["_action"]).to_numpy()
-        logged_p = with_p["_logged_p"].to_numpy(dtype=float)
-        # reward = the label (a conversion rate), and label × the action's configured value (BRL)
-        by_rate = off_policy_estimates(y, logged_p, match, q_logged, q_chosen,
-                                       propensity_floor=propensity_floor, seed=seed)
-        by_value = off_policy_estimates(y * value_logged, logged_p, match, q_logged * value_logged,
-                                        q_chosen * value_chosen, propensity_floor=propensity_floor, seed=seed)
-        weight = match / np.maximum(with_p["_logged_p"].to_numpy(dtype=float), propensity_floor)
-        reward = y * value_logged
-        n = len(with_p)
-        metrics.update({
-            "ips_rows": float(n),
-            "ips_match_rate": float(match.mean()),
-            "ips_effective_rows": by_rate["effective_rows"],
-            "logging_policy_value": by_value["logged"],
-            "ips_policy_value": by_value["ips"],
-            "ips_policy_value_se": float((weight * reward).std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
-            "logging_conversion_rate": by_rate["logged"],
-            "ips_conversion_rate": by_rate["ips"],
-        })
-        for name, estimates in (("conversion_rate", by_rate), ("policy_value", by_value)):
-            for key in ("snips", "dr", "logged", "snips_lift", "dr_lift"):
-                for suffix in ("", "_low", "_high"):
-                    if f"{key}{suffix}" in estimates:
-                        target = f"logging_{name}{suffix}" if key == "logged" else f"{key}_{name}{suffix}"
-                        metrics[target] = estimates[f"{key}{suffix}"]
+
+def _off_policy_metrics(with_p: pd.DataFrame, nba_settings: NbaSettings, propensity_floor: float,
+                        seed: int) -> dict[str, float]:
+    """The policy-value and conversion-rate estimates of `evaluate_response_models` over the held-out rows
+    whose logging propensity was recorded."""
+    values = {a: float(s.value) for a, s in nba_settings.actions.items()}
+    y = with_p["_y"].to_numpy(dtype=float)
+    value_logged = with_p["_action"].map(values).to_numpy(dtype=float)
+    value_chosen = with_p["_chosen"].map(values).fillna(0.0).to_numpy(dtype=float)
+    q_logged = with_p["_p_hat"].fillna(0.0).to_numpy(dtype=float)
+    q_chosen = with_p["_p_chosen"].fillna(0.0).to_numpy(dtype=float)
+    match = (with_p["_chosen"] == with_p["_action"]).to_numpy()
+    logged_p = with_p["_logged_p"].to_numpy(dtype=float)
+    # reward = the label (a conversion rate), and label × the action's configured value (BRL)
+    by_rate = off_policy_estimates(y, logged_p, match, q_logged, q_chosen,
+                                   propensity_floor=propensity_floor, seed=seed)
+    by_value = off_policy_estimates(y * value_logged, logged_p, match, q_logged * value_logged,
+                                    q_chosen * value_chosen, propensity_floor=propensity_floor, seed=seed)
+    weight = match / np.maximum(logged_p, propensity_floor)
+    reward = y * value_logged
+    n = len(with_p)
+    metrics = {
+        "ips_rows": float(n),
+        "ips_match_rate": float(match.mean()),
+        "ips_effective_rows": by_rate["effective_rows"],
+        "logging_policy_value": by_value["logged"],
+        "ips_policy_value": by_value["ips"],
+        "ips_policy_value_se": float((weight * reward).std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+        "logging_conversion_rate": by_rate["logged"],
+        "ips_conversion_rate": by_rate["ips"],
+    }
+    for name, estimates in (("conversion_rate", by_rate), ("policy_value", by_value)):
+        for key in ("snips", "dr", "logged", "snips_lift", "dr_lift"):
+            for suffix in ("", "_low", "_high"):
+                if f"{key}{suffix}" in estimates:
+                    target = f"logging_{name}{suffix}" if key == "logged" else f"{key}_{name}{suffix}"
+                    metrics[target] = estimates[f"{key}{suffix}"]
     return metrics
 
 

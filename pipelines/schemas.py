@@ -294,6 +294,7 @@ PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "silver.identity_exceptions": ("identifier",),
     "silver.record_keys": ("record_id",),  # a CRM record's id is the customer's CRM id
     "silver.crm": ("crm_id", "full_name", "email", "phone", "birth_date"),
+    "silver.customers": ("crm_ids", "emails", "phones", "display_name", "email", "phone", "birth_date"),
     # a WhatsApp interaction's id holds its message id, which holds the customer's number
     "silver.interactions": ("interaction_id", "customer_text", "agent_text", "customer_name"),
     "silver.survey_responses": ("interaction_id", "comment"),

@@ -8,7 +8,7 @@ import yaml
 
 from atende.conf.settings import ConfigError, Settings, load_settings
 from atende.pipelines.customers import build_customers, surviving_values
-from atende.pipelines.schemas import CRM, CUSTOMERS, IDENTITY_MAP
+from atende.pipelines.schemas import CRM, CUSTOMERS, IDENTITY_MAP, stats_properties
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 20, tzinfo=UTC)
@@ -136,3 +136,10 @@ def test_defaults_cover_every_field(settings: Settings):
     assert set(settings.survivorship.fields) == {f.name for f in CUSTOMERS.fields} - {
         "customer_key", "crm_ids", "emails", "phones", "first_seen_at", "last_seen_at", "value_sources", "run_id",
         "_written_at"}
+
+
+def test_contact_points_and_names_stay_out_of_the_delta_log():
+    kept = stats_properties("silver", "customers", CUSTOMERS, ())["delta.dataSkippingStatsColumns"].split(",")
+    assert "customer_key" in kept and "city" in kept
+    for personal in ("crm_ids", "emails", "phones", "display_name", "email", "phone", "birth_date"):
+        assert personal not in kept

@@ -260,6 +260,64 @@ def _message_value(t: Column, rules: IngestRules) -> Column:
     )
 
 
+def _message_problems(messages: Column, arrival: Column, rules: IngestRules) -> Column:
+    """Per flattened message, what makes it unusable (empty string when nothing): not an object, no sender
+    (`from`, or `from_user_id` for a username; an echo: its recipient), a bad id or timestamp."""
+    def problems_of(t: Column, i: Column) -> Column:
+        v = F.get(messages, i)
+        problems = [F.when(t["not_object"], F.concat(t["prefix"], F.lit(" is not a JSON object")))]
+        # a received message needs a sender (`from`, or `from_user_id` for a username), an echo a recipient
+        sender_label = F.concat(t["prefix"], F.when(t["echo"], F.lit(".to")).otherwise(F.lit(".from")))
+        problems += field_problems(t["from"], t["from"], MESSAGE_FROM_RULE, sender_label, arrival, rules)
+        for rule, value in ((MESSAGE_ID_RULE, v["message_id"]), (MESSAGE_TIME_RULE, v["sent_at"])):
+            label = F.concat(t["prefix"], F.lit(f".{rule.name}"))
+            problems += field_problems(t[rule.name], value, rule, label, arrival, rules)
+        return F.concat_ws("; ", *problems)
+
+    return F.filter(F.transform(F.col("_message_texts"), problems_of), lambda p: p != "")
+
+
+def _payload_extra(fields: Column, values: Column, statuses: Column, has_statuses: Column) -> tuple[Column, Column]:
+    """(`_extra`, its problem): every key of the payload, its entries, change values, contacts and messages
+    that the contract does not name, kept as given; statuses, which bronze does not model, whole."""
+    message_extra = F.flatten(F.transform(
+        F.col("_flat"),
+        lambda m: F.when(m["echo"], unknown_entries(m["message"], ECHO_KEYS, F.concat(m["prefix"], F.lit("."))))
+        .otherwise(unknown_entries(m["message"], MESSAGE_KEYS, F.concat(m["prefix"], F.lit(".")))),
+    ))
+    value_extra = F.flatten(F.transform(
+        values, lambda v: unknown_entries(v["raw"], VALUE_KEYS, F.concat(v["prefix"], F.lit(".")))
+    ))
+    contact_extra = F.flatten(F.flatten(F.transform(values, lambda v: F.transform(
+        v["contacts"],
+        lambda c, k: F.concat(
+            unknown_entries(c["raw"], CONTACT_KEYS, F.concat(v["prefix"], F.lit(".contacts["), k.cast("string"), F.lit("]."))),
+            unknown_entries(
+                c["profile"], PROFILE_KEYS, F.concat(v["prefix"], F.lit(".contacts["), k.cast("string"), F.lit("].profile."))
+            ),
+        ),
+    ))))
+    status_extra = F.when(
+        has_statuses,
+        F.array(F.struct(
+            F.lit("statuses").alias("key"),
+            F.concat(F.lit("["), F.array_join(statuses, ","), F.lit("]")).alias("value"),
+        )),
+    ).otherwise(empty_entries())
+    entry_extra = F.flatten(F.transform(
+        F.coalesce(F.col("_payload")["entry"], F.array().cast(_MAPS)),
+        lambda e, i: unknown_entries(e, ENTRY_KEYS, F.concat(F.lit("entry["), i.cast("string"), F.lit("]."))),
+    ))
+    return extra_map(
+        unknown_entries(fields, TOP_LEVEL_KEYS),
+        F.coalesce(entry_extra, empty_entries()),
+        F.coalesce(value_extra, empty_entries()),
+        F.coalesce(contact_extra, empty_entries()),
+        F.coalesce(message_extra, empty_entries()),
+        status_extra.cast(EXTRA_ENTRIES),
+    )
+
+
 @per_session
 def whatsapp_plan(rules: IngestRules) -> ClassifierPlan:
     gated = F.when(F.col("_problem").isNull(), F.col("_text"))  # unusable lines are not parsed
@@ -296,55 +354,8 @@ def whatsapp_plan(rules: IngestRules) -> ClassifierPlan:
         F.when(F.size(values) == 0, F.lit("WhatsApp payload has no entry[].changes[].value")),
         F.when((kinds == 0) & only_message_changes, F.lit("WhatsApp payload carries neither messages nor statuses")),
     )
-
-    def problems_of(t: Column, i: Column) -> Column:
-        v = F.get(messages, i)
-        problems = [F.when(t["not_object"], F.concat(t["prefix"], F.lit(" is not a JSON object")))]
-        # a received message needs a sender (`from`, or `from_user_id` for a username), an echo a recipient
-        sender_label = F.concat(t["prefix"], F.when(t["echo"], F.lit(".to")).otherwise(F.lit(".from")))
-        problems += field_problems(t["from"], t["from"], MESSAGE_FROM_RULE, sender_label, arrival, rules)
-        for rule, value in ((MESSAGE_ID_RULE, v["message_id"]), (MESSAGE_TIME_RULE, v["sent_at"])):
-            label = F.concat(t["prefix"], F.lit(f".{rule.name}"))
-            problems += field_problems(t[rule.name], value, rule, label, arrival, rules)
-        return F.concat_ws("; ", *problems)
-
-    per_message = F.filter(F.transform(F.col("_message_texts"), problems_of), lambda p: p != "")
-    message_extra = F.flatten(F.transform(
-        F.col("_flat"),
-        lambda m: F.when(m["echo"], unknown_entries(m["message"], ECHO_KEYS, F.concat(m["prefix"], F.lit("."))))
-        .otherwise(unknown_entries(m["message"], MESSAGE_KEYS, F.concat(m["prefix"], F.lit(".")))),
-    ))
-    value_extra = F.flatten(F.transform(
-        values, lambda v: unknown_entries(v["raw"], VALUE_KEYS, F.concat(v["prefix"], F.lit(".")))
-    ))
-    contact_extra = F.flatten(F.flatten(F.transform(values, lambda v: F.transform(
-        v["contacts"],
-        lambda c, k: F.concat(
-            unknown_entries(c["raw"], CONTACT_KEYS, F.concat(v["prefix"], F.lit(".contacts["), k.cast("string"), F.lit("]."))),
-            unknown_entries(
-                c["profile"], PROFILE_KEYS, F.concat(v["prefix"], F.lit(".contacts["), k.cast("string"), F.lit("].profile."))
-            ),
-        ),
-    ))))
-    status_extra = F.when(
-        has_statuses,
-        F.array(F.struct(
-            F.lit("statuses").alias("key"),
-            F.concat(F.lit("["), F.array_join(statuses, ","), F.lit("]")).alias("value"),
-        )),
-    ).otherwise(empty_entries())
-    entry_extra = F.flatten(F.transform(
-        F.coalesce(F.col("_payload")["entry"], F.array().cast(_MAPS)),
-        lambda e, i: unknown_entries(e, ENTRY_KEYS, F.concat(F.lit("entry["), i.cast("string"), F.lit("]."))),
-    ))
-    extra, extra_problem = extra_map(
-        unknown_entries(fields, TOP_LEVEL_KEYS),
-        F.coalesce(entry_extra, empty_entries()),
-        F.coalesce(value_extra, empty_entries()),
-        F.coalesce(contact_extra, empty_entries()),
-        F.coalesce(message_extra, empty_entries()),
-        status_extra.cast(EXTRA_ENTRIES),
-    )
+    per_message = _message_problems(messages, arrival, rules)
+    extra, extra_problem = _payload_extra(fields, values, statuses, has_statuses)
     problems = [F.when(F.size(per_message) > 0, F.array_join(per_message, "; ")), extra_problem]
     reason = F.coalesce(record_problem, joined_reasons(problems))
     out = {
