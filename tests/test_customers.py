@@ -143,3 +143,10 @@ def test_contact_points_and_names_stay_out_of_the_delta_log():
     assert "customer_key" in kept and "city" in kept
     for personal in ("crm_ids", "emails", "phones", "display_name", "email", "phone", "birth_date"):
         assert personal not in kept
+
+
+def test_a_configured_field_replaces_its_default_rule_whole(tmp_path):
+    # nothing of the default rule (its `within`) carries into the user's: a rule naming only the CRM loads
+    settings = with_fields(tmp_path, {"display_name": {"rule": "most_recent", "sources": ["crm"]}})
+    assert settings.survivorship.fields["display_name"].model_dump() == {
+        "rule": "most_recent", "sources": ("crm",), "within": {}}
