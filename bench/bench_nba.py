@@ -42,18 +42,9 @@ def project_features(lake, settings, actions):
     """A function as_of -> features DataFrame (the project's feature builder over silver), and the numeric
     feature columns."""
     from atende.features.customer import build_customer_features, numeric_feature_columns
-    from atende.pipelines import schemas
+    from atende.jobs.modeling import feature_inputs
 
-    silver = lambda t, schema: lake.read_or_empty("silver", t, schema)  # noqa: E731
-    frames = dict(
-        identity_map=silver("identity_map", schemas.IDENTITY_MAP),
-        interactions=silver("interactions", schemas.INTERACTIONS),
-        survey_responses=silver("survey_responses", schemas.SURVEY_RESPONSES),
-        crm=silver("crm", schemas.CRM),
-        orders=silver("orders", schemas.ORDERS),
-        products=silver("products", schemas.PRODUCTS),
-        actions=actions,
-    )
+    frames = {**feature_inputs(lake), "actions": actions}
 
     def build(as_of: dt.datetime):
         return build_customer_features(**frames, settings=settings, as_of=as_of)

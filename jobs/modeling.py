@@ -173,22 +173,24 @@ class ModelContext:
 
 
 # ---------------------------------------------------------------------- features
+def feature_inputs(lake: Lakehouse) -> dict[str, DataFrame]:
+    """The silver tables `build_customer_features` reads, by its argument names (empty where not written)."""
+    silver = lambda t, schema: lake.read_or_empty("silver", t, schema)  # noqa: E731
+    return {
+        "identity_map": silver("identity_map", schemas.IDENTITY_MAP),
+        "interactions": silver("interactions", schemas.INTERACTIONS),
+        "survey_responses": silver("survey_responses", schemas.SURVEY_RESPONSES),
+        "crm": silver("crm", schemas.CRM),
+        "orders": silver("orders", schemas.ORDERS),
+        "products": silver("products", schemas.PRODUCTS),
+        "actions": silver("actions", schemas.ACTIONS),
+    }
+
+
 def build_features(ctx: ModelContext, as_of: dt.datetime) -> DataFrame:
     from atende.features.customer import build_customer_features
 
-    lake = ctx.lake
-    silver = lambda t, schema: lake.read_or_empty("silver", t, schema)  # noqa: E731
-    return build_customer_features(
-        identity_map=silver("identity_map", schemas.IDENTITY_MAP),
-        interactions=silver("interactions", schemas.INTERACTIONS),
-        survey_responses=silver("survey_responses", schemas.SURVEY_RESPONSES),
-        crm=silver("crm", schemas.CRM),
-        orders=silver("orders", schemas.ORDERS),
-        products=silver("products", schemas.PRODUCTS),
-        actions=silver("actions", schemas.ACTIONS),
-        settings=ctx.settings,
-        as_of=as_of,
-    )
+    return build_customer_features(**feature_inputs(ctx.lake), settings=ctx.settings, as_of=as_of)
 
 
 FEATURE_INPUTS = (("silver", "identity_map"), ("silver", "interactions"), ("silver", "survey_responses"),
