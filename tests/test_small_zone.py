@@ -262,10 +262,18 @@ def _standalone_cluster(work: Path, workers: int = 2):
 
     import pyspark
 
+    taken: set[int] = set()
+
     def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
+        # Distinct ports: the kernel may hand the same free port out twice once a probe socket is closed, and
+        # a worker UI on the master UI's port sends the poll below to the worker's HTML page.
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in taken:
+                taken.add(port)
+                return port
 
     home = Path(pyspark.__file__).parent
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
@@ -286,15 +294,18 @@ def _standalone_cluster(work: Path, workers: int = 2):
             start(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
                   "--memory", "3g", "--work-dir", str(work / f"worker-{i}"), "--webui-port", str(free_port()), master)
         deadline = time.monotonic() + 120
+        last = ""
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as response:
-                    if json.load(response).get("aliveworkers", 0) == workers:
-                        break
-            except OSError:
+                    last = response.read().decode("utf-8", "replace")
+                if json.loads(last).get("aliveworkers", 0) == workers:
+                    break
+            except (OSError, ValueError):  # not listening yet, or a page that is not the master's JSON (yet)
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError("the standalone cluster did not start: " + (work / "master.log").read_text()[-2000:])
+                raise AssertionError(f"the standalone cluster did not start; last answer {last[:300]!r}; master log: "
+                                     + (work / "master.log").read_text()[-2000:])
             time.sleep(1)
         yield master
     finally:
