@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -897,6 +898,67 @@ def _clear_stale_staging(path: str, retention_hours: int) -> list[str]:
     return removed
 
 
+# column types whose statistics in the Delta log are exact (string maxima are truncated, timestamps kept to the
+# millisecond), so a maximum read from the log equals the maximum a scan finds
+_EXACT_STAT_TYPES = ("date", "byte", "short", "integer", "long")
+
+
+def _log_files(path: str) -> tuple[pa.Table, dict[str, str]] | None:
+    """The table's live files with their row counts and statistics, and its columns' Delta types, read from
+    its Delta log by the deltalake package on the driver (milliseconds, no Spark job); None when the log
+    cannot answer exactly: a table on an object store or one the package cannot open, a file written without
+    statistics, or a deletion vector hiding rows of a file (its row count then overstates the table)."""
+    if is_storage_uri(path):
+        return None
+    from deltalake import DeltaTable as LogReader
+
+    try:
+        reader = LogReader(path)
+        if set(reader.protocol().reader_features or ()) & _DELTA_RS_UNREADABLE \
+                and pa.table(reader.deletion_vectors().read_all()).num_rows:
+            return None
+        files = pa.table(reader.get_add_actions(flatten=True))
+        types = {f.name: str(getattr(f.type, "type", "")) for f in reader.schema().fields}
+    except Exception:  # a log feature the package does not follow: Spark answers
+        log.info("deltalake could not read the log of %s; asking Spark", path, exc_info=True)
+        return None
+    if files.num_rows and files.column("num_records").null_count:
+        return None
+    return files, types
+
+
+def log_row_count(path: str) -> int | None:
+    """The table's rows as its Delta log counts them, or None when only a scan can tell (`_log_files`)."""
+    found = _log_files(path)
+    if found is None:
+        return None
+    files, _ = found
+    return int(pc.sum(files.column("num_records")).as_py() or 0) if files.num_rows else 0
+
+
+def log_column_max(path: str, column: str) -> tuple[bool, Any]:
+    """(True, the column's largest non-null value, None when it has none) from the log's per-file
+    statistics, or (False, None) when they cannot say exactly: a type whose statistics are truncated, a
+    partition column (no statistics), a file without statistics for the column, or `_log_files` declining."""
+    found = _log_files(path)
+    if found is None:
+        return False, None
+    files, types = found
+    if types.get(column) not in _EXACT_STAT_TYPES:
+        return False, None
+    if not files.num_rows:
+        return True, None
+    if f"max.{column}" not in files.column_names or f"null_count.{column}" not in files.column_names:
+        return False, None
+    maxima = files.column(f"max.{column}").to_pylist()
+    nulls = files.column(f"null_count.{column}").to_pylist()
+    rows = files.column("num_records").to_pylist()
+    if any(m is None and (n is None or n < r) for m, n, r in zip(maxima, nulls, rows, strict=True)):
+        return False, None  # a file with non-null values but no maximum recorded
+    present = [m for m in maxima if m is not None]
+    return True, max(present) if present else None
+
+
 def choose_engine(spark: SparkSession, settings: StorageSettings):
     from atende.lakehouse.spark import delta_spark_available
 
@@ -1063,6 +1125,19 @@ class Lakehouse:
                 if delta_log is not None and delta_log.is_dir:
                     found.append((layer, child.name))
         return found
+
+    def row_count(self, layer: str, table: str) -> int:
+        """The table's rows: from its Delta log when the log counts them exactly (no Spark job), else a count."""
+        counted = log_row_count(self.path(layer, table))
+        return counted if counted is not None else self.read(layer, table).count()
+
+    def column_max(self, layer: str, table: str, column: str) -> Any:
+        """The column's largest value (None for an empty table or an all-null column): from the Delta log's
+        statistics where they are exact for its type, else one aggregation."""
+        known, value = log_column_max(self.path(layer, table), column)
+        if known:
+            return value
+        return self.read(layer, table).agg(F.max(column)).first()[0]
 
     def stored_bytes(self, layer: str) -> int:
         """Bytes of every file under a layer's folder (all table versions, logs included); 0 for a layer

@@ -388,6 +388,46 @@ def test_deletion_vectors_on_request_delete_purge_and_lock_out_delta_rs(spark, s
         rs.read("gold", "t")
 
 
+def test_row_counts_and_date_maxima_from_the_log_match_a_scan(spark, lake, monkeypatch):
+    """`row_count` and `column_max` read the Delta log (no Spark job) and agree with Spark's own count and
+    max; where the log's statistics are not exact (a string, a timestamp, a partition column) they scan."""
+    import atende.lakehouse.tables as tables
+
+    lake.write("silver", "t", frame(spark, rows(1, 2) + rows(3, channel="email", day=dt.date(2026, 3, 4))),
+               partition_by=["channel"])
+    lake.write("silver", "t", frame(spark, [(4, "email", None, None, None)]), mode="append")
+    lake.write("silver", "empty", frame(spark, []))
+    path = lake.path("silver", "t")
+    assert tables.log_row_count(path) == 4 == lake.read("silver", "t").count()
+    assert tables.log_column_max(path, "day") == (True, dt.date(2026, 3, 4))
+    assert tables.log_column_max(path, "id") == (True, 4)
+    for inexact in ("at", "channel", "score"):  # timestamp (stats kept to the ms), partition column, double
+        assert tables.log_column_max(path, inexact) == (False, None)
+    assert tables.log_row_count(lake.path("silver", "empty")) == 0
+    assert tables.log_column_max(lake.path("silver", "empty"), "day") == (True, None)
+    assert lake.row_count("silver", "t") == 4 and lake.column_max("silver", "t", "day") == dt.date(2026, 3, 4)
+    expected_at = lake.read("silver", "t").agg({"at": "max"}).first()[0]
+    assert lake.column_max("silver", "t", "at") == expected_at  # the scan answers
+    # when the log cannot answer (here: pretend the package failed), Spark does, with the same figures
+    monkeypatch.setattr(tables, "_log_files", lambda path: None)
+    assert lake.row_count("silver", "t") == 4 and lake.column_max("silver", "t", "day") == dt.date(2026, 3, 4)
+    assert lake.row_count("silver", "empty") == 0 and lake.column_max("silver", "empty", "day") is None
+
+
+def test_a_row_hidden_by_a_deletion_vector_is_not_counted(spark, settings, tmp_path):
+    """The log's per-file row counts include rows a deletion vector hides: such a table is counted by Spark."""
+    import atende.lakehouse.tables as tables
+
+    dv = settings.storage.model_copy(update={"table_properties": {"gold": {"delta.enableDeletionVectors": "true"}}})
+    lake = Lakehouse(spark, tmp_path / "lake", dv, engine=DeltaSparkEngine(spark, dv))
+    lake.write("gold", "t", frame(spark, rows(1, 2, 3)).coalesce(1))
+    assert tables.log_row_count(lake.path("gold", "t")) == 3  # no deletion vector yet: the log answers
+    lake.delete("gold", "t", "id = 3")
+    assert tables.log_row_count(lake.path("gold", "t")) is None
+    assert tables.log_column_max(lake.path("gold", "t"), "id") == (False, None)
+    assert lake.row_count("gold", "t") == 2 and lake.column_max("gold", "t", "id") == 2
+
+
 def test_optimize_compacts_and_zorders_by_customer_key(spark, lake):
     schema = "customer_key string, day date, v long"
     for i in range(4):
