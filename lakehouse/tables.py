@@ -1137,7 +1137,8 @@ class Lakehouse:
         known, value = log_column_max(self.path(layer, table), column)
         if known:
             return value
-        return self.read(layer, table).agg(F.max(column)).first()[0]
+        row = self.read(layer, table).agg(F.max(column)).first()
+        return None if row is None else row[0]
 
     def stored_bytes(self, layer: str) -> int:
         """Bytes of every file under a layer's folder (all table versions, logs included); 0 for a layer
