@@ -1,8 +1,20 @@
-"""Connected components in Spark (large-star / small-star): no step gathers the graph on the driver."""
+"""Connected components: in Spark (large-star / small-star) for a large graph; a small one is gathered on the
+driver and solved there by scipy's compiled union-find, with the same answer.
+
+Why the two routes: every round of large-star / small-star is a few shuffles and a checkpoint, so a graph of a
+few hundred edges still costs 10-20 Spark jobs and several seconds of fixed cost, four times per silver step.
+Up to `DRIVER_MAX_EDGES` edges (two short strings each: a few MB) one collect and scipy take milliseconds. Above
+it nothing is gathered. Both routes label a component by its smallest node id in the same order (Python's code
+point order is Spark's UTF-8 byte order), and a test checks they agree on random graphs.
+"""
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+
+# the largest edge list solved on the driver (see the module's docstring); 0 keeps every graph in Spark
+DRIVER_MAX_EDGES = 100_000
 
 
 # ------------------------------------------------------------------ graph algorithm
@@ -52,17 +64,24 @@ def _is_star_forest(edges: DataFrame) -> bool:
     return offending.isEmpty()
 
 
-def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
+def connected_components(edges: DataFrame, max_rounds: int = 40, driver_max_edges: int | None = None) -> DataFrame:
     """`node, component` for every node of an undirected graph given as `src, dst` string edges
     (a self-loop adds an isolated node); `component` is the smallest node id of its component.
 
     Large-star / small-star (Kiveris et al., "Connected Components in MapReduce and Beyond",
     2014): O(log^2 n) rounds of a few shuffles each, stopping as soon as the edge list is a
     forest of stars around each component's smallest node; each round's edge list is
-    checkpointed so lineage stays short. Raises when `max_rounds` is not enough.
+    checkpointed so lineage stays short. Raises when `max_rounds` is not enough. A graph of at most
+    `driver_max_edges` edges (default `DRIVER_MAX_EDGES`) is solved on the driver instead (`_components_on_driver`).
     """
     # the input is computed once: the node list and the first edge list both come from it
     edges = materialise(edges.select("src", "dst"))
+    if driver_max_edges is None:
+        driver_max_edges = DRIVER_MAX_EDGES
+    if driver_max_edges > 0:
+        gathered = edges.limit(driver_max_edges + 1).toArrow()
+        if gathered.num_rows <= driver_max_edges:
+            return _components_on_driver(edges.sparkSession, gathered)
     nodes = (
         edges.select(F.col("src").alias("node"))
         .unionByName(edges.select(F.col("dst").alias("node")))
@@ -86,3 +105,29 @@ def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
     )
 
 
+
+
+def _components_on_driver(spark: SparkSession, edges: pa.Table) -> DataFrame:
+    """`connected_components` of a small edge list already on the driver (an Arrow table `src, dst`), by
+    scipy's union-find: the same rows the Spark route gives, null node included (a null endpoint is a node
+    of its own, with a null component; an edge with a null end links nothing)."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as components_of
+
+    src, dst = edges.column("src").to_pylist(), edges.column("dst").to_pylist()
+    ends = set(src) | set(dst)
+    nodes = sorted(n for n in ends if n is not None)
+    index = {n: i for i, n in enumerate(nodes)}
+    linked = [(index[a], index[b]) for a, b in zip(src, dst, strict=True) if a is not None and b is not None]
+    rows = np.array([a for a, _ in linked], dtype=np.int64)
+    cols = np.array([b for _, b in linked], dtype=np.int64)
+    graph = coo_matrix((np.ones(len(linked), dtype=np.int8), (rows, cols)), shape=(len(nodes), len(nodes)))
+    count, labels = components_of(graph, directed=False)
+    smallest = np.full(count, len(nodes), dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(len(nodes)))  # nodes are sorted: the first of a label is its least
+    component = [nodes[i] for i in smallest[labels].tolist()]
+    if None in ends:
+        nodes, component = [*nodes, None], [*component, None]
+    return spark.createDataFrame(pa.table({"node": pa.array(nodes, pa.string()),
+                                           "component": pa.array(component, pa.string())}))
