@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -476,32 +476,6 @@ def _in_memory(suite: _Suite, max_rows: int):
     return rows if len(rows) <= max_rows else None
 
 
-def _with_small_frames(spark: SparkSession, suites: list[_Suite], max_rows: int) -> Iterator[tuple[_Suite, Any]]:
-    """Each suite with its `_in_memory` frame, collected four at a time: each collect is a small Spark job
-    whose latency (scheduling, the Arrow hand-over) dominates, so several in flight overlap what one alone
-    leaves idle. At most four collected frames are held at once. The collects run in the caller's Spark job
-    group, so the UI and bench/bench_jobs.py count them where they belong."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if max_rows <= 0:
-        yield from ((suite, None) for suite in suites)
-        return
-    try:
-        group = spark.sparkContext.getLocalProperty("spark.jobGroup.id")
-    except Exception:  # Spark Connect has no SparkContext
-        group = None
-
-    def one(suite: _Suite) -> Any:
-        if group:  # a job group is a property of the submitting thread
-            spark.sparkContext.setJobGroup(group, f"atende {group}", interruptOnCancel=False)
-        return _in_memory(suite, max_rows)
-
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="atende-gate") as pool:
-        for start in range(0, len(suites), 4):
-            chunk = suites[start:start + 4]
-            yield from zip(chunk, pool.map(one, chunk), strict=True)
-
-
 def run_quality_gates(spark: SparkSession, settings: Settings, tables: Mapping[str, DataFrame], run_id: str,
                       docs_dir: Path) -> list[GateResult]:
     """Validate the tables handed in (unknown keys ignored); one GateResult per known table.
@@ -524,9 +498,10 @@ def run_quality_gates(spark: SparkSession, settings: Settings, tables: Mapping[s
     gx_run = RunIdentifier(run_name=run_id, run_time=now)
     failures: dict[str, list[str]] = {}
     warnings: dict[str, list[str]] = {}
-    for suite, in_memory in _with_small_frames(spark, suites, settings.quality.in_memory_max_rows):
+    for suite in suites:
         failures.setdefault(suite.table, [])
         warnings.setdefault(suite.table, [])
+        in_memory = _in_memory(suite, settings.quality.in_memory_max_rows)
         engine = "pandas" if in_memory is not None else "spark"
         if engine not in sources:
             add = context.data_sources.add_pandas if engine == "pandas" else context.data_sources.add_spark
