@@ -105,8 +105,6 @@ def connected_components(edges: DataFrame, max_rounds: int = 40, driver_max_edge
     )
 
 
-
-
 def _components_on_driver(spark: SparkSession, edges: pa.Table) -> DataFrame:
     """`connected_components` of a small edge list already on the driver (an Arrow table `src, dst`), by
     scipy's union-find: the same rows the Spark route gives, null node included (a null endpoint is a node
