@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -156,8 +157,6 @@ class KpiSettings(_Section):
     @field_validator("business_timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -421,14 +420,21 @@ class NbaSettings(_Section):
             raise ValueError("regularization must list at least one positive C")
         return grid
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_issue_only_actions(cls, data: Any) -> Any:
+        """A catalogue given without issue-only actions keeps the default ones it holds."""
+        if isinstance(data, Mapping) and "actions" in data and "issue_only_actions" not in data:
+            default = cls.model_fields["issue_only_actions"].default
+            return {**data, "issue_only_actions": tuple(a for a in default if a in data["actions"])}
+        return data
+
     @model_validator(mode="after")
     def _known_actions(self) -> NbaSettings:
-        """Issue-only actions must be in the catalogue when given; the default keeps those that are."""
+        """Issue-only actions must be in the catalogue."""
         unknown = [a for a in self.issue_only_actions if a not in self.actions]
-        if unknown and "issue_only_actions" in self.model_fields_set:
-            raise ValueError(f"issue_only_actions names actions not in the catalogue: {', '.join(unknown)}")
         if unknown:
-            object.__setattr__(self, "issue_only_actions", tuple(a for a in self.issue_only_actions if a in self.actions))
+            raise ValueError(f"issue_only_actions names actions not in the catalogue: {', '.join(unknown)}")
         return self
 
 

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     DateType,
@@ -25,6 +26,8 @@ from pyspark.sql.types import (
 )
 
 from atende.lakehouse.tables import Lakehouse
+from atende.pipelines.frames import scalar
+from atende.pipelines.schemas import SILVER_STATE
 
 RUNS = StructType([
     StructField("run_id", StringType(), True),
@@ -100,9 +103,6 @@ def pending_dates(lake: Lakehouse, step: str, steps: tuple[str, ...]) -> list[dt
     dates its predecessor has not been through; a predecessor that finished while this step was running
     counts as new. Silver and what follows rebuild from whole tables: the dates say what is new since
     the step last ran, and which dates the last step (recommendations) marks processed."""
-    from pyspark.sql import functions as F
-
-    from atende.pipelines.frames import scalar
 
     if not lake.exists("ops", "runs"):
         return []
@@ -129,7 +129,5 @@ def write_silver_state(spark: SparkSession, lake: Lakehouse, run_id: str, now: d
     """Replace ops/silver_state: the settings silver was just built whole with, or (`rebuild_reason`) why the
     next silver step must rebuild it whole. Whatever changes bronze or silver behind the incremental path's
     back (a date ingested again, an erasure) writes a reason before it changes anything."""
-    from atende.pipelines.schemas import SILVER_STATE
-
     lake.write("ops", "silver_state", spark.createDataFrame([(settings, rebuild_reason, run_id, now)], SILVER_STATE),
                mode="overwrite")

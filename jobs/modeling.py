@@ -18,13 +18,34 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
+from atende.features.customer import build_customer_features, numeric_feature_columns
+from atende.jobs import tracking
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import STAGING_DIR, Lakehouse
+from atende.models.nba import (
+    build_response_training_set,
+    load_nba_model,
+    rules_only_next_best_action,
+    save_nba_model,
+    score_next_best_action,
+    train_response_models,
+)
+from atende.models.personas import IncompatibleModel, PersonaModel, fit_personas, sample_for_fit, score_personas
+from atende.models.personas import families as trait_families
+from atende.models.products import (
+    load_product_model,
+    recommend_by_popularity,
+    recommend_products,
+    save_product_model,
+    train_product_model,
+)
+from atende.models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
 from atende.pipelines import consent, schemas
 from atende.pipelines.frames import scalar
 from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
@@ -77,8 +98,6 @@ class ModelContext:
     promote_always: bool = False
 
     def __post_init__(self) -> None:
-        from atende.jobs import tracking
-
         _quiet_mlflow()
         tracking.configure(self.settings, self.lake.root)
 
@@ -107,8 +126,6 @@ class ModelContext:
     def champion_or_fallback(self, model_name: str, label: str, failure: str | None, fallback: str):
         """(model directory, version) of the champion, or None when there is none and `fallback` answers.
         A training failure is recorded as a degradation either way."""
-        from atende.jobs import tracking
-
         if tracking.champion_version(model_name) is None:
             self.degrade(f"{label}: no model ({failure or 'none registered'}); fallback: {fallback}")
             return None
@@ -161,8 +178,6 @@ class ModelContext:
                 if self.lake.exists(layer, table)}
 
     def should_train(self, model_name: str, force: bool = False) -> bool:
-        from atende.jobs import tracking
-
         policy = self.settings.models.retrain
         if force or policy == "always":
             return True
@@ -188,8 +203,6 @@ def feature_inputs(lake: Lakehouse) -> dict[str, DataFrame]:
 
 
 def build_features(ctx: ModelContext, as_of: dt.datetime) -> DataFrame:
-    from atende.features.customer import build_customer_features
-
     return build_customer_features(**feature_inputs(ctx.lake), settings=ctx.settings, as_of=as_of)
 
 
@@ -202,8 +215,6 @@ def data_as_of(ctx: ModelContext) -> dt.datetime:
     business time zone), never later than now. Features are computed as of this instant, so a
     backfill of old landing files sees recency, open issues and contact fatigue as they were then,
     not against today's wall clock."""
-    from zoneinfo import ZoneInfo
-
     newest = None
     for table in ("interactions", "orders", "actions", "survey_responses"):
         if ctx.lake.exists("silver", table):
@@ -237,7 +248,6 @@ def _persona_plot(model, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from atende.models.personas import families as trait_families
 
     scale = model.trait_scale
     by_family = trait_families(scale)
@@ -260,9 +270,6 @@ def _persona_plot(model, path: Path) -> None:
 
 def _champion_personas(ctx: ModelContext):
     """The champion persona model, or None when there is none or it is of an older format."""
-    from atende.jobs import tracking
-    from atende.models.personas import IncompatibleModel, PersonaModel
-
     if tracking.champion_version(PERSONA_MODEL) is None:
         return None
     directory, version = tracking.load_champion_dir(PERSONA_MODEL)
@@ -277,9 +284,6 @@ def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
     """Fit on a bounded sample, log and register; returns tracking.Registered. `previous`: the champion
     PersonaModel whose ids carry over and which the new fit must beat (None: there is none to read)."""
     import mlflow
-
-    from atende.jobs import tracking
-    from atende.models.personas import fit_personas, sample_for_fit
 
     cfg = ctx.settings.models.personas
     sample = sample_for_fit(features, cfg)
@@ -306,9 +310,6 @@ def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
 
 def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(gold personas, gold persona_segments) from the champion model."""
-    from atende.jobs import tracking
-    from atende.models.personas import PersonaModel, score_personas
-
     directory, version = tracking.load_champion_dir(PERSONA_MODEL)
     model = PersonaModel.load(directory)
     now = F.lit(ctx.now).cast("timestamp")
@@ -329,8 +330,6 @@ def score_personas_job(ctx: ModelContext, features: DataFrame) -> tuple[DataFram
 
 def run_personas(ctx: ModelContext, force_train: bool = False) -> tuple[int, DataFrame]:
     """Train when the policy says so, score everyone, write personas and persona_segments."""
-    from atende.jobs import tracking
-
     features = ctx.lake.read("gold", "customer_features").cache()
     champion = _champion_personas(ctx)
     failure = ctx.try_train(PERSONA_MODEL, "personas", lambda: train_personas(ctx, features, champion),
@@ -366,7 +365,6 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
     """One tracked training run: fit, log params/metrics/input versions, save, register, maybe promote."""
     import mlflow
 
-    from atende.jobs import tracking
 
     with mlflow.start_run(run_name=f"{run_name} {ctx.run_id}"), tempfile.TemporaryDirectory() as tmp:
         tracking.log_params({**params, **ctx.input_versions(*inputs)})
@@ -412,8 +410,6 @@ class _Inputs:
 
 
 def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contextlib.ExitStack) -> int:
-    from atende.features.customer import numeric_feature_columns
-
     lake = ctx.lake
     features = lake.read("gold", "customer_features").cache()
     segments = lake.read("gold", "persona_segments").select("customer_key", "persona_id").cache()
@@ -443,10 +439,6 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
 def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -> dict[str, str | None]:
     """Train the tone, product and next-best-action models where `ctx.try_train` says so; per model, why it
     could not train (None when it trained or did not need to)."""
-    from atende.models.nba import build_response_training_set, save_nba_model, train_response_models
-    from atende.models.products import save_product_model, train_product_model
-    from atende.models.tone import save_tone_model, train_tone_model
-
     cfg = ctx.settings.models
     i = inputs
 
@@ -490,11 +482,6 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
                      model_folders: contextlib.ExitStack) -> DataFrame:
     """RECOMMENDATIONS for every customer of the features: each part from its champion, or from its named
     fallback (and every row says which, and why)."""
-    from atende.jobs import tracking
-    from atende.models.nba import load_nba_model, rules_only_next_best_action, score_next_best_action
-    from atende.models.products import load_product_model, recommend_by_popularity, recommend_products
-    from atende.models.tone import fallback_tones, load_tone_model, score_tone_model
-
     cfg = ctx.settings.models
     i = inputs
     customers = i.features.select("customer_key")

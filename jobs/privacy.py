@@ -50,11 +50,13 @@ from atende.features.identifiers import (
     normalize_handle,
     normalize_phone,
 )
-from atende.jobs.bookkeeping import new_run_id, utc_now
+from atende.jobs import tracking
+from atende.jobs.bookkeeping import new_run_id, utc_now, write_silver_state
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
 from atende.pipelines.identity.common import IDENTIFIER_TYPES
+from atende.pipelines.identity.observations import build_identifier_observations
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +192,6 @@ def carried_identifiers(bronze: dict[str, DataFrame], settings: Settings) -> Dat
     """`source, record_id, identifier_type, identifier` of every customer identifier a bronze record carries:
     those identity resolution observes, and the addresses an e-mail was sent to (the company's replies
     name their customer only there; identity finds it through the thread)."""
-    from atende.pipelines.identity.observations import build_identifier_observations
-
     spark = next(iter(bronze.values())).sparkSession
     # e-mail threads are not needed to see an address: no connected-components run here
     no_threads = spark.createDataFrame([], "message_id string, thread_id string")
@@ -585,8 +585,6 @@ def forget(spark: SparkSession, settings: Settings, lake: Lakehouse, subjects: S
     if lake.exists("silver", "record_keys"):
         # rows of other customers can hold the erased one's messages (a shared thread or group): the next
         # run rebuilds silver's record tables from the whole of bronze, which no longer holds them
-        from atende.jobs.bookkeeping import write_silver_state
-
         write_silver_state(spark, lake, erasure_id, now,
                            rebuild_reason=f"a customer was erased since silver was built (erasure {erasure_id})")
 
@@ -635,8 +633,6 @@ def _has_deletion_vectors(lake: Lakehouse, layer: str, table: str) -> bool:
 
 
 def _registered(settings: Settings, lake: Lakehouse, model: str) -> bool:
-    from atende.jobs import tracking
-
     if not settings.mlflow.tracking_uri and Storage(lake.spark).stat(join(lake.uri, "_mlflow", "mlflow.db")) is None:
         return False  # no model store beside the tables: no model was ever trained on them
     try:

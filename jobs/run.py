@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,50 @@ from atende.jobs.bookkeeping import (
     utc_now,
     write_silver_state,
 )
+from atende.jobs.ingest import ingest_source, list_arrival_dates
+from atende.jobs.maintain import register_tables
+from atende.jobs.modeling import ModelContext, run_personas, run_recommendations, write_features
+from atende.jobs.privacy import (
+    SUPPRESSED_DELIVERIES,
+    PrivacyError,
+    drop_records,
+    dropped_counts,
+    erased_since,
+    mark_retrained,
+    pending_retrains,
+    suppressed_records,
+    suppression_list,
+    without_suppressed_lines,
+)
+from atende.jobs.quality import enforce, run_quality_gates
+from atende.jobs.tracking import RemoteStoreNeeded, tracking_uri
 from atende.lakehouse.storage import Storage, StorageError, join, location
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
+from atende.pipelines.commerce import build_actions, build_orders, build_products
+from atende.pipelines.crm import build_crm
+from atende.pipelines.customers import build_customers
 from atende.pipelines.frames import scalar, union_all
+from atende.pipelines.identity import (
+    assign_email_threads,
+    build_identifier_observations,
+    distinct_email_messages,
+    resolve_identities_with_report,
+)
+from atende.pipelines.identity.graph import materialise
+from atende.pipelines.increments import (
+    INTERACTION_SOURCES,
+    affected_units,
+    changed_categories,
+    delivered_since,
+    only_records,
+    rekeyed,
+    vanished,
+)
+from atende.pipelines.interactions import build_interactions, whatsapp_sessions
+from atende.pipelines.kpis import build_service_kpis
+from atende.pipelines.profiles import build_customer_profiles
+from atende.pipelines.surveys import build_survey_responses
 
 if TYPE_CHECKING:
     from atende.pipelines.increments import Units
@@ -92,8 +133,6 @@ def _landing_bytes(storage: Storage, landing: str, dates: list[dt.date]) -> int:
 
 
 def _landing_dates(storage: Storage, landing: str) -> set[dt.date]:
-    from atende.jobs.ingest import list_arrival_dates
-
     found: set[dt.date] = set()
     present = {e.name for e in storage.listdir(landing) if e.is_dir}
     for source in schemas.SOURCES:
@@ -172,8 +211,6 @@ class Runner:
         Spark job, so a few at once overlap what one alone leaves idle. Every write runs to its end; the
         first failure is then raised. A table whose write failed stays at its last good version, like a
         table after a failed sequential write; the run is not marked processed either way."""
-        from concurrent.futures import ThreadPoolExecutor
-
         step = self._step
 
         def one(layer: str, table: str, df: DataFrame, kwargs: dict[str, Any]) -> int:
@@ -194,8 +231,6 @@ class Runner:
     # ------------------------------------------------------------------ jobs
     def _gate(self, stage: str, tables: dict[str, DataFrame]) -> None:
         """Great Expectations suites over frames about to be written: a hard failure stops the run first."""
-        from atende.jobs.quality import enforce, run_quality_gates
-
         docs = join(self.lake.uri, "_quality", self.run_id, stage)
         if not self.lake.is_uri:
             results = run_quality_gates(self.spark, self.settings, tables, self.run_id, Path(docs))
@@ -209,8 +244,6 @@ class Runner:
         enforce(results, log_warnings=not self._shows_warnings)
 
     def ingest(self, record: JobRecord, landing: str, dates: list[dt.date]) -> None:
-        from atende.jobs.ingest import ingest_source
-
         listed = _quote_dates(dates)
         started = time.perf_counter()
         results = {
@@ -269,15 +302,6 @@ class Runner:
         """The batch without the records of erased customers (`atende forget`: their identifiers are on the
         suppression list), counted per file in ops/suppressed_deliveries. Nothing is read when nobody was
         ever erased."""
-        from atende.jobs.privacy import (
-            SUPPRESSED_DELIVERIES,
-            PrivacyError,
-            drop_records,
-            dropped_counts,
-            suppressed_records,
-            suppression_list,
-        )
-
         try:
             listed = self._suppression = suppression_list(self.spark, self.settings, self.lake)
         except PrivacyError as exc:
@@ -304,8 +328,6 @@ class Runner:
 
     def _suppress_lines(self, quarantined: DataFrame) -> DataFrame:
         """The batch's quarantined lines without those naming an erased customer's address or phone number."""
-        from atende.jobs.privacy import without_suppressed_lines
-
         if self._suppression is None:  # read (and its salt checked) by _suppress
             return quarantined
         return without_suppressed_lines(quarantined, self.settings, *self._suppression)
@@ -315,17 +337,6 @@ class Runner:
 
     def identity_and_silver(self, record: JobRecord) -> None:
         """Identity resolution, interactions and survey responses: checked together, then written."""
-        from atende.pipelines.commerce import build_products
-        from atende.pipelines.crm import build_crm
-        from atende.pipelines.customers import build_customers
-        from atende.pipelines.identity import (
-            assign_email_threads,
-            build_identifier_observations,
-            distinct_email_messages,
-            resolve_identities_with_report,
-        )
-        from atende.pipelines.identity.graph import materialise
-
         if self.lake.exists("silver", "identity_merges") and \
                 "kind" not in self.lake.read("silver", "identity_merges").columns:
             # checked before anything is written: the map must not move to the new keys without their merges
@@ -396,12 +407,6 @@ class Runner:
         """This run's rows of interactions, survey responses, orders and actions (the whole of bronze, or
         the touched units), and the interactions as the table will hold them once these are merged in
         (`customer_key, customer_name, started_at`: what silver/customers reads)."""
-        from atende.pipelines.commerce import build_actions, build_orders
-        from atende.pipelines.identity.graph import materialise
-        from atende.pipelines.increments import INTERACTION_SOURCES, only_records
-        from atende.pipelines.interactions import build_interactions
-        from atende.pipelines.surveys import build_survey_responses
-
         named = ("interaction_id", "customer_key", "customer_name", "started_at")
         if units is None:  # the whole of bronze
             interactions = build_interactions(bronze, record_keys, self.settings, self.run_id, self.now,
@@ -483,15 +488,6 @@ class Runner:
         """The units of the record tables this run rebuilds (`pipelines.increments.Units`), or None when they
         are rebuilt from the whole of bronze: a full refresh, a first run, or records silver was built from
         gone from bronze."""
-        from atende.pipelines.increments import (
-            affected_units,
-            changed_categories,
-            delivered_since,
-            rekeyed,
-            vanished,
-        )
-        from atende.pipelines.interactions import whatsapp_sessions
-
         whole = self.whole_silver_reason()
         if whole is not None:
             self.progress(f"silver: rebuilt from the whole of bronze ({whole})")
@@ -518,8 +514,6 @@ class Runner:
         return units
 
     def _models(self):
-        from atende.jobs.modeling import ModelContext
-
         if self._model_ctx is None:
             self._model_ctx = ModelContext(self.spark, self.settings, self.lake, self.run_id, self.now, self.progress,
                                            gate=self._gate)
@@ -527,26 +521,17 @@ class Runner:
         return self._model_ctx
 
     def features(self, record: JobRecord) -> None:
-        from atende.jobs.modeling import write_features
-
         record.rows_written += write_features(self._models())
 
     def personas(self, record: JobRecord) -> None:
-        from atende.jobs.modeling import run_personas
-
         written, _ = run_personas(self._models(), force_train=self.force_train)
         record.rows_written += written
 
     def recommendations(self, record: JobRecord) -> None:
-        from atende.jobs.modeling import run_recommendations
-
         record.rows_written += run_recommendations(self._models(), force_train=self.force_train)
 
     def gold(self, record: JobRecord) -> None:
         """Profiles and KPIs from silver, the same for `atende run` and `atende train`."""
-        from atende.pipelines.kpis import build_service_kpis
-        from atende.pipelines.profiles import build_customer_profiles
-
         customers = self._silver_customers()
         interactions = self.lake.read("silver", "interactions")
         responses = self.lake.read("silver", "survey_responses")
@@ -570,8 +555,6 @@ class Runner:
         has it built here from the silver tables it has, the same rows the next silver step writes."""
         if self.lake.exists("silver", "customers"):
             return self.lake.read("silver", "customers")
-        from atende.pipelines.customers import build_customers
-
         return build_customers(self.lake.read("silver", "identity_map"),
                                self.lake.read_or_empty("silver", "crm", schemas.CRM),
                                self.lake.read("silver", "interactions"), self.settings, self.run_id, self.now)
@@ -600,8 +583,6 @@ class Runner:
 
     def _check_model_store(self) -> None:
         """Before anything is read: the MLflow store the model jobs will need is configured."""
-        from atende.jobs.tracking import RemoteStoreNeeded, tracking_uri
-
         if self.lake.is_uri:
             try:
                 tracking_uri(self.settings, self.lake.uri)
@@ -669,8 +650,6 @@ class Runner:
         failure: RunFailed | None = None
         erasures: list[str] = []
         if step in (None, "personas", "recommendations"):
-            from atende.jobs.privacy import pending_retrains
-
             erasures = pending_retrains(self.lake)
             if erasures:  # every model was fitted on data that held the erased customers
                 self.force_train = self.promote_always = True
@@ -686,8 +665,6 @@ class Runner:
         finally:
             self._restore_codegen(codegen)
         if failure is None:
-            from atende.jobs.privacy import erased_since
-
             if erased_since(self.lake, self.now):  # this run may have read the customer before the erasure
                 failure = RunFailed("a customer was erased (`atende forget`) while this run was running: run again, "
                                     "and the tables are written without them")
@@ -703,8 +680,6 @@ class Runner:
         if step in (None, STEPS[-1]):
             mark_processed(self.spark, self.lake, self.run_id, dates, utc_now())
             if erasures and not degraded and step is None:  # every model retrained and promoted in this run
-                from atende.jobs.privacy import mark_retrained
-
                 mark_retrained(self.spark, self.lake, erasures, self.run_id)
         summary.silver_records = self._silver_records
         summary.table_rows = self.table_rows()
@@ -717,8 +692,6 @@ class Runner:
 
     def _register_in_catalog(self) -> list[str]:
         """Name the tables in the session's catalog where that catalog outlives the run (or when asked always)."""
-        from atende.jobs.maintain import register_tables
-
         when = self.settings.catalog.register_after_run
         persistent = self.spark.conf.get("spark.sql.catalogImplementation", "in-memory") == "hive"
         if when == "never" or (when == "auto" and not persistent):
@@ -732,8 +705,6 @@ class Runner:
         if not self.lake.exists("silver", "interactions"):
             raise RunFailed(f"no silver tables in {self.lake.root}: run `atende run` first")
         self._check_model_store()
-        from atende.jobs.privacy import mark_retrained, pending_retrains
-
         erasures = pending_retrains(self.lake)  # read first: an erasure made while training waits for the next
         self.force_train = True
         self.promote_always = bool(erasures)

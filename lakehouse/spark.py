@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
+import pyspark
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
@@ -45,9 +47,6 @@ def delta_package(settings: Settings) -> str:
 
 def bundled_hadoop_version() -> str:
     """The Hadoop version pyspark ships (its hadoop-client-api jar), which hadoop-aws must match."""
-    import re
-
-    import pyspark
 
     for jar in sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar")):
         found = re.fullmatch(r"hadoop-client-api-(.+)\.jar", jar.name)

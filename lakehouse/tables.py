@@ -17,24 +17,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
 from atende.conf.settings import StorageSettings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE as _DELTA_RS_UNREADABLE
 from atende.lakehouse.locations import is_storage_uri
+from atende.lakehouse.spark import delta_spark_available
 from atende.lakehouse.storage import Storage, StorageError, join, location
+from atende.pipelines.schemas import stats_properties
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,6 @@ class CommitInfo:
 
 def _nullable(dtype):
     """The same type with every nested field nullable (Delta tables here are all-nullable)."""
-    from pyspark.sql.types import ArrayType, MapType
-
     if isinstance(dtype, StructType):
         return StructType([StructField(f.name, _nullable(f.dataType), True) for f in dtype.fields])
     if isinstance(dtype, ArrayType):
@@ -80,14 +84,10 @@ def nullable_schema(schema: StructType) -> StructType:
 
 
 def spark_to_arrow_schema(schema: StructType) -> pa.Schema:
-    from pyspark.sql.pandas.types import to_arrow_schema
-
     return to_arrow_schema(nullable_schema(schema), timezone="UTC")
 
 
 def arrow_to_spark_schema(schema: pa.Schema) -> StructType:
-    from pyspark.sql.pandas.types import from_arrow_schema
-
     return nullable_schema(from_arrow_schema(schema, prefer_timestamp_ntz=False))
 
 
@@ -550,8 +550,6 @@ _SQL_WORDS = {
 
 def _names_in(predicate: str) -> set[str]:
     """Column names a simple SQL predicate mentions (literals, keywords and function names left out)."""
-    import re
-
     text = re.sub(r"'(?:[^'\\]|\\.)*'", " ", predicate)
     names = set()
     for match in re.finditer(r"`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*)(\s*\()?", text):
@@ -563,16 +561,12 @@ def _names_in(predicate: str) -> set[str]:
 
 
 def _unescape(raw: str) -> str:
-    from urllib.parse import unquote
-
     return unquote(raw)
 
 
 def _unescape_path(rel: str, known: dict[str, Any]) -> str:
     if rel in known:
         return rel
-    from urllib.parse import unquote
-
     for candidate in known:
         if unquote(candidate) == unquote(rel):
             return candidate
@@ -782,8 +776,6 @@ class DeltaSparkEngine:
     def vacuum_many(self, paths: Sequence[str], retention_hours: int) -> list[int]:
         """VACUUM each table, a few at once (each is mostly a listing and the driver's planning); returns the
         files deleted per table. The session settings a vacuum needs are set once around them all."""
-        from concurrent.futures import ThreadPoolExecutor
-
         # the retention check refuses less than a week; logging records VACUUM START/END commits with the
         # count of deleted files (off by default on some stores, S3 among them)
         wanted = {self._RETENTION_CHECK: "true" if retention_hours >= 168 else "false", self._VACUUM_LOGGING: "true"}
@@ -960,8 +952,6 @@ def log_column_max(path: str, column: str) -> tuple[bool, Any]:
 
 
 def choose_engine(spark: SparkSession, settings: StorageSettings):
-    from atende.lakehouse.spark import delta_spark_available
-
     wanted = settings.engine
     if wanted == "auto":
         wanted = "delta-spark" if delta_spark_available(spark) else "delta-rs"
@@ -1041,8 +1031,6 @@ class Lakehouse:
     def _properties(self, layer: str, table: str, df: DataFrame, partition_by: Sequence[str]) -> dict[str, str]:
         """A new table's properties: the layer's (storage.table_properties), and no log statistics of its
         personal columns (pipelines.schemas.PERSONAL_COLUMNS)."""
-        from atende.pipelines.schemas import stats_properties
-
         return {**self.settings.properties_for(layer), **stats_properties(layer, table, df.schema, tuple(partition_by))}
 
     def upsert(self, layer: str, table: str, df: DataFrame, keys: Sequence[str], partition_by: Sequence[str] = (),

@@ -6,6 +6,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, MapType, StructType, VariantType
 
 
 def one_row(df: DataFrame) -> Row:
@@ -40,8 +41,6 @@ def seeded_rows(df: DataFrame, seed: int, limit: int | None = None, by: Sequence
     cluster's run and a local one hand a model the same rows in the same order. Map columns cannot be
     hashed or ordered (nor can variants) and are left out of the key, at any depth. `by`: hash and order
     by these columns only (a key such as customer_key)."""
-    from pyspark.sql import functions as F
-
     names = list(by) if by is not None else [f.name for f in df.schema.fields if _orderable(f.dataType)]
     keys = [df[f"`{name.replace('`', '``')}`"] for name in names]
     ordered = df.orderBy(F.xxhash64(*keys, F.lit(seed)), *keys)
@@ -50,8 +49,6 @@ def seeded_rows(df: DataFrame, seed: int, limit: int | None = None, by: Sequence
 
 def _orderable(kind: Any) -> bool:
     """Whether a column of this type can be hashed and ordered: no map or variant anywhere inside."""
-    from pyspark.sql.types import ArrayType, MapType, StructType, VariantType
-
     if isinstance(kind, (MapType, VariantType)):
         return False
     if isinstance(kind, ArrayType):

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from atende.pipelines.frames import keep_ids, union_all
 from atende.pipelines.identity import whatsapp_messages
 from atende.pipelines.identity.email_threads import strip_brackets
+from atende.pipelines.identity.graph import materialise
 from atende.pipelines.schemas import BRONZE_KEYS
 
 # the record id column of each source whose records are one row of a record table (e-mail and WhatsApp
@@ -97,8 +98,6 @@ class Units:
     def materialised(self) -> Units:
         """The same units computed once (one checkpoint): the tables they were derived from may be rewritten
         while the rebuilt rows are written."""
-        from atende.pipelines.identity.graph import materialise
-
         every = materialise(union_all([frame.select(F.lit(source).alias("source"), "record_id")
                                        for source, frame in self.records.items()]))
         return Units({source: every.where(F.col("source") == source).select("record_id") for source in self.records},
