@@ -49,6 +49,10 @@ class SparkSettings(_Section):
     # it saves on small ones (a 250-record run: 310 s with it, 254 s without). "auto": off while the run's
     # input (this run's landing files plus the bronze tables) is at most small_input_mb, on above it
     whole_stage_codegen: Literal["auto", "on", "off"] = "auto"
+    # expression code generation (the projections, filters and orderings each task builds, compiled by Janino on
+    # every executor): "off" evaluates expressions interpreted (spark.sql.codegen.factoryMode NO_CODEGEN). On a
+    # small input compiling costs more than it saves; "auto": off and on by the same rule as whole-stage
+    expression_codegen: Literal["auto", "on", "off"] = "auto"
     small_input_mb: int = Field(default=64, ge=0)
     conf: dict[str, str] = Field(default_factory=dict)
 

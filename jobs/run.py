@@ -125,6 +125,9 @@ def _quote_dates(dates: list[dt.date]) -> str:
 
 
 _CODEGEN = "spark.sql.codegen.wholeStage"
+# FALLBACK (Spark's default): Janino-compiled projections, filters and orderings, interpreted where compiling
+# fails; NO_CODEGEN: always interpreted. Spark marks the key internal; it is read per query, so a run can set it
+_CODEGEN_FACTORY = "spark.sql.codegen.factoryMode"
 
 
 def _landing_bytes(storage: Storage, landing: str, dates: list[dt.date]) -> int:
@@ -559,27 +562,35 @@ class Runner:
                                self.lake.read_or_empty("silver", "crm", schemas.CRM),
                                self.lake.read("silver", "interactions"), self.settings, self.run_id, self.now)
 
-    def _size_codegen(self, landing_bytes: int) -> str | None:
-        """Whole-stage code generation on or off for this run (`spark.whole_stage_codegen`; "auto": off while
-        this run's landing files plus the bronze tables hold at most `spark.small_input_mb`). Returns the
-        session's previous setting, which `_restore_codegen` puts back."""
+    def _size_codegen(self, landing_bytes: int) -> dict[str, str | None]:
+        """Code generation on or off for this run: whole-stage (`spark.whole_stage_codegen`) and per expression
+        (`spark.expression_codegen`); "auto": off while this run's landing files plus the bronze tables hold at
+        most `spark.small_input_mb`, on above it. Returns the session's previous settings, which
+        `_restore_codegen` puts back."""
         cfg = self.settings.spark
-        if cfg.whole_stage_codegen == "auto":
-            size = landing_bytes + self.lake.stored_bytes("bronze")
-            enabled = size > cfg.small_input_mb * 2**20
-            self.progress(f"input {size / 2**20:,.1f} MB: whole-stage code generation "
-                          f"{'on' if enabled else 'off (small input)'}")
-        else:
-            enabled = cfg.whole_stage_codegen == "on"
-        previous = self.spark.conf.get(_CODEGEN, None)
-        self.spark.conf.set(_CODEGEN, str(enabled).lower())
+        size = landing_bytes + self.lake.stored_bytes("bronze") if "auto" in (
+            cfg.whole_stage_codegen, cfg.expression_codegen) else 0
+        small = size <= cfg.small_input_mb * 2**20
+
+        def enabled(choice: str) -> bool:
+            return not small if choice == "auto" else choice == "on"
+
+        wanted = {_CODEGEN: str(enabled(cfg.whole_stage_codegen)).lower(),
+                  _CODEGEN_FACTORY: "FALLBACK" if enabled(cfg.expression_codegen) else "NO_CODEGEN"}
+        if "auto" in (cfg.whole_stage_codegen, cfg.expression_codegen):
+            self.progress(f"input {size / 2**20:,.1f} MB: code generation "
+                          f"{'off (small input)' if small else 'on'}")
+        previous = {key: self.spark.conf.get(key, None) for key in wanted}
+        for key, value in wanted.items():
+            self.spark.conf.set(key, value)
         return previous
 
-    def _restore_codegen(self, previous: str | None) -> None:
-        if previous is None:
-            self.spark.conf.unset(_CODEGEN)
-        else:
-            self.spark.conf.set(_CODEGEN, previous)
+    def _restore_codegen(self, previous: dict[str, str | None]) -> None:
+        for key, value in previous.items():
+            if value is None:
+                self.spark.conf.unset(key)
+            else:
+                self.spark.conf.set(key, value)
 
     def _check_model_store(self) -> None:
         """Before anything is read: the MLflow store the model jobs will need is configured."""

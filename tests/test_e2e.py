@@ -472,30 +472,39 @@ def test_hard_quality_gate_stops_the_run_before_silver_is_written(spark, setting
     assert docs, "validation results are kept as Data Docs"
 
 
-def test_small_inputs_run_without_whole_stage_codegen_and_the_session_gets_its_setting_back(spark, settings, tmp_path):
-    """`spark.whole_stage_codegen: auto` turns code generation off while the landing files of the run plus the
-    bronze tables hold at most `spark.small_input_mb`, on above it; the session's own setting comes back."""
-    key = "spark.sql.codegen.wholeStage"
-    session_setting = spark.conf.get(key)
-    spark.conf.set(key, "true")
+def test_small_inputs_run_without_code_generation_and_the_session_gets_its_settings_back(spark, settings, tmp_path):
+    """`spark.whole_stage_codegen` and `spark.expression_codegen` at `auto` turn code generation off (whole-stage,
+    and per expression: interpreted projections and filters) while the landing files of the run plus the bronze
+    tables hold at most `spark.small_input_mb`, on above it; `on`/`off` force each; the session's own settings
+    come back."""
+    stage, factory = "spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode"
+    saved = {key: spark.conf.get(key, None) for key in (stage, factory)}
+    spark.conf.set(stage, "true")
+    spark.conf.unset(factory)
     lake = tmp_path / "lakehouse"
     (lake / "bronze" / "calls").mkdir(parents=True)
     (lake / "bronze" / "calls" / "part-0.parquet").write_bytes(b"x" * 600_000)
     runner = Runner(spark, settings, tmp_path, lake)
     assert runner.lake.stored_bytes("bronze") == 600_000 and runner.lake.stored_bytes("gold") == 0
     previous = runner._size_codegen(400_000)
-    assert spark.conf.get(key) == "false" and previous == "true"
+    assert (spark.conf.get(stage), spark.conf.get(factory)) == ("false", "NO_CODEGEN")
+    # interpreted expressions give the same rows
+    frame = spark.createDataFrame([("Ana", 3), ("BIA", None)], "name string, n int")
+    assert frame.select(F.lower("name").alias("l"), F.coalesce("n", F.lit(0)).alias("n")).filter("n >= 0") \
+        .orderBy("l").collect() == [("ana", 3), ("bia", 0)]
     runner._restore_codegen(previous)
-    assert spark.conf.get(key) == "true"
+    assert spark.conf.get(stage) == "true" and spark.conf.get(factory, None) is None
     one_mb = settings.model_copy(update={"spark": settings.spark.model_copy(update={"small_input_mb": 1})})
     over = Runner(spark, one_mb, tmp_path, lake)  # 600,000 + 500,000 bytes > 1 MiB
-    spark.conf.set(key, "false")
-    assert over._size_codegen(500_000) == "false" and spark.conf.get(key) == "true"
+    spark.conf.set(stage, "false")
+    assert over._size_codegen(500_000) == {stage: "false", factory: None}
+    assert (spark.conf.get(stage), spark.conf.get(factory)) == ("true", "FALLBACK")
     forced = Runner(spark, settings.model_copy(update={"spark": settings.spark.model_copy(
-        update={"whole_stage_codegen": "on"})}), tmp_path, lake)
+        update={"whole_stage_codegen": "on", "expression_codegen": "off"})}), tmp_path, lake)
     forced._size_codegen(0)
-    assert spark.conf.get(key) == "true"
-    spark.conf.set(key, session_setting)
+    assert (spark.conf.get(stage), spark.conf.get(factory)) == ("true", "NO_CODEGEN")
+    for key, value in saved.items():
+        spark.conf.set(key, value) if value is not None else spark.conf.unset(key)
 
 
 def test_the_jvm_speaks_to_a_log_file_not_the_terminal(spark, settings, tmp_path):
