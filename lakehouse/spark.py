@@ -1,6 +1,7 @@
 """The one place a SparkSession is made."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -139,6 +140,41 @@ def _start(app_name: str, master: str, options: dict[str, str], jvm_log: Path | 
             os.close(copy)
 
 
+def _classpath_record(settings: Settings, packages: list[str]) -> Path:
+    """Where the jars Ivy resolved for these packages are listed after a start: in Ivy's own folder, named by
+    a hash of what decides the resolution (the packages, the repositories, pyspark's version)."""
+    cfg = settings.spark
+    ivy = Path(cfg.jars_ivy).expanduser() if cfg.jars_ivy else Path.home() / ".ivy2.5.2"
+    key = "\n".join([pyspark.__version__, *packages, "--", *cfg.jars_repositories])
+    return ivy / f"atende-classpath-{hashlib.sha256(key.encode()).hexdigest()[:16]}.txt"
+
+
+def _recorded_jars(record: Path) -> list[str] | None:
+    """The jars an earlier start resolved, when every one of them is still in Ivy's cache."""
+    try:
+        jars = [line for line in record.read_text().splitlines() if line]
+    except OSError:
+        return None
+    paths = [Path(j.removeprefix("file:")) for j in jars]
+    if not jars or not all(p.is_file() and p.stat().st_size > 0 for p in paths):
+        return None
+    return jars
+
+
+def _record_jars(spark: SparkSession, record: Path) -> None:
+    """List the local jars Ivy resolved (Spark put them in `spark.jars`), for the next start to skip Ivy."""
+    jars = [j for j in (spark.sparkContext.getConf().get("spark.jars", "") or "").split(",") if j]
+    if not jars or not all(j.startswith(("file:", "/")) for j in jars):
+        return
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        partial = record.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text("\n".join(jars) + "\n")
+        partial.replace(record)  # whole or not at all: another process may be reading it
+    except OSError:  # a read-only home: Ivy resolves again next time, nothing else changes
+        pass
+
+
 def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log: Path | None = None) -> SparkSession:
     """Local mode sized for the machine by default; under spark-submit keeps the cluster's master.
 
@@ -173,8 +209,26 @@ def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log
     options.update(cfg.conf)
 
     jvm_log = jvm_log if is_local else None
+    # Ivy resolves the packages again at every start (2-3 s, even with every jar in its cache): the jars the
+    # last start resolved are handed to Spark directly while they are all still there. Not with jars of the
+    # settings' own (spark.conf spark.jars), which that list would override.
+    record = _classpath_record(settings, packages) if fetching and "spark.jars" not in cfg.conf else None
+    fresh = SparkContext._active_spark_context is None  # else getOrCreate hands back the running session
+    recorded = _recorded_jars(record) if record is not None and fresh else None
+    if recorded and record is not None:
+        direct = {k: v for k, v in options.items()
+                  if k not in ("spark.jars.packages", "spark.jars.repositories", "spark.jars.ivy")}
+        try:
+            spark = _start(name, cfg.master, {**direct, "spark.jars": ",".join(recorded)}, jvm_log)
+        except Exception:  # noqa: BLE001 - the recorded list is stale somehow: Ivy resolves as usual
+            record.unlink(missing_ok=True)
+        else:
+            spark.sparkContext.setLogLevel(cfg.log_level)
+            return spark
     try:
         spark = _start(name, cfg.master, options, jvm_log)
+        if record is not None and fresh:
+            _record_jars(spark, record)
     except Exception as exc:  # the JVM exits before the gateway answers when Ivy cannot resolve a package
         if not fetching:
             if jvm_log is not None:

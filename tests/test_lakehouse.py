@@ -17,7 +17,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.testing import assertDataFrameEqual
 
-from atende.lakehouse.spark import delta_spark_available
+from atende.lakehouse.spark import _classpath_record, _recorded_jars, delta_package, delta_spark_available
 from atende.lakehouse.tables import (
     ConcurrentWriteError,
     DeltaRsEngine,
@@ -500,6 +500,45 @@ def test_connector_that_cannot_be_fetched_falls_back_or_fails_in_one_line(tmp_pa
         last = done.stderr.strip().splitlines()[-1]
         assert "SparkStartError: could not fetch io.delta:delta-spark_4.2_2.13:0.0.404" in last
         assert "storage.engine: delta-rs" in last
+
+
+JARS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import build_spark_session, delta_spark_available
+    settings = load_settings("local", environ={})
+    settings = settings.model_copy(update={
+        "spark": settings.spark.model_copy(update={"master": "local[1]", "driver_memory": "1g"})})
+    spark = build_spark_session(settings, jvm_log=Path(sys.argv[1]))
+    print("packages:", spark.sparkContext.getConf().get("spark.jars.packages", "none"))
+    print("delta:", delta_spark_available(spark))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_later_start_takes_the_jars_ivy_resolved_before_without_resolving_again(spark, settings, tmp_path):
+    """Ivy resolves the connector at every start (seconds, though every jar is cached): the jars a start resolved
+    are listed beside Ivy's cache, and the next start hands them to Spark directly, Delta classes and all."""
+    record = _classpath_record(settings, [delta_package(settings)])
+    jars = _recorded_jars(record)  # the suite's own session resolved (or read) them
+    assert jars and any("delta-spark" in j for j in jars), record
+    script = tmp_path / "start.py"
+    script.write_text(JARS_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "jvm.log")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "packages: none" in done.stdout and "delta: True" in done.stdout, done.stdout
+    assert "resolution report" not in (tmp_path / "jvm.log").read_text()  # Ivy did not run
+    # a list naming a jar that is gone is not used (Ivy resolves, and lists them again)
+    stale = tmp_path / "stale.txt"
+    stale.write_text(jars[0] + "\n" + str(tmp_path / "gone.jar") + "\n")
+    assert _recorded_jars(stale) is None and _recorded_jars(tmp_path / "absent.txt") is None
+    other = settings.model_copy(update={"spark": settings.spark.model_copy(update={"jars_repositories": ("https://m",)})})
+    assert _classpath_record(other, [delta_package(settings)]) != record
 
 
 def test_writing_with_other_partition_columns_fails_clearly(spark, lake):
