@@ -568,8 +568,8 @@ class Runner:
         most `spark.small_input_mb`, on above it. Returns the session's previous settings, which
         `_restore_codegen` puts back."""
         cfg = self.settings.spark
-        size = landing_bytes + self.lake.stored_bytes("bronze") if "auto" in (
-            cfg.whole_stage_codegen, cfg.expression_codegen) else 0
+        auto = "auto" in (cfg.whole_stage_codegen, cfg.expression_codegen)
+        size = landing_bytes + self.lake.stored_bytes("bronze") if auto else 0
         small = size <= cfg.small_input_mb * 2**20
 
         def enabled(choice: str) -> bool:
@@ -577,7 +577,7 @@ class Runner:
 
         wanted = {_CODEGEN: str(enabled(cfg.whole_stage_codegen)).lower(),
                   _CODEGEN_FACTORY: "FALLBACK" if enabled(cfg.expression_codegen) else "NO_CODEGEN"}
-        if "auto" in (cfg.whole_stage_codegen, cfg.expression_codegen):
+        if auto:
             self.progress(f"input {size / 2**20:,.1f} MB: code generation "
                           f"{'off (small input)' if small else 'on'}")
         previous = {key: self.spark.conf.get(key, None) for key in wanted}

@@ -503,8 +503,7 @@ def test_small_inputs_run_without_code_generation_and_the_session_gets_its_setti
         update={"whole_stage_codegen": "on", "expression_codegen": "off"})}), tmp_path, lake)
     forced._size_codegen(0)
     assert (spark.conf.get(stage), spark.conf.get(factory)) == ("true", "NO_CODEGEN")
-    for key, value in saved.items():
-        spark.conf.set(key, value) if value is not None else spark.conf.unset(key)
+    runner._restore_codegen(saved)  # the session's own settings, for the tests after this one
 
 
 def test_the_jvm_speaks_to_a_log_file_not_the_terminal(spark, settings, tmp_path):
