@@ -449,6 +449,17 @@ class FeatureSettings(_Section):
     order_channels: tuple[str, ...] = ("app", "web", "marketplace", "store", "phone")
 
 
+class HoldoutSettings(_Section):
+    # the share of customers in the global control group: they get the baseline (the default tone, the
+    # baseline action, everyone's best sellers) instead of the recommendations, so `atende report uplift`
+    # can compare what happens to treated and held-out customers (0: no holdout)
+    share: float = Field(default=0.02, ge=0.0, le=0.5)
+    # salted into the hash that picks the group (models/holdout.py): a new salt draws a new group
+    salt: str = Field(default="atende-holdout-1", min_length=1)
+    # the next best action a held-out customer gets: the action catalogue's "do nothing"
+    baseline_action: str = "no_action"
+
+
 class ModelSettings(_Section):
     # when `atende run` trains: always, only when no model is registered yet, or never (score only)
     retrain: Literal["always", "if_missing", "never"] = "if_missing"
@@ -460,6 +471,15 @@ class ModelSettings(_Section):
     tone: ToneSettings = ToneSettings()
     products: ProductSettings = ProductSettings()
     nba: NbaSettings = NbaSettings()
+    holdout: HoldoutSettings = HoldoutSettings()
+
+    @model_validator(mode="after")
+    def _holdout_action_known(self) -> ModelSettings:
+        """The held-out customers' action must be one the recommendations may carry."""
+        if self.holdout.share > 0 and self.holdout.baseline_action not in self.nba.actions:
+            raise ValueError(f"holdout.baseline_action {self.holdout.baseline_action!r} is not in the action "
+                             f"catalogue (models.nba.actions: {', '.join(self.nba.actions)})")
+        return self
 
 
 class QualitySettings(_Section):

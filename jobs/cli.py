@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     personas = report_sub.add_parser("personas", help="personas for marketing: size, demographics, channel mix, satisfaction")
     personas.add_argument("--lakehouse", required=True, type=_location)
     personas.add_argument("--out", required=True, type=Path)
+    uplift = report_sub.add_parser(
+        "uplift", help="treated customers against the global holdout: response, purchases, spend, resolution, "
+                       "satisfaction, with intervals")
+    uplift.add_argument("--lakehouse", required=True, type=_location)
+    uplift.add_argument("--out", required=True, type=Path)
+    uplift.add_argument("--since", type=_date, default=None,
+                        help="first business day of the period (default: the day after the data the first "
+                             "recommendations were made from)")
+    uplift.add_argument("--days", type=_positive, default=None, help="at most this many days from --since")
 
     segments = sub.add_parser("segments", help="persona segments for marketing")
     segments_sub = segments.add_subparsers(dest="segments", required=True)
@@ -335,8 +344,14 @@ def _print_summary(console, runner, summary) -> None:
     if runner.lake.exists("gold", "recommendations"):
         from pyspark.sql import functions as F
 
-        mix = runner.lake.read("gold", "recommendations").groupBy("next_best_action", "tone").count()
-        actions = Table(title="recommendations (gold.recommendations): next best action x tone")
+        counted = runner.lake.read("gold", "recommendations").groupBy("holdout", "next_best_action", "tone").count()
+        counted = counted.cache()
+        held = sum(r["count"] for r in counted.where(F.col("holdout")).collect())
+        mix = counted.where(~F.col("holdout")).drop("holdout")
+        everyone = held + sum(r["count"] for r in mix.collect())
+        actions = Table(title="recommendations (gold.recommendations): next best action x tone",
+                        caption=f"and {held:,} customers ({held / max(everyone, 1):.1%}) in the global control "
+                                "group (models.holdout): the baseline, compared by `atende report uplift`")
         tones = sorted(r[0] for r in mix.select("tone").distinct().collect() if r[0])
         actions.add_column("next best action")
         for tone in tones:
@@ -345,6 +360,7 @@ def _print_summary(console, runner, summary) -> None:
         for row in pivot.collect():
             actions.add_row(str(row["next_best_action"]), *[f"{row[t] or 0:,}" for t in tones])
         console.print(actions)
+        counted.unpersist()
 
 
 def cmd_run(args, settings: Settings) -> int:
@@ -375,6 +391,11 @@ def cmd_report(args, settings: Settings) -> int:
 
         with _gold(args, settings, _PERSONA_TABLES) as engine:
             out = render_persona_report(persona_report_frames(engine), args.out)
+    elif args.report == "uplift":
+        from atende.jobs.uplift import UPLIFT_TABLES, compute_uplift, render_uplift_page
+
+        with _gold(args, settings, UPLIFT_TABLES) as engine:
+            out = render_uplift_page(compute_uplift(engine, settings, since=args.since, days=args.days), args.out)
     else:
         from atende.jobs.report import render_kpi_report
 

@@ -12,6 +12,7 @@ map column into rows — is a method of the engine (`map_rows`).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import uuid
@@ -42,6 +43,9 @@ class QueryEngine(Protocol):
     def export(self, text: str, out: Path, fmt: str) -> int:
         """The query's rows to one CSV (header, UTF-8) or Parquet file at `out`; returns the row count."""
 
+    def instant(self, value: dt.datetime) -> str:
+        """A SQL literal of an instant (a UTC moment) that compares with the tables' timestamp columns."""
+
 
 class DuckDbEngine:
     """delta-rs lists each table's files; DuckDB queries them as Arrow datasets (views named as given)."""
@@ -62,6 +66,9 @@ class DuckDbEngine:
 
     def map_rows(self, column: str, key: str, value: str) -> str:
         return f"unnest(map_keys({column})) AS {key}, unnest(map_values({column})) AS {value}"
+
+    def instant(self, value: dt.datetime) -> str:
+        return f"TIMESTAMPTZ '{_utc(value):%Y-%m-%d %H:%M:%S.%f}+00'"
 
     def export(self, text: str, out: Path, fmt: str) -> int:
         written = []
@@ -95,6 +102,9 @@ class SparkEngine:
     def map_rows(self, column: str, key: str, value: str) -> str:
         return f"explode({column}) AS ({key}, {value})"
 
+    def instant(self, value: dt.datetime) -> str:
+        return f"TIMESTAMP '{_utc(value):%Y-%m-%d %H:%M:%S.%f}+00:00'"
+
     def export(self, text: str, out: Path, fmt: str) -> int:
         from atende.jobs.segments import write_export
 
@@ -121,6 +131,11 @@ def delta_dataset(table: Any, access: ArrowAccess | None = None) -> Any:
     return ds.dataset([access.arrow_path(u) for u in table.file_uris()], schema=schema, format="parquet",
                       partitioning=partitioning, filesystem=access.filesystem,
                       partition_base_dir=access.arrow_path(table.table_uri.rstrip("/")) if partitioning else None)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """An aware datetime in UTC; a naive one is taken as UTC already."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 def _local(uri: str) -> str:

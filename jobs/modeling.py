@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from atende.conf.settings import Settings
@@ -28,6 +28,7 @@ from atende.features.customer import build_customer_features, numeric_feature_co
 from atende.jobs import tracking
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import STAGING_DIR, Lakehouse
+from atende.models.holdout import HOLDOUT_VERSION, holdout_flag, threshold
 from atende.models.nba import (
     build_response_training_set,
     load_nba_model,
@@ -524,31 +525,70 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
     parts = customers.join(tones, on="customer_key", how="left").join(
         offers_with_consent(recommended, i.features), on="customer_key", how="left"
     ).join(actions_next, on="customer_key", how="left")
-    return _recommendation_rows(ctx, parts, versions, notes)
+    parts = parts.withColumn("holdout", holdout_flag("customer_key", cfg.holdout.share, cfg.holdout.salt))
+    if threshold(cfg.holdout.share) > 0:
+        # the global control group's products: everyone's best sellers (no persona, no model), consent applied
+        held = customers.where(holdout_flag("customer_key", cfg.holdout.share, cfg.holdout.salt))
+        baseline = offers_with_consent(
+            recommend_by_popularity(i.orders, i.products, held, None, cfg.products.top_n), i.features)
+        parts = parts.join(baseline.select("customer_key", F.col("products").alias("_baseline_products"),
+                                           F.col("offer_reason").alias("_baseline_offer_reason")),
+                           on="customer_key", how="left")
+    return _recommendation_rows(ctx, parts, versions, notes, i.as_of)
 
 
 def _recommendation_rows(ctx: ModelContext, parts: DataFrame, versions: dict[str, str | None],
-                         notes: list[str]) -> DataFrame:
+                         notes: list[str], as_of: dt.datetime) -> DataFrame:
     """The recommendation table's columns from the joined parts: the reasons of every part in one list,
-    the model versions that answered, the validity window."""
+    the model versions that answered, the validity window. A held-out customer (`holdout`, models/holdout.py)
+    gets the baseline instead: the default tone, the baseline action, everyone's best sellers
+    (`_baseline_products`, with `_baseline_offer_reason`), and reasons and model versions that say so."""
+    cfg = ctx.settings.models
     now = F.lit(ctx.now).cast("timestamp")
-    valid_until = F.lit(ctx.now + dt.timedelta(days=ctx.settings.models.nba.valid_days)).cast("timestamp")
-    version_map = F.create_map(*[x for k, v in versions.items() if v is not None for x in (F.lit(k), F.lit(v))])
+    valid_until = F.lit(ctx.now + dt.timedelta(days=cfg.nba.valid_days)).cast("timestamp")
+    empty = F.array().cast("array<string>")
+    answered = {k: v for k, v in versions.items() if v is not None}
+    held_versions = {**answered, **{part: HOLDOUT_VERSION for part in ("tone", "products", "next_best_action")}}
+    tone, action = cfg.tone.fallback_tone, cfg.holdout.baseline_action
+    spec = cfg.nba.actions.get(action)
+    held = F.col("holdout")
+    model_reasons = F.concat(
+        F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason"))).otherwise(empty),
+        F.coalesce("reasons", empty), F.coalesce("offer_reason", empty),
+        F.array(*[F.lit(n) for n in notes]) if notes else empty,
+    )
+    held_reasons = F.concat(
+        F.array(
+            F.lit(f"tone: holdout: default tone {tone} (the global control group gets the baseline)"),
+            F.lit(f"holdout: {action}: this customer is in the global control group ({cfg.holdout.share:.1%} "
+                  "of customers, models.holdout), which gets the baseline instead of the recommendations"),
+        ),
+        F.coalesce("_baseline_offer_reason", empty),
+        F.array(F.lit("products: holdout: everyone's best sellers")),
+    )
+
+    def chosen(baseline: Column, recommended: str) -> Column:
+        return F.when(held, baseline).otherwise(F.col(recommended)).alias(recommended)
+
+    if "_baseline_products" not in parts.columns:  # no holdout configured: no row takes the baseline
+        parts = parts.withColumns({"_baseline_products": F.lit(None).cast(RECOMMENDATIONS["products"].dataType),
+                                   "_baseline_offer_reason": F.lit(None).cast("array<string>")})
     return parts.select(
-        "customer_key", "tone", "tone_confidence",
-        F.coalesce("products", F.array().cast(RECOMMENDATIONS["products"].dataType)).alias("products"),
-        "next_best_action", "nba_score",
-        F.concat(
-            F.when(F.col("tone_reason").isNotNull(), F.array(F.concat(F.lit("tone: "), "tone_reason")))
-            .otherwise(F.array().cast("array<string>")),
-            F.coalesce("reasons", F.array().cast("array<string>")),
-            F.coalesce("offer_reason", F.array().cast("array<string>")),
-            F.array(*[F.lit(n) for n in notes]) if notes else F.array().cast("array<string>"),
-        ).alias("reasons"),
-        version_map.alias("model_versions"),
+        "customer_key", chosen(F.lit(tone), "tone"), chosen(F.lit(0.0), "tone_confidence"),
+        F.coalesce(chosen(F.col("_baseline_products"), "products"),
+                   F.array().cast(RECOMMENDATIONS["products"].dataType)).alias("products"),
+        chosen(F.lit(action), "next_best_action"),
+        chosen(F.lit(spec.value * spec.business_weight if spec else 0.0), "nba_score"),
+        F.when(held, held_reasons).otherwise(model_reasons).alias("reasons"),
+        F.when(held, _literal_map(held_versions)).otherwise(_literal_map(answered)).alias("model_versions"),
+        "holdout", F.lit(as_of).cast("timestamp").alias("as_of"),
         now.alias("valid_from"), valid_until.alias("valid_until"),
         F.lit(ctx.run_id).alias("run_id"), now.alias("_written_at"),
     ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECOMMENDATIONS.fields])
+
+
+def _literal_map(values: dict[str, str]) -> Column:
+    return F.create_map(*[x for k, v in values.items() for x in (F.lit(k), F.lit(v))])
 
 
 def offers_with_consent(recommended: DataFrame, consents: DataFrame) -> DataFrame:

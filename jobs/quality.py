@@ -246,8 +246,8 @@ def _recommendations_suite(gxe, df: DataFrame, settings: Settings, low, high) ->
     top_n = models.products.top_n
     ranks = F.transform("products", lambda p: p["rank"])
     frame = df.select(
-        "customer_key", "tone", "tone_confidence", "next_best_action", "nba_score", "valid_from", "valid_until",
-        F.size("products").alias("products_count"),
+        "customer_key", "tone", "tone_confidence", "next_best_action", "nba_score", "holdout", "valid_from",
+        "valid_until", F.size("products").alias("products_count"),
         # ranks 1..n in some order and no product twice
         ((F.size("products") == 0)
          | ((F.array_sort(ranks) == F.sequence(F.lit(1), F.size("products")))
@@ -268,6 +268,7 @@ def _recommendations_suite(gxe, df: DataFrame, settings: Settings, low, high) ->
         gxe.ExpectColumnValuesToBeInSet(column="next_best_action", value_set=sorted(models.nba.actions),
                                         description="next_best_action is in the action catalogue"),
         _not_null(gxe, "nba_score"),
+        _not_null(gxe, "holdout"),
         gxe.ExpectColumnValuesToBeBetween(column="products_count", min_value=0, max_value=top_n,
                                           description=f"at most {top_n} products (models.products.top_n)"),
         gxe.ExpectColumnValuesToBeInSet(column="products_ranked_once", value_set=[True],

@@ -229,6 +229,13 @@ class DeltaRsEngine:
     def partition_columns(self, path: str) -> list[str]:
         return list(self._table(path).metadata().partition_columns)
 
+    def add_columns(self, path: str, fields: Sequence[StructField]) -> None:
+        """New nullable columns at the end of the table's schema (a metadata-only commit)."""
+        from deltalake import Schema as DeltaSchema
+
+        new = DeltaSchema.from_arrow(spark_to_arrow_schema(StructType(list(fields)))).fields
+        self._retry_on_conflict(path, "add columns to", lambda: self._table(path).alter.add_columns(new))
+
     def history(self, path: str) -> list[dict[str, Any]]:
         return self._table(path).history()
 
@@ -623,6 +630,12 @@ class DeltaSparkEngine:
     def partition_columns(self, path: str) -> list[str]:
         return list(self.spark.sql(f"DESCRIBE DETAIL {self._ident(path)}").collect()[0]["partitionColumns"])
 
+    def add_columns(self, path: str, fields: Sequence[StructField]) -> None:
+        """New nullable columns at the end of the table's schema (a metadata-only commit)."""
+        columns = ", ".join(f"`{f.name.replace('`', '``')}` {f.dataType.simpleString()}" for f in fields)
+        self._retry_on_conflict(path, "add columns to",
+                                lambda: self.spark.sql(f"ALTER TABLE {self._ident(path)} ADD COLUMNS ({columns})"))
+
     def properties(self, path: str) -> dict[str, str]:
         return dict(self.spark.sql(f"DESCRIBE DETAIL {self._ident(path)}").collect()[0]["properties"] or {})
 
@@ -822,9 +835,21 @@ def _retry_on_conflict(
 
 
 def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> DataFrame:
-    """The frame's columns in the table's order; a clear error when names, types or partitioning differ."""
+    """The frame's columns in the table's order; a clear error when names, types or partitioning differ.
+
+    Columns the frame has and the table lacks (a table written by an earlier version of atende) are added
+    to the table first, in a commit of their own (`ALTER TABLE ... ADD COLUMNS`): its older rows read them
+    as null. A column the table has and the frame lacks, or of another type, is an error."""
     table_schema = engine.spark_schema(path)
-    if not _same_columns(table_schema, nullable_schema(df.schema)):
+    frame_schema = nullable_schema(df.schema)
+    known = set(table_schema.fieldNames())
+    added = [f for f in frame_schema.fields if f.name not in known]
+    if added and _same_columns(table_schema, StructType([f for f in frame_schema.fields if f.name in known])):
+        log.info("table %s: adding the columns %s (the table was written by an earlier version)",
+                 path, ", ".join(f.name for f in added))
+        engine.add_columns(path, added)
+        table_schema = engine.spark_schema(path)
+    if not _same_columns(table_schema, frame_schema):
         raise LakehouseError(
             f"schema of the data does not match table {path}: {_schema_difference(table_schema, nullable_schema(df.schema))}"
         )

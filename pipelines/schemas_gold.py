@@ -123,6 +123,8 @@ RECOMMENDATIONS = StructType([
     _s("nba_score", DoubleType()),
     _s("reasons", ArrayType(StringType()), False),
     _s("model_versions", MapType(StringType(), StringType()), False),
+    _s("holdout", BooleanType(), False),  # in the global control group: the baseline answered (models.holdout)
+    _s("as_of", TimestampType(), False),  # the end of the data these recommendations were made from
     _s("valid_from", TimestampType(), False),
     _s("valid_until", TimestampType(), False),
     _s("run_id", StringType(), False),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from atende.lakehouse.spark import _classpath_record, _recorded_jars, delta_package, delta_spark_available
@@ -138,6 +139,32 @@ def test_bad_predicate_and_schema_mismatch_fail_clearly(spark, lake):
     with pytest.raises(LakehouseError, match="missing channel"):
         lake.write("bronze", "t", other)
     assert ids(lake) == [1]
+
+
+def test_a_table_written_by_an_earlier_version_takes_new_columns(spark, lake):
+    """A newer atende writes a column the table lacks (gold/recommendations' holdout, say): the column is
+    added to the table (older rows read null), on append, overwrite and upsert alike; a missing or retyped
+    column still fails."""
+    lake.write("gold", "t", frame(spark, rows(1, 2)))
+    newer = spark.createDataFrame([(3, "webchat", dt.datetime(2026, 3, 1, tzinfo=UTC), dt.date(2026, 3, 1), 1.5,
+                                    True, [1, 2])],
+                                  SCHEMA + ", holdout boolean, tags array<int>")
+    lake.write("gold", "t", newer)
+    back = {r["id"]: (r["holdout"], r["tags"]) for r in lake.read("gold", "t").collect()}
+    assert back == {1: (None, None), 2: (None, None), 3: (True, [1, 2])}
+    assert lake.read("gold", "t").columns[-2:] == ["holdout", "tags"]
+    # the other engine reads what this one evolved
+    other = [e for name, e in ENGINES.items() if name != lake.engine.name][0](spark, lake.settings)
+    assert other.spark_schema(lake.path("gold", "t")).fieldNames()[-2:] == ["holdout", "tags"]
+    lake.write("gold", "t", newer.withColumn("holdout", F.lit(False)), mode="overwrite")
+    assert [r["holdout"] for r in lake.read("gold", "t").collect()] == [False]
+    lake.write("silver", "u", spark.createDataFrame([(1, "a")], "id long, v string"))
+    lake.upsert("silver", "u", spark.createDataFrame([(1, "A", 7)], "id long, v string, n int"), keys=["id"])
+    assert [tuple(r) for r in lake.read("silver", "u").collect()] == [(1, "A", 7)]
+    with pytest.raises(LakehouseError, match="missing score"):
+        lake.write("gold", "t", newer.drop("score"))
+    with pytest.raises(LakehouseError, match="changed holdout"):
+        lake.write("gold", "t", newer.withColumn("holdout", F.lit("yes")))
 
 
 def test_upsert_updates_and_inserts_by_key(spark, lake):

@@ -53,7 +53,7 @@ def _recommendations(spark, rows):
     from atende.pipelines.schemas_gold import RECOMMENDATIONS
 
     defaults = dict(tone="formal", tone_confidence=0.6, products=[], next_best_action="kb_article", nba_score=1.5,
-                    reasons=["rule: eligible"], model_versions={"tone": "1"}, valid_from=T0,
+                    reasons=["rule: eligible"], model_versions={"tone": "1"}, holdout=False, as_of=T0, valid_from=T0,
                     valid_until=T0 + dt.timedelta(days=1), run_id="r1", _written_at=T0)
     return spark.createDataFrame(_rows(RECOMMENDATIONS, rows, **defaults), RECOMMENDATIONS)
 
