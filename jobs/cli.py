@@ -349,9 +349,7 @@ def _print_summary(console, runner, summary) -> None:
         held = sum(r["count"] for r in counted.where(F.col("holdout")).collect())
         mix = counted.where(~F.col("holdout")).drop("holdout")
         everyone = held + sum(r["count"] for r in mix.collect())
-        actions = Table(title="recommendations (gold.recommendations): next best action x tone",
-                        caption=f"and {held:,} customers ({held / max(everyone, 1):.1%}) in the global control "
-                                "group (models.holdout): the baseline, compared by `atende report uplift`")
+        actions = Table(title="recommendations (gold.recommendations): next best action x tone")
         tones = sorted(r[0] for r in mix.select("tone").distinct().collect() if r[0])
         actions.add_column("next best action")
         for tone in tones:
@@ -360,6 +358,9 @@ def _print_summary(console, runner, summary) -> None:
         for row in pivot.collect():
             actions.add_row(str(row["next_best_action"]), *[f"{row[t] or 0:,}" for t in tones])
         console.print(actions)
+        console.print(f"holdout: {held:,} of {everyone:,} customers ({held / max(everyone, 1):.1%}) get the baseline "
+                      "(models.holdout), not in the table above; `atende report uplift` compares them after a "
+                      "later run")
         counted.unpersist()
 
 

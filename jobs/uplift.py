@@ -18,8 +18,9 @@ calendar days in `kpis.business_timezone`. A lakehouse with one run has no such 
 weigh more): responded to at least one action; bought at least once; spend (BRL, 0 when nothing was bought);
 the share of their contacts resolved (customers with a contact); their mean CSAT score and their NPS
 (+100 a promoter answer, −100 a detractor, 0 a passive, averaged; customers who answered). Each outcome is
-the mean over the group's customers; the difference, treated minus holdout, has a 95% interval from the
-normal approximation with each group's own variance (Welch). Everything is aggregated by the query engine
+the mean over the group's customers; the difference, treated minus holdout, has a 95% interval: for the two
+shares (responded, bought) Newcombe's hybrid score interval, for the others the normal approximation with
+each group's own variance (Welch). No conclusion is drawn from a group of fewer than 30 customers. Everything is aggregated by the query engine
 (DuckDB over the Delta files, or Spark for large tables): one row per group reaches Python.
 """
 from __future__ import annotations
@@ -47,6 +48,14 @@ Z95 = 1.959963984540054
 SMALL_GROUP = 30  # fewer customers than this in a group: the normal approximation is rough
 
 
+def wilson(p: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion p observed over n."""
+    z2 = Z95 ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return centre - half, centre + half
+
+
 class NoUpliftPeriod(RuntimeError):
     """The lakehouse holds no outcomes after the recommendations were first made (or no holdout)."""
 
@@ -59,13 +68,14 @@ class Outcome:
     scale: float  # the per-customer value x scale = what the page shows (shares as %)
     population: str  # whose values count
     meaning: str
+    binary: bool = False  # a per-customer 0/1: the interval of the difference of two proportions
 
 
 OUTCOMES = (
     Outcome("responded", "Responded to an action", "% of customers", 100.0, "every customer of the group",
-            "the share of customers who responded to at least one action sent to them in the period"),
+            "the share of customers who responded to at least one action sent to them in the period", binary=True),
     Outcome("converted", "Bought", "% of customers", 100.0, "every customer of the group",
-            "the share of customers who placed at least one order in the period"),
+            "the share of customers who placed at least one order in the period", binary=True),
     Outcome("spend", "Spend", "BRL per customer", 1.0, "every customer of the group",
             "the value of the orders placed in the period, per customer (0 for a customer who bought nothing)"),
     Outcome("resolution", "Resolution", "% of contacts resolved", 100.0, "customers with a contact in the period",
@@ -96,10 +106,20 @@ class Comparison:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """The 95% interval of the difference (Welch's normal approximation); None without two variances."""
+        """The 95% interval of the difference: for a share, Newcombe's hybrid score interval (from each group's
+        Wilson interval; right near 0 % and 100 %, where the normal one claims certainty it does not have);
+        otherwise Welch's normal approximation. None without two customers in each group."""
         diff = self.difference
         if diff is None or self.treated_se is None or self.holdout_se is None:
             return None
+        if self.outcome.binary:
+            scale = self.outcome.scale
+            p1, p2 = self.treated / scale, self.holdout / scale  # type: ignore[operator]
+            l1, u1 = wilson(p1, self.treated_n)
+            l2, u2 = wilson(p2, self.holdout_n)
+            below = math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+            above = math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+            return diff - below * scale, diff + above * scale
         half = Z95 * math.sqrt(self.treated_se ** 2 + self.holdout_se ** 2)
         return diff - half, diff + half
 
@@ -272,14 +292,13 @@ def sentence(c: Comparison) -> str:
     if interval is None:
         return text + "; too few customers for an interval."
     text += f" (95% interval {_number(interval[0], o, signed=True)} to {_number(interval[1], o, signed=True)})."
-    if interval[0] > 0 or interval[1] < 0:
-        text += (f" The interval excludes zero: following the recommendations "
-                 f"{'raised' if interval[0] > 0 else 'lowered'} it.")
-    else:
-        text += " The interval includes zero: at this size the difference cannot be told from chance."
     if min(c.treated_n, c.holdout_n) < SMALL_GROUP:
-        text += f" Fewer than {SMALL_GROUP} customers in a group: read the interval as a rough guide."
-    return text
+        return text + (f" Fewer than {SMALL_GROUP} customers in a group: too few to tell whether the difference "
+                       "is real.")
+    if interval[0] > 0 or interval[1] < 0:
+        return text + (f" The interval excludes zero: following the recommendations "
+                       f"{'raised' if interval[0] > 0 else 'lowered'} it.")
+    return text + " The interval includes zero: at this size the difference cannot be told from chance."
 
 
 def _figure(c: Comparison) -> dict:
@@ -334,7 +353,9 @@ def render_uplift_page(uplift: Uplift, out: Path, title: str = "atende — uplif
             chart_html(_figure(c), c.outcome.column),
         ]
     parts.append("<p class=\"meta\">Intervals: each group's mean ± 1.96 standard errors on the charts; the "
-                 "difference's interval from both groups' variances (Welch's normal approximation).</p>")
+                 "difference's 95% interval from both groups' variances (Welch's normal approximation), for a share "
+                 "of customers from both groups' Wilson intervals (Newcombe's hybrid score interval). No conclusion "
+                 f"is drawn from a group of fewer than {SMALL_GROUP} customers.</p>")
     parts.append("\n</body></html>\n")
     text = "\n".join(parts)
     _write_atomically(out, lambda staging: staging.write_text(text, encoding="utf-8"))

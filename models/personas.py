@@ -36,6 +36,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -613,3 +614,32 @@ def sample_for_fit(features: DataFrame, settings: PersonaSettings) -> pd.DataFra
     # local one fit the same model). Rows in key order, so the fit never sees the partitions' order either.
     sampled = seeded_rows(active, settings.seed, settings.sample_size, by=["customer_key"]).toPandas()
     return sampled.sort_values("customer_key", ignore_index=True)
+
+
+# ---------------------------------------------------------------------- stability (issue #17)
+def persona_stability(sample: pd.DataFrame, settings: PersonaSettings, refits: int = 5,
+                      seed: int = 7) -> dict[str, Any]:
+    """How much the personas depend on which customers the fit happened to see.
+
+    The model is refitted `refits` times, each on a bootstrap sample of `sample` (customers drawn with
+    replacement, as many as it holds), with the same settings; every refit then labels every customer of
+    `sample` with their most likely persona. Returns `ari` (the adjusted Rand index of every pair of refits
+    over those customers: 1 = the same partition, 0 = no more alike than chance), `ari_mean`, `ari_min`,
+    `ks` (each refit's k), `k_mode` and `k_agreement` (the share of refits that chose the most common k)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    if refits < 2:
+        raise ValueError(f"stability needs at least two refits, got {refits}")
+    sample = sample.reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    labels, ks = [], []
+    for _ in range(refits):
+        boot = sample.iloc[rng.integers(0, len(sample), len(sample))].reset_index(drop=True)
+        model, _ = fit_personas(boot, settings)
+        labels.append(model.assign(sample)[0])
+        ks.append(model.k)
+    pairs = [float(adjusted_rand_score(labels[i], labels[j]))
+             for i in range(refits) for j in range(i + 1, refits)]
+    k_mode = max(set(ks), key=lambda k: (ks.count(k), -k))
+    return {"ari": pairs, "ari_mean": float(np.mean(pairs)), "ari_min": float(np.min(pairs)), "ks": ks,
+            "k_mode": k_mode, "k_agreement": ks.count(k_mode) / refits, "customers": len(sample)}

@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from atende.jobs.run import RunFailed, Runner, RunSummary
+from atende.models.holdout import in_holdout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -272,6 +273,14 @@ def test_personas_and_recommendations_match_the_contract(lake, settings):
     assert recs.where(F.size("reasons") == 0).count() == 0
     versions = recs.select("model_versions").first()[0]
     assert set(versions) == {"personas", "tone", "products", "next_best_action"}
+    # the global holdout: exactly the customers the documented rule picks, each with the baseline
+    hold = settings.models.holdout
+    flags = {r["customer_key"]: r["holdout"] for r in recs.select("customer_key", "holdout").collect()}
+    assert flags == {k: in_holdout(k, hold.share, hold.salt) for k in flags}
+    baseline = recs.where("holdout").where(
+        (F.col("next_best_action") != hold.baseline_action) | (F.col("model_versions")["tone"] != "holdout"))
+    assert baseline.count() == 0
+    assert recs.where(~F.col("holdout") & (F.col("model_versions")["tone"] == "holdout")).count() == 0
     marketing = [a for a, spec in settings.models.nba.actions.items() if spec.kind == "marketing"]
     offers_without_consent = recs.join(profiles.select("customer_key", "marketing_consent"), "customer_key").where(
         F.col("next_best_action").isin(*marketing) & ~F.coalesce(F.col("marketing_consent"), F.lit(False)))

@@ -86,6 +86,7 @@ def test_treated_against_holdout_over_the_days_after_the_first_recommendations(s
     diff, low, high = _welch([150, 30, 0, 0], [20, 10, 0])
     assert spend.difference == pytest.approx(diff) and spend.interval == pytest.approx((low, high))
     assert (got["converted"].treated, got["converted"].holdout) == pytest.approx((50.0, 200 / 3))
+    assert got["converted"].outcome.binary and got["converted"].interval[0] < -50, "two shares of 4 and 3"
     assert (got["responded"].treated, got["responded"].holdout) == pytest.approx((25.0, 100 / 3))
     # resolution counts customers with a contact whose outcome is known; one held-out customer: no interval
     resolution = got["resolution"]
@@ -97,7 +98,7 @@ def test_treated_against_holdout_over_the_days_after_the_first_recommendations(s
     page = render_uplift_page(uplift, tmp_path / "uplift.html").read_text()
     assert "4 treated customers and 3 in the global holdout" in page
     assert page.count("class=\"chart\"") == len(OUTCOMES) and "</html>" in page
-    assert "cannot be told from chance" in page and "rough guide" in page
+    assert "too few to tell whether the difference is real" in page and "excludes zero" not in page
 
 
 def test_the_period_can_be_chosen_and_needs_outcomes(settings):
@@ -116,10 +117,26 @@ def test_the_period_can_be_chosen_and_needs_outcomes(settings):
         compute_uplift(DuckDbEngine(nobody), settings)
 
 
-def test_a_clear_difference_is_called_one(settings):
-    from atende.jobs.uplift import Comparison
+def test_a_clear_difference_is_called_one_and_a_share_near_zero_keeps_its_uncertainty():
+    from atende.jobs.uplift import Comparison, wilson
 
-    outcome = OUTCOMES[2]
-    clear = Comparison(outcome, 5000, 100, 48.0, 30.0, 0.5, 2.0)
+    spend = OUTCOMES[2]
+    clear = Comparison(spend, 5000, 100, 48.0, 30.0, 0.5, 2.0)
     assert clear.interval[0] > 0 and "excludes zero: following the recommendations raised it" in sentence(clear)
     assert clear.relative == pytest.approx(0.6)
+    even = Comparison(spend, 5000, 100, 31.0, 30.0, 0.5, 2.0)
+    assert "cannot be told from chance" in sentence(even)
+    # 3 % of 267 treated customers responded, none of 57 held-out ones: the normal interval of the holdout's
+    # 0 % has width 0 and would call +3 points certain; Newcombe's does not (Newcombe 1998, method 10)
+    responded = OUTCOMES[0]
+    assert responded.binary and not spend.binary
+    p1, n1, n2 = 8 / 267, 267, 57
+    shares = Comparison(responded, n1, n2, 100 * p1, 0.0, 100 * math.sqrt(p1 * (1 - p1) / n1), 0.0)
+    low, high = shares.interval
+    assert low < 0 < high, "with 57 held-out customers a 3-point difference is not certain"
+    l1, u1 = wilson(p1, n1)
+    l2, u2 = wilson(0.0, n2)
+    assert low == pytest.approx(100 * (p1 - math.sqrt((p1 - l1) ** 2 + u2 ** 2)))
+    assert high == pytest.approx(100 * (p1 + math.sqrt((u1 - p1) ** 2)))
+    # the Wilson interval of 0 of 57 reaches 6.3 % (a textbook value: 1.96² / (57 + 1.96²))
+    assert wilson(0.0, 57) == pytest.approx((0.0, 1.96 ** 2 / (57 + 1.96 ** 2)), abs=1e-4)
