@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--landing", type=_location, help=argparse.SUPPRESS)
     train.add_argument("--lakehouse", required=True, type=_location)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="judge the champion models as their users would: persona stability and differences, "
+                         "off-policy next best action, products against popularity, uplift against the holdout; "
+                         "an HTML page and an MLflow run")
+    evaluate.add_argument("--lakehouse", required=True, type=_location)
+    evaluate.add_argument("--out", required=True, type=Path)
+    evaluate.add_argument("--refits", type=_positive, default=5,
+                          help="refits of the persona model on subsamples, for its stability (default 5, at least 2)")
+
     maintain = sub.add_parser("maintain", help="table upkeep: compact and Z-order, vacuum old files, name tables in the catalog")
     maintain_sub = maintain.add_subparsers(dest="maintain", required=True)
     for action, text in (
@@ -435,6 +444,39 @@ def cmd_train(args, settings: Settings) -> int:
         spark.stop()
 
 
+def cmd_evaluate(args, settings: Settings) -> int:
+    from atende.jobs.evaluate import evaluate, log_evaluation, render_evaluation_page
+
+    if args.refits < 2:
+        raise SystemExit("atende: --refits must be at least 2 (stability compares refits with each other)")
+    console = _console(args)
+    spark, lake = _open_lakehouse(settings, args.lakehouse, args.verbose)
+    try:
+        ev = evaluate(lake, settings, refits=args.refits,
+                      progress=lambda m: console.print(f"{dt.datetime.now():%H:%M:%S} {m}"))
+        page = render_evaluation_page(ev, args.out)
+        run_id = log_evaluation(ev, page)
+    finally:
+        spark.stop()
+    if ev.stability:
+        console.print(f"personas: stability ARI {ev.stability['ari_mean']:.2f} (lowest {ev.stability['ari_min']:.2f}), "
+                      f"the same k in {ev.stability['k_agreement']:.0%} of {len(ev.stability['ks'])} refits")
+    elif ev.stability_note:
+        console.print(f"personas: {ev.stability_note}")
+    if "snips_lift_conversion_rate" in ev.nba:
+        console.print(f"next best action: {ev.nba['snips_lift_conversion_rate']:.2f}x the logging policy's conversion "
+                      f"(SNIPS, 95% {ev.nba.get('snips_lift_conversion_rate_low', float('nan')):.2f}-"
+                      f"{ev.nba.get('snips_lift_conversion_rate_high', float('nan')):.2f})")
+    if "ndcg_ratio" in ev.products:
+        console.print(f"products: NDCG@10 {ev.products['ndcg_ratio']:.2f}x popularity "
+                      f"({int(ev.products.get('test_customers', 0)):,} test customers)")
+    console.print("uplift: " + (f"{ev.uplift.days} days, {ev.uplift.treated_customers:,} treated and "
+                                f"{ev.uplift.holdout_customers:,} held-out customers" if ev.uplift else
+                                f"not measured yet ({ev.uplift_note})"))
+    console.print(f"page written to {page}; MLflow run {run_id}")
+    return 0
+
+
 def _open_lakehouse(settings: Settings, path: str, verbose: bool = False):
     from atende.lakehouse.locations import is_storage_uri
     from atende.lakehouse.storage import Storage, location
@@ -599,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"atende: {exc}", file=sys.stderr)
         return 2
-    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report,
+    handlers = {"generate": cmd_generate, "run": cmd_run, "demo": cmd_demo, "report": cmd_report, "evaluate": cmd_evaluate,
                 "segments": cmd_segments, "train": cmd_train, "maintain": cmd_maintain, "sql": cmd_sql,
                 "forget": cmd_forget, "export-subject": cmd_export_subject}
     try:

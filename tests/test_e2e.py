@@ -252,6 +252,35 @@ def test_train_computes_the_profiles_run_wrote(spark, landing, full_run):
     written.unpersist()
 
 
+def test_evaluate_judges_the_champions_and_logs_the_figures(daily_runs, tmp_path):
+    """`atende evaluate` over the daily lakehouse (several runs: the holdout has days after the first
+    recommendations): every champion found, the personas refitted and compared, the page written, and one
+    MLflow run holding the figures, its id on each champion version."""
+    from mlflow import MlflowClient
+
+    from atende.jobs.evaluate import evaluate, log_evaluation, render_evaluation_page
+
+    store = daily_runs.runner.lake
+    ev = evaluate(store, daily_runs.settings, refits=2)
+    assert all(ev.versions[part] for part in ("personas", "tone", "products", "next_best_action")), ev.versions
+    assert ev.stability is not None or "could not be refitted" in (ev.stability_note or "")
+    assert ev.personas is not None and int(ev.personas["customers"].sum()) == store.read("gold", "persona_segments").count()
+    assert "total_spend" in ev.separation and 0.0 <= ev.separation["total_spend"] <= 1.0
+    if ev.uplift is not None:  # held-out customers among the 80: the days after the first day processed
+        first = min(daily_runs.summaries[0].arrival_dates)
+        assert ev.uplift.start == first + dt.timedelta(days=1) and ev.uplift.treated_customers > 0
+    else:
+        assert "in the holdout" in (ev.uplift_note or ""), ev.uplift_note
+    page = render_evaluation_page(ev, tmp_path / "evaluation.html")
+    assert "id=\"personas\"" in page.read_text() and "id=\"uplift\"" in page.read_text()
+    run_id = log_evaluation(ev, page)
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.data.tags["atende.kind"] == "evaluation"
+    assert run.data.metrics == pytest.approx(ev.metrics()) and ev.metrics()
+    assert client.get_model_version("atende-personas", ev.versions["personas"]).tags["atende.evaluation_run"] == run_id
+
+
 def test_personas_and_recommendations_match_the_contract(lake, settings):
     from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
 

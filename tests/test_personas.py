@@ -248,3 +248,23 @@ def test_a_persona_without_contacts_has_no_leading_channel():
     means = pd.DataFrame({"age": [40.0], "interactions_per_week": [0.0]})
     names, descriptions = _describe(model, means, means.mean(), pd.Series({"age": 1.0, "interactions_per_week": 1.0}))
     assert "-first" not in names[0] and "contacts mostly" not in descriptions[0]
+
+
+def test_stability_is_high_for_clear_groups_and_low_for_noise(persona_settings):
+    from atende.models.personas import persona_stability
+
+    sample, _ = synthetic_customers()
+    clear = persona_stability(sample, persona_settings, refits=3, seed=5)
+    assert clear["ks"] == [3, 3, 3] and clear["k_agreement"] == 1.0 and clear["k_mode"] == 3
+    assert len(clear["ari"]) == 3 and clear["ari_min"] > 0.9
+    # customers who are all alike in expectation: whatever the refits find is noise, and they disagree
+    rng = np.random.default_rng(3)
+    alike = sample.copy()
+    for column in ("age", "satisfaction_index", "interactions_count", *CHANNELS, *HOURS):
+        alike[column] = rng.permutation(alike[column].to_numpy())
+    alike["income_band"] = rng.permutation(alike["income_band"].to_numpy())
+    alike["profession"] = rng.permutation(alike["profession"].to_numpy())
+    noise = persona_stability(alike, persona_settings, refits=3, seed=5)
+    assert noise["ari_mean"] < clear["ari_mean"] - 0.3
+    with pytest.raises(ValueError, match="at least two refits"):
+        persona_stability(sample, persona_settings, refits=1)

@@ -1,0 +1,353 @@
+"""`atende evaluate`: the champion models judged as their users judge them, on one page and in MLflow.
+
+There is no truth file in production. What a company can see is whether the segments hold still and differ
+in what their customers do, what a policy would have earned on the logged actions, how the product lists
+rank what customers went on to buy, and what happened to the customers who got the recommendations against
+those who did not. This gathers what is measured today:
+
+* **Personas**: stability — the model refitted on random 80 % subsamples of its fit sample
+  (`models.personas.persona_stability`): the adjusted Rand index between refits over the same customers and
+  how often they choose the same k; per persona, its size and the mean (with a 95% interval) of what its
+  customers do — satisfaction, spend, response to actions, resolution, contact rate — and, per outcome, the
+  share of its variance between personas (eta², 0: the personas do not differ in it; 1: they explain it all).
+* **Next best action**: the off-policy estimates logged by the champion's training run (SNIPS and doubly
+  robust conversion against the logging policy's, with bootstrap intervals; `models/offpolicy.py`).
+* **Products**: the champion run's time split: NDCG, precision and recall at 10 of the served lists against
+  popularity's, over the customers who bought in the held-out days.
+* **Tone**: the champion run's held-out policy error.
+* **Uplift**: treated against held-out customers (`jobs/uplift.py`), when the lakehouse has a period after
+  the first recommendations; otherwise the page says why not.
+
+The figures are logged as one MLflow run (`atende.kind = evaluation`, tagged with each champion's version),
+the page is its artefact, and each champion model version is tagged with the run's id.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from atende.conf.settings import Settings
+from atende.jobs import tracking
+from atende.jobs.gold_query import SparkEngine, _write_atomically
+from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
+from atende.jobs.report import _STYLE, chart_html, plotly_script
+from atende.jobs.uplift import UPLIFT_TABLES, NoUpliftPeriod, Uplift, compute_uplift, sentence
+from atende.lakehouse.tables import Lakehouse
+from atende.models.personas import persona_stability, sample_for_fit
+
+log = logging.getLogger(__name__)
+
+Z95 = 1.959963984540054
+MODELS = {"personas": PERSONA_MODEL, "tone": TONE_MODEL, "products": PRODUCT_MODEL, "next_best_action": NBA_MODEL}
+# what a persona's customers do (gold/customer_features columns): title, unit, scale for the page
+PERSONA_OUTCOMES = {
+    "satisfaction_index": ("Satisfaction", "index 0–1", 1.0),
+    "total_spend": ("Spend", "BRL per customer", 1.0),
+    "action_response_rate": ("Response to actions", "% of actions", 100.0),
+    "resolved_rate": ("Resolution", "% of contacts", 100.0),
+    "interactions_per_week": ("Contacts", "per week", 1.0),
+}
+NBA_FIGURES = (
+    ("logging_conversion_rate", "Logging policy (what was done)"),
+    ("snips_conversion_rate", "Learned policy, self-normalised IPS"),
+    ("dr_conversion_rate", "Learned policy, doubly robust"),
+    ("snips_lift_conversion_rate", "Lift, SNIPS (learned / logged)"),
+    ("dr_lift_conversion_rate", "Lift, doubly robust (learned / logged)"),
+)
+
+
+@dataclass
+class Evaluation:
+    versions: dict[str, str | None]
+    stability: dict[str, Any] | None = None
+    stability_note: str | None = None
+    personas: pd.DataFrame | None = None  # persona_id, persona_name, customers, share, <outcome>_mean/_low/_high
+    separation: dict[str, float] = field(default_factory=dict)  # outcome -> eta²
+    nba: dict[str, float] = field(default_factory=dict)
+    products: dict[str, float] = field(default_factory=dict)
+    tone: dict[str, float] = field(default_factory=dict)
+    uplift: Uplift | None = None
+    uplift_note: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """The figures MLflow gets (finite numbers only)."""
+        out: dict[str, float] = {}
+        if self.stability:
+            out.update({"persona_stability_ari_mean": self.stability["ari_mean"],
+                        "persona_stability_ari_min": self.stability["ari_min"],
+                        "persona_k_agreement": self.stability["k_agreement"],
+                        "persona_stability_refits": float(len(self.stability["ks"]))})
+        out.update({f"persona_eta2_{k}": v for k, v in self.separation.items()})
+        if self.personas is not None:
+            out["personas"] = float(len(self.personas))
+            out["persona_smallest_share"] = float(self.personas["share"].min())
+        out.update({f"nba_{k}": v for k, v in self.nba.items()})
+        out.update({f"products_{k}": v for k, v in self.products.items()})
+        out.update({f"tone_{k}": v for k, v in self.tone.items()})
+        if self.uplift is not None:
+            out["uplift_days"] = float(self.uplift.days)
+            out["uplift_treated_customers"] = float(self.uplift.treated_customers)
+            out["uplift_holdout_customers"] = float(self.uplift.holdout_customers)
+            for c in self.uplift.comparisons:
+                name = c.outcome.column
+                for key, value in (("treated", c.treated), ("holdout", c.holdout), ("difference", c.difference)):
+                    if value is not None:
+                        out[f"uplift_{name}_{key}"] = value
+                if c.interval is not None:
+                    out[f"uplift_{name}_low"], out[f"uplift_{name}_high"] = c.interval
+        return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _champion_metrics(name: str) -> tuple[str | None, dict[str, float]]:
+    from mlflow import MlflowClient
+
+    version = tracking.champion_version(name)
+    if version is None:
+        return None, {}
+    return str(version.version), dict(MlflowClient().get_run(version.run_id).data.metrics)
+
+
+def persona_outcomes(features: DataFrame, segments: DataFrame, personas: DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per persona: customers, share, and per outcome of PERSONA_OUTCOMES the mean with a 95% interval
+    (normal approximation); and per outcome eta², the share of its variance between personas, from the
+    groups' counts, means and variances (one Spark aggregation, one row per persona back)."""
+    present = [c for c in PERSONA_OUTCOMES if c in features.columns]
+    joined = segments.select("customer_key", "persona_id").join(
+        features.select("customer_key", *[F.col(c).cast("double").alias(c) for c in present]), "customer_key")
+    stats = joined.groupBy("persona_id").agg(
+        F.count("*").alias("customers"),
+        *[x for c in present for x in (F.count(c).alias(f"{c}_n"), F.avg(c).alias(f"{c}_mean"),
+                                       F.var_samp(c).alias(f"{c}_var"))],
+    ).join(personas.select("persona_id", "persona_name"), "persona_id", "left").orderBy("persona_id").toPandas()
+    if stats.empty:
+        return stats, {}
+    stats["share"] = stats["customers"] / stats["customers"].sum()
+    separation = {}
+    for c in present:
+        n, mean, var = stats[f"{c}_n"].astype(float), stats[f"{c}_mean"].astype(float), stats[f"{c}_var"].astype(float)
+        se = (var / n).pow(0.5)
+        stats[f"{c}_low"], stats[f"{c}_high"] = mean - Z95 * se, mean + Z95 * se
+        ok = n > 0
+        grand = (n[ok] * mean[ok]).sum() / n[ok].sum() if n[ok].sum() else math.nan
+        between = (n[ok] * (mean[ok] - grand) ** 2).sum()
+        within = ((n[ok] - 1).clip(lower=0) * var[ok].fillna(0.0)).sum()
+        if between + within > 0:
+            separation[c] = float(between / (between + within))
+    return stats, separation
+
+
+def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lambda m: None) -> Evaluation:
+    """Every measure of the module's docstring over the lakehouse and the registered champions."""
+    tracking.configure(settings, lake.root)
+    versions: dict[str, str | None] = {}
+    champion_metrics: dict[str, dict[str, float]] = {}
+    for part, name in MODELS.items():
+        versions[part], champion_metrics[part] = _champion_metrics(name)
+    ev = Evaluation(versions=versions)
+    if not lake.exists("gold", "customer_features"):
+        raise FileNotFoundError(f"no gold/customer_features in {lake.uri}: run `atende run` first")
+    features = lake.read("gold", "customer_features").cache()
+    try:
+        cfg = settings.models.personas
+        if versions["personas"] is None:
+            ev.stability_note = "no persona model is registered: nothing to refit"
+        else:
+            progress(f"personas: refitting on {refits} subsamples of the fit sample")
+            try:
+                ev.stability = persona_stability(sample_for_fit(features, cfg), cfg, refits=refits, seed=cfg.seed)
+            except ValueError as exc:  # too few customers to refit
+                ev.stability_note = f"the personas could not be refitted: {exc}"
+        if lake.exists("gold", "persona_segments") and lake.exists("gold", "personas"):
+            ev.personas, ev.separation = persona_outcomes(features, lake.read("gold", "persona_segments"),
+                                                          lake.read("gold", "personas"))
+    finally:
+        features.unpersist()
+    ev.nba = {k: v for k, v in champion_metrics["next_best_action"].items()
+              if k.startswith(("logging_", "snips_", "dr_", "ips_", "auc_overall", "ope_"))}
+    ev.products = {k: v for k, v in champion_metrics["products"].items()
+                   if k.startswith(("als_", "popularity_", "ndcg_ratio", "test_customers", "warm_test"))}
+    ev.tone = {k: v for k, v in champion_metrics["tone"].items() if "holdout" in k or "accuracy" in k}
+    missing = [t for t in UPLIFT_TABLES.values() if not lake.exists(*t)]
+    if missing:
+        ev.uplift_note = "the lakehouse lacks " + ", ".join("/".join(t) for t in missing)
+    else:
+        try:
+            ev.uplift = compute_uplift(SparkEngine(lake, UPLIFT_TABLES), settings)
+        except NoUpliftPeriod as exc:
+            ev.uplift_note = str(exc)
+    return ev
+
+
+# --- page ------------------------------------------------------------------------------------------
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:,.{digits}f}".replace("-", "−")
+
+
+def _stability_section(ev: Evaluation) -> list[str]:
+    parts = ["<h2 id=\"personas\">Personas</h2>"]
+    s = ev.stability
+    if s is None:
+        parts.append(f"<p class=\"empty\">Stability not measured: {html.escape(ev.stability_note or '')}.</p>")
+    else:
+        verdict = ("stable: refits on other samples of customers draw nearly the same segments"
+                   if s["ari_mean"] >= 0.8 else
+                   "unstable: refits on other samples of customers draw noticeably different segments, so a "
+                   "customer's persona depends on which customers the fit happened to see")
+        parts.append(
+            f"<p class=\"sentence\" id=\"stability\">Refitted on {len(s['ks'])} random 80 % subsamples of the "
+            f"{s['customers']:,} customers of the fit sample, the personas agree with each other at an adjusted "
+            f"Rand index of {_fmt(s['ari_mean'], 2)} on average (lowest pair {_fmt(s['ari_min'], 2)}; 1 is the "
+            f"same segmentation, 0 no more alike than chance): {verdict}. The refits chose k = "
+            f"{', '.join(str(k) for k in s['ks'])}; {s['k_agreement']:.0%} chose k = {s['k_mode']}.</p>")
+    p = ev.personas
+    if p is None or p.empty:
+        parts.append("<p class=\"empty\">No persona segments in the lakehouse.</p>")
+        return parts
+    present = [c for c in PERSONA_OUTCOMES if f"{c}_mean" in p.columns]
+    head = "".join(f"<th>{html.escape(PERSONA_OUTCOMES[c][0])} <span class=\"unit\">"
+                   f"{html.escape(PERSONA_OUTCOMES[c][1])}</span></th>" for c in present)
+    rows = []
+    for _, r in p.iterrows():
+        cells = "".join(
+            f"<td>{_fmt(r[f'{c}_mean'] * PERSONA_OUTCOMES[c][2], 2)} <span class=\"unit\">"
+            f"({_fmt(r[f'{c}_low'] * PERSONA_OUTCOMES[c][2], 2)} to {_fmt(r[f'{c}_high'] * PERSONA_OUTCOMES[c][2], 2)})"
+            "</span></td>" for c in present)
+        rows.append(f"<tr><td>{html.escape(str(r['persona_id']))} {html.escape(str(r['persona_name'] or ''))}</td>"
+                    f"<td>{int(r['customers']):,} ({r['share']:.0%})</td>{cells}</tr>")
+    parts.append(f"<table id=\"persona-outcomes\"><tr><th>persona</th><th>customers</th>{head}</tr>{''.join(rows)}"
+                 "</table>")
+    separated = sorted(ev.separation.items(), key=lambda kv: -kv[1])
+    if separated:
+        described = ", ".join(f"{PERSONA_OUTCOMES[c][0].lower()} {v:.0%}" for c, v in separated)
+        strongest = PERSONA_OUTCOMES[separated[0][0]][0].lower()
+        parts.append(
+            f"<p class=\"sentence\" id=\"separation\">Share of each outcome's variance between the personas "
+            f"(eta²): {described}. The personas differ most in {strongest}; an outcome near 0 % is one the "
+            "segments do not tell apart, so a campaign aimed at it gains nothing from targeting by persona.</p>")
+    figure = {
+        "data": [{"type": "bar", "x": [PERSONA_OUTCOMES[c][0] for c, _ in separated],
+                  "y": [round(v, 4) for _, v in separated], "marker": {"color": "#3366cc"},
+                  "hovertemplate": "%{x}: %{y:.1%} of the variance between personas<extra></extra>"}],
+        "layout": {"height": 260, "margin": {"l": 60, "r": 20, "t": 10, "b": 60},
+                   "yaxis": {"title": {"text": "eta²"}, "range": [0, 1], "tickformat": ".0%", "gridcolor": "#e4e7eb"},
+                   "plot_bgcolor": "white", "paper_bgcolor": "white"},
+    }
+    parts.append(chart_html(figure, "persona-separation"))
+    return parts
+
+
+def _nba_section(ev: Evaluation) -> list[str]:
+    parts = ["<h2 id=\"next-best-action\">Next best action, off-policy</h2>"]
+    m = ev.nba
+    if "logging_conversion_rate" not in m:
+        parts.append("<p class=\"empty\">No off-policy figures: "
+                     + ("no next-best-action model is registered." if ev.versions["next_best_action"] is None else
+                        "the champion's held-out logged actions carry no propensity.") + "</p>")
+        return parts
+    rows = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{_fmt(m.get(key))}</td>"
+        f"<td>{_fmt(m.get(key + '_low'))} to {_fmt(m.get(key + '_high'))}</td></tr>"
+        for key, label in NBA_FIGURES if key in m)
+    parts.append(f"<table id=\"off-policy\"><tr><th>conversion per logged action</th><th>estimate</th>"
+                 f"<th>95% bootstrap interval</th></tr>{rows}</table>")
+    lift, low = m.get("snips_lift_conversion_rate"), m.get("snips_lift_conversion_rate_low")
+    if lift is not None and low is not None:
+        verdict = ("its interval's lower end is above 1, so it would convert better than what was done"
+                   if low > 1 else "its interval reaches 1 or below, so it is not shown to beat what was done")
+        parts.append(
+            f"<p class=\"sentence\" id=\"nba-sentence\">Judged on {int(m.get('ips_rows', 0)):,} held-out logged actions "
+            f"(it agrees with the logged action on {m.get('ips_match_rate', 0):.0%} of them), the learned policy would "
+            f"convert {lift:.2f}× as often as the logging policy (self-normalised IPS): {verdict}.</p>")
+    return parts
+
+
+def _products_section(ev: Evaluation) -> list[str]:
+    parts = ["<h2 id=\"products\">Products, time split</h2>"]
+    m = ev.products
+    if "als_ndcg_at_10" not in m:
+        parts.append("<p class=\"empty\">No time-split figures: "
+                     + ("no product model is registered." if ev.versions["products"] is None else
+                        "the champion's training data was too short to hold days out.") + "</p>")
+        return parts
+    rows = "".join(
+        f"<tr><td>{name}</td>" + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>"
+                                         for metric in ("ndcg", "precision", "recall")) + "</tr>"
+        for prefix, name in (("als", "served lists (ALS, persona, popularity)"), ("popularity", "popularity")))
+    parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10</th><th>precision@10</th>"
+                 f"<th>recall@10</th></tr>{rows}</table>")
+    ratio = m.get("ndcg_ratio")
+    parts.append(
+        f"<p class=\"sentence\">Over {int(m.get('test_customers', 0)):,} customers who bought in the held-out days, "
+        f"the served lists rank what they bought at {_fmt(ratio, 2)}× popularity's NDCG@10 "
+        + ("(better than showing everyone the best sellers)." if ratio and ratio > 1 else
+           "(no better than showing everyone the best sellers).") + "</p>")
+    return parts
+
+
+def _uplift_section(ev: Evaluation) -> list[str]:
+    parts = ["<h2 id=\"uplift\">Uplift against the holdout</h2>"]
+    u = ev.uplift
+    if u is None:
+        parts.append(f"<p class=\"empty\" id=\"uplift-note\">Not measured yet: {html.escape(ev.uplift_note or '')}</p>")
+        return parts
+    parts.append(f"<p class=\"meta\">{u.days} days, {u.start:%d %b %Y} to {u.end:%d %b %Y}; {u.treated_customers:,} "
+                 f"treated and {u.holdout_customers:,} held-out customers (`atende report uplift` for the charts).</p>")
+    parts += [f"<p class=\"sentence\"><b>{html.escape(c.outcome.title)}.</b> {html.escape(sentence(c))}</p>"
+              for c in u.comparisons]
+    return parts
+
+
+def render_evaluation_page(ev: Evaluation, out: Path, title: str = "atende — model evaluation") -> Path:
+    versions = ", ".join(f"{part} v{v}" if v else f"{part}: none" for part, v in ev.versions.items())
+    parts = [
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style>", plotly_script() + "</head><body>", f"<h1>{html.escape(title)}</h1>",
+        f"<p class=\"meta\" id=\"versions\">Champions: {html.escape(versions)}. Written "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
+        "<nav><a href=\"#personas\">Personas</a><a href=\"#next-best-action\">Next best action</a>"
+        "<a href=\"#products\">Products</a><a href=\"#tone\">Tone</a><a href=\"#uplift\">Uplift</a></nav>",
+        *_stability_section(ev), *_nba_section(ev), *_products_section(ev),
+        "<h2 id=\"tone\">Tone</h2>",
+        (f"<p class=\"sentence\">The champion's policy error on held-out contacts (RMSE of the outcome it predicts "
+         f"for the tone used): {_fmt(ev.tone.get('policy_holdout_rmse'))}.</p>" if "policy_holdout_rmse" in ev.tone
+         else "<p class=\"empty\">No tone model is registered.</p>"),
+        *_uplift_section(ev),
+        "\n</body></html>\n",
+    ]
+    text = "\n".join(parts)
+    _write_atomically(out, lambda staging: staging.write_text(text, encoding="utf-8"))
+    return Path(out).resolve()
+
+
+def log_evaluation(ev: Evaluation, page: Path) -> str:
+    """One MLflow run with the figures and the page; each champion version tagged with the run's id."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    with mlflow.start_run(run_name=f"evaluation {dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}") as run:
+        mlflow.set_tags({"atende.kind": "evaluation",
+                         **{f"champion.{part}": v for part, v in ev.versions.items() if v is not None}})
+        tracking.log_metrics(ev.metrics())
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "evaluation.html"
+            copy.write_bytes(Path(page).read_bytes())
+            mlflow.log_artifact(str(copy))
+    client = MlflowClient()
+    for part, version in ev.versions.items():
+        if version is not None:
+            client.set_model_version_tag(MODELS[part], version, "atende.evaluation_run", run.info.run_id)
+    return run.info.run_id
