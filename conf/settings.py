@@ -339,6 +339,9 @@ class ToneSettings(_Section):
     # the tone a customer gets when no tone model can be trained and none is registered (the fallback,
     # with confidence 0); None: the catalogue's first tone
     default_tone: str | None = None
+    # `atende evaluate`'s natural experiment: a tone model trained without the last this-many days of
+    # contacts is judged on them
+    evaluation_days: int = Field(default=4, ge=1)
 
     @model_validator(mode="after")
     def _default_tone(self) -> ToneSettings:

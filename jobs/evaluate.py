@@ -14,7 +14,15 @@ those who did not. This gathers what is measured today:
   robust conversion against the logging policy's, with bootstrap intervals; `models/offpolicy.py`).
 * **Products**: the champion run's time split: NDCG, precision and recall at 10 of the served lists against
   popularity's, over the customers who bought in the held-out days.
-* **Tone**: the champion run's held-out policy error.
+* **Tone, by the natural experiment the data holds**: agents are assigned without regard to tone, and most
+  write in one habitual tone, so among contacts written in the agent's habitual tone, whether that tone is the
+  one a recommender picks for the customer is as good as random. A tone model is trained without the last
+  `models.tone.evaluation_days` days and recommends a tone per customer; on those days' habitual-tone
+  contacts, resolution and the contact's outcome (survey scores, comments on the agent's manner, else
+  resolution: what the tone model learns from) are compared between contacts whose tone matched the
+  recommendation and the others, with 95% intervals — for atende's recommendation, for a persona-only one
+  (each persona's most frequent atende tone) and for a random one, as references. The champion's held-out
+  policy error is shown too.
 * **Uplift**: treated against held-out customers (`jobs/uplift.py`), when the lakehouse has a period after
   the first recommendations; otherwise the page says why not.
 
@@ -39,11 +47,19 @@ from pyspark.sql import functions as F
 from atende.conf.settings import Settings
 from atende.jobs import tracking
 from atende.jobs.gold_query import SparkEngine, _write_atomically
-from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_MODEL
+from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_CONTEXT, TONE_MODEL
 from atende.jobs.report import _STYLE, chart_html, plotly_script
-from atende.jobs.uplift import UPLIFT_TABLES, NoUpliftPeriod, Uplift, compute_uplift, sentence
+from atende.jobs.uplift import UPLIFT_TABLES, Comparison, NoUpliftPeriod, Outcome, Uplift, compute_uplift, sentence
 from atende.lakehouse.tables import Lakehouse
 from atende.models.personas import persona_stability, sample_for_fit
+from atende.models.tone import (
+    detect_tones,
+    habitual_tone_contacts,
+    interaction_outcomes,
+    score_tone_model,
+    train_tone_model,
+)
+from atende.pipelines.frames import scalar
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +73,15 @@ PERSONA_OUTCOMES = {
     "resolved_rate": ("Resolution", "% of contacts", 100.0),
     "interactions_per_week": ("Contacts", "per week", 1.0),
 }
+TONE_OUTCOMES = (
+    Outcome("resolved", "Resolved", "% of contacts", 100.0, "habitual-tone agent contacts with a known resolution",
+            "the share of contacts resolved", binary=True),
+    Outcome("outcome", "Contact outcome", "0–1", 1.0, "habitual-tone agent contacts with an outcome",
+            "the contact's outcome as the tone model learns it: the mean of its normalised survey scores (a "
+            "comment on the agent's manner counting as extra scores), else 1 when resolved and 0 when not"),
+)
+TONE_RECOMMENDERS = {"atende": "atende's tone model", "persona-only": "each persona's most frequent atende tone",
+                     "random": "a tone drawn at random per customer"}
 NBA_FIGURES = (
     ("logging_conversion_rate", "Logging policy (what was done)"),
     ("snips_conversion_rate", "Learned policy, self-normalised IPS"),
@@ -76,6 +101,10 @@ class Evaluation:
     nba: dict[str, float] = field(default_factory=dict)
     products: dict[str, float] = field(default_factory=dict)
     tone: dict[str, float] = field(default_factory=dict)
+    # recommender -> (resolved, outcome) comparisons: matched ("treated") against the other contacts
+    tone_experiment: dict[str, tuple[Comparison, ...]] = field(default_factory=dict)
+    tone_experiment_note: str | None = None
+    tone_cutoff: dt.datetime | None = None
     uplift: Uplift | None = None
     uplift_note: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -95,6 +124,16 @@ class Evaluation:
         out.update({f"nba_{k}": v for k, v in self.nba.items()})
         out.update({f"products_{k}": v for k, v in self.products.items()})
         out.update({f"tone_{k}": v for k, v in self.tone.items()})
+        for name, comparisons in self.tone_experiment.items():
+            key = name.replace("-", "_")
+            for c in comparisons:
+                prefix = f"tone_experiment_{key}_{c.outcome.column}"
+                out[f"{prefix}_contacts_matched"], out[f"{prefix}_contacts_other"] = c.treated_n, c.holdout_n
+                for part, value in (("matched", c.treated), ("other", c.holdout), ("difference", c.difference)):
+                    if value is not None:
+                        out[f"{prefix}_{part}"] = value
+                if c.interval is not None:
+                    out[f"{prefix}_low"], out[f"{prefix}_high"] = c.interval
         if self.uplift is not None:
             out["uplift_days"] = float(self.uplift.days)
             out["uplift_treated_customers"] = float(self.uplift.treated_customers)
@@ -147,6 +186,100 @@ def persona_outcomes(features: DataFrame, segments: DataFrame, personas: DataFra
     return stats, separation
 
 
+def tone_experiment(contacts: DataFrame, outcomes: DataFrame,
+                    recommenders: dict[str, DataFrame]) -> dict[str, tuple[Comparison, ...]]:
+    """Per recommender (`customer_key, tone` frames), TONE_OUTCOMES compared between the `contacts`
+    (`interaction_id, customer_key, tone, resolved`) whose tone is the one it recommends for their customer
+    (`treated`: matched) and the others (`holdout`); `outcomes`: `interaction_id, outcome`. One Spark
+    aggregation; a contact whose customer a recommender has no tone for does not count for it."""
+    base = contacts.join(outcomes.select("interaction_id", "outcome"), on="interaction_id", how="left")
+    rows = None
+    for name, recommended in recommenders.items():
+        part = base.join(recommended.select("customer_key", F.col("tone").alias("_recommended")),
+                         on="customer_key", how="inner").select(
+            F.lit(name).alias("recommender"), (F.col("tone") == F.col("_recommended")).alias("matched"),
+            F.col("resolved").cast("double").alias("resolved"), F.col("outcome").cast("double").alias("outcome"))
+        rows = part if rows is None else rows.unionByName(part)
+    if rows is None:
+        return {}
+    stats = rows.groupBy("recommender", "matched").agg(*[
+        x for o in TONE_OUTCOMES for x in (F.count(o.column).alias(f"{o.column}_n"),
+                                           F.avg(o.column).alias(f"{o.column}_mean"),
+                                           F.var_samp(o.column).alias(f"{o.column}_var"))]).toPandas()
+    result = {}
+    for name in recommenders:
+        groups = {bool(r["matched"]): r for _, r in stats[stats["recommender"] == name].iterrows()}
+        comparisons = []
+        for o in TONE_OUTCOMES:
+            values = []
+            for matched in (True, False):
+                row = groups.get(matched)
+                n = 0 if row is None else int(row[f"{o.column}_n"])
+                mean = None if row is None or n == 0 else float(row[f"{o.column}_mean"]) * o.scale
+                var = None if row is None or n < 2 or pd.isna(row[f"{o.column}_var"]) else float(row[f"{o.column}_var"])
+                values.append((n, mean, None if var is None else math.sqrt(var / n) * o.scale))
+            (n1, m1, s1), (n2, m2, s2) = values
+            comparisons.append(Comparison(o, n1, n2, m1, m2, s1, s2))
+        result[name] = tuple(comparisons)
+    return result
+
+
+def _tone_natural_experiment(lake: Lakehouse, settings: Settings, features: DataFrame, ev: Evaluation,
+                             progress) -> None:
+    """The tone section's experiment (see the module's docstring); a reason in `ev.tone_experiment_note`
+    when it cannot run."""
+    cfg = settings.models.tone
+    if not lake.exists("silver", "interactions"):
+        ev.tone_experiment_note = "the lakehouse has no silver/interactions"
+        return
+    interactions = lake.read("silver", "interactions")
+    responses = (lake.read("silver", "survey_responses") if lake.exists("silver", "survey_responses") else None)
+    last = scalar(interactions.agg(F.max("started_at")))
+    if last is None or responses is None:
+        ev.tone_experiment_note = "no contacts or no survey responses to judge tones by"
+        return
+    cutoff = last - dt.timedelta(days=cfg.evaluation_days)
+    ev.tone_cutoff = cutoff
+    segments = (lake.read("gold", "persona_segments").select("customer_key", "persona_id")
+                if lake.exists("gold", "persona_segments") else None)
+    context = (features.join(segments, on="customer_key", how="left") if segments is not None
+               else features.withColumn("persona_id", F.lit(None).cast("string")))
+    comments = responses.select("response_id", "comment")
+    before = interactions.where(F.col("started_at") < F.lit(cutoff))
+    answered_before = responses.where(F.col("submitted_at") < F.lit(cutoff))
+    progress(f"tone: training a model on the contacts before {cutoff:%Y-%m-%d %H:%M} UTC, judging it on the "
+             f"{cfg.evaluation_days} days after")
+    try:
+        model, _ = train_tone_model(before, answered_before, context, cfg, TONE_CONTEXT, survey_comments=comments,
+                                    seed=settings.models.personas.seed,
+                                    estimate_prior_strength_from_data=cfg.estimate_prior_strength)
+    except Exception as exc:  # too few labelled replies or outcomes before the cutoff: the page says so
+        log.info("tone experiment: no model", exc_info=True)
+        ev.tone_experiment_note = f"no tone model could be trained on the contacts before the last " \
+                                  f"{cfg.evaluation_days} days ({str(exc).splitlines()[0]})"
+        return
+    recommended = score_tone_model(model, before, answered_before, context, survey_comments=comments,
+                                   settings=cfg).select("customer_key", "tone").cache()
+    try:
+        tones = detect_tones(interactions, model.detector)  # an agent's habit is read from all their contacts
+        contacts = habitual_tone_contacts(interactions, tones).where(F.col("started_at") >= F.lit(cutoff))
+        outcomes = interaction_outcomes(interactions, responses, comments, comment_cues=cfg.comment_cues,
+                                        comment_weight=cfg.comment_weight)
+        catalogue = list(cfg.catalogue)
+        recommenders = {"atende": recommended}
+        if segments is not None:
+            modal = (recommended.join(segments, on="customer_key").groupBy("persona_id", "tone").count()
+                     .groupBy("persona_id").agg(F.max_by("tone", F.struct("count", "tone")).alias("tone")))
+            recommenders["persona-only"] = segments.join(modal, on="persona_id").select("customer_key", "tone")
+        # a fixed draw per customer: the same reference on every evaluation
+        pick = F.pmod(F.xxhash64(F.lit("atende-random-tone"), F.col("customer_key")), F.lit(len(catalogue)))
+        recommenders["random"] = features.select(
+            "customer_key", F.element_at(F.array(*[F.lit(t) for t in catalogue]), (pick + 1).cast("int")).alias("tone"))
+        ev.tone_experiment = tone_experiment(contacts, outcomes, recommenders)
+    finally:
+        recommended.unpersist()
+
+
 def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lambda m: None) -> Evaluation:
     """Every measure of the module's docstring over the lakehouse and the registered champions."""
     tracking.configure(settings, lake.root)
@@ -171,6 +304,7 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
         if lake.exists("gold", "persona_segments") and lake.exists("gold", "personas"):
             ev.personas, ev.separation = persona_outcomes(features, lake.read("gold", "persona_segments"),
                                                           lake.read("gold", "personas"))
+        _tone_natural_experiment(lake, settings, features, ev, progress)
     finally:
         features.unpersist()
     ev.nba = {k: v for k, v in champion_metrics["next_best_action"].items()
@@ -298,6 +432,59 @@ def _products_section(ev: Evaluation) -> list[str]:
     return parts
 
 
+def _tone_sentence(c: Comparison) -> str:
+    o = c.outcome
+    if c.treated is None or c.holdout is None:
+        return f"{o.title}: not measurable ({c.treated_n:,} matched and {c.holdout_n:,} other contacts)."
+    text = (f"{o.title}: {_fmt(c.treated, 1 if o.binary else 3)} when the agent's habitual tone was the recommended "
+            f"one ({c.treated_n:,} contacts) against {_fmt(c.holdout, 1 if o.binary else 3)} when it was not "
+            f"({c.holdout_n:,}), a difference of {_fmt(c.difference, 1 if o.binary else 3)}")
+    interval = c.interval
+    if interval is None:
+        return text + "; too few contacts for an interval."
+    text += f" (95% interval {_fmt(interval[0], 1 if o.binary else 3)} to {_fmt(interval[1], 1 if o.binary else 3)})."
+    if min(c.treated_n, c.holdout_n) < 30:
+        return text + " Too few contacts on one side to tell."
+    if interval[0] > 0:
+        return text + " Contacts in the recommended tone went better."
+    if interval[1] < 0:
+        return text + " Contacts in the recommended tone went worse."
+    return text + " The interval includes zero: no difference can be told at this size."
+
+
+def _tone_section(ev: Evaluation) -> list[str]:
+    parts = ["<h2 id=\"tone\">Tone</h2>"]
+    if ev.tone_experiment:
+        cutoff = f"{ev.tone_cutoff:%d %b %Y %H:%M} UTC" if ev.tone_cutoff else "the cutoff"
+        parts.append(f"<p class=\"meta\">A tone model trained on the contacts before {cutoff}, judged on the agent "
+                     "contacts after it that were written in the agent's habitual tone (agents are not assigned "
+                     "by tone, so whether that tone is the recommended one is as good as chance).</p>")
+        rows = []
+        for name, comparisons in ev.tone_experiment.items():
+            for c in comparisons:
+                interval = c.interval
+                rows.append(
+                    f"<tr data-recommender=\"{name}\"><td>{html.escape(TONE_RECOMMENDERS.get(name, name))}</td>"
+                    f"<td>{html.escape(c.outcome.title)} <span class=\"unit\">{html.escape(c.outcome.unit)}</span></td>"
+                    f"<td>{_fmt(c.treated, 2)} ({c.treated_n:,})</td><td>{_fmt(c.holdout, 2)} ({c.holdout_n:,})</td>"
+                    f"<td>{_fmt(c.difference, 2)}</td><td>"
+                    + ("–" if interval is None else f"{_fmt(interval[0], 2)} to {_fmt(interval[1], 2)}") + "</td></tr>")
+        parts.append("<table id=\"tone-experiment\"><tr><th>recommender</th><th>outcome</th><th>tone matched "
+                     "(contacts)</th><th>not matched (contacts)</th><th>difference</th><th>95% interval</th></tr>"
+                     + "".join(rows) + "</table>")
+        for c in ev.tone_experiment.get("atende", ()):
+            parts.append(f"<p class=\"sentence\" data-outcome=\"{c.outcome.column}\">{html.escape(_tone_sentence(c))}</p>")
+        parts.append("<p class=\"meaning\">The persona-only and random rows are references: atende's recommendation "
+                     "is worth its per-customer evidence when its difference is larger than theirs.</p>")
+    else:
+        parts.append(f"<p class=\"empty\" id=\"tone-note\">No natural experiment: "
+                     f"{html.escape(ev.tone_experiment_note or 'not run')}.</p>")
+    if "policy_holdout_rmse" in ev.tone:
+        parts.append(f"<p class=\"sentence\">The champion's policy error on held-out contacts (RMSE of the outcome it "
+                     f"predicts for the tone used): {_fmt(ev.tone.get('policy_holdout_rmse'))}.</p>")
+    return parts
+
+
 def _uplift_section(ev: Evaluation) -> list[str]:
     parts = ["<h2 id=\"uplift\">Uplift against the holdout</h2>"]
     u = ev.uplift
@@ -321,10 +508,7 @@ def render_evaluation_page(ev: Evaluation, out: Path, title: str = "atende — m
         "<nav><a href=\"#personas\">Personas</a><a href=\"#next-best-action\">Next best action</a>"
         "<a href=\"#products\">Products</a><a href=\"#tone\">Tone</a><a href=\"#uplift\">Uplift</a></nav>",
         *_stability_section(ev), *_nba_section(ev), *_products_section(ev),
-        "<h2 id=\"tone\">Tone</h2>",
-        (f"<p class=\"sentence\">The champion's policy error on held-out contacts (RMSE of the outcome it predicts "
-         f"for the tone used): {_fmt(ev.tone.get('policy_holdout_rmse'))}.</p>" if "policy_holdout_rmse" in ev.tone
-         else "<p class=\"empty\">No tone model is registered.</p>"),
+        *_tone_section(ev),
         *_uplift_section(ev),
         "\n</body></html>\n",
     ]

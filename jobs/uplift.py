@@ -166,10 +166,13 @@ def _timestamp(value) -> dt.datetime | None:
 
 def period(engine: QueryEngine, zone: ZoneInfo, since: dt.date | None, days: int | None) -> tuple[dt.date, dt.date]:
     """The period's first and last business day (see the module's "When")."""
-    newest = _timestamp(engine.sql("SELECT max(as_of) AS as_of FROM recommendations")["as_of"].iloc[0])
+    columns = set(engine.sql("SELECT * FROM recommendations LIMIT 0").columns)
+    newest = (_timestamp(engine.sql("SELECT max(as_of) AS as_of FROM recommendations")["as_of"].iloc[0])
+              if {"holdout", "as_of"} <= columns else None)
     if newest is None:
-        raise NoUpliftPeriod("gold/recommendations has no as_of yet (it was written by an earlier version of "
-                             "atende): run `atende run` or `atende train` once, then write this report")
+        raise NoUpliftPeriod("gold/recommendations has no holdout yet (it was written by an earlier version of "
+                             "atende): run `atende run` or `atende train` once, then write this report after a "
+                             "later run")
     last = _business_day(newest - dt.timedelta(microseconds=1), zone)
     if since is None:
         runs = engine.sql("SELECT started_at, arrival_dates FROM runs WHERE job = 'recommendations' "

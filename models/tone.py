@@ -289,6 +289,16 @@ def agent_adaptations(interactions: DataFrame, tones: DataFrame) -> DataFrame:
         "interaction_id", (F.col("tone") != F.col("habitual_tone")).alias("adapted"))
 
 
+def habitual_tone_contacts(interactions: DataFrame, tones: DataFrame) -> DataFrame:
+    """`interaction_id, customer_key, started_at, tone, resolved`: the agent contacts written in their agent's
+    habitual (modal) tone (`agent_adaptations`). Agents are assigned without regard to tone, so whether that
+    tone is the one a recommender would pick for the customer is, for these contacts, a natural experiment."""
+    habitual = agent_adaptations(interactions, tones).where(~F.col("adapted")).select("interaction_id")
+    return (interactions.select("interaction_id", "customer_key", "started_at", "resolved")
+            .join(habitual, on="interaction_id", how="inner")
+            .join(tones.select("interaction_id", "tone"), on="interaction_id", how="inner"))
+
+
 # --------------------------------------------------------------------------- policy
 class ContextCrosser(BaseEstimator, TransformerMixin):
     """(context columns, tone) -> categorical columns: each context value, the tone, and each value x tone.

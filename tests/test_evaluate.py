@@ -71,3 +71,32 @@ def test_mlflow_gets_finite_figures_with_their_names():
     assert metrics["uplift_spend_difference"] == 1.0 and metrics["uplift_holdout_customers"] == 90
     assert metrics["uplift_spend_low"] < 1.0 < metrics["uplift_spend_high"]
     assert not any(k.startswith("uplift") for k in _evaluation(with_uplift=False).metrics())
+
+
+def test_the_tone_experiment_compares_matched_and_other_habitual_tone_contacts(spark):
+    from atende.jobs.evaluate import tone_experiment
+    from atende.models.tone import habitual_tone_contacts
+
+    at = dt.datetime(2026, 3, 10, 12)
+    # agent A writes friendly three times, formal once (that one is not habitual); agent B always formal
+    interactions = spark.createDataFrame(
+        [(f"i{n}", f"c{n % 3}", agent, at, resolved) for n, (agent, resolved) in enumerate(
+            [("A", True), ("A", True), ("A", False), ("A", True), ("B", False), ("B", True), ("B", False)])],
+        "interaction_id string, customer_key string, agent_id string, started_at timestamp, resolved boolean")
+    tones = spark.createDataFrame([("i0", "friendly"), ("i1", "friendly"), ("i2", "friendly"), ("i3", "formal"),
+                                   ("i4", "formal"), ("i5", "formal"), ("i6", "formal")],
+                                  "interaction_id string, tone string")
+    contacts = habitual_tone_contacts(interactions, tones)
+    assert sorted(r["interaction_id"] for r in contacts.collect()) == ["i0", "i1", "i2", "i4", "i5", "i6"]
+    outcomes = spark.createDataFrame([("i0", 1.0), ("i1", 0.5), ("i4", 0.0), ("i5", 1.0)],
+                                     "interaction_id string, outcome double")
+    # customers: i0 c0, i1 c1, i2 c2, i4 c1, i5 c2, i6 c0; the recommender says c0 friendly, c1 formal, c2 formal
+    recommended = spark.createDataFrame([("c0", "friendly"), ("c1", "formal"), ("c2", "formal")],
+                                        "customer_key string, tone string")
+    result = tone_experiment(contacts, outcomes, {"atende": recommended})
+    resolved, outcome = result["atende"]
+    # matched: i0 (c0 friendly, resolved), i4 (c1 formal, not), i5 (c2 formal, resolved); other: i1, i2, i6
+    assert (resolved.treated_n, resolved.holdout_n) == (3, 3)
+    assert resolved.treated == pytest.approx(200 / 3) and resolved.holdout == pytest.approx(100 / 3)
+    assert (outcome.treated_n, outcome.holdout_n, outcome.treated, outcome.holdout) == (3, 1, pytest.approx(2 / 3), 0.5)
+    assert outcome.interval is None, "one contact on one side: no interval"

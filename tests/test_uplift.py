@@ -112,6 +112,10 @@ def test_the_period_can_be_chosen_and_needs_outcomes(settings):
     with pytest.raises(NoUpliftPeriod, match="made from the data up to 2026-03-14, and the lakehouse holds data "
                                              "up to 2026-03-14. Run `atende run` again"):
         compute_uplift(DuckDbEngine(single), settings)
+    older = tables()
+    older["recommendations"] = older["recommendations"].drop_columns(["holdout", "as_of"])
+    with pytest.raises(NoUpliftPeriod, match="no holdout yet .it was written by an earlier version"):
+        compute_uplift(DuckDbEngine(older), settings)
     nobody = tables(holdout_of={k: False for k in ["t1", "t2", "t3", "t4", "h1", "h2", "h3", "n1"]})
     with pytest.raises(NoUpliftPeriod, match="in the holdout"):
         compute_uplift(DuckDbEngine(nobody), settings)
