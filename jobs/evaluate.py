@@ -384,14 +384,18 @@ def _stability_section(ev: Evaluation) -> list[str]:
     return parts
 
 
+def _no_figures(ev: Evaluation, part: str, model: str, figures: str, why: str) -> str:
+    """The note of a section without figures: no champion, or `why` the champion's run logged none."""
+    reason = f"no {model} model is registered" if ev.versions[part] is None else why
+    return f"<p class=\"empty\">No {figures} figures: {html.escape(reason)}.</p>"
+
+
 def _nba_section(ev: Evaluation) -> list[str]:
     parts = ["<h2 id=\"next-best-action\">Next best action, off-policy</h2>"]
     m = ev.nba
     if "logging_conversion_rate" not in m:
-        parts.append("<p class=\"empty\">No off-policy figures: "
-                     + ("no next-best-action model is registered." if ev.versions["next_best_action"] is None else
-                        "the champion's held-out logged actions carry no propensity.") + "</p>")
-        return parts
+        return parts + [_no_figures(ev, "next_best_action", "next-best-action", "off-policy",
+                                    "the champion's held-out logged actions carry no propensity")]
     rows = "".join(
         f"<tr><td>{html.escape(label)}</td><td>{_fmt(m.get(key))}</td>"
         f"<td>{_fmt(m.get(key + '_low'))} to {_fmt(m.get(key + '_high'))}</td></tr>"
@@ -413,10 +417,8 @@ def _products_section(ev: Evaluation) -> list[str]:
     parts = ["<h2 id=\"products\">Products, time split</h2>"]
     m = ev.products
     if "als_ndcg_at_10" not in m:
-        parts.append("<p class=\"empty\">No time-split figures: "
-                     + ("no product model is registered." if ev.versions["products"] is None else
-                        "the champion's training data was too short to hold days out.") + "</p>")
-        return parts
+        return parts + [_no_figures(ev, "products", "product", "time-split",
+                                    "the champion's training data was too short to hold days out")]
     rows = "".join(
         f"<tr><td>{name}</td>" + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>"
                                          for metric in ("ndcg", "precision", "recall")) + "</tr>"
