@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -467,7 +468,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
         console.print(f"next best action: {ev.nba['snips_lift_conversion_rate']:.2f}x the logging policy's conversion "
                       f"(SNIPS, 95% {ev.nba.get('snips_lift_conversion_rate_low', float('nan')):.2f}-"
                       f"{ev.nba.get('snips_lift_conversion_rate_high', float('nan')):.2f})")
-    if "ndcg_ratio" in ev.products:
+    if math.isfinite(ev.products.get("ndcg_ratio", math.nan)):
         console.print(f"products: NDCG@10 {ev.products['ndcg_ratio']:.2f}x popularity "
                       f"({int(ev.products.get('test_customers', 0)):,} test customers)")
     console.print("uplift: " + (f"{ev.uplift.days} days, {ev.uplift.treated_customers:,} treated and "

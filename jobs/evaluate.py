@@ -426,11 +426,15 @@ def _products_section(ev: Evaluation) -> list[str]:
     parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10</th><th>precision@10</th>"
                  f"<th>recall@10</th></tr>{rows}</table>")
     ratio = m.get("ndcg_ratio")
-    parts.append(
-        f"<p class=\"sentence\">Over {int(m.get('test_customers', 0)):,} customers who bought in the held-out days, "
-        f"the served lists rank what they bought at {_fmt(ratio, 2)}× popularity's NDCG@10 "
-        + ("(better than showing everyone the best sellers)." if ratio and ratio > 1 else
-           "(no better than showing everyone the best sellers).") + "</p>")
+    customers = f"Over {int(m.get('test_customers', 0)):,} customers who bought in the held-out days"
+    if ratio is None or not math.isfinite(ratio):
+        verdict = (f"{customers}, popularity's lists hold none of what they bought in their top 10, so there is no "
+                   f"ratio; the served lists' NDCG@10 is {_fmt(m.get('als_ndcg_at_10'))}.")
+    else:
+        verdict = (f"{customers}, the served lists rank what they bought at {_fmt(ratio, 2)}× popularity's NDCG@10 "
+                   + ("(better than showing everyone the best sellers)." if ratio > 1 else
+                      "(no better than showing everyone the best sellers)."))
+    parts.append(f"<p class=\"sentence\">{verdict}</p>")
     return parts
 
 
