@@ -13,7 +13,8 @@ those who did not. This gathers what is measured today:
 * **Next best action**: the off-policy estimates logged by the champion's training run (SNIPS and doubly
   robust conversion against the logging policy's, with bootstrap intervals; `models/offpolicy.py`).
 * **Products**: the champion run's time split: NDCG, precision and recall at 10 of the served lists against
-  popularity's, over the customers who bought in the held-out days.
+  popularity's, over the customers who bought in the held-out days, with bootstrap intervals of both NDCGs
+  and of their ratio (`models.products.ndcg_intervals`).
 * **Tone, by the natural experiment the data holds**: agents are assigned without regard to tone, and most
   write in one habitual tone, so among contacts written in the agent's habitual tone, whether that tone is the
   one a recommender picks for the customer is as good as random. A tone model is trained without the last
@@ -419,21 +420,33 @@ def _products_section(ev: Evaluation) -> list[str]:
     if "als_ndcg_at_10" not in m:
         return parts + [_no_figures(ev, "products", "product", "time-split",
                                     "the champion's training data was too short to hold days out")]
+    def interval(name: str) -> str:
+        low, high = m.get(f"{name}_low"), m.get(f"{name}_high")
+        return "" if low is None or high is None else f" <span class=\"unit\">({_fmt(low)} to {_fmt(high)})</span>"
+
     rows = "".join(
-        f"<tr><td>{name}</td>" + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>"
-                                         for metric in ("ndcg", "precision", "recall")) + "</tr>"
+        f"<tr><td>{name}</td><td>{_fmt(m.get(f'{prefix}_ndcg_at_10'))}{interval(f'{prefix}_ndcg_at_10')}</td>"
+        + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>" for metric in ("precision", "recall"))
+        + "</tr>"
         for prefix, name in (("als", "served lists (ALS, persona, popularity)"), ("popularity", "popularity")))
-    parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10</th><th>precision@10</th>"
-                 f"<th>recall@10</th></tr>{rows}</table>")
+    parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10 (95% bootstrap interval)</th>"
+                 f"<th>precision@10</th><th>recall@10</th></tr>{rows}</table>")
     ratio = m.get("ndcg_ratio")
     customers = f"Over {int(m.get('test_customers', 0)):,} customers who bought in the held-out days"
     if ratio is None or not math.isfinite(ratio):
         verdict = (f"{customers}, popularity's lists hold none of what they bought in their top 10, so there is no "
                    f"ratio; the served lists' NDCG@10 is {_fmt(m.get('als_ndcg_at_10'))}.")
     else:
-        verdict = (f"{customers}, the served lists rank what they bought at {_fmt(ratio, 2)}× popularity's NDCG@10 "
-                   + ("(better than showing everyone the best sellers)." if ratio > 1 else
-                      "(no better than showing everyone the best sellers)."))
+        low, high = m.get("ndcg_ratio_low"), m.get("ndcg_ratio_high")
+        verdict = f"{customers}, the served lists rank what they bought at {_fmt(ratio, 2)}× popularity's NDCG@10"
+        if low is None or high is None:
+            verdict += " (no interval: the champion's run predates them)."
+        elif low > 1:
+            verdict += (f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×): better than showing everyone the "
+                        "best sellers.")
+        else:
+            verdict += (f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×): not shown to beat showing everyone "
+                        "the best sellers.")
     parts.append(f"<p class=\"sentence\">{verdict}</p>")
     return parts
 

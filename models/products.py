@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyspark.ml.feature import StringIndexer
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -438,10 +439,10 @@ def explode_recommendations(recommendations: DataFrame) -> DataFrame:
 
 
 # ---------------------------------------------------------------- evaluation
-def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> DataFrame:
-    """One row: customers, precision_at_k, recall_at_k, ndcg_at_k, averaged over the customers
-    of `relevant` (customer_key, product_id: what they went on to buy); a customer with no
-    recommendation scores 0. `recommended`: customer_key, product_id, rank (1 = first).
+def per_customer_ranking(recommended: DataFrame, relevant: DataFrame, k: int = K) -> DataFrame:
+    """`customer_key, precision, recall, ndcg` for every customer of `relevant` (customer_key, product_id:
+    what they went on to buy); a customer with no recommendation scores 0. `recommended`: customer_key,
+    product_id, rank (1 = first).
 
     precision = hits in the top k / k; recall = hits / relevant items;
     NDCG = sum over hits of 1/log2(rank+1) over the same sum for ranks 1..min(k, relevant).
@@ -456,18 +457,57 @@ def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> 
     )
     ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.col("n_relevant"), F.lit(k))), F.lit(0.0),
                         lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1))
-    per_customer = sizes.join(hits, on="customer_key", how="left").select(
+    return sizes.join(hits, on="customer_key", how="left").select(
         "customer_key",
         (F.coalesce("hits", F.lit(0)) / F.lit(float(k))).alias("precision"),
         (F.coalesce("hits", F.lit(0)) / F.col("n_relevant")).alias("recall"),
         (F.coalesce("dcg", F.lit(0.0)) / ideal).alias("ndcg"),
     )
-    return per_customer.agg(
+
+
+def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> DataFrame:
+    """One row: customers, precision_at_k, recall_at_k, ndcg_at_k, averaged over the customers
+    of `relevant` (`per_customer_ranking`)."""
+    return per_customer_ranking(recommended, relevant, k).agg(
         F.count("*").alias("customers"),
         F.coalesce(F.avg("precision"), F.lit(0.0)).alias("precision_at_k"),
         F.coalesce(F.avg("recall"), F.lit(0.0)).alias("recall_at_k"),
         F.coalesce(F.avg("ndcg"), F.lit(0.0)).alias("ndcg_at_k"),
     )
+
+
+def ndcg_intervals(served: np.ndarray, popular: np.ndarray, *, replicates: int = 400, level: float = 0.95,
+                   seed: int = 7) -> dict[str, float]:
+    """Percentile bootstrap intervals of the mean NDCG of both recommenders and of their ratio, from each
+    test customer's pair of values (customers resampled with Poisson weights, both values together, so the
+    ratio's interval carries their correlation): `als_ndcg_at_10_low/_high`,
+    `popularity_ndcg_at_10_low/_high`, `ndcg_ratio_low/_high` (left out where popularity's mean is 0)."""
+    a, b = np.asarray(served, dtype=float), np.asarray(popular, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"one NDCG per test customer for both recommenders: {len(a)} against {len(b)}")
+    if len(a) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    means_a, means_b = [], []
+    chunk = max(1, min(replicates, 4_000_000 // len(a)))
+    done = 0
+    while done < replicates:
+        size = min(chunk, replicates - done)
+        weights = rng.poisson(1.0, size=(size, len(a))).astype(float)
+        total = np.maximum(weights.sum(axis=1), 1.0)
+        means_a.append(weights @ a / total)
+        means_b.append(weights @ b / total)
+        done += size
+    ma, mb = np.concatenate(means_a), np.concatenate(means_b)
+    tail = (1.0 - level) / 2.0
+    out = {f"als_ndcg_at_{K}_low": float(np.quantile(ma, tail)), f"als_ndcg_at_{K}_high": float(np.quantile(ma, 1 - tail)),
+           f"popularity_ndcg_at_{K}_low": float(np.quantile(mb, tail)),
+           f"popularity_ndcg_at_{K}_high": float(np.quantile(mb, 1 - tail))}
+    ratios = ma[mb > 0] / mb[mb > 0]
+    if b.mean() > 0 and len(ratios):
+        out["ndcg_ratio_low"] = float(np.quantile(ratios, tail))
+        out["ndcg_ratio_high"] = float(np.quantile(ratios, 1 - tail))
+    return out
 
 
 def _metrics(prefix: str, row) -> dict[str, float]:
@@ -523,6 +563,11 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics.update(_metrics("popularity_warm", warm_pop_row))
         pop_ndcg = metrics[f"popularity_ndcg_at_{K}"]
         metrics["ndcg_ratio"] = metrics[f"als_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0 else float("nan")
+        # each test customer's pair of NDCGs (a number per customer, collected) for the intervals
+        pairs = per_customer_ranking(served, held_out).select("customer_key", F.col("ndcg").alias("als")).join(
+            per_customer_ranking(popular, held_out).select("customer_key", F.col("ndcg").alias("pop")),
+            on="customer_key").select("als", "pop").toPandas()
+        metrics.update(ndcg_intervals(pairs["als"].to_numpy(), pairs["pop"].to_numpy()))
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for

@@ -39,7 +39,7 @@ def _evaluation(with_uplift: bool) -> Evaluation:
     uplift = Uplift(dt.date(2026, 3, 8), dt.date(2026, 3, 14), 0.02, 4000, 90,
                     tuple(Comparison(o, 4000, 90, 10.0, 9.0, 0.2, 1.0) for o in OUTCOMES)) if with_uplift else None
     return Evaluation(
-        versions={"personas": "3", "tone": "1", "products": None, "next_best_action": "2"},
+        versions={"personas": "3", "tone": "1", "products": "4", "next_best_action": None},
         stability={"ari": [0.9, 0.7, 0.8], "ari_mean": 0.8, "ari_min": 0.7, "ks": [5, 5, 6], "k_mode": 5,
                    "k_agreement": 2 / 3, "customers": 1500},
         personas=personas, separation={"total_spend": 0.4},
@@ -47,18 +47,26 @@ def _evaluation(with_uplift: bool) -> Evaluation:
              "snips_conversion_rate_high": 0.2, "snips_lift_conversion_rate": 1.6,
              "snips_lift_conversion_rate_low": 1.2, "snips_lift_conversion_rate_high": 2.0, "ips_rows": 3000.0,
              "ips_match_rate": 0.3},
+        products={"als_ndcg_at_10": 0.3, "popularity_ndcg_at_10": 0.2, "ndcg_ratio": 1.5, "ndcg_ratio_low": 1.2,
+                  "ndcg_ratio_high": 1.8, "als_ndcg_at_10_low": 0.25, "als_ndcg_at_10_high": 0.35,
+                  "test_customers": 1200.0},
         tone={"policy_holdout_rmse": 0.41}, uplift=uplift,
         uplift_note=None if with_uplift else "no outcomes after the first recommendations yet")
 
 
 def test_the_page_says_what_each_figure_means(tmp_path):
     page = render_evaluation_page(_evaluation(with_uplift=False), tmp_path / "e.html").read_text()
-    assert "Champions: personas v3, tone v1, products: none, next_best_action v2" in page
+    assert "Champions: personas v3, tone v1, products v4, next_best_action: none" in page
     assert "adjusted Rand index of 0.80 on average (lowest pair 0.70" in page and "chose k = 5, 5, 6" in page
     assert "The personas differ most in spend" in page
     assert "1.60× as often as the logging policy" in page and "lower end is above 1" in page
-    assert "No time-split figures: no product model is registered." in page
+    assert "1,200 customers who bought in the held-out days, the served lists rank what they bought at 1.50×" in page
+    assert "(95% interval 1.20× to 1.80×): better than showing everyone" in page and "(0.250 to 0.350)" in page
     assert "Not measured yet: no outcomes after the first recommendations yet" in page
+    no_nba = _evaluation(with_uplift=False)
+    no_nba.nba = {}
+    assert "No off-policy figures: no next-best-action model is registered." in \
+        render_evaluation_page(no_nba, tmp_path / "n.html").read_text()
     with_uplift = render_evaluation_page(_evaluation(with_uplift=True), tmp_path / "u.html").read_text()
     assert "4,000 treated and 90 held-out customers" in with_uplift and with_uplift.count("<b>") == len(OUTCOMES)
 

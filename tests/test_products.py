@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import math
 
+import numpy as np
 import pytest
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
@@ -320,6 +321,30 @@ def test_time_split_evaluation_reports_both_recommenders(spark):
     # two held-out purchases are the other item of the buyer's taste group: ALS ranks them first
     assert metrics["als_warm_ndcg_at_10"] == pytest.approx(1.0)
     assert metrics["ndcg_ratio"] == pytest.approx(metrics["als_ndcg_at_10"] / expected_ndcg)
+    # the bootstrap intervals over the three test customers hold their point estimates
+    for name in ("als_ndcg_at_10", "popularity_ndcg_at_10", "ndcg_ratio"):
+        assert metrics[f"{name}_low"] <= metrics[name] + 1e-9 and metrics[name] <= metrics[f"{name}_high"] + 1e-9, name
+
+
+def test_ndcg_intervals_carry_the_pairing_and_the_sample_size():
+    from atende.models.products import ndcg_intervals
+
+    rng = np.random.default_rng(1)
+    popular = rng.uniform(0.0, 0.4, 2000)
+    served = popular * 1.5  # every customer's served list scores 1.5x popularity's: the ratio is certain
+    got = ndcg_intervals(served, popular, seed=3)
+    assert got["ndcg_ratio_low"] == pytest.approx(1.5) and got["ndcg_ratio_high"] == pytest.approx(1.5)
+    assert got["popularity_ndcg_at_10_low"] < popular.mean() < got["popularity_ndcg_at_10_high"]
+    # unpaired noise of the same means: a wide ratio interval, narrower with 80x the customers
+    shuffled = rng.permutation(served)
+    small = ndcg_intervals(shuffled[:200], popular[:200], seed=3)
+    large = ndcg_intervals(np.tile(shuffled, 8), np.tile(popular, 8), seed=3)
+    width = lambda d: d["ndcg_ratio_high"] - d["ndcg_ratio_low"]  # noqa: E731
+    assert width(small) > 2 * width(large) > 0
+    assert "ndcg_ratio_low" not in ndcg_intervals(served, np.zeros_like(served)), "no ratio over a zero popularity"
+    assert ndcg_intervals(np.array([]), np.array([])) == {}
+    with pytest.raises(ValueError, match="one NDCG per test customer"):
+        ndcg_intervals(served, popular[:10])
 
 
 def test_popularity_fallback_without_a_model_persona_first_then_everyone(spark, trained):
