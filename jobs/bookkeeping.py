@@ -80,6 +80,14 @@ def processed_dates(lake: Lakehouse) -> set[dt.date]:
     return {r["arrival_date"] for r in lake.read("ops", "processed_dates").select("arrival_date").distinct().collect()}
 
 
+def processed_at(lake: Lakehouse) -> dict[dt.date, dt.datetime]:
+    """Each processed arrival date with when it was last processed (`ops/processed_dates`)."""
+    if not lake.exists("ops", "processed_dates"):
+        return {}
+    rows = lake.read("ops", "processed_dates").groupBy("arrival_date").agg(F.max("processed_at").alias("at")).collect()
+    return {r["arrival_date"]: r["at"] for r in rows}
+
+
 def record_jobs(spark: SparkSession, lake: Lakehouse, run_id: str, dates: list[dt.date], jobs: list[JobRecord]) -> None:
     rows = [
         (run_id, j.job, list(dates), j.started_at, j.ended_at, j.status, j.rows_read, j.rows_written, j.error)

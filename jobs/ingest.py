@@ -124,6 +124,13 @@ def list_arrival_dates(landing: str | os.PathLike, source: str, storage: Storage
     folders are ignored (warning naming them). ``storage`` reaches remote landing zones
     (``Storage(spark)``); a local one needs none.
     """
+    return [arrival for arrival, _ in arrival_folders(landing, source, storage)]
+
+
+def arrival_folders(landing: str | os.PathLike, source: str,
+                    storage: Storage | None = None) -> list[tuple[date, Entry]]:
+    """`list_arrival_dates` with each date's folder entry (its `mtime_ms`: when a file last entered it, on a
+    file system that keeps folder times; 0 on an object store, which has no folders)."""
     _check_source(source)
     storage = storage or Storage()
     landing = location(landing)
@@ -134,17 +141,17 @@ def list_arrival_dates(landing: str | os.PathLike, source: str, storage: Storage
     folder = children[source].path
     if not children[source].is_dir:
         raise LandingNotReadable(f"{source} landing folder is not a folder: {folder}")
-    dates: list[date] = []
+    dates: list[tuple[date, Entry]] = []
     ignored: list[str] = []
     for child in _entries(storage, folder, f"{source} landing folder"):
         arrival = _folder_date(child)
         if arrival:
-            dates.append(arrival)
+            dates.append((arrival, child))
         else:
             ignored.append(child.name)
     if ignored:
         log.warning("ignored in %s (not a YYYY-MM-DD folder): %s", folder, ", ".join(sorted(ignored)))
-    return sorted(dates)
+    return sorted(dates, key=lambda d: d[0])
 
 
 def _folder_date(entry: Entry) -> date | None:

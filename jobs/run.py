@@ -30,13 +30,13 @@ from atende.jobs.bookkeeping import (
     mark_processed,
     new_run_id,
     pending_dates,
-    processed_dates,
+    processed_at,
     record_jobs,
     silver_state,
     utc_now,
     write_silver_state,
 )
-from atende.jobs.ingest import ingest_source, list_arrival_dates
+from atende.jobs.ingest import arrival_folders, ingest_source
 from atende.jobs.maintain import register_tables
 from atende.jobs.modeling import ModelContext, run_personas, run_recommendations, write_features
 from atende.jobs.privacy import (
@@ -135,13 +135,32 @@ def _landing_bytes(storage: Storage, landing: str, dates: list[dt.date]) -> int:
     return sum(storage.size(join(landing, source, day.isoformat())) for source in schemas.SOURCES for day in dates)
 
 
-def _landing_dates(storage: Storage, landing: str) -> set[dt.date]:
-    found: set[dt.date] = set()
+def _landing_folders(storage: Storage, landing: str) -> dict[dt.date, list[tuple[str, int]]]:
+    """Each arrival date of the landing zone with the sources holding it and their folder's time (ms)."""
+    found: dict[dt.date, list[tuple[str, int]]] = {}
     present = {e.name for e in storage.listdir(landing) if e.is_dir}
     for source in schemas.SOURCES:
         if source in present:
-            found.update(list_arrival_dates(landing, source, storage))
+            for arrival, entry in arrival_folders(landing, source, storage):
+                found.setdefault(arrival, []).append((source, entry.mtime_ms))
     return found
+
+
+# a folder changed this long after its date was processed is a late delivery (clocks of two machines differ)
+LATE_TOLERANCE = dt.timedelta(minutes=1)
+
+
+def late_folders(folders: dict[dt.date, list[tuple[str, int]]], processed: dict[dt.date, dt.datetime]) -> list[str]:
+    """`source/date` folders of processed dates that changed (a file entered them) after the date was last
+    processed: a plain run does not read a processed date again, so their new files wait for `--date`.
+    Folders without a time (object stores have no folders) are never late."""
+    late = []
+    for arrival, at in processed.items():
+        moment = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+        limit_ms = (moment + LATE_TOLERANCE).timestamp() * 1000
+        late += [f"{source}/{arrival.isoformat()}" for source, mtime in folders.get(arrival, [])
+                 if mtime and mtime > limit_ms]
+    return sorted(late, key=lambda name: (name.split("/")[1], name))
 
 
 # silver tables an incremental silver step starts from (else it builds them from the whole of bronze)
@@ -625,7 +644,8 @@ class Runner:
             found = self.storage.stat(landing)
             if found is None or not found.is_dir:
                 raise RunFailed(f"landing zone not found: {landing}")
-            available = _landing_dates(self.storage, landing)
+            folders = _landing_folders(self.storage, landing)
+            available = set(folders)
         except StorageError as exc:  # a scheme without its connector, a store that refuses the listing
             raise RunFailed(f"landing zone: {exc}") from None
         if date is not None:
@@ -636,7 +656,14 @@ class Runner:
             dates = sorted(available)
             self.full_refresh = True
         else:
-            dates = sorted(available - processed_dates(self.lake))
+            processed = processed_at(self.lake)
+            dates = sorted(available - set(processed))
+            late = late_folders(folders, processed)
+            if late:
+                self.progress(
+                    f"warning: {len(late)} landing folder(s) of processed dates changed after they were processed "
+                    f"({', '.join(late[:3])}{', ...' if len(late) > 3 else ''}); a run does not read a processed date "
+                    f"again: `atende run --date {late[0].split('/')[1]}` takes that date's files")
         return self._run_steps(dates, step, landing, full_refresh)
 
     def _run_steps(self, dates: list[dt.date], step: str | None, landing: str | None = None,

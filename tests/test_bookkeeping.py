@@ -36,3 +36,19 @@ def test_dates_flow_down_the_chain_one_step_at_a_time(spark, settings, tmp_path)
     assert pending_dates(lake, "features", STEPS) == []
     _job(lake, spark, "silver", [D2, D3], 10, 11, status="degraded")  # degraded still delivered its data
     assert pending_dates(lake, "features", STEPS) == [D2, D3]
+
+
+def test_folders_changed_after_their_date_was_processed_are_late():
+    from atende.jobs.run import late_folders
+
+    day1, day2, day3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
+    processed = {day1: dt.datetime(2026, 3, 4, 2, 30), day2: dt.datetime(2026, 3, 4, 2, 30, tzinfo=dt.timezone.utc)}
+    at = dt.datetime(2026, 3, 4, 2, 30, tzinfo=dt.timezone.utc).timestamp() * 1000
+    folders = {
+        day1: [("orders", int(at - 3_600_000)), ("products", int(at + 3_600_000))],  # products came an hour late
+        day2: [("calls", int(at + 30_000)),  # within the minute clocks may differ by: not late
+               ("crm", 0)],  # no folder time (an object store): never late
+        day3: [("orders", int(at + 7_200_000))],  # not processed yet: the run takes it anyway
+    }
+    assert late_folders(folders, processed) == ["products/2026-03-01"]
+    assert late_folders(folders, {}) == []

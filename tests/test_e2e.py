@@ -371,6 +371,23 @@ def test_run_again_processes_nothing_new(spark, landing, lake):
     assert again.nothing_to_do
 
 
+def test_a_file_landing_in_a_processed_date_is_named_not_silently_skipped(spark, landing, full_run, tmp_path):
+    """A plain run reads only dates not processed yet; a file that lands in a processed date's folder later
+    (a catalogue re-sent, a late export) waits for `--date`, and the run says so instead of skipping it."""
+    late_landing = tmp_path / "landing"
+    shutil.copytree(landing, late_landing)  # folder times kept (copystat)
+    first = full_run.arrival_dates[0].isoformat()
+    folder = late_landing / "products" / first
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "late.csv").write_text("product_id,name,category,price,active\nSKU-LATE,Late item,misc,1.0,true\n")
+    lines: list[str] = []
+    summary = Runner(spark, full_run.settings, late_landing, full_run.lake_dir, progress=lines.append).run()
+    assert summary.nothing_to_do
+    [warning] = [line for line in lines if line.startswith("warning:")]
+    assert f"products/{first}" in warning and f"atende run --date {first}" in warning
+    assert not [line for line in lines if "calls/" in line or "orders/" in line], "the untouched folders are not late"
+
+
 def test_a_full_refresh_takes_every_date_processed_or_not(spark, settings, landing, full_run, tmp_path, monkeypatch):
     """`--full-refresh` re-ingests every arrival date of the zone, those already processed included, and
     runs every job; it takes no --date."""
