@@ -75,9 +75,7 @@ class JobRecord:
 
 
 def processed_dates(lake: Lakehouse) -> set[dt.date]:
-    if not lake.exists("ops", "processed_dates"):
-        return set()
-    return {r["arrival_date"] for r in lake.read("ops", "processed_dates").select("arrival_date").distinct().collect()}
+    return set(processed_at(lake))
 
 
 def processed_at(lake: Lakehouse) -> dict[dt.date, dt.datetime]:

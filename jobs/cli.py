@@ -356,9 +356,10 @@ def _print_summary(console, runner, summary) -> None:
 
         counted = runner.lake.read("gold", "recommendations").groupBy("holdout", "next_best_action", "tone").count()
         counted = counted.cache()
-        held = sum(r["count"] for r in counted.where(F.col("holdout")).collect())
+        counts = counted.select("holdout", "count").collect()
+        held = sum(r["count"] for r in counts if r["holdout"])
+        everyone = sum(r["count"] for r in counts)
         mix = counted.where(~F.col("holdout")).drop("holdout")
-        everyone = held + sum(r["count"] for r in mix.collect())
         actions = Table(title="recommendations (gold.recommendations): next best action x tone")
         tones = sorted(r[0] for r in mix.select("tone").distinct().collect() if r[0])
         actions.add_column("next best action")

@@ -50,7 +50,17 @@ from atende.jobs import tracking
 from atende.jobs.gold_query import SparkEngine, _write_atomically
 from atende.jobs.modeling import NBA_MODEL, PERSONA_MODEL, PRODUCT_MODEL, TONE_CONTEXT, TONE_MODEL
 from atende.jobs.report import _STYLE, chart_html, plotly_script
-from atende.jobs.uplift import UPLIFT_TABLES, Comparison, NoUpliftPeriod, Outcome, Uplift, compute_uplift, sentence
+from atende.jobs.uplift import (
+    UPLIFT_TABLES,
+    Z95,
+    Comparison,
+    NoUpliftPeriod,
+    Outcome,
+    Uplift,
+    compute_uplift,
+    figure,
+    sentence,
+)
 from atende.lakehouse.tables import Lakehouse
 from atende.models.personas import persona_stability, sample_for_fit
 from atende.models.tone import (
@@ -64,7 +74,6 @@ from atende.pipelines.frames import scalar
 
 log = logging.getLogger(__name__)
 
-Z95 = 1.959963984540054
 MODELS = {"personas": PERSONA_MODEL, "tone": TONE_MODEL, "products": PRODUCT_MODEL, "next_best_action": NBA_MODEL}
 # what a persona's customers do (gold/customer_features columns): title, unit, scale for the page
 PERSONA_OUTCOMES = {
@@ -210,18 +219,7 @@ def tone_experiment(contacts: DataFrame, outcomes: DataFrame,
     result = {}
     for name in recommenders:
         groups = {bool(r["matched"]): r for _, r in stats[stats["recommender"] == name].iterrows()}
-        comparisons = []
-        for o in TONE_OUTCOMES:
-            values = []
-            for matched in (True, False):
-                row = groups.get(matched)
-                n = 0 if row is None else int(row[f"{o.column}_n"])
-                mean = None if row is None or n == 0 else float(row[f"{o.column}_mean"]) * o.scale
-                var = None if row is None or n < 2 or pd.isna(row[f"{o.column}_var"]) else float(row[f"{o.column}_var"])
-                values.append((n, mean, None if var is None else math.sqrt(var / n) * o.scale))
-            (n1, m1, s1), (n2, m2, s2) = values
-            comparisons.append(Comparison(o, n1, n2, m1, m2, s1, s2))
-        result[name] = tuple(comparisons)
+        result[name] = tuple(Comparison.from_groups(o, groups.get(True), groups.get(False)) for o in TONE_OUTCOMES)
     return result
 
 
@@ -327,9 +325,7 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
 # --- page ------------------------------------------------------------------------------------------
 
 def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:,.{digits}f}".replace("-", "−")
+    return figure(value, digits)
 
 
 def _stability_section(ev: Evaluation) -> list[str]:

@@ -525,10 +525,11 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
     parts = customers.join(tones, on="customer_key", how="left").join(
         offers_with_consent(recommended, i.features), on="customer_key", how="left"
     ).join(actions_next, on="customer_key", how="left")
-    parts = parts.withColumn("holdout", holdout_flag("customer_key", cfg.holdout.share, cfg.holdout.salt))
+    in_holdout = holdout_flag("customer_key", cfg.holdout.share, cfg.holdout.salt)
+    parts = parts.withColumn("holdout", in_holdout)
     if threshold(cfg.holdout.share) > 0:
         # the global control group's products: everyone's best sellers (no persona, no model), consent applied
-        held = customers.where(holdout_flag("customer_key", cfg.holdout.share, cfg.holdout.salt))
+        held = customers.where(in_holdout)
         baseline = offers_with_consent(
             recommend_by_popularity(i.orders, i.products, held, None, cfg.products.top_n), i.features)
         parts = parts.join(baseline.select("customer_key", F.col("products").alias("_baseline_products"),

@@ -98,6 +98,20 @@ class Comparison:
     treated_se: float | None
     holdout_se: float | None
 
+    @classmethod
+    def from_groups(cls, outcome: Outcome, treated: pd.Series | None, holdout: pd.Series | None) -> Comparison:
+        """From two rows of per-group statistics (`<outcome>_n`, `_mean`, `_var`; None: no such group): the means
+        and their standard errors, in the outcome's unit (a standard error needs two values)."""
+        values = []
+        for row in (treated, holdout):
+            n = int(_value(row, f"{outcome.column}_n") or 0)
+            mean = _value(row, f"{outcome.column}_mean")
+            var = _value(row, f"{outcome.column}_var")
+            values.append((n, None if mean is None else mean * outcome.scale,
+                           None if var is None or n < 2 else math.sqrt(var / n) * outcome.scale))
+        (n1, m1, s1), (n2, m2, s2) = values
+        return cls(outcome, n1, n2, m1, m2, s1, s2)
+
     @property
     def difference(self) -> float | None:
         if self.treated is None or self.holdout is None:
@@ -258,29 +272,23 @@ def compute_uplift(engine: QueryEngine, settings: Settings, since: dt.date | Non
         raise NoUpliftPeriod(
             f"no customer known before {start} is in the holdout (models.holdout.share is "
             f"{settings.models.holdout.share:.1%}): there is nothing to compare the treated customers with")
-    comparisons = []
-    for outcome in OUTCOMES:
-        values = {}
-        for name, row in (("treated", treated), ("holdout", held)):
-            n = int(_value(row, f"{outcome.column}_n") or 0)
-            mean = _value(row, f"{outcome.column}_mean")
-            var = _value(row, f"{outcome.column}_var")
-            values[name] = (n, None if mean is None else mean * outcome.scale,
-                            None if var is None or n < 2 else math.sqrt(var / n) * outcome.scale)
-        comparisons.append(Comparison(outcome, values["treated"][0], values["holdout"][0], values["treated"][1],
-                                      values["holdout"][1], values["treated"][2], values["holdout"][2]))
+    comparisons = tuple(Comparison.from_groups(outcome, treated, held) for outcome in OUTCOMES)
     return Uplift(start, end, settings.models.holdout.share, int(_value(treated, "customers") or 0),
-                  int(held["customers"]), tuple(comparisons))
+                  int(held["customers"]), comparisons)
 
 
 # --- page ------------------------------------------------------------------------------------------
 
-def _number(value: float | None, outcome: Outcome, signed: bool = False) -> str:
-    if value is None:
+def figure(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    """A figure for a page: thousands separated, a true minus sign, "–" when there is none."""
+    if value is None or not math.isfinite(value):
         return "–"
-    digits = 2 if outcome.column in ("csat", "spend") else 1
     text = f"{value:+,.{digits}f}" if signed else f"{value:,.{digits}f}"
     return text.replace("-", "−")
+
+
+def _number(value: float | None, outcome: Outcome, signed: bool = False) -> str:
+    return figure(value, 2 if outcome.column in ("csat", "spend") else 1, signed)
 
 
 def sentence(c: Comparison) -> str:

@@ -851,7 +851,7 @@ def _conform(engine, df: DataFrame, path: str, partition_by: Sequence[str]) -> D
         table_schema = engine.spark_schema(path)
     if not _same_columns(table_schema, frame_schema):
         raise LakehouseError(
-            f"schema of the data does not match table {path}: {_schema_difference(table_schema, nullable_schema(df.schema))}"
+            f"schema of the data does not match table {path}: {_schema_difference(table_schema, frame_schema)}"
         )
     if partition_by:
         existing = engine.partition_columns(path)
