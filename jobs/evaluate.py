@@ -128,7 +128,7 @@ class Evaluation:
                         "persona_k_agreement": self.stability["k_agreement"],
                         "persona_stability_refits": float(len(self.stability["ks"]))})
         out.update({f"persona_eta2_{k}": v for k, v in self.separation.items()})
-        if self.personas is not None:
+        if self.personas is not None and not self.personas.empty:
             out["personas"] = float(len(self.personas))
             out["persona_smallest_share"] = float(self.personas["share"].min())
         out.update({f"nba_{k}": v for k, v in self.nba.items()})

@@ -79,6 +79,10 @@ def test_mlflow_gets_finite_figures_with_their_names():
     assert metrics["uplift_spend_difference"] == 1.0 and metrics["uplift_holdout_customers"] == 90
     assert metrics["uplift_spend_low"] < 1.0 < metrics["uplift_spend_high"]
     assert not any(k.startswith("uplift") for k in _evaluation(with_uplift=False).metrics())
+    # a lakehouse whose personas fell back (too few customers: gold/persona_segments empty) has no persona figures
+    fallen_back = _evaluation(with_uplift=False)
+    fallen_back.personas, fallen_back.separation = pd.DataFrame(), {}
+    assert not any(k.startswith("persona_smallest") or k == "personas" for k in fallen_back.metrics())
 
 
 def test_the_tone_experiment_compares_matched_and_other_habitual_tone_contacts(spark):
