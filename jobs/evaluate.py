@@ -309,7 +309,8 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
     ev.nba = {k: v for k, v in champion_metrics["next_best_action"].items()
               if k.startswith(("logging_", "snips_", "dr_", "ips_", "auc_overall", "ope_"))}
     ev.products = {k: v for k, v in champion_metrics["products"].items()
-                   if k.startswith(("als_", "popularity_", "ndcg_ratio", "test_customers", "warm_test"))}
+                   if k.startswith(("als_", "popularity_", "ndcg_ratio", "category_price_", "test_customers",
+                                    "warm_test"))}
     ev.tone = {k: v for k, v in champion_metrics["tone"].items() if "holdout" in k or "accuracy" in k}
     missing = [t for t in UPLIFT_TABLES.values() if not lake.exists(*t)]
     if missing:
@@ -424,7 +425,9 @@ def _products_section(ev: Evaluation) -> list[str]:
         f"<tr><td>{name}</td><td>{_fmt(m.get(f'{prefix}_ndcg_at_10'))}{interval(f'{prefix}_ndcg_at_10')}</td>"
         + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>" for metric in ("precision", "recall"))
         + "</tr>"
-        for prefix, name in (("als", "served lists (ALS, persona, popularity)"), ("popularity", "popularity")))
+        for prefix, name in (("als", "served lists (ALS, persona, popularity)"), ("popularity", "popularity"),
+                             ("category_price", "category × price ladder (judged, not served)"))
+        if f"{prefix}_ndcg_at_10" in m)
     parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10 (95% bootstrap interval)</th>"
                  f"<th>precision@10</th><th>recall@10</th></tr>{rows}</table>")
     ratio = m.get("ndcg_ratio")
@@ -444,6 +447,11 @@ def _products_section(ev: Evaluation) -> list[str]:
             verdict += (f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×): not shown to beat showing everyone "
                         "the best sellers.")
     parts.append(f"<p class=\"sentence\">{verdict}</p>")
+    other = m.get("category_price_ratio")
+    if other is not None and math.isfinite(other):
+        parts.append(f"<p class=\"sentence\" id=\"category-price-sentence\">A recommender of each customer's categories "
+                     f"and their persona's price band, trained on the same days, would rank what they bought at "
+                     f"{_fmt(other, 2)}× popularity's NDCG@10; it is measured here, not served.</p>")
     return parts
 
 

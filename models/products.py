@@ -13,6 +13,11 @@ and in retail the same product is seldom bought twice within weeks. `exclude_pur
 turns that off; bench/bench_products.py reports how often held-out purchases repeat a
 training purchase, which is the evidence for the choice.
 
+Beside them, `category_price_ranking` — which categories a customer buys (pulled towards their
+persona's) and where on each category's price ladder their persona buys — is judged on the same time
+split but not served (bench/bench_oracles.py: on generated data it ranks far above ALS; whether it
+should be served, alone or blended, is for the evaluation on real data to say).
+
 Everything here is a function of DataFrames; the job owns the session, the tables and
 MLflow. `save_product_model`/`load_product_model` persist a trained model as a folder
 of relative paths (Spark ML format plus Parquet) that MLflow can log as an artifact.
@@ -432,6 +437,90 @@ def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: D
     return _assemble(candidates, keys, recommendable, purchases, top_n)
 
 
+# ---------------------------------------------------------------- category x price ladder
+NO_PERSONA = "<none>"
+
+
+def _beta_moments(n: float, total: float, squares: float, prior_mean: float, prior_var: float,
+                  strength: float) -> tuple[float, float]:
+    """Beta(a, b) by the method of moments from `n` positions (their sum and sum of squares) shrunk
+    towards a prior mean and variance worth `strength` positions."""
+    mean = (total + strength * prior_mean) / (n + strength)
+    own_var = squares / n - (total / n) ** 2 if n > 0 else 0.0
+    var = (max(own_var, 0.0) * n + strength * prior_var) / (n + strength)
+    var = min(max(var, 1e-4), mean * (1.0 - mean) * 0.99)
+    common = mean * (1.0 - mean) / var - 1.0
+    return mean * common, (1.0 - mean) * common
+
+
+def category_price_ranking(orders: DataFrame, products: DataFrame, segments: DataFrame | None,
+                           customers: DataFrame, settings: ProductSettings, as_of: dt.datetime | None = None,
+                           exclude_purchased: bool = True, k: int = K) -> DataFrame:
+    """`customer_key, product_id, score, rank` (1..k): each customer's active products ranked by
+    P(category | customer) x P(place on the category's price ladder | persona) / items in the category,
+    learned from the orders before `as_of`.
+
+    The price ladder of a category is its active products by price, each at (position - 0.5) / items, in
+    0..1. A customer's category shares are their own order lines' shares pulled towards their persona's
+    by `category_customer_weight` pseudo-lines; a persona's towards everyone's by
+    `category_persona_weight`; everyone's are the shares of all order lines plus one per category. A
+    persona's place on the ladder is a Beta fitted by moments to its order lines' positions, shrunk
+    towards everyone's by `price_prior_strength` pseudo-lines. Customers without a persona use
+    everyone's. Judged beside ALS on the time split (`evaluate_time_split`: `category_price_*`)."""
+    spark = customers.sparkSession
+    catalogue = _catalogue(products).where(F.col("active") & F.col("category").isNotNull() & F.col("price").isNotNull())
+    by_price = Window.partitionBy("category").orderBy("price", "product_id")
+    ladder = (catalogue.withColumn("n", F.count("*").over(Window.partitionBy("category")))
+              .withColumn("q", (F.row_number().over(by_price) - F.lit(0.5)) / F.col("n"))
+              .select("product_id", "category", "q", F.col("n").cast("double").alias("n"))).cache()
+    personas = (segments.select("customer_key", F.col("persona_id").alias("persona")).where(F.col("persona").isNotNull())
+                if segments is not None else spark.createDataFrame([], "customer_key string, persona string"))
+    lines = (_orders_before(orders, as_of).where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
+             .select("customer_key", "product_id").join(ladder.select("product_id", "category", "q"), on="product_id")
+             .join(personas, on="customer_key", how="left")
+             .select("customer_key", "category", "q", F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona")))
+    # the learned parameters are a few numbers per persona and category: gathered on the driver
+    categories = sorted(r["category"] for r in ladder.select("category").distinct().collect())
+    counts = {(r["persona"], r["category"]): r["n"] for r in lines.groupBy("persona", "category").count()
+              .withColumnRenamed("count", "n").collect()}
+    moments = {r["persona"]: (r["n"], r["s"], r["ss"]) for r in lines.groupBy("persona").agg(
+        F.count("*").alias("n"), F.sum("q").alias("s"), F.sum(F.col("q") * F.col("q")).alias("ss")).collect()}
+    known = sorted({NO_PERSONA, *(r["persona"] for r in personas.select("persona").distinct().collect()), *moments})
+    per_category = {c: sum(v for (_, cat), v in counts.items() if cat == c) for c in categories}
+    everyone = {c: (per_category[c] + 1.0) / (sum(per_category.values()) + len(categories)) for c in categories}
+    n_all = sum(m[0] for m in moments.values())
+    s_all, ss_all = sum(m[1] for m in moments.values()), sum(m[2] for m in moments.values())
+    prior_mean = s_all / n_all if n_all else 0.5
+    prior_var = ss_all / n_all - prior_mean ** 2 if n_all else 1.0 / 12.0  # nothing bought: a flat ladder
+    w, strength = settings.category_persona_weight, settings.price_prior_strength
+    rows = []
+    for persona in known:
+        total = sum(counts.get((persona, c), 0) for c in categories)
+        a, b = _beta_moments(*moments.get(persona, (0, 0.0, 0.0)), prior_mean, max(prior_var, 1e-4), strength)
+        rows += [(persona, c, (counts.get((persona, c), 0) + w * everyone[c]) / (total + w), a, b) for c in categories]
+    persona_model = spark.createDataFrame(rows, "persona string, category string, persona_share double, a double, b double")
+    own = lines.groupBy("customer_key", "category").agg(F.count("*").cast("double").alias("lines"))
+    own_total = own.groupBy("customer_key").agg(F.sum("lines").alias("total"))
+    keys = (customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
+            .join(personas, on="customer_key", how="left")
+            .select("customer_key", F.when(F.col("persona").isin(known), F.col("persona"))
+                    .otherwise(F.lit(NO_PERSONA)).alias("persona")))
+    cw = F.lit(float(settings.category_customer_weight))
+    share = ((F.coalesce("lines", F.lit(0.0)) + cw * F.col("persona_share"))
+             / (F.coalesce("total", F.lit(0.0)) + cw))
+    place = F.exp((F.col("a") - 1) * F.log("q") + (F.col("b") - 1) * F.log(F.lit(1.0) - F.col("q")))
+    scored = (keys.join(F.broadcast(ladder), how="cross")
+              .join(F.broadcast(persona_model), on=["persona", "category"])
+              .join(own, on=["customer_key", "category"], how="left")
+              .join(own_total, on="customer_key", how="left")
+              .select("customer_key", "product_id", (share * place / F.col("n")).alias("score")))
+    if exclude_purchased:
+        scored = scored.join(build_purchases(orders, as_of), on=["customer_key", "product_id"], how="left_anti")
+    order = Window.partitionBy("customer_key").orderBy(F.desc("score"), "product_id")
+    return (scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)
+            .select("customer_key", "product_id", "score", F.col("rank").cast("int")))
+
+
 def explode_recommendations(recommendations: DataFrame) -> DataFrame:
     """customer_key, product_id, score, rank: one row per recommended product."""
     return recommendations.select("customer_key", F.explode("products").alias("p")).select(
@@ -568,6 +657,13 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
             per_customer_ranking(popular, held_out).select("customer_key", F.col("ndcg").alias("pop")),
             on="customer_key").select("als", "pop").toPandas()
         metrics.update(ndcg_intervals(pairs["als"].to_numpy(), pairs["pop"].to_numpy()))
+        # the category x price-ladder recommender on the same split, for comparison (not served)
+        by_category = category_price_ranking(orders, products, segments, customers, settings, as_of=cutoff,
+                                             exclude_purchased=exclude_purchased).cache()
+        metrics.update(_metrics("category_price", one_row(ranking_metrics(by_category, held_out))))
+        metrics["category_price_ratio"] = (metrics[f"category_price_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0
+                                           else float("nan"))
+        by_category.unpersist()
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for

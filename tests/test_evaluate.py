@@ -49,7 +49,7 @@ def _evaluation(with_uplift: bool) -> Evaluation:
              "ips_match_rate": 0.3},
         products={"als_ndcg_at_10": 0.3, "popularity_ndcg_at_10": 0.2, "ndcg_ratio": 1.5, "ndcg_ratio_low": 1.2,
                   "ndcg_ratio_high": 1.8, "als_ndcg_at_10_low": 0.25, "als_ndcg_at_10_high": 0.35,
-                  "test_customers": 1200.0},
+                  "category_price_ndcg_at_10": 0.48, "category_price_ratio": 2.4, "test_customers": 1200.0},
         tone={"policy_holdout_rmse": 0.41}, uplift=uplift,
         uplift_note=None if with_uplift else "no outcomes after the first recommendations yet")
 
@@ -62,6 +62,7 @@ def test_the_page_says_what_each_figure_means(tmp_path):
     assert "1.60× as often as the logging policy" in page and "lower end is above 1" in page
     assert "1,200 customers who bought in the held-out days, the served lists rank what they bought at 1.50×" in page
     assert "(95% interval 1.20× to 1.80×): better than showing everyone" in page and "(0.250 to 0.350)" in page
+    assert "category × price ladder (judged, not served)" in page and "would rank what they bought at 2.40×" in page
     assert "Not measured yet: no outcomes after the first recommendations yet" in page
     no_nba = _evaluation(with_uplift=False)
     no_nba.nba = {}

@@ -17,6 +17,7 @@ from atende.models.products import (
     RECOMMENDED_PRODUCTS,
     build_implicit_feedback,
     build_popularity,
+    category_price_ranking,
     evaluate_time_split,
     explode_recommendations,
     fit_product_model,
@@ -324,6 +325,48 @@ def test_time_split_evaluation_reports_both_recommenders(spark):
     # the bootstrap intervals over the three test customers hold their point estimates
     for name in ("als_ndcg_at_10", "popularity_ndcg_at_10", "ndcg_ratio"):
         assert metrics[f"{name}_low"] <= metrics[name] + 1e-9 and metrics[name] <= metrics[f"{name}_high"] + 1e-9, name
+    # the category x price-ladder recommender is judged on the same split, beside them
+    assert 0.0 < metrics["category_price_ndcg_at_10"] <= 1.0
+    assert metrics["category_price_ratio"] == pytest.approx(metrics["category_price_ndcg_at_10"] / expected_ndcg)
+
+
+def catalogue_frame(spark, rows: list[tuple]):
+    """rows: (product_id, category, price, active)"""
+    lineage = {"_source_file": "products/f", "_ingested_at": NOW, "run_id": "r0", "_arrival_date": dt.date(2026, 3, 1)}
+    data = [tuple({**lineage, "product_id": pid, "name": pid, "category": cat, "price": price, "active": active}.get(f.name)
+                  for f in BRONZE["products"].fields) for pid, cat, price, active in rows]
+    return spark.createDataFrame(data, BRONZE["products"])
+
+
+def test_category_price_ranking_follows_the_customers_categories_and_the_personas_price_band(spark):
+    products = catalogue_frame(spark, [
+        ("P1", "phones", 100.0, True), ("P2", "phones", 200.0, True), ("P3", "phones", 300.0, True),
+        ("P4", "phones", 400.0, True), ("X1", "phones", 50.0, False),
+        ("B1", "books", 10.0, True), ("B2", "books", 20.0, True), ("B3", "books", 30.0, True), ("B4", "books", 40.0, True),
+    ])
+    # the cheap persona buys the cheapest of each category, the dear one the dearest
+    orders = orders_frame(spark, [("o1", 1, "K1", "P1", 1), ("o2", 1, "K2", "B1", 1), ("o3", 2, "K3", "B1", 1),
+                                  ("o4", 2, "K4", "P4", 1), ("o5", 3, "K5", "B4", 1), ("o6", 3, "K5", "P4", 1)])
+    segments = spark.createDataFrame([("K1", "cheap"), ("K2", "cheap"), ("K3", "cheap"), ("K7", "cheap"),
+                                      ("K4", "dear"), ("K5", "dear"), ("K6", "dear")], SEGMENTS)
+    customers = spark.createDataFrame([(k,) for k in ("K1", "K6", "K7", "K8")], "customer_key string")
+    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0})
+    got = category_price_ranking(orders, products, segments, customers, settings, k=8)
+    lists = {}
+    for row in got.orderBy("customer_key", "rank").collect():
+        lists.setdefault(row["customer_key"], []).append(row["product_id"])
+    ranks = {key: [r["rank"] for r in got.where(got.customer_key == key).orderBy("rank").collect()] for key in lists}
+    assert all(r == list(range(1, len(r) + 1)) for r in ranks.values()), ranks
+    assert set(lists) == {"K1", "K6", "K7", "K8"}  # without a persona (K8): everyone's shares and ladder
+    # K1 bought a phone: at the same place on their ladders a phone comes before a book, and the first phone is
+    # the cheapest not bought; never what was bought or is off sale
+    phones = [p for p in lists["K1"] if p.startswith("P")]
+    assert phones[0] == "P2" and lists["K1"].index("P2") < lists["K1"].index("B2")
+    assert "P1" not in lists["K1"] and "X1" not in lists["K1"]
+    # no orders of their own: the persona's place on the ladder decides within a category
+    assert lists["K7"].index("P1") < lists["K7"].index("P4") and lists["K7"].index("B1") < lists["K7"].index("B4")
+    assert lists["K6"].index("P4") < lists["K6"].index("P1") and lists["K6"].index("B4") < lists["K6"].index("B1")
+    assert all(score > 0 for score in [r["score"] for r in got.collect()])
 
 
 def test_ndcg_intervals_carry_the_pairing_and_the_sample_size():
