@@ -472,7 +472,7 @@ def category_price_ranking(orders: DataFrame, products: DataFrame, segments: Dat
     by_price = Window.partitionBy("category").orderBy("price", "product_id")
     ladder = (catalogue.withColumn("n", F.count("*").over(Window.partitionBy("category")))
               .withColumn("q", (F.row_number().over(by_price) - F.lit(0.5)) / F.col("n"))
-              .select("product_id", "category", "q", F.col("n").cast("double").alias("n"))).cache()
+              .select("product_id", "category", "q", F.col("n").cast("double").alias("n")))  # small: not cached
     personas = (segments.select("customer_key", F.col("persona_id").alias("persona")).where(F.col("persona").isNotNull())
                 if segments is not None else spark.createDataFrame([], "customer_key string, persona string"))
     lines = (_orders_before(orders, as_of).where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
