@@ -30,9 +30,9 @@ maps them); customers without such a person are not scored.
   active items sorted by price, products bought before the split left out as the recommender leaves them.
   No recommender can expect more from these data. Next to it, the same with the person's persona's
   category weights in place of their own favourite categories: what knowing only the true persona allows.
-  And a prototype learned from the training window's orders alone (`category_price_ranking`: category
-  shares per customer and persona, a persona's place on the price ladder), to see how much of the gap a
-  model of that shape closes.
+  And the category x price-ladder recommender every training run judges (models/products.py
+  `category_price_ranking`, learned from the training window's orders alone), to see how much of the gap
+  a model of that shape closes.
 
 Identity's ceiling is measured by bench/bench_identity.py's replica (see RESULTS.md) and is not repeated
 here. Prints one JSON document.
@@ -126,64 +126,6 @@ def true_purchase_ranking(persons, people_categories: dict[str, list[str]], pers
     return pd.DataFrame(rows, columns=["customer_key", "product_id", "rank"])
 
 
-def category_price_ranking(train, catalogue, segments, customers, bought, k: int, persona_weight: float = 10.0,
-                           customer_weight: float = 2.0):
-    """A recommender learned from the training window's orders alone (no truth), to see how far a model
-    of the shape the oracle reveals gets: P(product) = P(category | customer) x P(price position | persona)
-    / items in the category. Category shares are smoothed from the customer's own orders towards their
-    persona's (`customer_weight` pseudo-orders) and the persona's towards everyone's (`persona_weight`);
-    a persona's position on each category's price ladder (active items by price, 0..1) is a Beta fitted
-    by moments, shrunk towards everyone's. `train`: customer_key, product_id of orders before the split;
-    `segments`: customer_key, persona_id. Returns customer_key, product_id, rank (1..k)."""
-    import numpy as np
-    import pandas as pd
-    from scipy.stats import beta
-
-    ladder = (catalogue[catalogue["active"].fillna(False).astype(bool)]
-              .sort_values(["category", "price", "product_id"], kind="mergesort").reset_index(drop=True))
-    ladder["n"] = ladder.groupby("category")["product_id"].transform("size")
-    ladder["q"] = (ladder.groupby("category").cumcount() + 0.5) / ladder["n"]
-    orders = train.merge(ladder[["product_id", "category", "q"]], on="product_id").merge(
-        segments, on="customer_key", how="left")
-    orders["persona_id"] = orders["persona_id"].fillna("<none>")
-    categories = sorted(ladder["category"].unique())
-    everyone = (orders["category"].value_counts().reindex(categories, fill_value=0) + 1.0)
-    everyone = everyone / everyone.sum()
-    by_persona = orders.groupby(["persona_id", "category"]).size().unstack(fill_value=0).reindex(
-        columns=categories, fill_value=0)
-    persona_shares = (by_persona + persona_weight * everyone).div(by_persona.sum(axis=1) + persona_weight, axis=0)
-
-    def beta_of(q: pd.Series, prior_mean: float, prior_var: float, strength: float = 20.0) -> tuple[float, float]:
-        n = len(q)
-        mean = (q.sum() + strength * prior_mean) / (n + strength)
-        var = ((q.var(ddof=0) * n if n > 1 else 0.0) + strength * prior_var) / (n + strength)
-        var = min(max(var, 1e-4), mean * (1 - mean) * 0.99)
-        common = mean * (1 - mean) / var - 1
-        return mean * common, (1 - mean) * common
-
-    all_mean, all_var = float(orders["q"].mean()), float(orders["q"].var(ddof=0))
-    price = {p: beta_of(g["q"], all_mean, all_var) for p, g in orders.groupby("persona_id")}
-    own = orders.groupby(["customer_key", "category"]).size().unstack(fill_value=0).reindex(
-        columns=categories, fill_value=0)
-    persona_of = dict(zip(segments["customer_key"], segments["persona_id"]))
-    excluded = bought.groupby("customer_key")["product_id"].agg(set).to_dict()
-    position = {c: i for i, c in enumerate(categories)}
-    item_category = ladder["category"].map(position).to_numpy()
-    rows = []
-    for key in customers:
-        persona = persona_of.get(key, "<none>")
-        prior = persona_shares.loc[persona].to_numpy() if persona in persona_shares.index else everyone.to_numpy()
-        counts = own.loc[key].to_numpy() if key in own.index else np.zeros(len(categories))
-        shares = (counts + customer_weight * prior) / (counts.sum() + customer_weight)
-        a, b = price.get(persona, beta_of(orders["q"], all_mean, all_var))
-        scores = pd.Series(shares[item_category] * beta.pdf(ladder["q"], a, b) / ladder["n"].to_numpy(),
-                           index=ladder["product_id"])
-        scores = scores.drop(labels=list(excluded.get(key, ())), errors="ignore")
-        for rank, product in enumerate(scores.sort_values(ascending=False, kind="mergesort").index[:k], start=1):
-            rows.append((key, product, rank))
-    return pd.DataFrame(rows, columns=["customer_key", "product_id", "rank"])
-
-
 def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     """The product section of the report (see the module's docstring)."""
     import pandas as pd
@@ -191,6 +133,7 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
 
     from atende.models.products import (
         K,
+        category_price_ranking,
         evaluate_time_split,
         explode_recommendations,
         per_customer_ranking,
@@ -219,8 +162,6 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     persona_of = dict(zip(people["person_id"], people["persona"]))
     oracle = true_purchase_ranking(test, favourites, persona_of, catalogue, bought, K)
     persona_oracle = true_purchase_ranking(test, favourites, persona_of, catalogue, bought, K, persona_only=True)
-    learned = category_price_ranking(
-        bought, catalogue, segments.toPandas(), sorted(set(test["customer_key"])), bought, K)
     relevant = spark.createDataFrame(held_out[held_out["customer_key"].isin(set(test["customer_key"]))])
     customers = relevant.select("customer_key").distinct()
     rankings = {
@@ -228,7 +169,7 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
         "popularity": explode_recommendations(recommend_popular(model, customers, K)),
         "oracle": spark.createDataFrame(oracle, "customer_key string, product_id string, rank int"),
         "persona_oracle": spark.createDataFrame(persona_oracle, "customer_key string, product_id string, rank int"),
-        "learned": spark.createDataFrame(learned, "customer_key string, product_id string, rank int"),
+        "learned": category_price_ranking(orders, products, segments, customers, cfg, as_of=cutoff),
     }
     ndcg = {name: per_customer_ranking(frame, relevant, K).agg(F.avg("ndcg")).first()[0] or 0.0
             for name, frame in rankings.items()}

@@ -57,7 +57,7 @@ def main() -> None:
     settings = load_settings("local", environ={})
     spark = build_spark_session(settings, app_name="atende-bench-warm-ab")
 
-    def one_run(name: str, settings_of_run: dict[str, str], tag: str) -> float:
+    def one_run(settings_of_run: dict[str, str], tag: str) -> float:
         before = {key: spark.conf.get(key, None) for key in settings_of_run}
         for key, value in settings_of_run.items():
             spark.conf.set(key, value)
@@ -78,13 +78,13 @@ def main() -> None:
         shutil.rmtree(lake, ignore_errors=True)
         return seconds
 
-    one_run("warm-up", {}, "warmup")
+    one_run({}, "warmup")
     names = list(variants)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            s = one_run(name, variants[name], f"{name}-{r}")
+            s = one_run(variants[name], f"{name}-{r}")
             seconds[name].append(s)
             print(f"round {r + 1} {name}: {s:.1f} s", flush=True)
     medians = {name: statistics.median(v) for name, v in seconds.items()}

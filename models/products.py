@@ -481,10 +481,13 @@ def category_price_ranking(orders: DataFrame, products: DataFrame, segments: Dat
              .select("customer_key", "category", "q", F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona")))
     # the learned parameters are a few numbers per persona and category: gathered on the driver
     categories = sorted(r["category"] for r in ladder.select("category").distinct().collect())
-    counts = {(r["persona"], r["category"]): r["n"] for r in lines.groupBy("persona", "category").count()
-              .withColumnRenamed("count", "n").collect()}
-    moments = {r["persona"]: (r["n"], r["s"], r["ss"]) for r in lines.groupBy("persona").agg(
-        F.count("*").alias("n"), F.sum("q").alias("s"), F.sum(F.col("q") * F.col("q")).alias("ss")).collect()}
+    counts: dict[tuple[str, str], int] = {}
+    moments: dict[str, tuple[float, float, float]] = {}  # persona -> (lines, sum of q, sum of q squared)
+    for r in lines.groupBy("persona", "category").agg(
+            F.count("*").alias("n"), F.sum("q").alias("s"), F.sum(F.col("q") * F.col("q")).alias("ss")).collect():
+        counts[(r["persona"], r["category"])] = r["n"]
+        n, s, ss = moments.get(r["persona"], (0, 0.0, 0.0))
+        moments[r["persona"]] = (n + r["n"], s + r["s"], ss + r["ss"])
     known = sorted({NO_PERSONA, *(r["persona"] for r in personas.select("persona").distinct().collect()), *moments})
     per_category = {c: sum(v for (_, cat), v in counts.items() if cat == c) for c in categories}
     everyone = {c: (per_category[c] + 1.0) / (sum(per_category.values()) + len(categories)) for c in categories}
@@ -503,8 +506,7 @@ def category_price_ranking(orders: DataFrame, products: DataFrame, segments: Dat
     own_total = own.groupBy("customer_key").agg(F.sum("lines").alias("total"))
     keys = (customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
             .join(personas, on="customer_key", how="left")
-            .select("customer_key", F.when(F.col("persona").isin(known), F.col("persona"))
-                    .otherwise(F.lit(NO_PERSONA)).alias("persona")))
+            .select("customer_key", F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona")))
     cw = F.lit(float(settings.category_customer_weight))
     share = ((F.coalesce("lines", F.lit(0.0)) + cw * F.col("persona_share"))
              / (F.coalesce("total", F.lit(0.0)) + cw))
@@ -659,11 +661,10 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics.update(ndcg_intervals(pairs["als"].to_numpy(), pairs["pop"].to_numpy()))
         # the category x price-ladder recommender on the same split, for comparison (not served)
         by_category = category_price_ranking(orders, products, segments, customers, settings, as_of=cutoff,
-                                             exclude_purchased=exclude_purchased).cache()
+                                             exclude_purchased=exclude_purchased)
         metrics.update(_metrics("category_price", one_row(ranking_metrics(by_category, held_out))))
         metrics["category_price_ratio"] = (metrics[f"category_price_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0
                                            else float("nan"))
-        by_category.unpersist()
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for
