@@ -381,9 +381,12 @@ class ProductSettings(_Section):
     # weight of a product named in a conversation, relative to one unit ordered
     interest_weight: float = Field(default=0.3, ge=0)
     seed: int = 7
-    # the category x price-ladder recommender judged beside ALS on the time split (models/products.py
-    # `category_price_ranking`): pseudo-orders pulling a customer's category shares towards their persona's,
-    # and a persona's towards everyone's; pseudo-orders behind everyone's place on the price ladder
+    # which recommender's lists are served: `auto` chooses at every training on the time split (the category x
+    # price ladder when it beats ALS beyond the 95% interval, else ALS), or one of `als`, `category_price`
+    recommender: Literal["auto", "als", "category_price"] = "auto"
+    # the category x price-ladder recommender (models/products.py `fit_category_price`): pseudo-orders pulling a
+    # customer's category shares towards their persona's, and a persona's towards everyone's; pseudo-orders
+    # behind everyone's place on the price ladder
     category_customer_weight: float = Field(default=2.0, gt=0)
     category_persona_weight: float = Field(default=10.0, gt=0)
     price_prior_strength: float = Field(default=20.0, gt=0)

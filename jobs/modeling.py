@@ -458,7 +458,7 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
     product_failure = ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
         ctx, PRODUCT_MODEL, "products",
         lambda: train_product_model(i.orders, i.interactions, i.products, i.segments, cfg.products),
-        ctx.save_spark_model(save_product_model), "als_ndcg_at_10", True, cfg.products.model_dump(),
+        ctx.save_spark_model(save_product_model), "served_ndcg_at_10", True, cfg.products.model_dump(),
         (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
         force_train)
     start = i.as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
@@ -510,7 +510,7 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
     else:
         model_folder = ctx.readable_by_executors(champion[0], model_folders)
         recommended = recommend_products(load_product_model(ctx.spark, model_folder), customers, i.segments,
-                                         cfg.products.top_n, products=i.products)
+                                         cfg.products.top_n, products=i.products, orders=i.orders)
         versions["products"] = champion[1]
 
     champion = ctx.champion_or_fallback(NBA_MODEL, "next best action", failures["next_best_action"],

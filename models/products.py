@@ -68,7 +68,8 @@ RECOMMENDED_PRODUCTS = StructType([
 
 # popularity rows of everyone (as opposed to one persona's) carry this segment
 GLOBAL_SEGMENT = "*"
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: with the category x price-ladder recommender's tables
+READABLE_FORMATS = (1, 2)
 K = 10  # the cut-off of the evaluation metrics (precision@10, recall@10, NDCG@10)
 
 # how many candidates past top_n scoring looks at, at most, to make up for the excluded ones
@@ -246,15 +247,26 @@ class ProductModel:
     catalogue: DataFrame        # product_id, active (at training)
     purchases: DataFrame        # customer_key, product_id (left out of recommendations)
     params: dict[str, Any] = field(default_factory=dict)
+    # the category x price-ladder recommender (None in a model saved before it existed, format 1)
+    ladder: DataFrame | None = None          # product_id, category, q, n (`price_ladder`, at training)
+    category_model: DataFrame | None = None  # persona, category, persona_share, a, b (`fit_category_price`)
+    category_lines: DataFrame | None = None  # customer_key, category, lines (at training)
 
     @property
     def exclude_purchased(self) -> bool:
         return bool(self.params.get("exclude_purchased", True))
 
+    @property
+    def recommender(self) -> str:
+        """Which recommender the model serves: `als` or `category_price` (chosen at training)."""
+        return str(self.params.get("recommender", "als")) if self.category_model is not None else "als"
+
     def unpersist(self) -> None:
         """Release the tables a freshly trained model keeps in memory."""
-        for name in _TABLES:
-            getattr(self, name).unpersist()
+        for name in _TABLES + _CATEGORY_TABLES:
+            table = getattr(self, name)
+            if table is not None:
+                table.unpersist()
 
 
 def _index(values: DataFrame, column: str, index_column: str) -> DataFrame:
@@ -294,6 +306,8 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     ).fit(ratings)
     catalogue = _catalogue(products).select("product_id", "active").cache()
     purchases = build_purchases(orders, as_of).cache()
+    ladder = price_ladder(products).cache()
+    category_model = fit_category_price(orders, ladder, segments, settings, as_of).cache()
     # how far down ALS's list scoring must look to still fill top_n after the exclusions
     most_purchased = scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     unsellable = product_index.join(_recommendable(catalogue), on="product_id", how="left_anti").count()
@@ -307,6 +321,10 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         "trained_until": as_of.isoformat() if as_of is not None else None,
         "max_purchased_per_customer": int(most_purchased or 0),
         "unsellable_products": int(unsellable),
+        "recommender": "als",  # train_product_model chooses on the time split
+        "category_customer_weight": settings.category_customer_weight,
+        "category_persona_weight": settings.category_persona_weight,
+        "price_prior_strength": settings.price_prior_strength,
     }
     return ProductModel(
         als=als,
@@ -316,6 +334,9 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         catalogue=catalogue,
         purchases=purchases,
         params=params,
+        ladder=ladder,
+        category_model=category_model,
+        category_lines=category_lines(orders, ladder, as_of).cache(),
     )
 
 
@@ -372,16 +393,19 @@ def _assemble(candidates: DataFrame, customers: DataFrame, recommendable: DataFr
 
 
 def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFrame | None,
-                    exclude: DataFrame | None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
+                    exclude: DataFrame | None,
+                    known: DataFrame | None = None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
     """The customers, the products that may be offered, the pairs not to offer, and how many
-    candidates past top_n each source must bring so that top_n survive those filters."""
+    candidates past top_n each source must bring so that top_n survive those filters. `known`: the
+    products the first source ranks (product_id; default ALS's), of which those off sale now are made up for."""
     keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
     if products is None:
         recommendable = _recommendable(model.catalogue)
-        extra = int(model.params.get("unsellable_products", 0))
+        extra = int(model.params.get("unsellable_products", 0)) if known is None else 0
     else:
         recommendable = _recommendable(_catalogue(products).select("product_id", "active"))
-        extra = model.product_index.join(recommendable, on="product_id", how="left_anti").count()
+        extra = (model.product_index if known is None else known).join(
+            recommendable, on="product_id", how="left_anti").count()
     parts = []
     if model.exclude_purchased:
         parts.append(model.purchases)
@@ -399,19 +423,42 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
 
 def recommend_products(model: ProductModel, customers: DataFrame, segments: DataFrame | None,
                        top_n: int, products: DataFrame | None = None,
-                       exclude: DataFrame | None = None) -> DataFrame:
+                       exclude: DataFrame | None = None, orders: DataFrame | None = None,
+                       recommender: str | None = None) -> DataFrame:
     """RECOMMENDED_PRODUCTS: one row per customer_key of `customers`, up to `top_n` products ranked
-    1..top_n. ALS's picks for customers it knows, then their persona's most bought items
-    (`segments`: customer_key, persona_id), then the most bought overall.
+    1..top_n: the model's recommender's picks (`model.recommender`, or `recommender`: `als` or
+    `category_price`), then the customer's persona's most bought items (`segments`: customer_key,
+    persona_id), then the most bought overall.
 
+    `als`: ALS's picks for the customers it knows. `category_price`: every customer's, from the category
+    shares of their order lines and their persona's place on each category's price ladder; `orders` (silver
+    orders) gives the order lines as they are now, and `products` the ladder of the current catalogue, else
+    both as seen at training.
     `products` (silver products, or bronze snapshots) gives the current active flags, else the catalogue seen at
     training; `exclude` (customer_key, product_id) adds items not to offer (recent purchases).
-    score: ALS's preference estimate for its picks, the item's share of the segment's orders
+    score: the first recommender's estimate for its picks, the item's share of the segment's orders
     for the others; only rank compares across the two.
     """
-    keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
-    k = top_n + extra
-    candidates = _als_candidates(model, keys, k).unionByName(_popular_candidates(model.popularity, keys, segments, k))
+    choice = recommender or model.recommender
+    if choice not in RECOMMENDERS:
+        raise ValueError(f"unknown product recommender {choice!r}: one of {', '.join(RECOMMENDERS)}")
+    if choice == "category_price":
+        if model.category_model is None or model.ladder is None or model.category_lines is None:
+            raise ValueError("this product model was saved without the category x price-ladder recommender "
+                             "(format 1): retrain it (atende train)")
+        ladder = price_ladder(products) if products is not None else model.ladder
+        keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude,
+                                                               known=ladder.select("product_id"))
+        k = top_n + extra
+        lines = category_lines(orders, ladder) if orders is not None else model.category_lines
+        weight = float(model.params.get("category_customer_weight", 2.0))
+        first = _candidate(category_price_candidates(model.category_model, ladder, lines, keys, segments, weight, k),
+                           source=0)
+    else:
+        keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+        k = top_n + extra
+        first = _als_candidates(model, keys, k)
+    candidates = first.unionByName(_popular_candidates(model.popularity, keys, segments, k))
     return _assemble(candidates, keys, recommendable, excluded, top_n)
 
 
@@ -439,6 +486,7 @@ def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: D
 
 # ---------------------------------------------------------------- category x price ladder
 NO_PERSONA = "<none>"
+RECOMMENDERS = ("als", "category_price")
 
 
 def _beta_moments(n: float, total: float, squares: float, prior_mean: float, prior_var: float,
@@ -453,32 +501,46 @@ def _beta_moments(n: float, total: float, squares: float, prior_mean: float, pri
     return mean * common, (1.0 - mean) * common
 
 
-def category_price_ranking(orders: DataFrame, products: DataFrame, segments: DataFrame | None,
-                           customers: DataFrame, settings: ProductSettings, as_of: dt.datetime | None = None,
-                           exclude_purchased: bool = True, k: int = K) -> DataFrame:
-    """`customer_key, product_id, score, rank` (1..k): each customer's active products ranked by
-    P(category | customer) x P(place on the category's price ladder | persona) / items in the category,
-    learned from the orders before `as_of`.
-
-    The price ladder of a category is its active products by price, each at (position - 0.5) / items, in
-    0..1. A customer's category shares are their own order lines' shares pulled towards their persona's
-    by `category_customer_weight` pseudo-lines; a persona's towards everyone's by
-    `category_persona_weight`; everyone's are the shares of all order lines plus one per category. A
-    persona's place on the ladder is a Beta fitted by moments to its order lines' positions, shrunk
-    towards everyone's by `price_prior_strength` pseudo-lines. Customers without a persona use
-    everyone's. Judged beside ALS on the time split (`evaluate_time_split`: `category_price_*`)."""
-    spark = customers.sparkSession
+def price_ladder(products: DataFrame) -> DataFrame:
+    """`product_id, category, q, n`: each category's active products by price (ties by id), the product at
+    q = (position - 0.5) / n in 0..1, n the category's active products. Products without a category or a
+    price are not on any ladder."""
     catalogue = _catalogue(products).where(F.col("active") & F.col("category").isNotNull() & F.col("price").isNotNull())
     by_price = Window.partitionBy("category").orderBy("price", "product_id")
-    ladder = (catalogue.withColumn("n", F.count("*").over(Window.partitionBy("category")))
-              .withColumn("q", (F.row_number().over(by_price) - F.lit(0.5)) / F.col("n"))
-              .select("product_id", "category", "q", F.col("n").cast("double").alias("n")))  # small: not cached
-    personas = (segments.select("customer_key", F.col("persona_id").alias("persona")).where(F.col("persona").isNotNull())
-                if segments is not None else spark.createDataFrame([], "customer_key string, persona string"))
+    return (catalogue.withColumn("n", F.count("*").over(Window.partitionBy("category")))
+            .withColumn("q", (F.row_number().over(by_price) - F.lit(0.5)) / F.col("n"))
+            .select("product_id", "category", F.col("q").cast("double"), F.col("n").cast("double")))
+
+
+def _personas(segments: DataFrame | None, spark: SparkSession) -> DataFrame:
+    if segments is None:
+        return spark.createDataFrame([], "customer_key string, persona string")
+    return segments.select("customer_key", F.col("persona_id").alias("persona")).where(F.col("persona").isNotNull())
+
+
+def category_lines(orders: DataFrame, ladder: DataFrame, as_of: dt.datetime | None = None) -> DataFrame:
+    """`customer_key, category, lines`: each customer's order lines (before `as_of`) per category of the ladder."""
+    return (_orders_before(orders, as_of).where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
+            .select("customer_key", "product_id").join(ladder.select("product_id", "category"), on="product_id")
+            .groupBy("customer_key", "category").agg(F.count("*").cast("double").alias("lines")))
+
+
+def fit_category_price(orders: DataFrame, ladder: DataFrame, segments: DataFrame | None, settings: ProductSettings,
+                       as_of: dt.datetime | None = None) -> DataFrame:
+    """`persona, category, persona_share, a, b` (one row per persona of `segments`, plus NO_PERSONA, and
+    category of `ladder`): what the category x price-ladder recommender learns from the orders before `as_of`.
+
+    persona_share: the persona's order lines' share of the category, pulled towards everyone's by
+    `category_persona_weight` pseudo-lines (everyone's: all order lines plus one per category). a, b: the
+    persona's place on the price ladders, a Beta fitted by moments to its order lines' positions q and shrunk
+    towards everyone's by `price_prior_strength` pseudo-lines. NO_PERSONA (customers without a persona) is
+    fitted on their lines the same way."""
+    spark = ladder.sparkSession
+    personas = _personas(segments, spark)
     lines = (_orders_before(orders, as_of).where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
              .select("customer_key", "product_id").join(ladder.select("product_id", "category", "q"), on="product_id")
              .join(personas, on="customer_key", how="left")
-             .select("customer_key", "category", "q", F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona")))
+             .select("category", "q", F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona")))
     # the learned parameters are a few numbers per persona and category: gathered on the driver
     categories = sorted(r["category"] for r in ladder.select("category").distinct().collect())
     counts: dict[tuple[str, str], int] = {}
@@ -501,26 +563,57 @@ def category_price_ranking(orders: DataFrame, products: DataFrame, segments: Dat
         total = sum(counts.get((persona, c), 0) for c in categories)
         a, b = _beta_moments(*moments.get(persona, (0, 0.0, 0.0)), prior_mean, max(prior_var, 1e-4), strength)
         rows += [(persona, c, (counts.get((persona, c), 0) + w * everyone[c]) / (total + w), a, b) for c in categories]
-    persona_model = spark.createDataFrame(rows, "persona string, category string, persona_share double, a double, b double")
-    own = lines.groupBy("customer_key", "category").agg(F.count("*").cast("double").alias("lines"))
-    own_total = own.groupBy("customer_key").agg(F.sum("lines").alias("total"))
-    keys = (customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
-            .join(personas, on="customer_key", how="left")
-            .select("customer_key", F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona")))
-    cw = F.lit(float(settings.category_customer_weight))
-    share = ((F.coalesce("lines", F.lit(0.0)) + cw * F.col("persona_share"))
-             / (F.coalesce("total", F.lit(0.0)) + cw))
+    return spark.createDataFrame(rows, "persona string, category string, persona_share double, a double, b double")
+
+
+def category_price_candidates(category_model: DataFrame, ladder: DataFrame, lines: DataFrame, customers: DataFrame,
+                              segments: DataFrame | None, customer_weight: float, k: int) -> DataFrame:
+    """`customer_key, product_id, score, source_rank` (1..k): each customer's products of `ladder` ranked by
+    P(category | customer) x P(place on the category's price ladder | persona) / items in the category.
+
+    A customer's category shares are their own order lines' shares (`lines`: customer_key, category, lines)
+    pulled towards their persona's by `customer_weight` pseudo-lines; a customer whose persona the model does
+    not know (or who has none) takes NO_PERSONA's. Within a category the order depends on the persona alone,
+    so only each persona's first k products of each category are scored (the result is the same)."""
     place = F.exp((F.col("a") - 1) * F.log("q") + (F.col("b") - 1) * F.log(F.lit(1.0) - F.col("q")))
-    scored = (keys.join(F.broadcast(ladder), how="cross")
-              .join(F.broadcast(persona_model), on=["persona", "category"])
-              .join(own, on=["customer_key", "category"], how="left")
+    in_category = Window.partitionBy("persona", "category").orderBy(F.desc("value"), "product_id")
+    persona_products = (ladder.join(F.broadcast(category_model), on="category")
+                        .select("persona", "category", "product_id", (place / F.col("n")).alias("value"))
+                        .withColumn("r", F.row_number().over(in_category)).where(F.col("r") <= k).drop("r"))
+    known = category_model.select(F.col("persona").alias("_known")).distinct()
+    keys = (customers.join(_personas(segments, customers.sparkSession), on="customer_key", how="left")
+            .join(F.broadcast(known), F.col("persona") == F.col("_known"), how="left")
+            .select("customer_key", F.coalesce("_known", F.lit(NO_PERSONA)).alias("persona")))
+    own_total = lines.groupBy("customer_key").agg(F.sum("lines").alias("total"))
+    cw = F.lit(float(customer_weight))
+    share = ((F.coalesce("lines", F.lit(0.0)) + cw * F.col("persona_share")) / (F.coalesce("total", F.lit(0.0)) + cw))
+    shares = (keys.join(F.broadcast(category_model.select("persona", "category", "persona_share")), on="persona")
+              .join(lines, on=["customer_key", "category"], how="left")
               .join(own_total, on="customer_key", how="left")
-              .select("customer_key", "product_id", (share * place / F.col("n")).alias("score")))
-    if exclude_purchased:
-        scored = scored.join(build_purchases(orders, as_of), on=["customer_key", "product_id"], how="left_anti")
+              .select("customer_key", "persona", "category", share.alias("share")))
     order = Window.partitionBy("customer_key").orderBy(F.desc("score"), "product_id")
-    return (scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)
-            .select("customer_key", "product_id", "score", F.col("rank").cast("int")))
+    return (shares.join(F.broadcast(persona_products), on=["persona", "category"])
+            .select("customer_key", "product_id", (F.col("share") * F.col("value")).alias("score"))
+            .withColumn("source_rank", F.row_number().over(order)).where(F.col("source_rank") <= k))
+
+
+def category_price_ranking(orders: DataFrame, products: DataFrame, segments: DataFrame | None,
+                           customers: DataFrame, settings: ProductSettings, as_of: dt.datetime | None = None,
+                           exclude_purchased: bool = True, k: int = K) -> DataFrame:
+    """`customer_key, product_id, score, rank` (1..k): the category x price-ladder recommender learned from the
+    orders before `as_of` (`fit_category_price`) ranking each customer's active products of a category with a
+    price (`category_price_candidates`), what they bought before left out. Without a model around it: bench/
+    and tests call it; serving goes through `recommend_products`."""
+    ladder = price_ladder(products)
+    model = fit_category_price(orders, ladder, segments, settings, as_of)
+    keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
+    excluded = build_purchases(orders, as_of) if exclude_purchased else None
+    most = 0 if excluded is None else scalar(excluded.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
+    extra = min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
+    candidates = category_price_candidates(model, ladder, category_lines(orders, ladder, as_of), keys, segments,
+                                           settings.category_customer_weight, k + extra)
+    ranked = _assemble(_candidate(candidates, source=0), keys, ladder.select("product_id"), excluded, k)
+    return explode_recommendations(ranked)
 
 
 def explode_recommendations(recommendations: DataFrame) -> DataFrame:
@@ -567,38 +660,55 @@ def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> 
     )
 
 
-def ndcg_intervals(served: np.ndarray, popular: np.ndarray, *, replicates: int = 400, level: float = 0.95,
-                   seed: int = 7) -> dict[str, float]:
-    """Percentile bootstrap intervals of the mean NDCG of both recommenders and of their ratio, from each
-    test customer's pair of values (customers resampled with Poisson weights, both values together, so the
-    ratio's interval carries their correlation): `als_ndcg_at_10_low/_high`,
-    `popularity_ndcg_at_10_low/_high`, `ndcg_ratio_low/_high` (left out where popularity's mean is 0)."""
-    a, b = np.asarray(served, dtype=float), np.asarray(popular, dtype=float)
-    if len(a) != len(b):
-        raise ValueError(f"one NDCG per test customer for both recommenders: {len(a)} against {len(b)}")
-    if len(a) == 0:
+def bootstrap_intervals(values: dict[str, np.ndarray], ratios: dict[str, tuple[str, str]] | None = None, *,
+                        replicates: int = 400, level: float = 0.95, seed: int = 7) -> dict[str, float]:
+    """Percentile bootstrap intervals of the means of `values` (name -> one number per test customer, every
+    array in the same customer order) and of the ratios of two of those means (`ratios`: name -> (numerator,
+    denominator)): `<name>_low`, `<name>_high`. Customers are resampled with Poisson weights, all values of a
+    customer together, so a ratio's interval carries their correlation. A ratio whose denominator's mean is
+    0 is left out."""
+    arrays = {name: np.asarray(v, dtype=float) for name, v in values.items()}
+    sizes = {len(v) for v in arrays.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"one value per test customer for every recommender: lengths {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    if n == 0:
         return {}
     rng = np.random.default_rng(seed)
-    means_a, means_b = [], []
-    chunk = max(1, min(replicates, 4_000_000 // len(a)))
+    means: dict[str, list[np.ndarray]] = {name: [] for name in arrays}
+    chunk = max(1, min(replicates, 4_000_000 // n))
     done = 0
     while done < replicates:
         size = min(chunk, replicates - done)
-        weights = rng.poisson(1.0, size=(size, len(a))).astype(float)
+        weights = rng.poisson(1.0, size=(size, n)).astype(float)
         total = np.maximum(weights.sum(axis=1), 1.0)
-        means_a.append(weights @ a / total)
-        means_b.append(weights @ b / total)
+        for name, v in arrays.items():
+            means[name].append(weights @ v / total)
         done += size
-    ma, mb = np.concatenate(means_a), np.concatenate(means_b)
+    drawn = {name: np.concatenate(m) for name, m in means.items()}
     tail = (1.0 - level) / 2.0
-    out = {f"als_ndcg_at_{K}_low": float(np.quantile(ma, tail)), f"als_ndcg_at_{K}_high": float(np.quantile(ma, 1 - tail)),
-           f"popularity_ndcg_at_{K}_low": float(np.quantile(mb, tail)),
-           f"popularity_ndcg_at_{K}_high": float(np.quantile(mb, 1 - tail))}
-    ratios = ma[mb > 0] / mb[mb > 0]
-    if b.mean() > 0 and len(ratios):
-        out["ndcg_ratio_low"] = float(np.quantile(ratios, tail))
-        out["ndcg_ratio_high"] = float(np.quantile(ratios, 1 - tail))
+    out: dict[str, float] = {}
+    for name, m in drawn.items():
+        out[f"{name}_low"], out[f"{name}_high"] = float(np.quantile(m, tail)), float(np.quantile(m, 1 - tail))
+    for name, (top, bottom) in (ratios or {}).items():
+        a, b = drawn[top], drawn[bottom]
+        kept = a[b > 0] / b[b > 0]
+        if arrays[bottom].mean() > 0 and len(kept):
+            out[f"{name}_low"], out[f"{name}_high"] = float(np.quantile(kept, tail)), float(np.quantile(kept, 1 - tail))
     return out
+
+
+def ndcg_intervals(served: np.ndarray, popular: np.ndarray, *, replicates: int = 400, level: float = 0.95,
+                   seed: int = 7) -> dict[str, float]:
+    """`bootstrap_intervals` of the served lists' and popularity's mean NDCG and of their ratio, from each
+    test customer's pair of values: `als_ndcg_at_10_low/_high`, `popularity_ndcg_at_10_low/_high`,
+    `ndcg_ratio_low/_high` (left out where popularity's mean is 0)."""
+    a, b = np.asarray(served, dtype=float), np.asarray(popular, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"one NDCG per test customer for both recommenders: {len(a)} against {len(b)}")
+    return bootstrap_intervals({f"als_ndcg_at_{K}": a, f"popularity_ndcg_at_{K}": b},
+                               {"ndcg_ratio": (f"als_ndcg_at_{K}", f"popularity_ndcg_at_{K}")},
+                               replicates=replicates, level=level, seed=seed)
 
 
 def _metrics(prefix: str, row) -> dict[str, float]:
@@ -622,10 +732,12 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
     """Train on everything before `cutoff` (default: the last `test_days` of orders held out),
     and score the held-out purchases of every customer with at least one of them.
 
-    `als_*` is the recommender as served (ALS, with persona and popularity for customers ALS
-    does not know); `popularity_*` the most bought products of the training window;
-    `*_warm_*` the same over the customers ALS knows. Returns the model trained on the
-    training window and the metrics.
+    `als_*` are the lists with ALS first (then persona and popularity for customers ALS does not know);
+    `category_price_*` the lists with the category x price-ladder recommender first; `popularity_*` the
+    most bought products of the training window; `*_warm_*` the first and the last over the customers ALS
+    knows. Bootstrap intervals (`bootstrap_intervals`) of each NDCG, of each one's ratio to popularity
+    (`ndcg_ratio`, `category_price_ratio`) and of the category recommender's to ALS's
+    (`category_price_vs_als`). Returns the model trained on the training window and the metrics.
     """
     cutoff = cutoff or split_cutoff(orders, settings.test_days)
     if cutoff is None:
@@ -642,29 +754,41 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         )
         customers = held_out.select("customer_key").distinct()
         warm = customers.join(model.customer_index, on="customer_key", how="left_semi")
-        served = explode_recommendations(recommend_products(model, customers, segments, K)).cache()
-        popular = explode_recommendations(recommend_popular(model, customers, K)).cache()
+        lists = {
+            "als": recommend_products(model, customers, segments, K, recommender="als"),
+            "popularity": recommend_popular(model, customers, K),
+            "category_price": recommend_products(model, customers, segments, K, recommender="category_price"),
+        }
+        ranked = {name: explode_recommendations(df).cache() for name, df in lists.items()}
         warm_truth = held_out.join(warm, on="customer_key", how="left_semi")
         metrics: dict[str, float] = {}
-        als_row = one_row(ranking_metrics(served, held_out))
+        als_row = one_row(ranking_metrics(ranked["als"], held_out))
         metrics.update(_metrics("als", als_row))
-        metrics.update(_metrics("popularity", one_row(ranking_metrics(popular, held_out))))
-        metrics.update(_metrics("als_warm", one_row(ranking_metrics(served, warm_truth))))
-        warm_pop_row = one_row(ranking_metrics(popular, warm_truth))
+        metrics.update(_metrics("popularity", one_row(ranking_metrics(ranked["popularity"], held_out))))
+        metrics.update(_metrics("category_price", one_row(ranking_metrics(ranked["category_price"], held_out))))
+        metrics.update(_metrics("als_warm", one_row(ranking_metrics(ranked["als"], warm_truth))))
+        warm_pop_row = one_row(ranking_metrics(ranked["popularity"], warm_truth))
         metrics.update(_metrics("popularity_warm", warm_pop_row))
-        pop_ndcg = metrics[f"popularity_ndcg_at_{K}"]
-        metrics["ndcg_ratio"] = metrics[f"als_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0 else float("nan")
-        # each test customer's pair of NDCGs (a number per customer, collected) for the intervals
-        pairs = per_customer_ranking(served, held_out).select("customer_key", F.col("ndcg").alias("als")).join(
-            per_customer_ranking(popular, held_out).select("customer_key", F.col("ndcg").alias("pop")),
-            on="customer_key").select("als", "pop").toPandas()
-        metrics.update(ndcg_intervals(pairs["als"].to_numpy(), pairs["pop"].to_numpy()))
-        # the category x price-ladder recommender on the same split, for comparison (not served)
-        by_category = category_price_ranking(orders, products, segments, customers, settings, as_of=cutoff,
-                                             exclude_purchased=exclude_purchased)
-        metrics.update(_metrics("category_price", one_row(ranking_metrics(by_category, held_out))))
-        metrics["category_price_ratio"] = (metrics[f"category_price_ndcg_at_{K}"] / pop_ndcg if pop_ndcg > 0
-                                           else float("nan"))
+        pop_ndcg, als_ndcg = metrics[f"popularity_ndcg_at_{K}"], metrics[f"als_ndcg_at_{K}"]
+        cat_ndcg = metrics[f"category_price_ndcg_at_{K}"]
+        metrics["ndcg_ratio"] = als_ndcg / pop_ndcg if pop_ndcg > 0 else float("nan")
+        metrics["category_price_ratio"] = cat_ndcg / pop_ndcg if pop_ndcg > 0 else float("nan")
+        metrics["category_price_vs_als"] = cat_ndcg / als_ndcg if als_ndcg > 0 else float("nan")
+        # each test customer's NDCG under every recommender (a few numbers per customer, collected) for the
+        # intervals
+        per_customer = None
+        for name, df in ranked.items():
+            one = per_customer_ranking(df, held_out).select("customer_key", F.col("ndcg").alias(name))
+            per_customer = one if per_customer is None else per_customer.join(one, on="customer_key")
+        assert per_customer is not None
+        table = per_customer.drop("customer_key").toPandas()
+        names = {"als": f"als_ndcg_at_{K}", "popularity": f"popularity_ndcg_at_{K}",
+                 "category_price": f"category_price_ndcg_at_{K}"}
+        metrics.update(bootstrap_intervals(
+            {names[name]: table[name].to_numpy() for name in ranked},
+            {"ndcg_ratio": (names["als"], names["popularity"]),
+             "category_price_ratio": (names["category_price"], names["popularity"]),
+             "category_price_vs_als": (names["category_price"], names["als"])}))
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for
@@ -673,19 +797,49 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics["held_out_pairs"] = float(held_out.count())
         metrics["repeat_purchase_share"] = repeats / metrics["held_out_pairs"] if metrics["held_out_pairs"] else 0.0
         metrics["train_feedback_pairs"] = float(feedback.count())
-        served.unpersist()
-        popular.unpersist()
+        for df in ranked.values():
+            df.unpersist()
         held_out.unpersist()
         return model, metrics
     finally:
         feedback.unpersist()
 
 
+def choose_recommender(setting: str, metrics: dict[str, float]) -> str:
+    """The recommender to serve: `setting` unless it is `auto`; under `auto` the category x price-ladder
+    recommender when the time split shows it ranking what customers went on to buy better than ALS beyond
+    the interval (`category_price_vs_als_low` > 1), else ALS (also when there was no time split)."""
+    if setting != "auto":
+        return setting
+    low = metrics.get("category_price_vs_als_low")
+    return "category_price" if low is not None and low > 1.0 else "als"
+
+
+def _served_metrics(choice: str, metrics: dict[str, float]) -> dict[str, float]:
+    """`served_*`: the time split's figures of the recommender served (`choice`), under one name whichever
+    it is, and `serves_category_price` (1 or 0)."""
+    ratio = {"als": "ndcg_ratio", "category_price": "category_price_ratio"}[choice]
+    out = {"serves_category_price": float(choice == "category_price")}
+    for metric in ("precision", "recall", "ndcg"):
+        name = f"{choice}_{metric}_at_{K}"
+        if name in metrics:
+            out[f"served_{metric}_at_{K}"] = metrics[name]
+    for suffix in ("_low", "_high"):
+        if f"{choice}_ndcg_at_{K}{suffix}" in metrics:
+            out[f"served_ndcg_at_{K}{suffix}"] = metrics[f"{choice}_ndcg_at_{K}{suffix}"]
+    for suffix in ("", "_low", "_high"):
+        if f"{ratio}{suffix}" in metrics:
+            out[f"served_ndcg_ratio{suffix}"] = metrics[f"{ratio}{suffix}"]
+    return out
+
+
 def train_product_model(orders: DataFrame, interactions: DataFrame, products: DataFrame,
                         segments: DataFrame | None, settings: ProductSettings,
                         evaluate: bool = True, exclude_purchased: bool = True) -> tuple[ProductModel, dict[str, float]]:
     """The model to serve (fit on all feedback) and its metrics from the time split
-    (`evaluate_time_split`; empty when `evaluate` is False). The caller logs them to MLflow."""
+    (`evaluate_time_split`; empty when `evaluate` is False), with the recommender it serves chosen by
+    `choose_recommender` (`params["recommender"]`) and that one's figures as `served_*`. The caller logs
+    them to MLflow."""
     metrics: dict[str, float] = {}
     cutoff = split_cutoff(orders, settings.test_days)
     # data shorter than the held-out window leaves nothing to train the evaluation model on:
@@ -702,11 +856,15 @@ def train_product_model(orders: DataFrame, interactions: DataFrame, products: Da
     if feedback.isEmpty():
         raise ValueError("no orders of known customers: nothing to train the product recommender on")
     model = fit_product_model(feedback, orders, products, segments, settings, exclude_purchased=exclude_purchased)
+    choice = choose_recommender(settings.recommender, metrics)
+    model.params["recommender"] = choice
+    metrics.update(_served_metrics(choice, metrics))
     return model, metrics
 
 
 # ---------------------------------------------------------------- persistence
 _TABLES = ("customer_index", "product_index", "popularity", "catalogue", "purchases")
+_CATEGORY_TABLES = ("ladder", "category_model", "category_lines")  # from format 2
 
 
 def save_product_model(model: ProductModel, path: str | Path) -> None:
@@ -717,16 +875,21 @@ def save_product_model(model: ProductModel, path: str | Path) -> None:
     root = location(path)
     spark = model.customer_index.sparkSession
     model.als.write().overwrite().save(join(root, "als"))
-    for name in _TABLES:
-        getattr(model, name).write.mode("overwrite").parquet(join(root, name))
+    for name in _TABLES + _CATEGORY_TABLES:
+        table = getattr(model, name)
+        if table is not None:
+            table.write.mode("overwrite").parquet(join(root, name))
     Storage(spark).write_text(join(root, "model.json"), json.dumps(model.params, indent=2, sort_keys=True))
 
 
 def load_product_model(spark: SparkSession, path: str | Path) -> ProductModel:
-    """The ProductModel that `save_product_model` wrote into `path` (a location the executors reach)."""
+    """The ProductModel that `save_product_model` wrote into `path` (a location the executors reach). A model
+    of format 1 (before the category x price-ladder recommender) loads without it and serves ALS."""
     root = location(path)
     params = json.loads(Storage(spark).read_text(join(root, "model.json")))
-    if params.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{root}: product model format {params.get('format')!r}, expected {MODEL_FORMAT}")
-    tables = {name: spark.read.parquet(join(root, name)) for name in _TABLES}
+    if params.get("format") not in READABLE_FORMATS:
+        raise ValueError(f"{root}: product model format {params.get('format')!r}, expected one of "
+                         f"{', '.join(map(str, READABLE_FORMATS))}")
+    names = _TABLES + (_CATEGORY_TABLES if params["format"] >= 2 else ())
+    tables = {name: spark.read.parquet(join(root, name)) for name in names}
     return ProductModel(als=ALSModel.load(join(root, "als")), params=params, **tables)

@@ -232,7 +232,8 @@ def test_save_and_load_round_trip(spark, trained, tmp_path):
     loaded = load_product_model(spark, tmp_path / "model")
 
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "als", "catalogue", "customer_index", "model.json", "popularity", "product_index", "purchases"]
+        "als", "catalogue", "category_lines", "category_model", "customer_index", "ladder", "model.json",
+        "popularity", "product_index", "purchases"]
     assert str(tmp_path) not in (tmp_path / "model" / "model.json").read_text()
     assert loaded.params == model.params
     assertDataFrameEqual(recommend_products(loaded, customers, segments, top_n=3),
@@ -325,9 +326,26 @@ def test_time_split_evaluation_reports_both_recommenders(spark):
     # the bootstrap intervals over the three test customers hold their point estimates
     for name in ("als_ndcg_at_10", "popularity_ndcg_at_10", "ndcg_ratio"):
         assert metrics[f"{name}_low"] <= metrics[name] + 1e-9 and metrics[name] <= metrics[f"{name}_high"] + 1e-9, name
-    # the category x price-ladder recommender is judged on the same split, beside them
+    # the category x price-ladder recommender is judged on the same split, beside them, with its intervals
     assert 0.0 < metrics["category_price_ndcg_at_10"] <= 1.0
     assert metrics["category_price_ratio"] == pytest.approx(metrics["category_price_ndcg_at_10"] / expected_ndcg)
+    assert metrics["category_price_vs_als"] == pytest.approx(
+        metrics["category_price_ndcg_at_10"] / metrics["als_ndcg_at_10"])
+    for name in ("category_price_ndcg_at_10", "category_price_ratio", "category_price_vs_als"):
+        assert metrics[f"{name}_low"] <= metrics[name] + 1e-9 <= metrics[f"{name}_high"] + 2e-9, name
+
+    # training chooses what to serve on that split, and names its figures served_*
+    from atende.models.products import choose_recommender, train_product_model
+
+    served, trained_metrics = train_product_model(orders, interactions, products, None, SETTINGS)
+    choice = choose_recommender("auto", trained_metrics)
+    assert served.params["recommender"] == served.recommender == choice
+    prefix = "category_price" if choice == "category_price" else "als"
+    assert trained_metrics["served_ndcg_at_10"] == trained_metrics[f"{prefix}_ndcg_at_10"]
+    assert trained_metrics["serves_category_price"] == float(choice == "category_price")
+    forced, _ = train_product_model(orders, interactions, products, None,
+                                    SETTINGS.model_copy(update={"recommender": "category_price"}), evaluate=False)
+    assert forced.recommender == "category_price"
 
 
 def catalogue_frame(spark, rows: list[tuple]):
@@ -367,6 +385,119 @@ def test_category_price_ranking_follows_the_customers_categories_and_the_persona
     assert lists["K7"].index("P1") < lists["K7"].index("P4") and lists["K7"].index("B1") < lists["K7"].index("B4")
     assert lists["K6"].index("P4") < lists["K6"].index("P1") and lists["K6"].index("B4") < lists["K6"].index("B1")
     assert all(score > 0 for score in [r["score"] for r in got.collect()])
+
+
+@pytest.fixture(scope="module")
+def priced(spark):
+    """Two categories with price ladders, a cheap and a dear persona, and a product model fitted on them."""
+    products = catalogue_frame(spark, [
+        ("P1", "phones", 100.0, True), ("P2", "phones", 200.0, True), ("P3", "phones", 300.0, True),
+        ("P4", "phones", 400.0, True), ("X1", "phones", 50.0, False),
+        ("B1", "books", 10.0, True), ("B2", "books", 20.0, True), ("B3", "books", 30.0, True), ("B4", "books", 40.0, True),
+    ])
+    orders = orders_frame(spark, [("o1", 1, "K1", "P1", 1), ("o2", 1, "K2", "B1", 1), ("o3", 2, "K3", "B1", 1),
+                                  ("o4", 2, "K4", "P4", 1), ("o5", 3, "K5", "B4", 1), ("o6", 3, "K5", "P4", 1)])
+    segments = spark.createDataFrame([("K1", "cheap"), ("K2", "cheap"), ("K3", "cheap"), ("K7", "cheap"),
+                                      ("K4", "dear"), ("K5", "dear"), ("K6", "dear")], SEGMENTS)
+    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0})
+    feedback = build_implicit_feedback(orders, interactions_frame(spark, []), products, settings)
+    model = fit_product_model(feedback, orders, products, segments, settings)
+    return model, orders, products, segments, settings
+
+
+def _lists(df) -> dict[str, list[str]]:
+    return {r.customer_key: [p.product_id for p in r.products] for r in df.collect()}
+
+
+def test_the_category_price_recommender_served_ranks_as_the_one_judged(spark, priced):
+    """What `recommend_products` serves with the category x price ladder is the ranking the time split judges
+    (`category_price_ranking`), topped up with best sellers, with the same exclusions."""
+    model, orders, products, segments, settings = priced
+    customers = spark.createDataFrame([(k,) for k in ("K1", "K6", "K7", "K8")], "customer_key string")
+
+    served = recommend_products(model, customers, segments, top_n=5, recommender="category_price")
+    judged = category_price_ranking(orders, products, segments, customers, settings, k=5)
+
+    assertDataFrameEqual(explode_recommendations(served).select("customer_key", "product_id", "rank"),
+                         judged.select("customer_key", "product_id", "rank"), checkRowOrder=False)
+    lists = _lists(served)
+    assert lists["K7"][0] in ("B1", "P1")  # the cheap persona: a category's cheapest first
+    assert "P1" not in lists["K1"] and "X1" not in lists["K1"]  # bought, off sale
+    # a model trained with ALS chosen serves ALS's lists unless told otherwise
+    assert model.recommender == "als"
+    assertDataFrameEqual(recommend_products(model, customers, segments, top_n=5),
+                         recommend_products(model, customers, segments, top_n=5, recommender="als"))
+    with pytest.raises(ValueError, match="unknown product recommender 'knn'"):
+        recommend_products(model, customers, segments, top_n=5, recommender="knn")
+
+
+def test_the_category_price_recommender_reads_todays_orders_and_catalogue(spark, priced):
+    """Scoring without retraining: a customer's category shares come from the orders as they are now, and the
+    ladder from the current catalogue (a product put on sale since training can be offered)."""
+    model, orders, products, segments, _ = priced
+    customers = spark.createDataFrame([("K8",)], "customer_key string")  # no persona, no orders at training
+    before = _lists(recommend_products(model, customers, segments, top_n=3, recommender="category_price"))["K8"]
+    # K8 has since bought three books; the catalogue has a new cheap book
+    now = orders.unionByName(orders_frame(spark, [("o7", 4, "K8", "B2", 1), ("o8", 4, "K8", "B3", 1),
+                                                  ("o9", 4, "K8", "B3", 1)]))
+    catalogue = products.unionByName(catalogue_frame(spark, [("B0", "books", 5.0, True)]))
+
+    after = _lists(recommend_products(model, customers, segments, top_n=3, orders=now, products=catalogue,
+                                      recommender="category_price"))["K8"]
+
+    assert all(p.startswith("B") for p in after), after  # all books now
+    assert "B0" in after and "B0" not in before
+    assert before != after
+
+
+def test_a_format_1_model_loads_and_serves_als(spark, priced, tmp_path):
+    """A champion saved before the category x price ladder existed (format 1, no such tables) still scores, with
+    ALS; asking it for the category recommender says to retrain."""
+    import shutil
+
+    model, _, _, segments, _ = priced
+    folder = tmp_path / "model"
+    model.params["recommender"] = "category_price"
+    try:
+        save_product_model(model, folder)
+    finally:
+        model.params["recommender"] = "als"
+    for name in ("ladder", "category_model", "category_lines"):
+        shutil.rmtree(folder / name)
+    params = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**params, "format": 1}))
+    customers = spark.createDataFrame([("K1",), ("K6",)], "customer_key string")
+
+    old = load_product_model(spark, folder)
+
+    assert old.category_model is None and old.recommender == "als"
+    assertDataFrameEqual(recommend_products(old, customers, segments, top_n=3),
+                         recommend_products(model, customers, segments, top_n=3, recommender="als"),
+                         checkRowOrder=False)
+    with pytest.raises(ValueError, match="format 1.*retrain"):
+        recommend_products(old, customers, segments, top_n=3, recommender="category_price")
+    (folder / "model.json").write_text(json.dumps({**params, "format": 99}))
+    with pytest.raises(ValueError, match="format 99"):
+        load_product_model(spark, folder)
+
+
+def test_the_recommender_served_is_chosen_on_the_time_split_interval():
+    from atende.models.products import _served_metrics, choose_recommender
+
+    better = {"als_ndcg_at_10": 0.05, "category_price_ndcg_at_10": 0.10, "category_price_vs_als_low": 1.2,
+              "category_price_ratio": 2.0, "category_price_ratio_low": 1.5, "category_price_ratio_high": 2.6,
+              "ndcg_ratio": 1.0, "category_price_ndcg_at_10_low": 0.08, "category_price_ndcg_at_10_high": 0.12}
+    assert choose_recommender("auto", better) == "category_price"
+    assert choose_recommender("auto", {**better, "category_price_vs_als_low": 0.97}) == "als"  # within the noise
+    assert choose_recommender("auto", {"evaluation_skipped": 1.0}) == "als"  # no time split: no evidence
+    assert choose_recommender("als", better) == "als" and choose_recommender("category_price", {}) == "category_price"
+    served = _served_metrics("category_price", better)
+    assert served["serves_category_price"] == 1.0 and served["served_ndcg_at_10"] == 0.10
+    assert (served["served_ndcg_ratio"], served["served_ndcg_ratio_low"]) == (2.0, 1.5)
+    assert served["served_ndcg_at_10_low"] == 0.08
+    served = _served_metrics("als", better)
+    assert served == {"serves_category_price": 0.0, "served_ndcg_at_10": 0.05, "served_ndcg_ratio": 1.0}
+    assert _served_metrics("als", {"evaluation_skipped": 1.0}) == {"serves_category_price": 0.0}
 
 
 def test_ndcg_intervals_carry_the_pairing_and_the_sample_size():
