@@ -23,7 +23,8 @@ maps them); customers without such a person are not scored.
 
 * **Products.** The time split the product model is trained and judged on (the last
   `models.products.test_days` of silver/orders held out; models/products.py `evaluate_time_split`): NDCG@10
-  of the recommender as served and of popularity over the test customers who have a person. The oracle:
+  of the recommender training would serve after that split (`choose_recommender`), of ALS's lists, and of
+  popularity over the test customers who have a person. The oracle:
   each test person's products ranked by the generator's own purchase distribution (synthetic/commerce.py:
   a favourite category with probability 0.7, else any category; within it, the position on the price
   ladder drawn from Beta(1 + 4 L, 1 + 4 (1 - L)) for the persona's price level L), over silver/products'
@@ -134,6 +135,7 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     from atende.models.products import (
         K,
         category_price_ranking,
+        choose_recommender,
         evaluate_time_split,
         explode_recommendations,
         per_customer_ranking,
@@ -164,8 +166,10 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     persona_oracle = true_purchase_ranking(test, favourites, persona_of, catalogue, bought, K, persona_only=True)
     relevant = spark.createDataFrame(held_out[held_out["customer_key"].isin(set(test["customer_key"]))])
     customers = relevant.select("customer_key").distinct()
+    served = choose_recommender(cfg.recommender, metrics)  # what training would serve after this split
     rankings = {
-        "pipeline": explode_recommendations(recommend_products(model, customers, segments, K)),
+        "pipeline": explode_recommendations(recommend_products(model, customers, segments, K, recommender=served)),
+        "als": explode_recommendations(recommend_products(model, customers, segments, K, recommender="als")),
         "popularity": explode_recommendations(recommend_popular(model, customers, K)),
         "oracle": spark.createDataFrame(oracle, "customer_key string, product_id string, rank int"),
         "persona_oracle": spark.createDataFrame(persona_oracle, "customer_key string, product_id string, rank int"),
@@ -178,7 +182,9 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     return {
         "test_customers_with_a_person": int(len(test)),
         "test_customers_all": int(metrics.get("test_customers", 0)),
+        "pipeline_serves": served,
         "pipeline_ndcg_at_10": round(ndcg["pipeline"], 4),
+        "als_ndcg_at_10": round(ndcg["als"], 4),
         "popularity_ndcg_at_10": round(ndcg["popularity"], 4),
         "oracle": "each person's true purchase distribution (synthetic/commerce.py)",
         "oracle_ndcg_at_10": round(ndcg["oracle"], 4),

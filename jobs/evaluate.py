@@ -310,7 +310,7 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
               if k.startswith(("logging_", "snips_", "dr_", "ips_", "auc_overall", "ope_"))}
     ev.products = {k: v for k, v in champion_metrics["products"].items()
                    if k.startswith(("als_", "popularity_", "ndcg_ratio", "category_price_", "test_customers",
-                                    "warm_test"))}
+                                    "warm_test", "served_", "serves_"))}
     ev.tone = {k: v for k, v in champion_metrics["tone"].items() if "holdout" in k or "accuracy" in k}
     missing = [t for t in UPLIFT_TABLES.values() if not lake.exists(*t)]
     if missing:
@@ -421,22 +421,27 @@ def _products_section(ev: Evaluation) -> list[str]:
         low, high = m.get(f"{name}_low"), m.get(f"{name}_high")
         return "" if low is None or high is None else f" <span class=\"unit\">({_fmt(low)} to {_fmt(high)})</span>"
 
+    # a champion trained before the choice existed served ALS
+    serves_category = m.get("serves_category_price", 0.0) == 1.0
+    served, other = ("category_price", "als") if serves_category else ("als", "category_price")
+    labels = {"als": "ALS (then persona, popularity)", "category_price": "category × price ladder (then persona, popularity)"}
     rows = "".join(
         f"<tr><td>{name}</td><td>{_fmt(m.get(f'{prefix}_ndcg_at_10'))}{interval(f'{prefix}_ndcg_at_10')}</td>"
         + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>" for metric in ("precision", "recall"))
         + "</tr>"
-        for prefix, name in (("als", "served lists (ALS, persona, popularity)"), ("popularity", "popularity"),
-                             ("category_price", "category × price ladder (judged, not served)"))
+        for prefix, name in ((served, f"served: {labels[served]}"), (other, f"not served: {labels[other]}"),
+                             ("popularity", "popularity (everyone's best sellers)"))
         if f"{prefix}_ndcg_at_10" in m)
     parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10 (95% bootstrap interval)</th>"
                  f"<th>precision@10</th><th>recall@10</th></tr>{rows}</table>")
-    ratio = m.get("ndcg_ratio")
+    ratio_name = {"als": "ndcg_ratio", "category_price": "category_price_ratio"}[served]
+    ratio = m.get(ratio_name)
     customers = f"Over {int(m.get('test_customers', 0)):,} customers who bought in the held-out days"
     if ratio is None or not math.isfinite(ratio):
         verdict = (f"{customers}, popularity's lists hold none of what they bought in their top 10, so there is no "
-                   f"ratio; the served lists' NDCG@10 is {_fmt(m.get('als_ndcg_at_10'))}.")
+                   f"ratio; the served lists' NDCG@10 is {_fmt(m.get(f'{served}_ndcg_at_10'))}.")
     else:
-        low, high = m.get("ndcg_ratio_low"), m.get("ndcg_ratio_high")
+        low, high = m.get(f"{ratio_name}_low"), m.get(f"{ratio_name}_high")
         verdict = f"{customers}, the served lists rank what they bought at {_fmt(ratio, 2)}× popularity's NDCG@10"
         if low is None or high is None:
             verdict += " (no interval: the champion's run predates them)."
@@ -447,11 +452,18 @@ def _products_section(ev: Evaluation) -> list[str]:
             verdict += (f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×): not shown to beat showing everyone "
                         "the best sellers.")
     parts.append(f"<p class=\"sentence\">{verdict}</p>")
-    other = m.get("category_price_ratio")
-    if other is not None and math.isfinite(other):
-        parts.append(f"<p class=\"sentence\" id=\"category-price-sentence\">A recommender of each customer's categories "
-                     f"and their persona's price band, trained on the same days, would rank what they bought at "
-                     f"{_fmt(other, 2)}× popularity's NDCG@10; it is measured here, not served.</p>")
+    versus = m.get("category_price_vs_als")
+    if versus is not None and math.isfinite(versus):
+        low, high = m.get("category_price_vs_als_low"), m.get("category_price_vs_als_high")
+        span = "" if low is None or high is None else f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×)"
+        why = ("it beats ALS beyond the interval, so training chose it"
+               if serves_category and low is not None and low > 1 else
+               "training serves it as configured (models.products.recommender)" if serves_category else
+               "it does not beat ALS beyond the interval, so ALS is served" if m.get("serves_category_price") == 0.0
+               else "this champion was trained before the choice existed and serves ALS")
+        parts.append(f"<p class=\"sentence\" id=\"category-price-sentence\">The recommender of each customer's "
+                     f"categories and their persona's price band ranks what they bought at {_fmt(versus, 2)}× "
+                     f"ALS's NDCG@10{span}: {why}.</p>")
     return parts
 
 

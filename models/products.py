@@ -1,4 +1,4 @@
-"""Product recommender (issue 7): implicit-feedback ALS next to a popularity baseline.
+"""Product recommender (issue 7): implicit-feedback ALS or a category x price-ladder model, next to a popularity baseline.
 
 Feedback is what customers showed interest in: units ordered, plus a smaller weight for
 each product they named in a conversation ("queria saber do Smartphone Galaxy A15").
@@ -13,10 +13,11 @@ and in retail the same product is seldom bought twice within weeks. `exclude_pur
 turns that off; bench/bench_products.py reports how often held-out purchases repeat a
 training purchase, which is the evidence for the choice.
 
-Beside them, `category_price_ranking` — which categories a customer buys (pulled towards their
-persona's) and where on each category's price ladder their persona buys — is judged on the same time
-split but not served (bench/bench_oracles.py: on generated data it ranks far above ALS; whether it
-should be served, alone or blended, is for the evaluation on real data to say).
+Beside ALS, a category x price-ladder recommender (`fit_category_price`, `category_price_candidates`) —
+which categories a customer buys (pulled towards their persona's) and where on each category's price ladder
+their persona buys — is judged on the same time split, and each training run serves the one the split shows
+better (`choose_recommender`: the category model only when it beats ALS beyond the bootstrap interval; on
+generated data it does, bench/RESULTS.md; on other data the split decides).
 
 Everything here is a function of DataFrames; the job owns the session, the tables and
 MLflow. `save_product_model`/`load_product_model` persist a trained model as a folder

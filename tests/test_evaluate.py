@@ -49,7 +49,8 @@ def _evaluation(with_uplift: bool) -> Evaluation:
              "ips_match_rate": 0.3},
         products={"als_ndcg_at_10": 0.3, "popularity_ndcg_at_10": 0.2, "ndcg_ratio": 1.5, "ndcg_ratio_low": 1.2,
                   "ndcg_ratio_high": 1.8, "als_ndcg_at_10_low": 0.25, "als_ndcg_at_10_high": 0.35,
-                  "category_price_ndcg_at_10": 0.48, "category_price_ratio": 2.4, "test_customers": 1200.0},
+                  "category_price_ndcg_at_10": 0.48, "category_price_ratio": 2.4, "category_price_vs_als": 1.6,
+                  "category_price_vs_als_low": 1.3, "category_price_vs_als_high": 1.9, "test_customers": 1200.0},
         tone={"policy_holdout_rmse": 0.41}, uplift=uplift,
         uplift_note=None if with_uplift else "no outcomes after the first recommendations yet")
 
@@ -62,7 +63,18 @@ def test_the_page_says_what_each_figure_means(tmp_path):
     assert "1.60× as often as the logging policy" in page and "lower end is above 1" in page
     assert "1,200 customers who bought in the held-out days, the served lists rank what they bought at 1.50×" in page
     assert "(95% interval 1.20× to 1.80×): better than showing everyone" in page and "(0.250 to 0.350)" in page
-    assert "category × price ladder (judged, not served)" in page and "would rank what they bought at 2.40×" in page
+    # a champion trained before the served recommender was chosen: ALS
+    assert "served: ALS (then persona, popularity)" in page and "not served: category × price ladder" in page
+    assert "ranks what they bought at 1.60× ALS's NDCG@10 (95% interval 1.30× to 1.90×): this champion was trained " \
+           "before the choice existed and serves ALS" in page
+    chosen = _evaluation(with_uplift=False)
+    chosen.products = {**chosen.products, "serves_category_price": 1.0, "category_price_ratio_low": 1.9,
+                       "category_price_ratio_high": 2.9}
+    page = render_evaluation_page(chosen, tmp_path / "c.html").read_text()
+    assert "served: category × price ladder (then persona, popularity)" in page and "not served: ALS" in page
+    assert "the served lists rank what they bought at 2.40× popularity's NDCG@10 (95% interval 1.90× to 2.90×)" in page
+    assert "it beats ALS beyond the interval, so training chose it" in page
+    page = render_evaluation_page(_evaluation(with_uplift=False), tmp_path / "e.html").read_text()
     assert "Not measured yet: no outcomes after the first recommendations yet" in page
     no_nba = _evaluation(with_uplift=False)
     no_nba.nba = {}
