@@ -268,10 +268,11 @@ class MlflowSettings(_Section):
 class PersonaSettings(_Section):
     # a latent class model (models/personas.py); the number of personas is chosen over [k_min, k_max]
     # by `selection`: heldout = the best mean log-likelihood per customer on `holdout_share` of the
-    # sample, bic = the lowest BIC on the fitted part
+    # sample, heldout_1se = the smallest k within one standard error of that best, bic = the lowest BIC
+    # on the fitted part
     k_min: int = Field(default=4, ge=2)
     k_max: int = Field(default=10, ge=2)
-    selection: Literal["heldout", "bic"] = "heldout"
+    selection: Literal["heldout", "heldout_1se", "bic"] = "heldout"
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     # a k whose smallest persona holds less than this share of the fitted customers is not chosen
     min_share: float = Field(default=0.02, ge=0, lt=0.5)

@@ -15,7 +15,8 @@ A trait a customer does not have contributes nothing to the likelihood: nothing 
 
 Fit (scikit-learn-style, numpy/scipy): EM with `n_init` random starts per k on a bounded uniform
 sample (`sample_size`); k over `[k_min, k_max]` by the mean log-likelihood per customer of a held-out
-share of the sample (`selection: heldout`) or by BIC on the fitted part (`selection: bic`). The
+share of the sample (`selection: heldout`), the smallest k within one standard error of that best
+(`selection: heldout_1se`), or by BIC on the fitted part (`selection: bic`). The
 held-out log-likelihood is also the metric the champion is compared on, measured for both models
 on the same held-out customers.
 
@@ -526,12 +527,16 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
     variance = numeric_variances(encoded)
     fit_data, hold_data = encoded.take(fit_rows), encoded.take(hold_rows)
 
+    held_rows_ll: dict[str, np.ndarray] = {}  # k -> each held-out customer's log-likelihood
+
     def candidate(k: int) -> tuple[int, PersonaModel, float, float, float]:
         # each k draws its starts from its own stream: the result does not depend on the order the
         # candidates run in, so they can run side by side (numpy and scipy release the GIL)
         model, total = _em(_resized(template, k), fit_data, settings, np.random.default_rng([settings.seed, k]),
                            variance)
-        held_ll = float(_normalise(model.log_likelihoods(hold_data))[1].mean())
+        rows_ll = _normalise(model.log_likelihoods(hold_data))[1]
+        held_rows_ll[str(k)] = rows_ll
+        held_ll = float(rows_ll.mean())
         bic = -2.0 * total + _parameter_count(model) * math.log(len(fit_rows))
         smallest = float(np.bincount(model.log_likelihoods(fit_data).argmax(axis=1), minlength=k).min()
                          / len(fit_rows))
@@ -543,13 +548,15 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
     workers = max(1, min(os.cpu_count() or 1, k_max - settings.k_min + 1))
     results = Parallel(n_jobs=workers, prefer="threads")(
         delayed(candidate)(k) for k in range(settings.k_min, k_max + 1))
-    scores = {str(k): (held_ll if settings.selection == "heldout" else bic) for k, _, held_ll, bic, _ in results}
+    scores = {str(k): (bic if settings.selection == "bic" else held_ll) for k, _, held_ll, bic, _ in results}
     shares = {str(k): smallest for k, *_, smallest in results}
     candidates = {k: (model, held_ll) for k, model, held_ll, _, _ in results}
     # a persona smaller than min_share of the customers is not a segment marketing can use
     eligible = [key for key in scores if shares[key] >= settings.min_share] or [str(settings.k_min)]
-    pick = max if settings.selection == "heldout" else min
+    pick = min if settings.selection == "bic" else max
     k = int(pick(eligible, key=lambda key: scores[key]))
+    if settings.selection == "heldout_1se":
+        k = one_standard_error_k(held_rows_ll, eligible, k)
     model, held_ll = candidates[k]
     model.selection = scores
 
@@ -582,6 +589,24 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
     if previous is not None:
         metrics["champion_holdout_loglik"] = previous.mean_log_likelihood(sample.iloc[hold_rows])
     return model, metrics
+
+
+def one_standard_error_k(held_rows_ll: dict[str, np.ndarray], eligible: Sequence[str], best: int) -> int:
+    """The smallest eligible k whose held-out log-likelihood is within one standard error of the best k's
+    (the one-standard-error rule: Breiman et al., "Classification and Regression Trees", 1984; Hastie,
+    Tibshirani & Friedman, "The Elements of Statistical Learning", 7.10). The standard error is that of the
+    mean of the per-customer differences to the best k on the same held-out customers. Near the top the
+    held-out curve is flat, and which k tops it depends on which customers the fit saw; the smallest k the
+    data cannot tell from the best does not."""
+    top = held_rows_ll[str(best)]
+    for key in sorted(eligible, key=int):
+        if int(key) >= best:
+            break
+        diff = top - held_rows_ll[key]
+        se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        if float(diff.mean()) <= se:
+            return int(key)
+    return best
 
 
 # ---------------------------------------------------------------------- scoring in Spark

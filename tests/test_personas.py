@@ -86,6 +86,26 @@ def test_bic_selection_also_works(persona_settings):
     assert metrics[f"criterion_k{int(metrics['k'])}"] == min(metrics[f"criterion_k{k}"] for k in range(2, 6))
 
 
+def test_one_standard_error_rule_takes_the_smallest_k_the_held_out_data_cannot_tell_from_the_best():
+    from atende.models.personas import one_standard_error_k
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(-9.0, 1.0, size=400)
+    rows = {"3": base - 0.50, "4": base - 0.01 + rng.normal(0, 0.2, 400), "5": base + 0.0, "6": base - 0.3}
+    # k = 4 is 0.01 below k = 5 per customer with a standard error of about 0.01: chosen; k = 3 is far below
+    assert one_standard_error_k(rows, ["3", "4", "5", "6"], best=5) == 4
+    assert one_standard_error_k(rows, ["3", "5", "6"], best=5) == 5  # nothing smaller close enough
+    assert one_standard_error_k(rows, ["4", "5"], best=4) == 4  # nothing smaller than the best at all
+    # in the fit: three clear groups stay three (k = 2 is far worse on held-out customers)
+
+
+def test_the_one_standard_error_selection_in_the_fit(persona_settings):
+    sample, truth = synthetic_customers()
+    model, metrics = fit_personas(sample, persona_settings.model_copy(update={"selection": "heldout_1se"}))
+    assert metrics["k"] == 3 and model.k == 3
+    assert metrics["holdout_loglik"] == metrics["criterion_k3"]
+
+
 def test_a_k_with_a_persona_below_min_share_is_not_chosen(persona_settings):
     sample, _ = synthetic_customers()
     # three equal groups: every k >= 3 has a persona under 40% of the customers, and k = 2 too;
