@@ -310,7 +310,7 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
               if k.startswith(("logging_", "snips_", "dr_", "ips_", "auc_overall", "ope_"))}
     ev.products = {k: v for k, v in champion_metrics["products"].items()
                    if k.startswith(("als_", "popularity_", "ndcg_ratio", "category_price_", "test_customers",
-                                    "warm_test", "served_", "serves_"))}
+                                    "warm_test", "served_", "serves_", "persona_popularity_"))}
     ev.tone = {k: v for k, v in champion_metrics["tone"].items() if "holdout" in k or "accuracy" in k}
     missing = [t for t in UPLIFT_TABLES.values() if not lake.exists(*t)]
     if missing:
@@ -430,6 +430,7 @@ def _products_section(ev: Evaluation) -> list[str]:
         + "".join(f"<td>{_fmt(m.get(f'{prefix}_{metric}_at_10'))}</td>" for metric in ("precision", "recall"))
         + "</tr>"
         for prefix, name in ((served, f"served: {labels[served]}"), (other, f"not served: {labels[other]}"),
+                             ("persona_popularity", "the persona's best sellers (then everyone's)"),
                              ("popularity", "popularity (everyone's best sellers)"))
         if f"{prefix}_ndcg_at_10" in m)
     parts.append(f"<table id=\"products-table\"><tr><th>recommender</th><th>NDCG@10 (95% bootstrap interval)</th>"
@@ -452,6 +453,12 @@ def _products_section(ev: Evaluation) -> list[str]:
             verdict += (f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×): not shown to beat showing everyone "
                         "the best sellers.")
     parts.append(f"<p class=\"sentence\">{verdict}</p>")
+    over_persona = m.get(f"{served}_over_persona_popularity")
+    if over_persona is not None and math.isfinite(over_persona):
+        low, high = m.get(f"{served}_over_persona_popularity_low"), m.get(f"{served}_over_persona_popularity_high")
+        span = "" if low is None or high is None else f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×)"
+        parts.append(f"<p class=\"sentence\" id=\"persona-baseline-sentence\">Against each customer's persona's "
+                     f"best sellers, the served lists reach {_fmt(over_persona, 2)}× their NDCG@10{span}.</p>")
     versus = m.get("category_price_vs_als")
     if versus is not None and math.isfinite(versus):
         low, high = m.get("category_price_vs_als_low"), m.get("category_price_vs_als_high")

@@ -471,6 +471,15 @@ def recommend_popular(model: ProductModel, customers: DataFrame, top_n: int,
     return _assemble(_popular_candidates(model.popularity, keys, None, top_n + extra), keys, recommendable, excluded, top_n)
 
 
+def recommend_persona_popular(model: ProductModel, customers: DataFrame, segments: DataFrame | None, top_n: int,
+                              products: DataFrame | None = None, exclude: DataFrame | None = None) -> DataFrame:
+    """The persona baseline, in RECOMMENDED_PRODUCTS form: each customer's persona's most bought products (of
+    the model's training window), then everyone's, with the same exclusions as `recommend_products`."""
+    keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+    return _assemble(_popular_candidates(model.popularity, keys, segments, top_n + extra), keys, recommendable,
+                     excluded, top_n)
+
+
 def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: DataFrame,
                             segments: DataFrame | None, top_n: int) -> DataFrame:
     """RECOMMENDED_PRODUCTS without a trained model (the fallback): each customer's persona's best
@@ -735,10 +744,12 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
 
     `als_*` are the lists with ALS first (then persona and popularity for customers ALS does not know);
     `category_price_*` the lists with the category x price-ladder recommender first; `popularity_*` the
-    most bought products of the training window; `*_warm_*` the first and the last over the customers ALS
-    knows. Bootstrap intervals (`bootstrap_intervals`) of each NDCG, of each one's ratio to popularity
-    (`ndcg_ratio`, `category_price_ratio`) and of the category recommender's to ALS's
-    (`category_price_vs_als`). Returns the model trained on the training window and the metrics.
+    most bought products of the training window; `persona_popularity_*` the customer's persona's, then
+    everyone's; `*_warm_*` ALS's and popularity's over the customers ALS knows. Bootstrap intervals
+    (`bootstrap_intervals`) of each NDCG, of ALS's and the category recommender's ratios to popularity
+    (`ndcg_ratio`, `category_price_ratio`), to the persona's best sellers (`*_over_persona_popularity`) and
+    of the category recommender's to ALS's (`category_price_vs_als`). Returns the model trained on the
+    training window and the metrics.
     """
     cutoff = cutoff or split_cutoff(orders, settings.test_days)
     if cutoff is None:
@@ -759,6 +770,7 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
             "als": recommend_products(model, customers, segments, K, recommender="als"),
             "popularity": recommend_popular(model, customers, K),
             "category_price": recommend_products(model, customers, segments, K, recommender="category_price"),
+            "persona_popularity": recommend_persona_popular(model, customers, segments, K),
         }
         ranked = {name: explode_recommendations(df).cache() for name, df in lists.items()}
         warm_truth = held_out.join(warm, on="customer_key", how="left_semi")
@@ -767,14 +779,19 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics.update(_metrics("als", als_row))
         metrics.update(_metrics("popularity", one_row(ranking_metrics(ranked["popularity"], held_out))))
         metrics.update(_metrics("category_price", one_row(ranking_metrics(ranked["category_price"], held_out))))
+        metrics.update(_metrics("persona_popularity",
+                                one_row(ranking_metrics(ranked["persona_popularity"], held_out))))
         metrics.update(_metrics("als_warm", one_row(ranking_metrics(ranked["als"], warm_truth))))
         warm_pop_row = one_row(ranking_metrics(ranked["popularity"], warm_truth))
         metrics.update(_metrics("popularity_warm", warm_pop_row))
         pop_ndcg, als_ndcg = metrics[f"popularity_ndcg_at_{K}"], metrics[f"als_ndcg_at_{K}"]
-        cat_ndcg = metrics[f"category_price_ndcg_at_{K}"]
-        metrics["ndcg_ratio"] = als_ndcg / pop_ndcg if pop_ndcg > 0 else float("nan")
-        metrics["category_price_ratio"] = cat_ndcg / pop_ndcg if pop_ndcg > 0 else float("nan")
-        metrics["category_price_vs_als"] = cat_ndcg / als_ndcg if als_ndcg > 0 else float("nan")
+        cat_ndcg, persona_ndcg = metrics[f"category_price_ndcg_at_{K}"], metrics[f"persona_popularity_ndcg_at_{K}"]
+        nan = float("nan")
+        metrics["ndcg_ratio"] = als_ndcg / pop_ndcg if pop_ndcg > 0 else nan
+        metrics["category_price_ratio"] = cat_ndcg / pop_ndcg if pop_ndcg > 0 else nan
+        metrics["category_price_vs_als"] = cat_ndcg / als_ndcg if als_ndcg > 0 else nan
+        metrics["als_over_persona_popularity"] = als_ndcg / persona_ndcg if persona_ndcg > 0 else nan
+        metrics["category_price_over_persona_popularity"] = cat_ndcg / persona_ndcg if persona_ndcg > 0 else nan
         # each test customer's NDCG under every recommender (a few numbers per customer, collected) for the
         # intervals
         per_customer = None
@@ -783,13 +800,14 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
             per_customer = one if per_customer is None else per_customer.join(one, on="customer_key")
         assert per_customer is not None
         table = per_customer.drop("customer_key").toPandas()
-        names = {"als": f"als_ndcg_at_{K}", "popularity": f"popularity_ndcg_at_{K}",
-                 "category_price": f"category_price_ndcg_at_{K}"}
+        names = {name: f"{name}_ndcg_at_{K}" for name in ranked}
         metrics.update(bootstrap_intervals(
             {names[name]: table[name].to_numpy() for name in ranked},
             {"ndcg_ratio": (names["als"], names["popularity"]),
              "category_price_ratio": (names["category_price"], names["popularity"]),
-             "category_price_vs_als": (names["category_price"], names["als"])}))
+             "category_price_vs_als": (names["category_price"], names["als"]),
+             "als_over_persona_popularity": (names["als"], names["persona_popularity"]),
+             "category_price_over_persona_popularity": (names["category_price"], names["persona_popularity"])}))
         metrics["test_customers"] = float(als_row["customers"])
         metrics["warm_test_customers"] = float(warm_pop_row["customers"])
         # how often a held-out purchase repeats one of the training window: the evidence for
@@ -821,6 +839,9 @@ def _served_metrics(choice: str, metrics: dict[str, float]) -> dict[str, float]:
     it is, and `serves_category_price` (1 or 0)."""
     ratio = {"als": "ndcg_ratio", "category_price": "category_price_ratio"}[choice]
     out = {"serves_category_price": float(choice == "category_price")}
+    for suffix in ("", "_low", "_high"):
+        if f"{choice}_over_persona_popularity{suffix}" in metrics:
+            out[f"served_over_persona_popularity{suffix}"] = metrics[f"{choice}_over_persona_popularity{suffix}"]
     for metric in ("precision", "recall", "ndcg"):
         name = f"{choice}_{metric}_at_{K}"
         if name in metrics:

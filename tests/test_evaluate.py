@@ -69,11 +69,17 @@ def test_the_page_says_what_each_figure_means(tmp_path):
            "before the choice existed and serves ALS" in page
     chosen = _evaluation(with_uplift=False)
     chosen.products = {**chosen.products, "serves_category_price": 1.0, "category_price_ratio_low": 1.9,
-                       "category_price_ratio_high": 2.9}
+                       "category_price_ratio_high": 2.9, "persona_popularity_ndcg_at_10": 0.24,
+                       "category_price_over_persona_popularity": 2.0,
+                       "category_price_over_persona_popularity_low": 1.6,
+                       "category_price_over_persona_popularity_high": 2.5}
     page = render_evaluation_page(chosen, tmp_path / "c.html").read_text()
     assert "served: category × price ladder (then persona, popularity)" in page and "not served: ALS" in page
     assert "the served lists rank what they bought at 2.40× popularity's NDCG@10 (95% interval 1.90× to 2.90×)" in page
     assert "it beats ALS beyond the interval, so training chose it" in page
+    assert "the persona's best sellers (then everyone's)" in page
+    assert "Against each customer's persona's best sellers, the served lists reach 2.00× their NDCG@10 (95% " \
+           "interval 1.60× to 2.50×)" in page
     page = render_evaluation_page(_evaluation(with_uplift=False), tmp_path / "e.html").read_text()
     assert "Not measured yet: no outcomes after the first recommendations yet" in page
     no_nba = _evaluation(with_uplift=False)

@@ -331,7 +331,11 @@ def test_time_split_evaluation_reports_both_recommenders(spark):
     assert metrics["category_price_ratio"] == pytest.approx(metrics["category_price_ndcg_at_10"] / expected_ndcg)
     assert metrics["category_price_vs_als"] == pytest.approx(
         metrics["category_price_ndcg_at_10"] / metrics["als_ndcg_at_10"])
-    for name in ("category_price_ndcg_at_10", "category_price_ratio", "category_price_vs_als"):
+    # without personas the persona baseline is everyone's best sellers
+    assert metrics["persona_popularity_ndcg_at_10"] == pytest.approx(metrics["popularity_ndcg_at_10"])
+    assert metrics["als_over_persona_popularity"] == pytest.approx(metrics["ndcg_ratio"])
+    for name in ("category_price_ndcg_at_10", "category_price_ratio", "category_price_vs_als",
+                 "persona_popularity_ndcg_at_10", "category_price_over_persona_popularity"):
         assert metrics[f"{name}_low"] <= metrics[name] + 1e-9 <= metrics[f"{name}_high"] + 2e-9, name
 
     # training chooses what to serve on that split, and names its figures served_*
