@@ -182,6 +182,8 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     return {
         "test_customers_with_a_person": int(len(test)),
         "test_customers_all": int(metrics.get("test_customers", 0)),
+        "time_split": {name: round(value, 4) for name, value in sorted(metrics.items())
+                       if name.endswith(("_ndcg_at_10", "_low", "_high", "ratio", "_vs_als", "persona_popularity"))},
         "pipeline_serves": served,
         "pipeline_ndcg_at_10": round(ndcg["pipeline"], 4),
         "als_ndcg_at_10": round(ndcg["als"], 4),

@@ -388,9 +388,11 @@ class ProductSettings(_Section):
     # the category x price-ladder recommender (models/products.py `fit_category_price`): pseudo-orders pulling a
     # customer's category shares towards their persona's, and a persona's towards everyone's; pseudo-orders
     # behind everyone's place on the price ladder
-    category_customer_weight: float = Field(default=2.0, gt=0)
+    category_customer_weight: float = Field(default=10.0, gt=0)
     category_persona_weight: float = Field(default=10.0, gt=0)
     price_prior_strength: float = Field(default=20.0, gt=0)
+    # pseudo-lines of the price ladder in a persona's product shares within a category (the rest: its order lines)
+    category_product_weight: float = Field(default=20.0, gt=0)
 
 
 class ActionSpec(_Section):

@@ -67,6 +67,7 @@ RECOMMENDED_PRODUCTS = StructType([
     StructField("products", ArrayType(RECOMMENDED_PRODUCT)),
 ])
 
+_DEFAULTS = ProductSettings()  # for the parameters a model saved before they existed
 # popularity rows of everyone (as opposed to one persona's) carry this segment
 GLOBAL_SEGMENT = "*"
 MODEL_FORMAT = 2  # 2: with the category x price-ladder recommender's tables
@@ -250,7 +251,8 @@ class ProductModel:
     params: dict[str, Any] = field(default_factory=dict)
     # the category x price-ladder recommender (None in a model saved before it existed, format 1)
     ladder: DataFrame | None = None          # product_id, category, q, n (`price_ladder`, at training)
-    category_model: DataFrame | None = None  # persona, category, persona_share, a, b (`fit_category_price`)
+    category_model: DataFrame | None = None  # persona, category, persona_share, a, b, lines (`fit_category_price`)
+    persona_products: DataFrame | None = None  # persona, product_id, lines (`persona_product_lines`)
     category_lines: DataFrame | None = None  # customer_key, category, lines (at training)
 
     @property
@@ -260,7 +262,7 @@ class ProductModel:
     @property
     def recommender(self) -> str:
         """Which recommender the model serves: `als` or `category_price` (chosen at training)."""
-        return str(self.params.get("recommender", "als")) if self.category_model is not None else "als"
+        return str(self.params.get("recommender", "als")) if self.persona_products is not None else "als"
 
     def unpersist(self) -> None:
         """Release the tables a freshly trained model keeps in memory."""
@@ -309,6 +311,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     purchases = build_purchases(orders, as_of).cache()
     ladder = price_ladder(products).cache()
     category_model = fit_category_price(orders, ladder, segments, settings, as_of).cache()
+    persona_products = persona_product_lines(orders, ladder, segments, as_of).cache()
     # how far down ALS's list scoring must look to still fill top_n after the exclusions
     most_purchased = scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     unsellable = product_index.join(_recommendable(catalogue), on="product_id", how="left_anti").count()
@@ -326,6 +329,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         "category_customer_weight": settings.category_customer_weight,
         "category_persona_weight": settings.category_persona_weight,
         "price_prior_strength": settings.price_prior_strength,
+        "category_product_weight": settings.category_product_weight,
     }
     return ProductModel(
         als=als,
@@ -337,6 +341,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         params=params,
         ladder=ladder,
         category_model=category_model,
+        persona_products=persona_products,
         category_lines=category_lines(orders, ladder, as_of).cache(),
     )
 
@@ -444,7 +449,8 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
     if choice not in RECOMMENDERS:
         raise ValueError(f"unknown product recommender {choice!r}: one of {', '.join(RECOMMENDERS)}")
     if choice == "category_price":
-        if model.category_model is None or model.ladder is None or model.category_lines is None:
+        if (model.category_model is None or model.persona_products is None or model.ladder is None
+                or model.category_lines is None):
             raise ValueError("this product model was saved without the category x price-ladder recommender "
                              "(format 1): retrain it (atende train)")
         ladder = price_ladder(products) if products is not None else model.ladder
@@ -452,9 +458,11 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
                                                                known=ladder.select("product_id"))
         k = top_n + extra
         lines = category_lines(orders, ladder) if orders is not None else model.category_lines
-        weight = float(model.params.get("category_customer_weight", 2.0))
-        first = _candidate(category_price_candidates(model.category_model, ladder, lines, keys, segments, weight, k),
-                           source=0)
+        first = _candidate(category_price_candidates(
+            model.category_model, model.persona_products, ladder, lines, keys, segments,
+            float(model.params.get("category_customer_weight", _DEFAULTS.category_customer_weight)),
+            float(model.params.get("category_product_weight", _DEFAULTS.category_product_weight)), k),
+            source=0)
     else:
         keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
         k = top_n + extra
@@ -537,14 +545,15 @@ def category_lines(orders: DataFrame, ladder: DataFrame, as_of: dt.datetime | No
 
 def fit_category_price(orders: DataFrame, ladder: DataFrame, segments: DataFrame | None, settings: ProductSettings,
                        as_of: dt.datetime | None = None) -> DataFrame:
-    """`persona, category, persona_share, a, b` (one row per persona of `segments`, plus NO_PERSONA, and
-    category of `ladder`): what the category x price-ladder recommender learns from the orders before `as_of`.
+    """`persona, category, persona_share, a, b, lines` (one row per persona of `segments`, plus NO_PERSONA, and
+    category of `ladder`): what the category x price-ladder recommender learns from the orders before `as_of`
+    besides each persona's product counts (`persona_product_lines`).
 
     persona_share: the persona's order lines' share of the category, pulled towards everyone's by
     `category_persona_weight` pseudo-lines (everyone's: all order lines plus one per category). a, b: the
     persona's place on the price ladders, a Beta fitted by moments to its order lines' positions q and shrunk
-    towards everyone's by `price_prior_strength` pseudo-lines. NO_PERSONA (customers without a persona) is
-    fitted on their lines the same way."""
+    towards everyone's by `price_prior_strength` pseudo-lines. lines: the persona's order lines in the
+    category. NO_PERSONA (customers without a persona) is fitted on their lines the same way."""
     spark = ladder.sparkSession
     personas = _personas(segments, spark)
     lines = (_orders_before(orders, as_of).where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
@@ -572,24 +581,49 @@ def fit_category_price(orders: DataFrame, ladder: DataFrame, segments: DataFrame
     for persona in known:
         total = sum(counts.get((persona, c), 0) for c in categories)
         a, b = _beta_moments(*moments.get(persona, (0, 0.0, 0.0)), prior_mean, max(prior_var, 1e-4), strength)
-        rows += [(persona, c, (counts.get((persona, c), 0) + w * everyone[c]) / (total + w), a, b) for c in categories]
-    return spark.createDataFrame(rows, "persona string, category string, persona_share double, a double, b double")
+        rows += [(persona, c, (counts.get((persona, c), 0) + w * everyone[c]) / (total + w), a, b,
+                  float(counts.get((persona, c), 0))) for c in categories]
+    return spark.createDataFrame(
+        rows, "persona string, category string, persona_share double, a double, b double, lines double")
 
 
-def category_price_candidates(category_model: DataFrame, ladder: DataFrame, lines: DataFrame, customers: DataFrame,
-                              segments: DataFrame | None, customer_weight: float, k: int) -> DataFrame:
+def persona_product_lines(orders: DataFrame, ladder: DataFrame, segments: DataFrame | None,
+                          as_of: dt.datetime | None = None) -> DataFrame:
+    """`persona, product_id, lines`: each persona's order lines (before `as_of`) per product of the ladder,
+    NO_PERSONA for customers without one; the products a persona bought, not the others."""
+    return (_orders_before(orders, as_of).where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
+            .select("customer_key", "product_id").join(ladder.select("product_id"), on="product_id")
+            .join(_personas(segments, ladder.sparkSession), on="customer_key", how="left")
+            .groupBy(F.coalesce("persona", F.lit(NO_PERSONA)).alias("persona"), "product_id")
+            .agg(F.count("*").cast("double").alias("lines")))
+
+
+def category_price_candidates(category_model: DataFrame, persona_products: DataFrame, ladder: DataFrame,
+                              lines: DataFrame, customers: DataFrame, segments: DataFrame | None,
+                              customer_weight: float, product_weight: float, k: int) -> DataFrame:
     """`customer_key, product_id, score, source_rank` (1..k): each customer's products of `ladder` ranked by
-    P(category | customer) x P(place on the category's price ladder | persona) / items in the category.
+    P(category | customer) x P(product | persona, category).
 
     A customer's category shares are their own order lines' shares (`lines`: customer_key, category, lines)
     pulled towards their persona's by `customer_weight` pseudo-lines; a customer whose persona the model does
-    not know (or who has none) takes NO_PERSONA's. Within a category the order depends on the persona alone,
-    so only each persona's first k products of each category are scored (the result is the same)."""
+    not know (or who has none) takes NO_PERSONA's. Within a category, a product's share is the persona's order
+    lines of it (`persona_products`) out of the persona's lines in the category, pulled by `product_weight`
+    pseudo-lines towards the persona's place on the category's price ladder (the Beta density at the
+    product's position, normalised over the category): the ladder speaks for products the persona seldom
+    bought, the counts for those it often did. Within a category the order depends on the persona alone, so
+    only each persona's first k products of each category are scored (the result is the same)."""
     place = F.exp((F.col("a") - 1) * F.log("q") + (F.col("b") - 1) * F.log(F.lit(1.0) - F.col("q")))
+    category = Window.partitionBy("persona", "category")
+    pw = F.lit(float(product_weight))
+    value = ((F.coalesce("bought", F.lit(0.0)) + pw * F.col("place") / F.sum("place").over(category))
+             / (F.col("lines") + pw))
     in_category = Window.partitionBy("persona", "category").orderBy(F.desc("value"), "product_id")
-    persona_products = (ladder.join(F.broadcast(category_model), on="category")
-                        .select("persona", "category", "product_id", (place / F.col("n")).alias("value"))
-                        .withColumn("r", F.row_number().over(in_category)).where(F.col("r") <= k).drop("r"))
+    persona_lists = (ladder.join(F.broadcast(category_model), on="category")
+                     .select("persona", "category", "product_id", "lines", place.alias("place"))
+                     .join(persona_products.select("persona", "product_id", F.col("lines").alias("bought")),
+                           on=["persona", "product_id"], how="left")
+                     .select("persona", "category", "product_id", value.alias("value"))
+                     .withColumn("r", F.row_number().over(in_category)).where(F.col("r") <= k).drop("r"))
     known = category_model.select(F.col("persona").alias("_known")).distinct()
     keys = (customers.join(_personas(segments, customers.sparkSession), on="customer_key", how="left")
             .join(F.broadcast(known), F.col("persona") == F.col("_known"), how="left")
@@ -602,7 +636,7 @@ def category_price_candidates(category_model: DataFrame, ladder: DataFrame, line
               .join(own_total, on="customer_key", how="left")
               .select("customer_key", "persona", "category", share.alias("share")))
     order = Window.partitionBy("customer_key").orderBy(F.desc("score"), "product_id")
-    return (shares.join(F.broadcast(persona_products), on=["persona", "category"])
+    return (shares.join(F.broadcast(persona_lists), on=["persona", "category"])
             .select("customer_key", "product_id", (F.col("share") * F.col("value")).alias("score"))
             .withColumn("source_rank", F.row_number().over(order)).where(F.col("source_rank") <= k))
 
@@ -620,8 +654,10 @@ def category_price_ranking(orders: DataFrame, products: DataFrame, segments: Dat
     excluded = build_purchases(orders, as_of) if exclude_purchased else None
     most = 0 if excluded is None else scalar(excluded.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
     extra = min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
-    candidates = category_price_candidates(model, ladder, category_lines(orders, ladder, as_of), keys, segments,
-                                           settings.category_customer_weight, k + extra)
+    candidates = category_price_candidates(model, persona_product_lines(orders, ladder, segments, as_of), ladder,
+                                           category_lines(orders, ladder, as_of), keys, segments,
+                                           settings.category_customer_weight, settings.category_product_weight,
+                                           k + extra)
     ranked = _assemble(_candidate(candidates, source=0), keys, ladder.select("product_id"), excluded, k)
     return explode_recommendations(ranked)
 
@@ -886,7 +922,7 @@ def train_product_model(orders: DataFrame, interactions: DataFrame, products: Da
 
 # ---------------------------------------------------------------- persistence
 _TABLES = ("customer_index", "product_index", "popularity", "catalogue", "purchases")
-_CATEGORY_TABLES = ("ladder", "category_model", "category_lines")  # from format 2
+_CATEGORY_TABLES = ("ladder", "category_model", "persona_products", "category_lines")  # from format 2
 
 
 def save_product_model(model: ProductModel, path: str | Path) -> None:

@@ -233,7 +233,7 @@ def test_save_and_load_round_trip(spark, trained, tmp_path):
 
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "als", "catalogue", "category_lines", "category_model", "customer_index", "ladder", "model.json",
-        "popularity", "product_index", "purchases"]
+        "persona_products", "popularity", "product_index", "purchases"]
     assert str(tmp_path) not in (tmp_path / "model" / "model.json").read_text()
     assert loaded.params == model.params
     assertDataFrameEqual(recommend_products(loaded, customers, segments, top_n=3),
@@ -372,7 +372,7 @@ def test_category_price_ranking_follows_the_customers_categories_and_the_persona
     segments = spark.createDataFrame([("K1", "cheap"), ("K2", "cheap"), ("K3", "cheap"), ("K7", "cheap"),
                                       ("K4", "dear"), ("K5", "dear"), ("K6", "dear")], SEGMENTS)
     customers = spark.createDataFrame([(k,) for k in ("K1", "K6", "K7", "K8")], "customer_key string")
-    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0})
+    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0, "category_customer_weight": 2.0})
     got = category_price_ranking(orders, products, segments, customers, settings, k=8)
     lists = {}
     for row in got.orderBy("customer_key", "rank").collect():
@@ -391,6 +391,28 @@ def test_category_price_ranking_follows_the_customers_categories_and_the_persona
     assert all(score > 0 for score in [r["score"] for r in got.collect()])
 
 
+def test_a_personas_own_best_seller_outranks_the_ladder_where_its_counts_say_so(spark):
+    """Within a category, the persona's order lines of a product outweigh the price ladder by their number
+    against `category_product_weight` pseudo-lines."""
+    products = catalogue_frame(spark, [("P1", "phones", 100.0, True), ("P2", "phones", 200.0, True),
+                                       ("P3", "phones", 300.0, True), ("P4", "phones", 400.0, True)])
+    # the budget persona buys the cheapest phone ten times; the odd one P3 three times. The ladder's place is
+    # everyone's (a price prior of a million pseudo-lines): low, where the cheapest phone is most likely
+    orders = orders_frame(spark, [*[(f"b{n}", 1, f"B{n}", "P1", 1) for n in range(10)],
+                                  *[(f"o{n}", 1, f"K{n}", "P3", 1) for n in range(3)]])
+    segments = spark.createDataFrame([*[(f"B{n}", "budget") for n in range(10)],
+                                      *[(f"K{n}", "odd") for n in range(4)]], SEGMENTS)
+    customers = spark.createDataFrame([("K3",)], "customer_key string")  # odd, bought nothing yet
+
+    def first(product_weight: float) -> str:
+        cfg = SETTINGS.model_copy(update={"category_product_weight": product_weight, "price_prior_strength": 1e6})
+        got = category_price_ranking(orders, products, segments, customers, cfg, k=4)
+        return got.orderBy("rank").first()["product_id"]
+
+    assert first(1.0) == "P3"  # three lines against one pseudo-line: the persona's own counts speak
+    assert first(1e6) == "P1"  # the ladder alone: the cheapest
+
+
 @pytest.fixture(scope="module")
 def priced(spark):
     """Two categories with price ladders, a cheap and a dear persona, and a product model fitted on them."""
@@ -403,7 +425,7 @@ def priced(spark):
                                   ("o4", 2, "K4", "P4", 1), ("o5", 3, "K5", "B4", 1), ("o6", 3, "K5", "P4", 1)])
     segments = spark.createDataFrame([("K1", "cheap"), ("K2", "cheap"), ("K3", "cheap"), ("K7", "cheap"),
                                       ("K4", "dear"), ("K5", "dear"), ("K6", "dear")], SEGMENTS)
-    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0})
+    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0, "category_customer_weight": 2.0})
     feedback = build_implicit_feedback(orders, interactions_frame(spark, []), products, settings)
     model = fit_product_model(feedback, orders, products, segments, settings)
     return model, orders, products, segments, settings
@@ -466,7 +488,7 @@ def test_a_format_1_model_loads_and_serves_als(spark, priced, tmp_path):
         save_product_model(model, folder)
     finally:
         model.params["recommender"] = "als"
-    for name in ("ladder", "category_model", "category_lines"):
+    for name in ("ladder", "category_model", "persona_products", "category_lines"):
         shutil.rmtree(folder / name)
     params = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**params, "format": 1}))
@@ -474,7 +496,7 @@ def test_a_format_1_model_loads_and_serves_als(spark, priced, tmp_path):
 
     old = load_product_model(spark, folder)
 
-    assert old.category_model is None and old.recommender == "als"
+    assert old.category_model is None and old.persona_products is None and old.recommender == "als"
     assertDataFrameEqual(recommend_products(old, customers, segments, top_n=3),
                          recommend_products(model, customers, segments, top_n=3, recommender="als"),
                          checkRowOrder=False)
