@@ -360,7 +360,9 @@ def catalogue_frame(spark, rows: list[tuple]):
     return spark.createDataFrame(data, BRONZE["products"])
 
 
-def test_category_price_ranking_follows_the_customers_categories_and_the_personas_price_band(spark):
+@pytest.fixture(scope="module")
+def priced(spark):
+    """Two categories with price ladders, a cheap and a dear persona, and a product model fitted on them."""
     products = catalogue_frame(spark, [
         ("P1", "phones", 100.0, True), ("P2", "phones", 200.0, True), ("P3", "phones", 300.0, True),
         ("P4", "phones", 400.0, True), ("X1", "phones", 50.0, False),
@@ -371,8 +373,15 @@ def test_category_price_ranking_follows_the_customers_categories_and_the_persona
                                   ("o4", 2, "K4", "P4", 1), ("o5", 3, "K5", "B4", 1), ("o6", 3, "K5", "P4", 1)])
     segments = spark.createDataFrame([("K1", "cheap"), ("K2", "cheap"), ("K3", "cheap"), ("K7", "cheap"),
                                       ("K4", "dear"), ("K5", "dear"), ("K6", "dear")], SEGMENTS)
-    customers = spark.createDataFrame([(k,) for k in ("K1", "K6", "K7", "K8")], "customer_key string")
     settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0, "category_customer_weight": 2.0})
+    feedback = build_implicit_feedback(orders, interactions_frame(spark, []), products, settings)
+    model = fit_product_model(feedback, orders, products, segments, settings)
+    return model, orders, products, segments, settings
+
+
+def test_category_price_ranking_follows_the_customers_categories_and_the_personas_price_band(spark, priced):
+    _, orders, products, segments, settings = priced
+    customers = spark.createDataFrame([(k,) for k in ("K1", "K6", "K7", "K8")], "customer_key string")
     got = category_price_ranking(orders, products, segments, customers, settings, k=8)
     lists = {}
     for row in got.orderBy("customer_key", "rank").collect():
@@ -411,24 +420,6 @@ def test_a_personas_own_best_seller_outranks_the_ladder_where_its_counts_say_so(
 
     assert first(1.0) == "P3"  # three lines against one pseudo-line: the persona's own counts speak
     assert first(1e6) == "P1"  # the ladder alone: the cheapest
-
-
-@pytest.fixture(scope="module")
-def priced(spark):
-    """Two categories with price ladders, a cheap and a dear persona, and a product model fitted on them."""
-    products = catalogue_frame(spark, [
-        ("P1", "phones", 100.0, True), ("P2", "phones", 200.0, True), ("P3", "phones", 300.0, True),
-        ("P4", "phones", 400.0, True), ("X1", "phones", 50.0, False),
-        ("B1", "books", 10.0, True), ("B2", "books", 20.0, True), ("B3", "books", 30.0, True), ("B4", "books", 40.0, True),
-    ])
-    orders = orders_frame(spark, [("o1", 1, "K1", "P1", 1), ("o2", 1, "K2", "B1", 1), ("o3", 2, "K3", "B1", 1),
-                                  ("o4", 2, "K4", "P4", 1), ("o5", 3, "K5", "B4", 1), ("o6", 3, "K5", "P4", 1)])
-    segments = spark.createDataFrame([("K1", "cheap"), ("K2", "cheap"), ("K3", "cheap"), ("K7", "cheap"),
-                                      ("K4", "dear"), ("K5", "dear"), ("K6", "dear")], SEGMENTS)
-    settings = SETTINGS.model_copy(update={"price_prior_strength": 1.0, "category_customer_weight": 2.0})
-    feedback = build_implicit_feedback(orders, interactions_frame(spark, []), products, settings)
-    model = fit_product_model(feedback, orders, products, segments, settings)
-    return model, orders, products, segments, settings
 
 
 def _lists(df) -> dict[str, list[str]]:
