@@ -463,11 +463,15 @@ def _products_section(ev: Evaluation) -> list[str]:
     if versus is not None and math.isfinite(versus):
         low, high = m.get("category_price_vs_als_low"), m.get("category_price_vs_als_high")
         span = "" if low is None or high is None else f" (95% interval {_fmt(low, 2)}× to {_fmt(high, 2)}×)"
-        why = ("it beats ALS beyond the interval, so training chose it"
-               if serves_category and low is not None and low > 1 else
-               "training serves it as configured (models.products.recommender)" if serves_category else
-               "it does not beat ALS beyond the interval, so ALS is served" if m.get("serves_category_price") == 0.0
-               else "this champion was trained before the choice existed and serves ALS")
+        beats = low is not None and low > 1
+        if "serves_category_price" not in m:
+            why = "this champion was trained before the choice existed and serves ALS"
+        elif serves_category:
+            why = ("it beats ALS beyond the interval, so training chose it" if beats else
+                   "it is served as configured (models.products.recommender), not shown to beat ALS")
+        else:
+            why = ("ALS is served as configured (models.products.recommender), though this one beats it"
+                   if beats else "it does not beat ALS beyond the interval, so ALS is served")
         parts.append(f"<p class=\"sentence\" id=\"category-price-sentence\">The recommender of each customer's "
                      f"categories and their persona's price band ranks what they bought at {_fmt(versus, 2)}× "
                      f"ALS's NDCG@10{span}: {why}.</p>")

@@ -70,8 +70,8 @@ RECOMMENDED_PRODUCTS = StructType([
 _DEFAULTS = ProductSettings()  # for the parameters a model saved before they existed
 # popularity rows of everyone (as opposed to one persona's) carry this segment
 GLOBAL_SEGMENT = "*"
-MODEL_FORMAT = 2  # 2: with the category x price-ladder recommender's tables
-READABLE_FORMATS = (1, 2)
+MODEL_FORMAT = 3  # 3: with the category x price-ladder recommender's tables (2: an early version of them)
+READABLE_FORMATS = (1, 2, 3)
 K = 10  # the cut-off of the evaluation metrics (precision@10, recall@10, NDCG@10)
 
 # how many candidates past top_n scoring looks at, at most, to make up for the excluded ones
@@ -612,8 +612,11 @@ def category_price_candidates(category_model: DataFrame, persona_products: DataF
     product's position, normalised over the category): the ladder speaks for products the persona seldom
     bought, the counts for those it often did. Within a category the order depends on the persona alone, so
     only each persona's first k products of each category are scored (the result is the same)."""
-    place = F.exp((F.col("a") - 1) * F.log("q") + (F.col("b") - 1) * F.log(F.lit(1.0) - F.col("q")))
+    # the Beta density's logarithm, exponentiated relative to the category's largest: a narrow Beta (every price
+    # alike) would otherwise underflow to 0 everywhere and leave nothing to normalise by
     category = Window.partitionBy("persona", "category")
+    log_place = (F.col("a") - 1) * F.log("q") + (F.col("b") - 1) * F.log(F.lit(1.0) - F.col("q"))
+    place = F.exp(log_place - F.max(log_place).over(category))
     pw = F.lit(float(product_weight))
     value = ((F.coalesce("bought", F.lit(0.0)) + pw * F.col("place") / F.sum("place").over(category))
              / (F.col("lines") + pw))
@@ -942,12 +945,14 @@ def save_product_model(model: ProductModel, path: str | Path) -> None:
 
 def load_product_model(spark: SparkSession, path: str | Path) -> ProductModel:
     """The ProductModel that `save_product_model` wrote into `path` (a location the executors reach). A model
-    of format 1 (before the category x price-ladder recommender) loads without it and serves ALS."""
+    of format 1 or 2 (before the category x price-ladder recommender was complete) loads without it and serves
+    ALS."""
     root = location(path)
     params = json.loads(Storage(spark).read_text(join(root, "model.json")))
     if params.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{root}: product model format {params.get('format')!r}, expected one of "
                          f"{', '.join(map(str, READABLE_FORMATS))}")
-    names = _TABLES + (_CATEGORY_TABLES if params["format"] >= 2 else ())
+    # formats 1 and 2 load without the category recommender (2 held an early, incomplete version of it): ALS
+    names = _TABLES + (_CATEGORY_TABLES if params["format"] >= 3 else ())
     tables = {name: spark.read.parquet(join(root, name)) for name in names}
     return ProductModel(als=ALSModel.load(join(root, "als")), params=params, **tables)

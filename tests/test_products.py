@@ -360,6 +360,20 @@ def catalogue_frame(spark, rows: list[tuple]):
     return spark.createDataFrame(data, BRONZE["products"])
 
 
+def test_a_price_ladder_of_one_rung_neither_underflows_nor_divides_by_zero(spark):
+    """Categories of one product each: every order sits at q = 0.5, the fitted Beta is as narrow as its variance
+    floor allows, and its density underflows in floating point; the ranking still comes out, finite."""
+    products = catalogue_frame(spark, [("P1", "phones", 100.0, True), ("B1", "books", 10.0, True)])
+    orders = orders_frame(spark, [(f"o{n}", 1, f"K{n}", "P1" if n % 3 else "B1", 1) for n in range(9)])
+    segments = spark.createDataFrame([(f"K{n}", "one") for n in range(10)], SEGMENTS)
+    customers = spark.createDataFrame([("K9",)], "customer_key string")
+
+    got = category_price_ranking(orders, products, segments, customers, SETTINGS, k=2).orderBy("rank").collect()
+
+    assert [r["product_id"] for r in got] == ["P1", "B1"]  # six phone lines against three book lines
+    assert all(r["score"] is not None and 0 < r["score"] <= 1 for r in got), got
+
+
 @pytest.fixture(scope="module")
 def priced(spark):
     """Two categories with price ladders, a cheap and a dear persona, and a product model fitted on them."""
@@ -488,6 +502,10 @@ def test_a_format_1_model_loads_and_serves_als(spark, priced, tmp_path):
     old = load_product_model(spark, folder)
 
     assert old.category_model is None and old.persona_products is None and old.recommender == "als"
+    # format 2 (an early version of the category tables) loads the same way
+    (folder / "model.json").write_text(json.dumps({**params, "format": 2}))
+    assert load_product_model(spark, folder).recommender == "als"
+    (folder / "model.json").write_text(json.dumps({**params, "format": 1}))
     assertDataFrameEqual(recommend_products(old, customers, segments, top_n=3),
                          recommend_products(model, customers, segments, top_n=3, recommender="als"),
                          checkRowOrder=False)
