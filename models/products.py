@@ -67,7 +67,6 @@ RECOMMENDED_PRODUCTS = StructType([
     StructField("products", ArrayType(RECOMMENDED_PRODUCT)),
 ])
 
-_DEFAULTS = ProductSettings()  # for the parameters a model saved before they existed
 # popularity rows of everyone (as opposed to one persona's) carry this segment
 GLOBAL_SEGMENT = "*"
 MODEL_FORMAT = 3  # 3: with the category x price-ladder recommender's tables (2: an early version of them)
@@ -168,6 +167,12 @@ def build_interest(interactions: DataFrame, products: DataFrame, settings: Produ
         .agg((F.sum("share") * F.lit(float(settings.interest_weight))).alias("weight"))
         .select("customer_key", "product_id", "weight")
     )
+
+
+def _most_per_customer(pairs: DataFrame) -> int:
+    """The most distinct products one customer has in `pairs` (customer_key, product_id); 0 when empty."""
+    return int(scalar(pairs.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")))
+               or 0)
 
 
 def _orders_before(orders: DataFrame, as_of: dt.datetime | None) -> DataFrame:
@@ -313,7 +318,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     category_model = fit_category_price(orders, ladder, segments, settings, as_of).cache()
     persona_products = persona_product_lines(orders, ladder, segments, as_of).cache()
     # how far down ALS's list scoring must look to still fill top_n after the exclusions
-    most_purchased = scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
+    most_purchased = _most_per_customer(purchases)
     unsellable = product_index.join(_recommendable(catalogue), on="product_id", how="left_anti").count()
     if cached_here:
         feedback.unpersist()
@@ -323,7 +328,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         "max_iter": settings.max_iter, "interest_weight": settings.interest_weight, "seed": settings.seed,
         "top_n": settings.top_n, "exclude_purchased": exclude_purchased,
         "trained_until": as_of.isoformat() if as_of is not None else None,
-        "max_purchased_per_customer": int(most_purchased or 0),
+        "max_purchased_per_customer": most_purchased,
         "unsellable_products": int(unsellable),
         "recommender": "als",  # train_product_model chooses on the time split
         "category_customer_weight": settings.category_customer_weight,
@@ -419,8 +424,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
     if exclude is not None:
         given = exclude.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
         parts.append(given)
-        most = scalar(given.groupBy("customer_key").agg(F.countDistinct("product_id").alias("n")).agg(F.max("n")))
-        extra += int(most or 0)
+        extra += _most_per_customer(given)
     excluded = None
     for part in parts:
         excluded = part if excluded is None else excluded.unionByName(part)
@@ -452,7 +456,7 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
         if (model.category_model is None or model.persona_products is None or model.ladder is None
                 or model.category_lines is None):
             raise ValueError("this product model was saved without the category x price-ladder recommender "
-                             "(format 1): retrain it (atende train)")
+                             "(format 1 or 2): retrain it (atende train)")
         ladder = price_ladder(products) if products is not None else model.ladder
         keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude,
                                                                known=ladder.select("product_id"))
@@ -460,8 +464,7 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
         lines = category_lines(orders, ladder) if orders is not None else model.category_lines
         first = _candidate(category_price_candidates(
             model.category_model, model.persona_products, ladder, lines, keys, segments,
-            float(model.params.get("category_customer_weight", _DEFAULTS.category_customer_weight)),
-            float(model.params.get("category_product_weight", _DEFAULTS.category_product_weight)), k),
+            float(model.params["category_customer_weight"]), float(model.params["category_product_weight"]), k),
             source=0)
     else:
         keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
@@ -496,8 +499,7 @@ def recommend_by_popularity(orders: DataFrame, products: DataFrame, customers: D
     keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
     recommendable = _recommendable(_catalogue(products))
     purchases = build_purchases(orders)
-    most = scalar(purchases.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
-    k = top_n + min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
+    k = top_n + min(_most_per_customer(purchases), MAX_EXCLUDED_PER_CUSTOMER)
     candidates = _popular_candidates(build_popularity(orders, products, segments), keys, segments, k)
     return _assemble(candidates, keys, recommendable, purchases, top_n)
 
@@ -655,8 +657,7 @@ def category_price_ranking(orders: DataFrame, products: DataFrame, segments: Dat
     model = fit_category_price(orders, ladder, segments, settings, as_of)
     keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
     excluded = build_purchases(orders, as_of) if exclude_purchased else None
-    most = 0 if excluded is None else scalar(excluded.groupBy("customer_key").agg(F.count("*").alias("n")).agg(F.max("n")))
-    extra = min(int(most or 0), MAX_EXCLUDED_PER_CUSTOMER)
+    extra = 0 if excluded is None else min(_most_per_customer(excluded), MAX_EXCLUDED_PER_CUSTOMER)
     candidates = category_price_candidates(model, persona_product_lines(orders, ladder, segments, as_of), ladder,
                                            category_lines(orders, ladder, as_of), keys, segments,
                                            settings.category_customer_weight, settings.category_product_weight,
