@@ -510,10 +510,10 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
         versions["products"] = FALLBACK_VERSION
     else:
         model_folder = ctx.readable_by_executors(champion[0], model_folders)
-        # what customers bought since the champion was trained is left out too (its own list stops at training)
+        # what customers have bought as of today is left out (the champion's own list stops at its training)
         recommended = recommend_products(load_product_model(ctx.spark, model_folder), customers, i.segments,
                                          cfg.products.top_n, products=i.products, orders=i.orders,
-                                         exclude=build_purchases(i.orders))
+                                         purchases=build_purchases(i.orders))
         versions["products"] = champion[1]
 
     champion = ctx.champion_or_fallback(NBA_MODEL, "next best action", failures["next_best_action"],

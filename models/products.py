@@ -404,23 +404,31 @@ def _assemble(candidates: DataFrame, customers: DataFrame, recommendable: DataFr
 
 
 def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFrame | None,
-                    exclude: DataFrame | None,
-                    known: DataFrame | None = None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
+                    exclude: DataFrame | None, known: DataFrame | None = None,
+                    purchases: DataFrame | None = None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
     """The customers, the products that may be offered, the pairs not to offer, and how many
     candidates past top_n each source must bring so that top_n survive those filters. `known`: the
-    products the first source ranks (product_id; default ALS's), of which those off sale now are made up for."""
+    products the first source ranks (product_id; default ALS's); those of them and of the best sellers that
+    are off sale now are made up for. `purchases` (customer_key, product_id: what customers have bought, as of
+    now) replaces the purchases the model saw at training when the model leaves purchases out."""
     keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
     if products is None:
         recommendable = _recommendable(model.catalogue)
         extra = int(model.params.get("unsellable_products", 0)) if known is None else 0
     else:
         recommendable = _recommendable(_catalogue(products).select("product_id", "active"))
-        extra = (model.product_index if known is None else known).join(
-            recommendable, on="product_id", how="left_anti").count()
+        ranked = (model.product_index if known is None else known).select("product_id")
+        ranked = ranked.unionByName(model.popularity.select("product_id")).distinct()
+        extra = ranked.join(recommendable, on="product_id", how="left_anti").count()
     parts = []
     if model.exclude_purchased:
-        parts.append(model.purchases)
-        extra += int(model.params.get("max_purchased_per_customer", 0))
+        if purchases is None:
+            parts.append(model.purchases)
+            extra += int(model.params.get("max_purchased_per_customer", 0))
+        else:
+            bought = purchases.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
+            parts.append(bought)
+            extra += _most_per_customer(bought)
     if exclude is not None:
         given = exclude.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
         parts.append(given)
@@ -434,7 +442,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
 def recommend_products(model: ProductModel, customers: DataFrame, segments: DataFrame | None,
                        top_n: int, products: DataFrame | None = None,
                        exclude: DataFrame | None = None, orders: DataFrame | None = None,
-                       recommender: str | None = None) -> DataFrame:
+                       recommender: str | None = None, purchases: DataFrame | None = None) -> DataFrame:
     """RECOMMENDED_PRODUCTS: one row per customer_key of `customers`, up to `top_n` products ranked
     1..top_n: the model's recommender's picks (`model.recommender`, or `recommender`: `als` or
     `category_price`), then the customer's persona's most bought items (`segments`: customer_key,
@@ -445,7 +453,10 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
     orders) gives the order lines as they are now, and `products` the ladder of the current catalogue, else
     both as seen at training.
     `products` (silver products, or bronze snapshots) gives the current active flags, else the catalogue seen at
-    training; `exclude` (customer_key, product_id) adds items not to offer (recent purchases).
+    training; `purchases` (customer_key, product_id: `build_purchases` of today's orders) is what customers have
+    bought so far, left out in place of what the model saw at training (a model trained days ago does not know
+    this week's purchases), when the model leaves purchases out (`exclude_purchased`); `exclude`
+    (customer_key, product_id) adds items not to offer whatever the model's setting.
     score: the first recommender's estimate for its picks, the item's share of the segment's orders
     for the others; only rank compares across the two.
     """
@@ -459,7 +470,7 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
                              "(format 1 or 2): retrain it (atende train)")
         ladder = price_ladder(products) if products is not None else model.ladder
         keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude,
-                                                               known=ladder.select("product_id"))
+                                                               known=ladder.select("product_id"), purchases=purchases)
         k = top_n + extra
         lines = category_lines(orders, ladder) if orders is not None else model.category_lines
         first = _candidate(category_price_candidates(
@@ -467,7 +478,8 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
             float(model.params["category_customer_weight"]), float(model.params["category_product_weight"]), k),
             source=0)
     else:
-        keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+        keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude,
+                                                               purchases=purchases)
         k = top_n + extra
         first = _als_candidates(model, keys, k)
     candidates = first.unionByName(_popular_candidates(model.popularity, keys, segments, k))

@@ -17,6 +17,7 @@ from atende.models.products import (
     RECOMMENDED_PRODUCTS,
     build_implicit_feedback,
     build_popularity,
+    build_purchases,
     category_price_ranking,
     evaluate_time_split,
     explode_recommendations,
@@ -479,6 +480,39 @@ def test_the_category_price_recommender_reads_todays_orders_and_catalogue(spark,
     assert all(p.startswith("B") for p in after), after  # all books now
     assert "B0" in after and "B0" not in before
     assert before != after
+
+
+def test_todays_purchases_are_left_out_in_place_of_those_seen_at_training(spark, trained):
+    """A champion trained days ago does not know this week's purchases: `purchases` (as of today) is what is left
+    out, the list still full from what remains."""
+    model, _, segments = trained
+    customers = spark.createDataFrame([("K4",)], "customer_key string")
+    assert _lists(recommend_products(model, customers, segments, top_n=3))["K4"][0] == "B3"  # bought B1, B2 at training
+    today = build_purchases(orders_frame(spark, [("o1", 1, "K4", "B1", 1), ("o2", 1, "K4", "B2", 1),
+                                                 ("o3", 5, "K4", "B3", 1)]))
+
+    got = _lists(recommend_products(model, customers, segments, top_n=3, purchases=today))["K4"]
+
+    assert sorted(got) == ["F1", "F2", "F3"]  # the three books bought; the phones make up the list
+
+
+def test_best_sellers_gone_off_sale_are_made_up_for_from_further_down_the_list(spark):
+    """The category model ranks the ladder of today's catalogue; the top-up takes best sellers from further down
+    when the first ones went off sale since training (S1, bought once, has no category: only the top-up reaches it)."""
+    training = catalogue_frame(spark, [*[(f"Q{n}", "misc", 10.0 * n, True) for n in range(1, 7)],
+                                       ("R1", "misc", 70.0, True), ("S1", None, None, True)])
+    orders = orders_frame(spark, [*[(f"q{n}{m}", 1, f"C{n}{m}", f"Q{n}", 1) for n in range(1, 7) for m in range(8 - n)],
+                                  ("r1", 1, "K1", "R1", 1), ("s1", 1, "K2", "S1", 1)])
+    segments = spark.createDataFrame([], SEGMENTS)
+    feedback = build_implicit_feedback(orders, interactions_frame(spark, []), training, SETTINGS)
+    model = fit_product_model(feedback, orders, training, segments, SETTINGS)
+    today = training.unionByName(catalogue_frame(spark, [(f"Q{n}", "misc", 10.0 * n, False) for n in range(1, 7)]))
+    customers = spark.createDataFrame([("K9",)], "customer_key string")
+
+    got = _lists(recommend_products(model, customers, segments, top_n=2, products=today, orders=orders,
+                                    recommender="category_price"))["K9"]
+
+    assert got == ["R1", "S1"]
 
 
 def test_a_format_1_model_loads_and_serves_als(spark, priced, tmp_path):
