@@ -31,12 +31,32 @@ def spark(settings):
             )
         }
     )
-    session = build_spark_session(test_settings, app_name="atende-tests")
+    # the suite's workers (pytest-xdist) start their sessions one at a time: the first resolves the Maven
+    # packages into the shared Ivy cache and records the classpath, the next reads that record
+    import fcntl
+    import tempfile
+    from pathlib import Path
+
+    with open(Path(tempfile.gettempdir()) / "atende-tests-spark-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            session = build_spark_session(test_settings, app_name="atende-tests")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     # every frame of the suite is tiny: whole-stage code generation off, as `spark.whole_stage_codegen: auto`
     # chooses for a small run (compiling each stage costs more than it saves there)
     session.conf.set("spark.sql.codegen.wholeStage", "false")
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _spark_first_on_each_worker(request):
+    """Under pytest-xdist, a worker starts its session before its first test: a test that runs `atende` in a
+    process of its own then finds the classpath the first start recorded instead of resolving the Maven packages
+    at the same time as another worker's start."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        request.getfixturevalue("spark")
 
 
 @pytest.fixture(autouse=True, scope="module")
