@@ -9,6 +9,17 @@ import pytest
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # A pytest-xdist worker runs as `python -c`: its __main__ has neither __spec__ nor __file__, which pyspark's
+    # sql/connect/utils.check_dependencies takes for a doctest run and answers with sys.exit(0) when Great Expectations
+    # imports pyspark's Spark Connect modules. A spec named __main__ says what the worker is; multiprocessing's spawn
+    # (the generator's worker processes) skips re-importing a main module of that name, as it does for `python -c`.
+    import importlib.machinery
+
+    _main = sys.modules["__main__"]
+    if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+        _main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+
 
 @pytest.fixture(scope="session")
 def settings():

@@ -157,9 +157,10 @@ def daily_runs(spark, settings, landing, full_run, tmp_path_factory) -> Lake:
     return Lake(engine_settings, runner, summaries, lake_dir, counts)
 
 
-@pytest.fixture(scope="module", params=["full", "daily"])
+@pytest.fixture(params=["full", "daily"])
 def lake(request) -> Lake:
-    """Every test taking this fixture runs on both lakehouses."""
+    """Every test taking this fixture runs on both lakehouses (built once each: module-scoped fixtures; this one is
+    per test, so that no module-scoped parametrised fixture is torn down and rebuilt as tests are ordered)."""
     return request.getfixturevalue({"full": "full_run", "daily": "daily_runs"}[request.param])
 
 
