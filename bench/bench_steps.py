@@ -10,8 +10,8 @@ extra day of bench_scale started just after the full run ended). Every Delta tab
 version at that moment (Delta `RESTORE TABLE ... TO TIMESTAMP AS OF`; a table with no commit after it is left as it
 is), and the steps then run one at a time (`Runner.run(step=...)`) over the dates pending for each, as `atende run
 --step` would (a step finds a date pending only once the step before it has run for it: give them in order, from
-the first one the restore undid). Changing the code between two invocations over fresh copies gives an A/B of one step on data of a
-size no test builds, without rerunning the history. Prints one JSON document: seconds per step.
+the first one the restore undid). Changing the code between two invocations over fresh copies gives an A/B of one
+step on data of a size no test builds, without rerunning the history. Prints one JSON document: seconds per step.
 """
 from __future__ import annotations
 

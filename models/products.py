@@ -420,19 +420,16 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
         ranked = (model.product_index if known is None else known).select("product_id")
         ranked = ranked.unionByName(model.popularity.select("product_id")).distinct()
         extra = ranked.join(recommendable, on="product_id", how="left_anti").count()
-    parts = []
-    if model.exclude_purchased:
-        if purchases is None:
-            parts.append(model.purchases)
-            extra += int(model.params.get("max_purchased_per_customer", 0))
-        else:
-            bought = purchases.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
-            parts.append(bought)
-            extra += _most_per_customer(bought)
-    if exclude is not None:
-        given = exclude.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
-        parts.append(given)
-        extra += _most_per_customer(given)
+    parts, given = [], [exclude]
+    if model.exclude_purchased and purchases is None:
+        parts.append(model.purchases)
+        extra += int(model.params.get("max_purchased_per_customer", 0))
+    elif model.exclude_purchased:
+        given.append(purchases)
+    for frame in (f for f in given if f is not None):
+        pairs = frame.select("customer_key", "product_id").join(keys, on="customer_key", how="left_semi")
+        parts.append(pairs)
+        extra += _most_per_customer(pairs)
     excluded = None
     for part in parts:
         excluded = part if excluded is None else excluded.unionByName(part)

@@ -5,8 +5,9 @@ Why the two routes: every round of large-star / small-star is a few shuffles and
 few hundred edges still costs 10-20 Spark jobs and several seconds of fixed cost, four times per silver step, and
 the linking graph of 100,000 customers x 30 days (about a million edges) about 100 s. Up to `DRIVER_MAX_EDGES`
 edges (two short strings each: about 100 bytes an edge on the driver, 200 MB at the limit) one collect, Arrow's
-vectorised lookups and scipy take seconds. Above it (several million customers) the graph stays in Spark. Both routes label a component by its smallest node id in the same order (Python's code
-point order is Spark's UTF-8 byte order), and a test checks they agree on random graphs.
+vectorised lookups and scipy take seconds. Above it (several million customers) the graph stays in Spark. Both
+routes label a component by its smallest node id in the same order (Arrow sorts strings by their UTF-8 bytes, as
+Spark compares them), and a test checks they agree on random graphs.
 """
 from __future__ import annotations
 
