@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="UTC time to restore to, e.g. '2026-12-05 02:58:22'")
     parser.add_argument("--steps", default="ingest,silver", help="comma-separated steps, in order")
     parser.add_argument("--work", type=Path, required=True, help="where the copy goes (replaced if there)")
+    parser.add_argument("--conf", type=Path, help="a YAML file over conf/local.yaml, e.g. `models: {retrain: always}` "
+                        "to train again (the copy's `_mlflow` store is not restored: its models are found and scored)")
     args = parser.parse_args()
 
     from atende.conf import load_settings
@@ -60,7 +62,7 @@ def main() -> None:
     copy = args.work / "lakehouse"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(args.lakehouse, copy)  # file times kept: Delta's commit times come from them
-    settings = load_settings("local", environ={})
+    settings = load_settings("local", conf_file=args.conf, environ={})
     spark = build_spark_session(settings, "atende-bench-steps")
     try:
         started = time.perf_counter()

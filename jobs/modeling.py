@@ -15,6 +15,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -449,19 +450,23 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
                                 survey_comments=i.comments, seed=cfg.personas.seed,
                                 estimate_prior_strength_from_data=cfg.tone.estimate_prior_strength)
 
-    tone_failure = ctx.try_train(TONE_MODEL, "tone", lambda: _train(
-        ctx, TONE_MODEL, "tone", fit_tone, save_tone_model, "policy_holdout_rmse", False,
-        {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
-         "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
-         "context": ",".join(TONE_CONTEXT)},
-        (("silver", "interactions"), ("silver", "survey_responses"),
-         ("gold", "customer_features"), ("gold", "persona_segments"))), force_train)
-    product_failure = ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
-        ctx, PRODUCT_MODEL, "products",
-        lambda: train_product_model(i.orders, i.interactions, i.products, i.segments, cfg.products),
-        ctx.save_spark_model(save_product_model), "served_ndcg_at_10", True, cfg.products.model_dump(),
-        (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
-        force_train)
+    def train_tone():
+        return ctx.try_train(TONE_MODEL, "tone", lambda: _train(
+            ctx, TONE_MODEL, "tone", fit_tone, save_tone_model, "policy_holdout_rmse", False,
+            {"catalogue": ",".join(cfg.tone.catalogue), "prior_strength": cfg.tone.prior_strength,
+             "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
+             "context": ",".join(TONE_CONTEXT)},
+            (("silver", "interactions"), ("silver", "survey_responses"),
+             ("gold", "customer_features"), ("gold", "persona_segments"))), force_train)
+
+    def train_products():
+        return ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
+            ctx, PRODUCT_MODEL, "products",
+            lambda: train_product_model(i.orders, i.interactions, i.products, i.segments, cfg.products),
+            ctx.save_spark_model(save_product_model), "served_ndcg_at_10", True, cfg.products.model_dump(),
+            (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
+            force_train)
+
     start = i.as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
 
     def fit_nba():
@@ -471,13 +476,21 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
         training = build_response_training_set(i.actions, past, start, i.as_of)
         return train_response_models(training, cfg.nba, i.feature_cols, seed=cfg.personas.seed)
 
-    nba_failure = ctx.try_train(NBA_MODEL, "next best action", lambda: _train(
-        ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
-        {"window_start": start.isoformat(), "window_end": i.as_of.isoformat(),
-         "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
-         "actions": ",".join(cfg.nba.actions)},
-        (("silver", "actions"), *FEATURE_INPUTS)), force_train)
-    return {"tone": tone_failure, "products": product_failure, "next_best_action": nba_failure}
+    def train_nba():
+        return ctx.try_train(NBA_MODEL, "next best action", lambda: _train(
+            ctx, NBA_MODEL, "next best action", fit_nba, save_nba_model, "auc_overall", True,
+            {"window_start": start.isoformat(), "window_end": i.as_of.isoformat(),
+             "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
+             "actions": ",".join(cfg.nba.actions)},
+            (("silver", "actions"), *FEATURE_INPUTS)), force_train)
+
+    # The three are independent (each reads the inputs, fits, logs its own MLflow run: MLflow's active run
+    # is per thread) and each alternates Spark jobs with driver work (scikit-learn, numpy, MLflow): side
+    # by side, one's driver work overlaps another's Spark jobs. Each is seeded: the same models either way.
+    trainers = {"tone": train_tone, "products": train_products, "next_best_action": train_nba}
+    with ThreadPoolExecutor(max_workers=len(trainers), thread_name_prefix="atende-train") as pool:
+        running = {name: pool.submit(trainer) for name, trainer in trainers.items()}
+        return {name: future.result() for name, future in running.items()}
 
 
 def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str | None],

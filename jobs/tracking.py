@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.storage import location as lakehouse_location
 
 log = logging.getLogger(__name__)
+_STDERR_REDIRECT = threading.Lock()  # see log_and_register
 
 CHAMPION = "champion"
 
@@ -125,7 +127,9 @@ def log_and_register(
     # MLflow prints "Successfully registered model ..." / "Created version ..." straight to stderr: routed
     # to this module's log (shown with --verbose) instead of the terminal
     chatter = io.StringIO()
-    with contextlib.redirect_stderr(chatter):
+    # sys.stderr is the process's: models trained side by side (jobs/modeling.py) take turns here, or one
+    # thread's redirect could outlive another's and swallow the terminal's stderr
+    with _STDERR_REDIRECT, contextlib.redirect_stderr(chatter):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=_model_class()(),

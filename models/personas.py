@@ -30,6 +30,7 @@ least `match_min_overlap` alike keeps the old id, any other persona gets a new o
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -128,9 +129,32 @@ class _Encoded:
     counts: dict[str, np.ndarray]        # rows x columns of counts
     numeric: dict[str, np.ndarray]       # values, NaN = missing
 
+    # what EM's steps derive from the data alone, made once per data (an EM run takes hundreds of steps)
+    _derived: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
+
     def take(self, rows: np.ndarray) -> _Encoded:
         return _Encoded(int(len(rows)), {c: v[rows] for c, v in self.categorical.items()},
                         {f: m[rows] for f, m in self.counts.items()}, {c: v[rows] for c, v in self.numeric.items()})
+
+    def onehot(self, column: str, width: int):
+        """rows x `width` sparse indicator of the categorical `column`'s level (missing rows all zero)."""
+        key = ("onehot", column, width)
+        if key not in self._derived:
+            from scipy import sparse
+
+            codes = self.categorical[column]
+            seen = np.nonzero(codes >= 0)[0]
+            self._derived[key] = sparse.csr_matrix((np.ones(len(seen)), (seen, codes[seen])), shape=(self.n, width))
+        return self._derived[key]
+
+    def observed(self, column: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the numeric `column`'s observed values, the mask of the rows holding them: None when every row does)."""
+        key = ("observed", column)
+        if key not in self._derived:
+            x = self.numeric[column]
+            seen = ~np.isnan(x)
+            self._derived[key] = (x, None) if seen.all() else (x[seen], seen)
+        return self._derived[key]
 
 
 def _as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -189,16 +213,19 @@ class PersonaModel:
         """rows x personas: log prior + log-likelihood of each row's observed traits."""
         out = np.tile(np.asarray(self.log_weights, dtype="float64"), (encoded.n, 1))
         for column, spec in self.categorical.items():
-            codes = encoded.categorical[column]
-            seen = codes >= 0
-            out[seen] += np.asarray(spec["log_prob"]).T[codes[seen]]
+            # a row of zeros after the levels' rows: a missing value (code -1) picks it and adds nothing
+            table = np.asarray(spec["log_prob"], dtype="float64").T
+            out += np.vstack([table, np.zeros((1, table.shape[1]))])[encoded.categorical[column]]
         for family, spec in self.counts.items():
             out += encoded.counts[family] @ np.asarray(spec["log_prob"]).T
         for column, spec in self.numeric.items():
-            x = encoded.numeric[column]
-            seen = ~np.isnan(x)
+            x, seen = encoded.observed(column)
             mean, sd = np.asarray(spec["mean"]), np.asarray(spec["sd"])
-            out[seen] += -0.5 * ((x[seen, None] - mean) / sd) ** 2 - np.log(sd) - _LOG_2PI_HALF
+            term = -0.5 * ((x[:, None] - mean) / sd) ** 2 - np.log(sd) - _LOG_2PI_HALF
+            if seen is None:
+                out += term
+            else:
+                out[seen] += term
         return out
 
     def posterior(self, frame: pd.DataFrame) -> np.ndarray:
@@ -317,30 +344,24 @@ def numeric_variances(encoded: _Encoded) -> dict[str, float]:
 
 
 def _m_step(model: PersonaModel, data: _Encoded, resp: np.ndarray, variance: dict[str, float]) -> None:
-    from scipy import sparse
-
     k = resp.shape[1]
     mass = resp.sum(axis=0)
     model.log_weights = np.log((mass + 1e-3) / (mass.sum() + 1e-3 * k)).tolist()
     for column, spec in model.categorical.items():
-        codes = data.categorical[column]
-        seen = np.nonzero(codes >= 0)[0]
-        width = len(spec["levels"]) + 1
-        onehot = sparse.csr_matrix((np.ones(len(seen)), (seen, codes[seen])), shape=(data.n, width))
+        onehot = data.onehot(column, len(spec["levels"]) + 1)
         tally = np.asarray((onehot.T @ resp).T) + _SMOOTHING
         spec["log_prob"] = np.log(tally / tally.sum(axis=1, keepdims=True)).tolist()
     for family, spec in model.counts.items():
         tally = resp.T @ data.counts[family] + _SMOOTHING
         spec["log_prob"] = np.log(tally / tally.sum(axis=1, keepdims=True)).tolist()
     for column, spec in model.numeric.items():
-        x = data.numeric[column]
-        seen = ~np.isnan(x)
-        weight = resp[seen]
+        x, seen = data.observed(column)
+        weight = resp if seen is None else resp[seen]
         total = weight.sum(axis=0)
-        overall = float(np.mean(x[seen])) if seen.any() else 0.0
+        overall = float(np.mean(x)) if len(x) else 0.0
         # a persona holding no observed value of the trait falls back on the overall mean
-        mean = np.where(total > 1e-9, (weight * x[seen, None]).sum(axis=0) / np.maximum(total, 1e-9), overall)
-        var = (weight * (x[seen, None] - mean) ** 2).sum(axis=0) / np.maximum(total, 1e-9)
+        mean = np.where(total > 1e-9, (weight * x[:, None]).sum(axis=0) / np.maximum(total, 1e-9), overall)
+        var = (weight * (x[:, None] - mean) ** 2).sum(axis=0) / np.maximum(total, 1e-9)
         floor = _VARIANCE_FLOOR * variance[column] + 1e-6
         spec["mean"] = mean.tolist()
         spec["sd"] = np.sqrt(np.where(total > 1e-9, var, variance[column]) + floor).tolist()
@@ -543,11 +564,15 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
         return k, model, held_ll, bic, smallest
 
     from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
 
     k_max = min(settings.k_max, max(settings.k_min, len(fit_rows) - 1))
     workers = max(1, min(os.cpu_count() or 1, k_max - settings.k_min + 1))
-    results = Parallel(n_jobs=workers, prefer="threads")(
-        delayed(candidate)(k) for k in range(settings.k_min, k_max + 1))
+    # the candidates already keep every core busy: BLAS's own threads on top of them (OpenBLAS spins waiting for
+    # work between these small products) made the fit 1.5x slower on 2 cores; one BLAS thread per candidate
+    with threadpool_limits(limits=1, user_api="blas") if workers > 1 else contextlib.nullcontext():
+        results = Parallel(n_jobs=workers, prefer="threads")(
+            delayed(candidate)(k) for k in range(settings.k_min, k_max + 1))
     scores = {str(k): (bic if settings.selection == "bic" else held_ll) for k, _, held_ll, bic, _ in results}
     shares = {str(k): smallest for k, *_, smallest in results}
     candidates = {k: (model, held_ll) for k, model, held_ll, _, _ in results}

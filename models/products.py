@@ -132,9 +132,8 @@ def _word_ngrams(words: Column, n: int) -> Column:
     return F.when(F.size(words) >= n, F.filter(grams, lambda g: g != "")).otherwise(F.array().cast("array<string>"))
 
 
-def build_interest(interactions: DataFrame, products: DataFrame, settings: ProductSettings,
-                   as_of: dt.datetime | None = None) -> DataFrame:
-    """customer_key, product_id, weight: `interest_weight` for each conversation naming a product.
+def interest_shares(interactions: DataFrame, products: DataFrame) -> DataFrame:
+    """interaction_id, customer_key, started_at, product_id, share: the products each conversation names.
 
     A mention shared by several products (one line, many colours) is split evenly among them,
     unless the text names some of them in full. Matching is an equi-join of the text's word
@@ -142,9 +141,8 @@ def build_interest(interactions: DataFrame, products: DataFrame, settings: Produ
     catalogue's size.
     """
     convs = interactions.where(F.col("customer_key").isNotNull() & F.col("customer_text").isNotNull())
-    if as_of is not None:
-        convs = convs.where(F.col("started_at") < F.lit(as_of).cast("timestamp"))
-    texts = convs.select("interaction_id", "customer_key", normalize_text(F.col("customer_text")).alias("text"))
+    texts = convs.select("interaction_id", "customer_key", "started_at",
+                         normalize_text(F.col("customer_text")).alias("text"))
     words = F.split(F.col("text"), " ")
     grams = F.flatten(F.array(*[_word_ngrams(words, n) for n in range(1, MENTION_WORDS + 1)]))
     said = texts.select("interaction_id", F.explode(F.array_distinct(grams)).alias("mention"))
@@ -160,9 +158,20 @@ def build_interest(interactions: DataFrame, products: DataFrame, settings: Produ
         .where(F.col("named_in_full") | ~F.col("any_named_in_full"))
         .withColumn("share", F.lit(1.0) / F.count("*").over(per_mention))
     )
+    return named.groupBy("interaction_id", "customer_key", "started_at", "product_id").agg(F.max("share").alias("share"))
+
+
+def build_interest(interactions: DataFrame, products: DataFrame, settings: ProductSettings,
+                   as_of: dt.datetime | None = None, shares: DataFrame | None = None) -> DataFrame:
+    """customer_key, product_id, weight: `interest_weight` for each conversation naming a product
+    (`interest_shares`; pass them as `shares` when several windows are built from the same interactions),
+    counting the conversations started before `as_of` when given."""
+    if shares is None:
+        shares = interest_shares(interactions, products)
+    if as_of is not None:
+        shares = shares.where(F.col("started_at") < F.lit(as_of).cast("timestamp"))
     return (
-        named.groupBy("interaction_id", "customer_key", "product_id")
-        .agg(F.max("share").alias("share"))
+        shares
         .groupBy("customer_key", "product_id")
         .agg((F.sum("share") * F.lit(float(settings.interest_weight))).alias("weight"))
         .select("customer_key", "product_id", "weight")
@@ -182,9 +191,11 @@ def _orders_before(orders: DataFrame, as_of: dt.datetime | None) -> DataFrame:
 
 
 def build_implicit_feedback(orders: DataFrame, interactions: DataFrame, products: DataFrame,
-                            settings: ProductSettings, as_of: dt.datetime | None = None) -> DataFrame:
+                            settings: ProductSettings, as_of: dt.datetime | None = None,
+                            shares: DataFrame | None = None) -> DataFrame:
     """FEEDBACK (customer_key, product_id, weight), one row per pair: units ordered plus
-    interest shown in conversations, counting only what happened before `as_of` when given."""
+    interest shown in conversations (`build_interest`, `shares` as there), counting only what happened
+    before `as_of` when given."""
     bought = (
         _orders_before(orders, as_of)
         .where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
@@ -192,7 +203,7 @@ def build_implicit_feedback(orders: DataFrame, interactions: DataFrame, products
                 F.coalesce(F.col("quantity"), F.lit(1)).cast("double").alias("weight"))
         .where(F.col("weight") > 0)
     )
-    interest = build_interest(interactions, products, settings, as_of)
+    interest = build_interest(interactions, products, settings, as_of, shares)
     return (
         bought.unionByName(interest)
         .groupBy("customer_key", "product_id")
@@ -787,7 +798,8 @@ def split_cutoff(orders: DataFrame, test_days: int) -> dt.datetime | None:
 def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: DataFrame,
                         segments: DataFrame | None, settings: ProductSettings,
                         cutoff: dt.datetime | None = None,
-                        exclude_purchased: bool = True) -> tuple[ProductModel, dict[str, float]]:
+                        exclude_purchased: bool = True,
+                        shares: DataFrame | None = None) -> tuple[ProductModel, dict[str, float]]:
     """Train on everything before `cutoff` (default: the last `test_days` of orders held out),
     and score the held-out purchases of every customer with at least one of them.
 
@@ -803,7 +815,7 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
     cutoff = cutoff or split_cutoff(orders, settings.test_days)
     if cutoff is None:
         raise ValueError("no orders: nothing to train the product recommender on")
-    feedback = build_implicit_feedback(orders, interactions, products, settings, as_of=cutoff).cache()
+    feedback = build_implicit_feedback(orders, interactions, products, settings, as_of=cutoff, shares=shares).cache()
     try:
         model = fit_product_model(feedback, orders, products, segments, settings, as_of=cutoff,
                                   exclude_purchased=exclude_purchased)
@@ -913,20 +925,27 @@ def train_product_model(orders: DataFrame, interactions: DataFrame, products: Da
     them to MLflow."""
     metrics: dict[str, float] = {}
     cutoff = split_cutoff(orders, settings.test_days)
-    # data shorter than the held-out window leaves nothing to train the evaluation model on:
-    # the model is still fitted and served, its metrics say the evaluation was skipped
-    can_evaluate = cutoff is not None and not build_implicit_feedback(
-        orders, interactions, products, settings, as_of=cutoff).isEmpty()
-    if evaluate and can_evaluate:
-        held_out_model, metrics = evaluate_time_split(orders, interactions, products, segments, settings,
-                                                      cutoff=cutoff, exclude_purchased=exclude_purchased)
-        held_out_model.unpersist()
-    elif evaluate:
-        metrics["evaluation_skipped"] = 1.0
-    feedback = build_implicit_feedback(orders, interactions, products, settings)
-    if feedback.isEmpty():
-        raise ValueError("no orders of known customers: nothing to train the product recommender on")
-    model = fit_product_model(feedback, orders, products, segments, settings, exclude_purchased=exclude_purchased)
+    # the text matching of the conversations (most of the feedback's cost) is done once for both windows
+    shares = interest_shares(interactions, products).cache()
+    feedback = build_implicit_feedback(orders, interactions, products, settings, shares=shares).cache()
+    try:
+        # data shorter than the held-out window leaves nothing to train the evaluation model on:
+        # the model is still fitted and served, its metrics say the evaluation was skipped
+        can_evaluate = cutoff is not None and not build_implicit_feedback(
+            orders, interactions, products, settings, as_of=cutoff, shares=shares).isEmpty()
+        if evaluate and can_evaluate:
+            held_out_model, metrics = evaluate_time_split(orders, interactions, products, segments, settings,
+                                                          cutoff=cutoff, exclude_purchased=exclude_purchased,
+                                                          shares=shares)
+            held_out_model.unpersist()
+        elif evaluate:
+            metrics["evaluation_skipped"] = 1.0
+        if feedback.isEmpty():
+            raise ValueError("no orders of known customers: nothing to train the product recommender on")
+        model = fit_product_model(feedback, orders, products, segments, settings, exclude_purchased=exclude_purchased)
+    finally:
+        feedback.unpersist()
+        shares.unpersist()
     choice = choose_recommender(settings.recommender, metrics)
     model.params["recommender"] = choice
     metrics.update(_served_metrics(choice, metrics))
