@@ -2,9 +2,9 @@
 
 The identity graph has two kinds of nodes, records (`source`, `record_id`) and
 normalised identifiers (crm_id, email, phone, handle, device_id), with an edge
-wherever a record carries an identifier. A customer is a connected component,
-found in Spark with the large-star / small-star algorithm (no step gathers the
-graph on the driver).
+wherever a record carries an identifier. A customer is a connected component
+(`graph.connected_components`: on the driver up to `DRIVER_MAX_EDGES` edges, else in
+Spark with the large-star / small-star algorithm).
 
 Over-merge guards:
 - an identifier that reaches more distinct CRM customers than
