@@ -12,6 +12,10 @@ is), and the steps then run one at a time (`Runner.run(step=...)`) over the date
 --step` would (a step finds a date pending only once the step before it has run for it: give them in order, from
 the first one the restore undid). Changing the code between two invocations over fresh copies gives an A/B of one
 step on data of a size no test builds, without rerunning the history. Prints one JSON document: seconds per step.
+
+A moment inside a run finds nothing pending: a run records its jobs in ops/runs when it ends, so the restored copy
+holds no trace of the run's earlier steps. To time the training steps alone, `atende train --lakehouse COPY` on a
+plain copy retrains every model and re-scores.
 """
 from __future__ import annotations
 
