@@ -141,14 +141,22 @@ def strip_bom(text: Column) -> Column:
     return F.regexp_replace(text, "^\uFEFF", "")
 
 
+# What a regular expression's \\s matches (Java, without UNICODE_CHARACTER_CLASS): ASCII whitespace.
+WHITESPACE = " \t\n\x0b\f\r"
+
+
+def trimmed(text: Column) -> Column:
+    """The text without leading and trailing whitespace (``WHITESPACE``); no regular expression per row."""
+    return F.btrim(text, F.lit(WHITESPACE))
+
+
 def is_blank(text: Column) -> Column:
-    return F.coalesce(text.rlike(r"^\s*$"), F.lit(True))
+    return F.coalesce(trimmed(text) == "", F.lit(True))
 
 
 def blank_to_null(text: Column) -> Column:
     """Trimmed text; empty or whitespace-only becomes null (never '' for a missing value)."""
-    trimmed = F.regexp_replace(text, r"^\s+|\s+$", "")
-    return F.when(trimmed != "", trimmed)
+    return F.nullif(trimmed(text), F.lit(""))
 
 
 def shown(text: Column) -> Column:

@@ -101,13 +101,18 @@ def has_unclosed_quote(unquoted: Column) -> Column:
     return unquoted.rlike(r'(^|,)"')
 
 
-def with_file_header(records: DataFrame) -> DataFrame:
+def with_file_header(records: DataFrame, source: str | None = None) -> DataFrame:
     """Records with their file's header (``_names``, ``_header_width``), the header line removed.
 
     The header is the first non-blank line: the one with the smallest
     ``_position`` in the split that starts at byte 0 (positions grow along a
     split, and only a file's first split holds its first line). An aggregate, a
     parse of one header per file, and a broadcast join: no sort.
+
+    With a ``source``, what depends on the header alone is worked out once per file
+    too (``header_facts``): what is wrong with it, where each contract column
+    sits, which columns the contract does not know. Per row, those were array
+    searches and higher-order functions Spark evaluates without generated code.
     """
     first = (
         records.filter(F.col("_split_start") == 0)
@@ -137,6 +142,8 @@ def with_file_header(records: DataFrame) -> DataFrame:
             lambda n, i: F.coalesce(blank_to_null(F.lower(n)), F.concat(F.lit("_c"), i.cast("string"))),
         ).alias("_names"),
     )
+    if source is not None:
+        headers = headers.select("*", *header_facts(source))
     return (
         records.join(F.broadcast(headers), on="_source_file", how="left")
         # A file with no header found keeps all its lines (their reason will say so).
@@ -145,6 +152,28 @@ def with_file_header(records: DataFrame) -> DataFrame:
         ))
         .drop("_header_position")
     )
+
+
+def position_column(name: str) -> str:
+    return f"_at_{name}"
+
+
+def header_facts(source: str) -> list[Column]:
+    """Per file, from its header (``_names``, ``_header_width``): ``_header_problem`` (null when the header
+    is usable), ``_at_<column>`` (the contract column's 1-based position, 0 when the header lacks it) and
+    ``_unknown_at`` (the 0-based positions of the columns the contract does not know)."""
+    field_rules = SOURCE_RULES[source]
+    known = tuple(rule.name for rule in field_rules)
+    required = tuple(rule.name for rule in field_rules if rule.required)
+    names = F.col("_names")
+    every_position = F.sequence(F.lit(0), F.size(names) - 1)
+    return [
+        _header_problem(F.col("_header_width"), names, required).alias("_header_problem"),
+        *[F.array_position(names, name).cast("int").alias(position_column(name)) for name in known],
+        F.when(
+            F.size(names) > 0, F.filter(every_position, lambda i: ~F.get(names, i).isin(*known))
+        ).otherwise(F.array().cast("array<int>")).alias("_unknown_at"),
+    ]
 
 
 def _header_problem(width: Column, names: Column, required: tuple[str, ...]) -> Column:
@@ -182,22 +211,27 @@ def _survey_score_reason(survey: Column, score: Column) -> Column:
 @per_session
 def csv_plan(source: str, rules: IngestRules) -> ClassifierPlan:
     field_rules = SOURCE_RULES[source]
-    known = tuple(rule.name for rule in field_rules)
-    required = tuple(rule.name for rule in field_rules if rule.required)
     names, values, arrival = F.col("_names"), F.col("_fields"), F.col("_arrival_date")
     gated = F.when(F.col("_problem").isNull(), F.col("_text"))  # unusable lines are not parsed
 
     def text_of(name: str) -> Column:
-        position = F.array_position(names, name)
-        return F.when(position > 0, F.get(values, (position - 1).cast("int")))
+        position = F.col(position_column(name))
+        return F.when(position > 0, F.get(values, position - 1))
 
     texts, typed = typed_field_stages({r.name: text_of(r.name) for r in field_rules}, field_rules, rules)
+    # A line without a quote is its fields joined by commas: split, no CSV parser (most lines are).
+    quoted = F.col("_quoted")
     stages = [
-        (F.from_csv(gated, _WIDE_ROW, CSV_OPTIONS).alias("_row"), without_quoted_fields(gated).alias("_unquoted")),
+        (gated.contains('"').alias("_quoted"),),
         (
-            F.array(*[F.col("_row")[f"c{i}"] for i in range(MAX_CSV_COLUMNS)]).alias("_fields"),
+            F.when(quoted, F.from_csv(gated, _WIDE_ROW, CSV_OPTIONS)).alias("_row"),
+            F.when(quoted, without_quoted_fields(gated)).otherwise(gated).alias("_unquoted"),
+        ),
+        (
+            F.when(quoted, F.array(*[F.col("_row")[f"c{i}"] for i in range(MAX_CSV_COLUMNS)]))
+            .otherwise(F.split(gated, ",", -1)).alias("_fields"),
             field_count(F.col("_unquoted")).alias("_field_count"),
-            has_unclosed_quote(F.col("_unquoted")).alias("_unclosed"),
+            (quoted & has_unclosed_quote(F.col("_unquoted"))).alias("_unclosed"),
         ),
         texts,
         typed,
@@ -205,7 +239,7 @@ def csv_plan(source: str, rules: IngestRules) -> ClassifierPlan:
     expected = F.size(names)
     record_problem = F.coalesce(
         F.col("_problem"),
-        _header_problem(F.col("_header_width"), names, required),
+        F.col("_header_problem"),
         F.when(F.col("_unclosed"), F.lit("malformed CSV row: unclosed quote (a quoted field cannot span lines)")),
         F.when(
             F.col("_field_count") != expected,
@@ -219,13 +253,18 @@ def csv_plan(source: str, rules: IngestRules) -> ClassifierPlan:
     if source == "surveys":
         problems.append(_survey_score_reason(F.col(value_column("survey")), F.col(value_column("score"))))
 
-    row = F.map_from_arrays(names, F.slice(values, 1, expected))
-    unknown = F.map_filter(
-        F.transform_values(row, lambda k, v: blank_to_null(v)),
-        lambda k, v: ~k.isin(*known) & v.isNotNull(),
+    # The columns the contract does not know, with a value: most files have none, and skip the work.
+    unknown_at = F.col("_unknown_at")
+    unknown = F.filter(
+        F.transform(unknown_at, lambda i: F.struct(
+            F.get(names, i).alias("key"), blank_to_null(F.get(values, i)).alias("value")
+        )),
+        lambda entry: entry["value"].isNotNull(),
     )
-    extra, extra_problem = extra_map(F.map_entries(unknown))
-    problems.append(extra_problem)
+    none_unknown = F.size(unknown_at) == 0
+    extra_found, extra_problem = extra_map(unknown)
+    extra = F.when(none_unknown, F.create_map().cast("map<string,string>")).otherwise(extra_found)
+    problems.append(F.when(~none_unknown, extra_problem))
     reason = F.coalesce(record_problem, joined_reasons(problems))
     values_out = {r.name: F.col(value_column(r.name)) for r in field_rules}
     return classifier_plan(source, stages, values_out, extra, reason, F.col("_text"), rules)
@@ -237,6 +276,6 @@ def classify_csv(source: str, rules: IngestRules, lineage: RunLineage) -> Callab
         raise ValueError(f"{source!r} is not a CSV source; CSV sources: {', '.join(CSV_SOURCES)}")
 
     def transform(lines: DataFrame) -> DataFrame:
-        return apply_plan(with_file_header(record_lines(lines, rules)), csv_plan(source, rules), lineage)
+        return apply_plan(with_file_header(record_lines(lines, rules), source), csv_plan(source, rules), lineage)
 
     return transform
