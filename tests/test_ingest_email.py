@@ -361,3 +361,19 @@ def test_message_without_id_is_accepted_with_a_derived_one(outcome):
     assert row.message_id_derived is True and row.message_id.startswith("derived.")
     assert row.message_id.endswith("@atende.invalid") and row.body_text == "no id marker"
     assert all(r.message_id_derived is False for r in outcome.accepted if os_name(r._source_file) != "no-id.eml")
+
+
+def test_remembered_headers_parse_exactly_as_the_modern_policy(monkeypatch):
+    # The parse reuses header objects across messages (email_messages.POLICY); every real-world fixture, read in
+    # one go so the cache is warm with other messages' headers, gives what email.policy.default gives.
+    import email.policy
+
+    import atende.pipelines.ingest.email_messages as email_messages
+
+    names = sorted(p.name for p in FIXTURES.glob("*.eml")) + ["MULTIPART_REPLY"]
+    texts = [fixture(n) for n in names[:-1]] + [MULTIPART_REPLY.encode()]
+    remembered = [parse_message(t, **LIMITS) for t in texts + texts]
+    monkeypatch.setattr(email_messages, "POLICY", email.policy.default)
+    plain = [parse_message(t, **LIMITS) for t in texts + texts]
+    assert remembered == plain
+    assert all("problem" not in row for row in plain[: len(names)]), "the fixtures parse"
