@@ -355,7 +355,7 @@ def _raw_values(message: EmailMessage, name: str) -> list[str]:
         if key.lower() != name:
             continue
         text = str(raw)
-        if any(ord(c) > 127 for c in text):  # the parser keeps 8-bit bytes as surrogate escapes
+        if not text.isascii():  # the parser keeps 8-bit bytes as surrogate escapes
             text = _text_of_bytes(text.encode("utf-8", errors="surrogateescape"))
         values.append(_LINE_BREAK.sub("", text).strip())
     return values
