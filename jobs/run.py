@@ -120,6 +120,11 @@ class RunSummary:
 ProgressFn = Callable[[str], None]
 
 
+def _by_arrival_date(frame: DataFrame) -> DataFrame:
+    """The frame's rows gathered by arrival date: one task (so one file) per date in a partitioned write."""
+    return frame.repartition("_arrival_date")
+
+
 def _quote_dates(dates: list[dt.date]) -> str:
     return ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
 
@@ -299,8 +304,11 @@ class Runner:
             by_date = {"mode": "overwrite", "partition_by": ["_arrival_date"],
                        "replace_where": f"_arrival_date IN ({listed})"}
             quarantined = self._suppress_lines(union_all([r.quarantined for r in results.values()]))
-            self._write_all(record, [("bronze", source, accepted[source], by_date) for source in results]
-                            + [("bronze", "quarantine", quarantined, by_date)])
+            # The parse's partitions follow the landing files (e-mail: one file per message, so thousands): each
+            # would write a small file per arrival date it holds, which every later read of bronze opens again.
+            # Gathered by date first, a table gets one file per arrival date.
+            self._write_all(record, [("bronze", source, _by_arrival_date(accepted[source]), by_date) for source in results]
+                            + [("bronze", "quarantine", _by_arrival_date(quarantined), by_date)])
             self.lake.write("ops", "file_reconciliation", counts, mode="overwrite", partition_by=["_arrival_date"],
                             replace_where=f"_arrival_date IN ({listed})")
             if self._suppressed_counts is not None:  # a re-run of these dates replaces their counts
