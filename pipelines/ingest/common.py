@@ -433,9 +433,11 @@ def json_object_problem(text: Column, fields: Column) -> Column:
 def duplicate_keys_problem(fields: Column, where: str) -> Column:
     """A JSON object that names a key twice is ambiguous: which value is the record's?"""
     keys = F.map_keys(fields)
-    repeated = F.filter(F.array_distinct(keys), lambda k: F.size(F.filter(keys, lambda j: j == k)) > 1)
+    distinct = F.array_distinct(keys)
+    # which keys repeat is a search per key; only a map with a repeated key needs it
+    repeated = F.filter(distinct, lambda k: F.size(F.filter(keys, lambda j: j == k)) > 1)
     return F.when(
-        F.size(repeated) > 0,
+        F.size(keys) != F.size(distinct),
         F.concat(F.lit(f"invalid JSON: duplicate key in {where}: "), F.array_join(repeated, ", ")),
     )
 
@@ -445,7 +447,10 @@ def unknown_entries(fields: Column, known: Sequence[str], prefix: Column | str =
     prefix_col = F.lit(prefix) if isinstance(prefix, str) else prefix
     unknown = F.map_filter(fields, lambda k, v: ~k.isin(*known))
     entries = F.map_entries(F.transform_keys(unknown, lambda k, v: F.concat(prefix_col, k)))
-    return F.coalesce(entries, empty_entries())
+    # Most maps hold only known keys: a set difference of the keys (no lambda) finds them, and the
+    # higher-order functions above, which Spark evaluates without generated code, are skipped.
+    any_unknown = F.size(F.array_except(F.map_keys(fields), F.array(*[F.lit(k) for k in known]).cast("array<string>"))) > 0
+    return F.when(any_unknown, F.coalesce(entries, empty_entries())).otherwise(empty_entries())
 
 
 def empty_entries() -> Column:
