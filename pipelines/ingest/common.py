@@ -430,15 +430,18 @@ def json_object_problem(text: Column, fields: Column) -> Column:
     )
 
 
+def repeated_values(values: Column) -> Column:
+    """The values an array holds more than once, each once, in order of first appearance."""
+    return F.filter(F.array_distinct(values), lambda v: F.size(F.filter(values, lambda w: w == v)) > 1)
+
+
 def duplicate_keys_problem(fields: Column, where: str) -> Column:
     """A JSON object that names a key twice is ambiguous: which value is the record's?"""
     keys = F.map_keys(fields)
-    distinct = F.array_distinct(keys)
     # which keys repeat is a search per key; only a map with a repeated key needs it
-    repeated = F.filter(distinct, lambda k: F.size(F.filter(keys, lambda j: j == k)) > 1)
     return F.when(
-        F.size(keys) != F.size(distinct),
-        F.concat(F.lit(f"invalid JSON: duplicate key in {where}: "), F.array_join(repeated, ", ")),
+        F.size(keys) != F.size(F.array_distinct(keys)),
+        F.concat(F.lit(f"invalid JSON: duplicate key in {where}: "), F.array_join(repeated_values(keys), ", ")),
     )
 
 

@@ -51,6 +51,7 @@ from atende.pipelines.ingest.common import (
     joined_reasons,
     per_session,
     record_lines,
+    repeated_values,
     typed_field_problems,
     typed_field_stages,
     value_column,
@@ -178,7 +179,7 @@ def header_facts(source: str) -> list[Column]:
 
 def _header_problem(width: Column, names: Column, required: tuple[str, ...]) -> Column:
     missing = F.filter(F.array(*[F.lit(r) for r in required]), lambda r: ~F.array_contains(names, r))
-    repeated = F.filter(F.array_distinct(names), lambda n: F.size(F.filter(names, lambda m: m == n)) > 1)
+    repeated = repeated_values(names)
     return (
         F.when(names.isNull(), F.lit("no header line found"))
         .when(
