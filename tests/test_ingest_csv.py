@@ -44,6 +44,9 @@ def calls(spark, settings, tmp_path_factory):
     land(landing, "calls", "no-id.csv", CALLS_HEADER.replace("call_id,", "") + "\n2026-03-01T09:00:00Z,1,q,1,1,1,a,answered,0,true,t,pstn\n")
     land(landing, "calls", "empty.csv", "")
     land(landing, "calls", "header-only.csv", CALLS_HEADER + "\n")
+    # Which value would be the record's queue? (two columns named queue, different case)
+    land(landing, "calls", "twice.csv", CALLS_HEADER + ",Queue\n"
+         "c-30,2026-03-01T09:00:00Z,119,billing,1,1,1,ag-1,answered,0,true,x,pstn,y\n")
     return ingest(spark, settings, landing, "calls")
 
 
@@ -69,6 +72,7 @@ def test_calls_files_reconcile(calls):
     assert counts_of(calls, "no-id.csv") == (1, 0, 1)
     assert counts_of(calls, "empty.csv") == (0, 0, 0)
     assert counts_of(calls, "header-only.csv") == (0, 0, 0)
+    assert counts_of(calls, "twice.csv") == (1, 0, 1)
 
 
 def test_calls_rejects_say_why(calls, settings):
@@ -87,6 +91,7 @@ def test_calls_rejects_say_why(calls, settings):
     )
     assert calls.reason_of("binary") == "not valid UTF-8 / binary content"
     assert calls.reason_of("2026-03-01T09:00:00Z,1,q") == "header lacks required column call_id"
+    assert calls.reason_of("c-30,") == "header repeats column queue"
 
 
 @pytest.fixture(scope="module")
