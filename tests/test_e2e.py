@@ -114,6 +114,8 @@ class Lake:
     summaries: list[RunSummary]
     lake_dir: Any
     counts_before_rerun: dict[str, int] = field(default_factory=dict)
+    # (layer, table) -> the table's version after the last incremental run, before the rerun of the first date
+    versions_before_rerun: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def arrival_dates(self) -> list[dt.date]:
@@ -152,9 +154,11 @@ def daily_runs(spark, settings, landing, full_run, tmp_path_factory) -> Lake:
         summaries.append(runner.run(date=day))
         assert summaries[-1].engine == "delta-rs"
     counts = runner.table_rows()
+    versions = {(layer, table): runner.lake.version(layer, table) for layer, table in runner.lake.tables()
+                if layer == "silver"}
     runner = Runner(spark, engine_settings, landing, lake_dir)
     summaries.append(runner.run(date=first))
-    return Lake(engine_settings, runner, summaries, lake_dir, counts)
+    return Lake(engine_settings, runner, summaries, lake_dir, counts, versions)
 
 
 @pytest.fixture(params=["full", "daily"])
@@ -217,6 +221,24 @@ def test_daily_runs_write_the_same_tables_as_one_full_run(full_run, daily_runs):
         found = _differences(full.read(layer, table), daily.read(layer, table))
         if found:
             differing[f"{layer}.{table}"] = found
+    assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
+
+
+def test_incremental_silver_ends_where_one_full_run_ends(full_run, daily_runs):
+    """The comparison above ends on a whole rebuild (the first date ingested again sends silver back to one),
+    so it alone would not see an incremental step go wrong on the way. Here silver as the last incremental
+    run left it (the late second day, the re-delivery and the rest merged into the rows of the first and
+    third days) holds the same rows as the full run's: bronze is the same by then."""
+    assert daily_runs.summaries[2].silver_incremental
+    full, daily = full_run.runner.lake, daily_runs.runner.lake
+    differing = {}
+    for (layer, table), version in sorted(daily_runs.versions_before_rerun.items()):
+        if table == "identity_merges":  # what the daily runs changed on the way: differs by design
+            continue
+        found = _differences(full.read(layer, table), daily.read(layer, table, version=version))
+        if found:
+            differing[f"{layer}.{table}"] = found
+    assert "silver.interactions" in {f"{k[0]}.{k[1]}" for k in daily_runs.versions_before_rerun}
     assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
 
 
