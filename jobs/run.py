@@ -114,6 +114,9 @@ class RunSummary:
     # silver's record tables: rows rebuilt from this many records (incremental), or None when rebuilt from
     # the whole of bronze (a first run, a full refresh), or not run
     silver_records: int | None = None
+    # identity: records resolved again (incremental: the regions the new data changed), or None when every
+    # record was resolved
+    identity_records: int | None = None
 
     @property
     def silver_incremental(self) -> bool:
@@ -207,6 +210,7 @@ class Runner:
         self._suppressed_counts: DataFrame | None = None  # ingest: records of erased customers dropped, per file
         self._model_ctx = None
         self._silver_records: int | None = None  # set by the silver job: records its incremental rebuild took
+        self._identity_records: int | None = None  # set by the silver job: records its incremental identity resolved
 
     # ------------------------------------------------------------------ helpers
     def _job(self, summary: RunSummary, name: str, body: Callable[[JobRecord], None]) -> None:
@@ -455,6 +459,7 @@ class Runner:
                 exceptions=self.lake.read("silver", "identity_exceptions"),
                 regions=self.lake.read("silver", "identity_regions"))
             done = resolve_identities_incrementally(observations, state, self.settings, self.run_id, self.now)
+            self._identity_records = done.records_resolved
             self.progress(f"identity: {done.records_resolved:,} of {done.records:,} records resolved again (the "
                           "regions of the identity graph the new data changed); the others keep their keys")
             return done.resolution, done.regions
@@ -763,6 +768,7 @@ class Runner:
             if erasures and not degraded and step is None:  # every model retrained and promoted in this run
                 mark_retrained(self.spark, self.lake, erasures, self.run_id)
         summary.silver_records = self._silver_records
+        summary.identity_records = self._identity_records
         summary.table_rows = self.table_rows()
         summary.quarantined = {
             r["source"]: r["n"]

@@ -90,7 +90,7 @@ def identity_regions(observations: DataFrame, company: DataFrame, cfg: IdentityS
     ).unionByName(
         kept.where(F.col("identifier_type").isin(list(GROUP_TYPES))).select(
             record.alias("src"), _node("g", F.col("identifier_type"), F.col("identifier")).alias("dst"))
-    ).unionByName(fingerprints.select(record.alias("src"), record.alias("dst")))
+    )
     if cfg.name_link_min_tokens > 0:
         typed = kept.where(F.col("identifier_type") == NAME).select(
             *_RECORD, name_block(F.col("identifier")).alias("block"),
@@ -106,8 +106,10 @@ def identity_regions(observations: DataFrame, company: DataFrame, cfg: IdentityS
     parts = F.split(F.col("node"), SEP, 3)
     by_record = components.where(F.col("node").startswith("r" + SEP)).select(
         F.element_at(parts, 2).alias("source"), F.element_at(parts, 3).alias("record_id"), "region")
+    # a record with attributes alone has no edge: a region of its own, named as the graph would name it
     return Regions(
-        records=materialise(by_record.join(fingerprints, on=_RECORD, how="inner")),
+        records=materialise(fingerprints.join(by_record, on=_RECORD, how="left").select(
+            *_RECORD, F.coalesce("region", F.xxhash64(record)).alias("region"), "fingerprint")),
         identifiers=materialise(components.where(F.col("node").startswith("i" + SEP)).select(
             F.element_at(parts, 2).alias("identifier_type"), F.element_at(parts, 3).alias("identifier"), "region")),
     )
