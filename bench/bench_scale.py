@@ -111,7 +111,6 @@ def one_size(spark, settings, customers: int, days: int, seed: int, work: Path, 
         "day_run_jobs": _jobs(day),
         "day_over_full": round(day_seconds / full_seconds, 3),
         "day_silver_records": day.silver_records,
-        "day_identity_records": day.identity_records,
         **baseline,
         "table_rows": {k: v for k, v in full.table_rows.items() if not k.startswith("ops.")},
     }

@@ -302,9 +302,6 @@ def _print_summary(console, runner, summary) -> None:
     if summary.silver_incremental:
         console.print(f"silver: rows rebuilt from {summary.silver_records:,} records delivered or re-keyed since "
                       "the last run (the rest of silver kept)")
-    if summary.identity_records is not None:
-        console.print(f"identity: {summary.identity_records:,} records resolved again (the regions of the identity "
-                      "graph the new data changed; the others kept their keys)")
     for job in summary.jobs:
         if job.status == "degraded":
             # the data landed; a model could not be (re)trained and a champion or named fallback answered

@@ -463,7 +463,7 @@ def _matches(layer: str, table: str, columns: set[str], keys: Sequence[str], rec
     elif table == "identity_merges":
         one("retired_key", keys)
         one("surviving_key", keys)
-    elif table in ("record_keys", "identity_regions"):  # identity_regions: each record's region, no key
+    elif table == "record_keys":
         one("customer_key", keys)
         wanted.append((("source", "record_id"), [(s, r) for s, ids in records.items() for r in ids]))
     else:
@@ -525,8 +525,7 @@ def _scrubbed_extra(needles: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
 
 
 # identity last, the map the very last: until then a repeated request still finds the customer's key
-_IDENTITY_ORDER = {"identity_exceptions": 1, "identity_merges": 2, "identity_regions": 3, "record_keys": 3,
-                   "identity_map": 4}
+_IDENTITY_ORDER = {"identity_exceptions": 1, "identity_merges": 2, "record_keys": 3, "identity_map": 4}
 
 
 def _erasure_order(layer_table: tuple[str, str]) -> tuple[int, int, str]:

@@ -61,15 +61,12 @@ from atende.pipelines.crm import build_crm
 from atende.pipelines.customers import build_customers
 from atende.pipelines.frames import scalar, union_all
 from atende.pipelines.identity import (
-    IdentityResolution,
     assign_email_threads,
     build_identifier_observations,
     distinct_email_messages,
     resolve_identities_with_report,
 )
 from atende.pipelines.identity.graph import materialise
-from atende.pipelines.identity.regions import IdentityState, resolve_identities_incrementally, whole_regions
-from atende.pipelines.identity.resolution import company_identifiers
 from atende.pipelines.increments import (
     INTERACTION_SOURCES,
     affected_units,
@@ -114,9 +111,6 @@ class RunSummary:
     # silver's record tables: rows rebuilt from this many records (incremental), or None when rebuilt from
     # the whole of bronze (a first run, a full refresh), or not run
     silver_records: int | None = None
-    # identity: records resolved again (incremental: the regions the new data changed), or None when every
-    # record was resolved
-    identity_records: int | None = None
 
     @property
     def silver_incremental(self) -> bool:
@@ -176,8 +170,6 @@ def late_folders(folders: dict[dt.date, list[tuple[str, int]]], processed: dict[
 
 # silver tables an incremental silver step starts from (else it builds them from the whole of bronze)
 _INCREMENTAL_NEEDS = ("interactions", "survey_responses", "orders", "actions", "products", "record_keys")
-# and the identity tables incremental identity starts from (else it resolves every record)
-_IDENTITY_NEEDS = ("identity_map", "identity_exceptions", "record_keys", "identity_regions")
 
 # the jobs of a run, in order; `atende run --step` runs one of them
 STEPS = ("ingest", "silver", "features", "personas", "gold", "recommendations")
@@ -210,7 +202,6 @@ class Runner:
         self._suppressed_counts: DataFrame | None = None  # ingest: records of erased customers dropped, per file
         self._model_ctx = None
         self._silver_records: int | None = None  # set by the silver job: records its incremental rebuild took
-        self._identity_records: int | None = None  # set by the silver job: records its incremental identity resolved
 
     # ------------------------------------------------------------------ helpers
     def _job(self, summary: RunSummary, name: str, body: Callable[[JobRecord], None]) -> None:
@@ -382,13 +373,12 @@ class Runner:
             raise RunFailed(f"{self.lake.path('silver', 'identity_merges')} was written before its `kind` column "
                             "(2026-12-02): move that folder aside (its rows are all merges) and run again")
         bronze = self._bronze()
-        whole_reason = self.whole_silver_reason()
         previous = self.lake.read("silver", "identity_map") if self.lake.exists("silver", "identity_map") else None
         # e-mail threads (a connected-components run) are computed once: identity and interactions use them
         threads = materialise(assign_email_threads(distinct_email_messages(bronze["email"])))
         observations = build_identifier_observations(bronze, self.settings, email_threads=threads).cache()
         record.rows_read += observations.count()
-        resolution, regions = self._resolve(observations, previous, whole_reason)
+        resolution = resolve_identities_with_report(observations, previous, self.settings, self.run_id, self.now)
         identity_map, merges, record_keys = (
             resolution.identity_map.cache(), resolution.merges.cache(), resolution.record_keys.cache()
         )
@@ -397,7 +387,7 @@ class Runner:
         ).cache()
         products = build_products(bronze["products"], self.run_id, self.now).cache()
         crm = build_crm(bronze["crm"], identity_map, self.run_id, self.now).cache()
-        units = self._silver_units(bronze, threads, record_keys, products, whole_reason)
+        units = self._silver_units(bronze, threads, record_keys, products)
         self._silver_records = None if units is None else units.size
         interactions, responses, orders, actions, every_interaction = self._record_frames(
             bronze, threads, record_keys, products, units)
@@ -435,38 +425,12 @@ class Runner:
         # products last but one: the next run finds a category change against the table as it was when
         # record_keys (the watermark) was written, whatever failed in between
         self._write(record, "silver", "products", products, mode="overwrite")
-        # last of all: the state the next run's identity starts from, written after the tables it describes (a
-        # run failing before this line leaves the previous state, older than the tables: only more work next run)
-        self._write(record, "silver", "identity_regions", regions.select(
-            "*", F.lit(self.run_id).alias("run_id"), F.lit(self.now).cast("timestamp").alias("_written_at")
-        ), mode="overwrite")
         if units is None:
             write_silver_state(self.spark, self.lake, self.run_id, self.now, settings=self._silver_settings())
         for frame in (observations, identity_map, merges, exceptions, interactions, responses, products, orders,
                       actions, crm, customers):
             frame.unpersist()
         record_keys.unpersist()
-
-    def _resolve(self, observations: DataFrame, previous: DataFrame | None,
-                 whole: str | None) -> tuple[IdentityResolution, DataFrame]:
-        """Identity resolution over every record, or (silver not rebuilt whole, and the state it needs written)
-        over the regions of the graph the observations changed (`pipelines.identity.regions`); with the state
-        (`silver/identity_regions` rows) the next run starts from."""
-        missing = [t for t in _IDENTITY_NEEDS if not self.lake.exists("silver", t)]
-        if whole is None and previous is not None and not missing:
-            state = IdentityState(
-                identity_map=previous, record_keys=self.lake.read("silver", "record_keys"),
-                exceptions=self.lake.read("silver", "identity_exceptions"),
-                regions=self.lake.read("silver", "identity_regions"))
-            done = resolve_identities_incrementally(observations, state, self.settings, self.run_id, self.now)
-            self._identity_records = done.records_resolved
-            self.progress(f"identity: {done.records_resolved:,} of {done.records:,} records resolved again (the "
-                          "regions of the identity graph the new data changed); the others keep their keys")
-            return done.resolution, done.regions
-        company = company_identifiers(observations, self.settings.identity)
-        resolution = resolve_identities_with_report(observations, previous, self.settings, self.run_id, self.now,
-                                                    company=company)
-        return resolution, whole_regions(observations, company, self.settings)
 
     def _record_frames(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
                        products: DataFrame, units: Units | None) -> tuple[DataFrame, ...]:
@@ -541,24 +505,20 @@ class Runner:
         if state["rebuild_reason"]:
             return state["rebuild_reason"]
         if state["settings"] != self._silver_settings():
-            before, now = json.loads(state["settings"] or "{}"), json.loads(self._silver_settings())
-            changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
-            return f"identity settings changed since silver was built ({', '.join('identity.' + k for k in changed)})"
+            return "identity.company_domains changed since silver was built"
         return None
 
     def _silver_settings(self) -> str:
-        """The settings silver depends on beyond the records: the identity settings (the keys kept for the
-        regions of the graph an incremental run leaves alone were decided with them; an e-mail from a company
-        domain is the agent's): a change of them needs silver rebuilt whole."""
-        identity = self.settings.identity.model_dump(mode="json")
-        identity["company_domains"] = sorted({d.lower() for d in self.settings.identity.company_domains})
-        return json.dumps(identity, sort_keys=True)
+        """The settings silver's record rows depend on beyond the records and their keys (an e-mail from a
+        company domain is the agent's): a change of them needs every row rebuilt."""
+        return json.dumps({"company_domains": sorted({d.lower() for d in self.settings.identity.company_domains})})
 
     def _silver_units(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
-                      products: DataFrame, whole: str | None) -> Units | None:
+                      products: DataFrame) -> Units | None:
         """The units of the record tables this run rebuilds (`pipelines.increments.Units`), or None when they
         are rebuilt from the whole of bronze: a full refresh, a first run, or records silver was built from
-        gone from bronze. `whole`: `whole_silver_reason()`."""
+        gone from bronze."""
+        whole = self.whole_silver_reason()
         if whole is not None:
             self.progress(f"silver: rebuilt from the whole of bronze ({whole})")
             return None
@@ -768,7 +728,6 @@ class Runner:
             if erasures and not degraded and step is None:  # every model retrained and promoted in this run
                 mark_retrained(self.spark, self.lake, erasures, self.run_id)
         summary.silver_records = self._silver_records
-        summary.identity_records = self._identity_records
         summary.table_rows = self.table_rows()
         summary.quarantined = {
             r["source"]: r["n"]

@@ -12,7 +12,6 @@ from pyspark.sql.types import (
     DateType,
     DoubleType,
     IntegerType,
-    LongType,
     MapType,
     StringType,
     StructField,
@@ -294,7 +293,6 @@ PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "silver.identity_map": ("identifier",),
     "silver.identity_exceptions": ("identifier",),
     "silver.record_keys": ("record_id",),  # a CRM record's id is the customer's CRM id
-    "silver.identity_regions": ("record_id",),  # as silver.record_keys
     "silver.crm": ("crm_id", "full_name", "email", "phone", "birth_date"),
     "silver.customers": ("crm_ids", "emails", "phones", "display_name", "email", "phone", "birth_date"),
     # a WhatsApp interaction's id holds its message id, which holds the customer's number
@@ -408,17 +406,6 @@ RECORD_KEYS = StructType([
     _s("source", StringType(), False),
     _s("record_id", StringType(), False),
     _s("customer_key", StringType()),
-    _s("run_id", StringType(), False),
-    _s("_written_at", TimestampType(), False),
-])
-
-# silver/identity_regions: the state incremental identity starts from (pipelines/identity/regions.py): each
-# record's region of the unguarded identity graph and a hash of its observations
-IDENTITY_REGIONS = StructType([
-    _s("source", StringType(), False),
-    _s("record_id", StringType(), False),
-    _s("region", LongType(), False),
-    _s("fingerprint", LongType(), False),
     _s("run_id", StringType(), False),
     _s("_written_at", TimestampType(), False),
 ])

@@ -66,10 +66,3 @@ def normalize_person_name(column: Column) -> Column:
     return F.when(joined != "", joined)
 
 
-
-
-def name_block(name: Column) -> Column:
-    """A normalised name's first and last token ("ana clara souza" -> "ana souza"): the names a name-only
-    link compares (resolution's placement) and the records it can join (`regions`)."""
-    tokens = F.split(name, " ")
-    return F.concat_ws(" ", F.element_at(tokens, 1), F.element_at(tokens, -1))

@@ -26,7 +26,6 @@ from atende.pipelines.identity.common import (
     PROFILE_NAME,
     SEP,
     TYPE_PRIORITY,
-    name_block,
 )
 from atende.pipelines.identity.graph import connected_components, materialise
 from atende.pipelines.identity.observations import company_address
@@ -162,11 +161,15 @@ def _attachments(
     ).where(F.col("n") == 1).select("component", "customer")
 
     if cfg.name_link_min_tokens > 0:
+        def block(name: Column) -> Column:
+            tokens = F.split(name, " ")
+            return F.concat_ws(" ", F.element_at(tokens, 1), F.element_at(tokens, -1))
+
         typed = orphan_names.where(
             F.col("typed") & (F.size(F.split(F.col("name"), " ")) >= cfg.name_link_min_tokens)
         ).join(candidates.select("component").distinct(), on="component", how="left_anti")
-        blocked = typed.withColumn("block", name_block(F.col("name"))).join(
-            customer_names.withColumn("block", name_block(F.col("crm_name"))), on="block", how="inner"
+        blocked = typed.withColumn("block", block(F.col("name"))).join(
+            customer_names.withColumn("block", block(F.col("crm_name"))), on="block", how="inner"
         )
         verdicts = blocked.groupBy("component", "customer").agg(
             F.max(names_match(F.col("name"), F.col("crm_name"), d)).alias("fits")
@@ -235,25 +238,15 @@ def resolve_identities_with_report(
     settings: Settings,
     run_id: str,
     now: datetime,
-    *,
-    records: DataFrame | None = None,
-    company: DataFrame | None = None,
 ) -> IdentityResolution:
-    """As `resolve_identities`, plus the identifiers and components the over-merge guards held back.
-
-    `records` (`source, record_id`): resolve these records only — whole regions of the graph
-    (`pipelines.identity.regions`), else keys would depend on what was left out; the company's identifiers
-    and the exceptions naming them still come from every observation. `company`: `company_identifiers` of
-    the observations, when the caller has them already."""
+    """As `resolve_identities`, plus the identifiers and components the over-merge guards held back."""
     cfg = settings.identity
-    blocked = blocklisted(cfg)
-    if company is None:
-        company = company_identifiers(observations, cfg)
-    scoped = observations if records is None else observations.join(records, on=_RECORD, how="left_semi")
-    obs = record_identifiers(scoped, company, blocked)
-    groups = _groups(scoped)
-    prev = previous_keys(previous_map, company, blocked, observations.sparkSession)
-    attributes, names = _attributes_and_names(scoped)
+    blocked = _blocklisted(cfg)
+    company = _company_identifiers(observations, cfg)
+    obs = _record_identifiers(observations, company, blocked)
+    groups = _groups(observations)
+    prev = _previous_keys(previous_map, company, blocked, observations.sparkSession)
+    attributes, names = _attributes_and_names(observations)
     unit_of = _units(groups)
     crm = _crm_customers(obs, attributes, names, cfg)
 
@@ -289,7 +282,7 @@ def _limit(limits: Mapping[str, int]) -> Column:
 
 
 # --- inputs
-def blocklisted(cfg: IdentitySettings) -> Column:
+def _blocklisted(cfg: IdentitySettings) -> Column:
     """True for an observation of a blocklisted e-mail or phone (`identity.blocklist_emails` / `blocklist_phones`)."""
     blocked = F.lit(False)
     if cfg.blocklist_emails:
@@ -300,7 +293,7 @@ def blocklisted(cfg: IdentitySettings) -> Column:
     return blocked
 
 
-def company_identifiers(observations: DataFrame, cfg: IdentitySettings) -> DataFrame:
+def _company_identifiers(observations: DataFrame, cfg: IdentitySettings) -> DataFrame:
     """`identifier_type, identifier` of the company's own numbers and addresses (materialised)."""
     # the company's own numbers and addresses: as the data names them, and any address in its domains
     declared = observations.where(
@@ -312,7 +305,7 @@ def company_identifiers(observations: DataFrame, cfg: IdentitySettings) -> DataF
     return materialise(declared.unionByName(in_domains).distinct())
 
 
-def record_identifiers(observations: DataFrame, company: DataFrame, blocked: Column) -> DataFrame:
+def _record_identifiers(observations: DataFrame, company: DataFrame, blocked: Column) -> DataFrame:
     """`source, record_id, identifier_type, identifier, first_seen_at, last_seen_at`: the identifiers
     (IDENTIFIER_TYPES) each record carries, blocklisted and company identifiers left out (materialised)."""
     return materialise(
@@ -341,7 +334,7 @@ def _groups(observations: DataFrame) -> DataFrame:
     )
 
 
-def previous_keys(previous_map: DataFrame | None, company: DataFrame, blocked: Column, spark: SparkSession) -> DataFrame:
+def _previous_keys(previous_map: DataFrame | None, company: DataFrame, blocked: Column, spark: SparkSession) -> DataFrame:
     """`identifier_type, identifier, prev_key`: the previous map's keys, blocklisted and company identifiers
     left out (empty without a previous map)."""
     # the previous map is not part of the graph (keys follow from the observations alone, see the package
