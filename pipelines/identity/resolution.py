@@ -244,7 +244,8 @@ def resolve_identities_with_report(
     blocked = _blocklisted(cfg)
     company = _company_identifiers(observations, cfg)
     obs = _record_identifiers(observations, company, blocked)
-    groups = _groups(observations)
+    # materialised: what several stages read again (groups, attributes, records, reach) is computed once
+    groups = materialise(_groups(observations))
     prev = _previous_keys(previous_map, company, blocked, observations.sparkSession)
     attributes, names = _attributes_and_names(observations)
     unit_of = _units(groups)
@@ -256,7 +257,7 @@ def resolve_identities_with_report(
     held = _held_back(reach, conflicting, _hubs(reach, conflicting, cfg), cfg)
 
     # --- the graph, then the components that hold no CRM customer placed by their names
-    records = _records(obs, groups, attributes)
+    records = materialise(_records(obs, groups, attributes))
     linked = connected_components(_graph_edges(obs, held, records, unit_of, crm.dup_edges))
     tie_candidates = _tie_candidates(held, reach.reached, cfg)
     components = _placed_components(linked, obs, names, crm, tie_candidates, cfg)
@@ -347,11 +348,11 @@ def _previous_keys(previous_map: DataFrame | None, company: DataFrame, blocked: 
 
 
 def _attributes_and_names(observations: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(`source, record_id, identifier_type, identifier` of the attributes (ATTRIBUTE_TYPES) records carry,
-    `source, record_id, name, typed`: their names, `typed` for a NAME rather than a PROFILE_NAME)."""
-    attributes = observations.where(F.col("identifier_type").isin(list(ATTRIBUTE_TYPES))).select(
+    """(`source, record_id, identifier_type, identifier` of the attributes (ATTRIBUTE_TYPES) records carry
+    (materialised), `source, record_id, name, typed`: their names, `typed` for a NAME rather than a PROFILE_NAME)."""
+    attributes = materialise(observations.where(F.col("identifier_type").isin(list(ATTRIBUTE_TYPES))).select(
         *_RECORD, "identifier_type", "identifier"
-    ).distinct()
+    ).distinct())
     names = attributes.where(F.col("identifier_type").isin(NAME, PROFILE_NAME)).select(
         *_RECORD, F.col("identifier").alias("name"), (F.col("identifier_type") == NAME).alias("typed")
     )
@@ -414,7 +415,7 @@ class _CrmReach:
     unit_crm: DataFrame  # `unit, crm`: the CRM customers a unit's crm_ids name (materialised)
     trusted_direct: DataFrame  # `identifier_type, identifier, crm`: direct reach, directly shared identifiers left out
     reached: DataFrame  # `identifier_type, identifier, crm`: every CRM customer an identifier reaches (materialised)
-    reach: DataFrame  # `identifier_type, identifier, crm_customers`: how many
+    reach: DataFrame  # `identifier_type, identifier, crm_customers`: how many (materialised)
     shared: DataFrame  # the rows of `reach` over `max_customers_per_identifier[type]`
 
 
@@ -439,7 +440,7 @@ def _crm_reach(obs: DataFrame, unit_of: DataFrame, crm_customers: DataFrame, cfg
     trusted_direct = direct.join(directly_shared, on=_IDENT, how="left_anti")
     unit_reach = unit_ids.join(trusted_direct, on=_IDENT, how="inner").select("unit", "crm").distinct()
     reached = materialise(unit_ids.join(unit_reach, on="unit", how="inner").select(*_IDENT, "crm").distinct())
-    reach = reached.groupBy(*_IDENT).agg(F.count("crm").alias("crm_customers"))
+    reach = materialise(reached.groupBy(*_IDENT).agg(F.count("crm").alias("crm_customers")))
     shared = reach.where((F.col("identifier_type") != "crm_id") & limit.isNotNull() & (F.col("crm_customers") > limit))
     return _CrmReach(unit_ids=unit_ids, unit_crm=unit_crm, trusted_direct=trusted_direct, reached=reached,
                      reach=reach, shared=shared)
