@@ -431,6 +431,9 @@ class NbaSettings(_Section):
     top_features: int = Field(default=2, ge=0)
     # the L2 strengths (C) the response model chooses from by grouped cross-validation
     regularization: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    # the off-policy estimates are also cross-fitted over every logged action of the training window: this many
+    # folds of customers, a model trained outside each and judged on it (metrics crossfit_*; 0 turns it off)
+    crossfit_folds: int = Field(default=4, ge=0, le=20)
 
     @field_validator("regularization")
     @classmethod

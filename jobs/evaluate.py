@@ -98,6 +98,8 @@ NBA_FIGURES = (
     ("dr_conversion_rate", "Learned policy, doubly robust"),
     ("snips_lift_conversion_rate", "Lift, SNIPS (learned / logged)"),
     ("dr_lift_conversion_rate", "Lift, doubly robust (learned / logged)"),
+    ("snips_lift_policy_value", "Lift in value (BRL, what the policy maximises), SNIPS"),
+    ("dr_lift_policy_value", "Lift in value (BRL), doubly robust"),
 )
 
 
@@ -307,7 +309,7 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
     finally:
         features.unpersist()
     ev.nba = {k: v for k, v in champion_metrics["next_best_action"].items()
-              if k.startswith(("logging_", "snips_", "dr_", "ips_", "auc_overall", "ope_"))}
+              if k.startswith(("logging_", "snips_", "dr_", "ips_", "auc_overall", "ope_", "crossfit_"))}
     ev.products = {k: v for k, v in champion_metrics["products"].items()
                    if k.startswith(("als_", "popularity_", "ndcg_ratio", "category_price_", "test_customers",
                                     "warm_test", "served_", "serves_", "persona_popularity_"))}
@@ -388,26 +390,50 @@ def _no_figures(ev: Evaluation, part: str, model: str, figures: str, why: str) -
     return f"<p class=\"empty\">No {figures} figures: {html.escape(reason)}.</p>"
 
 
+def _nba_table(m: dict[str, float], prefix: str, element_id: str) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{_fmt(m.get(prefix + key))}</td>"
+        f"<td>{_fmt(m.get(prefix + key + '_low'))} to {_fmt(m.get(prefix + key + '_high'))}</td></tr>"
+        for key, label in NBA_FIGURES if prefix + key in m)
+    return (f"<table id=\"{element_id}\"><tr><th>conversion per logged action</th><th>estimate</th>"
+            f"<th>95% bootstrap interval</th></tr>{rows}</table>")
+
+
+def _nba_sentence(m: dict[str, float], prefix: str, judged_on: str, element_id: str) -> str | None:
+    lift, low = m.get(prefix + "snips_lift_conversion_rate"), m.get(prefix + "snips_lift_conversion_rate_low")
+    if lift is None or low is None:
+        return None
+    verdict = ("its interval's lower end is above 1, so it would convert better than what was done"
+               if low > 1 else "its interval reaches 1 or below, so it is not shown to beat what was done")
+    value, value_low = m.get(prefix + "snips_lift_policy_value"), m.get(prefix + "snips_lift_policy_value_low")
+    in_value = "" if value is None or value_low is None else (
+        f" In value (the BRL the policy maximises) the ratio is {value:.2f}× (interval from {value_low:.2f}×).")
+    return (f"<p class=\"sentence\" id=\"{element_id}\">Judged on {int(m.get(prefix + 'ips_rows', 0)):,} "
+            f"{judged_on} (it agrees with the logged action on {m.get(prefix + 'ips_match_rate', 0):.0%} of them), "
+            f"the learned policy would convert {lift:.2f}× as often as the logging policy (self-normalised IPS): "
+            f"{verdict}.{in_value}</p>")
+
+
 def _nba_section(ev: Evaluation) -> list[str]:
     parts = ["<h2 id=\"next-best-action\">Next best action, off-policy</h2>"]
     m = ev.nba
     if "logging_conversion_rate" not in m:
         return parts + [_no_figures(ev, "next_best_action", "next-best-action", "off-policy",
                                     "the champion's held-out logged actions carry no propensity")]
-    rows = "".join(
-        f"<tr><td>{html.escape(label)}</td><td>{_fmt(m.get(key))}</td>"
-        f"<td>{_fmt(m.get(key + '_low'))} to {_fmt(m.get(key + '_high'))}</td></tr>"
-        for key, label in NBA_FIGURES if key in m)
-    parts.append(f"<table id=\"off-policy\"><tr><th>conversion per logged action</th><th>estimate</th>"
-                 f"<th>95% bootstrap interval</th></tr>{rows}</table>")
-    lift, low = m.get("snips_lift_conversion_rate"), m.get("snips_lift_conversion_rate_low")
-    if lift is not None and low is not None:
-        verdict = ("its interval's lower end is above 1, so it would convert better than what was done"
-                   if low > 1 else "its interval reaches 1 or below, so it is not shown to beat what was done")
-        parts.append(
-            f"<p class=\"sentence\" id=\"nba-sentence\">Judged on {int(m.get('ips_rows', 0)):,} held-out logged actions "
-            f"(it agrees with the logged action on {m.get('ips_match_rate', 0):.0%} of them), the learned policy would "
-            f"convert {lift:.2f}× as often as the logging policy (self-normalised IPS): {verdict}.</p>")
+    if "crossfit_logging_conversion_rate" in m:
+        folds = int(m.get("crossfit_folds", 0))
+        parts.append(f"<h3>Every logged action of the training window, cross-fitted ({folds} folds)</h3>")
+        parts.append(_nba_table(m, "crossfit_", "off-policy-crossfit"))
+        sentence = _nba_sentence(
+            m, "crossfit_", f"logged actions, each by a model of the same training that did not see its customer "
+            f"({folds} folds of customers)", "nba-crossfit-sentence")
+        if sentence:
+            parts.append(sentence)
+        parts.append("<h3>The registered model on its held-out customers</h3>")
+    parts.append(_nba_table(m, "", "off-policy"))
+    sentence = _nba_sentence(m, "", "held-out logged actions", "nba-sentence")
+    if sentence:
+        parts.append(sentence)
     return parts
 
 

@@ -62,7 +62,7 @@ from pyspark.sql import types as T
 from atende.conf.settings import NbaSettings
 from atende.models.offpolicy import off_policy_estimates
 from atende.pipelines import consent
-from atende.pipelines.frames import seeded_rows
+from atende.pipelines.frames import seeded_rows, union_all
 from atende.pipelines.schemas import CHANNEL_LABELS
 
 # The feature columns the rules read (gold customer_features).
@@ -300,10 +300,20 @@ def build_response_training_set(actions: DataFrame, features: DataFrame, start: 
     )
 
 
+def _bucket(seed: int) -> Column:
+    """A customer's place in 10,000 buckets, by a hash of customer_key: stable across runs."""
+    return F.pmod(F.xxhash64(F.col("customer_key"), F.lit(seed)), F.lit(10_000))
+
+
 def _is_holdout(test_fraction: float, seed: int) -> Column:
     """Held-out customers (all their actions), by a hash of customer_key: stable across runs."""
-    bucket = F.pmod(F.xxhash64(F.col("customer_key"), F.lit(seed)), F.lit(10_000))
-    return bucket < F.lit(int(round(test_fraction * 10_000)))
+    return _bucket(seed) < F.lit(int(round(test_fraction * 10_000)))
+
+
+def _fold(folds: int, seed: int) -> Column:
+    """The cross-fitting fold of a customer (all their actions), 0 .. folds - 1, from the same hash as
+    `_is_holdout`: with folds = 1 / test_fraction, fold 0 is exactly the held-out customers."""
+    return F.floor(_bucket(seed) * F.lit(folds) / F.lit(10_000)).cast("int")
 
 
 def _bounded(df: DataFrame, rows: int, sample_size: int, seed: int) -> pd.DataFrame:
@@ -430,6 +440,7 @@ def train_response_models(
     cv_folds: int = 3,
     propensity_floor: float = 0.01,
     seed: int = 7,
+    crossfit_folds: int | None = None,
 ) -> tuple[NbaModel, dict[str, float]]:
     """The pooled response model on the customers outside the hold-out (a hash of customer_key),
     then `evaluate_response_models` on the held-out ones. Returns (model, metrics).
@@ -438,54 +449,107 @@ def train_response_models(
     customer (log loss). `interaction_scale` < 1 penalises the per-action feature weights more than
     the shared ones. With fewer than `min_rows` sampled rows, or a single class, every logged action
     gets its base rate (positives + 1) / (rows + 2) instead. Standardised features are clipped to
-    +-`clip` in training and scoring alike."""
+    +-`clip` in training and scoring alike.
+
+    With `crossfit_folds` k ≥ 2 (default: the settings' `crossfit_folds`), the off-policy estimates are also
+    computed over every logged action, cross-fitted: the customers fall into k folds by the same hash, a model
+    is trained the same way on the customers outside each fold and judged on the fold's, and the estimates
+    pool the k folds (metrics `crossfit_*`). That judges k policies of the same procedure (one of them the
+    model returned, when k = 1 / test_fraction) on k times as many rows as the hold-out alone, none of them on
+    its own training customers."""
     _check_catalogue(nba_settings)
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
     feature_cols = tuple(feature_cols)
     _require(training_set, ["customer_key", "action", label, *feature_cols], "training set")
+    folds = nba_settings.crossfit_folds if crossfit_folds is None else crossfit_folds
+    folds = folds if folds >= 2 else 0
     known_action = F.col("action").isin(list(nba_settings.actions))
     split = training_set.where(known_action).withColumn("_holdout", _is_holdout(test_fraction, seed))
-    counts = {r["_holdout"]: int(r["count"]) for r in split.groupBy("_holdout").count().collect()}
-    train_rows = split.where(~F.col("_holdout")).select(
-        "customer_key", "action", F.coalesce(F.col(label).cast("int"), F.lit(0)).alias("_y"),
-        F.coalesce(F.col("converted"), F.lit(False)).alias("_converted"), F.col("revenue").cast("double").alias("_revenue"),
-        *[F.col(c).cast("double").alias(c) for c in feature_cols],
-    )
-    sample = _bounded(train_rows, counts.get(False, 0), sample_size, seed)
-    if sample.empty:
-        raise ValueError("no training rows: no logged action of a catalogue action reached a customer with features")
-    fill, center, scale, z = _standardised(sample, feature_cols, clip)
-    y = sample["_y"].to_numpy(dtype=int)
-    logged = [a for a in nba_settings.actions if (sample["action"] == a).any()]
-    action_index = sample["action"].map({a: i for i, a in enumerate(logged)}).to_numpy(dtype=int)
-    if len(sample) < min_rows or len(np.unique(y)) < 2:
-        responses, chosen_c, cv_losses = _base_rates(logged, action_index, y), None, {}
-    else:
-        grid = list(nba_settings.regularization if regularization is None else regularization)
-        responses, chosen_c, cv_losses = _pooled_responses(
-            z, action_index, y, sample["customer_key"].to_numpy(), logged, len(feature_cols), grid,
-            interaction_scale, cv_folds, seed)
+    if folds:
+        split = split.withColumn("_fold", _fold(folds, seed))
+    split = split.cache()  # counted, sampled for the fits and scored for the estimates
+    try:
+        groups = split.groupBy("_holdout", *(["_fold"] if folds else [])).count().collect()
+        counts: dict[bool, int] = {}
+        fold_rows: dict[int, int] = {}
+        for r in groups:
+            counts[r["_holdout"]] = counts.get(r["_holdout"], 0) + int(r["count"])
+            if folds:
+                fold_rows[r["_fold"]] = fold_rows.get(r["_fold"], 0) + int(r["count"])
 
-    model = NbaModel(
-        feature_cols=feature_cols,
-        fill=tuple(float(v) for v in fill),
-        center=tuple(float(v) for v in center),
-        scale=tuple(float(v) for v in scale),
-        responses=responses,
-        label=label,
-        trained_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        clip=clip,
-        metadata={"value_source": "configured ActionSpec.value", "rows_sampled": int(len(sample)),
-                  "test_fraction": test_fraction, "seed": seed, "regularization_c": chosen_c,
-                  "interaction_scale": interaction_scale},
-    )
-    metrics = _training_metrics(sample, y, responses, chosen_c, cv_losses)
-    metrics.update(evaluate_response_models(
-        model, split.where(F.col("_holdout")).drop("_holdout"), nba_settings, label=label,
-        sample_size=sample_size, propensity_floor=propensity_floor, seed=seed,
-        rows=counts.get(True, 0),
-    ))
+        def fit(rows: DataFrame, n: int) -> tuple[NbaModel, dict[str, float]]:
+            """The model on `rows` (n of them), and its training metrics."""
+            train_rows = rows.select(
+                "customer_key", "action", F.coalesce(F.col(label).cast("int"), F.lit(0)).alias("_y"),
+                F.coalesce(F.col("converted"), F.lit(False)).alias("_converted"),
+                F.col("revenue").cast("double").alias("_revenue"),
+                *[F.col(c).cast("double").alias(c) for c in feature_cols],
+            )
+            sample = _bounded(train_rows, n, sample_size, seed)
+            if sample.empty:
+                raise ValueError("no training rows: no logged action of a catalogue action reached a customer "
+                                 "with features")
+            fill, center, scale, z = _standardised(sample, feature_cols, clip)
+            y = sample["_y"].to_numpy(dtype=int)
+            logged = [a for a in nba_settings.actions if (sample["action"] == a).any()]
+            action_index = sample["action"].map({a: i for i, a in enumerate(logged)}).to_numpy(dtype=int)
+            if len(sample) < min_rows or len(np.unique(y)) < 2:
+                responses, chosen_c, cv_losses = _base_rates(logged, action_index, y), None, {}
+            else:
+                grid = list(nba_settings.regularization if regularization is None else regularization)
+                responses, chosen_c, cv_losses = _pooled_responses(
+                    z, action_index, y, sample["customer_key"].to_numpy(), logged, len(feature_cols), grid,
+                    interaction_scale, cv_folds, seed)
+            model = NbaModel(
+                feature_cols=feature_cols,
+                fill=tuple(float(v) for v in fill),
+                center=tuple(float(v) for v in center),
+                scale=tuple(float(v) for v in scale),
+                responses=responses,
+                label=label,
+                trained_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                clip=clip,
+                metadata={"value_source": "configured ActionSpec.value", "rows_sampled": int(len(sample)),
+                          "test_fraction": test_fraction, "seed": seed, "regularization_c": chosen_c,
+                          "interaction_scale": interaction_scale},
+            )
+            return model, _training_metrics(sample, y, responses, chosen_c, cv_losses)
+
+        model, metrics = fit(split.where(~F.col("_holdout")), counts.get(False, 0))
+        metrics.update(evaluate_response_models(
+            model, split.where(F.col("_holdout")).drop("_holdout", "_fold"), nba_settings, label=label,
+            sample_size=sample_size, propensity_floor=propensity_floor, seed=seed,
+            rows=counts.get(True, 0),
+        ))
+        if folds:
+            # the model above was trained outside fold 0 exactly when fold 0 is the hold-out
+            reuse = int(round(test_fraction * 10_000)) * folds == 10_000
+            scored = []
+            for k in range(folds):
+                if not fold_rows.get(k):
+                    continue
+                outside = split.where(F.col("_fold") != k)
+                try:
+                    fold_model = model if reuse and k == 0 else fit(outside, sum(
+                        n for j, n in fold_rows.items() if j != k))[0]
+                except ValueError:  # no rows outside the fold: nothing to judge it with
+                    continue
+                held = split.where(F.col("_fold") == k).drop("_holdout", "_fold")
+                if fold_rows[k] > sample_size // folds:
+                    held = seeded_rows(held, seed, sample_size // folds)
+                scored.append(_scored_actions(held, fold_model, nba_settings, label))
+            if scored:
+                pooled = _in_log_order(union_all(scored).toPandas())
+                with_p = pooled[pooled["_logged_p"].notna() & (pooled["_logged_p"] > 0)]
+                metrics["crossfit_folds"] = float(folds)
+                metrics["crossfit_rows"] = float(len(pooled))
+                metrics["crossfit_ope_rows_without_propensity"] = float(len(pooled) - len(with_p))
+                if len(with_p):
+                    metrics.update({f"crossfit_{k}": v for k, v in
+                                    _off_policy_metrics(with_p, nba_settings, propensity_floor, seed).items()})
+    finally:
+        split.unpersist()
     return model, metrics
 
 
@@ -674,22 +738,12 @@ def evaluate_response_models(
       logged) percentile bootstrap intervals, `_low`/`_high` (95%; models.offpolicy). Rows without a
       logged propensity are left out (`ope_rows_without_propensity`), not given a modelled one."""
     label = label or model.label
-    pass_cols = ["_action", "_y", "_logged_p"]
-    frame = holdout.where(F.col("action").isin(list(nba_settings.actions))).withColumns({
-        "_action": F.col("action"),
-        "_y": F.coalesce(F.col(label).cast("int"), F.lit(0)),
-        "_logged_p": F.col("propensity").cast("double"),
-    })
+    frame = holdout.where(F.col("action").isin(list(nba_settings.actions)))
     if rows is None:
         rows = frame.count()
     if rows > sample_size:  # sample before scoring: only the sample is scored
         frame = seeded_rows(frame, seed, sample_size)
-    decided = _decide(frame, model, nba_settings, pass_cols, top_features=0)
-    logged = F.filter(F.col("_candidates"), lambda c: c["action"] == F.col("_action"))[0]
-    scored = decided.select(
-        "_action", "_y", "_logged_p", logged["propensity"].alias("_p_hat"),
-        F.col("_winner.action").alias("_chosen"), F.col("_winner.propensity").alias("_p_chosen"),
-    ).toPandas()
+    scored = _in_log_order(_scored_actions(frame, model, nba_settings, label).toPandas())
     metrics: dict[str, float] = {"rows_holdout": float(len(scored))}
     if scored.empty:
         return metrics
@@ -701,6 +755,29 @@ def evaluate_response_models(
     if len(with_p):
         metrics.update(_off_policy_metrics(with_p, nba_settings, propensity_floor, seed))
     return metrics
+
+
+def _in_log_order(scored: pd.DataFrame) -> pd.DataFrame:
+    """The scored actions ordered by action_id: the bootstrap draws one weight per row in order, so its
+    intervals must not depend on how Spark partitioned the rows."""
+    return scored.sort_values("action_id", kind="stable").reset_index(drop=True)
+
+
+def _scored_actions(logged_rows: DataFrame, model: NbaModel, nba_settings: NbaSettings, label: str) -> DataFrame:
+    """Per logged action (`action_id`): the action (`_action`), its label (`_y`), the logging propensity (`_logged_p`), the
+    model's propensity of that action (`_p_hat`), and the action the learned policy picks (`_chosen`) with its
+    propensity (`_p_chosen`)."""
+    frame = logged_rows.where(F.col("action").isin(list(nba_settings.actions))).withColumns({
+        "_action": F.col("action"),
+        "_y": F.coalesce(F.col(label).cast("int"), F.lit(0)),
+        "_logged_p": F.col("propensity").cast("double"),
+    })
+    decided = _decide(frame, model, nba_settings, ["action_id", "_action", "_y", "_logged_p"], top_features=0)
+    logged = F.filter(F.col("_candidates"), lambda c: c["action"] == F.col("_action"))[0]
+    return decided.select(
+        "action_id", "_action", "_y", "_logged_p", logged["propensity"].alias("_p_hat"),
+        F.col("_winner.action").alias("_chosen"), F.col("_winner.propensity").alias("_p_chosen"),
+    )
 
 
 def _auc_metrics(scored: pd.DataFrame) -> dict[str, float]:

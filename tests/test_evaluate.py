@@ -82,6 +82,19 @@ def test_the_page_says_what_each_figure_means(tmp_path):
            "interval 1.60× to 2.50×)" in page
     page = render_evaluation_page(_evaluation(with_uplift=False), tmp_path / "e.html").read_text()
     assert "Not measured yet: no outcomes after the first recommendations yet" in page
+    assert "Every logged action of the training window, cross-fitted" not in page  # a model logged without it
+    crossfit = _evaluation(with_uplift=False)
+    crossfit.nba = {**crossfit.nba, "crossfit_folds": 4.0, "crossfit_ips_rows": 12000.0, "crossfit_ips_match_rate": 0.25,
+                    "crossfit_logging_conversion_rate": 0.1, "crossfit_snips_lift_conversion_rate": 1.1,
+                    "crossfit_snips_lift_conversion_rate_low": 0.95, "crossfit_snips_lift_conversion_rate_high": 1.3,
+                    "crossfit_snips_lift_policy_value": 2.5, "crossfit_snips_lift_policy_value_low": 2.1,
+                    "crossfit_snips_lift_policy_value_high": 2.9}
+    page = render_evaluation_page(crossfit, tmp_path / "x.html").read_text()
+    assert "Judged on 12,000 logged actions, each by a model of the same training that did not see its customer " \
+           "(4 folds of customers) (it agrees with the logged action on 25% of them), the learned policy would " \
+           "convert 1.10× as often as the logging policy (self-normalised IPS): its interval reaches 1 or below" in page
+    assert "In value (the BRL the policy maximises) the ratio is 2.50× (interval from 2.10×)." in page
+    assert page.index("cross-fitted (4 folds)") < page.index("Judged on 3,000 held-out logged actions")
     no_nba = _evaluation(with_uplift=False)
     no_nba.nba = {}
     assert "No off-policy figures: no next-best-action model is registered." in \

@@ -251,6 +251,63 @@ def test_training_returns_metrics_and_finds_the_better_action(trained):
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
 
 
+def test_off_policy_estimates_are_cross_fitted_over_every_logged_action(trained):
+    _, _, metrics = trained
+
+    # every logged action of the window is judged once, not only the held-out quarter
+    assert metrics["crossfit_folds"] == 4.0
+    total = metrics["rows_train"] + metrics["rows_holdout"]
+    assert metrics["crossfit_rows"] == total
+    assert metrics["crossfit_ips_rows"] + metrics["crossfit_ope_rows_without_propensity"] == total
+    assert metrics["crossfit_ips_rows"] > 3 * metrics["ips_rows"]
+    # four times the rows: a narrower interval, and the same finding (the follow-up where it pays)
+
+    def width(prefix: str) -> float:
+        return metrics[f"{prefix}dr_lift_conversion_rate_high"] - metrics[f"{prefix}dr_lift_conversion_rate_low"]
+
+    assert width("crossfit_") < width("")
+    assert metrics["crossfit_dr_conversion_rate"] > metrics["crossfit_logging_conversion_rate"]
+    assert metrics["crossfit_snips_lift_conversion_rate_low"] <= metrics["crossfit_snips_lift_conversion_rate"]
+
+
+def test_no_cross_fitted_policy_is_judged_on_its_own_training_customers(spark, nba, monkeypatch):
+    import atende.models.nba as nba_module
+
+    features, actions = synthetic_log(spark, n_customers=200)
+    training = build_response_training_set(actions, features, T0, T0 + dt.timedelta(days=7))
+    real_bounded, real_model, real_scored = nba_module._bounded, nba_module.NbaModel, nba_module._scored_actions
+    last_sample: list[set[str]] = []
+    trained_on: dict[int, set[str]] = {}
+    judged: list[tuple[set[str], set[str]]] = []
+
+    def bounded(*args, **kwargs):
+        sample = real_bounded(*args, **kwargs)
+        last_sample[:] = [set(sample["customer_key"])]
+        return sample
+
+    def model(*args, **kwargs):
+        made = real_model(*args, **kwargs)
+        trained_on[id(made)] = last_sample[0]
+        return made
+
+    def scored(rows, fitted, *args, **kwargs):
+        judged.append((trained_on[id(fitted)], {r.customer_key for r in rows.select("customer_key").collect()}))
+        return real_scored(rows, fitted, *args, **kwargs)
+
+    monkeypatch.setattr(nba_module, "_bounded", bounded)
+    monkeypatch.setattr(nba_module, "NbaModel", model)
+    monkeypatch.setattr(nba_module, "_scored_actions", scored)
+    _, metrics = train_response_models(training, nba, FEATURE_COLS, seed=7, crossfit_folds=4)
+
+    # the hold-out once, then the four folds: each judged by a model that never saw its customers
+    assert len(judged) == 5
+    assert all(seen and scored_keys and not seen & scored_keys for seen, scored_keys in judged)
+    assert set().union(*(keys for _, keys in judged[1:])) == {r.customer_key for r in training.collect()}
+    _, without = train_response_models(training, nba, FEATURE_COLS, seed=7, crossfit_folds=0)
+    assert not any(k.startswith("crossfit_") for k in without)
+    assert {k: v for k, v in metrics.items() if not k.startswith("crossfit_")} == without
+
+
 def test_reasons_name_the_strongest_features(spark, trained, nba):
     features, model, _ = trained
     chatty = features.where("has_whatsapp AND NOT open_issue AND actions_recent < 3").orderBy(
