@@ -341,8 +341,10 @@ class ToneSettings(_Section):
     # with confidence 0); None: the catalogue's first tone
     default_tone: str | None = None
     # `atende evaluate`'s natural experiment: a tone model trained without the last this-many days of
-    # contacts is judged on them
+    # contacts is judged on them; with evaluation_windows n > 1, n consecutive windows of that length end at the
+    # last contact (rolling origin: each window's model is trained on the contacts before it), pooled
     evaluation_days: int = Field(default=4, ge=1)
+    evaluation_windows: int = Field(default=3, ge=1, le=30)
 
     @model_validator(mode="after")
     def _default_tone(self) -> ToneSettings:

@@ -18,7 +18,9 @@ those who did not. This gathers what is measured today:
 * **Tone, by the natural experiment the data holds**: agents are assigned without regard to tone, and most
   write in one habitual tone, so among contacts written in the agent's habitual tone, whether that tone is the
   one a recommender picks for the customer is as good as random. A tone model is trained without the last
-  `models.tone.evaluation_days` days and recommends a tone per customer; on those days' habitual-tone
+  `models.tone.evaluation_days` days and recommends a tone per customer — for each of
+  `models.tone.evaluation_windows` consecutive windows of that length back from the last contact (rolling
+  origin: each window's model sees only the contacts before the window), pooled; on those days' habitual-tone
   contacts, resolution and the contact's outcome (survey scores, comments on the agent's manner, else
   resolution: what the tone model learns from) are compared between contacts whose tone matched the
   recommendation and the others, with 95% intervals — for atende's recommendation, for a persona-only one
@@ -70,7 +72,7 @@ from atende.models.tone import (
     score_tone_model,
     train_tone_model,
 )
-from atende.pipelines.frames import scalar
+from atende.pipelines.frames import scalar, union_all
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,8 @@ class Evaluation:
     # recommender -> (resolved, outcome) comparisons: matched ("treated") against the other contacts
     tone_experiment: dict[str, tuple[Comparison, ...]] = field(default_factory=dict)
     tone_experiment_note: str | None = None
-    tone_cutoff: dt.datetime | None = None
+    tone_cutoff: dt.datetime | None = None  # the first window's start
+    tone_windows: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)  # [start, end) judged
     uplift: Uplift | None = None
     uplift_note: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -199,16 +202,18 @@ def persona_outcomes(features: DataFrame, segments: DataFrame, personas: DataFra
 
 
 def tone_experiment(contacts: DataFrame, outcomes: DataFrame,
-                    recommenders: dict[str, DataFrame]) -> dict[str, tuple[Comparison, ...]]:
+                    recommenders: dict[str, DataFrame], on: tuple[str, ...] = ("customer_key",)
+                    ) -> dict[str, tuple[Comparison, ...]]:
     """Per recommender (`customer_key, tone` frames), TONE_OUTCOMES compared between the `contacts`
     (`interaction_id, customer_key, tone, resolved`) whose tone is the one it recommends for their customer
     (`treated`: matched) and the others (`holdout`); `outcomes`: `interaction_id, outcome`. One Spark
-    aggregation; a contact whose customer a recommender has no tone for does not count for it."""
+    aggregation; a contact whose customer a recommender has no tone for does not count for it. `on`: the
+    columns a contact meets its recommendation by (with a window column, each window's own recommendations)."""
     base = contacts.join(outcomes.select("interaction_id", "outcome"), on="interaction_id", how="left")
     rows = None
     for name, recommended in recommenders.items():
-        part = base.join(recommended.select("customer_key", F.col("tone").alias("_recommended")),
-                         on="customer_key", how="inner").select(
+        part = base.join(recommended.select(*on, F.col("tone").alias("_recommended")),
+                         on=list(on), how="inner").select(
             F.lit(name).alias("recommender"), (F.col("tone") == F.col("_recommended")).alias("matched"),
             F.col("resolved").cast("double").alias("resolved"), F.col("outcome").cast("double").alias("outcome"))
         rows = part if rows is None else rows.unionByName(part)
@@ -239,46 +244,75 @@ def _tone_natural_experiment(lake: Lakehouse, settings: Settings, features: Data
     if last is None or responses is None:
         ev.tone_experiment_note = "no contacts or no survey responses to judge tones by"
         return
-    cutoff = last - dt.timedelta(days=cfg.evaluation_days)
-    ev.tone_cutoff = cutoff
+    span = dt.timedelta(days=cfg.evaluation_days)
+    starts = [last - span * n for n in range(cfg.evaluation_windows, 0, -1)]  # oldest first
     segments = (lake.read("gold", "persona_segments").select("customer_key", "persona_id")
                 if lake.exists("gold", "persona_segments") else None)
     context = (features.join(segments, on="customer_key", how="left") if segments is not None
                else features.withColumn("persona_id", F.lit(None).cast("string")))
     comments = responses.select("response_id", "comment")
-    before = interactions.where(F.col("started_at") < F.lit(cutoff))
-    answered_before = responses.where(F.col("submitted_at") < F.lit(cutoff))
-    progress(f"tone: training a model on the contacts before {cutoff:%Y-%m-%d %H:%M} UTC, judging it on the "
-             f"{cfg.evaluation_days} days after")
-    try:
-        model, _ = train_tone_model(before, answered_before, context, cfg, TONE_CONTEXT, survey_comments=comments,
-                                    seed=settings.models.personas.seed,
-                                    estimate_prior_strength_from_data=cfg.estimate_prior_strength)
-    except Exception as exc:  # too few labelled replies or outcomes before the cutoff: the page says so
-        log.info("tone experiment: no model", exc_info=True)
-        ev.tone_experiment_note = f"no tone model could be trained on the contacts before the last " \
-                                  f"{cfg.evaluation_days} days ({str(exc).splitlines()[0]})"
+    progress(f"tone: {len(starts)} window(s) of {cfg.evaluation_days} days from {starts[0]:%Y-%m-%d %H:%M} UTC, "
+             "each judged by a model trained on the contacts before it")
+    recommended: list[DataFrame] = []
+    windows: list[tuple[int, dt.datetime, dt.datetime]] = []
+    skipped: list[str] = []
+    detector = None
+    for window, start in enumerate(starts):
+        before = interactions.where(F.col("started_at") < F.lit(start))
+        answered_before = responses.where(F.col("submitted_at") < F.lit(start))
+        try:
+            model, _ = train_tone_model(before, answered_before, context, cfg, TONE_CONTEXT,
+                                        survey_comments=comments, seed=settings.models.personas.seed,
+                                        estimate_prior_strength_from_data=cfg.estimate_prior_strength)
+        except Exception as exc:  # too few labelled replies or outcomes before the window: said below
+            log.info("tone experiment: no model before %s", start, exc_info=True)
+            skipped.append(f"{start:%Y-%m-%d}: {str(exc).splitlines()[0]}")
+            continue
+        detector = model.detector
+        end = starts[window + 1] if window + 1 < len(starts) else last + dt.timedelta(microseconds=1)
+        windows.append((window, start, end))
+        recommended.append(score_tone_model(model, before, answered_before, context, survey_comments=comments,
+                                            settings=cfg).select("customer_key", "tone",
+                                                                 F.lit(window).alias("_window")).cache())
+    if not windows or detector is None:
+        ev.tone_experiment_note = (f"no tone model could be trained on the contacts before the last "
+                                   f"{cfg.evaluation_days * cfg.evaluation_windows} days ({'; '.join(skipped)})")
         return
-    recommended = score_tone_model(model, before, answered_before, context, survey_comments=comments,
-                                   settings=cfg).select("customer_key", "tone").cache()
+    if skipped:
+        ev.tone_experiment_note = ("windows left out, no model could be trained on the contacts before them: "
+                                   + "; ".join(skipped))
+    ev.tone_cutoff = windows[0][1]
+    ev.tone_windows = [(start, end) for _, start, end in windows]
     try:
-        tones = detect_tones(interactions, model.detector)  # an agent's habit is read from all their contacts
-        contacts = habitual_tone_contacts(interactions, tones).where(F.col("started_at") >= F.lit(cutoff))
+        tones = detect_tones(interactions, detector)  # an agent's habit is read from all their contacts
+        habitual = habitual_tone_contacts(interactions, tones)
+        contacts = union_all([
+            habitual.where((F.col("started_at") >= F.lit(start)) & (F.col("started_at") < F.lit(end)))
+            .withColumn("_window", F.lit(window))
+            for window, start, end in windows])
         outcomes = interaction_outcomes(interactions, responses, comments, comment_cues=cfg.comment_cues,
                                         comment_weight=cfg.comment_weight)
         catalogue = list(cfg.catalogue)
-        recommenders = {"atende": recommended}
+        atende = union_all(recommended)
+        recommenders = {"atende": atende}
         if segments is not None:
-            modal = (recommended.join(segments, on="customer_key").groupBy("persona_id", "tone").count()
-                     .groupBy("persona_id").agg(F.max_by("tone", F.struct("count", "tone")).alias("tone")))
-            recommenders["persona-only"] = segments.join(modal, on="persona_id").select("customer_key", "tone")
-        # a fixed draw per customer: the same reference on every evaluation
+            # per window, each persona's most frequent atende tone
+            modal = (atende.join(segments, on="customer_key").groupBy("_window", "persona_id", "tone").count()
+                     .groupBy("_window", "persona_id")
+                     .agg(F.max_by("tone", F.struct("count", "tone")).alias("tone")))
+            recommenders["persona-only"] = segments.join(modal, on="persona_id").select("customer_key", "_window",
+                                                                                        "tone")
+        # a fixed draw per customer: the same reference on every evaluation and in every window
         pick = F.pmod(F.xxhash64(F.lit("atende-random-tone"), F.col("customer_key")), F.lit(len(catalogue)))
-        recommenders["random"] = features.select(
-            "customer_key", F.element_at(F.array(*[F.lit(t) for t in catalogue]), (pick + 1).cast("int")).alias("tone"))
-        ev.tone_experiment = tone_experiment(contacts, outcomes, recommenders)
+        judged = features.select("customer_key").crossJoin(
+            features.sparkSession.createDataFrame([(w,) for w, _, _ in windows], "_window int"))
+        recommenders["random"] = judged.select(
+            "customer_key", "_window",
+            F.element_at(F.array(*[F.lit(t) for t in catalogue]), (pick + 1).cast("int")).alias("tone"))
+        ev.tone_experiment = tone_experiment(contacts, outcomes, recommenders, on=("customer_key", "_window"))
     finally:
-        recommended.unpersist()
+        for frame in recommended:
+            frame.unpersist()
 
 
 def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lambda m: None) -> Evaluation:
@@ -527,10 +561,17 @@ def _tone_sentence(c: Comparison) -> str:
 def _tone_section(ev: Evaluation) -> list[str]:
     parts = ["<h2 id=\"tone\">Tone</h2>"]
     if ev.tone_experiment:
-        cutoff = f"{ev.tone_cutoff:%d %b %Y %H:%M} UTC" if ev.tone_cutoff else "the cutoff"
-        parts.append(f"<p class=\"meta\">A tone model trained on the contacts before {cutoff}, judged on the agent "
-                     "contacts after it that were written in the agent's habitual tone (agents are not assigned "
-                     "by tone, so whether that tone is the recommended one is as good as chance).</p>")
+        if len(ev.tone_windows) > 1:
+            spans = ", ".join(f"{start:%d %b %H:%M}–{end:%d %b %H:%M}" for start, end in ev.tone_windows)
+            judged = (f"Tone models trained on the contacts before each of {len(ev.tone_windows)} windows "
+                      f"({spans} UTC), each judged on the agent contacts of its own window")
+        else:
+            cutoff = f"{ev.tone_cutoff:%d %b %Y %H:%M} UTC" if ev.tone_cutoff else "the cutoff"
+            judged = f"A tone model trained on the contacts before {cutoff}, judged on the agent contacts after it"
+        parts.append(f"<p class=\"meta\">{judged} that were written in the agent's habitual tone (agents are not "
+                     "assigned by tone, so whether that tone is the recommended one is as good as chance).</p>")
+        if ev.tone_experiment_note:
+            parts.append(f"<p class=\"meta\" id=\"tone-note\">{html.escape(ev.tone_experiment_note)}.</p>")
         rows = []
         for name, comparisons in ev.tone_experiment.items():
             for c in comparisons:

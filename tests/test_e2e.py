@@ -298,6 +298,11 @@ def test_evaluate_judges_the_champions_and_logs_the_figures(daily_runs, tmp_path
         assert ev.uplift.start == first + dt.timedelta(days=1) and ev.uplift.treated_customers > 0
     else:
         assert "in the holdout" in (ev.uplift_note or ""), ev.uplift_note
+    if ev.tone_experiment:  # rolling origin: consecutive windows, each after its model's training contacts
+        assert ev.tone_windows and ev.tone_cutoff == ev.tone_windows[0][0]
+        assert all(a[1] == b[0] for a, b in zip(ev.tone_windows, ev.tone_windows[1:])), ev.tone_windows
+    else:
+        assert ev.tone_experiment_note, "no experiment and no reason"
     page = render_evaluation_page(ev, tmp_path / "evaluation.html")
     assert "id=\"personas\"" in page.read_text() and "id=\"uplift\"" in page.read_text()
     run_id = log_evaluation(ev, page)

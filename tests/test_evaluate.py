@@ -144,3 +144,21 @@ def test_the_tone_experiment_compares_matched_and_other_habitual_tone_contacts(s
     assert resolved.treated == pytest.approx(200 / 3) and resolved.holdout == pytest.approx(100 / 3)
     assert (outcome.treated_n, outcome.holdout_n, outcome.treated, outcome.holdout) == (3, 1, pytest.approx(2 / 3), 0.5)
     assert outcome.interval is None, "one contact on one side: no interval"
+
+
+def test_each_window_of_the_tone_experiment_is_judged_by_its_own_recommendations(spark):
+    from atende.jobs.evaluate import tone_experiment
+
+    # one customer, a contact in each of two windows, both in the formal tone; the model before window 0
+    # recommended friendly, the one before window 1 (which had seen more) formal
+    contacts = spark.createDataFrame(
+        [("i0", "c0", "formal", True, 0), ("i1", "c0", "formal", False, 1)],
+        "interaction_id string, customer_key string, tone string, resolved boolean, _window int")
+    outcomes = spark.createDataFrame([], "interaction_id string, outcome double")
+    recommended = spark.createDataFrame([("c0", 0, "friendly"), ("c0", 1, "formal")],
+                                        "customer_key string, _window int, tone string")
+    resolved, _ = tone_experiment(contacts, outcomes, {"atende": recommended}, on=("customer_key", "_window"))["atende"]
+    # matched: i1 only (window 1's formal); i0 met window 0's friendly: other. Joined by customer alone, each
+    # contact would count twice
+    assert (resolved.treated_n, resolved.holdout_n) == (1, 1)
+    assert (resolved.treated, resolved.holdout) == (0.0, 100.0)
