@@ -3,6 +3,7 @@
     .venv/bin/atende demo --dir /tmp/nba-demo                     # once (~3 min): the lakehouse to read
     python bench/bench_nba.py --lakehouse /tmp/nba-demo/lakehouse  # train, evaluate, score
     python bench/bench_nba.py --lakehouse L --replicate 50         # throughput over 50 x the customers
+    python bench/bench_nba.py --lakehouse L --conf conversion.yaml # another objective (action values, weights)
 
 What it does, over an existing lakehouse:
 1. the action log: silver `actions`;
@@ -142,12 +143,14 @@ def main() -> None:
     parser.add_argument("--sample-size", type=int, default=100_000)
     parser.add_argument("--label", choices=("converted", "responded"), default="converted")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--conf", type=Path, default=None,
+                        help="a settings file over conf/local.yaml (e.g. other action values: another objective)")
     args = parser.parse_args()
 
     from atende.conf import load_settings
     from atende.lakehouse.spark import build_spark_session
 
-    settings = load_settings()
+    settings = load_settings(conf_file=args.conf)
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform(), "load_average": os.getloadavg()}}
     spark = build_spark_session(settings, "atende-bench-nba")

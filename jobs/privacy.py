@@ -55,6 +55,7 @@ from atende.jobs.bookkeeping import new_run_id, utc_now, write_silver_state
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines import schemas
+from atende.pipelines.frames import sql_dates
 from atende.pipelines.identity.common import IDENTIFIER_TYPES
 from atende.pipelines.identity.observations import build_identifier_observations
 
@@ -489,7 +490,7 @@ def _rewrite_partitions(lake: Lakehouse, layer: str, table: str, hit: Column,
               .withColumnRenamed("count", "n").collect()}
     if not counts:
         return 0
-    listed = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(counts))
+    listed = sql_dates(sorted(counts))
     rewritten = transform(frame.where(F.col("_arrival_date").isin(list(counts)))).cache()
     try:
         rewritten.count()

@@ -59,7 +59,7 @@ from atende.pipelines import schemas
 from atende.pipelines.commerce import build_actions, build_orders, build_products
 from atende.pipelines.crm import build_crm
 from atende.pipelines.customers import build_customers
-from atende.pipelines.frames import scalar, union_all
+from atende.pipelines.frames import scalar, sql_dates, union_all
 from atende.pipelines.identity import (
     assign_email_threads,
     build_identifier_observations,
@@ -123,10 +123,6 @@ ProgressFn = Callable[[str], None]
 def _by_arrival_date(frame: DataFrame) -> DataFrame:
     """The frame's rows gathered by arrival date: one task (so one file) per date in a partitioned write."""
     return frame.repartition("_arrival_date")
-
-
-def _quote_dates(dates: list[dt.date]) -> str:
-    return ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
 
 
 _CODEGEN = "spark.sql.codegen.wholeStage"
@@ -271,7 +267,7 @@ class Runner:
         enforce(results, log_warnings=not self._shows_warnings)
 
     def ingest(self, record: JobRecord, landing: str, dates: list[dt.date]) -> None:
-        listed = _quote_dates(dates)
+        listed = sql_dates(dates)
         started = time.perf_counter()
         results = {
             source: ingest_source(self.spark, self.settings, landing, source, dates, self.run_id, self.now)

@@ -22,6 +22,11 @@ def scalar(df: DataFrame) -> Any:
     return one_row(df)[0]
 
 
+def sql_dates(dates: Sequence[Any]) -> str:
+    """Dates as a SQL list of DATE literals, for a Delta `replaceWhere` predicate (`_arrival_date IN (...)`)."""
+    return ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+
+
 def union_all(frames: Sequence[DataFrame]) -> DataFrame:
     """The frames' rows together, columns matched by name (at least one frame)."""
     result = frames[0]
