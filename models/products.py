@@ -799,9 +799,11 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
                         segments: DataFrame | None, settings: ProductSettings,
                         cutoff: dt.datetime | None = None,
                         exclude_purchased: bool = True,
-                        shares: DataFrame | None = None) -> tuple[ProductModel, dict[str, float]]:
+                        shares: DataFrame | None = None,
+                        feedback: DataFrame | None = None) -> tuple[ProductModel, dict[str, float]]:
     """Train on everything before `cutoff` (default: the last `test_days` of orders held out),
-    and score the held-out purchases of every customer with at least one of them.
+    and score the held-out purchases of every customer with at least one of them. `feedback`: the implicit
+    feedback as of `cutoff` when the caller has it (built here otherwise).
 
     `als_*` are the lists with ALS first (then persona and popularity for customers ALS does not know);
     `category_price_*` the lists with the category x price-ladder recommender first; `popularity_*` the
@@ -815,7 +817,9 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
     cutoff = cutoff or split_cutoff(orders, settings.test_days)
     if cutoff is None:
         raise ValueError("no orders: nothing to train the product recommender on")
-    feedback = build_implicit_feedback(orders, interactions, products, settings, as_of=cutoff, shares=shares).cache()
+    if feedback is None:
+        feedback = build_implicit_feedback(orders, interactions, products, settings, as_of=cutoff, shares=shares)
+    feedback = feedback.cache()
     try:
         model = fit_product_model(feedback, orders, products, segments, settings, as_of=cutoff,
                                   exclude_purchased=exclude_purchased)
@@ -928,15 +932,17 @@ def train_product_model(orders: DataFrame, interactions: DataFrame, products: Da
     # the text matching of the conversations (most of the feedback's cost) is done once for both windows
     shares = interest_shares(interactions, products).cache()
     feedback = build_implicit_feedback(orders, interactions, products, settings, shares=shares).cache()
+    before = None  # the feedback as of the cutoff: checked for rows here, trained on by the time split
     try:
         # data shorter than the held-out window leaves nothing to train the evaluation model on:
         # the model is still fitted and served, its metrics say the evaluation was skipped
-        can_evaluate = cutoff is not None and not build_implicit_feedback(
-            orders, interactions, products, settings, as_of=cutoff, shares=shares).isEmpty()
+        before = None if cutoff is None or not evaluate else build_implicit_feedback(
+            orders, interactions, products, settings, as_of=cutoff, shares=shares).cache()
+        can_evaluate = before is not None and not before.isEmpty()
         if evaluate and can_evaluate:
             held_out_model, metrics = evaluate_time_split(orders, interactions, products, segments, settings,
                                                           cutoff=cutoff, exclude_purchased=exclude_purchased,
-                                                          shares=shares)
+                                                          shares=shares, feedback=before)
             held_out_model.unpersist()
         elif evaluate:
             metrics["evaluation_skipped"] = 1.0
@@ -944,8 +950,9 @@ def train_product_model(orders: DataFrame, interactions: DataFrame, products: Da
             raise ValueError("no orders of known customers: nothing to train the product recommender on")
         model = fit_product_model(feedback, orders, products, segments, settings, exclude_purchased=exclude_purchased)
     finally:
-        feedback.unpersist()
-        shares.unpersist()
+        for frame in (feedback, before, shares):
+            if frame is not None:
+                frame.unpersist()
     choice = choose_recommender(settings.recommender, metrics)
     model.params["recommender"] = choice
     metrics.update(_served_metrics(choice, metrics))
