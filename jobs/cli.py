@@ -465,13 +465,23 @@ def cmd_evaluate(args, settings: Settings) -> int:
                       f"the same k in {ev.stability['k_agreement']:.0%} of {len(ev.stability['ks'])} refits")
     elif ev.stability_note:
         console.print(f"personas: {ev.stability_note}")
-    if "snips_lift_conversion_rate" in ev.nba:
-        console.print(f"next best action: {ev.nba['snips_lift_conversion_rate']:.2f}x the logging policy's conversion "
-                      f"(SNIPS, 95% {ev.nba.get('snips_lift_conversion_rate_low', float('nan')):.2f}-"
-                      f"{ev.nba.get('snips_lift_conversion_rate_high', float('nan')):.2f})")
-    if math.isfinite(ev.products.get("ndcg_ratio", math.nan)):
-        console.print(f"products: NDCG@10 {ev.products['ndcg_ratio']:.2f}x popularity "
-                      f"({int(ev.products.get('test_customers', 0)):,} test customers)")
+    # over every logged action, cross-fitted, when the champion's run logged it; else its held-out customers'
+    judged = "crossfit_" if "crossfit_snips_lift_conversion_rate" in ev.nba else ""
+    if f"{judged}snips_lift_conversion_rate" in ev.nba:
+        m = {k.removeprefix(judged): v for k, v in ev.nba.items() if k.startswith(judged)}
+        console.print(f"next best action: {m['snips_lift_conversion_rate']:.2f}x the logging policy's conversion "
+                      f"(SNIPS, 95% {m.get('snips_lift_conversion_rate_low', math.nan):.2f}-"
+                      f"{m.get('snips_lift_conversion_rate_high', math.nan):.2f}; {int(m.get('ips_rows', 0)):,} "
+                      f"logged actions, {'cross-fitted' if judged else 'held out'})")
+    # the lists served: the category x price-ladder recommender's when training chose it, else ALS's (a champion
+    # trained before the choice existed logged ALS's ratio only)
+    served = "served_" if "served_ndcg_ratio" in ev.products else ""
+    if math.isfinite(ev.products.get(f"{served}ndcg_ratio", math.nan)):
+        which = "category x price ladder" if ev.products.get("serves_category_price") else "ALS"
+        low, high = (ev.products.get(f"{served}ndcg_ratio_{end}", math.nan) for end in ("low", "high"))
+        console.print(f"products: the served lists ({which}) NDCG@10 {ev.products[f'{served}ndcg_ratio']:.2f}x "
+                      f"popularity (95% {low:.2f}-{high:.2f}; {int(ev.products.get('test_customers', 0)):,} "
+                      "test customers)")
     console.print("uplift: " + (f"{ev.uplift.days} days, {ev.uplift.treated_customers:,} treated and "
                                 f"{ev.uplift.holdout_customers:,} held-out customers" if ev.uplift else
                                 f"not measured yet ({ev.uplift_note})"))
