@@ -35,6 +35,15 @@ maps them); customers without such a person are not scored.
   `category_price_ranking`, learned from the training window's orders alone), to see how much of the gap
   a model of that shape closes.
 
+* **Next best action.** The ceiling of the off-policy lifts the next best action's training logs
+  (`crossfit_snips_lift_*`, models/nba.py): over silver/actions' catalogue actions whose customer has a
+  person, each row's persona's true chances (synthetic/catalogue.py `action_response`: respond, then
+  convert) give what the policy that maximises value × business weight with those chances would convert
+  and earn, and what the policy that maximises conversion would convert, against the logging policy's
+  observed conversion and value on the same rows. Eligibility rules (consent, an open issue, WhatsApp) are
+  ignored, so these are upper bounds; the one boost the generator gives follow-ups after an unresolved
+  contact is left out.
+
 Identity's ceiling is measured by bench/bench_identity.py's replica (see RESULTS.md) and is not repeated
 here. Prints one JSON document.
 """
@@ -200,6 +209,49 @@ def _products(spark, lake, settings, landing: Path, key_person) -> dict:
     }
 
 
+def _nba(lake, settings, key_person) -> dict:
+    """The next best action's oracles (module docstring) over silver/actions."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from atende.synthetic.catalogue import PERSONA_BY_KEY
+
+    nba = settings.models.nba
+    rows = (lake.read("silver", "actions").where(F.col("action").isin(list(nba.actions)))
+            .select("customer_key", "action", F.coalesce(F.col("converted"), F.lit(False)).alias("converted"))
+            .toPandas().merge(key_person[["customer_key", "persona"]], on="customer_key"))
+    if rows.empty:
+        return {"rows": 0}
+    actions = list(nba.actions)
+    value = np.array([nba.actions[a].value for a in actions])
+    weight = np.array([nba.actions[a].business_weight for a in actions])
+
+    def chances(persona: str) -> np.ndarray:
+        response = PERSONA_BY_KEY[persona].action_response
+        return np.array([(response[a][1] if a == "no_action" else response[a][0] * response[a][1])
+                         if a in response else 0.0 for a in actions])
+
+    table = {p: chances(p) for p in rows["persona"].unique()}
+    conv = np.stack([table[p] for p in rows["persona"]])
+    by_value = np.argmax(conv * value * weight, axis=1)
+    picked = np.arange(len(rows))
+    logged_conversion = float(rows["converted"].mean())
+    logged_value = float((rows["converted"] * rows["action"].map(dict(zip(actions, value)))).mean())
+    oracle_conversion = float(conv[picked, by_value].mean())
+    oracle_value = float((conv * value)[picked, by_value].mean())
+    best_conversion = float(conv.max(axis=1).mean())
+    return {
+        "rows": int(len(rows)),
+        "logged_conversion_rate": round(logged_conversion, 4),
+        "logged_policy_value": round(logged_value, 2),
+        "oracle": "each row's true persona's chances, every action eligible: an upper bound",
+        "value_oracle_conversion_lift": round(oracle_conversion / logged_conversion, 3),
+        "value_oracle_value_lift": round(oracle_value / logged_value, 3) if logged_value else None,
+        "value_oracle_actions": {actions[i]: int(n) for i, n in zip(*np.unique(by_value, return_counts=True))},
+        "conversion_oracle_conversion_lift": round(best_conversion / logged_conversion, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo-dir", type=Path, default=None, help="an `atende demo` folder (landing/ + lakehouse/)")
@@ -279,6 +331,7 @@ def main() -> None:
             "always_the_most_common_tone": round(float((tones["preferred_tone"] == majority).mean()), 4),
         }
         report["products"] = _products(spark, lake, settings, args.landing, key_person)
+        report["next_best_action"] = _nba(lake, settings, key_person)
         report["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(report, indent=1, ensure_ascii=False))
     finally:
