@@ -433,7 +433,7 @@ def _nba_table(m: dict[str, float], prefix: str, element_id: str) -> str:
             f"<th>95% bootstrap interval</th></tr>{rows}</table>")
 
 
-def _nba_sentence(m: dict[str, float], prefix: str, judged_on: str, element_id: str) -> str | None:
+def _nba_sentence(m: dict[str, float], prefix: str, judged_on: str, element_id: str, how: str = "") -> str | None:
     lift, low = m.get(prefix + "snips_lift_conversion_rate"), m.get(prefix + "snips_lift_conversion_rate_low")
     if lift is None or low is None:
         return None
@@ -443,7 +443,7 @@ def _nba_sentence(m: dict[str, float], prefix: str, judged_on: str, element_id: 
     in_value = "" if value is None or value_low is None else (
         f" In value (the BRL the policy maximises) the ratio is {value:.2f}× (interval from {value_low:.2f}×).")
     return (f"<p class=\"sentence\" id=\"{element_id}\">Judged on {int(m.get(prefix + 'ips_rows', 0)):,} "
-            f"{judged_on} (it agrees with the logged action on {m.get(prefix + 'ips_match_rate', 0):.0%} of them), "
+            f"{judged_on} ({how}it agrees with the logged action on {m.get(prefix + 'ips_match_rate', 0):.0%} of them), "
             f"the learned policy would convert {lift:.2f}× as often as the logging policy (self-normalised IPS): "
             f"{verdict}.{in_value}</p>")
 
@@ -459,8 +459,8 @@ def _nba_section(ev: Evaluation) -> list[str]:
         parts.append(f"<h3>Every logged action of the training window, cross-fitted ({folds} folds)</h3>")
         parts.append(_nba_table(m, "crossfit_", "off-policy-crossfit"))
         sentence = _nba_sentence(
-            m, "crossfit_", f"logged actions, each by a model of the same training that did not see its customer "
-            f"({folds} folds of customers)", "nba-crossfit-sentence")
+            m, "crossfit_", "logged actions, each by a model of the same training that did not see its customer",
+            "nba-crossfit-sentence", how=f"{folds} folds of customers; ")
         if sentence:
             parts.append(sentence)
         parts.append("<h3>The registered model on its held-out customers</h3>")

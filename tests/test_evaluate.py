@@ -91,7 +91,7 @@ def test_the_page_says_what_each_figure_means(tmp_path):
                     "crossfit_snips_lift_policy_value_high": 2.9}
     page = render_evaluation_page(crossfit, tmp_path / "x.html").read_text()
     assert "Judged on 12,000 logged actions, each by a model of the same training that did not see its customer " \
-           "(4 folds of customers) (it agrees with the logged action on 25% of them), the learned policy would " \
+           "(4 folds of customers; it agrees with the logged action on 25% of them), the learned policy would " \
            "convert 1.10× as often as the logging policy (self-normalised IPS): its interval reaches 1 or below" in page
     assert "In value (the BRL the policy maximises) the ratio is 2.50× (interval from 2.10×)." in page
     assert page.index("cross-fitted (4 folds)") < page.index("Judged on 3,000 held-out logged actions")
