@@ -118,11 +118,15 @@ class Evaluation:
     # recommender -> (resolved, outcome) comparisons: matched ("treated") against the other contacts
     tone_experiment: dict[str, tuple[Comparison, ...]] = field(default_factory=dict)
     tone_experiment_note: str | None = None
-    tone_cutoff: dt.datetime | None = None  # the first window's start
     tone_windows: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)  # [start, end) judged
     uplift: Uplift | None = None
     uplift_note: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def tone_cutoff(self) -> dt.datetime | None:
+        """The first tone window's start: the tone models saw no contact after it."""
+        return self.tone_windows[0][0] if self.tone_windows else None
 
     def metrics(self) -> dict[str, float]:
         """The figures MLflow gets (finite numbers only)."""
@@ -281,7 +285,6 @@ def _tone_natural_experiment(lake: Lakehouse, settings: Settings, features: Data
     if skipped:
         ev.tone_experiment_note = ("windows left out, no model could be trained on the contacts before them: "
                                    + "; ".join(skipped))
-    ev.tone_cutoff = windows[0][1]
     ev.tone_windows = [(start, end) for _, start, end in windows]
     try:
         tones = detect_tones(interactions, detector)  # an agent's habit is read from all their contacts

@@ -541,13 +541,10 @@ def train_response_models(
                 scored.append(_scored_actions(held, fold_model, nba_settings, label))
             if scored:
                 pooled = _in_log_order(union_all(scored).toPandas())
-                with_p = pooled[pooled["_logged_p"].notna() & (pooled["_logged_p"] > 0)]
                 metrics["crossfit_folds"] = float(folds)
                 metrics["crossfit_rows"] = float(len(pooled))
-                metrics["crossfit_ope_rows_without_propensity"] = float(len(pooled) - len(with_p))
-                if len(with_p):
-                    metrics.update({f"crossfit_{k}": v for k, v in
-                                    _off_policy_metrics(with_p, nba_settings, propensity_floor, seed).items()})
+                metrics.update({f"crossfit_{k}": v for k, v in _logged_propensity_metrics(
+                    pooled, nba_settings, propensity_floor, seed).items()})
     finally:
         split.unpersist()
     return model, metrics
@@ -748,10 +745,17 @@ def evaluate_response_models(
     if scored.empty:
         return metrics
     metrics.update(_auc_metrics(scored))
-    # rows whose logging propensity was not recorded are left out rather than given a modelled one: the
-    # logging policy chose by context, and a context-free stand-in would bias every estimate
+    metrics.update(_logged_propensity_metrics(scored, nba_settings, propensity_floor, seed))
+    return metrics
+
+
+def _logged_propensity_metrics(scored: pd.DataFrame, nba_settings: NbaSettings, propensity_floor: float,
+                               seed: int) -> dict[str, float]:
+    """`ope_rows_without_propensity` and the `_off_policy_metrics` of the scored rows whose logging propensity
+    was recorded. The others are left out rather than given a modelled one: the logging policy chose by
+    context, and a context-free stand-in would bias every estimate."""
     with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
-    metrics["ope_rows_without_propensity"] = float(len(scored) - len(with_p))
+    metrics = {"ope_rows_without_propensity": float(len(scored) - len(with_p))}
     if len(with_p):
         metrics.update(_off_policy_metrics(with_p, nba_settings, propensity_floor, seed))
     return metrics
