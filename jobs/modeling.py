@@ -305,9 +305,11 @@ def train_personas(ctx: ModelContext, features: DataFrame, previous=None):
         # read, and then any valid fit replaces it)
         registered = tracking.log_and_register(
             PERSONA_MODEL, model_dir, metric="holdout_loglik", extra_artifacts={"plots": plot},
-            champion_value=metrics.get("champion_holdout_loglik", math.nan), force_promote=ctx.promote_always)
+            champion_value=metrics.get("champion_holdout_loglik", math.nan), force_promote=ctx.promote_always,
+            gate={"holdout_loglik": True})
     ctx.progress(f"personas: k={int(metrics['k'])} held-out log-likelihood {metrics['holdout_loglik']:.3f}/customer "
-                 f"-> {PERSONA_MODEL} v{registered.version}{' (champion)' if registered.promoted else ''}")
+                 f"-> {PERSONA_MODEL} v{registered.version}"
+                 + (" (champion)" if registered.promoted else f" ({registered.reason})"))
     return registered
 
 
@@ -364,8 +366,9 @@ def _survey_comments(lake: Lakehouse) -> DataFrame | None:
 
 
 def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, higher_is_better: bool,
-           params: dict, inputs: tuple[tuple[str, str], ...]):
-    """One tracked training run: fit, log params/metrics/input versions, save, register, maybe promote."""
+           params: dict, inputs: tuple[tuple[str, str], ...], gate: dict[str, bool]):
+    """One tracked training run: fit, log params/metrics/input versions, save, register, and promote unless
+    worse than the champion beyond the interval on a `gate` measure (tracking.log_and_register)."""
     import mlflow
 
 
@@ -379,11 +382,9 @@ def _train(ctx: ModelContext, name: str, run_name: str, fit, save, metric: str, 
         model_dir = Path(tmp) / "model"
         save(model, model_dir)
         registered = tracking.log_and_register(name, model_dir, metric=metric, higher_is_better=higher_is_better,
-                                               force_promote=ctx.promote_always)
-    value = registered.value
-    ctx.progress(f"{run_name}: {metric}={value:.4f} -> {name} v{registered.version}"
-                 + (" (champion)" if registered.promoted else
-                    f" (not promoted: the champion has {registered.champion_value:.4f})"))
+                                               force_promote=ctx.promote_always, gate=gate)
+    ctx.progress(f"{run_name}: {metric}={registered.value:.4f} -> {name} v{registered.version}"
+                 + (" (champion)" if registered.promoted else f" ({registered.reason})"))
     return registered
 
 
@@ -439,6 +440,19 @@ def _train_and_score(ctx: ModelContext, force_train: bool, model_folders: contex
     return written
 
 
+def _champion_nba(ctx: ModelContext):
+    """The next best action's champion model, to be judged beside the new one; None when there is none or
+    it cannot be read (then the new one is judged against what the champion's run logged)."""
+    if tracking.champion_version(NBA_MODEL) is None:
+        return None
+    directory, version = tracking.load_champion_dir(NBA_MODEL)
+    try:
+        return load_nba_model(directory)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        ctx.progress(f"next best action: champion v{version} cannot be read ({exc}); judged on its logged figures")
+        return None
+
+
 def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -> dict[str, str | None]:
     """Train the tone, product and next-best-action models where `ctx.try_train` says so; per model, why it
     could not train (None when it trained or did not need to)."""
@@ -457,14 +471,18 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
              "adaptation_weight": cfg.tone.adaptation_weight, "comment_weight": cfg.tone.comment_weight,
              "context": ",".join(TONE_CONTEXT)},
             (("silver", "interactions"), ("silver", "survey_responses"),
-             ("gold", "customer_features"), ("gold", "persona_segments"))), force_train)
+             ("gold", "customer_features"), ("gold", "persona_segments")),
+            {"policy_holdout_rmse": False}), force_train)
 
     def train_products():
         return ctx.try_train(PRODUCT_MODEL, "products", lambda: _train(
             ctx, PRODUCT_MODEL, "products",
             lambda: train_product_model(i.orders, i.interactions, i.products, i.segments, cfg.products),
             ctx.save_spark_model(save_product_model), "served_ndcg_at_10", True, cfg.products.model_dump(),
-            (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments"))),
+            (("silver", "orders"), ("silver", "interactions"), ("silver", "products"), ("gold", "persona_segments")),
+            # the ratio over popularity: the champion's own test window had other orders, and the ratio
+            # takes out how hard a window is (the champion cannot be re-judged: it was fitted on this one)
+            {"served_ndcg_ratio": True}),
             force_train)
 
     start = i.as_of - dt.timedelta(days=cfg.nba.training_horizon_days)
@@ -474,7 +492,8 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
         rule_cols = ["marketing_consent", "open_issue", *cfg.nba.channel_flags.values()]
         past = build_features(ctx, start).select("customer_key", *dict.fromkeys([*i.feature_cols, *rule_cols]))
         training = build_response_training_set(i.actions, past, start, i.as_of)
-        return train_response_models(training, cfg.nba, i.feature_cols, seed=cfg.personas.seed)
+        return train_response_models(training, cfg.nba, i.feature_cols, seed=cfg.personas.seed,
+                                     champion=_champion_nba(ctx))
 
     def train_nba():
         return ctx.try_train(NBA_MODEL, "next best action", lambda: _train(
@@ -482,7 +501,9 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
             {"window_start": start.isoformat(), "window_end": i.as_of.isoformat(),
              "fatigue_cap": cfg.nba.fatigue_cap, "fatigue_days": cfg.nba.fatigue_days,
              "actions": ",".join(cfg.nba.actions)},
-            (("silver", "actions"), *FEATURE_INPUTS)), force_train)
+            (("silver", "actions"), *FEATURE_INPUTS),
+            # judged paired with the champion on the same held-out logged actions (models.nba)
+            {"snips_policy_value": True, "snips_conversion_rate": True}), force_train)
 
     # The three are independent (each reads the inputs, fits, logs its own MLflow run: MLflow's active run
     # is per thread) and each alternates Spark jobs with driver work (scikit-learn, numpy, MLflow): side

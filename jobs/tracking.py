@@ -97,6 +97,7 @@ class Registered:
     metric: str
     value: float
     champion_value: float | None  # the champion's value before this version (None: there was none)
+    reason: str = ""  # why the alias moved or stayed, in a sentence
 
 
 def log_and_register(
@@ -108,10 +109,17 @@ def log_and_register(
     extra_artifacts: Mapping[str, str | Path] | None = None,
     champion_value: float | None = None,
     force_promote: bool = False,
+    gate: Mapping[str, bool] | None = None,
 ) -> Registered:
     """Inside an active MLflow run: log `model_dir` as the run's model, register it as a new version
-    of `name`, and give it the champion alias if its `metric` (already logged on the run) beats the
-    champion's. A NaN metric promotes only when there is no champion yet.
+    of `name`, and decide whether the champion alias moves to it.
+
+    `gate`: the measures users judge the model by (name -> higher is better). Each one the run can be
+    judged on (models.comparison.from_metrics: paired against the champion on the same held-out rows, or
+    this run's interval against the champion's logged value) must not be worse beyond its interval; the
+    improvements are logged as `challenge_<measure>_improvement` (`_low`, `_high`). When no gated measure
+    can be judged, the new version must beat the champion on `metric` (already logged on the run); a NaN
+    metric promotes only when there is no champion yet.
 
     `champion_value`: the champion's `metric` measured by the caller on this run's own held-out data
     (a fairer comparison); without it, the value the champion's run logged is used. `force_promote`: the new
@@ -143,22 +151,57 @@ def log_and_register(
             log.info("mlflow: %s", line.strip())
     client = MlflowClient()
     version = str(info.registered_model_version)
-    value = float(client.get_run(run.info.run_id).data.metrics.get(metric, math.nan))
-    if champion_value is None or champion_version(name) is None:
-        champion_value = champion_metric(name, metric)
-    # the first version is promoted even without a held-out value (data too small to hold any out):
-    # serving a model beats serving nothing; after that a version must beat the champion
-    better = force_promote or champion_value is None or (not math.isnan(value) and (
-        math.isnan(champion_value)
-        or (value > champion_value if higher_is_better else value < champion_value)
-    ))
+    metrics = dict(client.get_run(run.info.run_id).data.metrics)
+    value = float(metrics.get(metric, math.nan))
+    current = champion_version(name)
+    champion_metrics = None if current is None else dict(client.get_run(current.run_id).data.metrics)
+    if champion_metrics is None:
+        champion_value = None
+    elif champion_value is None:
+        champion_value = float(champion_metrics.get(metric, math.nan))
+    better, reason = _promotion(metrics, metric, value, higher_is_better, champion_value, force_promote, gate,
+                                champion_metrics, None if current is None else str(current.version))
     if better:
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promoted", str(better).lower())
+    client.set_model_version_tag(name, version, "promotion", reason[:4900])
     client.set_model_version_tag(name, version, metric, repr(value))
     mlflow.set_tag(f"{name}.promoted", str(better).lower())
-    log.info("%s v%s %s=%.4f champion=%s -> promoted=%s", name, version, metric, value, champion_value, better)
-    return Registered(name, version, run.info.run_id, better, metric, value, champion_value)
+    mlflow.set_tag(f"{name}.promotion", reason[:4900])
+    log.info("%s v%s %s=%.4f champion=%s -> promoted=%s (%s)", name, version, metric, value, champion_value,
+             better, reason)
+    return Registered(name, version, run.info.run_id, better, metric, value, champion_value, reason)
+
+
+def _promotion(metrics: dict[str, float], metric: str, value: float, higher_is_better: bool,
+               champion_value: float | None, force: bool, gate: Mapping[str, bool] | None,
+               champion_metrics: dict[str, float] | None, champion: str | None) -> tuple[bool, str]:
+    """(promote?, why) — see log_and_register."""
+    import mlflow
+
+    from atende.models import comparison
+
+    if force:
+        return True, "promoted whatever its scores (the champion was fitted on data since erased)"
+    if champion_value is None or champion is None:
+        # the first version is promoted even without a held-out value (data too small to hold any out):
+        # serving a model beats serving nothing
+        return True, "the first version: promoted"
+    judged = [m for m in (comparison.from_metrics(measure, up, metrics, champion_metrics)
+                          for measure, up in (gate or {}).items()) if m is not None]
+    if judged:
+        # the paired ones are already on the run (the fit logged them); the unpaired ones are logged here
+        mlflow.log_metrics({f"{comparison.PAIRED_PREFIX}{m.measure}_improvement{suffix}": v for m in judged
+                            if not m.paired for suffix, v in (("", m.value), ("_low", m.low), ("_high", m.high))})
+        worse = [m for m in judged if m.worse]
+        verdict = (f"not promoted: worse than champion v{champion} beyond the interval" if worse else
+                   f"promoted: not worse than champion v{champion} beyond the interval")
+        return not worse, f"{verdict}; " + "; ".join(m.sentence() for m in judged)
+    # no gated measure could be judged: the held-out metric decides, as a point
+    better = not math.isnan(value) and (
+        math.isnan(champion_value) or (value > champion_value if higher_is_better else value < champion_value))
+    return better, (f"{'promoted' if better else 'not promoted'}: {metric} {value:.4g} against champion "
+                    f"v{champion}'s {champion_value:.4g}")
 
 
 def champion_version(name: str):

@@ -46,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -60,10 +61,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from atende.conf.settings import NbaSettings
-from atende.models.offpolicy import off_policy_estimates
+from atende.models import comparison
+from atende.models.offpolicy import off_policy_estimates, paired_snips_difference
 from atende.pipelines import consent
 from atende.pipelines.frames import seeded_rows, union_all
 from atende.pipelines.schemas import CHANNEL_LABELS
+
+log = logging.getLogger(__name__)
 
 # The feature columns the rules read (gold customer_features).
 CONSENT_COL = "marketing_consent"
@@ -441,6 +445,7 @@ def train_response_models(
     propensity_floor: float = 0.01,
     seed: int = 7,
     crossfit_folds: int | None = None,
+    champion: NbaModel | None = None,
 ) -> tuple[NbaModel, dict[str, float]]:
     """The pooled response model on the customers outside the hold-out (a hash of customer_key),
     then `evaluate_response_models` on the held-out ones. Returns (model, metrics).
@@ -456,7 +461,10 @@ def train_response_models(
     is trained the same way on the customers outside each fold and judged on the fold's, and the estimates
     pool the k folds (metrics `crossfit_*`). That judges k policies of the same procedure (one of them the
     model returned, when k = 1 / test_fraction) on k times as many rows as the hold-out alone, none of them on
-    its own training customers."""
+    its own training customers.
+
+    With a `champion` (the model serving now), it is judged on the same held-out actions as the new model,
+    paired (`evaluate_response_models`): `challenge_snips_*` say whether the new one is worse."""
     _check_catalogue(nba_settings)
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
@@ -520,7 +528,7 @@ def train_response_models(
         metrics.update(evaluate_response_models(
             model, split.where(F.col("_holdout")).drop("_holdout", "_fold"), nba_settings, label=label,
             sample_size=sample_size, propensity_floor=propensity_floor, seed=seed,
-            rows=counts.get(True, 0),
+            rows=counts.get(True, 0), champion=champion,
         ))
         if folds:
             # the model above was trained outside fold 0 exactly when fold 0 is the hold-out
@@ -716,6 +724,7 @@ def evaluate_response_models(
     propensity_floor: float = 0.01,
     seed: int = 7,
     rows: int | None = None,
+    champion: NbaModel | None = None,
 ) -> dict[str, float]:
     """Metrics on held-out logged actions (a training-set frame; `rows` its row count when known):
 
@@ -733,19 +742,62 @@ def evaluate_response_models(
       expectation for the learned policy's action, corrected by the weighted residual of the logged
       one), and for SNIPS, DR, the logged rate and the lifts (`snips_lift_*`, `dr_lift_*`: learned over
       logged) percentile bootstrap intervals, `_low`/`_high` (95%; models.offpolicy). Rows without a
-      logged propensity are left out (`ope_rows_without_propensity`), not given a modelled one."""
+      logged propensity are left out (`ope_rows_without_propensity`), not given a modelled one;
+    * with a `champion`, the action it picks on the same rows, and the paired SNIPS comparison
+      (`challenge_snips_conversion_rate_*`, `challenge_snips_policy_value_*`: `_challenger`, `_champion`,
+      `_improvement` with `_low`/`_high`; models.comparison). `challenge_unscored` = 1 when the champion cannot
+      score these rows (its features are no longer built), and the comparison is left out."""
     label = label or model.label
     frame = holdout.where(F.col("action").isin(list(nba_settings.actions)))
     if rows is None:
         rows = frame.count()
     if rows > sample_size:  # sample before scoring: only the sample is scored
         frame = seeded_rows(frame, seed, sample_size)
-    scored = _in_log_order(_scored_actions(frame, model, nba_settings, label).toPandas())
-    metrics: dict[str, float] = {"rows_holdout": float(len(scored))}
+    scored_frame = _scored_actions(frame, model, nba_settings, label)
+    metrics: dict[str, float] = {}
+    if champion is not None:
+        missing = sorted(set(champion.feature_cols) - set(frame.columns))
+        if missing:  # a champion of features no longer built cannot be judged on today's rows
+            metrics["challenge_unscored"] = 1.0
+            log.info("next best action: the champion cannot score the held-out actions (no %s)", ", ".join(missing))
+        else:  # one collect: the champion's pick joined to each row the new model scored
+            theirs = _scored_actions(frame, champion, nba_settings, label).select(
+                "action_id", F.col("_chosen").alias("_champion_chosen"))
+            scored_frame = scored_frame.join(theirs, on="action_id", how="left")
+    scored = _in_log_order(scored_frame.toPandas())
+    metrics["rows_holdout"] = float(len(scored))
     if scored.empty:
         return metrics
     metrics.update(_auc_metrics(scored))
     metrics.update(_logged_propensity_metrics(scored, nba_settings, propensity_floor, seed))
+    if "_champion_chosen" in scored.columns:
+        metrics.update(_challenge_metrics(scored, nba_settings, propensity_floor, seed))
+    return metrics
+
+
+def _challenge_metrics(scored: pd.DataFrame, nba_settings: NbaSettings, propensity_floor: float,
+                       seed: int) -> dict[str, float]:
+    """The new policy against the champion's on the same held-out rows with a logged propensity: paired SNIPS
+    estimates of the conversion rate and of the policy value, and their differences' intervals."""
+    with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
+    if with_p.empty:
+        return {}
+    values = {a: float(s.value) for a, s in nba_settings.actions.items()}
+    y = with_p["_y"].to_numpy(dtype=float)
+    logged = with_p["_action"]
+    ours = (with_p["_chosen"] == logged).to_numpy()
+    theirs = (with_p["_champion_chosen"] == logged).to_numpy()
+    p = with_p["_logged_p"].to_numpy(dtype=float)
+    metrics = {"challenge_rows": float(len(with_p)), "challenge_agreement": float(
+        (with_p["_chosen"] == with_p["_champion_chosen"]).mean())}
+    for name, reward in (("conversion_rate", y), ("policy_value", y * logged.map(values).to_numpy(dtype=float))):
+        paired = paired_snips_difference(reward, p, ours, theirs, propensity_floor=propensity_floor, seed=seed)
+        for key in ("challenger", "champion"):
+            if key in paired:
+                metrics[f"challenge_snips_{name}_{key}"] = paired[key]
+        if "improvement" in paired:
+            metrics.update(comparison.paired_metrics(f"snips_{name}", paired["improvement"],
+                                                     paired["improvement_low"], paired["improvement_high"]))
     return metrics
 
 

@@ -46,10 +46,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from atende.conf.settings import PersonaSettings
+from atende.models import comparison
 from atende.pipelines.frames import seeded_rows
 from atende.pipelines.schemas import CHANNEL_LABELS
 
 FORMAT = "latent-class/1"
+HOLDOUT_SALT = "atende-personas1"  # 16 bytes: pandas' hash key
 PROFESSION_MIN_HOLDERS = 3
 OTHER = "(other)"
 _LOG_2PI_HALF = 0.5 * math.log(2 * math.pi)
@@ -237,11 +239,15 @@ class PersonaModel:
         best = p.argmax(axis=1)
         return best, p[np.arange(len(best)), best]
 
+    def row_log_likelihoods(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each customer's log-likelihood under the model (the mixture's, over its personas)."""
+        if len(frame) == 0:
+            return np.zeros(0)
+        return _normalise(self.log_likelihoods(self.encode(frame)))[1]
+
     def mean_log_likelihood(self, frame: pd.DataFrame) -> float:
         """Mean log-likelihood per customer (the held-out metric)."""
-        if len(frame) == 0:
-            return math.nan
-        return float(_normalise(self.log_likelihoods(self.encode(frame)))[1].mean())
+        return float(self.row_log_likelihoods(frame).mean()) if len(frame) else math.nan
 
     # ------------------------------------------------------------------ Spark side (scoring)
     def spark_log_likelihoods(self) -> list[Column]:
@@ -523,21 +529,36 @@ def _typical_professions(model: PersonaModel, top: int = 2, min_lift: float = 1.
     return out
 
 
+def _held_out(sample: pd.DataFrame, settings: PersonaSettings) -> np.ndarray:
+    """Which customers of the sample are held out: those whose salted hash of `customer_key` falls in the
+    first `holdout_share` of the range, so a customer held out once is held out at every retrain, and the
+    champion (fitted without them) can be judged on them beside the new fit. Without a key, a seeded draw
+    of round(share × n) rows."""
+    n = len(sample)
+    if "customer_key" in sample.columns and n:
+        # a fixed salt, not the seed: a retrain with other EM starts holds out the same customers
+        digest = pd.util.hash_pandas_object(sample["customer_key"].astype(str), index=False,
+                                            hash_key=HOLDOUT_SALT).to_numpy()
+        return (digest % np.uint64(10_000)) < np.uint64(round(settings.holdout_share * 10_000))
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(settings.seed).choice(n, int(round(settings.holdout_share * n)), replace=False)] = True
+    return held
+
+
 def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
                  previous: PersonaModel | None = None) -> tuple[PersonaModel, dict[str, float]]:
     """Fit on a pandas sample of the customer feature table. Returns (model, metrics).
 
     With a previous model, its ids carry over to the matching personas and its held-out
-    log-likelihood on the same customers is reported as `champion_holdout_loglik`."""
+    log-likelihood on the same customers is reported as `champion_holdout_loglik`, and the paired difference
+    (new − champion, per customer) as `challenge_holdout_loglik_improvement` with its interval."""
     n = len(sample)
-    holdout_n = int(round(settings.holdout_share * n))
+    sample = sample.reset_index(drop=True)
+    held = _held_out(sample, settings)
+    holdout_n = int(held.sum())
     if n - holdout_n < settings.k_min + 1 or holdout_n < 1:
         raise ValueError(f"persona fit needs at least {settings.k_min + 1} customers to fit and one to hold out, "
                          f"got {n} (holdout_share {settings.holdout_share})")
-    sample = sample.reset_index(drop=True)
-    rng = np.random.default_rng(settings.seed)
-    held = np.zeros(n, dtype=bool)
-    held[rng.choice(n, holdout_n, replace=False)] = True
     fit_rows, hold_rows = np.nonzero(~held)[0], np.nonzero(held)[0]
 
     template = _skeleton(sample.iloc[fit_rows], settings.k_min)
@@ -612,7 +633,12 @@ def fit_personas(sample: pd.DataFrame, settings: PersonaSettings,
         **{f"smallest_share_k{key}": value for key, value in shares.items()},
     }
     if previous is not None:
-        metrics["champion_holdout_loglik"] = previous.mean_log_likelihood(sample.iloc[hold_rows])
+        # the champion on the same held-out customers, paired: their log-likelihoods differ by customer far
+        # more than between two fits, and the pairing takes that out of the interval
+        theirs = previous.row_log_likelihoods(sample.iloc[hold_rows])
+        metrics["champion_holdout_loglik"] = float(theirs.mean())
+        metrics.update(comparison.paired_metrics("holdout_loglik", *comparison.paired_mean_difference(
+            held_rows_ll[str(k)], theirs, seed=settings.seed)))
     return model, metrics
 
 

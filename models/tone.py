@@ -51,12 +51,13 @@ from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import accuracy_score, f1_score, mean_squared_error
+from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from atende.conf.settings import ToneSettings
+from atende.models import comparison
 from atende.pipelines.frames import seeded_rows
 from atende.pipelines.rules import normalised_score
 
@@ -496,8 +497,8 @@ def train_tone_policy(tones: DataFrame, outcomes: DataFrame, features: DataFrame
     if len(sample) >= 20:
         x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, random_state=seed)
         held = build_tone_policy_regressor(context_columns, alphas=alphas).fit(x_train, y_train)
-        rmse = float(np.sqrt(mean_squared_error(y_test, np.clip(held.predict(x_test), 0, 1))))
-        metrics["policy_holdout_rmse"] = rmse
+        rmse, low, high = comparison.rmse_interval(y_test - np.clip(held.predict(x_test), 0, 1), seed=seed)
+        metrics.update({"policy_holdout_rmse": rmse, "policy_holdout_rmse_low": low, "policy_holdout_rmse_high": high})
         metrics["policy_holdout_rmse_constant"] = float(np.sqrt(np.mean((y_test - y_train.mean()) ** 2)))
     regressor = build_tone_policy_regressor(context_columns, alphas=alphas).fit(x, y)
     metrics["policy_ridge_alpha"] = float(regressor.named_steps["ridge"].alpha_)

@@ -1,6 +1,7 @@
 """Next best action: eligibility rules, ranking with reasons, response models, save/load."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -17,6 +18,7 @@ from atende.models.nba import (
     ResponseModel,
     build_response_training_set,
     eligible_actions,
+    evaluate_response_models,
     load_nba_model,
     rules_only_next_best_action,
     save_nba_model,
@@ -306,6 +308,38 @@ def test_no_cross_fitted_policy_is_judged_on_its_own_training_customers(spark, n
     _, without = train_response_models(training, nba, FEATURE_COLS, seed=7, crossfit_folds=0)
     assert not any(k.startswith("crossfit_") for k in without)
     assert {k: v for k, v in metrics.items() if not k.startswith("crossfit_")} == without
+
+
+def test_the_champion_is_judged_paired_on_the_same_held_out_actions(spark, trained, nba):
+    _, model, _ = trained
+    features, actions = synthetic_log(spark, n_customers=400, seed=5)  # actions neither model was trained on
+    rows = build_response_training_set(actions, features, T0, T0 + dt.timedelta(days=7)).cache()
+
+    same = evaluate_response_models(model, rows, nba, champion=model)
+    assert same["challenge_agreement"] == 1.0 and same["challenge_rows"] == same["ips_rows"]
+    for name in ("conversion_rate", "policy_value"):
+        assert same[f"challenge_snips_{name}_challenger"] == same[f"challenge_snips_{name}_champion"]
+        assert same[f"challenge_snips_{name}_improvement"] == 0.0
+        assert same[f"challenge_snips_{name}_improvement_low"] == same[f"challenge_snips_{name}_improvement_high"] == 0
+
+    # a champion that offers products whenever it may: the learned policy's follow-ups convert far more,
+    # beyond the paired interval; and the other way round, the offers are worse beyond it
+    offers = fixed_model({"product_offer": 0.6, "kb_article": 0.01, "whatsapp_followup": 0.01})
+    got = evaluate_response_models(model, rows, nba, champion=offers)
+    assert got["challenge_snips_conversion_rate_improvement_low"] > 0
+    assert got["challenge_snips_conversion_rate_challenger"] == pytest.approx(got["snips_conversion_rate"])
+    back = evaluate_response_models(offers, rows, nba, champion=model)
+    assert back["challenge_snips_conversion_rate_improvement_high"] < 0
+    # the figures of the new model itself are the same with or without a champion beside it
+    alone = evaluate_response_models(model, rows, nba)
+    assert {k: v for k, v in got.items() if not k.startswith("challenge_")} == alone
+
+    # a champion whose features are no longer built cannot be judged here: said, and left out
+    stale = dataclasses.replace(offers, feature_cols=("interactions_count", "total_spend", "retired_feature"))
+    unscored = evaluate_response_models(model, rows, nba, champion=stale)
+    assert unscored["challenge_unscored"] == 1.0
+    assert not any(k.startswith("challenge_snips") for k in unscored)
+    rows.unpersist()
 
 
 def test_reasons_name_the_strongest_features(spark, trained, nba):
