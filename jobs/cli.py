@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="include name, e-mail and phone (direct contact data); off by default")
 
     train = sub.add_parser("train", help="retrain the models now (personas, tone, products, next best action), "
-                                         "promote those that beat their champion, and re-score")
+                                         "promote those not worse than their champion beyond the interval, and re-score")
     # accepted so schedules written for earlier versions keep working; retraining reads only the lakehouse
     train.add_argument("--landing", type=_location, help=argparse.SUPPRESS)
     train.add_argument("--lakehouse", required=True, type=_location)

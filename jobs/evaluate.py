@@ -121,7 +121,7 @@ class Evaluation:
     tone_windows: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)  # [start, end) judged
     uplift: Uplift | None = None
     uplift_note: str | None = None
-    notes: list[str] = field(default_factory=list)
+    promotions: dict[str, str] = field(default_factory=dict)  # part -> why its champion version serves
 
     @property
     def tone_cutoff(self) -> dt.datetime | None:
@@ -167,13 +167,15 @@ class Evaluation:
         return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _champion_metrics(name: str) -> tuple[str | None, dict[str, float]]:
+def _champion_metrics(name: str) -> tuple[str | None, dict[str, float], str | None]:
+    """(champion version, its training run's metrics, the sentence saying why it was promoted)."""
     from mlflow import MlflowClient
 
     version = tracking.champion_version(name)
     if version is None:
-        return None, {}
-    return str(version.version), dict(MlflowClient().get_run(version.run_id).data.metrics)
+        return None, {}, None
+    return (str(version.version), dict(MlflowClient().get_run(version.run_id).data.metrics),
+            (version.tags or {}).get("promotion"))
 
 
 def persona_outcomes(features: DataFrame, segments: DataFrame, personas: DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -323,9 +325,12 @@ def evaluate(lake: Lakehouse, settings: Settings, refits: int = 5, progress=lamb
     tracking.configure(settings, lake.root)
     versions: dict[str, str | None] = {}
     champion_metrics: dict[str, dict[str, float]] = {}
+    promotions: dict[str, str] = {}
     for part, name in MODELS.items():
-        versions[part], champion_metrics[part] = _champion_metrics(name)
-    ev = Evaluation(versions=versions)
+        versions[part], champion_metrics[part], why = _champion_metrics(name)
+        if why:
+            promotions[part] = why
+    ev = Evaluation(versions=versions, promotions=promotions)
     if not lake.exists("gold", "customer_features"):
         raise FileNotFoundError(f"no gold/customer_features in {lake.uri}: run `atende run` first")
     features = lake.read("gold", "customer_features").cache()
@@ -614,6 +619,20 @@ def _uplift_section(ev: Evaluation) -> list[str]:
     return parts
 
 
+def _promotion_section(ev: Evaluation) -> list[str]:
+    """Why each champion serves: the sentence its promotion left on the version (tracking.log_and_register)."""
+    parts = ["<h2 id=\"promotion\">Why these versions serve</h2>",
+             "<p class=\"meta\">A retrained model replaces its champion unless it is worse beyond the interval on "
+             "the measures below (paired: both judged on the same held-out rows).</p>"]
+    for part, version in ev.versions.items():
+        if version is None:
+            continue
+        why = ev.promotions.get(part) or "promoted before promotion reasons were recorded"
+        parts.append(f"<p class=\"sentence\"><b>{html.escape(part.replace('_', ' '))} v{version}.</b> "
+                     f"{html.escape(why)}</p>")
+    return parts
+
+
 def render_evaluation_page(ev: Evaluation, out: Path, title: str = "atende — model evaluation") -> Path:
     versions = ", ".join(f"{part} v{v}" if v else f"{part}: none" for part, v in ev.versions.items())
     parts = [
@@ -622,10 +641,12 @@ def render_evaluation_page(ev: Evaluation, out: Path, title: str = "atende — m
         f"<p class=\"meta\" id=\"versions\">Champions: {html.escape(versions)}. Written "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
         "<nav><a href=\"#personas\">Personas</a><a href=\"#next-best-action\">Next best action</a>"
-        "<a href=\"#products\">Products</a><a href=\"#tone\">Tone</a><a href=\"#uplift\">Uplift</a></nav>",
+        "<a href=\"#products\">Products</a><a href=\"#tone\">Tone</a><a href=\"#uplift\">Uplift</a>"
+        "<a href=\"#promotion\">Promotion</a></nav>",
         *_stability_section(ev), *_nba_section(ev), *_products_section(ev),
         *_tone_section(ev),
         *_uplift_section(ev),
+        *_promotion_section(ev),
         "\n</body></html>\n",
     ]
     text = "\n".join(parts)

@@ -299,7 +299,9 @@ def test_evaluate_judges_the_champions_and_logs_the_figures(daily_runs, tmp_path
     else:
         assert "in the holdout" in (ev.uplift_note or ""), ev.uplift_note
     if ev.tone_experiment:  # rolling origin: consecutive windows, each after its model's training contacts
-        assert ev.tone_windows and ev.tone_cutoff == ev.tone_windows[0][0]
+        span = dt.timedelta(days=daily_runs.settings.models.tone.evaluation_days)  # the last one ends past the last contact
+        assert ev.tone_windows and all(end - start in (span, span + dt.timedelta(microseconds=1))
+                                       for start, end in ev.tone_windows), ev.tone_windows
         assert all(a[1] == b[0] for a, b in zip(ev.tone_windows, ev.tone_windows[1:])), ev.tone_windows
     else:
         assert ev.tone_experiment_note, "no experiment and no reason"

@@ -52,12 +52,17 @@ def _evaluation(with_uplift: bool) -> Evaluation:
                   "category_price_ndcg_at_10": 0.48, "category_price_ratio": 2.4, "category_price_vs_als": 1.6,
                   "category_price_vs_als_low": 1.3, "category_price_vs_als_high": 1.9, "test_customers": 1200.0},
         tone={"policy_holdout_rmse": 0.41}, uplift=uplift,
-        uplift_note=None if with_uplift else "no outcomes after the first recommendations yet")
+        uplift_note=None if with_uplift else "no outcomes after the first recommendations yet",
+        promotions={"personas": "promoted: not worse than champion v2 beyond the interval; holdout_loglik ..."})
 
 
 def test_the_page_says_what_each_figure_means(tmp_path):
     page = render_evaluation_page(_evaluation(with_uplift=False), tmp_path / "e.html").read_text()
     assert "Champions: personas v3, tone v1, products v4, next_best_action: none" in page
+    # why each champion serves: the sentence its promotion left, or a version from before they were kept
+    assert "<b>personas v3.</b> promoted: not worse than champion v2 beyond the interval; holdout_loglik" in page
+    assert "<b>tone v1.</b> promoted before promotion reasons were recorded" in page
+    assert "next best action v" not in page
     assert "adjusted Rand index of 0.80 on average (lowest pair 0.70" in page and "chose k = 5, 5, 6" in page
     assert "The personas differ most in spend" in page
     assert "1.60× as often as the logging policy" in page and "lower end is above 1" in page
@@ -100,7 +105,8 @@ def test_the_page_says_what_each_figure_means(tmp_path):
     assert "No off-policy figures: no next-best-action model is registered." in \
         render_evaluation_page(no_nba, tmp_path / "n.html").read_text()
     with_uplift = render_evaluation_page(_evaluation(with_uplift=True), tmp_path / "u.html").read_text()
-    assert "4,000 treated and 90 held-out customers" in with_uplift and with_uplift.count("<b>") == len(OUTCOMES)
+    uplift_part = with_uplift[with_uplift.index('id="uplift"'):with_uplift.index('id="promotion"')]
+    assert "4,000 treated and 90 held-out customers" in with_uplift and uplift_part.count("<b>") == len(OUTCOMES)
 
 
 def test_mlflow_gets_finite_figures_with_their_names():
