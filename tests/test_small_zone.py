@@ -501,6 +501,25 @@ def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_r
     versions = recs.select("model_versions").first()[0]
     assert "fallback" not in versions.values()
 
+    # `atende train` with the champions in place: each new version is judged against its champion and the
+    # sentence saying why is on the version; the next best action is judged paired on the same held-out actions
+    from mlflow import MlflowClient
+
+    champions = {name: tracking.champion_version(name).version for name in (PERSONA_MODEL, NBA_MODEL)}
+    retrained = Runner(spark, settings, None, lake_dir).retrain()
+    assert all(j.status == "succeeded" for j in retrained.jobs), [(j.job, j.status, j.error) for j in retrained.jobs]
+    client = MlflowClient()
+    for name, old in champions.items():
+        latest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+        assert int(latest.version) > int(old)
+        why = latest.tags["promotion"]
+        assert f"champion v{old}" in why and latest.tags["promoted"] == str(why.startswith("promoted")).lower(), why
+    nba_run = client.get_run(max(client.search_model_versions(f"name='{NBA_MODEL}'"),
+                                 key=lambda v: int(v.version)).run_id).data.metrics
+    assert "challenge_rows" in nba_run or nba_run.get("ips_rows", 0) == 0, sorted(nba_run)
+    if "challenge_rows" in nba_run:
+        assert nba_run["challenge_rows"] == nba_run["ips_rows"] and 0 <= nba_run["challenge_agreement"] <= 1
+
 
 def test_a_zone_with_only_whatsapp_and_email_runs_end_to_end(spark, settings, zones, tmp_path_factory):
     """No calls, surveys, CRM, orders, products or actions: not an error. Interactions and profiles are
