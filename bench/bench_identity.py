@@ -6,6 +6,8 @@
     python bench/bench_identity.py --landing L --lakehouse H --resolve-only
         # re-run identity resolution (and the silver interactions / survey responses it keys) in memory over
         # the run's bronze tables with the current code and conf, and score that: writes nothing
+    python bench/bench_identity.py --landing L --lakehouse H --oracle
+        # and the identity oracle on the same records (the recall ceiling, issue 17 item 7)
     python bench/bench_identity.py --seed 11 --ingest-only --baseline-without-hubs
         # generate, ingest only (bronze), resolve in memory and score, with the hub guard
         # (identity.max_partners_per_identifier) and, in the same session, without it
@@ -174,8 +176,56 @@ def pairwise(scored, group_col: str | None) -> dict:
     return out
 
 
+def oracle_components(spark, settings, lake, truth, with_names: bool):
+    """(source, record_id, component) of the identity oracle (issue 17 item 7): every record of every source
+    linked to another exactly when they share an identifier (the pipeline's own observations of bronze,
+    normalised as it normalises them) *and* belong to the same true person — so no identifier ever joins
+    two persons, and every identifier joins all of one person's records that carry it — plus, `with_names`,
+    every record of a person that carries a typed name linked to every other that does (perfect name
+    matching). Birth dates are left out (they never link by themselves). Records without an observation
+    are in no component (singletons)."""
+    from pyspark.sql import functions as F
+
+    from atende.pipelines import schemas
+    from atende.pipelines.identity import build_identifier_observations
+    from atende.pipelines.identity.common import BIRTH_DATE, NAME, PROFILE_NAME
+    from atende.pipelines.identity.graph import connected_components
+
+    bronze = {s: lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
+    observed = build_identifier_observations(bronze, settings).where(
+        F.col("identifier").isNotNull() & (F.col("identifier_type") != BIRTH_DATE)
+    ).join(truth, ["source", "record_id"])
+    is_name = F.col("identifier_type").isin(NAME, PROFILE_NAME)
+    if not with_names:
+        observed = observed.where(~is_name)
+    node = F.when(is_name, F.concat(F.lit("n|"), "person_id")).otherwise(
+        F.concat_ws("|", F.lit("i"), "person_id", "identifier_type", "identifier"))
+    record = F.concat_ws("|", F.lit("r"), "source", "record_id")
+    components = connected_components(observed.select(record.alias("src"), node.alias("dst")))
+    parts = F.split(F.col("node"), r"\|", 3)
+    return components.where(F.col("node").startswith("r|")).select(
+        parts[1].alias("source"), parts[2].alias("record_id"), "component")
+
+
+def oracle_scores(spark, settings, lake, truth, scored) -> dict:
+    """The pairwise scores of `oracle_components` over the same scored records as the pipeline's, without
+    and with perfect names: the recall any resolution from these identifiers (and names) can reach."""
+    from pyspark.sql import functions as F
+
+    out = {}
+    for label, with_names in (("identifiers_within_person", False), ("identifiers_and_perfect_names", True)):
+        components = oracle_components(spark, settings, lake, truth, with_names)
+        keyed = scored.drop("key", "customer_key_raw").join(components, ["source", "record_id"], "left").select(
+            "type", "source", "record_id", "person_id",
+            F.coalesce("component", F.concat(F.lit("<single>:"), "source", F.lit(":"), "record_id")).alias("key"),
+        ).withColumn("customer_key_raw", F.col("key")).cache()
+        out[label] = {"overall": pairwise(keyed, None)["overall"], "per_type": pairwise(keyed, "type")}
+        keyed.unpersist()
+    return out
+
+
 def score(spark, settings, landing: Path, lakehouse: Path, worst: int, resolve_only: bool = False,
-          dump: Path | None = None) -> dict:
+          dump: Path | None = None, oracle: bool = False) -> dict:
     from pyspark.sql import functions as F
 
     from atende.lakehouse.tables import Lakehouse
@@ -214,6 +264,11 @@ def score(spark, settings, landing: Path, lakehouse: Path, worst: int, resolve_o
             "overwrite").option("header", True).csv(str(dump))
     result = {"per_type": pairwise(scored, "type"), "overall": pairwise(scored, None)["overall"],
               "coverage": coverage}
+    if oracle:
+        result["oracle"] = oracle_scores(spark, settings, lake, truth, scored)
+        ceiling = result["oracle"]["identifiers_and_perfect_names"]["overall"]["recall"]
+        if ceiling:
+            result["recall_share_of_oracle"] = round(result["overall"]["recall"] / ceiling, 3)
 
     # where precision is lost: keys holding the most persons (with their records); recall: persons split most
     over = scored.where(F.col("customer_key_raw").isNotNull()).groupBy("key").agg(
@@ -253,6 +308,9 @@ def main() -> None:
     parser.add_argument("--dump", type=Path, default=None,
                         help="write the scored records (type, source, record_id, person_id, customer_key) as CSV here")
     parser.add_argument("--worst", type=int, default=5, help="how many worst keys / most split persons to list")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also score the identity oracle on the same records (identifiers linked only within "
+                             "their true person, then with perfect names too): the recall ceiling")
     args = parser.parse_args()
     if args.lakehouse and not args.landing:
         parser.error("--lakehouse needs --landing (for _truth/records.csv)")
@@ -281,7 +339,8 @@ def main() -> None:
             run = run_ingest if args.ingest_only else run_pipeline
             report["run"] = run(spark, settings, landing, lakehouse)
         started = time.perf_counter()
-        report["scores"] = score(spark, settings, landing, lakehouse, args.worst, resolve_only, args.dump)
+        report["scores"] = score(spark, settings, landing, lakehouse, args.worst, resolve_only, args.dump,
+                                 oracle=args.oracle)
         report["scoring_seconds"] = round(time.perf_counter() - started, 1)
         if args.baseline_without_hubs and resolve_only:
             without = settings.model_copy(update={

@@ -44,8 +44,9 @@ maps them); customers without such a person are not scored.
   ignored, so these are upper bounds; the one boost the generator gives follow-ups after an unresolved
   contact is left out.
 
-Identity's ceiling is measured by bench/bench_identity.py's replica (see RESULTS.md) and is not repeated
-here. Prints one JSON document.
+Identity's oracle is `python bench/bench_identity.py --landing L --lakehouse H --oracle` (the same records
+scored with identifiers linked only within their true person, then with perfect names too). Prints one JSON
+document.
 """
 from __future__ import annotations
 
