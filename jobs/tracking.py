@@ -22,6 +22,7 @@ from atende.conf.settings import Settings
 from atende.lakehouse.locations import is_storage_uri
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.storage import location as lakehouse_location
+from atende.models import comparison
 
 log = logging.getLogger(__name__)
 _STDERR_REDIRECT = threading.Lock()  # see log_and_register
@@ -178,8 +179,6 @@ def _promotion(metrics: dict[str, float], metric: str, value: float, higher_is_b
                champion_metrics: dict[str, float] | None, champion: str | None) -> tuple[bool, str]:
     """(promote?, why) — see log_and_register."""
     import mlflow
-
-    from atende.models import comparison
 
     if force:
         return True, "promoted whatever its scores (the champion was fitted on data since erased)"
