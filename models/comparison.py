@@ -42,7 +42,8 @@ class Improvement:
     def sentence(self) -> str:
         how = "paired on the same held-out rows" if self.paired else "against the champion's logged value"
         verdict = "worse beyond its interval" if self.worse else "not worse beyond its interval"
-        return (f"{self.measure} {verdict}: {self.value:+.4g} ({self.low:+.4g} to {self.high:+.4g}; {how}"
+        value, low, high = (v + 0.0 for v in (self.value, self.low, self.high))  # -0.0 reads as +0
+        return (f"{self.measure} {verdict}: {value:+.4g} ({low:+.4g} to {high:+.4g}; {how}"
                 f"{'' if self.higher_is_better else ', lower is better'})")
 
 
