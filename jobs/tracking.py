@@ -213,17 +213,6 @@ def champion_version(name: str):
         return None
 
 
-def champion_metric(name: str, metric: str) -> float | None:
-    """The champion's value of `metric` (from the run that produced it); None when no champion."""
-    from mlflow import MlflowClient
-
-    current = champion_version(name)
-    if current is None:
-        return None
-    metrics = MlflowClient().get_run(current.run_id).data.metrics
-    return float(metrics.get(metric, math.nan))
-
-
 def load_champion_dir(name: str) -> tuple[str, str]:
     """(local directory of the champion's saved model, its version)."""
     import mlflow

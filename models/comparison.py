@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atende.models.bootstrap import mean_draws, percentile_interval
+
 #: the run metrics of a paired measure `m`: challenge_<m>_improvement, _low, _high
 PAIRED_PREFIX = "challenge_"
 
@@ -74,25 +76,6 @@ def from_metrics(measure: str, higher_is_better: bool, metrics: dict[str, float]
     return Improvement(measure, value, low, high, paired=False, higher_is_better=higher_is_better)
 
 
-def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    draws = draws[np.isfinite(draws)]
-    if not len(draws):
-        return math.nan, math.nan
-    tail = (1.0 - level) / 2.0
-    return float(np.quantile(draws, tail)), float(np.quantile(draws, 1.0 - tail))
-
-
-def poisson_weights(n: int, replicates: int, seed: int):
-    """Poisson(1) bootstrap weights, (chunk, n) at a time (about 32 MB each)."""
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(replicates, 4_000_000 // max(n, 1)))
-    done = 0
-    while done < replicates:
-        size = min(chunk, replicates - done)
-        yield rng.poisson(1.0, size=(size, n)).astype(float)
-        done += size
-
-
 def paired_mean_difference(challenger: np.ndarray, champion: np.ndarray, *, higher_is_better: bool = True,
                            replicates: int = 400, level: float = 0.95, seed: int = 7) -> tuple[float, float, float]:
     """(improvement, low, high): the mean of challenger − champion over the same units (signed so that positive
@@ -105,10 +88,7 @@ def paired_mean_difference(challenger: np.ndarray, champion: np.ndarray, *, high
     diff = diff[keep]
     if not len(diff):
         return math.nan, math.nan, math.nan
-    draws = []
-    for k in poisson_weights(len(diff), replicates, seed):
-        draws.append(k @ diff / np.maximum(k.sum(axis=1), 1.0))
-    low, high = percentile_interval(np.concatenate(draws), level)
+    low, high = percentile_interval(mean_draws({"diff": diff}, replicates, seed)["diff"], level)
     return float(diff.mean()), low, high
 
 
@@ -118,8 +98,5 @@ def rmse_interval(errors: np.ndarray, *, replicates: int = 400, level: float = 0
     squared = np.asarray(errors, dtype=float) ** 2
     if not len(squared):
         return math.nan, math.nan, math.nan
-    draws = []
-    for k in poisson_weights(len(squared), replicates, seed):
-        draws.append(np.sqrt(k @ squared / np.maximum(k.sum(axis=1), 1.0)))
-    low, high = percentile_interval(np.concatenate(draws), level)
+    low, high = percentile_interval(np.sqrt(mean_draws({"squared": squared}, replicates, seed)["squared"]), level)
     return float(np.sqrt(squared.mean())), low, high

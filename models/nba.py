@@ -779,10 +779,10 @@ def _challenge_metrics(scored: pd.DataFrame, nba_settings: NbaSettings, propensi
                        seed: int) -> dict[str, float]:
     """The new policy against the champion's on the same held-out rows with a logged propensity: paired SNIPS
     estimates of the conversion rate and of the policy value, and their differences' intervals."""
-    with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
+    with_p = _with_logged_propensity(scored)
     if with_p.empty:
         return {}
-    values = {a: float(s.value) for a, s in nba_settings.actions.items()}
+    values = _action_values(nba_settings)
     y = with_p["_y"].to_numpy(dtype=float)
     logged = with_p["_action"]
     ours = (with_p["_chosen"] == logged).to_numpy()
@@ -806,11 +806,22 @@ def _logged_propensity_metrics(scored: pd.DataFrame, nba_settings: NbaSettings, 
     """`ope_rows_without_propensity` and the `_off_policy_metrics` of the scored rows whose logging propensity
     was recorded. The others are left out rather than given a modelled one: the logging policy chose by
     context, and a context-free stand-in would bias every estimate."""
-    with_p = scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
+    with_p = _with_logged_propensity(scored)
     metrics = {"ope_rows_without_propensity": float(len(scored) - len(with_p))}
     if len(with_p):
         metrics.update(_off_policy_metrics(with_p, nba_settings, propensity_floor, seed))
     return metrics
+
+
+def _with_logged_propensity(scored: pd.DataFrame) -> pd.DataFrame:
+    """The scored actions whose logging propensity was recorded (and is positive): the rows off-policy
+    estimates can weigh."""
+    return scored[scored["_logged_p"].notna() & (scored["_logged_p"] > 0)]
+
+
+def _action_values(nba_settings: NbaSettings) -> dict[str, float]:
+    """Each catalogue action's configured value (BRL): the reward of a conversion."""
+    return {a: float(s.value) for a, s in nba_settings.actions.items()}
 
 
 def _in_log_order(scored: pd.DataFrame) -> pd.DataFrame:
@@ -860,7 +871,7 @@ def _off_policy_metrics(with_p: pd.DataFrame, nba_settings: NbaSettings, propens
                         seed: int) -> dict[str, float]:
     """The policy-value and conversion-rate estimates of `evaluate_response_models` over the held-out rows
     whose logging propensity was recorded."""
-    values = {a: float(s.value) for a, s in nba_settings.actions.items()}
+    values = _action_values(nba_settings)
     y = with_p["_y"].to_numpy(dtype=float)
     value_logged = with_p["_action"].map(values).to_numpy(dtype=float)
     value_chosen = with_p["_chosen"].map(values).fillna(0.0).to_numpy(dtype=float)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .comparison import percentile_interval, poisson_weights
+from atende.models.bootstrap import percentile_interval, poisson_weights
 
 
 def off_policy_estimates(
@@ -58,37 +58,34 @@ def off_policy_estimates(
     def estimate(k: np.ndarray) -> dict[str, np.ndarray]:
         """Every estimator under row weights k (shape (B, n)); the plain estimate is k = 1."""
         total = k.sum(axis=1)
-        weighted = (k * w).sum(axis=1)
         logged = (k * r).sum(axis=1) / total
-        snips = np.divide((k * w * r).sum(axis=1), weighted, out=np.full(len(k), np.nan), where=weighted > 0)
+        snips = _snips(k, w, r)
         dr = (k * dr_terms).sum(axis=1) / total
         with np.errstate(divide="ignore", invalid="ignore"):
             return {"logged": logged, "ips": (k * w * r).sum(axis=1) / total, "snips": snips, "dr": dr,
                     "snips_lift": snips / logged, "dr_lift": dr / logged}
 
     point = {name: float(v[0]) for name, v in estimate(np.ones((1, n))).items()}
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {name: [] for name in point}
-    chunk = max(1, min(replicates, 4_000_000 // max(n, 1)))  # about 32 MB of weights at a time
-    done = 0
-    while done < replicates:
-        size = min(chunk, replicates - done)
-        for name, values in estimate(rng.poisson(1.0, size=(size, n)).astype(float)).items():
+    for weights in poisson_weights(n, replicates, seed):
+        for name, values in estimate(weights).items():
             draws[name].append(values)
-        done += size
-    tail = (1.0 - level) / 2.0
     out: dict[str, float] = {"rows": float(n), "match_rate": float(np.mean(match)),
                              "effective_rows": float(w.sum() ** 2 / (w**2).sum()) if w.any() else 0.0}
     for name, value in point.items():
         if not np.isfinite(value):  # no row matches (SNIPS), or nothing was logged to compare with (lifts)
             continue
-        values = np.concatenate(draws[name])
-        values = values[np.isfinite(values)]
         out[name] = value
-        if len(values):
-            out[f"{name}_low"] = float(np.quantile(values, tail))
-            out[f"{name}_high"] = float(np.quantile(values, 1.0 - tail))
+        low, high = percentile_interval(np.concatenate(draws[name]), level)
+        if np.isfinite(low):
+            out[f"{name}_low"], out[f"{name}_high"] = low, high
     return out
+
+
+def _snips(k: np.ndarray, w: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Self-normalised IPS under row weights k (B × n): sum(k·w·r) / sum(k·w), NaN where no weight is left."""
+    weighted = (k * w).sum(axis=1)
+    return np.divide((k * w * r).sum(axis=1), weighted, out=np.full(len(k), np.nan), where=weighted > 0)
 
 
 def paired_snips_difference(
@@ -114,13 +111,8 @@ def paired_snips_difference(
     p = np.maximum(np.asarray(propensity, dtype=float), propensity_floor)
     w_a = np.asarray(match_challenger, dtype=bool) / p
     w_b = np.asarray(match_champion, dtype=bool) / p
-
-    def snips(k: np.ndarray, w: np.ndarray) -> np.ndarray:
-        weighted = (k * w).sum(axis=1)
-        return np.divide((k * w * r).sum(axis=1), weighted, out=np.full(len(k), np.nan), where=weighted > 0)
-
     ones = np.ones((1, n))
-    a, b = float(snips(ones, w_a)[0]), float(snips(ones, w_b)[0])
+    a, b = float(_snips(ones, w_a, r)[0]), float(_snips(ones, w_b, r)[0])
     out: dict[str, float] = {}
     if np.isfinite(a):
         out["challenger"] = a
@@ -128,7 +120,7 @@ def paired_snips_difference(
         out["champion"] = b
     if not (np.isfinite(a) and np.isfinite(b)):
         return out
-    draws = [snips(k, w_a) - snips(k, w_b) for k in poisson_weights(n, replicates, seed)]
+    draws = [_snips(k, w_a, r) - _snips(k, w_b, r) for k in poisson_weights(n, replicates, seed)]
     low, high = percentile_interval(np.concatenate(draws), level)
     out.update({"improvement": a - b, "improvement_low": low, "improvement_high": high})
     return out

@@ -47,6 +47,7 @@ from pyspark.sql.types import (
 
 from atende.conf.settings import ProductSettings
 from atende.lakehouse.storage import Storage, join, location
+from atende.models.bootstrap import mean_draws, percentile_interval
 from atende.pipelines.commerce import latest_products
 from atende.pipelines.frames import one_row, scalar
 
@@ -741,30 +742,17 @@ def bootstrap_intervals(values: dict[str, np.ndarray], ratios: dict[str, tuple[s
     sizes = {len(v) for v in arrays.values()}
     if len(sizes) > 1:
         raise ValueError(f"one value per test customer for every recommender: lengths {sorted(sizes)}")
-    n = sizes.pop() if sizes else 0
-    if n == 0:
+    if not sizes or sizes.pop() == 0:
         return {}
-    rng = np.random.default_rng(seed)
-    means: dict[str, list[np.ndarray]] = {name: [] for name in arrays}
-    chunk = max(1, min(replicates, 4_000_000 // n))
-    done = 0
-    while done < replicates:
-        size = min(chunk, replicates - done)
-        weights = rng.poisson(1.0, size=(size, n)).astype(float)
-        total = np.maximum(weights.sum(axis=1), 1.0)
-        for name, v in arrays.items():
-            means[name].append(weights @ v / total)
-        done += size
-    drawn = {name: np.concatenate(m) for name, m in means.items()}
-    tail = (1.0 - level) / 2.0
+    drawn = mean_draws(arrays, replicates, seed)
     out: dict[str, float] = {}
     for name, m in drawn.items():
-        out[f"{name}_low"], out[f"{name}_high"] = float(np.quantile(m, tail)), float(np.quantile(m, 1 - tail))
+        out[f"{name}_low"], out[f"{name}_high"] = percentile_interval(m, level)
     for name, (top, bottom) in (ratios or {}).items():
         a, b = drawn[top], drawn[bottom]
         kept = a[b > 0] / b[b > 0]
         if arrays[bottom].mean() > 0 and len(kept):
-            out[f"{name}_low"], out[f"{name}_high"] = float(np.quantile(kept, tail)), float(np.quantile(kept, 1 - tail))
+            out[f"{name}_low"], out[f"{name}_high"] = percentile_interval(kept, level)
     return out
 
 
