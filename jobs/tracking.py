@@ -197,8 +197,13 @@ def _promotion(metrics: dict[str, float], metric: str, value: float, higher_is_b
                    f"promoted: not worse than champion v{champion} beyond the interval")
         return not worse, f"{verdict}; " + "; ".join(m.sentence() for m in judged)
     # no gated measure could be judged: the held-out metric decides, as a point
-    better = not math.isnan(value) and (
-        math.isnan(champion_value) or (value > champion_value if higher_is_better else value < champion_value))
+    if math.isnan(value):
+        # a hold-out too small to score (a few customers): nothing says the new version is as good
+        return False, (f"not promoted: this run could not measure {metric} (too little held-out data); "
+                       f"champion v{champion} keeps serving")
+    if math.isnan(champion_value):
+        return True, f"promoted: {metric} {value:.4g}, where champion v{champion} had no measure"
+    better = value > champion_value if higher_is_better else value < champion_value
     return better, (f"{'promoted' if better else 'not promoted'}: {metric} {value:.4g} against champion "
                     f"v{champion}'s {champion_value:.4g}")
 

@@ -82,14 +82,19 @@ def test_lower_is_better_metric_and_nan_never_promotes(store):
     first = _train(store, 5.0, version_note="a", higher_is_better=False)
     assert first.promoted
     assert _train(store, 4.0, version_note="b", higher_is_better=False).promoted
-    assert not _train(store, float("nan"), version_note="c", higher_is_better=False).promoted
+    unmeasured = _train(store, float("nan"), version_note="c", higher_is_better=False)
+    assert not unmeasured.promoted
+    assert unmeasured.reason == ("not promoted: this run could not measure ndcg_at_10 (too little held-out data); "
+                                 f"champion v{int(first.version) + 1} keeps serving")
 
 
 @pytest.mark.slow
 def test_first_version_is_promoted_even_without_a_held_out_value(store):
     first = _train(store, float("nan"), version_note="tiny data")
     assert first.promoted
-    assert _train(store, 0.1, version_note="measured").promoted  # a measured value beats an unmeasured champion
+    measured = _train(store, 0.1, version_note="measured")
+    assert measured.promoted  # a measured value beats an unmeasured champion
+    assert measured.reason == f"promoted: ndcg_at_10 0.1, where champion v{first.version} had no measure"
 
 
 def test_no_champion_is_a_clear_error(store):
