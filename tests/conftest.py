@@ -24,7 +24,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The modules that take longest, longest first (seconds of their tests and fixtures in one suite run, 2026-12-06):
 # pytest-xdist hands whole modules (--dist loadfile) to the two workers in collection order (pyproject turns off
 # its reordering by test count), so the longest start first and the short ones fill the gaps at the end; in the
-# default order the small zone (967 s) started last and one worker ran alone for its last five minutes. Only the
+# default order the small zone (967 s) started last and one worker ran alone for about its last eight minutes. Only the
 # order depends on this list: a module missing from it runs after these, in its usual place.
 LONGEST_MODULES = (
     "test_small_zone.py",  # 967
@@ -41,7 +41,7 @@ LONGEST_MODULES = (
 )
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
     """Modules in LONGEST_MODULES order first (a stable sort: tests keep their order inside a module)."""
     rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
