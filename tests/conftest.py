@@ -61,10 +61,7 @@ def spark(settings):
     test_settings = settings.model_copy(
         update={
             "spark": settings.spark.model_copy(
-                # the S3A connector on the classpath too (jars join a JVM only at its start): tests/test_small_zone.py
-                # runs the small zone on s3:// against a local server in this session instead of a JVM of its own
-                update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "4g",
-                        "packages": (*settings.spark.packages, "hadoop-aws")}
+                update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "4g"}
             )
         }
     )

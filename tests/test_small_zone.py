@@ -189,57 +189,6 @@ def _table_rows(uri: str, rename, options=None) -> collections.Counter:
     )
 
 
-def test_the_same_run_on_s3a_writes_the_same_tables(spark, settings, small_run, zones, s3_server, tmp_path_factory):
-    """Issues 16 and 20: the small zone's run with the landing zone and the lakehouse on s3a:// (an
-    S3-compatible server on 127.0.0.1) writes the same bronze, silver and gold rows as the run over local
-    folders (both read back by another reader, the deltalake package); the landing files are listed and
-    read through Hadoop's S3A file system. The run is `Runner.run` on the suite's session, whose classpath
-    carries the S3A connector (conftest): a user's `atende run` in its own process, its settings and its
-    terminal, is the small zone's first run; the connector resolved from `spark.packages` in a process of
-    its own is tests/test_s3a.py. Runs before the later run below, which adds dates to the small zone."""
-    import boto3
-    import yaml
-    from conftest import S3_BUCKET, S3_KEYS, delta_rs_s3_options, s3a_spark_conf
-
-    small, _, _ = zones
-    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=S3_KEYS["access"],
-                          aws_secret_access_key=S3_KEYS["secret"], region_name=S3_KEYS["region"])
-    for path in sorted(p for p in small.rglob("*") if p.is_file()):
-        client.upload_file(str(path), S3_BUCKET, f"small-landing/{path.relative_to(small).as_posix()}")
-    # what `spark.conf` of the settings would give a session at its start, given to the running one
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    for key, value in s3a_spark_conf(s3_server).items():
-        hadoop.set(key.removeprefix("spark.hadoop."), value)
-    work = tmp_path_factory.mktemp("s3a-run")
-    conf = work / "on-s3a.yaml"
-    conf.write_text(yaml.safe_dump({
-        "spark": {"packages": ["hadoop-aws"], "conf": s3a_spark_conf(s3_server)},
-        "mlflow": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_location": (work / "artifacts").as_uri()},
-    }))
-    from atende.conf import load_settings
-
-    on_s3a = load_settings("local", conf, environ={})
-    landing, lakehouse = f"s3a://{S3_BUCKET}/small-landing", f"s3a://{S3_BUCKET}/small-lakehouse"
-    summary = Runner(spark, on_s3a, landing, lakehouse).run()
-    assert summary.engine == "delta-spark"
-    assert all(j.status in ("succeeded", "degraded") for j in summary.jobs), [(j.job, j.status, j.error) for j in summary.jobs]
-
-    differing = _differing_tables(small_run.lake, str(small_run.lake_dir), f"s3://{S3_BUCKET}/small-lakehouse",
-                                  lambda v: v.replace(landing, str(small)), delta_rs_s3_options(s3_server))
-    assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
-
-    # the reports read the same store without Spark: delta-rs and DuckDB, pointed at it by the S3A settings
-    from atende.jobs.gold_query import open_tables
-
-    query = "SELECT channel, sum(interactions) AS interactions FROM kpis GROUP BY channel ORDER BY channel"
-    answers = []
-    for root in (lakehouse, str(small_run.lake_dir)):
-        with open_tables(on_s3a, root, {"kpis": ("gold", "service_kpis")}) as engine:
-            assert engine.name == "duckdb"
-            answers.append(engine.sql(query).to_dict("records"))
-    assert answers[0] == answers[1] and answers[0]
-
-
 def _differing_tables(lake, local_root: str, other_root: str, rename=lambda v: v, options=None) -> dict[str, str]:
     """Bronze, silver and gold tables of `lake` (at `local_root`) whose rows differ at `other_root`."""
     tables = [t for t in lake.tables() if t[0] in ("bronze", "silver", "gold")]
@@ -321,50 +270,85 @@ def _standalone_cluster(work: Path, workers: int = 2, cores: int = 1):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
             log.close()
+        for jar in work.glob("worker-*/app-*/*/*.jar"):  # each executor's copy of --packages (750 MB with S3A's SDK)
+            jar.unlink()
 
 
-def test_spark_submit_to_a_standalone_cluster_writes_what_local_mode_writes(small_run, zones, settings, tmp_path_factory):
-    """Issue 16: the README's cluster commands, run: a wheel is built, `spark-submit` sends `atende run` to a
-    standalone cluster (a master and a worker on 127.0.0.1, its executor a JVM of its own) with the lakehouse given as a
-    file:// URI, and every bronze, silver and gold table holds the rows the local-mode run wrote. Runs
-    before the later run below, which adds dates to the small zone."""
+def test_spark_submit_to_a_standalone_cluster_on_s3a_writes_what_local_mode_writes(small_run, zones, settings, s3_server,
+                                                                                   tmp_path_factory):
+    """Issues 16 and 20: the README's cluster commands, run as a deployment on an object store runs them: a wheel is
+    built, `spark-submit` sends `atende run` to a standalone cluster (a master and a worker on 127.0.0.1, its executor
+    a JVM of its own) with the Delta and S3A connectors as `--packages`, the landing zone and the lakehouse on
+    `s3a://` (an S3-compatible server on 127.0.0.1, moto's). The landing files are listed and read through Hadoop's
+    S3A file system by the driver and the executor, and every bronze, silver and gold table holds the rows the
+    local-mode run over local folders wrote (both read back by another reader, the deltalake package). The reports'
+    engine (delta-rs and DuckDB, no Spark) reads the same store. One whole run covers both paths: they were two
+    (a run on s3a in the suite's session, 150-240 s, and the cluster's over local folders). Runs before the later
+    run below, which adds dates to the small zone."""
     import os
 
-    from atende.lakehouse.spark import delta_package
+    import boto3
+    import pyspark
+    import yaml
+    from conftest import S3_BUCKET, S3_KEYS, delta_rs_s3_options, s3a_spark_conf
+
+    from atende.conf import load_settings
+    from atende.lakehouse.spark import delta_package, resolve_packages
 
     small, _, _ = zones
+    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=S3_KEYS["access"],
+                          aws_secret_access_key=S3_KEYS["secret"], region_name=S3_KEYS["region"])
+    for path in sorted(p for p in small.rglob("*") if p.is_file()):
+        client.upload_file(str(path), S3_BUCKET, f"small-landing/{path.relative_to(small).as_posix()}")
+    landing, lakehouse = f"s3a://{S3_BUCKET}/small-landing", f"s3a://{S3_BUCKET}/small-lakehouse"
+
     work = tmp_path_factory.mktemp("cluster")
     repo = Path(__file__).resolve().parents[1]
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                             "-w", str(work / "dist"), str(repo)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (work / "dist").glob("atende-*.whl")
-    conf = work / "small-cluster.yaml"
-    conf.write_text("spark:\n  shuffle_partitions: 4\n")  # a 42-record zone: 400 partitions per shuffle is waste
-    lakehouse = (work / "lakehouse").as_uri()
-    import pyspark
-
+    conf = work / "small-cluster-s3a.yaml"
+    conf.write_text(yaml.safe_dump({
+        # a 42-record zone: 400 partitions per shuffle is waste
+        "spark": {"shuffle_partitions": 4, "conf": s3a_spark_conf(s3_server)},
+        # an object-store lakehouse: MLflow's store is named (no SQLite beside the tables)
+        "mlflow": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_location": (work / "artifacts").as_uri()},
+    }))
     submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     # one two-core worker: two one-core workers took 273 s against 240 s here (one more JVM to start and warm) and
     # test nothing more of atende's: each executor is a process apart from the driver, reading the same paths
     with _standalone_cluster(work, workers=1, cores=2) as master:
         command = [
             str(submit), "--master", master,
-            "--packages", delta_package(settings),
+            "--packages", ",".join([delta_package(settings), *resolve_packages(("hadoop-aws",))]),
             *(["--repositories", ",".join(settings.spark.jars_repositories)] if settings.spark.jars_repositories else []),
             "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
             "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
             "--py-files", str(wheel),
             str(repo / "jobs" / "cli.py"),
-            "--env", "cluster", "--conf", str(conf), "run", "--landing", str(small), "--lakehouse", lakehouse,
+            "--env", "cluster", "--conf", str(conf), "run", "--landing", landing, "--lakehouse", lakehouse,
         ]
         env = {**os.environ, "SPARK_HOME": str(submit.parents[1]), "PYSPARK_PYTHON": sys.executable,
                "PYSPARK_DRIVER_PYTHON": sys.executable}
         done = subprocess.run(command, capture_output=True, text=True, timeout=1500, env=env, cwd=work)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "on the delta-spark engine" in done.stdout
-    differing = _differing_tables(small_run.lake, str(small_run.lake_dir), str(work / "lakehouse"))
+    differing = _differing_tables(small_run.lake, str(small_run.lake_dir), f"s3://{S3_BUCKET}/small-lakehouse",
+                                  lambda v: v.replace(landing, str(small)), delta_rs_s3_options(s3_server))
     assert not differing, "\n".join(f"{name}: {why}" for name, why in differing.items())
+
+    # the reports read the same store without Spark: delta-rs and DuckDB, pointed at it by the S3A settings
+    from atende.jobs.gold_query import open_tables
+
+    on_s3a = load_settings("cluster", conf, environ={})
+    query = "SELECT channel, sum(interactions) AS interactions FROM kpis GROUP BY channel ORDER BY channel"
+    answers = []
+    for root in (lakehouse, str(small_run.lake_dir)):
+        with open_tables(on_s3a, root, {"kpis": ("gold", "service_kpis")}) as engine:
+            assert engine.name == "duckdb"
+            answers.append(engine.sql(query).to_dict("records"))
+    assert answers[0] == answers[1] and answers[0]
 
 
 def _strings_on_disk(root: Path) -> str:
