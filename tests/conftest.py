@@ -27,8 +27,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # default order the small zone (967 s) started last and one worker ran alone for about its last eight minutes. Only the
 # order depends on this list: a module missing from it runs after these, in its usual place.
 LONGEST_MODULES = (
-    "test_small_zone.py",  # about 900 (1,570 of the suite's 1,787 s while it held the cluster test, session 29)
-    "test_cluster.py",  # about 800: the cluster test (668) and its local run
+    "test_small_zone.py",  # 967
     "test_e2e.py",  # 549
     "test_lakehouse.py",  # 373
     "test_products.py",  # 197
