@@ -58,10 +58,12 @@ def off_policy_estimates(
     def estimate(k: np.ndarray) -> dict[str, np.ndarray]:
         """Every estimator under row weights k (shape (B, n)); the plain estimate is k = 1."""
         total = k.sum(axis=1)
-        logged = (k * r).sum(axis=1) / total
-        snips = _snips(k, w, r)
-        dr = (k * dr_terms).sum(axis=1) / total
+        # a replicate whose Poisson weights are all 0 (likely when there are few rows) resampled nothing: its
+        # estimates are NaN, and the percentile interval leaves them out
         with np.errstate(divide="ignore", invalid="ignore"):
+            logged = (k * r).sum(axis=1) / total
+            snips = _snips(k, w, r)
+            dr = (k * dr_terms).sum(axis=1) / total
             return {"logged": logged, "ips": (k * w * r).sum(axis=1) / total, "snips": snips, "dr": dr,
                     "snips_lift": snips / logged, "dr_lift": dr / logged}
 

@@ -83,3 +83,18 @@ def test_the_same_seed_gives_the_same_intervals_and_undefined_estimates_are_left
     assert "snips" not in never and never["match_rate"] == 0.0 and never["effective_rows"] == 0.0
     assert never["ips"] == pytest.approx(0.0)
     assert off_policy_estimates(np.array([]), np.array([]), np.array([], dtype=bool), np.array([]), np.array([])) == {"rows": 0.0}
+
+
+def test_two_logged_rows_give_estimates_without_a_warning_from_the_empty_resamples():
+    """With n rows, a Poisson replicate weighs every row 0 with probability e^-n (13 % for two rows): such a
+    replicate resampled nothing and is left out of the interval, silently (the e2e runs printed numpy's
+    'invalid value encountered in divide' for it)."""
+    import warnings
+
+    reward, propensity, match = np.array([1.0, 0.0]), np.array([0.5, 0.5]), np.array([True, False])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = off_policy_estimates(reward, propensity, match, np.array([0.5, 0.5]), np.array([0.5, 0.5]),
+                                      replicates=200, seed=3)
+    assert result["logged"] == pytest.approx(0.5) and result["rows"] == 2.0
+    assert 0.0 <= result["logged_low"] <= result["logged_high"] <= 1.0
