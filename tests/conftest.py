@@ -27,7 +27,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # default order the small zone (967 s) started last and one worker ran alone for about its last eight minutes. Only the
 # order depends on this list: a module missing from it runs after these, in its usual place.
 LONGEST_MODULES = (
-    "test_small_zone.py",  # 967
+    "test_small_zone.py",  # 967 (1,570 on 2026-12-06 session 29, with the cluster run on s3a)
     "test_e2e.py",  # 549
     "test_lakehouse.py",  # 373
     "test_products.py",  # 197
