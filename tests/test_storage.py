@@ -136,9 +136,12 @@ def test_a_files_path_below_a_folder_whatever_its_spelling_on_both_routes(route,
     assert st.Storage().relative(str(tmp_path / "calls" / "2026-03-01" / "ok.csv.gz"), linked) == "calls/2026-03-01/ok.csv.gz"
 
 def test_a_scheme_spark_has_no_file_system_for_fails_naming_the_connector(spark):
-    # gs://: the suite's session carries the S3A connector (conftest) but no Google Cloud Storage one
+    # the suite's session carries neither the Google Cloud Storage connector nor the S3A one (conftest); a run on
+    # s3a:// with the connector is tests/test_small_zone.py's cluster run and tests/test_s3a.py
     with pytest.raises(st.StorageError, match=r"no file system for gs://.*gcs-connector"):
         st.Storage(spark).check("gs://bucket/lake")
+    with pytest.raises(st.StorageError, match=r"no file system for s3a://.*spark\.packages: \[hadoop-aws\]"):
+        st.Storage(spark).check("s3a://bucket/lake")
     with pytest.raises(st.StorageError, match="needs a running Spark session"):
         st.Storage().listdir("s3a://bucket/lake")
 
