@@ -11,6 +11,7 @@ import pytest
 from atende.models.personas import (
     IncompatibleModel,
     PersonaModel,
+    _sql_double,
     families,
     fit_personas,
     model_columns,
@@ -221,6 +222,27 @@ def test_scoring_in_spark_matches_the_model(spark, persona_settings):
     expected, confidence = model.assign(frame)
     assert list(scored["persona_id"]) == list(np.asarray(model.persona_ids)[expected])
     np.testing.assert_allclose(scored["confidence"].to_numpy(), confidence, rtol=1e-9)
+
+
+def test_scoring_reads_levels_with_quotes_and_backslashes_and_every_double_back_exactly(spark, persona_settings):
+    """The scoring expressions are SQL text (`spark_log_likelihoods`): a level holding a quote or a backslash
+    still matches its rows, and every literal reads back as the very double the model holds."""
+    sample, _ = synthetic_customers(n_per_group=20)
+    jobs = sorted(sample["profession"].dropna().unique())
+    sample["profession"] = sample["profession"].replace({jobs[0]: "Engenheira d'Água", jobs[1]: "TI \\ redes `x`"})
+    model, _ = fit_personas(sample, persona_settings)
+    assert {"Engenheira d'Água", "TI \\ redes `x`"} <= set(model.categorical["profession"]["levels"])
+    strings = ("customer_key", "profession", "income_band")
+    frame = sample.astype({c: "float64" for c in sample.columns if c not in strings})
+    frame = frame.astype({c: "object" for c in strings}).where(frame.notna(), None)
+    scored = score_personas(spark.createDataFrame(frame), model).toPandas().set_index("customer_key")
+    expected, confidence = model.assign(frame)
+    assert list(scored.loc[frame["customer_key"], "persona_id"]) == list(np.asarray(model.persona_ids)[expected])
+    np.testing.assert_allclose(scored.loc[frame["customer_key"], "confidence"].to_numpy(), confidence, rtol=1e-9)
+    values = [0.1, 1 / 3, -0.5, 1e-300, 5e-324, 1.7976931348623157e308, -0.0, 1e16, float("inf"), float("-inf")]
+    row = spark.sql("SELECT " + ", ".join(f"{_sql_double(v)} AS v{i}" for i, v in enumerate(values))).first()
+    assert [np.float64(x).tobytes() for x in row] == [np.float64(v).tobytes() for v in values]
+    assert np.isnan(spark.sql(f"SELECT {_sql_double(float('nan'))}").first()[0])
 
 
 def test_scoring_names_the_columns_the_feature_table_lacks(spark, persona_settings):
