@@ -7,8 +7,8 @@ Building a DataFrame or a Column is a call into the JVM per function, literal an
 here); an expression written call by call over a model's parameters can cost seconds before any Spark job runs
 (the persona scoring expressions did: 5 s a run). This runs `Runner.run` over one generated zone twice in one
 Spark session, each time into a fresh lakehouse: the first warms the JVM, the second is measured with every
-py4j call timed and attributed to the innermost frame of this repository on the Python stack ("?": none, e.g.
-py4j's own reference clean-up). Calls under 5 ms are the per-call cost of building plans; longer ones are
+py4j call timed and attributed to the innermost frame of this repository on the Python stack ("?": none, such as
+pyspark's and py4j's own threads). Calls under 5 ms are the per-call cost of building plans; longer ones are
 Spark actions and writes (bench_jobs.py says which jobs they run). Prints one JSON document.
 """
 from __future__ import annotations
