@@ -263,7 +263,7 @@ class PersonaModel:
             lookup = "map(" + ", ".join(f"{_sql_string(level)}, {_sql_doubles(log_prob[:, i])}"
                                         for i, level in enumerate(spec["levels"])) + ")"
             value = f"CAST({_sql_column(column)} AS STRING)"
-            rows.append((f"_persona_row_{n}", F.expr(
+            rows.append((_categorical_row(n), F.expr(
                 f"CASE WHEN ({value} IS NULL) THEN {_sql_doubles([0.0] * k)} "
                 f"ELSE coalesce(try_element_at({lookup}, {value}), {_sql_doubles(log_prob[:, -1])}) END")))
         return rows
@@ -274,12 +274,12 @@ class PersonaModel:
 
         Each is written as SQL text and parsed once in the JVM: the expression the Column API would build call
         by call (every literal the same double, every sum in the same order), without the thousands of
-        Python-to-JVM calls that took about 6 s of every run's driver time."""
+        Python-to-JVM calls that took about 5 s of every run's driver time."""
         k = self.k
         terms: list[list[str]] = [[_sql_double(w)] for w in self.log_weights]
-        for row, _ in self.spark_categorical_rows():
+        for n in range(len(self.categorical)):
             for j in range(k):
-                terms[j].append(f"element_at({_sql_column(row)}, {j + 1})")
+                terms[j].append(f"element_at({_sql_column(_categorical_row(n))}, {j + 1})")
         for spec in self.counts.values():
             total = _sql_zero_if_missing(spec["total"])
             log_prob = np.asarray(spec["log_prob"])
@@ -340,7 +340,14 @@ def _sql_doubles(values: Iterable[float]) -> str:
 
 
 def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A string literal. `$` is written as its unicode escape: Spark substitutes `${...}` in SQL text before
+    parsing it (`spark.sql.variable.substitute`), which would change a level such as "Eng ${x}"."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("$", "\\u0024") + "'"
+
+
+def _categorical_row(n: int) -> str:
+    """The name of the n-th categorical trait's row of log-probabilities (`spark_categorical_rows`)."""
+    return f"_persona_row_{n}"
 
 
 def _sql_column(name: str) -> str:

@@ -225,13 +225,14 @@ def test_scoring_in_spark_matches_the_model(spark, persona_settings):
 
 
 def test_scoring_reads_levels_with_quotes_and_backslashes_and_every_double_back_exactly(spark, persona_settings):
-    """The scoring expressions are SQL text (`spark_log_likelihoods`): a level holding a quote or a backslash
-    still matches its rows, and every literal reads back as the very double the model holds."""
+    """The scoring expressions are SQL text (`spark_log_likelihoods`): a level holding a quote, a backslash or
+    `${...}` still matches its rows, and every literal reads back as the very double the model holds."""
     sample, _ = synthetic_customers(n_per_group=20)
     jobs = sorted(sample["profession"].dropna().unique())
-    sample["profession"] = sample["profession"].replace({jobs[0]: "Engenheira d'Água", jobs[1]: "TI \\ redes `x`"})
+    odd = {jobs[0]: "Engenheira d'Água", jobs[1]: "TI \\ redes `x`", jobs[2]: "Eng ${x} $1"}  # ${x}: no substitution
+    sample["profession"] = sample["profession"].replace(odd)
     model, _ = fit_personas(sample, persona_settings)
-    assert {"Engenheira d'Água", "TI \\ redes `x`"} <= set(model.categorical["profession"]["levels"])
+    assert set(odd.values()) <= set(model.categorical["profession"]["levels"])
     strings = ("customer_key", "profession", "income_band")
     frame = sample.astype({c: "float64" for c in sample.columns if c not in strings})
     frame = frame.astype({c: "object" for c in strings}).where(frame.notna(), None)
