@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from atende.conf.settings import ProductSettings
 from atende.lakehouse.storage import Storage, join, location
 from atende.models.bootstrap import mean_draws, percentile_interval
 from atende.pipelines.commerce import latest_products
-from atende.pipelines.frames import one_row, scalar
+from atende.pipelines.frames import scalar
 
 # ---------------------------------------------------------------- schemas
 FEEDBACK = StructType([
@@ -731,6 +732,40 @@ def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> 
     )
 
 
+def _test_customer_table(ranked: dict[str, DataFrame], held_out: DataFrame, warm: DataFrame,
+                         purchases: DataFrame, k: int = K) -> DataFrame:
+    """One row per customer of `held_out` (customer_key, product_id: what they bought in the test window),
+    ordered by customer_key: `warm` (ALS knows them: in `warm`), `pairs` (their held-out purchases) and
+    `repeats` (those among `purchases`, the training window's), and `<name>__precision`, `__recall`,
+    `__ndcg` of every ranked list of `ranked` (`per_customer_ranking`)."""
+    bought = purchases.select("customer_key", "product_id").distinct().select(
+        "customer_key", "product_id", F.lit(1).alias("_repeat"))
+    table = (
+        held_out.join(bought, on=["customer_key", "product_id"], how="left")
+        .groupBy("customer_key")
+        .agg(F.count("*").alias("pairs"), F.sum(F.coalesce("_repeat", F.lit(0))).alias("repeats"))
+        .join(warm.select("customer_key", F.lit(True).alias("warm")).distinct(), on="customer_key", how="left")
+        .select("customer_key", "pairs", "repeats", F.coalesce("warm", F.lit(False)).alias("warm"))
+    )
+    for name, df in ranked.items():
+        scores = per_customer_ranking(df, held_out, k)
+        table = table.join(scores.select("customer_key", *(F.col(m).alias(f"{name}__{m}")
+                                                           for m in ("precision", "recall", "ndcg"))),
+                           on="customer_key", how="left")
+    return table.orderBy("customer_key")
+
+
+def _mean_metrics(prefix: str, table: Any, name: str) -> dict[str, float]:
+    """`<prefix>_precision_at_K`, `_recall_at_K`, `_ndcg_at_K`: the means of list `name`'s columns of a
+    `_test_customer_table` (collected), 0 over no customers; summed exactly (`math.fsum`), so the figure
+    does not depend on the rows' order."""
+    out = {}
+    for metric in ("precision", "recall", "ndcg"):
+        values = table[f"{name}__{metric}"].to_numpy(dtype=float)
+        out[f"{prefix}_{metric}_at_{K}"] = math.fsum(values) / len(values) if len(values) else 0.0
+    return out
+
+
 def bootstrap_intervals(values: dict[str, np.ndarray], ratios: dict[str, tuple[str, str]] | None = None, *,
                         replicates: int = 400, level: float = 0.95, seed: int = 7) -> dict[str, float]:
     """Percentile bootstrap intervals of the means of `values` (name -> one number per test customer, every
@@ -767,14 +802,6 @@ def ndcg_intervals(served: np.ndarray, popular: np.ndarray, *, replicates: int =
     return bootstrap_intervals({f"als_ndcg_at_{K}": a, f"popularity_ndcg_at_{K}": b},
                                {"ndcg_ratio": (f"als_ndcg_at_{K}", f"popularity_ndcg_at_{K}")},
                                replicates=replicates, level=level, seed=seed)
-
-
-def _metrics(prefix: str, row) -> dict[str, float]:
-    return {
-        f"{prefix}_precision_at_{K}": float(row["precision_at_k"]),
-        f"{prefix}_recall_at_{K}": float(row["recall_at_k"]),
-        f"{prefix}_ndcg_at_{K}": float(row["ndcg_at_k"]),
-    }
 
 
 def split_cutoff(orders: DataFrame, test_days: int) -> dt.datetime | None:
@@ -825,18 +852,18 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
             "category_price": recommend_products(model, customers, segments, K, recommender="category_price"),
             "persona_popularity": recommend_persona_popular(model, customers, segments, K),
         }
-        ranked = {name: explode_recommendations(df).cache() for name, df in lists.items()}
-        warm_truth = held_out.join(warm, on="customer_key", how="left_semi")
+        ranked = {name: explode_recommendations(df) for name, df in lists.items()}  # each read once, below
+        # every test customer's figures under every recommender, whether ALS knows them, and how many of
+        # their held-out purchases repeat one of the training window, collected in one Spark job (each mean
+        # computed as its own job cost a second or more apiece in a small run); ordered by customer, so the
+        # bootstrap below resamples the same rows wherever Spark ran
+        table = _test_customer_table(ranked, held_out, warm, model.purchases).toPandas()
+        warm_rows = table["warm"].to_numpy(dtype=bool)
         metrics: dict[str, float] = {}
-        als_row = one_row(ranking_metrics(ranked["als"], held_out))
-        metrics.update(_metrics("als", als_row))
-        metrics.update(_metrics("popularity", one_row(ranking_metrics(ranked["popularity"], held_out))))
-        metrics.update(_metrics("category_price", one_row(ranking_metrics(ranked["category_price"], held_out))))
-        metrics.update(_metrics("persona_popularity",
-                                one_row(ranking_metrics(ranked["persona_popularity"], held_out))))
-        metrics.update(_metrics("als_warm", one_row(ranking_metrics(ranked["als"], warm_truth))))
-        warm_pop_row = one_row(ranking_metrics(ranked["popularity"], warm_truth))
-        metrics.update(_metrics("popularity_warm", warm_pop_row))
+        for name in ranked:
+            metrics.update(_mean_metrics(name, table, name))
+        metrics.update(_mean_metrics("als_warm", table[warm_rows], "als"))
+        metrics.update(_mean_metrics("popularity_warm", table[warm_rows], "popularity"))
         pop_ndcg, als_ndcg = metrics[f"popularity_ndcg_at_{K}"], metrics[f"als_ndcg_at_{K}"]
         cat_ndcg, persona_ndcg = metrics[f"category_price_ndcg_at_{K}"], metrics[f"persona_popularity_ndcg_at_{K}"]
         nan = float("nan")
@@ -845,32 +872,22 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics["category_price_vs_als"] = cat_ndcg / als_ndcg if als_ndcg > 0 else nan
         metrics["als_over_persona_popularity"] = als_ndcg / persona_ndcg if persona_ndcg > 0 else nan
         metrics["category_price_over_persona_popularity"] = cat_ndcg / persona_ndcg if persona_ndcg > 0 else nan
-        # each test customer's NDCG under every recommender (a few numbers per customer, collected) for the
-        # intervals
-        per_customer = None
-        for name, df in ranked.items():
-            one = per_customer_ranking(df, held_out).select("customer_key", F.col("ndcg").alias(name))
-            per_customer = one if per_customer is None else per_customer.join(one, on="customer_key")
-        assert per_customer is not None
-        table = per_customer.drop("customer_key").toPandas()
         names = {name: f"{name}_ndcg_at_{K}" for name in ranked}
         metrics.update(bootstrap_intervals(
-            {names[name]: table[name].to_numpy() for name in ranked},
+            {names[name]: table[f"{name}__ndcg"].to_numpy(dtype=float) for name in ranked},
             {"ndcg_ratio": (names["als"], names["popularity"]),
              "category_price_ratio": (names["category_price"], names["popularity"]),
              "category_price_vs_als": (names["category_price"], names["als"]),
              "als_over_persona_popularity": (names["als"], names["persona_popularity"]),
              "category_price_over_persona_popularity": (names["category_price"], names["persona_popularity"])}))
-        metrics["test_customers"] = float(als_row["customers"])
-        metrics["warm_test_customers"] = float(warm_pop_row["customers"])
+        metrics["test_customers"] = float(len(table))
+        metrics["warm_test_customers"] = float(warm_rows.sum())
         # how often a held-out purchase repeats one of the training window: the evidence for
         # leaving bought items out
-        repeats = held_out.join(model.purchases, on=["customer_key", "product_id"], how="left_semi").count()
-        metrics["held_out_pairs"] = float(held_out.count())
-        metrics["repeat_purchase_share"] = repeats / metrics["held_out_pairs"] if metrics["held_out_pairs"] else 0.0
+        pairs, repeats = int(table["pairs"].sum()), int(table["repeats"].sum())
+        metrics["held_out_pairs"] = float(pairs)
+        metrics["repeat_purchase_share"] = repeats / pairs if pairs else 0.0
         metrics["train_feedback_pairs"] = float(feedback.count())
-        for df in ranked.values():
-            df.unpersist()
         held_out.unpersist()
         return model, metrics
     finally:

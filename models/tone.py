@@ -139,16 +139,23 @@ def bounded_sample(df: DataFrame, max_rows: int, seed: int = 7, by: str | None =
     `by`: sample whole groups (every row of a drawn `by` value, by a seeded hash) instead of rows, so
     statistics over a group's rows (a customer's repeated interactions) stay computable.
     """
-    total = df.count()
-    if total == 0:
-        return df.limit(0).toPandas()
-    fraction = min(1.0, 1.1 * max_rows / total)  # a little over, then cut: sampling undershoots
-    if fraction >= 1.0 or by is None:
-        # rows by a seeded hash of their content: the same sample and order however Spark partitioned them
-        return seeded_rows(df, seed, max_rows if fraction < 1.0 else None).toPandas()
-    buckets = 1_000_000
-    sampled = df.where(F.pmod(F.xxhash64(F.col(by), F.lit(seed)), F.lit(buckets)) < F.lit(int(fraction * buckets)))
-    return seeded_rows(sampled, seed, max_rows).toPandas()
+    owned = not df.is_cached  # counted, then sampled: computed once (a caller's cache is left to the caller)
+    if owned:
+        df = df.cache()
+    try:
+        total = df.count()
+        if total == 0:
+            return df.limit(0).toPandas()
+        fraction = min(1.0, 1.1 * max_rows / total)  # a little over, then cut: sampling undershoots
+        if fraction >= 1.0 or by is None:
+            # rows by a seeded hash of their content: the same sample and order however Spark partitioned them
+            return seeded_rows(df, seed, max_rows if fraction < 1.0 else None).toPandas()
+        buckets = 1_000_000
+        sampled = df.where(F.pmod(F.xxhash64(F.col(by), F.lit(seed)), F.lit(buckets)) < F.lit(int(fraction * buckets)))
+        return seeded_rows(sampled, seed, max_rows).toPandas()
+    finally:
+        if owned:
+            df.unpersist()
 
 
 # --------------------------------------------------------------------------- detector

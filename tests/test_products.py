@@ -157,6 +157,36 @@ def test_ranking_metrics_against_hand_computed_values(spark):
     assert ndcg_a == pytest.approx(0.386853, abs=1e-6)
 
 
+def test_test_customer_table_holds_each_customers_figures_in_one_frame(spark):
+    from atende.models.products import _mean_metrics, _test_customer_table
+
+    held_out = spark.createDataFrame([("A", "Y"), ("A", "W"), ("B", "Q"), ("C", "X")], PAIRS)
+    ranked = {
+        "first": spark.createDataFrame([("A", "Y", 2), ("A", "W", 11), ("B", "Q", 1), ("D", "X", 1)], RANKED),
+        "second": spark.createDataFrame([("C", "X", 1)], RANKED),
+    }
+    warm = spark.createDataFrame([("A",), ("C",), ("E",)], "customer_key string")
+    # A bought W before the test window (twice: counted once); B's earlier purchase is another product
+    purchases = spark.createDataFrame([("A", "W"), ("A", "W"), ("B", "Z")], PAIRS)
+
+    table = _test_customer_table(ranked, held_out, warm, purchases, k=10).toPandas()
+
+    assert list(table["customer_key"]) == ["A", "B", "C"]  # the test customers, ordered; D and E are not
+    assert list(table["warm"]) == [True, False, True]
+    assert list(table["pairs"]) == [2, 1, 1] and list(table["repeats"]) == [1, 0, 0]
+    ndcg_a = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert list(table["first__ndcg"]) == pytest.approx([ndcg_a, 1.0, 0.0])
+    assert list(table["first__recall"]) == pytest.approx([0.5, 1.0, 0.0])
+    assert list(table["second__precision"]) == pytest.approx([0.0, 0.0, 0.1])
+    # the means are ranking_metrics' figures over the same customers
+    expected = ranking_metrics(ranked["first"], held_out, k=10).first()
+    means = _mean_metrics("first", table, "first")
+    assert means["first_ndcg_at_10"] == pytest.approx(expected["ndcg_at_k"])
+    assert means["first_recall_at_10"] == pytest.approx(expected["recall_at_k"])
+    assert means["first_precision_at_10"] == pytest.approx(expected["precision_at_k"])
+    assert _mean_metrics("none", table[table["customer_key"] == "Z"], "first")["none_ndcg_at_10"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def trained(spark):
     """Two taste groups (phones, books), an inactive best seller, and a persona for cold start."""
