@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.ml.feature import StringIndexer
@@ -51,6 +51,9 @@ from atende.lakehouse.storage import Storage, join, location
 from atende.models.bootstrap import mean_draws, percentile_interval
 from atende.pipelines.commerce import latest_products
 from atende.pipelines.frames import scalar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # ---------------------------------------------------------------- schemas
 FEEDBACK = StructType([
@@ -734,8 +737,8 @@ def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> 
 
 def _test_customer_table(ranked: dict[str, DataFrame], held_out: DataFrame, warm: DataFrame,
                          purchases: DataFrame, k: int = K) -> DataFrame:
-    """One row per customer of `held_out` (customer_key, product_id: what they bought in the test window),
-    ordered by customer_key: `warm` (ALS knows them: in `warm`), `pairs` (their held-out purchases) and
+    """One row per customer of `held_out` (distinct customer_key, product_id pairs, no null key: what they
+    bought in the test window): `warm` (ALS knows them: in `warm`), `pairs` (their held-out purchases) and
     `repeats` (those among `purchases`, the training window's), and `<name>__precision`, `__recall`,
     `__ndcg` of every ranked list of `ranked` (`per_customer_ranking`)."""
     bought = purchases.select("customer_key", "product_id").distinct().select(
@@ -752,17 +755,17 @@ def _test_customer_table(ranked: dict[str, DataFrame], held_out: DataFrame, warm
         table = table.join(scores.select("customer_key", *(F.col(m).alias(f"{name}__{m}")
                                                            for m in ("precision", "recall", "ndcg"))),
                            on="customer_key", how="left")
-    return table.orderBy("customer_key")
+    return table
 
 
-def _mean_metrics(prefix: str, table: Any, name: str) -> dict[str, float]:
-    """`<prefix>_precision_at_K`, `_recall_at_K`, `_ndcg_at_K`: the means of list `name`'s columns of a
-    `_test_customer_table` (collected), 0 over no customers; summed exactly (`math.fsum`), so the figure
-    does not depend on the rows' order."""
+def _mean_metrics(prefix: str, table: pd.DataFrame, name: str, k: int = K) -> dict[str, float]:
+    """`<prefix>_precision_at_<k>`, `_recall_at_<k>`, `_ndcg_at_<k>`: the means of list `name`'s columns of a
+    `_test_customer_table` (collected, built with the same k), 0 over no customers; summed exactly
+    (`math.fsum`), so the figure does not depend on the rows' order."""
     out = {}
     for metric in ("precision", "recall", "ndcg"):
         values = table[f"{name}__{metric}"].to_numpy(dtype=float)
-        out[f"{prefix}_{metric}_at_{K}"] = math.fsum(values) / len(values) if len(values) else 0.0
+        out[f"{prefix}_{metric}_at_{k}"] = math.fsum(values) / len(values) if len(values) else 0.0
     return out
 
 
@@ -856,8 +859,10 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         # every test customer's figures under every recommender, whether ALS knows them, and how many of
         # their held-out purchases repeat one of the training window, collected in one Spark job (each mean
         # computed as its own job cost a second or more apiece in a small run); ordered by customer, so the
-        # bootstrap below resamples the same rows wherever Spark ran
-        table = _test_customer_table(ranked, held_out, warm, model.purchases).toPandas()
+        # bootstrap below resamples the same rows wherever Spark ran (it took the rows in the order a join
+        # produced them before: the same data could give other intervals on another partitioning)
+        table = _test_customer_table(ranked, held_out, warm, model.purchases).toPandas().sort_values(
+            "customer_key", ignore_index=True)
         warm_rows = table["warm"].to_numpy(dtype=bool)
         metrics: dict[str, float] = {}
         for name in ranked:

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
@@ -139,7 +140,9 @@ def bounded_sample(df: DataFrame, max_rows: int, seed: int = 7, by: str | None =
     `by`: sample whole groups (every row of a drawn `by` value, by a seeded hash) instead of rows, so
     statistics over a group's rows (a customer's repeated interactions) stay computable.
     """
-    owned = not df.is_cached  # counted, then sampled: computed once (a caller's cache is left to the caller)
+    # counted, then sampled: computed once; a plan already cached (by the caller, or anyone holding the same
+    # plan: Spark's cache is per plan) is left as it is
+    owned = df.storageLevel == StorageLevel.NONE
     if owned:
         df = df.cache()
     try:

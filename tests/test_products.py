@@ -160,7 +160,7 @@ def test_ranking_metrics_against_hand_computed_values(spark):
 def test_test_customer_table_holds_each_customers_figures_in_one_frame(spark):
     from atende.models.products import _mean_metrics, _test_customer_table
 
-    held_out = spark.createDataFrame([("A", "Y"), ("A", "W"), ("B", "Q"), ("C", "X")], PAIRS)
+    held_out = spark.createDataFrame([("C", "X"), ("A", "Y"), ("B", "Q"), ("A", "W")], PAIRS)
     ranked = {
         "first": spark.createDataFrame([("A", "Y", 2), ("A", "W", 11), ("B", "Q", 1), ("D", "X", 1)], RANKED),
         "second": spark.createDataFrame([("C", "X", 1)], RANKED),
@@ -169,9 +169,10 @@ def test_test_customer_table_holds_each_customers_figures_in_one_frame(spark):
     # A bought W before the test window (twice: counted once); B's earlier purchase is another product
     purchases = spark.createDataFrame([("A", "W"), ("A", "W"), ("B", "Z")], PAIRS)
 
-    table = _test_customer_table(ranked, held_out, warm, purchases, k=10).toPandas()
+    table = _test_customer_table(ranked, held_out, warm, purchases, k=10).toPandas().sort_values(
+        "customer_key", ignore_index=True)
 
-    assert list(table["customer_key"]) == ["A", "B", "C"]  # the test customers, ordered; D and E are not
+    assert list(table["customer_key"]) == ["A", "B", "C"]  # the test customers; D and E are not
     assert list(table["warm"]) == [True, False, True]
     assert list(table["pairs"]) == [2, 1, 1] and list(table["repeats"]) == [1, 0, 0]
     ndcg_a = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
@@ -353,6 +354,9 @@ def test_time_split_evaluation_reports_both_recommenders(spark):
         assert 0.0 <= metrics[name] <= 1.0, name
     # two held-out purchases are the other item of the buyer's taste group: ALS ranks them first
     assert metrics["als_warm_ndcg_at_10"] == pytest.approx(1.0)
+    # popularity over the customers ALS knows (K1, K3): F2 at rank 3 and B2 at rank 2
+    assert metrics["popularity_warm_recall_at_10"] == pytest.approx(1.0)
+    assert metrics["popularity_warm_ndcg_at_10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(3)) / 2)
     assert metrics["ndcg_ratio"] == pytest.approx(metrics["als_ndcg_at_10"] / expected_ndcg)
     # the bootstrap intervals over the three test customers hold their point estimates
     for name in ("als_ndcg_at_10", "popularity_ndcg_at_10", "ndcg_ratio"):

@@ -6,6 +6,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 from pyspark.testing import assertDataFrameEqual
@@ -17,6 +18,7 @@ from atende.models.tone import (
     RECOMMENDED_TONES,
     ToneModel,
     agent_adaptations,
+    bounded_sample,
     detect_tones,
     estimate_prior_strength,
     fallback_tones,
@@ -334,3 +336,16 @@ def test_fallback_tone_is_the_configured_default_with_no_confidence(spark):
     assert ToneSettings().fallback_tone == next(iter(ToneSettings().catalogue))
     with pytest.raises(ValueError, match="not in the tone catalogue"):
         ToneSettings(default_tone="sarcastic")
+
+
+def test_bounded_sample_computes_its_input_once_and_leaves_no_cache_but_the_callers(spark):
+    rows = spark.range(200).selectExpr("id", "id % 20 AS customer")
+    whole = bounded_sample(rows, 500)
+    assert sorted(whole["id"]) == list(range(200))
+    assert 0 < len(bounded_sample(rows, 50, by="customer")) <= 50
+    assert rows.storageLevel == StorageLevel.NONE  # its own cache released
+    kept = spark.range(30).cache()
+    kept.count()
+    assert len(bounded_sample(kept, 10)) == 10
+    assert kept.storageLevel != StorageLevel.NONE  # the caller's cache is the caller's
+    kept.unpersist()
