@@ -17,6 +17,7 @@ from atende.models.tone import (
     OUTCOMES,
     RECOMMENDED_TONES,
     ToneModel,
+    TonePolicy,
     agent_adaptations,
     bounded_sample,
     detect_tones,
@@ -349,3 +350,24 @@ def test_bounded_sample_computes_its_input_once_and_leaves_no_cache_but_the_call
     assert len(bounded_sample(kept, 10)) == 10
     assert kept.storageLevel != StorageLevel.NONE  # the caller's cache is the caller's
     kept.unpersist()
+
+
+def test_a_customers_tone_confidence_does_not_depend_on_the_other_rows_of_its_batch():
+    from atende.models.tone import posterior_tone_choice
+
+    policy = TonePolicy(regressor=None, tones=("a", "b", "c"), context_columns=(), prior_strength=5.0,  # type: ignore[arg-type]
+                        outcome_sd=0.3, seed=7)
+    rng = np.random.default_rng(1)
+    prior = rng.uniform(0.3, 0.8, (1200, 3))
+    n = rng.integers(0, 6, (1200, 3)).astype(float)
+    total = n * rng.uniform(0, 1, (1200, 3))
+    adapted = np.zeros((1200, 3))
+    best, confidence, _ = posterior_tone_choice(prior, n, total, adapted, policy)
+    # the same customers alone, and in another order (another batch, another partitioning)
+    for i in (0, 700, 1199):
+        one = posterior_tone_choice(prior[i:i + 1], n[i:i + 1], total[i:i + 1], adapted[i:i + 1], policy)
+        assert (one[0][0], one[1][0]) == (best[i], confidence[i])
+    order = rng.permutation(1200)
+    _, shuffled, _ = posterior_tone_choice(prior[order], n[order], total[order], adapted[order], policy)
+    assert np.array_equal(shuffled, confidence[order])
+    assert ((confidence >= 1 / 3 - 0.05) & (confidence <= 1.0)).all()  # the best tone's chance of being best
