@@ -15,7 +15,8 @@ Three parts, each trained on a bounded sample and scored in Spark:
    ``posterior_mean[T] = (k * prior[T] + sum of own outcomes in T) / (k + own interactions in T)``.
    The recommended tone has the highest posterior mean; `tone_confidence` is the posterior
    probability that it is the best tone, under normal posteriors whose spread is the outcome's
-   residual deviation over sqrt(k + n) (estimated by Monte Carlo with a fixed seed).
+   residual deviation over sqrt(k + n) (estimated by Monte Carlo with common random numbers: one seeded,
+   antithetic tones x draws matrix shared by every customer, so a figure depends on the customer alone).
    k is `prior_strength` from conf, or (``estimate_prior_strength_from_data``) its empirical-Bayes
    estimate: how much one customer's outcomes in a tone vary beyond the context prediction against
    the noise of a single interaction. Where tone effects are small against that noise, k is large
@@ -574,8 +575,10 @@ def posterior_tone_choice(prior: np.ndarray, n: np.ndarray, outcome_sum: np.ndar
     # every row, so a customer's confidence is a function of their own posterior alone. A stream drawn row
     # after row made it depend on the row's place in its Arrow batch: a day's new customers, or another
     # partitioning (a cluster), moved other customers' figures (95 % of them from one day to the next at
-    # 100,000 customers)
-    noise = np.random.default_rng(policy.seed).standard_normal((mean.shape[1], policy.draws))
+    # 100,000 customers). Antithetic (each draw and its negative): every tone's noise has mean 0 exactly, so the
+    # shared draws do not tilt close calls towards one tone for every customer alike
+    half = np.random.default_rng(policy.seed).standard_normal((mean.shape[1], (policy.draws + 1) // 2))
+    noise = np.concatenate([half, -half], axis=1)[:, :policy.draws]
     wins = np.zeros(mean.shape, dtype=float)
     chunk = 512
     for start in range(0, len(mean), chunk):
