@@ -50,7 +50,7 @@ from atende.conf.settings import ProductSettings
 from atende.lakehouse.storage import Storage, join, location
 from atende.models.bootstrap import mean_draws, percentile_interval
 from atende.pipelines.commerce import latest_products
-from atende.pipelines.frames import scalar
+from atende.pipelines.frames import plan_cached, scalar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -307,7 +307,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
     """Fit ALS on `feedback` and the popularity tables on `orders` (both up to `as_of`)."""
     # the model's tables are read at every scoring: keep them computed, not their lineage
     # (the feedback's text matching, the orders' aggregation)
-    cached_here = not feedback.is_cached
+    cached_here = not plan_cached(feedback)
     if cached_here:
         feedback = feedback.cache()
     customer_index = _index(feedback, "customer_key", "customer_idx").cache()

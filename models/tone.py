@@ -46,7 +46,6 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
@@ -60,7 +59,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from atende.conf.settings import ToneSettings
 from atende.models import comparison
-from atende.pipelines.frames import seeded_rows
+from atende.pipelines.frames import cached, seeded_rows
 from atende.pipelines.rules import normalised_score
 
 MODEL_FORMAT = 1
@@ -141,12 +140,7 @@ def bounded_sample(df: DataFrame, max_rows: int, seed: int = 7, by: str | None =
     `by`: sample whole groups (every row of a drawn `by` value, by a seeded hash) instead of rows, so
     statistics over a group's rows (a customer's repeated interactions) stay computable.
     """
-    # counted, then sampled: computed once; a plan already cached (by the caller, or anyone holding the same
-    # plan: Spark's cache is per plan) is left as it is
-    owned = df.storageLevel == StorageLevel.NONE
-    if owned:
-        df = df.cache()
-    try:
+    with cached(df) as df:  # counted, then sampled: computed once
         total = df.count()
         if total == 0:
             return df.limit(0).toPandas()
@@ -157,9 +151,6 @@ def bounded_sample(df: DataFrame, max_rows: int, seed: int = 7, by: str | None =
         buckets = 1_000_000
         sampled = df.where(F.pmod(F.xxhash64(F.col(by), F.lit(seed)), F.lit(buckets)) < F.lit(int(fraction * buckets)))
         return seeded_rows(sampled, seed, max_rows).toPandas()
-    finally:
-        if owned:
-            df.unpersist()
 
 
 # --------------------------------------------------------------------------- detector

@@ -1,9 +1,11 @@
 """Small DataFrame helpers every layer shares."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StructType, VariantType
@@ -20,6 +22,25 @@ def one_row(df: DataFrame) -> Row:
 def scalar(df: DataFrame) -> Any:
     """The first value of `one_row(df)`."""
     return one_row(df)[0]
+
+
+def plan_cached(df: DataFrame) -> bool:
+    """Whether Spark's cache holds the frame's plan: cached through this frame or any other of the same plan
+    (the cache is per plan; `DataFrame.is_cached` only remembers this object's own `cache()`)."""
+    return df.storageLevel != StorageLevel.NONE
+
+
+@contextmanager
+def cached(df: DataFrame) -> Iterator[DataFrame]:
+    """`df` cached for the block and released after it, unless its plan was cached already (`plan_cached`):
+    that cache is someone else's and is left as it is."""
+    owned = not plan_cached(df)
+    frame = df.cache() if owned else df
+    try:
+        yield frame
+    finally:
+        if owned:
+            frame.unpersist()
 
 
 def sql_dates(dates: Sequence[Any]) -> str:
