@@ -48,10 +48,19 @@ from atende.models.products import (
     save_product_model,
     train_product_model,
 )
-from atende.models.tone import fallback_tones, load_tone_model, save_tone_model, score_tone_model, train_tone_model
+from atende.models.tone import (
+    ToneModel,
+    detect_tones,
+    fallback_tones,
+    load_tone_model,
+    save_tone_model,
+    score_tone_model,
+    tone_detection_changes,
+    train_tone_model,
+)
 from atende.pipelines import consent, schemas
 from atende.pipelines.frames import scalar
-from atende.pipelines.schemas_gold import PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
+from atende.pipelines.schemas_gold import INTERACTION_TONES, PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
@@ -531,8 +540,9 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
         tones = fallback_tones(customers, fallback_tone, failures["tone"] or "no tone model is registered")
         versions["tone"] = FALLBACK_VERSION
     else:
-        tones = score_tone_model(load_tone_model(champion[0]), i.interactions, i.responses, i.context,
-                                 survey_comments=i.comments, settings=cfg.tone)
+        model = load_tone_model(champion[0])
+        tones = score_tone_model(model, i.interactions, i.responses, i.context, survey_comments=i.comments,
+                                 settings=cfg.tone, tones=interaction_tones(ctx, i.interactions, model))
         versions["tone"] = champion[1]
 
     champion = ctx.champion_or_fallback(PRODUCT_MODEL, "products", failures["products"],
@@ -573,6 +583,38 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
                                            F.col("offer_reason").alias("_baseline_offer_reason")),
                            on="customer_key", how="left")
     return _recommendation_rows(ctx, parts, versions, notes, i.as_of)
+
+
+def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneModel) -> DataFrame:
+    """DETECTED_TONES of every reply in `interactions` by `model`'s detector, through gold/interaction_tones:
+    a reply is detected once per text and detector, so a day's run reads the text of the day's replies (and
+    of the threads they grew), not of all history. The table is brought up to date in one commit before it
+    is read: whole when it is missing or another detector wrote it, else the replies it lacks or holds for
+    another text detected, re-keyed replies given their new key, and the rows of replies no longer in
+    `interactions` removed. Its rows are then what detecting every reply again gives."""
+    lake = ctx.lake
+    columns = INTERACTION_TONES.fieldNames()
+    stamp = [F.lit(model.detector_id).alias("detector"), F.lit(ctx.run_id).alias("run_id"),
+             F.lit(ctx.now).cast("timestamp").alias("_written_at")]
+    if not model.detector_id:  # a model not loaded from its files: nothing to name its detections by
+        return detect_tones(interactions, model.detector)
+    stored = lake.read("gold", "interaction_tones") if lake.exists("gold", "interaction_tones") else None
+    held = None if stored is None else stored.agg(F.min("detector"), F.max("detector")).first()
+    other = held is not None and held[0] is not None and tuple(held) != (model.detector_id, model.detector_id)
+    if stored is None or other:
+        ctx.progress("tone: detecting the tone of every agent reply" + (" (a new detector)" if other else ""))
+        replies = interactions.select("interaction_id", "customer_key", "agent_text",
+                                      F.sha2(F.col("agent_text"), 256).alias("text_sha256"))
+        rows = replies.join(detect_tones(interactions, model.detector), on="interaction_id")
+        lake.write("gold", "interaction_tones", rows.select("*", *stamp).select(*columns), mode="overwrite")
+    else:
+        detect, rekeyed, gone = tone_detection_changes(interactions, stored)
+        detected = detect.join(detect_tones(detect, model.detector), on="interaction_id")
+        changed = detected.drop("agent_text").unionByName(rekeyed)
+        lake.upsert("gold", "interaction_tones", changed.select("*", *stamp).select(*columns),
+                    keys=["interaction_id"], remove=gone)
+    return lake.read("gold", "interaction_tones").select("interaction_id", "tone", "tone_probability")
+
 
 
 def _recommendation_rows(ctx: ModelContext, parts: DataFrame, versions: dict[str, str | None],

@@ -37,6 +37,7 @@ tone the agent switched to.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ def label_tones_by_cues(catalogue: Mapping[str, Sequence[str]], *, min_hits: int
     tones = sorted(catalogue)
 
     def transform(interactions: DataFrame) -> DataFrame:
-        replies = interactions.where(F.col("agent_text").isNotNull() & (F.trim("agent_text") != ""))
+        replies = agent_replies(interactions)
         hits = F.array(*[phrase_hits(F.col("agent_text"), catalogue[t]) for t in tones])
         # the runner-up count: second element of the counts sorted high to low (a tie with the top stays in)
         second = F.expr("coalesce(try_element_at(array_sort(_hits, (a, b) -> b - a), 2), 0)")
@@ -224,9 +225,37 @@ def detect_tones(interactions: DataFrame, detector: Pipeline) -> DataFrame:
                 "tone_probability": proba[np.arange(len(best)), best].astype("float64"),
             })
 
-    replies = interactions.where(F.col("agent_text").isNotNull() & (F.trim("agent_text") != "")).select(
-        "interaction_id", "agent_text")
-    return replies.mapInPandas(score, DETECTED_TONES)
+    return agent_replies(interactions).select("interaction_id", "agent_text").mapInPandas(score, DETECTED_TONES)
+
+
+def agent_replies(interactions: DataFrame) -> DataFrame:
+    """The interactions whose tone is detected: those with agent text."""
+    return interactions.where(F.col("agent_text").isNotNull() & (F.trim("agent_text") != ""))
+
+
+def tone_detection_changes(interactions: DataFrame, stored: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """What a table of detections (`stored`: interaction_id, customer_key, text_sha256, tone, tone_probability,
+    made by one detector) needs to hold the detections of `interactions`' replies by that detector:
+
+    - `detect` (interaction_id, customer_key, agent_text, text_sha256): replies it lacks, or holds for
+      another text (a rebuilt e-mail thread gathers more messages);
+    - `rekeyed` (stored's columns): replies whose text it holds under another customer key (a merge),
+      their tone kept;
+    - `gone` (interaction_id): rows of interactions that have no reply any more.
+
+    Every other stored row is already what detecting it again would give."""
+    replies = agent_replies(interactions).select(
+        "interaction_id", "customer_key", "agent_text", F.sha2(F.col("agent_text"), 256).alias("text_sha256"))
+    held = stored.select("interaction_id", F.col("customer_key").alias("_held_key"),
+                         F.col("text_sha256").alias("_held_sha"), "tone", "tone_probability")
+    paired = replies.join(held, on="interaction_id", how="left")
+    same_text = F.col("_held_sha").isNotNull() & (F.col("_held_sha") == F.col("text_sha256"))
+    detect = paired.where(~same_text).select("interaction_id", "customer_key", "agent_text", "text_sha256")
+    rekeyed = paired.where(same_text & ~F.col("customer_key").eqNullSafe(F.col("_held_key"))).select(
+        "interaction_id", "customer_key", "text_sha256", "tone", "tone_probability")
+    gone = stored.select("interaction_id").join(replies.select("interaction_id"), on="interaction_id",
+                                                how="left_anti")
+    return detect, rekeyed, gone
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -404,6 +433,9 @@ class ToneModel:
     detector: Pipeline
     policy: TonePolicy
     metrics: dict[str, Any] = field(default_factory=dict)
+    # the SHA-256 of the saved detector's file (set by `load_tone_model`): two models with the same one detect
+    # the same tones, so detections stored under it stay valid (`tone_detection_changes`); "" when not saved
+    detector_id: str = ""
 
 
 def customer_tone_evidence(tones: DataFrame, outcomes: DataFrame, adaptations: DataFrame | None = None) -> DataFrame:
@@ -684,10 +716,12 @@ def train_tone_model(interactions: DataFrame, survey_responses: DataFrame, featu
 
 def score_tone_model(model: ToneModel, interactions: DataFrame, survey_responses: DataFrame, features: DataFrame,
                      *, survey_comments: DataFrame | None = None,
-                     settings: ToneSettings | None = None) -> DataFrame:
+                     settings: ToneSettings | None = None, tones: DataFrame | None = None) -> DataFrame:
     """The recommendations of a trained model over current data (detect, outcome, recommend).
-    `settings` gives the comment cues and weight of the outcomes (default: the defaults)."""
-    tones = detect_tones(interactions, model.detector)
+    `settings` gives the comment cues and weight of the outcomes (default: the defaults); `tones`
+    (DETECTED_TONES of every reply in `interactions`, by this model's detector) saves detecting them again."""
+    if tones is None:
+        tones = detect_tones(interactions, model.detector)
     outcomes = _settings_outcomes(interactions, survey_responses, survey_comments, settings or _DEFAULTS)
     adaptations = agent_adaptations(interactions, tones) if model.policy.adaptation_weight > 0 else None
     return recommend_tone(features, tones, outcomes, model.policy, adaptations=adaptations)
@@ -740,7 +774,9 @@ def load_tone_model(path: str | Path) -> ToneModel:
         preference_default=list(manifest.get("preference_default", [])),
         preference_lift=float(manifest.get("preference_lift", 0.0)),
     )
-    return ToneModel(detector=joblib.load(source / files["detector"]), policy=policy, metrics=manifest["metrics"])
+    detector_file = source / files["detector"]
+    return ToneModel(detector=joblib.load(detector_file), policy=policy, metrics=manifest["metrics"],
+                     detector_id=hashlib.sha256(detector_file.read_bytes()).hexdigest())
 
 
 def _jsonable(value: Any) -> Any:

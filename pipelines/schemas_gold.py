@@ -108,6 +108,18 @@ PERSONA_SEGMENTS = StructType([
     _s("_written_at", TimestampType(), False),
 ])
 
+# the tone of each agent reply, as the tone champion's detector reads it (models/tone.py, jobs/modeling.py)
+INTERACTION_TONES = StructType([
+    _s("interaction_id", StringType(), False),
+    _s("customer_key", StringType()),
+    _s("tone", StringType(), False),
+    _s("tone_probability", DoubleType(), False),
+    _s("detector", StringType(), False),  # the SHA-256 of the detector's saved file
+    _s("text_sha256", StringType(), False),  # of the reply's agent_text
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
 PRODUCT_SCORE = StructType([
     _s("product_id", StringType()),
     _s("score", DoubleType()),

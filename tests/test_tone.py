@@ -19,6 +19,7 @@ from atende.models.tone import (
     ToneModel,
     TonePolicy,
     agent_adaptations,
+    agent_replies,
     bounded_sample,
     detect_tones,
     estimate_prior_strength,
@@ -30,6 +31,7 @@ from atende.models.tone import (
     preference_lift,
     recommend_tone,
     save_tone_model,
+    tone_detection_changes,
     train_tone_detector,
     train_tone_policy,
 )
@@ -145,6 +147,107 @@ def test_detect_tones_scores_agent_replies_in_spark(spark, detector):
     assert set(got) == {"i1", "i2"}
     assert got["i1"][0] == "formal" and got["i2"][0] == "friendly"
     assert all(0.25 < p <= 1.0 for _, p in got.values())
+
+
+# ----------------------------------------------------------------------------- stored detections
+STORED = "interaction_id string, customer_key string, text_sha256 string, tone string, tone_probability double"
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_detection_changes_name_new_edited_rekeyed_and_gone_replies(spark):
+    now = interactions(spark, [
+        ("same", "K1", True, "a1", "Feito: ok."),
+        ("edited", "K1", True, "a1", "Feito: ok. E mais uma mensagem do fio."),
+        ("merged", "K9", True, "a1", "Prezado cliente."),
+        ("unknown", None, True, "a1", "Oi!"),
+        ("new", "K2", True, "a1", "Sinto muito."),
+        ("blanked", "K1", True, "a1", "   "),  # no reply any more: its row goes
+        ("bot", "K1", True, None, None),
+    ])
+    stored = spark.createDataFrame([
+        ("same", "K1", _sha("Feito: ok."), "concise", 0.9),
+        ("edited", "K1", _sha("Feito: ok."), "concise", 0.9),
+        ("merged", "K3", _sha("Prezado cliente."), "formal", 0.8),
+        ("unknown", None, _sha("Oi!"), "friendly", 0.7),  # a null key stays null: not re-keyed
+        ("blanked", "K1", _sha("Oi!"), "friendly", 0.7),
+        ("erased", "K5", _sha("Oi!"), "friendly", 0.7),
+    ], STORED)
+    detect, rekeyed, gone = tone_detection_changes(now, stored)
+    assertDataFrameEqual(detect, spark.createDataFrame([
+        ("edited", "K1", "Feito: ok. E mais uma mensagem do fio.", _sha("Feito: ok. E mais uma mensagem do fio.")),
+        ("new", "K2", "Sinto muito.", _sha("Sinto muito."))],
+        "interaction_id string, customer_key string, agent_text string, text_sha256 string"))
+    assertDataFrameEqual(rekeyed, spark.createDataFrame(
+        [("merged", "K9", _sha("Prezado cliente."), "formal", 0.8)], STORED))
+    assertDataFrameEqual(gone, spark.createDataFrame([("blanked",), ("erased",)], "interaction_id string"))
+
+
+def test_stored_detections_are_made_once_per_text_and_equal_detecting_everything(
+        spark, settings, tmp_path, detector, policy, monkeypatch):
+    """gold/interaction_tones: a second day detects only its new and edited replies, and the table (and what
+    scoring reads) is then what detecting every reply gives; another detector rewrites it whole."""
+    from atende.jobs import modeling
+    from atende.lakehouse.tables import Lakehouse
+
+    lake = Lakehouse(spark, tmp_path / "lake", settings.storage)
+    ctx = modeling.ModelContext(spark, settings, lake, "run-1", dt.datetime(2026, 3, 1), progress=lambda m: None)
+    model = load_tone_model(save_tone_model(ToneModel(detector=detector[0], policy=policy[0]), tmp_path / "tone"))
+    assert len(model.detector_id) == 64
+    seen: list[set[str]] = []
+
+    def counting(frame, fitted):
+        seen.append({r["interaction_id"] for r in agent_replies(frame).select("interaction_id").collect()})
+        return detect_tones(frame, fitted)
+
+    monkeypatch.setattr(modeling, "detect_tones", counting)
+
+    def check(frame, detector_id):
+        got = modeling.interaction_tones(ctx, frame, model)
+        expected = detect_tones(frame, model.detector)
+        assertDataFrameEqual(got, expected)
+        table = lake.read("gold", "interaction_tones")
+        assert table.schema.fieldNames() == modeling.INTERACTION_TONES.fieldNames()
+        replies = frame.where(F.col("agent_text").isNotNull()).select(
+            "interaction_id", "customer_key", F.sha2("agent_text", 256).alias("text_sha256"))
+        assertDataFrameEqual(table.select("interaction_id", "customer_key", "text_sha256"), replies)
+        assert {r[0] for r in table.select("detector").distinct().collect()} == {detector_id}
+
+    day1 = interactions(spark, [
+        ("i1", "K1", True, "a1", "Prezado Caio, comunicamos que o pedido foi cancelado. Atenciosamente."),
+        ("i2", "K2", True, "a1", "Oii Davi! Prontinho 😉 valeu!"),
+        ("i3", "K3", True, "a1", "Feito: ok. Algo mais?"),
+        ("i4", "K4", True, "a1", "Sinto muito, Eva, imagino o transtorno."),
+        ("bot", "K1", True, None, None),
+    ])
+    check(day1, model.detector_id)
+    assert seen == [{"i1", "i2", "i3", "i4"}]
+    day2 = interactions(spark, [
+        ("i1", "K1", True, "a1", "Prezado Caio, comunicamos que o pedido foi cancelado. Atenciosamente."),
+        ("i2", "K1", True, "a1", "Oii Davi! Prontinho 😉 valeu!"),  # K2 merged into K1
+        ("i3", "K3", True, "a1", "Feito: ok. Algo mais? Oi, tudo bem? 😊"),  # the thread grew
+        ("i5", "K5", True, "a1", "Prezada Helo, informamos que foi feito. Cordialmente."),  # i4 gone
+        ("bot", "K1", True, None, None),
+    ])
+    check(day2, model.detector_id)
+    assert seen[1] == {"i3", "i5"}
+    # nothing new: nothing detected, nothing rewritten
+    version = lake.version("gold", "interaction_tones")
+    check(day2, model.detector_id)
+    assert seen[2] == set()
+    assert lake.version("gold", "interaction_tones") == version
+
+    other = load_tone_model(save_tone_model(
+        ToneModel(detector=train_tone_detector(weakly_labelled().iloc[::2], seed=5)[0], policy=policy[0]),
+        tmp_path / "tone-2"))
+    assert other.detector_id != model.detector_id
+    model = other
+    check(day2, other.detector_id)
+    assert seen[3] == {"i1", "i2", "i3", "i5"} and lake.version("gold", "interaction_tones") > version
 
 
 # ----------------------------------------------------------------------------- outcomes
