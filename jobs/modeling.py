@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import math
 import os
@@ -41,8 +42,11 @@ from atende.models.nba import (
 from atende.models.personas import IncompatibleModel, PersonaModel, fit_personas, sample_for_fit, score_personas
 from atende.models.personas import families as trait_families
 from atende.models.products import (
+    ProductModel,
     build_purchases,
+    catalogue_sha256,
     load_product_model,
+    product_inputs,
     recommend_by_popularity,
     recommend_products,
     save_product_model,
@@ -59,8 +63,8 @@ from atende.models.tone import (
     train_tone_model,
 )
 from atende.pipelines import consent, schemas
-from atende.pipelines.frames import scalar
-from atende.pipelines.schemas_gold import INTERACTION_TONES, PERSONA_SEGMENTS, PERSONAS, RECOMMENDATIONS
+from atende.pipelines.frames import cached, scalar
+from atende.pipelines.schemas_gold import INTERACTION_TONES, PERSONA_SEGMENTS, PERSONAS, PRODUCT_PICKS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
@@ -554,10 +558,7 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
         versions["products"] = FALLBACK_VERSION
     else:
         model_folder = ctx.readable_by_executors(champion[0], model_folders)
-        # what customers have bought as of today is left out (the champion's own list stops at its training)
-        recommended = recommend_products(load_product_model(ctx.spark, model_folder), customers, i.segments,
-                                         cfg.products.top_n, products=i.products, orders=i.orders,
-                                         purchases=build_purchases(i.orders))
+        recommended = product_picks(ctx, load_product_model(ctx.spark, model_folder), folder_sha256(champion[0]), i)
         versions["products"] = champion[1]
 
     champion = ctx.champion_or_fallback(NBA_MODEL, "next best action", failures["next_best_action"],
@@ -615,6 +616,55 @@ def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneMod
                     keys=["interaction_id"], remove=gone)
     return lake.read("gold", "interaction_tones").select("interaction_id", "tone", "tone_probability")
 
+
+
+def product_picks(ctx: ModelContext, model: ProductModel, model_sha256: str, i: _Inputs) -> DataFrame:
+    """RECOMMENDED_PRODUCTS of every customer of the features by the product champion `model` (saved as the
+    files `model_sha256` digests), through gold/product_picks: a customer's list is scored again only when what
+    it is made from changed — their persona or order lines (`product_inputs`), or the model, the catalogue
+    (`catalogue_sha256`) or `top_n`, which score everyone again. A day's run scores the customers who bought,
+    changed persona, merged or are new, not everyone. The table is brought up to date in one commit (lists of
+    customers no longer in the features removed) and then read; consent is applied by the caller."""
+    lake = ctx.lake
+    top_n = ctx.settings.models.products.top_n
+    version = hashlib.sha256(f"{model_sha256} {catalogue_sha256(i.products)} {top_n}".encode()).hexdigest()
+    columns = PRODUCT_PICKS.fieldNames()
+    stamp = [F.lit(version).alias("picked_by"), F.lit(ctx.run_id).alias("run_id"),
+             F.lit(ctx.now).cast("timestamp").alias("_written_at")]
+    current = product_inputs(i.features, i.segments, i.orders)
+    purchases = build_purchases(i.orders)  # what customers have bought as of today is left out (the champion's
+    # own list stops at its training)
+
+    def scored(who: DataFrame) -> DataFrame:
+        picks = recommend_products(model, who, i.segments, top_n, products=i.products, orders=i.orders,
+                                   purchases=purchases)
+        return picks.join(current, on="customer_key").select("*", *stamp).select(*columns)
+
+    stored = lake.read("gold", "product_picks") if lake.exists("gold", "product_picks") else None
+    held = None if stored is None else stored.agg(F.min("picked_by"), F.max("picked_by")).first()
+    if stored is None or (held is not None and held[0] is not None and tuple(held) != (version, version)):
+        ctx.progress("products: scoring every customer" + ("" if stored is None else " (another model, catalogue or top_n)"))
+        lake.write("gold", "product_picks", scored(i.features.select("customer_key")), mode="overwrite")
+    else:
+        changed = current.join(stored.select("customer_key", "inputs_sha256"), on=["customer_key", "inputs_sha256"],
+                               how="left_anti")
+        gone = stored.select("customer_key").join(current.select("customer_key"), on="customer_key", how="left_anti")
+        with cached(changed.select("customer_key")) as who:  # scoring reads its customers several times
+            lake.upsert("gold", "product_picks", scored(who), keys=["customer_key"], remove=gone)
+    return lake.read("gold", "product_picks").select("customer_key", "products")
+
+
+def folder_sha256(directory: str) -> str:
+    """A digest of every file under a local folder (names and bytes): a saved model's identity."""
+    digest = hashlib.sha256()
+    root = Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _recommendation_rows(ctx: ModelContext, parts: DataFrame, versions: dict[str, str | None],

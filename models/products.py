@@ -499,6 +499,28 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
     return _assemble(candidates, keys, recommendable, excluded, top_n)
 
 
+def product_inputs(customers: DataFrame, segments: DataFrame | None, orders: DataFrame) -> DataFrame:
+    """`customer_key, inputs_sha256`: a digest of everything `recommend_products` reads about one customer
+    (their persona, and their order lines' products, which give both what they bought and their category
+    lines). Two customers' lists from the same model and catalogue (`catalogue_sha256`) and `top_n` differ
+    only if these differ: a list kept from an earlier run under the same digests is the one scoring again
+    gives."""
+    keys = customers.select("customer_key").where(F.col("customer_key").isNotNull()).distinct()
+    bought = (orders.where(F.col("customer_key").isNotNull() & F.col("product_id").isNotNull())
+              .groupBy("customer_key").agg(F.array_sort(F.collect_list("product_id")).alias("lines")))
+    persona = _personas(segments, customers.sparkSession)
+    return (keys.join(persona, on="customer_key", how="left").join(bought, on="customer_key", how="left")
+            .select("customer_key", F.sha2(F.to_json(F.struct("persona", "lines")), 256).alias("inputs_sha256")))
+
+
+def catalogue_sha256(products: DataFrame) -> str:
+    """A digest of what `recommend_products` reads of the catalogue (each product's category, price and active
+    flag, as `latest_products` gives them)."""
+    rows = _catalogue(products).select(F.struct("product_id", "category", "price", "active").alias("p"))
+    digest = rows.agg(F.sha2(F.to_json(F.array_sort(F.collect_list("p"))), 256)).first()
+    return str(digest[0]) if digest is not None else ""
+
+
 def recommend_popular(model: ProductModel, customers: DataFrame, top_n: int,
                       products: DataFrame | None = None, exclude: DataFrame | None = None) -> DataFrame:
     """The popularity baseline, in RECOMMENDED_PRODUCTS form: the most bought products overall,

@@ -126,6 +126,16 @@ PRODUCT_SCORE = StructType([
     _s("rank", IntegerType()),
 ])
 
+# each customer's list from the product champion, before consent (jobs/modeling.py::product_picks)
+PRODUCT_PICKS = StructType([
+    _s("customer_key", StringType(), False),
+    _s("products", ArrayType(PRODUCT_SCORE), False),
+    _s("inputs_sha256", StringType(), False),  # of the customer's persona and order lines (product_inputs)
+    _s("picked_by", StringType(), False),  # the SHA-256 of the model's files, the catalogue and top_n
+    _s("run_id", StringType(), False),
+    _s("_written_at", TimestampType(), False),
+])
+
 RECOMMENDATIONS = StructType([
     _s("customer_key", StringType(), False),
     _s("tone", StringType()),

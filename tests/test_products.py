@@ -643,3 +643,54 @@ def test_popularity_fallback_without_a_model_persona_first_then_everyone(spark, 
     lists = {r.customer_key: [p.product_id for p in r.products] for r in got.collect()}
     # K4 reads: the readers' best seller B3 not yet bought, then everyone's F1, then F2 (ties by id, B1/B2 bought)
     assert lists == {"K4": ["B3", "F1", "F2"], "K91": ["F1", "B1", "B2"]}
+
+
+def test_product_picks_score_only_the_customers_whose_lists_can_change(spark, settings, tmp_path, priced, monkeypatch):
+    """gold/product_picks: after the first run, a run scores the customers who bought, changed persona or are
+    new, and its lists are then those scoring everyone gives; another catalogue scores everyone again."""
+    from atende.jobs import modeling
+    from atende.lakehouse.tables import Lakehouse
+
+    model, orders, products, segments, _ = priced
+    lake = Lakehouse(spark, tmp_path / "lake", settings.storage)
+    ctx = modeling.ModelContext(spark, settings, lake, "run-1", dt.datetime(2026, 3, 20), progress=lambda m: None)
+    save_product_model(model, tmp_path / "model")
+    sha = modeling.folder_sha256(str(tmp_path / "model"))
+    assert sha == modeling.folder_sha256(str(tmp_path / "model")) and len(sha) == 64
+    top_n = settings.models.products.top_n
+    scored: list[set[str]] = []
+
+    def counting(m, customers, *args, **kwargs):
+        scored.append({r["customer_key"] for r in customers.select("customer_key").collect()})
+        return recommend_products(m, customers, *args, **kwargs)
+
+    monkeypatch.setattr(modeling, "recommend_products", counting)
+
+    def check(keys, segs, ords, prods):
+        features = spark.createDataFrame([(k,) for k in keys], "customer_key string")
+        i = modeling._Inputs(features=features, segments=segs, context=features, interactions=None, responses=None,
+                             orders=ords, products=prods, actions=None, comments=None, feature_cols=[], as_of=NOW)
+        got = modeling.product_picks(ctx, model, sha, i)
+        everyone = recommend_products(model, features, segs, top_n, products=prods, orders=ords,
+                                      purchases=build_purchases(ords))
+        assertDataFrameEqual(got, everyone)
+        stored = lake.read("gold", "product_picks")
+        assert stored.schema.fieldNames() == modeling.PRODUCT_PICKS.fieldNames()
+        assert sorted(r[0] for r in stored.select("customer_key").collect()) == sorted(keys)
+
+    day1 = ["K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8"]
+    check(day1, segments, orders, products)
+    assert scored == [set(day1)]
+    # K2 bought a book, K7 moved to the dear persona, K9 is new, K6 is gone (merged or erased)
+    orders2 = orders.unionByName(orders_frame(spark, [("o7", 4, "K2", "B2", 1)]))
+    segments2 = segments.where("customer_key != 'K7'").unionByName(
+        spark.createDataFrame([("K7", "dear"), ("K9", "cheap")], SEGMENTS))
+    day2 = ["K1", "K2", "K3", "K4", "K5", "K7", "K8", "K9"]
+    check(day2, segments2, orders2, products)
+    assert scored[1] == {"K2", "K7", "K9"}
+    version = lake.version("gold", "product_picks")
+    check(day2, segments2, orders2, products)  # nothing new: nothing scored, nothing written
+    assert scored[2] == set() and lake.version("gold", "product_picks") == version
+    # a product put on sale: everyone's list can change
+    check(day2, segments2, orders2, products.unionByName(catalogue_frame(spark, [("B0", "books", 5.0, True)])))
+    assert scored[3] == set(day2)
