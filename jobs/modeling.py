@@ -611,9 +611,9 @@ def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneMod
     else:
         detect, rekeyed, gone = tone_detection_changes(interactions, stored)
         detected = detect.join(detect_tones(detect, model.detector), on="interaction_id")
-        changed = detected.drop("agent_text").unionByName(rekeyed)
-        lake.upsert("gold", "interaction_tones", changed.select("*", *stamp).select(*columns),
-                    keys=["interaction_id"], remove=gone)
+        changed = detected.drop("agent_text").unionByName(rekeyed).select("*", *stamp).select(*columns)
+        with cached(changed) as rows:  # the upsert checks its keys, then merges: the detector runs once
+            lake.upsert("gold", "interaction_tones", rows, keys=["interaction_id"], remove=gone)
     return lake.read("gold", "interaction_tones").select("interaction_id", "tone", "tone_probability")
 
 
@@ -627,7 +627,9 @@ def product_picks(ctx: ModelContext, model: ProductModel, model_sha256: str, i: 
     customers no longer in the features removed) and then read; consent is applied by the caller."""
     lake = ctx.lake
     top_n = ctx.settings.models.products.top_n
-    version = hashlib.sha256(f"{model_sha256} {catalogue_sha256(i.products)} {top_n}".encode()).hexdigest()
+    # the Spark that scores too: another may rank ALS's ties otherwise
+    version = hashlib.sha256(f"{model_sha256} {catalogue_sha256(i.products)} {top_n} "
+                             f"spark {ctx.spark.version}".encode()).hexdigest()
     columns = PRODUCT_PICKS.fieldNames()
     stamp = [F.lit(version).alias("picked_by"), F.lit(ctx.run_id).alias("run_id"),
              F.lit(ctx.now).cast("timestamp").alias("_written_at")]
@@ -649,8 +651,9 @@ def product_picks(ctx: ModelContext, model: ProductModel, model_sha256: str, i: 
         changed = current.join(stored.select("customer_key", "inputs_sha256"), on=["customer_key", "inputs_sha256"],
                                how="left_anti")
         gone = stored.select("customer_key").join(current.select("customer_key"), on="customer_key", how="left_anti")
-        with cached(changed.select("customer_key")) as who:  # scoring reads its customers several times
-            lake.upsert("gold", "product_picks", scored(who), keys=["customer_key"], remove=gone)
+        # scoring reads its customers several times; the upsert checks its keys, then merges: scored once
+        with cached(changed.select("customer_key")) as who, cached(scored(who)) as rows:
+            lake.upsert("gold", "product_picks", rows, keys=["customer_key"], remove=gone)
     return lake.read("gold", "product_picks").select("customer_key", "products")
 
 
@@ -658,7 +661,10 @@ def folder_sha256(directory: str) -> str:
     """A digest of every file under a local folder (names and bytes): a saved model's identity."""
     digest = hashlib.sha256()
     root = Path(directory)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"{directory}: no model files to identify the model by")
+    for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

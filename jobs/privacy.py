@@ -472,7 +472,8 @@ def _matches(layer: str, table: str, columns: set[str], keys: Sequence[str], rec
         if layer == "silver" and table in _SILVER_RECORD_COLUMNS:
             source, column = _SILVER_RECORD_COLUMNS[table]
             one(column, records.get(source, []))
-        if layer == "silver" and table == "interactions":  # a conversation or call is its own interaction
+        if (layer, table) in (("silver", "interactions"), ("gold", "interaction_tones")):
+            # a conversation or call is its own interaction (its row may hold no key, or another customer's)
             one("interaction_id", records.get("conversations", []) + records.get("calls", []))
     return [(cols, sorted(set(rows))) for cols, rows in wanted if rows and set(cols) <= columns]
 

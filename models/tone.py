@@ -433,7 +433,8 @@ class ToneModel:
     detector: Pipeline
     policy: TonePolicy
     metrics: dict[str, Any] = field(default_factory=dict)
-    # the SHA-256 of the saved detector's file (set by `load_tone_model`): two models with the same one detect
+    # the SHA-256 of the saved detector's file and the scikit-learn reading it (set by `load_tone_model`): two
+    # models with the same one detect
     # the same tones, so detections stored under it stay valid (`tone_detection_changes`); "" when not saved
     detector_id: str = ""
 
@@ -775,8 +776,11 @@ def load_tone_model(path: str | Path) -> ToneModel:
         preference_lift=float(manifest.get("preference_lift", 0.0)),
     )
     detector_file = source / files["detector"]
+    import sklearn  # the same file read by another scikit-learn may score otherwise
+
+    identity = detector_file.read_bytes() + f"\0scikit-learn {sklearn.__version__}".encode()
     return ToneModel(detector=joblib.load(detector_file), policy=policy, metrics=manifest["metrics"],
-                     detector_id=hashlib.sha256(detector_file.read_bytes()).hexdigest())
+                     detector_id=hashlib.sha256(identity).hexdigest())
 
 
 def _jsonable(value: Any) -> Any:

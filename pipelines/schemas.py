@@ -299,6 +299,7 @@ PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "silver.interactions": ("interaction_id", "customer_text", "agent_text", "customer_name"),
     "silver.survey_responses": ("interaction_id", "comment"),
     "gold.customer_profiles": ("crm_ids", "display_name", "primary_email", "primary_phone", "birth_date"),
+    "gold.interaction_tones": ("interaction_id", "text_sha256"),  # a digest of the text, which may name them
 }
 
 

@@ -98,6 +98,10 @@ def _fill(spark, lake: Lakehouse) -> None:
             [("r1", "c-ana", 9), ("r2", "c-bob", 3), ("r3", "c-bob", 5)], "response_id string, customer_key string, score int"),
         ("gold", "customer_profiles"): spark.createDataFrame(
             [("c-ana", "Ana Souza"), ("c-bob", "Bob Lima")], "customer_key string, display_name string"),
+        # her conversation's row without a key (written before her key was known): it goes by its id
+        ("gold", "interaction_tones"): spark.createDataFrame(
+            [("c1", None, "friendly"), ("c2", "c-bob", "concise"), ("wa:m1", "c-ana", "formal")],
+            "interaction_id string, customer_key string, tone string"),
         ("gold", "service_kpis"): spark.createDataFrame([("2026-03-02", 0.5)], "date string, fcr double"),
     }
     for (layer, table), frame in tables.items():
@@ -156,6 +160,7 @@ def test_forget_removes_the_customer_everywhere_and_keeps_the_others(spark, sett
     assert ids("silver", "interactions", "interaction_id") == ["c2"]
     assert ids("silver", "crm", "crm_id") == ["CRM-2"]
     assert ids("gold", "customer_profiles", "customer_key") == ["c-bob"]
+    assert ids("gold", "interaction_tones", "interaction_id") == ["c2"]
     assert lake.read("gold", "service_kpis").count() == 1
     # others' rows may hold her messages (a shared thread): the next run rebuilds silver whole
     from atende.jobs.bookkeeping import silver_state

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 
@@ -652,12 +653,16 @@ def test_product_picks_score_only_the_customers_whose_lists_can_change(spark, se
     from atende.lakehouse.tables import Lakehouse
 
     model, orders, products, segments, _ = priced
+    top_n = 2  # below the catalogue's size, so how many candidates a scoring reads matters
+    models = settings.models.model_copy(update={"products": settings.models.products.model_copy(update={"top_n": top_n})})
+    settings = settings.model_copy(update={"models": models})
+    # a heavy buyer: scoring everyone reads more candidates per customer than scoring day 2's few
+    orders = orders.unionByName(orders_frame(spark, [(f"h{n}", 3, "K8", p, 1) for n, p in enumerate(("B1", "B2", "P2", "P3"))]))
     lake = Lakehouse(spark, tmp_path / "lake", settings.storage)
     ctx = modeling.ModelContext(spark, settings, lake, "run-1", dt.datetime(2026, 3, 20), progress=lambda m: None)
     save_product_model(model, tmp_path / "model")
     sha = modeling.folder_sha256(str(tmp_path / "model"))
     assert sha == modeling.folder_sha256(str(tmp_path / "model")) and len(sha) == 64
-    top_n = settings.models.products.top_n
     scored: list[set[str]] = []
 
     def counting(m, customers, *args, **kwargs):
@@ -692,5 +697,11 @@ def test_product_picks_score_only_the_customers_whose_lists_can_change(spark, se
     check(day2, segments2, orders2, products)  # nothing new: nothing scored, nothing written
     assert scored[2] == set() and lake.version("gold", "product_picks") == version
     # a product put on sale: everyone's list can change
-    check(day2, segments2, orders2, products.unionByName(catalogue_frame(spark, [("B0", "books", 5.0, True)])))
+    on_sale = products.unionByName(catalogue_frame(spark, [("B0", "books", 5.0, True)]))
+    check(day2, segments2, orders2, on_sale)
     assert scored[3] == set(day2)
+    # a new price moves the ladder: everyone again (the catalogue's rows at a later arrival date win)
+    repriced = on_sale.unionByName(catalogue_frame(spark, [("B3", "books", 1.0, True)]).withColumn(
+        "_arrival_date", F.lit(dt.date(2026, 3, 9))))
+    check(day2, segments2, orders2, repriced)
+    assert scored[4] == set(day2)
