@@ -164,8 +164,10 @@ def test_every_customer_gets_a_recommendation_naming_its_fallback(small_run, set
         assert recs.where(~F.exists("reasons", lambda r: r.startswith(reason))).count() == 0
 
 
-# written-by columns: which run, when (a recommendation is valid from the run that made it)
-RUN_COLUMNS = {"run_id", "_written_at", "_ingested_at", "valid_from", "valid_until"}
+# written-by columns: which run, when (a recommendation is valid from the run that made it), and which saved files
+# of the product model made a list (two trainings of the same model save different files: Spark ML stamps each
+# save's metadata with its time and a random uid)
+RUN_COLUMNS = {"run_id", "_written_at", "_ingested_at", "valid_from", "valid_until", "picked_by"}
 
 
 def _canonical(value, rename):
