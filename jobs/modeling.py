@@ -617,7 +617,6 @@ def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneMod
     return lake.read("gold", "interaction_tones").select("interaction_id", "tone", "tone_probability")
 
 
-
 def product_picks(ctx: ModelContext, model: ProductModel, model_sha256: str, i: _Inputs) -> DataFrame:
     """RECOMMENDED_PRODUCTS of every customer of the features by the product champion `model` (saved as the
     files `model_sha256` digests), through gold/product_picks: a customer's list is scored again only when what

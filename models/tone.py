@@ -434,8 +434,8 @@ class ToneModel:
     policy: TonePolicy
     metrics: dict[str, Any] = field(default_factory=dict)
     # the SHA-256 of the saved detector's file and the scikit-learn reading it (set by `load_tone_model`): two
-    # models with the same one detect
-    # the same tones, so detections stored under it stay valid (`tone_detection_changes`); "" when not saved
+    # models with the same one detect the same tones, so detections stored under it stay valid
+    # (`tone_detection_changes`); "" when not saved
     detector_id: str = ""
 
 
