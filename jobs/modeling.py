@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from atende.conf.settings import Settings
 from atende.features.customer import build_customer_features, numeric_feature_columns
@@ -54,6 +56,7 @@ from atende.models.products import (
 )
 from atende.models.tone import (
     ToneModel,
+    agent_replies,
     detect_tones,
     fallback_tones,
     load_tone_model,
@@ -586,74 +589,103 @@ def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str
     return _recommendation_rows(ctx, parts, versions, notes, i.as_of)
 
 
-def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneModel) -> DataFrame:
-    """DETECTED_TONES of every reply in `interactions` by `model`'s detector, through gold/interaction_tones:
-    a reply is detected once per text and detector, so a day's run reads the text of the day's replies (and
-    of the threads they grew), not of all history. The table is brought up to date in one commit before it
-    is read: whole when it is missing or another detector wrote it, else the replies it lacks or holds for
-    another text detected, re-keyed replies given their new key, and the rows of replies no longer in
-    `interactions` removed. Its rows are then what detecting every reply again gives."""
+@dataclass(frozen=True)
+class _Changes:
+    """What a kept table needs to hold what computing it again would give (`_kept`)."""
+    todo: DataFrame  # the inputs whose rows are computed again (new, or changed since their row was kept)
+    carried: DataFrame | None  # stored rows carried over as they are but for a new key (the table's columns
+    # but the stamp)
+    gone: DataFrame  # the keys of rows whose input is no longer there
+
+
+def _kept(ctx: ModelContext, table: str, schema: StructType, identity: tuple[str, str], keys: list[str],
+          everything: DataFrame, changes: Callable[[DataFrame], _Changes],
+          compute: Callable[[DataFrame], DataFrame], what: str) -> DataFrame:
+    """gold/`table` brought up to date in one commit, then read back: rows `compute`d from inputs (`everything`
+    or a part of it; the table's columns but the stamp) and kept under `identity` (column, value: a digest of
+    what made them beyond each row's own input). Written whole when the table is missing or holds another
+    identity's rows; else `changes(stored)` says what to compute again, carry over and remove, and nothing is
+    computed (none of `compute`'s jobs run) or committed when nothing changed."""
     lake = ctx.lake
-    columns = INTERACTION_TONES.fieldNames()
-    stamp = [F.lit(model.detector_id).alias("detector"), F.lit(ctx.run_id).alias("run_id"),
+    column, value = identity
+    stamp = [F.lit(value).alias(column), F.lit(ctx.run_id).alias("run_id"),
              F.lit(ctx.now).cast("timestamp").alias("_written_at")]
+    columns = schema.fieldNames()
+    stored = lake.read("gold", table) if lake.exists("gold", table) else None
+    held = None if stored is None else stored.agg(F.min(column), F.max(column)).first()
+    other = held is not None and held[0] is not None and tuple(held) != (value, value)
+    if stored is None or other:
+        ctx.progress(f"{what}: computing every one" + (f" (the table holds another {column})" if other else ""))
+        lake.write("gold", table, compute(everything).select("*", *stamp).select(*columns), mode="overwrite")
+        return lake.read("gold", table)
+    change = changes(stored)
+    with contextlib.ExitStack() as frames:  # each read several times: the emptiness test, the key check, the MERGE
+        todo = frames.enter_context(cached(change.todo))
+        parts = [] if todo.isEmpty() else [compute(todo)]
+        parts += [] if change.carried is None else [change.carried]
+        rows = frames.enter_context(cached(
+            functools.reduce(DataFrame.unionByName, parts).select("*", *stamp).select(*columns) if parts
+            else ctx.spark.createDataFrame([], schema)))
+        gone = frames.enter_context(cached(change.gone))
+        if rows.isEmpty() and gone.isEmpty():
+            ctx.progress(f"{what}: nothing new")
+        else:
+            lake.upsert("gold", table, rows, keys=keys, remove=gone)
+    return lake.read("gold", table)
+
+
+def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneModel) -> DataFrame:
+    """DETECTED_TONES of every reply in `interactions` by `model`'s detector, through gold/interaction_tones
+    (`_kept`): a reply is detected once per text and detector, so a day's run reads the text of the day's
+    replies (and of the threads they grew), not of all history: the replies the table lacks or holds for another
+    text are detected, re-keyed replies given their new key, and the rows of replies no longer in `interactions`
+    removed. Its rows are then what detecting every reply again gives."""
     if not model.detector_id:  # a model not loaded from its files: nothing to name its detections by
         return detect_tones(interactions, model.detector)
-    stored = lake.read("gold", "interaction_tones") if lake.exists("gold", "interaction_tones") else None
-    held = None if stored is None else stored.agg(F.min("detector"), F.max("detector")).first()
-    other = held is not None and held[0] is not None and tuple(held) != (model.detector_id, model.detector_id)
-    if stored is None or other:
-        ctx.progress("tone: detecting the tone of every agent reply" + (" (a new detector)" if other else ""))
-        replies = interactions.select("interaction_id", "customer_key", "agent_text",
-                                      F.sha2(F.col("agent_text"), 256).alias("text_sha256"))
-        rows = replies.join(detect_tones(interactions, model.detector), on="interaction_id")
-        lake.write("gold", "interaction_tones", rows.select("*", *stamp).select(*columns), mode="overwrite")
-    else:
+
+    def changes(stored: DataFrame) -> _Changes:
         detect, rekeyed, gone = tone_detection_changes(interactions, stored)
-        detected = detect.join(detect_tones(detect, model.detector), on="interaction_id")
-        changed = detected.drop("agent_text").unionByName(rekeyed).select("*", *stamp).select(*columns)
-        with cached(changed) as rows:  # the upsert checks its keys, then merges: the detector runs once
-            lake.upsert("gold", "interaction_tones", rows, keys=["interaction_id"], remove=gone)
-    return lake.read("gold", "interaction_tones").select("interaction_id", "tone", "tone_probability")
+        return _Changes(detect, rekeyed, gone)
+
+    def detected(replies: DataFrame) -> DataFrame:
+        return replies.join(detect_tones(replies, model.detector), on="interaction_id").drop("agent_text")
+
+    replies = agent_replies(interactions).select("interaction_id", "customer_key", "agent_text",
+                                                 F.sha2(F.col("agent_text"), 256).alias("text_sha256"))
+    kept = _kept(ctx, "interaction_tones", INTERACTION_TONES, ("detector", model.detector_id), ["interaction_id"],
+                 replies, changes, detected, "tone detections")
+    return kept.select("interaction_id", "tone", "tone_probability")
 
 
 def product_picks(ctx: ModelContext, model: ProductModel, model_sha256: str, i: _Inputs) -> DataFrame:
     """RECOMMENDED_PRODUCTS of every customer of the features by the product champion `model` (saved as the
-    files `model_sha256` digests), through gold/product_picks: a customer's list is scored again only when what
-    it is made from changed — their persona or order lines (`product_inputs`), or the model, the catalogue
-    (`catalogue_sha256`) or `top_n`, which score everyone again. A day's run scores the customers who bought,
-    changed persona, merged or are new, not everyone. The table is brought up to date in one commit (lists of
-    customers no longer in the features removed) and then read; consent is applied by the caller."""
-    lake = ctx.lake
+    files `model_sha256` digests), through gold/product_picks (`_kept`): a customer's list is scored again only
+    when what it is made from changed — their persona or order lines (`product_inputs`), or the model, the
+    catalogue (`catalogue_sha256`) or `top_n`, which score everyone again. A day's run scores the customers who
+    bought, changed persona, merged or are new, not everyone; lists of customers no longer in the features are
+    removed. Consent is applied by the caller."""
     top_n = ctx.settings.models.products.top_n
     # the Spark that scores too: another may rank ALS's ties otherwise
     version = hashlib.sha256(f"{model_sha256} {catalogue_sha256(i.products)} {top_n} "
                              f"spark {ctx.spark.version}".encode()).hexdigest()
-    columns = PRODUCT_PICKS.fieldNames()
-    stamp = [F.lit(version).alias("picked_by"), F.lit(ctx.run_id).alias("run_id"),
-             F.lit(ctx.now).cast("timestamp").alias("_written_at")]
     current = product_inputs(i.features, i.segments, i.orders)
     purchases = build_purchases(i.orders)  # what customers have bought as of today is left out (the champion's
     # own list stops at its training)
 
     def scored(who: DataFrame) -> DataFrame:
-        picks = recommend_products(model, who, i.segments, top_n, products=i.products, orders=i.orders,
-                                   purchases=purchases)
-        return picks.join(current, on="customer_key").select("*", *stamp).select(*columns)
+        picks = recommend_products(model, who.select("customer_key"), i.segments, top_n, products=i.products,
+                                   orders=i.orders, purchases=purchases)
+        return picks.join(current, on="customer_key")
 
-    stored = lake.read("gold", "product_picks") if lake.exists("gold", "product_picks") else None
-    held = None if stored is None else stored.agg(F.min("picked_by"), F.max("picked_by")).first()
-    if stored is None or (held is not None and held[0] is not None and tuple(held) != (version, version)):
-        ctx.progress("products: scoring every customer" + ("" if stored is None else " (another model, catalogue or top_n)"))
-        lake.write("gold", "product_picks", scored(i.features.select("customer_key")), mode="overwrite")
-    else:
+    def changes(stored: DataFrame) -> _Changes:
         changed = current.join(stored.select("customer_key", "inputs_sha256"), on=["customer_key", "inputs_sha256"],
                                how="left_anti")
         gone = stored.select("customer_key").join(current.select("customer_key"), on="customer_key", how="left_anti")
-        # scoring reads its customers several times; the upsert checks its keys, then merges: scored once
-        with cached(changed.select("customer_key")) as who, cached(scored(who)) as rows:
-            lake.upsert("gold", "product_picks", rows, keys=["customer_key"], remove=gone)
-    return lake.read("gold", "product_picks").select("customer_key", "products")
+        return _Changes(changed.select("customer_key"), None, gone)
+
+    kept = _kept(ctx, "product_picks", PRODUCT_PICKS, ("picked_by", version), ["customer_key"], i.features.select("customer_key"),
+                 changes, scored, "product lists")
+    return kept.select("customer_key", "products")
 
 
 def folder_sha256(directory: str) -> str:

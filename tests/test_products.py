@@ -694,14 +694,17 @@ def test_product_picks_score_only_the_customers_whose_lists_can_change(spark, se
     check(day2, segments2, orders2, products)
     assert scored[1] == {"K2", "K7", "K9"}
     version = lake.version("gold", "product_picks")
-    check(day2, segments2, orders2, products)  # nothing new: nothing scored, nothing written
-    assert scored[2] == set() and lake.version("gold", "product_picks") == version
+    check(day2, segments2, orders2, products)  # nothing new: the scoring not even planned, nothing written
+    assert len(scored) == 2 and lake.version("gold", "product_picks") == version
+    day3 = [k for k in day2 if k != "K9"]  # only a customer gone: nothing scored, their list removed
+    check(day3, segments2, orders2, products)
+    assert len(scored) == 2 and lake.version("gold", "product_picks") == version + 1
     # a product put on sale: everyone's list can change
     on_sale = products.unionByName(catalogue_frame(spark, [("B0", "books", 5.0, True)]))
     check(day2, segments2, orders2, on_sale)
-    assert scored[3] == set(day2)
+    assert scored[2] == set(day2)
     # a new price moves the ladder: everyone again (the catalogue's rows at a later arrival date win)
     repriced = on_sale.unionByName(catalogue_frame(spark, [("B3", "books", 1.0, True)]).withColumn(
         "_arrival_date", F.lit(dt.date(2026, 3, 9))))
     check(day2, segments2, orders2, repriced)
-    assert scored[4] == set(day2)
+    assert scored[3] == set(day2)
