@@ -1,8 +1,8 @@
 """Run bookkeeping: the ``ops/runs`` table and the ledger of processed arrival dates.
 
 ``ops/runs`` has one row per job of a run (and one for the run as a whole,
-job ``run``): what it processed, when, how it ended, rows read and written and
-the error if any. ``ops/processed_dates`` names each arrival date whose run
+job ``run``): what it processed, when, how it ended, rows read and written, the
+Spark jobs it submitted, and the error if any. ``ops/processed_dates`` names each arrival date whose run
 finished every job; a date is recorded only then, so a run that fails leaves
 its dates unprocessed and the next run takes them again. Re-running a date is
 safe because every table write replaces that date's rows.
@@ -41,6 +41,9 @@ RUNS = StructType([
     # failed: the error; degraded (a model job that kept its champion or answered with a named
     # fallback): why, one reason per model, separated by " | "
     StructField("error", StringType(), True),
+    # the Spark jobs the step submitted (the fixed cost of a run is mostly their number); null where Spark
+    # cannot tell (Spark Connect has no job groups to count by)
+    StructField("spark_jobs", LongType(), True),
 ])
 
 PROCESSED_DATES = StructType([
@@ -67,11 +70,57 @@ class JobRecord:
     rows_read: int = 0
     rows_written: int = 0
     error: str | None = None
+    spark_jobs: int | None = None
 
     @property
     def seconds(self) -> float:
         end = self.ended_at or utc_now()
         return (end - self.started_at).total_seconds()
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what went wrong, for ops/runs and the terminal. An error raised in the JVM reaches
+    Python through py4j, whose own first line names only the call ("An error occurred while calling
+    o44965.getResult."): the JVM exception's root cause says what happened (an out-of-memory error in a task,
+    a file not found), so that is the line given."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            cause = java
+            while cause.getCause() is not None:
+                cause = cause.getCause()
+            lines = str(cause.toString()).strip().splitlines()
+            if lines:
+                return lines[0]
+        except Exception:  # the JVM gone (a killed driver): its first line is all there is
+            pass
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def name_spark_jobs(spark: SparkSession, step: str) -> None:
+    """Spark jobs the calling thread submits from here on belong to `step` (a job group: a property of the
+    submitting thread; the UI, `spark_job_ids` and bench/bench_jobs.py group them so)."""
+    try:
+        spark.sparkContext.setJobGroup(step, f"atende {step}", interruptOnCancel=False)
+    except Exception:  # Spark Connect has no SparkContext
+        pass
+
+
+def spark_job_group(spark: SparkSession) -> str | None:
+    """The calling thread's job group (`name_spark_jobs`), for threads it starts to carry on."""
+    try:
+        return spark.sparkContext.getLocalProperty("spark.jobGroup.id")
+    except Exception:  # Spark Connect
+        return None
+
+
+def spark_job_ids(spark: SparkSession, step: str) -> set[int] | None:
+    """The ids of the Spark jobs of `step`'s group that the application still lists (the newest
+    `spark.ui.retainedJobs`, 1,000 by default); None where Spark cannot tell (Spark Connect)."""
+    try:
+        return set(spark.sparkContext.statusTracker().getJobIdsForGroup(step))
+    except Exception:
+        return None
 
 
 def processed_dates(lake: Lakehouse) -> set[dt.date]:
@@ -88,7 +137,8 @@ def processed_at(lake: Lakehouse) -> dict[dt.date, dt.datetime]:
 
 def record_jobs(spark: SparkSession, lake: Lakehouse, run_id: str, dates: list[dt.date], jobs: list[JobRecord]) -> None:
     rows = [
-        (run_id, j.job, list(dates), j.started_at, j.ended_at, j.status, j.rows_read, j.rows_written, j.error)
+        (run_id, j.job, list(dates), j.started_at, j.ended_at, j.status, j.rows_read, j.rows_written, j.error,
+         j.spark_jobs)
         for j in jobs
     ]
     lake.write("ops", "runs", spark.createDataFrame(rows, RUNS), mode="append")

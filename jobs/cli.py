@@ -293,11 +293,12 @@ _WITHOUT_SOURCE = {
 def _print_summary(console, runner, summary) -> None:
     from rich.table import Table
 
-    jobs = Table(title=f"run {summary.run_id} on the {summary.engine} engine", show_lines=False)
-    for col in ("job", "status", "seconds", "rows written"):
+    jobs = Table(title=f"run {summary.run_id} on the {summary.engine} engine", title_justify="left", show_lines=False)
+    for col in ("job", "status", "seconds", "rows written", "Spark jobs"):
         jobs.add_column(col, justify="right" if col != "job" else "left")
     for job in summary.jobs:
-        jobs.add_row(job.job, job.status, f"{job.seconds:.1f}", f"{job.rows_written:,}")
+        jobs.add_row(job.job, job.status, f"{job.seconds:.1f}", f"{job.rows_written:,}",
+                     "" if job.spark_jobs is None else f"{job.spark_jobs:,}")
     console.print(jobs)
     if summary.silver_incremental:
         console.print(f"silver: rows rebuilt from {summary.silver_records:,} records delivered or re-keyed since "

@@ -30,6 +30,7 @@ from pyspark.sql.types import StructType
 from atende.conf.settings import Settings
 from atende.features.customer import build_customer_features, numeric_feature_columns
 from atende.jobs import tracking
+from atende.jobs.bookkeeping import error_line, name_spark_jobs, spark_job_group
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import STAGING_DIR, Lakehouse
 from atende.models.holdout import HOLDOUT_VERSION, holdout_flag, threshold
@@ -85,10 +86,6 @@ M = TypeVar("M")  # a model object
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _quiet_mlflow() -> None:
     for name in ("mlflow", "mlflow.pyfunc", "mlflow.models", "mlflow.store", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -140,7 +137,7 @@ class ModelContext:
             if self.settings.models.on_training_failure == "fail":
                 raise
             log.debug("%s could not be trained", label, exc_info=True)
-            return _first_line(exc)
+            return error_line(exc)
 
     def champion_or_fallback(self, model_name: str, label: str, failure: str | None, fallback: str):
         """(model directory, version) of the champion, or None when there is none and `fallback` answers.
@@ -525,7 +522,9 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
     # is per thread) and each alternates Spark jobs with driver work (scikit-learn, numpy, MLflow): side
     # by side, one's driver work overlaps another's Spark jobs. Each is seeded: the same models either way.
     trainers = {"tone": train_tone, "products": train_products, "next_best_action": train_nba}
-    with ThreadPoolExecutor(max_workers=len(trainers), thread_name_prefix="atende-train") as pool:
+    group = spark_job_group(ctx.spark)  # their Spark jobs count as the step's (ops/runs.spark_jobs)
+    with ThreadPoolExecutor(max_workers=len(trainers), thread_name_prefix="atende-train",
+                            initializer=None if group is None else lambda: name_spark_jobs(ctx.spark, group)) as pool:
         running = {name: pool.submit(trainer) for name, trainer in trainers.items()}
         return {name: future.result() for name, future in running.items()}
 

@@ -27,12 +27,15 @@ from pyspark.sql import functions as F
 from atende.conf.settings import Settings
 from atende.jobs.bookkeeping import (
     JobRecord,
+    error_line,
     mark_processed,
+    name_spark_jobs,
     new_run_id,
     pending_dates,
     processed_at,
     record_jobs,
     silver_state,
+    spark_job_ids,
     utc_now,
     write_silver_state,
 )
@@ -203,14 +206,21 @@ class Runner:
         record = JobRecord(job=name, started_at=utc_now())
         summary.jobs.append(record)
         self.progress(f"{name} ...")
-        _name_spark_jobs(self.spark, name)
+        name_spark_jobs(self.spark, name)
         self._step = name
+        before = spark_job_ids(self.spark, name)  # a session may have run the step before (tests, notebooks)
+
+        def count_spark_jobs() -> None:
+            after = spark_job_ids(self.spark, name)
+            record.spark_jobs = None if before is None or after is None else len(after - before)
+
         try:
             body(record)
         except Exception as exc:
+            count_spark_jobs()
             record.status = "failed"
             record.ended_at = utc_now()
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first_line = error_line(exc)
             record.error = f"{type(exc).__name__}: {first_line}"[:2000]
             raise RunFailed(f"job {name} failed: {first_line}") from exc
         degradations: list[str] = self._model_ctx.take_degradations() if self._model_ctx is not None else []
@@ -219,8 +229,10 @@ class Runner:
         record.status = "degraded" if degradations else "succeeded"
         record.error = " | ".join(degradations)[:2000] if degradations else None
         record.ended_at = utc_now()
+        count_spark_jobs()
+        jobs = "" if record.spark_jobs is None else f", {record.spark_jobs:,} Spark jobs"
         self.progress(f"{name} {'degraded' if degradations else 'done'} in {record.seconds:.1f} s "
-                      f"({record.rows_written:,} rows written)")
+                      f"({record.rows_written:,} rows written{jobs})")
 
     def _write(self, record: JobRecord, layer: str, table: str, df: DataFrame, **kwargs) -> None:
         info = self.lake.write(layer, table, df, **kwargs)
@@ -237,7 +249,7 @@ class Runner:
 
         def one(layer: str, table: str, df: DataFrame, kwargs: dict[str, Any]) -> int:
             if step:  # a job group is a property of the submitting thread
-                _name_spark_jobs(self.spark, step)
+                name_spark_jobs(self.spark, step)
             if "keys" in kwargs:  # a MERGE (Lakehouse.upsert)
                 return self.lake.upsert(layer, table, df, **kwargs).rows_written
             return self.lake.write(layer, table, df, **kwargs).rows_written
@@ -717,6 +729,8 @@ class Runner:
                             status="failed" if failure else "degraded" if degraded else "succeeded",
                             rows_read=sum(j.rows_read for j in summary.jobs),
                             rows_written=sum(j.rows_written for j in summary.jobs),
+                            spark_jobs=None if any(j.spark_jobs is None for j in summary.jobs)
+                            else sum(j.spark_jobs or 0 for j in summary.jobs),
                             error=str(failure) if failure else " | ".join(degraded)[:2000] if degraded else None)
         record_jobs(self.spark, self.lake, self.run_id, dates, summary.jobs + [overall])
         if failure:
@@ -774,12 +788,3 @@ class Runner:
     def table_rows(self) -> dict[str, int]:
         # from the Delta logs where they count exactly (a table's snapshot in Spark costs a second or two)
         return {f"{layer}.{table}": self.lake.row_count(layer, table) for layer, table in self.lake.tables()}
-
-
-def _name_spark_jobs(spark: SparkSession, step: str) -> None:
-    """Spark jobs submitted from here on belong to `step` (the UI and bench/bench_jobs.py group them so)."""
-    try:
-        spark.sparkContext.setJobGroup(step, f"atende {step}", interruptOnCancel=False)
-    except Exception:  # Spark Connect has no SparkContext
-        pass
-

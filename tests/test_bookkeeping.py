@@ -1,9 +1,13 @@
-"""bookkeeping.pending_dates: what `atende run --step JOB` works on, from hand-written ops/runs rows."""
+"""bookkeeping: what `atende run --step JOB` works on (pending_dates, from hand-written ops/runs rows), the Spark
+jobs a step submitted, and the line an error is told by."""
 from __future__ import annotations
 
 import datetime as dt
 
-from atende.jobs.bookkeeping import JobRecord, pending_dates, record_jobs
+import pytest
+from py4j.protocol import Py4JJavaError
+
+from atende.jobs.bookkeeping import JobRecord, error_line, name_spark_jobs, pending_dates, record_jobs, spark_job_ids
 from atende.jobs.run import STEPS
 from atende.lakehouse.tables import Lakehouse
 
@@ -52,3 +56,51 @@ def test_folders_changed_after_their_date_was_processed_are_late():
     }
     assert late_folders(folders, processed) == ["products/2026-03-01"]
     assert late_folders(folders, {}) == []
+
+
+def test_an_error_from_the_jvm_is_told_by_its_root_cause(spark):
+    """py4j's own first line names only the call; the JVM's root cause says what happened. (PySpark turns the
+    JVM errors it knows into Python ones with their own message; these are errors it does not know.)"""
+    jvm, gateway = spark.sparkContext._jvm, spark.sparkContext._gateway
+    with pytest.raises(Py4JJavaError) as direct:
+        jvm.java.lang.Class.forName("no.such.Klass")
+    assert str(direct.value).startswith("An error occurred while calling")
+    assert error_line(direct.value) == "java.lang.ClassNotFoundException: no.such.Klass"
+    # wrapped, as a task's error is in its job's: reflection wraps it in an InvocationTargetException
+    types = gateway.new_array(jvm.java.lang.Class, 1)
+    types[0] = jvm.java.lang.Class.forName("java.lang.String")
+    arguments = gateway.new_array(jvm.java.lang.Object, 1)
+    arguments[0] = "no.such.Other"
+    with pytest.raises(Py4JJavaError) as wrapped:
+        jvm.java.lang.Class.forName("java.lang.Class").getMethod("forName", types).invoke(None, arguments)
+    assert "InvocationTargetException" in str(wrapped.value.java_exception.toString())
+    assert error_line(wrapped.value) == "java.lang.ClassNotFoundException: no.such.Other"
+    # Python's own errors: their first line, or their type when they say nothing
+    assert error_line(ValueError("bad value\nand more")) == "bad value"
+    assert error_line(RuntimeError()) == "RuntimeError"
+
+
+def test_a_steps_spark_jobs_are_counted_by_its_group_threads_included(spark):
+    import threading
+
+    name_spark_jobs(spark, "counted-step")
+    before = spark_job_ids(spark, "counted-step")
+    assert before is not None
+    spark.range(10).count()
+    own = spark_job_ids(spark, "counted-step") - before
+    assert own  # the thread's own action
+
+    def other_thread():
+        name_spark_jobs(spark, "counted-step")  # as the writers and trainers do
+        spark.range(5).collect()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    threads = spark_job_ids(spark, "counted-step") - before - own
+    assert threads  # the other thread's, in the same group
+    name_spark_jobs(spark, "another-step")
+    spark.range(3).count()
+    assert spark_job_ids(spark, "counted-step") - before == own | threads  # the next step's are its own
+    assert spark_job_ids(spark, "another-step")
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # the session's next tests in no group

@@ -145,6 +145,29 @@ def test_models_that_cannot_train_degrade_and_the_run_succeeds(small_run):
     assert len(processed_dates(lake)) == SMALL_DATES
 
 
+# The Spark jobs each step of the small zone's first run may submit (`atende run` in its own process, the
+# delta-spark engine, the models degraded: too little to train on). A small run's time is mostly its Spark jobs'
+# fixed cost, about 0.13 s each warm and more cold (bench/RESULTS.md), so their number is budgeted like any cost:
+# a change that adds jobs to a step fails here, and says by how many. Measured on 2026-12-07 (tree after
+# b4c300f): ingest 117, silver 291, features 48, personas 14, gold 44, recommendations 229 (743 in all); each
+# budget is that count and a tenth more (at least 5), for what a retried commit adds. Lower them when a change
+# removes jobs.
+SPARK_JOB_BUDGET = {"ingest": 129, "silver": 320, "features": 53, "personas": 19, "gold": 49, "recommendations": 252}
+
+
+def test_each_step_stays_within_its_spark_job_budget(small_run):
+    runs = small_run.lake.read("ops", "runs").where(F.col("run_id") == small_run.run_id)
+    counted = {r.job: r.spark_jobs for r in runs.collect()}
+    steps = {job: n for job, n in counted.items() if job != "run"}
+    assert set(steps) == set(SPARK_JOB_BUDGET) and all(n and n > 0 for n in steps.values()), counted
+    assert counted["run"] == sum(steps.values())
+    over = {job: f"{n} > {SPARK_JOB_BUDGET[job]}" for job, n in steps.items() if n > SPARK_JOB_BUDGET[job]}
+    assert not over, f"Spark jobs over budget: {over} (bench/bench_jobs.py names the call sites)"
+    # the summary shows them too
+    row = rf"│ silver +│ +succeeded +│ +[\d.]+ +│ +[\d,]+ +│ +{counted['silver']:,} │"
+    assert re.search(row, small_run.stdout), small_run.stdout[-2000:]
+
+
 def test_every_customer_gets_a_recommendation_naming_its_fallback(small_run, settings):
     lake = small_run.lake
     customers = lake.read("gold", "customer_features").count()
