@@ -10,6 +10,7 @@ safe because every table write replaces that date's rows.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from pyspark.sql.types import (
 from atende.lakehouse.tables import Lakehouse
 from atende.pipelines.frames import scalar
 from atende.pipelines.schemas import SILVER_STATE
+
+log = logging.getLogger(__name__)
 
 RUNS = StructType([
     StructField("run_id", StringType(), True),
@@ -81,18 +84,20 @@ class JobRecord:
 def error_line(exc: BaseException) -> str:
     """One line saying what went wrong, for ops/runs and the terminal. An error raised in the JVM reaches
     Python through py4j, whose own first line names only the call ("An error occurred while calling
-    o44965.getResult."): the JVM exception's root cause says what happened (an out-of-memory error in a task,
-    a file not found), so that is the line given."""
+    o44965.getResult."): the JVM exception's deepest cause that says something (an out-of-memory error in a
+    task, a file not found) is the line given, else the JVM exception itself."""
     java = getattr(exc, "java_exception", None)
     if java is not None:
         try:
-            cause = java
-            while cause.getCause() is not None:
-                cause = cause.getCause()
-            lines = str(cause.toString()).strip().splitlines()
+            told, cause, seen = None, java, 0
+            while cause is not None and seen < 20:  # a cause chain can loop
+                if cause.getMessage():
+                    told = cause
+                cause, seen = cause.getCause(), seen + 1
+            lines = str((told or java).toString()).strip().splitlines()
             if lines:
                 return lines[0]
-        except Exception:  # the JVM gone (a killed driver): its first line is all there is
+        except Exception:  # the JVM gone (a killed driver): py4j's own line is all there is
             pass
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -116,11 +121,31 @@ def spark_job_group(spark: SparkSession) -> str | None:
 
 def spark_job_ids(spark: SparkSession, step: str) -> set[int] | None:
     """The ids of the Spark jobs of `step`'s group that the application still lists (the newest
-    `spark.ui.retainedJobs`, 1,000 by default); None where Spark cannot tell (Spark Connect)."""
+    `spark.ui.retainedJobs`, 1,000 by default); None where Spark cannot tell (Spark Connect). The status store
+    is filled by a listener, behind the jobs: its queue is drained first (up to 10 s)."""
     try:
-        return set(spark.sparkContext.statusTracker().getJobIdsForGroup(step))
+        context = spark.sparkContext
+    except Exception:  # Spark Connect has no SparkContext
+        return None
+    try:
+        context._jsc.sc().listenerBus().waitUntilEmpty(10_000)
+    except Exception:  # still busy after 10 s: the count may miss the last jobs
+        log.debug("Spark's listener queue not drained: the step's last jobs may be left out of its count")
+    try:
+        return set(context.statusTracker().getJobIdsForGroup(step))
     except Exception:
         return None
+
+
+def spark_jobs_between(spark: SparkSession, before: set[int] | None, after: set[int] | None) -> int | None:
+    """How many Spark jobs a group gained between two `spark_job_ids`; None when either is unknown, or when the
+    group gained so many that Spark may have dropped some from its list (nine tenths of `spark.ui.retainedJobs`
+    or more: raise that setting to count such steps)."""
+    if before is None or after is None:
+        return None
+    gained = len(after - before)
+    retained = int(spark.conf.get("spark.ui.retainedJobs", "1000") or 1000)
+    return None if gained >= 0.9 * retained else gained
 
 
 def processed_dates(lake: Lakehouse) -> set[dt.date]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import hashlib
 import logging
 import math
@@ -67,7 +66,7 @@ from atende.models.tone import (
     train_tone_model,
 )
 from atende.pipelines import consent, schemas
-from atende.pipelines.frames import cached, scalar
+from atende.pipelines.frames import cached, scalar, union_all
 from atende.pipelines.schemas_gold import INTERACTION_TONES, PERSONA_SEGMENTS, PERSONAS, PRODUCT_PICKS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
@@ -525,7 +524,7 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
 
 
 # what a training failure says when the driver's memory ran out (the JVM's error, `bookkeeping.error_line`)
-_OUT_OF_MEMORY = ("OutOfMemory", "UNABLE_TO_ACQUIRE_MEMORY", "Java heap space")
+_OUT_OF_MEMORY = ("OutOfMemory", "UNABLE_TO_ACQUIRE_MEMORY", "Java heap space", "MemoryError")
 
 
 def train_side_by_side(ctx: ModelContext, trainers: dict[str, Callable[[], str | None]]) -> dict[str, str | None]:
@@ -543,7 +542,9 @@ def train_side_by_side(ctx: ModelContext, trainers: dict[str, Callable[[], str |
         if failure is not None and any(sign in failure for sign in _OUT_OF_MEMORY):
             ctx.progress(f"{name}: ran out of memory training beside the other models ({failure}); "
                          "training it again alone")
-            failures[name] = trainers[name]()
+            again = trainers[name]()  # its failed attempt stays in MLflow as a failed run of the same name
+            failures[name] = None if again is None else f"{failure}; trained again alone: {again}"
+
     return failures
 
 
@@ -641,8 +642,7 @@ def _kept(ctx: ModelContext, table: str, schema: StructType, identity: tuple[str
         parts = [] if todo.isEmpty() else [compute(todo)]
         parts += [] if change.carried is None else [change.carried]
         rows = frames.enter_context(cached(
-            functools.reduce(DataFrame.unionByName, parts).select("*", *stamp).select(*columns) if parts
-            else ctx.spark.createDataFrame([], schema)))
+            union_all(parts).select("*", *stamp).select(*columns) if parts else ctx.spark.createDataFrame([], schema)))
         gone = frames.enter_context(cached(change.gone))
         if rows.isEmpty() and gone.isEmpty():
             ctx.progress(f"{what}: nothing new")

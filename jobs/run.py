@@ -36,6 +36,7 @@ from atende.jobs.bookkeeping import (
     record_jobs,
     silver_state,
     spark_job_ids,
+    spark_jobs_between,
     utc_now,
     write_silver_state,
 )
@@ -211,8 +212,7 @@ class Runner:
         before = spark_job_ids(self.spark, name)  # a session may have run the step before (tests, notebooks)
 
         def count_spark_jobs() -> None:
-            after = spark_job_ids(self.spark, name)
-            record.spark_jobs = None if before is None or after is None else len(after - before)
+            record.spark_jobs = spark_jobs_between(self.spark, before, spark_job_ids(self.spark, name))
 
         try:
             body(record)

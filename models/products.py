@@ -860,6 +860,8 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
     if feedback is None:
         feedback = build_implicit_feedback(orders, interactions, products, settings, as_of=cutoff, shares=shares)
     feedback = feedback.cache()
+    model: ProductModel | None = None
+    held_out: DataFrame | None = None
     try:
         model = fit_product_model(feedback, orders, products, segments, settings, as_of=cutoff,
                                   exclude_purchased=exclude_purchased)
@@ -915,10 +917,17 @@ def evaluate_time_split(orders: DataFrame, interactions: DataFrame, products: Da
         metrics["held_out_pairs"] = float(pairs)
         metrics["repeat_purchase_share"] = repeats / pairs if pairs else 0.0
         metrics["train_feedback_pairs"] = float(feedback.count())
-        held_out.unpersist()
         return model, metrics
+    except BaseException:
+        # what it cached is released on a failure too: a retry (modeling.train_side_by_side, after running out
+        # of memory) must not start with the failed attempt's tables holding storage memory
+        if model is not None:
+            model.unpersist()
+        raise
     finally:
         feedback.unpersist()
+        if held_out is not None:
+            held_out.unpersist()
 
 
 def choose_recommender(setting: str, metrics: dict[str, float]) -> str:

@@ -7,7 +7,15 @@ import datetime as dt
 import pytest
 from py4j.protocol import Py4JJavaError
 
-from atende.jobs.bookkeeping import JobRecord, error_line, name_spark_jobs, pending_dates, record_jobs, spark_job_ids
+from atende.jobs.bookkeeping import (
+    JobRecord,
+    error_line,
+    name_spark_jobs,
+    pending_dates,
+    record_jobs,
+    spark_job_ids,
+    spark_jobs_between,
+)
 from atende.jobs.run import STEPS
 from atende.lakehouse.tables import Lakehouse
 
@@ -84,23 +92,30 @@ def test_a_steps_spark_jobs_are_counted_by_its_group_threads_included(spark):
     import threading
 
     name_spark_jobs(spark, "counted-step")
-    before = spark_job_ids(spark, "counted-step")
-    assert before is not None
-    spark.range(10).count()
-    own = spark_job_ids(spark, "counted-step") - before
-    assert own  # the thread's own action
+    try:
+        before = spark_job_ids(spark, "counted-step")
+        assert before is not None
+        spark.range(10).count()
+        own = spark_job_ids(spark, "counted-step") - before
+        assert own  # the thread's own action, listed as soon as it returned (the listener's queue drained)
 
-    def other_thread():
-        name_spark_jobs(spark, "counted-step")  # as the writers and trainers do
-        spark.range(5).collect()
+        def other_thread():
+            name_spark_jobs(spark, "counted-step")  # as the writers and trainers do
+            spark.range(5).collect()
 
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
-    threads = spark_job_ids(spark, "counted-step") - before - own
-    assert threads  # the other thread's, in the same group
-    name_spark_jobs(spark, "another-step")
-    spark.range(3).count()
-    assert spark_job_ids(spark, "counted-step") - before == own | threads  # the next step's are its own
-    assert spark_job_ids(spark, "another-step")
-    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # the session's next tests in no group
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        threads = spark_job_ids(spark, "counted-step") - before - own
+        assert threads  # the other thread's, in the same group
+        name_spark_jobs(spark, "another-step")
+        spark.range(3).count()
+        after = spark_job_ids(spark, "counted-step")
+        assert after - before == own | threads  # the next step's are its own
+        assert spark_job_ids(spark, "another-step")
+        assert spark_jobs_between(spark, before, after) == len(own | threads)
+        assert spark_jobs_between(spark, None, after) is None
+        # a step whose jobs would fill Spark's list of retained jobs is not counted (some may have been dropped)
+        assert spark_jobs_between(spark, set(), set(range(950))) is None
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # the session's next tests in no group

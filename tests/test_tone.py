@@ -240,6 +240,16 @@ def test_stored_detections_are_made_once_per_text_and_equal_detecting_everything
     check(day2, model.detector_id)
     assert len(seen) == 2
     assert lake.version("gold", "interaction_tones") == version
+    # a merge alone (K5 into K3): the reply's row re-keyed in one commit, nothing detected
+    day3 = interactions(spark, [
+        ("i1", "K1", True, "a1", "Prezado Caio, comunicamos que o pedido foi cancelado. Atenciosamente."),
+        ("i2", "K1", True, "a1", "Oii Davi! Prontinho 😉 valeu!"),
+        ("i3", "K3", True, "a1", "Feito: ok. Algo mais? Oi, tudo bem? 😊"),
+        ("i5", "K3", True, "a1", "Prezada Helo, informamos que foi feito. Cordialmente."),
+        ("bot", "K1", True, None, None),
+    ])
+    check(day3, model.detector_id)
+    assert len(seen) == 2 and lake.version("gold", "interaction_tones") == version + 1
 
     other = load_tone_model(save_tone_model(
         ToneModel(detector=train_tone_detector(weakly_labelled().iloc[::2], seed=5)[0], policy=policy[0]),
