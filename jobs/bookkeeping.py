@@ -45,7 +45,7 @@ RUNS = StructType([
     # fallback): why, one reason per model, separated by " | "
     StructField("error", StringType(), True),
     # the Spark jobs the step submitted (the fixed cost of a run is mostly their number); null where Spark
-    # cannot tell (Spark Connect has no job groups to count by)
+    # cannot tell (Spark Connect has no job groups to count by; `spark_jobs_between`)
     StructField("spark_jobs", LongType(), True),
 ])
 

@@ -544,7 +544,6 @@ def train_side_by_side(ctx: ModelContext, trainers: dict[str, Callable[[], str |
                          "training it again alone")
             again = trainers[name]()  # its failed attempt stays in MLflow as a failed run of the same name
             failures[name] = None if again is None else f"{failure}; trained again alone: {again}"
-
     return failures
 
 
@@ -660,9 +659,8 @@ def interaction_tones(ctx: ModelContext, interactions: DataFrame, model: ToneMod
     if not model.detector_id:  # a model not loaded from its files: nothing to name its detections by
         return detect_tones(interactions, model.detector)
 
-    def changes(stored: DataFrame) -> _Changes:
-        detect, rekeyed, gone = tone_detection_changes(interactions, stored)
-        return _Changes(detect, rekeyed, gone)
+    def changes(stored: DataFrame) -> _Changes:  # to detect, re-keyed, gone
+        return _Changes(*tone_detection_changes(interactions, stored))
 
     def detected(replies: DataFrame) -> DataFrame:
         return replies.join(detect_tones(replies, model.detector), on="interaction_id").drop("agent_text")
@@ -700,8 +698,8 @@ def product_picks(ctx: ModelContext, model: ProductModel, model_sha256: str, i: 
         gone = stored.select("customer_key").join(current.select("customer_key"), on="customer_key", how="left_anti")
         return _Changes(changed.select("customer_key"), None, gone)
 
-    kept = _kept(ctx, "product_picks", PRODUCT_PICKS, ("picked_by", version), ["customer_key"], i.features.select("customer_key"),
-                 changes, scored, "product lists")
+    kept = _kept(ctx, "product_picks", PRODUCT_PICKS, ("picked_by", version), ["customer_key"],
+                 i.features.select("customer_key"), changes, scored, "product lists")
     return kept.select("customer_key", "products")
 
 
