@@ -226,13 +226,14 @@ def test_stored_detections_are_made_once_per_text_and_equal_detecting_everything
     ])
     check(day1, model.detector_id)
     assert seen == [{"i1", "i2", "i3", "i4"}]
-    day2 = interactions(spark, [
+    day2_rows = [
         ("i1", "K1", True, "a1", "Prezado Caio, comunicamos que o pedido foi cancelado. Atenciosamente."),
         ("i2", "K1", True, "a1", "Oii Davi! Prontinho 😉 valeu!"),  # K2 merged into K1
         ("i3", "K3", True, "a1", "Feito: ok. Algo mais? Oi, tudo bem? 😊"),  # the thread grew
         ("i5", "K5", True, "a1", "Prezada Helo, informamos que foi feito. Cordialmente."),  # i4 gone
         ("bot", "K1", True, None, None),
-    ])
+    ]
+    day2 = interactions(spark, day2_rows)
     check(day2, model.detector_id)
     assert seen[1] == {"i3", "i5"}
     # nothing new: the detector not even called, nothing rewritten
@@ -241,13 +242,7 @@ def test_stored_detections_are_made_once_per_text_and_equal_detecting_everything
     assert len(seen) == 2
     assert lake.version("gold", "interaction_tones") == version
     # a merge alone (K5 into K3): the reply's row re-keyed in one commit, nothing detected
-    day3 = interactions(spark, [
-        ("i1", "K1", True, "a1", "Prezado Caio, comunicamos que o pedido foi cancelado. Atenciosamente."),
-        ("i2", "K1", True, "a1", "Oii Davi! Prontinho 😉 valeu!"),
-        ("i3", "K3", True, "a1", "Feito: ok. Algo mais? Oi, tudo bem? 😊"),
-        ("i5", "K3", True, "a1", "Prezada Helo, informamos que foi feito. Cordialmente."),
-        ("bot", "K1", True, None, None),
-    ])
+    day3 = interactions(spark, [(i, "K3" if i == "i5" else key, *rest) for i, key, *rest in day2_rows])
     check(day3, model.detector_id)
     assert len(seen) == 2 and lake.version("gold", "interaction_tones") == version + 1
 
