@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -117,6 +118,15 @@ def spark_job_group(spark: SparkSession) -> str | None:
         return spark.sparkContext.getLocalProperty("spark.jobGroup.id")
     except Exception:  # Spark Connect
         return None
+
+
+def threads_in_job_group(spark: SparkSession, max_workers: int, name: str) -> ThreadPoolExecutor:
+    """A thread pool whose threads submit their Spark jobs in the calling thread's job group
+    (`name_spark_jobs`): a job group is a property of the submitting thread, and work a step hands to threads
+    (concurrent writes, models trained side by side) still counts as the step's (ops/runs.spark_jobs)."""
+    group = spark_job_group(spark)
+    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name,
+                              initializer=None if group is None else lambda: name_spark_jobs(spark, group))
 
 
 def spark_job_ids(spark: SparkSession, step: str) -> set[int] | None:

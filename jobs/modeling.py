@@ -16,7 +16,6 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -29,7 +28,7 @@ from pyspark.sql.types import StructType
 from atende.conf.settings import Settings
 from atende.features.customer import build_customer_features, numeric_feature_columns
 from atende.jobs import tracking
-from atende.jobs.bookkeeping import error_line, name_spark_jobs, spark_job_group
+from atende.jobs.bookkeeping import error_line, threads_in_job_group
 from atende.lakehouse.storage import Storage, join
 from atende.lakehouse.tables import STAGING_DIR, Lakehouse
 from atende.models.holdout import HOLDOUT_VERSION, holdout_flag, threshold
@@ -533,9 +532,7 @@ def train_side_by_side(ctx: ModelContext, trainers: dict[str, Callable[[], str |
     (local mode, or a small driver), and a model that fits alone must not fall back for its neighbours' sake.
     Seen at 100,000 customers on a 4 GB driver: the product model's evaluation could not get memory for
     its aggregation while the others trained."""
-    group = spark_job_group(ctx.spark)  # their Spark jobs count as the step's (ops/runs.spark_jobs)
-    with ThreadPoolExecutor(max_workers=len(trainers), thread_name_prefix="atende-train",
-                            initializer=None if group is None else lambda: name_spark_jobs(ctx.spark, group)) as pool:
+    with threads_in_job_group(ctx.spark, len(trainers), "atende-train") as pool:  # their jobs count as the step's
         running = {name: pool.submit(trainer) for name, trainer in trainers.items()}
         failures = {name: future.result() for name, future in running.items()}
     for name, failure in failures.items():

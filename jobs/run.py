@@ -16,7 +16,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from atende.jobs.bookkeeping import (
     silver_state,
     spark_job_ids,
     spark_jobs_between,
+    threads_in_job_group,
     utc_now,
     write_silver_state,
 )
@@ -190,7 +190,6 @@ class Runner:
         self.progress = progress or (lambda message: None)
         # a progress callback shows the quality warnings; without one they are logged (said once either way)
         self._shows_warnings = progress is not None
-        self._step: str | None = None  # the job running (its Spark job group), for writer threads
         self.now = utc_now()
         self.run_id = new_run_id(self.now)
         self.force_train = False
@@ -208,7 +207,6 @@ class Runner:
         summary.jobs.append(record)
         self.progress(f"{name} ...")
         name_spark_jobs(self.spark, name)
-        self._step = name
         before = spark_job_ids(self.spark, name)  # a session may have run the step before (tests, notebooks)
 
         def count_spark_jobs() -> None:
@@ -245,17 +243,12 @@ class Runner:
         Spark job, so a few at once overlap what one alone leaves idle. Every write runs to its end; the
         first failure is then raised. A table whose write failed stays at its last good version, like a
         table after a failed sequential write; the run is not marked processed either way."""
-        step = self._step
-
         def one(layer: str, table: str, df: DataFrame, kwargs: dict[str, Any]) -> int:
-            if step:  # a job group is a property of the submitting thread
-                name_spark_jobs(self.spark, step)
             if "keys" in kwargs:  # a MERGE (Lakehouse.upsert)
                 return self.lake.upsert(layer, table, df, **kwargs).rows_written
             return self.lake.write(layer, table, df, **kwargs).rows_written
 
-        with ThreadPoolExecutor(max_workers=min(self.WRITERS, len(writes)) or 1,
-                                thread_name_prefix="atende-write") as pool:
+        with threads_in_job_group(self.spark, min(self.WRITERS, len(writes)) or 1, "atende-write") as pool:
             futures = [pool.submit(one, *w) for w in writes]
         errors = [error for f in futures if (error := f.exception()) is not None]
         record.rows_written += sum(f.result() for f in futures if f.exception() is None)
