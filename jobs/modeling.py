@@ -522,26 +522,18 @@ def _train_recommenders(ctx: ModelContext, inputs: _Inputs, force_train: bool) -
     return train_side_by_side(ctx, {"tone": train_tone, "products": train_products, "next_best_action": train_nba})
 
 
-# what a training failure says when the driver's memory ran out (the JVM's error, `bookkeeping.error_line`)
-_OUT_OF_MEMORY = ("OutOfMemory", "UNABLE_TO_ACQUIRE_MEMORY", "Java heap space", "MemoryError")
-
-
 def train_side_by_side(ctx: ModelContext, trainers: dict[str, Callable[[], str | None]]) -> dict[str, str | None]:
-    """Run the trainers (each returns why it could not train, or None) in threads of their own, then again,
-    one at a time, those that ran out of memory: side by side their Spark jobs share the driver's memory
-    (local mode, or a small driver), and a model that fits alone must not fall back for its neighbours' sake.
-    Seen at 100,000 customers on a 4 GB driver: the product model's evaluation could not get memory for
-    its aggregation while the others trained."""
-    with threads_in_job_group(ctx.spark, len(trainers), "atende-train") as pool:  # their jobs count as the step's
+    """Run the trainers (each returns why it could not train, or None) in threads of their own, their Spark
+    jobs in the step's job group; per trainer, why it could not train.
+
+    Side by side they do not take memory from each other's tasks: a task's share of execution memory is a
+    share of the task slots (two here, whoever submits the jobs), and what they cache is small (under 120 MB
+    of storage at 100,000 customers). A product model that ran out of memory at 100,000 customers did so
+    alone too, in its evaluation's plan (models.products._test_customer_table): a retry alone, tried for a
+    session, saved nothing and was removed (bench/RESULTS.md)."""
+    with threads_in_job_group(ctx.spark, len(trainers), "atende-train") as pool:
         running = {name: pool.submit(trainer) for name, trainer in trainers.items()}
-        failures = {name: future.result() for name, future in running.items()}
-    for name, failure in failures.items():
-        if failure is not None and any(sign in failure for sign in _OUT_OF_MEMORY):
-            ctx.progress(f"{name}: ran out of memory training beside the other models ({failure}); "
-                         "training it again alone")
-            again = trainers[name]()  # its failed attempt stays in MLflow as a failed run of the same name
-            failures[name] = None if again is None else f"{failure}; trained again alone: {again}"
-    return failures
+        return {name: future.result() for name, future in running.items()}
 
 
 def _recommendations(ctx: ModelContext, inputs: _Inputs, failures: dict[str, str | None],
