@@ -9,9 +9,11 @@ safe because every table write replaces that date's rows.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -110,6 +112,25 @@ def name_spark_jobs(spark: SparkSession, step: str) -> None:
         spark.sparkContext.setJobGroup(step, f"atende {step}", interruptOnCancel=False)
     except Exception:  # Spark Connect has no SparkContext
         pass
+
+
+@contextlib.contextmanager
+def spark_jobs_named(spark: SparkSession, step: str) -> Iterator[None]:
+    """`name_spark_jobs` for the block; after it the calling thread's group is what it was (none, or an
+    outer one), so work a caller does after a step is not counted as the step's."""
+    previous = spark_job_group(spark)
+    name_spark_jobs(spark, step)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            name_spark_jobs(spark, previous)
+        else:
+            try:
+                spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+                spark.sparkContext.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
+            except Exception:  # Spark Connect has no SparkContext
+                pass
 
 
 def spark_job_group(spark: SparkSession) -> str | None:

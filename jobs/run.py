@@ -28,7 +28,6 @@ from atende.jobs.bookkeeping import (
     JobRecord,
     error_line,
     mark_processed,
-    name_spark_jobs,
     new_run_id,
     pending_dates,
     processed_at,
@@ -36,6 +35,7 @@ from atende.jobs.bookkeeping import (
     silver_state,
     spark_job_ids,
     spark_jobs_between,
+    spark_jobs_named,
     threads_in_job_group,
     utc_now,
     write_silver_state,
@@ -206,7 +206,10 @@ class Runner:
         record = JobRecord(job=name, started_at=utc_now())
         summary.jobs.append(record)
         self.progress(f"{name} ...")
-        name_spark_jobs(self.spark, name)
+        with spark_jobs_named(self.spark, name):  # the thread's group is the step's until it ends
+            self._run_job(record, name, body)
+
+    def _run_job(self, record: JobRecord, name: str, body: Callable[[JobRecord], None]) -> None:
         before = spark_job_ids(self.spark, name)  # a session may have run the step before (tests, notebooks)
 
         def count_spark_jobs() -> None:

@@ -720,6 +720,34 @@ def explode_recommendations(recommendations: DataFrame) -> DataFrame:
 
 
 # ---------------------------------------------------------------- evaluation
+def _ranked_figures(lists: list[DataFrame], truth: DataFrame, k: int) -> DataFrame:
+    """`customer_key`, `_relevant` and `_precision<i>`, `_recall<i>`, `_ndcg<i>` of list i of `lists` for every
+    customer of `truth` (distinct customer_key, product_id pairs), by `per_customer_ranking`'s definitions. Every
+    list's top k is scored in the same join with `truth` and the same aggregation (a column per list): scoring
+    each list apart and joining the results one after another kept a sort per list alive in one task, and at
+    100,000 customers on a 4 GB driver the time split's four lists could not get memory that way."""
+    sizes = truth.groupBy("customer_key").agg(F.count("*").alias("_relevant"))
+    if not lists:
+        return sizes
+    top = union_all([df.where(F.col("rank") <= k).select(F.lit(i).alias("_list"), "customer_key", "product_id", "rank")
+                     for i, df in enumerate(lists)])
+    gains = top.join(truth, on=["customer_key", "product_id"], how="inner").select(
+        "customer_key", "_list", (F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("_gain"))
+    per_list = []
+    for i in range(len(lists)):
+        mine = F.col("_list") == i
+        per_list += [F.count(F.when(mine, True)).alias(f"_hits{i}"), F.sum(F.when(mine, F.col("_gain"))).alias(f"_dcg{i}")]
+    ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.col("_relevant"), F.lit(k))), F.lit(0.0),
+                        lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1))
+    figures = []
+    for i in range(len(lists)):
+        hits = F.coalesce(F.col(f"_hits{i}"), F.lit(0))
+        figures += [(hits / F.lit(float(k))).alias(f"_precision{i}"), (hits / F.col("_relevant")).alias(f"_recall{i}"),
+                    (F.coalesce(F.col(f"_dcg{i}"), F.lit(0.0)) / F.col("_ideal")).alias(f"_ndcg{i}")]
+    return (sizes.join(gains.groupBy("customer_key").agg(*per_list), on="customer_key", how="left")
+            .withColumn("_ideal", ideal).select("customer_key", "_relevant", *figures))
+
+
 def per_customer_ranking(recommended: DataFrame, relevant: DataFrame, k: int = K) -> DataFrame:
     """`customer_key, precision, recall, ndcg` for every customer of `relevant` (customer_key, product_id:
     what they went on to buy); a customer with no recommendation scores 0. `recommended`: customer_key,
@@ -729,21 +757,9 @@ def per_customer_ranking(recommended: DataFrame, relevant: DataFrame, k: int = K
     NDCG = sum over hits of 1/log2(rank+1) over the same sum for ranks 1..min(k, relevant).
     """
     truth = relevant.select("customer_key", "product_id").distinct()
-    sizes = truth.groupBy("customer_key").agg(F.count("*").alias("n_relevant"))
-    top = recommended.where(F.col("rank") <= k).select("customer_key", "product_id", "rank")
-    hits = (
-        top.join(truth, on=["customer_key", "product_id"], how="inner")
-        .groupBy("customer_key")
-        .agg(F.count("*").alias("hits"), F.sum(F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("dcg"))
-    )
-    ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.col("n_relevant"), F.lit(k))), F.lit(0.0),
-                        lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1))
-    return sizes.join(hits, on="customer_key", how="left").select(
-        "customer_key",
-        (F.coalesce("hits", F.lit(0)) / F.lit(float(k))).alias("precision"),
-        (F.coalesce("hits", F.lit(0)) / F.col("n_relevant")).alias("recall"),
-        (F.coalesce("dcg", F.lit(0.0)) / ideal).alias("ndcg"),
-    )
+    return _ranked_figures([recommended], truth, k).select(
+        "customer_key", F.col("_precision0").alias("precision"), F.col("_recall0").alias("recall"),
+        F.col("_ndcg0").alias("ndcg"))
 
 
 def ranking_metrics(recommended: DataFrame, relevant: DataFrame, k: int = K) -> DataFrame:
@@ -762,45 +778,21 @@ def _test_customer_table(ranked: dict[str, DataFrame], held_out: DataFrame, warm
     """One row per customer of `held_out` (customer_key, product_id: what they bought in the test window, no
     null key): `warm` (ALS knows them: in `warm`), `pairs` (their distinct held-out purchases) and `repeats`
     (those among `purchases`, the training window's), and `<name>__precision`, `__recall`, `__ndcg` of every
-    ranked list of `ranked`, by `per_customer_ranking`'s definitions.
-
-    Every list's top k is scored in one join with the held-out purchases and one aggregation, each list's
-    hits and gains counted in a column of its own: one per-customer ranking per list, joined to the table one
-    after another, kept a sort per list alive in one task, and at 100,000 customers on a 4 GB driver that
-    chain could not get memory (bench/RESULTS.md)."""
+    ranked list of `ranked` (`per_customer_ranking`'s figures, every list scored at once: `_ranked_figures`)."""
     truth = held_out.select("customer_key", "product_id").distinct()
-    names = list(ranked)
-    top = union_all([
-        df.where(F.col("rank") <= k).select(F.lit(i).alias("_list"), "customer_key", "product_id", "rank")
-        for i, df in enumerate(ranked.values())
-    ]) if names else None
     bought = purchases.select("customer_key", "product_id").distinct().select(
         "customer_key", "product_id", F.lit(1).alias("_repeat"))
-    table = (
+    figures = _ranked_figures(list(ranked.values()), truth, k)
+    return (
         truth.join(bought, on=["customer_key", "product_id"], how="left")
         .groupBy("customer_key")
         .agg(F.count("*").alias("pairs"), F.sum(F.coalesce("_repeat", F.lit(0))).alias("repeats"))
         .join(warm.select("customer_key", F.lit(True).alias("warm")).distinct(), on="customer_key", how="left")
-        .select("customer_key", "pairs", "repeats", F.coalesce("warm", F.lit(False)).alias("warm"))
+        .join(figures, on="customer_key", how="left")
+        .select("customer_key", "pairs", "repeats", F.coalesce("warm", F.lit(False)).alias("warm"),
+                *(F.col(f"_{metric}{i}").alias(f"{name}__{metric}")
+                  for i, name in enumerate(ranked) for metric in ("precision", "recall", "ndcg")))
     )
-    if top is not None:
-        gains = top.join(truth, on=["customer_key", "product_id"], how="inner").select(
-            "customer_key", "_list", (F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("_gain"))
-        per_list = []
-        for i, name in enumerate(names):
-            mine = F.col("_list") == i
-            per_list += [F.count(F.when(mine, True)).alias(f"{name}__hits"),
-                         F.sum(F.when(mine, F.col("_gain"))).alias(f"{name}__dcg")]
-        table = table.join(gains.groupBy("customer_key").agg(*per_list), on="customer_key", how="left")
-    ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.col("pairs"), F.lit(k))), F.lit(0.0),
-                        lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1))
-    figures = []
-    for name in names:
-        hits = F.coalesce(F.col(f"{name}__hits"), F.lit(0))
-        figures += [(hits / F.lit(float(k))).alias(f"{name}__precision"),
-                    (hits / F.col("pairs")).alias(f"{name}__recall"),
-                    (F.coalesce(F.col(f"{name}__dcg"), F.lit(0.0)) / ideal).alias(f"{name}__ndcg")]
-    return table.select("customer_key", "pairs", "repeats", "warm", *figures)
 
 
 def _mean_metrics(prefix: str, table: pd.DataFrame, name: str, k: int = K) -> dict[str, float]:

@@ -13,8 +13,11 @@ from atende.jobs.bookkeeping import (
     name_spark_jobs,
     pending_dates,
     record_jobs,
+    spark_job_group,
     spark_job_ids,
     spark_jobs_between,
+    spark_jobs_named,
+    threads_in_job_group,
 )
 from atende.jobs.run import STEPS
 from atende.lakehouse.tables import Lakehouse
@@ -89,7 +92,13 @@ def test_an_error_from_the_jvm_is_told_by_its_root_cause(spark):
 
 
 def test_a_steps_spark_jobs_are_counted_by_its_group_threads_included(spark):
-    import threading
+    with spark_jobs_named(spark, "outer-step"):
+        with spark_jobs_named(spark, "counted-step"):
+            assert spark_job_group(spark) == "counted-step"
+        assert spark_job_group(spark) == "outer-step"  # a step's group lasts as long as the step
+    assert spark_job_group(spark) is None
+    with threads_in_job_group(spark, 1, "no-group") as pool:  # a caller in no group: threads in none
+        assert pool.submit(spark_job_group, spark).result() is None
 
     name_spark_jobs(spark, "counted-step")
     try:
@@ -99,13 +108,8 @@ def test_a_steps_spark_jobs_are_counted_by_its_group_threads_included(spark):
         own = spark_job_ids(spark, "counted-step") - before
         assert own  # the thread's own action, listed as soon as it returned (the listener's queue drained)
 
-        def other_thread():
-            name_spark_jobs(spark, "counted-step")  # as the writers and trainers do
-            spark.range(5).collect()
-
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        thread.join()
+        with threads_in_job_group(spark, 2, "counted") as pool:  # as the writers and trainers do
+            assert [f.result() for f in [pool.submit(lambda: spark.range(5).collect()) for _ in range(2)]]
         threads = spark_job_ids(spark, "counted-step") - before - own
         assert threads  # the other thread's, in the same group
         name_spark_jobs(spark, "another-step")

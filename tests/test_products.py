@@ -24,6 +24,7 @@ from atende.models.products import (
     explode_recommendations,
     fit_product_model,
     load_product_model,
+    per_customer_ranking,
     ranking_metrics,
     recommend_by_popularity,
     recommend_popular,
@@ -161,7 +162,8 @@ def test_ranking_metrics_against_hand_computed_values(spark):
 def test_test_customer_table_holds_each_customers_figures_in_one_frame(spark):
     from atende.models.products import _mean_metrics, _test_customer_table
 
-    held_out = spark.createDataFrame([("C", "X"), ("A", "Y"), ("B", "Q"), ("A", "W")], PAIRS)
+    # A's purchase of W held out twice (one pair); every list scored at once (_ranked_figures)
+    held_out = spark.createDataFrame([("C", "X"), ("A", "Y"), ("B", "Q"), ("A", "W"), ("A", "W")], PAIRS)
     ranked = {
         "first": spark.createDataFrame([("A", "Y", 2), ("A", "W", 11), ("B", "Q", 1), ("D", "X", 1)], RANKED),
         "second": spark.createDataFrame([("C", "X", 1)], RANKED),
@@ -187,6 +189,14 @@ def test_test_customer_table_holds_each_customers_figures_in_one_frame(spark):
     assert means["first_recall_at_10"] == pytest.approx(expected["recall_at_k"])
     assert means["first_precision_at_10"] == pytest.approx(expected["precision_at_k"])
     assert _mean_metrics("none", table[table["customer_key"] == "Z"], "first")["none_ndcg_at_10"] == 0.0
+    # each list's figures are per_customer_ranking's, list by list
+    for name, df in ranked.items():
+        alone = per_customer_ranking(df, held_out, k=10).toPandas().sort_values("customer_key", ignore_index=True)
+        for metric in ("precision", "recall", "ndcg"):
+            assert list(table[f"{name}__{metric}"]) == pytest.approx(list(alone[metric])), (name, metric)
+    # no lists: the test customers and what they bought, nothing scored
+    bare = _test_customer_table({}, held_out, warm, purchases, k=10).toPandas()
+    assert sorted(bare.columns) == ["customer_key", "pairs", "repeats", "warm"] and len(bare) == 3
 
 
 @pytest.fixture(scope="module")
