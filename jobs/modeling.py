@@ -527,10 +527,10 @@ def train_side_by_side(ctx: ModelContext, trainers: dict[str, Callable[[], str |
     jobs in the step's job group; per trainer, why it could not train.
 
     Side by side they do not take memory from each other's tasks: a task's share of execution memory is a
-    share of the task slots (two here, whoever submits the jobs), and what they cache is small (under 120 MB
+    share of the executor's task slots, whoever submits the jobs, and what they cache is small (under 120 MB
     of storage at 100,000 customers). A product model that ran out of memory at 100,000 customers did so
-    alone too, in its evaluation's plan (models.products._test_customer_table): a retry alone, tried for a
-    session, saved nothing and was removed (bench/RESULTS.md)."""
+    alone too, in its evaluation's plan (now models.products._ranked_figures): a retry alone, tried for a
+    session, saved nothing and was removed (bench/RESULTS.md, session 34)."""
     with threads_in_job_group(ctx.spark, len(trainers), "atende-train") as pool:
         running = {name: pool.submit(trainer) for name, trainer in trainers.items()}
         return {name: future.result() for name, future in running.items()}
