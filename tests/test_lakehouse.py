@@ -436,7 +436,7 @@ def test_row_counts_and_date_maxima_from_the_log_match_a_scan(spark, lake, monke
     expected_at = lake.read("silver", "t").agg({"at": "max"}).first()[0]
     assert lake.column_max("silver", "t", "at") == expected_at  # the scan answers
     # when the log cannot answer (here: pretend the package failed), Spark does, with the same figures
-    monkeypatch.setattr(tables, "_log_files", lambda path: None)
+    monkeypatch.setattr(tables, "_log_files", lambda path, storage_options=None: None)
     assert lake.row_count("silver", "t") == 4 and lake.column_max("silver", "t", "day") == dt.date(2026, 3, 4)
     assert lake.row_count("silver", "empty") == 0 and lake.column_max("silver", "empty", "day") is None
 

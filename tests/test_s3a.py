@@ -54,6 +54,10 @@ SCRIPT = textwrap.dedent(
     out["events"] = sorted(tuple(r) for r in lake.read("bronze", "events").select("customer_key", "v").collect())
     out["events_v0"] = sorted(r["v"] for r in lake.read("bronze", "events", version=0).collect())
     out["customers"] = sorted(tuple(r) for r in lake.read("silver", "customers").collect())
+    # counts and maxima from the Delta logs through the deltalake package, with the S3A settings: no Spark read
+    lake.read = None
+    out["from_logs"] = [lake.row_count("silver", "customers"), lake.row_count("bronze", "events"),
+                        lake.column_max("bronze", "events", "v")]
     print("RESULT " + json.dumps(out))
     """
 )
@@ -74,6 +78,7 @@ def test_a_lakehouse_on_s3a_writes_merges_compacts_vacuums_and_reads_back(s3_ser
     assert result["events"] == [["c1", 10], ["c3", 3]]
     assert result["events_v0"] == [1, 2, 3]
     assert result["customers"] == [["c1", "a"], ["c2", "B"], ["c3", "c"]]
+    assert result["from_logs"] == [3, 2, 10]  # the Delta logs read over S3, Spark never asked
     assert result["optimized"] == [["gold.scores", 3, 1]]
     assert result["vacuumed"][0][1] >= 3
     assert result["tables"] == [["bronze", "events"], ["silver", "customers"], ["gold", "scores"]]
