@@ -39,7 +39,7 @@ from atende.conf.settings import StorageSettings
 from atende.lakehouse.locations import DELTA_RS_UNREADABLE as _DELTA_RS_UNREADABLE
 from atende.lakehouse.locations import is_storage_uri
 from atende.lakehouse.spark import delta_spark_available
-from atende.lakehouse.storage import Storage, StorageError, arrow_access, join, location
+from atende.lakehouse.storage import ArrowAccess, Storage, StorageError, arrow_access, join, location
 from atende.pipelines.schemas import stats_properties
 
 log = logging.getLogger(__name__)
@@ -925,7 +925,7 @@ def _log_files(path: str, storage_options: dict[str, str] | None = None) -> tupl
     its Delta log by the deltalake package on the driver (milliseconds, no Spark job); None when the log
     cannot answer exactly: a file written without statistics, a deletion vector hiding rows of a file (its row
     count then overstates the table), a table the package cannot open, or one on an object store without
-    `storage_options` (`storage.arrow_access`: s3a:// read as s3:// with the S3A settings Spark was given).
+    `storage_options` (`storage.arrow_access`: the s3:// path and options the package reads s3a:// with).
     On an object store a log that cannot be read raises: the caller stops asking (`Lakehouse._from_log`)."""
     remote = is_storage_uri(path)
     if remote and storage_options is None:
@@ -934,8 +934,7 @@ def _log_files(path: str, storage_options: dict[str, str] | None = None) -> tupl
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        reader = LogReader("s3://" + path.partition("://")[2] if remote else path,
-                           storage_options=storage_options or None)
+        reader = LogReader(path, storage_options=storage_options or None)
         if set(reader.protocol().reader_features or ()) & _DELTA_RS_UNREADABLE \
                 and pa.table(reader.deletion_vectors().read_all()).num_rows:
             return None
@@ -953,11 +952,11 @@ def _log_files(path: str, storage_options: dict[str, str] | None = None) -> tupl
     return files, types
 
 
-def _log_options_for(spark: SparkSession, uri: str) -> dict[str, str] | None:
-    """The deltalake package's storage options for a lakehouse on an object store, from the S3A settings
-    Spark was given (`storage.arrow_access`); None for a scheme it is not pointed at, or under Spark Connect."""
+def _log_access_for(spark: SparkSession, uri: str) -> ArrowAccess | None:
+    """How the deltalake package reaches a lakehouse's Delta logs (`storage.arrow_access`: s3a:// as s3:// with
+    the S3A settings Spark was given); None for a scheme it is not pointed at, or under Spark Connect."""
     try:
-        return arrow_access(uri, dict(spark.sparkContext.getConf().getAll())).storage_options
+        return arrow_access(uri, dict(spark.sparkContext.getConf().getAll()) if is_storage_uri(uri) else None)
     except Exception:  # NoArrowRoute: another scheme; Spark Connect has no SparkContext
         return None
 
@@ -1034,7 +1033,9 @@ class Lakehouse:
                 raise LakehouseError(str(exc)) from None
         # how the deltalake package reads the tables' Delta logs (`_from_log`): a local folder as it is, s3a://
         # with the S3A settings Spark was given; None where it is not pointed at the store (Spark answers)
-        self._log_options: dict[str, str] | None = _log_options_for(spark, self.uri) if self.is_uri else {}
+        access = _log_access_for(spark, self.uri)
+        self._log_root = self.uri if access is None else access.uri
+        self._log_options: dict[str, str] | None = None if access is None else access.storage_options
 
     def path(self, layer: str, table: str) -> str:
         if layer not in self.LAYERS:
@@ -1160,8 +1161,8 @@ class Lakehouse:
                     found.append((layer, child.name))
         return found
 
-    def _from_log(self, read: Callable[[dict[str, str] | None], Any]) -> Any:
-        """`read(storage_options)` over a table's Delta log with the deltalake package; None when the package
+    def _from_log(self, layer: str, table: str, read: Callable[[str, dict[str, str] | None], Any]) -> Any:
+        """`read(log path, storage_options)` over a table's Delta log with the deltalake package; None when the package
         is not pointed at this lakehouse. On an object store it reads with the S3A settings Spark was given
         (a Spark snapshot and count per table saved: on the cluster test's S3A lakehouse the time after the
         run's last step went from about 66 to 30 s); the first log it cannot read there turns it off for the
@@ -1169,7 +1170,7 @@ class Lakehouse:
         if self._log_options is None:
             return None
         try:
-            return read(self._log_options)
+            return read(join(self._log_root, layer, table), self._log_options)
         except Exception as exc:
             log.info("the deltalake package could not read a Delta log of %s (%s); Spark answers from now on",
                      self.uri, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -1178,14 +1179,14 @@ class Lakehouse:
 
     def row_count(self, layer: str, table: str) -> int:
         """The table's rows: from its Delta log when the log counts them exactly (no Spark job), else a count."""
-        counted = self._from_log(lambda options: log_row_count(self.path(layer, table), options))
+        counted = self._from_log(layer, table, log_row_count)
         return counted if counted is not None else self.read(layer, table).count()
 
     def column_max(self, layer: str, table: str, column: str) -> Any:
         """The column's largest value (None for an empty table or an all-null column): from the Delta log's
         statistics where they are exact for its type, else one aggregation."""
-        known, value = self._from_log(lambda options: log_column_max(self.path(layer, table), column, options)) \
-            or (False, None)
+        known, value = self._from_log(layer, table, lambda path, options: log_column_max(
+            path, column, options)) or (False, None)
         if known:
             return value
         row = self.read(layer, table).agg(F.max(column)).first()
