@@ -1,10 +1,13 @@
 """The one place a SparkSession is made."""
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pyspark
@@ -223,8 +226,7 @@ def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log
         except Exception:  # noqa: BLE001 - the recorded list is stale somehow: Ivy resolves as usual
             record.unlink(missing_ok=True)
         else:
-            spark.sparkContext.setLogLevel(cfg.log_level)
-            return spark
+            return _finish(spark, settings, is_local)
     try:
         spark = _start(name, cfg.master, options, jvm_log)
         if record is not None and fresh:
@@ -250,8 +252,30 @@ def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log
         for key in ("spark.jars.packages", "spark.jars.repositories", *DELTA_EXTENSIONS):
             options.pop(key, None)
         spark = _start(name, cfg.master, options, jvm_log)
-    spark.sparkContext.setLogLevel(cfg.log_level)
+    return _finish(spark, settings, is_local)
+
+
+def _finish(spark: SparkSession, settings: Settings, is_local: bool) -> SparkSession:
+    """The log level, and in local mode a checkpoint directory when none is set."""
+    spark.sparkContext.setLogLevel(settings.spark.log_level)
+    if is_local:
+        _ensure_checkpoint_dir(spark.sparkContext)
     return spark
+
+
+def _ensure_checkpoint_dir(context: SparkContext) -> None:
+    """Give a local session a checkpoint directory (a temporary one, removed when the process ends) unless
+    it has one (`spark.checkpoint.dir`).
+
+    MLlib's ALS checkpoints its factors every few iterations only when the context has a directory; without
+    one each iteration's RDDs hang on the last, and a task's deserialisation recursed through ten iterations
+    of them deep enough to overflow a task thread's stack (a StackOverflowError that stopped the JVM in a
+    demo run; bench/RESULTS.md, session 35). On a cluster `spark.checkpoint.dir` names shared storage."""
+    if context.getCheckpointDir() is not None:
+        return
+    folder = tempfile.mkdtemp(prefix="atende-checkpoints-")
+    atexit.register(shutil.rmtree, folder, True)
+    context.setCheckpointDir(folder)
 
 
 def delta_spark_available(spark: SparkSession) -> bool:

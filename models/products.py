@@ -301,6 +301,14 @@ def _index(values: DataFrame, column: str, index_column: str) -> DataFrame:
     return indexer.transform(distinct).select(column, F.col(index_column).cast("int").alias(index_column))
 
 
+# ALS checkpoints its item factors every this many iterations when the session has a checkpoint directory
+# (lakehouse.spark sets one in local mode): each iteration's factors are computed from the last, and a task
+# carries that chain of RDDs, deserialised recursively. MLlib's 10 left all ten iterations of a demo's
+# training in one chain, whose deserialisation overflowed a task thread's stack (bench/RESULTS.md, session
+# 35). A checkpoint writes the item factors only (products x rank numbers).
+ALS_CHECKPOINT_INTERVAL = 2
+
+
 def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFrame, segments: DataFrame | None,
                       settings: ProductSettings, as_of: dt.datetime | None = None,
                       exclude_purchased: bool = True) -> ProductModel:
@@ -326,7 +334,7 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
         userCol="customer_idx", itemCol="product_idx", ratingCol="weight",
         implicitPrefs=True, rank=settings.rank, regParam=settings.reg_param, alpha=settings.alpha,
         maxIter=settings.max_iter, seed=settings.seed, coldStartStrategy="drop",
-        numUserBlocks=blocks, numItemBlocks=blocks,
+        numUserBlocks=blocks, numItemBlocks=blocks, checkpointInterval=ALS_CHECKPOINT_INTERVAL,
     ).fit(ratings)
     catalogue = _catalogue(products).select("product_id", "active").cache()
     purchases = build_purchases(orders, as_of).cache()

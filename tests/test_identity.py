@@ -84,6 +84,18 @@ def test_connected_components_of_a_long_chain_and_an_island(spark, driver_max_ed
     assert got == {**{f"n{i:02d}": "n00" for i in range(13)}, "x1": "x1", "x2": "x1", "solo": "solo"}
 
 
+def test_materialise_checkpoints_locally_in_local_mode_despite_a_checkpoint_directory(spark):
+    """The local session has a checkpoint directory (for MLlib's ALS), yet identity's intermediate frames
+    stay in executor storage: in local mode a reliable checkpoint survives nothing more and writes files."""
+    from atende.pipelines.identity.graph import materialise
+
+    assert spark.sparkContext.getCheckpointDir() is not None
+    frame = materialise(spark.range(5).withColumn("twice", F.col("id") * 2))
+    assert frame.count() == 5
+    lineage = frame.rdd.toDebugString().decode()
+    assert "LocalCheckpointRDD" in lineage and "ReliableCheckpointRDD" not in lineage
+
+
 def test_the_driver_and_spark_routes_give_the_same_components(spark):
     """A small graph is solved on the driver (scipy), a large one in Spark: on random graphs with self-loops,
     repeated edges, null ends and ids whose order differs between naive and code-point comparisons (accents,

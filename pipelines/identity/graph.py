@@ -21,13 +21,17 @@ DRIVER_MAX_EDGES = 2_000_000
 
 # ------------------------------------------------------------------ graph algorithm
 def materialise(df: DataFrame) -> DataFrame:
-    """Cut the lineage of an iterative computation: a reliable checkpoint when the job set a
-    checkpoint directory (clusters), else a local one (executor storage)."""
+    """Cut the lineage of an iterative computation: on a cluster with a checkpoint directory
+    (`spark.checkpoint.dir`) a reliable checkpoint, which outlives a lost executor; else a local one
+    (executor storage). In local mode always a local one: the executor is the driver, so a reliable
+    copy would survive nothing more and cost a second job writing files (the session factory sets a
+    checkpoint directory in local mode for MLlib's ALS, which needs one)."""
     try:
-        has_dir = df.sparkSession.sparkContext.getCheckpointDir() is not None
+        context = df.sparkSession.sparkContext
+        reliable = not (context.master or "").startswith("local") and context.getCheckpointDir() is not None
     except Exception:  # Spark Connect has no SparkContext
-        has_dir = False
-    return df.checkpoint(eager=True) if has_dir else df.localCheckpoint(eager=True)
+        reliable = False
+    return df.checkpoint(eager=True) if reliable else df.localCheckpoint(eager=True)
 
 
 _WHOLE_PARTITION = (Window.unboundedPreceding, Window.unboundedFollowing)
