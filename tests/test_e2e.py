@@ -246,6 +246,47 @@ def test_incremental_silver_ends_where_one_full_run_ends(full_run, daily_runs):
     assert not differing, differing
 
 
+# The Spark jobs each step of the module's runs may submit, like the small zone's budgets
+# (tests/test_small_zone.py): the full run (delta-spark, every model trained) and each of the four daily runs
+# (delta-rs, scoring with the full run's models), run by run in the fixture's order. A run's time on this zone is
+# mostly its jobs' fixed cost. Measured on 2026-12-07 (tree after e913722); each budget is that count and a tenth
+# more (at least 5). Lower them when a change removes jobs.
+E2E_SPARK_JOBS_MEASURED: dict[str, list[dict[str, int]]] = {
+    "full": [{"ingest": 115, "silver": 307, "features": 51, "personas": 14, "gold": 44, "recommendations": 302}],
+    "daily": [  # the first day (silver whole), the third, the late second day and the rest (both incremental),
+                # the first day again (bronze rows replaced: silver whole)
+        {"ingest": 76, "silver": 246, "features": 29, "personas": 5, "gold": 22, "recommendations": 90},
+        {"ingest": 87, "silver": 336, "features": 30, "personas": 5, "gold": 22, "recommendations": 114},
+        {"ingest": 97, "silver": 341, "features": 30, "personas": 5, "gold": 22, "recommendations": 111},
+        {"ingest": 90, "silver": 250, "features": 30, "personas": 5, "gold": 22, "recommendations": 68},
+    ],
+}
+
+
+def _budget(measured: dict[str, int]) -> dict[str, int]:
+    return {step: n + max(5, n // 10) for step, n in measured.items()}
+
+
+def test_each_runs_steps_stay_within_their_spark_job_budgets(full_run, daily_runs):
+    """Issue 15, item 3: a change that adds Spark jobs to a step of the full run or of a daily run (an
+    incremental one among them) fails here, naming the run, the step and by how many."""
+    counted = {
+        "full": [{j.job: j.spark_jobs for j in s.jobs} for s in full_run.summaries],
+        "daily": [{j.job: j.spark_jobs for j in s.jobs} for s in daily_runs.summaries],
+    }
+    over = {}
+    for kind, runs in counted.items():
+        measured = E2E_SPARK_JOBS_MEASURED[kind]
+        assert len(runs) == len(measured), counted
+        for i, (steps, base) in enumerate(zip(runs, measured, strict=True)):
+            steps = {job: n for job, n in steps.items() if job != "run"}
+            assert set(steps) == set(base) and all(n and n > 0 for n in steps.values()), (kind, i, steps)
+            budget = _budget(base)
+            over.update({f"{kind} run {i + 1} {step}": f"{n} > {budget[step]}"
+                         for step, n in steps.items() if n > budget[step]})
+    assert not over, f"Spark jobs over budget: {over} (bench/bench_jobs.py names the call sites)"
+
+
 def test_run_writes_every_contract_table(lake):
     summary = lake.summaries[-1]
     assert len(lake.arrival_dates) >= DAYS
