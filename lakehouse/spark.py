@@ -15,6 +15,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from atende.conf.settings import Settings
+from atende.pipelines.frames import executors_in_driver
 
 
 def _local_cores(master: str) -> int:
@@ -94,6 +95,9 @@ def _base_options(settings: Settings, is_local: bool) -> dict[str, str]:
         # Delta's VACUUM lists the table in this many tasks (10,000 by default: two minutes of empty tasks
         # for a small table on two cores)
         options["spark.sql.sources.parallelPartitionDiscovery.parallelism"] = str(partitions)
+        # the checkpoint files of RDDs no longer referenced are deleted (the session's checkpoint directory is a
+        # temporary one in local mode: _ensure_checkpoint_dir), so a long session does not pile them up
+        options["spark.cleaner.referenceTracking.cleanCheckpoints"] = "true"
         # Delta rebuilds a table's snapshot from its log in this many tasks (50 by default)
         options["spark.databricks.delta.snapshotPartitions"] = str(partitions)
         options.update(metastore_options(settings.catalog.metastore))
@@ -226,7 +230,7 @@ def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log
         except Exception:  # noqa: BLE001 - the recorded list is stale somehow: Ivy resolves as usual
             record.unlink(missing_ok=True)
         else:
-            return _finish(spark, settings, is_local)
+            return _finish(spark, settings)
     try:
         spark = _start(name, cfg.master, options, jvm_log)
         if record is not None and fresh:
@@ -252,13 +256,14 @@ def build_spark_session(settings: Settings, app_name: str | None = None, jvm_log
         for key in ("spark.jars.packages", "spark.jars.repositories", *DELTA_EXTENSIONS):
             options.pop(key, None)
         spark = _start(name, cfg.master, options, jvm_log)
-    return _finish(spark, settings, is_local)
+    return _finish(spark, settings)
 
 
-def _finish(spark: SparkSession, settings: Settings, is_local: bool) -> SparkSession:
-    """The log level, and in local mode a checkpoint directory when none is set."""
+def _finish(spark: SparkSession, settings: Settings) -> SparkSession:
+    """The log level, and in local mode (as the running context says: `getOrCreate` may hand back a session
+    started otherwise) a checkpoint directory when none is set."""
     spark.sparkContext.setLogLevel(settings.spark.log_level)
-    if is_local:
+    if executors_in_driver(spark.sparkContext):
         _ensure_checkpoint_dir(spark.sparkContext)
     return spark
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from pyspark import StorageLevel
+from pyspark import SparkContext, StorageLevel
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StructType, VariantType
@@ -22,6 +22,14 @@ def one_row(df: DataFrame) -> Row:
 def scalar(df: DataFrame) -> Any:
     """The first value of `one_row(df)`."""
     return one_row(df)[0]
+
+
+def executors_in_driver(context: SparkContext) -> bool:
+    """Whether the context's executors run in the driver's own JVM: Spark's local mode (`local`, `local[4]`,
+    `local[*]`), as the running context says whatever the settings asked for; not `local-cluster`, whose
+    executors are JVMs of their own."""
+    master = context.master or ""
+    return master.startswith("local") and not master.startswith("local-cluster")
 
 
 def plan_cached(df: DataFrame) -> bool:

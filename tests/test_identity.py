@@ -84,6 +84,18 @@ def test_connected_components_of_a_long_chain_and_an_island(spark, driver_max_ed
     assert got == {**{f"n{i:02d}": "n00" for i in range(13)}, "x1": "x1", "x2": "x1", "solo": "solo"}
 
 
+@pytest.mark.parametrize("master, inside", [
+    ("local", True), ("local[2]", True), ("local[*]", True), ("local-cluster[2,1,1024]", False),
+    ("spark://127.0.0.1:7077", False), ("yarn", False), ("k8s://https://host:443", False), (None, False),
+])
+def test_executors_in_the_driver_is_read_from_the_running_master(master, inside):
+    from types import SimpleNamespace
+
+    from atende.pipelines.frames import executors_in_driver
+
+    assert executors_in_driver(SimpleNamespace(master=master)) is inside
+
+
 def test_materialise_checkpoints_locally_in_local_mode_despite_a_checkpoint_directory(spark):
     """The local session has a checkpoint directory (for MLlib's ALS), yet identity's intermediate frames
     stay in executor storage: in local mode a reliable checkpoint survives nothing more and writes files."""

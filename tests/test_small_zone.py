@@ -336,7 +336,8 @@ def test_spark_submit_to_a_standalone_cluster_on_s3a_writes_what_local_mode_writ
     conf = work / "small-cluster-s3a.yaml"
     conf.write_text(yaml.safe_dump({
         # a 42-record zone: 400 partitions per shuffle is waste
-        # a checkpoint directory every process of the cluster reaches (README): ALS and identity checkpoint there
+        # a checkpoint directory every process of the cluster reaches (README): silver's materialised frames are
+        # reliable checkpoints there on a cluster (ALS's checkpoints are checked in local mode, tests/test_products)
         "spark": {"shuffle_partitions": 4,
                   "conf": {**s3a_spark_conf(s3_server), "spark.checkpoint.dir": (work / "checkpoints").as_uri()}},
         # an object-store lakehouse: MLflow's store is named (no SQLite beside the tables)
@@ -361,7 +362,7 @@ def test_spark_submit_to_a_standalone_cluster_on_s3a_writes_what_local_mode_writ
         done = subprocess.run(command, capture_output=True, text=True, timeout=1500, env=env, cwd=work)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "on the delta-spark engine" in done.stdout
-    # identity's materialised frames and ALS's factors were checkpointed there (reliable checkpoints on a cluster)
+    # silver's materialised frames were checkpointed there (reliable checkpoints on a cluster)
     assert any((work / "checkpoints").rglob("rdd-*")), "nothing was checkpointed"
     differing = _differing_tables(small_run.lake, str(small_run.lake_dir), f"s3://{S3_BUCKET}/small-lakehouse",
                                   lambda v: v.replace(landing, str(small)), delta_rs_s3_options(s3_server))

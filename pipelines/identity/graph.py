@@ -15,6 +15,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from atende.pipelines.frames import executors_in_driver
+
 # the largest edge list solved on the driver (see the module's docstring); 0 keeps every graph in Spark
 DRIVER_MAX_EDGES = 2_000_000
 
@@ -28,7 +30,7 @@ def materialise(df: DataFrame) -> DataFrame:
     checkpoint directory in local mode for MLlib's ALS, which needs one)."""
     try:
         context = df.sparkSession.sparkContext
-        reliable = not (context.master or "").startswith("local") and context.getCheckpointDir() is not None
+        reliable = not executors_in_driver(context) and context.getCheckpointDir() is not None
     except Exception:  # Spark Connect has no SparkContext
         reliable = False
     return df.checkpoint(eager=True) if reliable else df.localCheckpoint(eager=True)
