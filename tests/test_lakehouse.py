@@ -268,7 +268,10 @@ KILL_SCRIPT = textwrap.dedent(
     root, how, engine = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = load_settings("local", environ={})
     settings = settings.model_copy(update={
-        "spark": settings.spark.model_copy(update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "1g"}),
+        # a checkpoint directory of the test's own: the session factory's temporary one is removed at exit,
+        # which a killed process never reaches
+        "spark": settings.spark.model_copy(update={"master": "local[2]", "shuffle_partitions": 1, "driver_memory": "1g",
+                                                   "conf": {"spark.checkpoint.dir": str(Path(root).parent / "checkpoints")}}),
         "storage": settings.storage.model_copy(update={"engine": engine}),
     })
     spark = build_spark_session(settings)
