@@ -9,8 +9,10 @@ back; `atende run` (`Runner.run`: every job, the models trained) runs over the f
 fresh lakehouse; the ingest I/O floor (Spark reads the same files and writes them as Parquet,
 untransformed: bench_ingest.floor) is measured over the same dates in the same session; then the
 held-back date is put in place, as a new day's files arrive, and `atende run` runs again: first on a
-copy of the lakehouse with silver rebuilt from the whole of bronze (the baseline, as every run did before
-incremental silver), then on the lakehouse itself, silver incremental.
+copy of the lakehouse with silver rebuilt from the whole of bronze (the baseline), then on the lakehouse itself
+with `silver.incremental_max_share` at `--silver-share`: 1 (the default here) takes the incremental path, which the
+baseline is compared with; 0 (`conf/local.yaml`'s default) rebuilds whole, as a daily run does by default
+(`day_silver_records` is null when silver was rebuilt whole).
 
 All sizes share one Spark session configured as `atende run` configures it (conf/local.yaml), so
 the ratios compare like with like. Prints one JSON document: seconds per job for the full run and
@@ -50,7 +52,8 @@ def _jobs(summary) -> dict[str, float]:
     return {j.job: round(j.seconds, 1) for j in summary.jobs}
 
 
-def one_size(spark, settings, customers: int, days: int, seed: int, work: Path, compare_whole: bool = True) -> dict:
+def one_size(spark, settings, customers: int, days: int, seed: int, work: Path, compare_whole: bool = True,
+             silver_share: float = 1.0) -> dict:
     from bench_ingest import floor, landing_dates
 
     from atende.jobs.run import Runner
@@ -88,7 +91,9 @@ def one_size(spark, settings, customers: int, days: int, seed: int, work: Path, 
         shutil.rmtree(copy, ignore_errors=True)
         print(f"{customers:,}: one more day, silver rebuilt whole {whole_seconds:.0f} s", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    day = Runner(spark, settings, landing, lakehouse).run()
+    day_settings = settings.model_copy(
+        update={"silver": settings.silver.model_copy(update={"incremental_max_share": silver_share})})
+    day = Runner(spark, day_settings, landing, lakehouse).run()
     day_seconds = time.perf_counter() - started
     print(f"{customers:,}: one more day {day_seconds:.0f} s (silver incremental: {day.silver_incremental}, "
           f"{day.silver_records} records)", file=sys.stderr, flush=True)
@@ -96,7 +101,7 @@ def one_size(spark, settings, customers: int, days: int, seed: int, work: Path, 
     baseline = {} if whole is None else {
         "day_whole_silver_seconds": round(whole_seconds, 1),
         "day_whole_silver_jobs": _jobs(whole),
-        "day_silver_incremental_over_whole": round(_jobs(day)["silver"] / _jobs(whole)["silver"], 3),
+        "day_silver_over_whole": round(_jobs(day)["silver"] / _jobs(whole)["silver"], 3),
     }
     return {
         "customers": customers,
@@ -125,6 +130,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the zones and lakehouses")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the extra day with silver rebuilt whole on a copy of the lakehouse")
+    parser.add_argument("--silver-share", type=float, default=1.0,
+                        help="silver.incremental_max_share for the extra day (1: incremental; 0: whole, the default "
+                             "of conf/local.yaml)")
     args = parser.parse_args()
 
     from atende.conf import load_settings
@@ -137,7 +145,8 @@ def main() -> None:
     try:
         for customers in args.customers:
             folder = work / f"{customers}x{args.days}"
-            sizes.append(one_size(spark, settings, customers, args.days, args.seed, folder, not args.no_baseline))
+            sizes.append(one_size(spark, settings, customers, args.days, args.seed, folder, not args.no_baseline,
+                                  args.silver_share))
             if not args.keep:
                 shutil.rmtree(folder / "lakehouse", ignore_errors=True)
     finally:

@@ -101,6 +101,15 @@ class IngestSettings(_Section):
     earliest_valid_date: str = "2000-01-01"
 
 
+class SilverSettings(_Section):
+    # silver's record tables (interactions, survey responses, orders, actions) are rebuilt only where a run's records
+    # touch them while the records delivered since silver was written are at most this share of the records it is
+    # built from; past it they are rebuilt from the whole of bronze. 0 (the default): whole on every run, the cheaper
+    # way at every size measured while identity is resolved over every record (bench/RESULTS.md, session 36);
+    # 1: incremental whenever it can be
+    incremental_max_share: float = Field(default=0.0, ge=0, le=1)
+
+
 class IdentitySettings(_Section):
     default_region: str = "BR"
     company_domains: tuple[str, ...] = ("atende.com.br",)
@@ -541,6 +550,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     catalog: CatalogSettings = CatalogSettings()
     ingest: IngestSettings = IngestSettings()
+    silver: SilverSettings = SilverSettings()
     identity: IdentitySettings = IdentitySettings()
     kpis: KpiSettings = KpiSettings()
     demo: DemoSettings = DemoSettings()

@@ -78,6 +78,7 @@ from atende.pipelines.increments import (
     delivered_since,
     key_differences,
     only_records,
+    whole_rebuild_reason,
 )
 from atende.pipelines.interactions import build_interactions, whatsapp_sessions
 from atende.pipelines.kpis import build_service_kpis
@@ -112,7 +113,7 @@ class RunSummary:
     # the one job run (`atende run --step`), or None for every job
     step: str | None = None
     # silver's record tables: rows rebuilt from this many records (incremental), or None when rebuilt from
-    # the whole of bronze (a first run, a full refresh), or not run
+    # the whole of bronze (a first run, a full refresh, `silver.incremental_max_share`), or not run
     silver_records: int | None = None
 
     @property
@@ -509,6 +510,8 @@ class Runner:
             return state["rebuild_reason"]
         if state["settings"] != self._silver_settings():
             return "identity.company_domains changed since silver was built"
+        if self.settings.silver.incremental_max_share == 0:
+            return "silver.incremental_max_share is 0: the record tables are rebuilt whole on every run"
         return None
 
     def _silver_settings(self) -> str:
@@ -519,8 +522,9 @@ class Runner:
     def _silver_units(self, bronze: dict[str, DataFrame], threads: DataFrame, record_keys: DataFrame,
                       products: DataFrame) -> Units | None:
         """The units of the record tables this run rebuilds (`pipelines.increments.Units`), or None when they
-        are rebuilt from the whole of bronze: a full refresh, a first run, or records silver was built from
-        gone from bronze."""
+        are rebuilt from the whole of bronze: a full refresh, a first run, records silver was built from gone
+        from bronze, or more records delivered since silver was written than `silver.incremental_max_share`
+        allows (at 0, the default, every run)."""
         whole = self.whole_silver_reason()
         if whole is not None:
             self.progress(f"silver: rebuilt from the whole of bronze ({whole})")
@@ -532,6 +536,14 @@ class Runner:
             self.progress("silver: rebuilt from the whole of bronze (silver/record_keys is empty)")
             return None
         since = F.timestamp_micros(F.lit(since_micros))
+        delivered = delivered_since(bronze, since)
+        max_share = self.settings.silver.incremental_max_share
+        if max_share < 1:
+            delivered = materialise(delivered)  # counted here, read again for `changed` below
+            reason = whole_rebuild_reason(delivered.count(), record_keys.count(), max_share)
+            if reason is not None:
+                self.progress(f"silver: rebuilt from the whole of bronze ({reason})")
+                return None
         differences = materialise(key_differences(written.select("source", "record_id", "customer_key"),
                                                   record_keys))
         if not differences.where(F.col("vanished")).isEmpty():
@@ -539,7 +551,7 @@ class Runner:
                           "other files): rebuilt from the whole of bronze")
             return None
         # computed once: the units below read it once per source (0.70x the units' time at 20,000 x 30's day)
-        changed = materialise(delivered_since(bronze, since).unionByName(
+        changed = materialise(delivered.unionByName(
             differences.where(~F.col("vanished")).select("source", "record_id")))
         products_changed = changed_categories(self.lake.read("silver", "products"), products)
         units = affected_units(changed, bronze, threads, whatsapp_sessions(bronze["whatsapp"]),

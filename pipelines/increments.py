@@ -56,6 +56,26 @@ def delivered_since(bronze: Mapping[str, DataFrame], since: datetime | Column) -
     return union_all(parts).where(F.col("record_id").isNotNull())
 
 
+def whole_rebuild_reason(delivered: int, held: int, max_share: float) -> str | None:
+    """Why the record tables are rebuilt from the whole of bronze rather than where a run's records touch them,
+    by `silver.incremental_max_share`: the bronze rows delivered since silver was written (`delivered_since`,
+    re-deliveries included) against the records silver is built from (`held`: every keyed record, the delivered
+    ones and the CRM's registrations among them). None while the share is at most `max_share` (1: always;
+    the runner does not count at 0, where it rebuilds whole on every run). Identity is resolved over every
+    record either way; at the shares measured, finding the touched units (every record's old and new key, whole
+    threads and conversations) and merging them cost more than rebuilding the tables (bench/RESULTS.md,
+    session 36)."""
+    if max_share >= 1:
+        return None
+    if held <= 0:
+        return f"{delivered:,} records delivered since silver was written, and no record keyed"
+    share = delivered / held
+    if share <= max_share:
+        return None
+    return (f"{delivered:,} records delivered since silver was written, {share:.2%} of the {held:,} it is built "
+            f"from: above silver.incremental_max_share ({max_share:.2%})")
+
+
 def key_differences(old_keys: DataFrame, new_keys: DataFrame) -> DataFrame:
     """`source, record_id, vanished`: the records whose customer key differs from the one silver was written
     with, or that silver has not seen (`vanished` false), and those silver was written with that bronze no longer

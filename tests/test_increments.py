@@ -11,6 +11,7 @@ from atende.pipelines.increments import (
     changed_categories,
     delivered_since,
     key_differences,
+    whole_rebuild_reason,
 )
 from atende.pipelines.interactions import build_interactions, whatsapp_sessions
 from tests.bronze_frames import at, bronze
@@ -150,3 +151,15 @@ def test_rows_rebuilt_from_their_units_alone_equal_the_full_build(spark, setting
     # the ids of the day before (b1's thread, wamid.5's conversation) are among those replaced
     replaced = set(_ids(units.replaced_interactions, "interaction_id"))
     assert {"email:b1@x.com", "wa:wamid.5"} <= replaced and "wa:wamid.8" not in replaced
+
+
+def test_the_record_tables_are_rebuilt_whole_past_the_share_of_delivered_records():
+    """The record tables are rebuilt whole once the records delivered since silver was written are more than
+    `silver.incremental_max_share` of the records it is built from; at 1 never, at 0 whenever anything came."""
+    assert whole_rebuild_reason(10, 1_000, 0.01) is None  # 1.00 %: at the share, incremental
+    reason = whole_rebuild_reason(11, 1_000, 0.01)
+    assert reason is not None and "1.10% of the 1,000" in reason and "silver.incremental_max_share (1.00%)" in reason
+    assert whole_rebuild_reason(999, 1_000, 1.0) is None and whole_rebuild_reason(5_000, 1_000, 1.0) is None
+    assert whole_rebuild_reason(0, 1_000, 0.0) is None
+    assert "0.01% of the 10,000" in whole_rebuild_reason(1, 10_000, 0.0)
+    assert "no record keyed" in whole_rebuild_reason(3, 0, 0.5)

@@ -470,10 +470,13 @@ def test_silver_is_rebuilt_whole_when_what_its_rows_depend_on_changes(spark, set
     """Incremental silver keeps rows built earlier: a change of the settings those rows depend on (which
     addresses are the company's) sends the next run back to the whole of bronze, as do a full refresh and an
     empty lakehouse; otherwise the run may rebuild only what changed."""
-    assert Runner(spark, settings, None, small_run.lake_dir).whole_silver_reason() is None
+    incremental = settings.model_copy(update={"silver": settings.silver.model_copy(update={"incremental_max_share": 0.5})})
+    assert Runner(spark, incremental, None, small_run.lake_dir).whole_silver_reason() is None
+    # by default the record tables are rebuilt whole on every run (the cheaper way at every size measured)
+    assert "incremental_max_share is 0" in Runner(spark, settings, None, small_run.lake_dir).whole_silver_reason()
     identity = settings.identity.model_copy(
         update={"company_domains": [*settings.identity.company_domains, "Parceiro.com.br"]})
-    changed = settings.model_copy(update={"identity": identity})
+    changed = incremental.model_copy(update={"identity": identity})
     assert "company_domains changed" in Runner(spark, changed, None, small_run.lake_dir).whole_silver_reason()
     refresh = Runner(spark, settings, None, small_run.lake_dir)
     refresh.full_refresh = True
@@ -496,13 +499,21 @@ def test_a_later_run_with_more_data_trains_and_promotes(spark, settings, small_r
 
     new_dates = [dt.date.fromisoformat(d) for d in dates[SMALL_DATES:]]
     before = processed_dates(small_run.lake)
-    summaries = []
+    summaries, said = [], []
+    # incremental while the new records are at most 5 % of silver's (the default, 0, rebuilds whole on every run)
+    sharing = settings.model_copy(update={"silver": settings.silver.model_copy(update={"incremental_max_share": 0.05})})
     for step in STEPS:
-        second = Runner(spark, settings, small if step == "ingest" else None, lake_dir)
+        second = Runner(spark, sharing if step == "silver" else settings, small if step == "ingest" else None, lake_dir,
+                        progress=said.append)
         summaries.append(second.run(step=step))
         # the dates are processed once the last step is through, not before
         assert processed_dates(second.lake) == (before | set(new_dates) if step == STEPS[-1] else before), step
     assert all(s.arrival_dates == new_dates for s in summaries), [s.arrival_dates for s in summaries]
+    # the new dates hold most of the records, far above 5 %: silver's record tables are rebuilt whole, and the run
+    # says why
+    assert summaries[STEPS.index("silver")].silver_records is None
+    [why] = [line for line in said if line.startswith("silver: rebuilt from the whole of bronze")]
+    assert "above silver.incremental_max_share" in why, why
     jobs = [j for s in summaries for j in s.jobs]
     assert [j.job for j in jobs] == list(STEPS)
     assert all(j.status == "succeeded" for j in jobs), [(j.job, j.status, j.error) for j in jobs]
