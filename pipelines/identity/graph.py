@@ -141,4 +141,7 @@ def _components_on_driver(spark: SparkSession, edges: pa.Table) -> DataFrame:
     if ends.null_count:
         nodes = pa.concat_arrays([nodes, pa.nulls(1, pa.string())])
         component = pa.concat_arrays([component, pa.nulls(1, pa.string())])
-    return spark.createDataFrame(pa.table({"node": nodes, "component": component}))
+    # a frame made on the driver is a local relation: its rows travel inside every plan that reads it and are
+    # scanned in one task, so each join with it cost 3-4 s more at 350,000 nodes (bench/RESULTS.md, session 37);
+    # checkpointed once, hash partitioned by node (what the readers join on), it is read like any computed frame
+    return materialise(spark.createDataFrame(pa.table({"node": nodes, "component": component})).repartition("node"))
