@@ -5,13 +5,15 @@
 
 Reads the lakehouse's bronze tables (nothing is written), builds the e-mail threads and the identifier
 observations as the silver step does (cached, counted), then runs the resolution's stages in its order, each
-one computed (checkpointed, as the pipeline materialises it) before the next starts, and prints each stage's
-seconds. The stages are the pipeline's own functions (`pipelines.identity.resolution`), called here one by one:
-after the last round the record keys they give are compared with `resolve_identities_with_report`'s, so the
-script fails rather than time something the pipeline no longer does.
+one computed before the next starts, and prints each stage's seconds. The stages are the pipeline's own functions
+(`pipelines.identity.resolution`), called here one by one: after the last round the record keys they give are
+compared with `resolve_identities_with_report`'s, so the script fails rather than time something the pipeline no
+longer does.
 
-A stage's figure includes what it reads that is not computed yet (the pipeline is lazy between checkpoints),
-so the order matters and is the pipeline's. Prints one JSON document.
+Four stages the pipeline leaves lazy (name conflicts, hubs, tie candidates, record components) are checkpointed
+here so that each has a time of its own: the rounds' totals are this script's, a few jobs more than the pipeline
+runs, and compare with each other, not with a silver step. A stage's figure includes what it reads that is not
+computed yet, so the order matters and is the pipeline's. Prints one JSON document.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="times the stages run in the one session")
     parser.add_argument("--conf", type=Path, default=None, help="a settings file layered over conf/local.yaml")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not (args.lakehouse / "bronze").is_dir():
         parser.error(f"{args.lakehouse} has no bronze tables")
 

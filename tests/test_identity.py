@@ -130,20 +130,22 @@ def test_the_driver_and_spark_routes_give_the_same_components(spark):
 
 def test_a_large_graph_solved_on_the_driver_comes_back_checkpointed_not_as_a_local_relation(spark, monkeypatch):
     """A frame made on the driver is a local relation whose rows ride inside every plan that reads it (3-4 s a
-    join at 350,000 nodes): above `LOCAL_FRAME_MAX_NODES` nodes the driver's answer is checkpointed and hash
-    partitioned by node instead, with the same rows; a small graph stays a local relation (no job more)."""
+    join at 357,000 nodes): above `LOCAL_FRAME_MAX_NODES` nodes the driver's answer is checkpointed instead, its
+    rows spread over the shuffle partitions, the same rows; a small graph stays a local relation (no job more)."""
     from atende.pipelines.identity import graph
 
-    edges = spark.createDataFrame([("a", "b"), ("b", "c"), ("d", "e"), ("f", "f")], "src string, dst string")
-    expected = {("a", "a"), ("b", "a"), ("c", "a"), ("d", "d"), ("e", "d"), ("f", "f")}
+    edges = spark.createDataFrame([("a", "b"), ("b", "c"), ("d", "e"), ("f", "f"), ("g", None)],
+                                  "src string, dst string")
+    # a null end is a node of its own with a null component (as the Spark route gives it)
+    expected = {("a", "a"), ("b", "a"), ("c", "a"), ("d", "d"), ("e", "d"), ("f", "f"), ("g", "g"), (None, None)}
     small = graph.connected_components(edges)
     assert "LocalTableScan" in small._jdf.queryExecution().executedPlan().toString()
     assert set(map(tuple, small.collect())) == expected
 
-    monkeypatch.setattr(graph, "LOCAL_FRAME_MAX_NODES", 5)  # six nodes: "large"
+    monkeypatch.setattr(graph, "LOCAL_FRAME_MAX_NODES", 7)  # eight nodes, the null one included: "large"
     large = graph.connected_components(edges)
-    plan = large._jdf.queryExecution().executedPlan().toString()
-    assert "LocalTableScan" not in plan and "ExistingRDD" in plan
+    executed = large._jdf.queryExecution().executedPlan()
+    assert "LocalTableScan" not in executed.toString() and "ExistingRDD" in executed.toString()
     assert "LocalCheckpointRDD" in large.rdd.toDebugString().decode()
     assert set(map(tuple, large.collect())) == expected
 

@@ -20,8 +20,8 @@ from atende.pipelines.frames import executors_in_driver
 # the largest edge list solved on the driver (see the module's docstring); 0 keeps every graph in Spark
 DRIVER_MAX_EDGES = 2_000_000
 # up to this many nodes a graph solved on the driver comes back as a local relation (its rows inside the plan:
-# cheaper than one more job to checkpoint it); above, checkpointed and partitioned (see `_components_on_driver`).
-# An estimate, not a measured crossover: at 350,000 nodes a join with the local relation cost ~10 us a row more,
+# cheaper than one more job to checkpoint it); above, checkpointed (see `_components_on_driver`).
+# An estimate, not a measured crossover: at 357,000 nodes a join with the local relation cost ~10 us a row more,
 # so at 10,000 nodes and the half-dozen joins identity makes with it, about what a checkpoint job costs
 LOCAL_FRAME_MAX_NODES = 10_000
 
@@ -149,7 +149,9 @@ def _components_on_driver(spark: SparkSession, edges: pa.Table) -> DataFrame:
     frame = spark.createDataFrame(pa.table({"node": nodes, "component": component}))
     if len(nodes) <= LOCAL_FRAME_MAX_NODES:
         return frame
-    # a frame made on the driver is a local relation: its rows travel inside every plan that reads it and are
-    # scanned in one task, so each join with it cost 3-4 s more at 350,000 nodes (bench/RESULTS.md, session 37);
-    # checkpointed once, hash partitioned by node (what the readers join on), it is read like any computed frame
+    # a frame made on the driver is a local relation (below spark.sql.execution.arrow.localRelationThreshold): its
+    # rows travel inside every plan that reads it, and each join with it cost 3-4 s more at 357,000 nodes than with
+    # a checkpointed copy (bench/RESULTS.md, session 37); checkpointed once, its rows spread over the shuffle
+    # partitions (by node; the checkpoint does not remember that partitioning, so readers still shuffle), it is read
+    # like any computed frame
     return materialise(frame.repartition("node"))
