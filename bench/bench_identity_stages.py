@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,7 +103,7 @@ def main() -> None:
             seconds.clear()
             record_keys = in_stages()
             rounds.append({**seconds, "total": round(sum(seconds.values()), 1)})
-            print(f"round {len(rounds)}: {rounds[-1]['total']} s", flush=True)
+            print(f"round {len(rounds)}: {rounds[-1]['total']} s", file=sys.stderr, flush=True)
         # the stages above are the pipeline's: the same keys as the pipeline's own resolution
         whole = resolve_identities_with_report(observations, None, settings, "bench", datetime.now(timezone.utc))
         differing = record_keys.exceptAll(whole.record_keys).count() + whole.record_keys.exceptAll(record_keys).count()
