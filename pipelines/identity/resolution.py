@@ -394,9 +394,11 @@ def _crm_customers(obs: DataFrame, attributes: DataFrame, names: DataFrame, cfg:
     )
     dup_edges = crm_duplicates(obs, attributes, crm_names, cfg) if cfg.join_crm_duplicates else None
     if dup_edges is not None:
-        customer_of = materialise(connected_components(dup_edges).select(
+        # read once, by crm_customers' checkpoint below: connected_components' answer is checkpointed already when
+        # large (a local relation when small), so no checkpoint of its own
+        customer_of = connected_components(dup_edges).select(
             F.col("node").alias("crm_id"), F.col("component").alias("customer")
-        ))
+        )
     else:
         customer_of = obs.sparkSession.createDataFrame([], "crm_id string, customer string")
     crm_customers = materialise(
