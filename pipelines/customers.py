@@ -99,14 +99,11 @@ def survive(candidates: DataFrame, survivorship: SurvivorshipSettings, fields: l
     the source its value came from), one row per customer holding a candidate."""
     rules = {f: survivorship.fields[f] for f in fields}
     allowed = F.lit(False)
-    rank = F.lit(None)
     for f, rule in rules.items():
-        this = F.col("field") == f
-        usable = this & F.col("source").isin(list(rule.sources))
+        usable = (F.col("field") == f) & F.col("source").isin(list(rule.sources))
         if rule.rule != "latest":
             usable = usable & F.col("value").isNotNull()
         allowed = allowed | usable
-        rank = F.when(this, _rank(rule)).otherwise(rank)
     # one row per candidate value: how often it was seen, when last, and its tie-break at that instant
     grouped = (
         candidates.where(allowed)
@@ -114,14 +111,20 @@ def survive(candidates: DataFrame, survivorship: SurvivorshipSettings, fields: l
         .agg(F.sum("n").alias("n"), F.max_by("tiebreak", F.struct("last_at", "tiebreak")).alias("tiebreak"),
              F.max("last_at").alias("last_at"))
     )
-    winners = grouped.groupBy("customer_key", "field").agg(
-        F.max_by(F.struct("value", "source"), rank).alias("_w")
-    )
-    return winners.groupBy("customer_key").agg(
-        *[F.max(F.when(F.col("field") == f, F.col("_w.value"))).alias(f) for f in fields],
-        F.map_from_entries(F.array_sort(F.collect_list(
-            F.when(F.col("_w.value").isNotNull(), F.struct("field", F.col("_w.source")))
-        ))).alias("value_sources"),
+    # each field's winner in one aggregation per customer: max_by skips the rows whose ordering is null (the
+    # other fields' candidates); a rank is unique within a field (it ends with the value, and sources rank apart)
+    winners = grouped.groupBy("customer_key").agg(*[
+        F.max_by(F.struct("value", "source"), F.when(F.col("field") == f, _rank(rule))).alias(f"_w_{f}")
+        for f, rule in rules.items()
+    ])
+    return winners.select(
+        "customer_key",
+        *[F.col(f"_w_{f}.value").alias(f) for f in fields],
+        F.map_from_entries(F.array_compact(F.array(*[
+            F.when(F.col(f"_w_{f}.value").isNotNull(),
+                   F.struct(F.lit(f).alias("field"), F.col(f"_w_{f}.source").alias("source")))
+            for f in sorted(fields)
+        ]))).alias("value_sources"),
     )
 
 
