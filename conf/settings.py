@@ -523,7 +523,7 @@ class QualitySettings(_Section):
     max_held_out_identifier_share: float = Field(default=0.02, ge=0, le=1)
     # a table with at most this many rows is collected once and validated by GE's pandas engine (GE runs
     # Spark jobs per metric otherwise: most of a small run's gate time); 0 validates every table on Spark
-    in_memory_max_rows: int = Field(default=200_000, ge=0)
+    in_memory_max_rows: int = Field(default=500_000, ge=0)
 
 
 class ReportSettings(_Section):
