@@ -98,6 +98,8 @@ def survive(candidates: DataFrame, survivorship: SurvivorshipSettings, fields: l
     """`customer_key`, one string column per field (its surviving value) and `value_sources` (field ->
     the source its value came from), one row per customer holding a candidate."""
     rules = {f: survivorship.fields[f] for f in fields}
+    if not rules:  # no field asked for: no customer holds a candidate of one
+        return candidates.limit(0).select("customer_key", F.create_map().cast("map<string,string>").alias("value_sources"))
     allowed = F.lit(False)
     for f, rule in rules.items():
         usable = (F.col("field") == f) & F.col("source").isin(list(rule.sources))
