@@ -443,7 +443,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
                     purchases: DataFrame | None = None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
     """The customers (`customer_key` and `_k`: how many of each source's picks the customer needs so that top_n
     survive the filters: top_n, plus the products they must not be offered, plus the ranked products off sale),
-    the products that may be offered, the pairs not to offer, and the largest `_k` (what every source computes;
+    the products that may be offered, the pairs not to offer, and a `k` no customer's `_k` exceeds (what every source computes;
     each customer's candidates past their own `_k` are dropped before the lists are assembled). `known`: the
     products the first source ranks (product_id; default ALS's); those of them and of the best sellers that
     are off sale now are made up for. `purchases` (customer_key, product_id: what customers have bought, as of
@@ -476,7 +476,8 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
     if excluded is None:
         keys = keys.select("customer_key", F.lit(top_n + min(off_sale, MAX_EXCLUDED_PER_CUSTOMER)).alias(OWN_K))
     else:
-        own = excluded.groupBy("customer_key").agg(F.countDistinct("product_id").alias("_excluded"))
+        own = (excluded.join(keys, on="customer_key", how="left_semi")  # the training purchases are everyone's
+               .groupBy("customer_key").agg(F.countDistinct("product_id").alias("_excluded")))
         keys = keys.join(own, on="customer_key", how="left").select("customer_key", (F.lit(top_n) + F.least(
             F.lit(off_sale) + F.coalesce("_excluded", F.lit(0)), F.lit(MAX_EXCLUDED_PER_CUSTOMER))).alias(OWN_K))
     return keys, recommendable, excluded, top_n + min(extra, MAX_EXCLUDED_PER_CUSTOMER)
@@ -678,7 +679,8 @@ def persona_product_lines(orders: DataFrame, ladder: DataFrame, segments: DataFr
 def category_price_candidates(category_model: DataFrame, persona_products: DataFrame, ladder: DataFrame,
                               lines: DataFrame, customers: DataFrame, segments: DataFrame | None,
                               customer_weight: float, product_weight: float, k: int) -> DataFrame:
-    """`customer_key, product_id, score, source_rank` (1..k): each customer's products of `ladder` ranked by
+    """`customer_key, product_id, score, source_rank` (1..k, or 1.. the customer's own `_k` when `customers` carries
+    it): each customer's products of `ladder` ranked by
     P(category | customer) x P(product | persona, category).
 
     A customer's category shares are their own order lines' shares (`lines`: customer_key, category, lines)
@@ -718,8 +720,8 @@ def category_price_candidates(category_model: DataFrame, persona_products: DataF
               .select("customer_key", "persona", "category", share.alias("share"), OWN_K))
     order = Window.partitionBy("customer_key").orderBy(F.desc("score"), "product_id")
     # a customer's first `_k` are among each category's first `_k`: within a category their scores keep the
-    # persona's order (one positive share times each value; a zero share scores the category's products 0,
-    # ordered by id alone, so those are kept whole)
+    # persona's order (one positive share times each value, as the persona lists' cut at k assumes too; a zero
+    # share scores the category's products 0, ordered by id alone, so those are kept whole)
     return (shares.join(F.broadcast(persona_lists), on=["persona", "category"])
             .where((F.col("r") <= F.col(OWN_K)) | (F.col("share") <= 0))
             .select("customer_key", "product_id", (F.col("share") * F.col("value")).alias("score"), OWN_K)
