@@ -82,7 +82,6 @@ K = 10  # the cut-off of the evaluation metrics (precision@10, recall@10, NDCG@1
 # (bought before, off sale): a customer who bought more distinct items than this can get a
 # list shorter than top_n rather than everyone's scoring scanning ever more candidates
 MAX_EXCLUDED_PER_CUSTOMER = 100
-OWN_K = "_k"  # a customer's own number of picks to take from each source (`_scoring_inputs`)
 
 # Customers name a product by its first words ("o Smartphone Galaxy A15" for
 # "Smartphone Galaxy A15 128GB preto"), dropping a trailing connective ("Jogo de").
@@ -377,12 +376,6 @@ def fit_product_model(feedback: DataFrame, orders: DataFrame, products: DataFram
 
 
 # ---------------------------------------------------------------- scoring
-def _cut(customers: DataFrame, k: int) -> Column:
-    """How many of a source's picks a customer needs: their own `_k` when `customers` carries it (see
-    `_scoring_inputs`), else `k` for everyone."""
-    return F.col(OWN_K) if OWN_K in customers.columns else F.lit(k)
-
-
 def _candidate(df: DataFrame, source: int) -> DataFrame:
     return df.select("customer_key", "product_id", F.col("score").cast("double").alias("score"),
                      F.lit(source).alias("source"), F.col("source_rank").cast("int").alias("source_rank"))
@@ -396,8 +389,7 @@ def _als_candidates(model: ProductModel, customers: DataFrame, k: int) -> DataFr
         (F.col("pos") + 1).alias("source_rank"),
     )
     return _candidate(
-        exploded.join(users, on="customer_idx", how="inner").where(F.col("source_rank") <= _cut(users, k))
-        .join(model.product_index, on="product_idx", how="inner"),
+        exploded.join(users, on="customer_idx", how="inner").join(model.product_index, on="product_idx", how="inner"),
         source=0,
     )
 
@@ -405,15 +397,12 @@ def _als_candidates(model: ProductModel, customers: DataFrame, k: int) -> DataFr
 def _popular_candidates(popularity: DataFrame, customers: DataFrame, segments: DataFrame | None, k: int) -> DataFrame:
     top = popularity.where(F.col("rank") <= k).select(
         "segment", "product_id", "score", F.col("rank").alias("source_rank"))
-    cut = _cut(customers, k)
-    everyone = customers.join(F.broadcast(top.where(F.col("segment") == GLOBAL_SEGMENT)), how="cross").where(
-        F.col("source_rank") <= cut)
+    everyone = customers.join(F.broadcast(top.where(F.col("segment") == GLOBAL_SEGMENT)), how="cross")
     if segments is None:
         return _candidate(everyone, source=2)
     personas = customers.join(segments.select("customer_key", F.col("persona_id").alias("segment")),
                               on="customer_key", how="inner")
-    by_persona = personas.join(top.where(F.col("segment") != GLOBAL_SEGMENT), on="segment", how="inner").where(
-        F.col("source_rank") <= cut)
+    by_persona = personas.join(top.where(F.col("segment") != GLOBAL_SEGMENT), on="segment", how="inner")
     return _candidate(by_persona, source=1).unionByName(_candidate(everyone, source=2))
 
 
@@ -439,12 +428,10 @@ def _assemble(candidates: DataFrame, customers: DataFrame, recommendable: DataFr
 
 
 def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFrame | None,
-                    exclude: DataFrame | None, top_n: int, known: DataFrame | None = None,
+                    exclude: DataFrame | None, known: DataFrame | None = None,
                     purchases: DataFrame | None = None) -> tuple[DataFrame, DataFrame, DataFrame | None, int]:
-    """The customers (`customer_key` and `_k`: how many of each source's picks the customer needs so that top_n
-    survive the filters: top_n, plus the products they must not be offered, plus the ranked products off sale),
-    the products that may be offered, the pairs not to offer, and a `k` no customer's `_k` exceeds (what every source computes;
-    each customer's candidates past their own `_k` are dropped before the lists are assembled). `known`: the
+    """The customers, the products that may be offered, the pairs not to offer, and how many
+    candidates past top_n each source must bring so that top_n survive those filters. `known`: the
     products the first source ranks (product_id; default ALS's); those of them and of the best sellers that
     are off sale now are made up for. `purchases` (customer_key, product_id: what customers have bought, as of
     now) replaces the purchases the model saw at training when the model leaves purchases out."""
@@ -457,7 +444,6 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
         ranked = (model.product_index if known is None else known).select("product_id")
         ranked = ranked.unionByName(model.popularity.select("product_id")).distinct()
         extra = ranked.join(recommendable, on="product_id", how="left_anti").count()
-    off_sale = extra
     parts, given = [], [exclude]
     if model.exclude_purchased and purchases is None:
         parts.append(model.purchases)
@@ -471,16 +457,7 @@ def _scoring_inputs(model: ProductModel, customers: DataFrame, products: DataFra
     excluded = None
     for part in parts:
         excluded = part if excluded is None else excluded.unionByName(part)
-    # each customer's own need: the off-sale count, plus the products they must not be offered (at most as many
-    # as the largest such count above, so their `_k` never exceeds the largest)
-    if excluded is None:
-        keys = keys.select("customer_key", F.lit(top_n + min(off_sale, MAX_EXCLUDED_PER_CUSTOMER)).alias(OWN_K))
-    else:
-        own = (excluded.join(keys, on="customer_key", how="left_semi")  # the training purchases are everyone's
-               .groupBy("customer_key").agg(F.countDistinct("product_id").alias("_excluded")))
-        keys = keys.join(own, on="customer_key", how="left").select("customer_key", (F.lit(top_n) + F.least(
-            F.lit(off_sale) + F.coalesce("_excluded", F.lit(0)), F.lit(MAX_EXCLUDED_PER_CUSTOMER))).alias(OWN_K))
-    return keys, recommendable, excluded, top_n + min(extra, MAX_EXCLUDED_PER_CUSTOMER)
+    return keys, recommendable, excluded, min(extra, MAX_EXCLUDED_PER_CUSTOMER)
 
 
 def recommend_products(model: ProductModel, customers: DataFrame, segments: DataFrame | None,
@@ -513,16 +490,18 @@ def recommend_products(model: ProductModel, customers: DataFrame, segments: Data
             raise ValueError("this product model was saved without the category x price-ladder recommender "
                              "(format 1 or 2): retrain it (atende train)")
         ladder = price_ladder(products) if products is not None else model.ladder
-        keys, recommendable, excluded, k = _scoring_inputs(model, customers, products, exclude, top_n,
-                                                           known=ladder.select("product_id"), purchases=purchases)
+        keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude,
+                                                               known=ladder.select("product_id"), purchases=purchases)
+        k = top_n + extra
         lines = category_lines(orders, ladder) if orders is not None else model.category_lines
         first = _candidate(category_price_candidates(
             model.category_model, model.persona_products, ladder, lines, keys, segments,
             float(model.params["category_customer_weight"]), float(model.params["category_product_weight"]), k),
             source=0)
     else:
-        keys, recommendable, excluded, k = _scoring_inputs(model, customers, products, exclude, top_n,
-                                                           purchases=purchases)
+        keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude,
+                                                               purchases=purchases)
+        k = top_n + extra
         first = _als_candidates(model, keys, k)
     candidates = first.unionByName(_popular_candidates(model.popularity, keys, segments, k))
     return _assemble(candidates, keys, recommendable, excluded, top_n)
@@ -554,16 +533,16 @@ def recommend_popular(model: ProductModel, customers: DataFrame, top_n: int,
                       products: DataFrame | None = None, exclude: DataFrame | None = None) -> DataFrame:
     """The popularity baseline, in RECOMMENDED_PRODUCTS form: the most bought products overall,
     with the same exclusions as `recommend_products`."""
-    keys, recommendable, excluded, k = _scoring_inputs(model, customers, products, exclude, top_n)
-    return _assemble(_popular_candidates(model.popularity, keys, None, k), keys, recommendable, excluded, top_n)
+    keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+    return _assemble(_popular_candidates(model.popularity, keys, None, top_n + extra), keys, recommendable, excluded, top_n)
 
 
 def recommend_persona_popular(model: ProductModel, customers: DataFrame, segments: DataFrame | None, top_n: int,
                               products: DataFrame | None = None, exclude: DataFrame | None = None) -> DataFrame:
     """The persona baseline, in RECOMMENDED_PRODUCTS form: each customer's persona's most bought products (of
     the model's training window), then everyone's, with the same exclusions as `recommend_products`."""
-    keys, recommendable, excluded, k = _scoring_inputs(model, customers, products, exclude, top_n)
-    return _assemble(_popular_candidates(model.popularity, keys, segments, k), keys, recommendable,
+    keys, recommendable, excluded, extra = _scoring_inputs(model, customers, products, exclude)
+    return _assemble(_popular_candidates(model.popularity, keys, segments, top_n + extra), keys, recommendable,
                      excluded, top_n)
 
 
@@ -679,8 +658,7 @@ def persona_product_lines(orders: DataFrame, ladder: DataFrame, segments: DataFr
 def category_price_candidates(category_model: DataFrame, persona_products: DataFrame, ladder: DataFrame,
                               lines: DataFrame, customers: DataFrame, segments: DataFrame | None,
                               customer_weight: float, product_weight: float, k: int) -> DataFrame:
-    """`customer_key, product_id, score, source_rank` (1..k, or 1.. the customer's own `_k` when `customers` carries
-    it): each customer's products of `ladder` ranked by
+    """`customer_key, product_id, score, source_rank` (1..k): each customer's products of `ladder` ranked by
     P(category | customer) x P(product | persona, category).
 
     A customer's category shares are their own order lines' shares (`lines`: customer_key, category, lines)
@@ -705,28 +683,22 @@ def category_price_candidates(category_model: DataFrame, persona_products: DataF
                      .join(persona_products.select("persona", "product_id", F.col("lines").alias("bought")),
                            on=["persona", "product_id"], how="left")
                      .select("persona", "category", "product_id", value.alias("value"))
-                     .withColumn("r", F.row_number().over(in_category)).where(F.col("r") <= k))
+                     .withColumn("r", F.row_number().over(in_category)).where(F.col("r") <= k).drop("r"))
     known = category_model.select(F.col("persona").alias("_known")).distinct()
-    cut = _cut(customers, k)
     keys = (customers.join(_personas(segments, customers.sparkSession), on="customer_key", how="left")
             .join(F.broadcast(known), F.col("persona") == F.col("_known"), how="left")
-            .select("customer_key", F.coalesce("_known", F.lit(NO_PERSONA)).alias("persona"), cut.alias(OWN_K)))
+            .select("customer_key", F.coalesce("_known", F.lit(NO_PERSONA)).alias("persona")))
     own_total = lines.groupBy("customer_key").agg(F.sum("lines").alias("total"))
     cw = F.lit(float(customer_weight))
     share = ((F.coalesce("lines", F.lit(0.0)) + cw * F.col("persona_share")) / (F.coalesce("total", F.lit(0.0)) + cw))
     shares = (keys.join(F.broadcast(category_model.select("persona", "category", "persona_share")), on="persona")
               .join(lines, on=["customer_key", "category"], how="left")
               .join(own_total, on="customer_key", how="left")
-              .select("customer_key", "persona", "category", share.alias("share"), OWN_K))
+              .select("customer_key", "persona", "category", share.alias("share")))
     order = Window.partitionBy("customer_key").orderBy(F.desc("score"), "product_id")
-    # a customer's first `_k` are among each category's first `_k`: within a category their scores keep the
-    # persona's order (one positive share times each value, as the persona lists' cut at k assumes too; a zero
-    # share scores the category's products 0, ordered by id alone, so those are kept whole)
     return (shares.join(F.broadcast(persona_lists), on=["persona", "category"])
-            .where((F.col("r") <= F.col(OWN_K)) | (F.col("share") <= 0))
-            .select("customer_key", "product_id", (F.col("share") * F.col("value")).alias("score"), OWN_K)
-            .withColumn("source_rank", F.row_number().over(order)).where(F.col("source_rank") <= F.col(OWN_K))
-            .drop(OWN_K))
+            .select("customer_key", "product_id", (F.col("share") * F.col("value")).alias("score"))
+            .withColumn("source_rank", F.row_number().over(order)).where(F.col("source_rank") <= k))
 
 
 def category_price_ranking(orders: DataFrame, products: DataFrame, segments: DataFrame | None,

@@ -7,13 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 
 from atende.conf.settings import ProductSettings
-from atende.models import products as products_module
 from atende.models.products import (
     FEEDBACK,
     GLOBAL_SEGMENT,
@@ -29,7 +27,6 @@ from atende.models.products import (
     per_customer_ranking,
     ranking_metrics,
     recommend_by_popularity,
-    recommend_persona_popular,
     recommend_popular,
     recommend_products,
     save_product_model,
@@ -568,33 +565,6 @@ def test_todays_purchases_are_left_out_in_place_of_those_seen_at_training(spark,
     got = _lists(recommend_products(model, customers, segments, top_n=3, purchases=today))["K4"]
 
     assert sorted(got) == ["F1", "F2", "F3"]  # the three books bought; the phones make up the list
-
-
-def test_each_customer_takes_the_picks_their_own_exclusions_need(spark, trained, priced, monkeypatch):
-    """Each customer's candidates are cut at top_n + the products they must not be offered + those off sale, not
-    at what the customer with the most exclusions needs: one who bought every book still gets a full list, and
-    every list, score included, is the one the cut at the most any customer needs gives."""
-    model, _, segments = trained
-    today = build_purchases(orders_frame(spark, [("o1", 1, "K4", "B1", 1), ("o2", 1, "K4", "B2", 1),
-                                                 ("o3", 5, "K4", "B3", 1), ("o4", 5, "K6", "B2", 1)]))
-    customers = spark.createDataFrame([("K4",), ("K6",), ("K91",)], "customer_key string")
-    cheap, _, _, cheap_segments, _ = priced
-    cheap_customers = spark.createDataFrame([(k,) for k in ("K1", "K5", "K7", "K8")], "customer_key string")
-
-    def scored() -> list[DataFrame]:
-        return [recommend_products(model, customers, segments, top_n=2, purchases=today),
-                recommend_persona_popular(model, customers, segments, top_n=2),
-                recommend_products(cheap, cheap_customers, cheap_segments, top_n=2, recommender="category_price")]
-
-    own = scored()
-    # K4's first picks by ALS, its persona and everyone are books it bought (and an item off sale): a cut at
-    # top_n + the off-sale count alone would leave it one phone
-    lists = _lists(own[0])
-    assert len(lists["K4"]) == 2 and set(lists["K4"]) <= {"F1", "F2", "F3"}
-    assert "B2" not in lists["K6"] and len(lists["K6"]) == 2
-    monkeypatch.setattr(products_module, "_cut", lambda customers, k: F.lit(k))  # everyone cut at the most
-    for got, expected in zip(own, scored(), strict=True):
-        assertDataFrameEqual(got, expected, checkRowOrder=False)
 
 
 def test_best_sellers_gone_off_sale_are_made_up_for_from_further_down_the_list(spark):
