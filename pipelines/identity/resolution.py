@@ -28,6 +28,7 @@ from atende.pipelines.identity.common import (
     TYPE_PRIORITY,
 )
 from atende.pipelines.identity.graph import connected_components, materialise
+from atende.pipelines.identity.guards_sql import Guards, guards_on_driver
 from atende.pipelines.identity.observations import company_address
 from atende.pipelines.schemas import IDENTITY_MAP, IDENTITY_MERGES
 
@@ -238,8 +239,11 @@ def resolve_identities_with_report(
     settings: Settings,
     run_id: str,
     now: datetime,
+    driver_max_rows: int | None = None,
 ) -> IdentityResolution:
-    """As `resolve_identities`, plus the identifiers and components the over-merge guards held back."""
+    """As `resolve_identities`, plus the identifiers and components the over-merge guards held back.
+    `driver_max_rows`: the most identifier rows whose guards run on the driver (`guards_sql.DRIVER_MAX_ROWS` by
+    default; 0 keeps them in Spark)."""
     cfg = settings.identity
     blocked = _blocklisted(cfg)
     company = _company_identifiers(observations, cfg)
@@ -251,15 +255,19 @@ def resolve_identities_with_report(
     unit_of = _units(groups)
     crm = _crm_customers(obs, attributes, names, cfg)
 
-    # --- the over-merge guards
-    reach = _crm_reach(obs, unit_of, crm.crm_customers, cfg)
-    conflicting = _name_conflicts(reach, names, unit_of, crm.customer_names, cfg)
-    held = _held_back(reach, conflicting, _hubs(reach, conflicting, cfg), cfg)
+    # --- the over-merge guards: on the driver when their inputs fit there (`guards_sql`), else in Spark
+    guards = guards_on_driver(obs, unit_of, crm.crm_customers, names, crm.customer_names, cfg, driver_max_rows)
+    if guards is None:
+        reach = _crm_reach(obs, unit_of, crm.crm_customers, cfg)
+        conflicting = _name_conflicts(reach, names, unit_of, crm.customer_names, cfg)
+        guards = Guards(shared=reach.shared, conflicting=conflicting, hubs=_hubs(reach, conflicting, cfg),
+                        reached=reach.reached)
+    held = _held_back(guards, cfg)
 
     # --- the graph, then the components that hold no CRM customer placed by their names
     records = materialise(_records(obs, groups, attributes))
     linked = connected_components(_graph_edges(obs, held, records, unit_of, crm.dup_edges))
-    tie_candidates = _tie_candidates(held, reach.reached, cfg)
+    tie_candidates = _tie_candidates(held, guards.reached, cfg)
     components = _placed_components(linked, obs, names, crm, tie_candidates, cfg)
 
     # --- the keys
@@ -505,13 +513,14 @@ def _hubs(reach: _CrmReach, conflicting: DataFrame, cfg: IdentitySettings) -> Da
     )
 
 
-def _held_back(reach: _CrmReach, conflicting: DataFrame, hubs: DataFrame, cfg: IdentitySettings) -> DataFrame:
+def _held_back(guards: Guards, cfg: IdentitySettings) -> DataFrame:
     """`identifier_type, identifier, crm_customers, kind, size, reason`: every identifier a guard holds out
     of linking (kind `shared_identifier`, `name_conflict` or `hub`) and why (materialised)."""
     limit = _limit(cfg.max_customers_per_identifier)
     partner_limit = _limit(cfg.max_partners_per_identifier)
+    conflicting, hubs = guards.conflicting, guards.hubs
     return materialise(
-        reach.shared.select(*_IDENT, "crm_customers", F.lit("shared_identifier").alias("kind"),
+        guards.shared.select(*_IDENT, "crm_customers", F.lit("shared_identifier").alias("kind"),
                             F.col("crm_customers").alias("size"),
                             F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
         .unionByName(conflicting.select(
