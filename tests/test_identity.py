@@ -603,3 +603,100 @@ def test_a_mailbox_many_customers_write_to_is_the_companys(spark, settings):
     obs = build_identifier_observations({"email": mail}, settings)
     company = {(r.source, r.identifier_type, r.identifier) for r in obs.where("source = 'company'").collect()}
     assert company == {("company", "company_email", "loja.sac@gmail.com")}
+
+
+# ---------------------------------------------------------------- the guards' two routes
+def _random_observations(rng) -> list[tuple]:
+    """Observations whose identifiers collide on purpose: CRM registrations sharing phones and e-mails, records
+    carrying several of a small pool of identifiers (shared devices, hubs), typed names with typos and extra tokens
+    (name conflicts, ties), surveys naming calls (units)."""
+    firsts, middles, lasts = ["ana", "anna", "bia", "caio", "edu"], ["maria", "clara"], ["silva", "sousa", "prado"]
+
+    def name() -> str:
+        tokens = [rng.choice(firsts), *([rng.choice(middles)] if rng.random() < 0.3 else []), rng.choice(lasts)]
+        return " ".join(tokens[:1] if rng.random() < 0.1 else tokens)
+
+    pools = {"phone": [f"+5511900000{i:03d}" for i in range(9)], "email": [f"p{i}@x.com" for i in range(12)],
+             "device_id": [f"dev{i}" for i in range(4)], "handle": [f"instagram:h{i}" for i in range(5)],
+             "whatsapp_user_id": [f"BR.{i}" for i in range(3)]}
+    rows: list[tuple] = []
+    crm_ids = [f"crm-{i}" for i in range(14)]
+    for i, crm_id in enumerate(crm_ids):
+        when = at(1, i % 20)
+        rows += [("crm", crm_id, "crm_id", crm_id, when), ("crm", crm_id, "name", name(), when)]
+        for kind in ("phone", "email"):
+            if rng.random() < 0.8:
+                rows.append(("crm", crm_id, kind, rng.choice(pools[kind]), when))
+        if rng.random() < 0.6:
+            rows.append(("crm", crm_id, "birth_date", f"19{rng.randrange(70, 73)}-01-01", when))
+    calls: list[str] = []
+    for r in range(110):
+        source = rng.choice(["conversations", "calls", "whatsapp", "surveys", "orders"])
+        record, when = f"{source}-{r}", at(2 + rng.randrange(5), rng.randrange(20))
+        kinds = rng.sample(["phone", "email", "device_id", "handle", "whatsapp_user_id", "crm_id"], rng.randrange(1, 4))
+        for kind in kinds:
+            value = rng.choice(crm_ids) if kind == "crm_id" else rng.choice(pools[kind])
+            rows.append((source, record, kind, value, when))
+        if rng.random() < 0.5:
+            rows.append((source, record, "name" if rng.random() < 0.7 else "profile_name", name(), when))
+        if source == "calls":
+            calls.append(record)
+            rows.append((source, record, "interaction", record, when))
+        if source == "surveys" and calls and rng.random() < 0.7:
+            rows.append((source, record, "interaction", rng.choice(calls), when))
+    return rows
+
+
+@pytest.mark.parametrize("limits", [None, TOWN_LIMITS], ids=["conf-limits", "looser-limits"])
+def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, settings, limits):
+    """The over-merge guards run as DuckDB SQL on the driver up to `guards_sql.DRIVER_MAX_ROWS` identifier rows and
+    in Spark above: over random colliding observations, hubs and name conflicts at and around the limits, both routes (and the
+    fallback one row over the limit) end in the same map, record keys and exceptions, and the guards held something
+    back of each kind (else the comparison would prove little)."""
+    import random
+
+    if limits is not None:
+        settings = settings.model_copy(update={"identity": settings.identity.model_copy(
+            update={"max_customers_per_identifier": limits})})
+    rows = _random_observations(random.Random(40 if limits is None else 41)) + [
+        # a hub: four strangers type one number into a form, each with their own e-mail
+        *[row for i in range(4) for row in (("conversations", f"cb-{i}", "phone", "+551140049999", at(3, i)),
+                                            ("conversations", f"cb-{i}", "email", f"stranger{i}@example.org", at(3, i)))],
+        # a name conflict: Kevin on his brother Samuel's registered phone
+        ("crm", "crm-samuel", "crm_id", "crm-samuel", at(1)), ("crm", "crm-samuel", "name", "samuel leonardo nascimento", at(1)),
+        ("crm", "crm-samuel", "phone", SAMUEL_PHONE, at(1)),
+        ("conversations", "cv-kevin", "phone", SAMUEL_PHONE, at(4)), ("conversations", "cv-kevin", "name", "kevin nascimento", at(4)),
+        # first and last name fit, the middle one is not the customer's: a conflict too
+        ("crm", "crm-helena", "crm_id", "crm-helena", at(1)), ("crm", "crm-helena", "phone", "+5541977778888", at(1)),
+        ("crm", "crm-helena", "name", "helena maria costa duarte", at(1)),
+        ("calls", "call-laura", "phone", "+5541977778888", at(5)), ("calls", "call-laura", "name", "helena laura duarte", at(5)),
+        # her last name is a middle one of the customer's (whose last is two letters off): a conflict
+        ("crm", "crm-sela", "crm_id", "crm-sela", at(1)), ("crm", "crm-sela", "phone", "+5531966665555", at(1)),
+        ("crm", "crm-sela", "name", "ana silva sela", at(1)),
+        ("calls", "call-sela", "phone", "+5531966665555", at(5)), ("calls", "call-sela", "name", "ana silva", at(5)),
+        # a first name alone, three letters off the customer's: a conflict
+        ("crm", "crm-bruno", "crm_id", "crm-bruno", at(1)), ("crm", "crm-bruno", "phone", "+5531944443333", at(1)),
+        ("crm", "crm-bruno", "name", "bruno prado", at(1)),
+        ("calls", "call-bento", "phone", "+5531944443333", at(5)), ("calls", "call-bento", "name", "bento", at(5)),
+        # two strangers on one number: at the hub limit (2 partners), not over it
+        *[row for i in range(2) for row in (("conversations", f"two-{i}", "phone", "+551140048888", at(3, i)),
+                                            ("conversations", f"two-{i}", "email", f"two{i}@example.org", at(3, i)))],
+    ]
+    obs = observations(spark, rows).cache()
+    n_rows = obs.where(F.col("identifier_type").isin("crm_id", "email", "phone", "handle", "device_id",
+                                                     "whatsapp_user_id")).count()
+
+    def resolved(driver_max_rows: int) -> dict[str, list]:
+        r = resolve_identities_with_report(obs, None, settings, "run-1", RUN1, driver_max_rows=driver_max_rows)
+        return {
+            "map": sorted(map(tuple, r.identity_map.drop("run_id", "_written_at").collect()), key=repr),
+            "keys": sorted(map(tuple, r.record_keys.collect()), key=repr),
+            "exceptions": sorted(map(tuple, r.exceptions.collect()), key=repr),
+        }
+
+    in_spark, on_driver = resolved(0), resolved(n_rows)
+    assert on_driver == in_spark
+    kinds = {row[0] for row in on_driver["exceptions"]}
+    assert {"shared_identifier", "name_conflict", "hub"} <= kinds, kinds
+    if limits is None:  # one identifier row over the limit: Spark answers, the same
+        assert resolved(n_rows - 1) == in_spark
