@@ -1,4 +1,4 @@
-"""Where identity resolution's time goes: each stage of `resolve_identities_with_report`, timed on its own.
+"""Where identity resolution's time goes: each stage of `resolve_identities_with_report`'s Spark route, timed alone.
 
     python bench/bench_identity_stages.py --lakehouse L                 # a lakehouse a run wrote (its bronze)
     python bench/bench_identity_stages.py --lakehouse L --rounds 2      # the second round is the warm one

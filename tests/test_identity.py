@@ -648,12 +648,15 @@ def _random_observations(rng) -> list[tuple]:
 
 
 @pytest.mark.parametrize("limits", [None, TOWN_LIMITS], ids=["conf-limits", "looser-limits"])
-def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, settings, limits):
+def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, settings, limits, monkeypatch):
     """The over-merge guards run as DuckDB SQL on the driver up to `guards_sql.DRIVER_MAX_ROWS` identifier rows and
     in Spark above: over random colliding observations, hubs and name conflicts at and around the limits, both routes (and the
     fallback one row over the limit) end in the same map, record keys and exceptions, and the guards held something
     back of each kind (else the comparison would prove little)."""
     import random
+
+    from atende.pipelines.identity import resolution as resolution_module
+    from atende.pipelines.identity.guards_sql import guards_on_driver
 
     if limits is not None:
         settings = settings.model_copy(update={"identity": settings.identity.model_copy(
@@ -683,8 +686,14 @@ def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, s
                                             ("conversations", f"two-{i}", "email", f"two{i}@example.org", at(3, i)))],
     ]
     obs = observations(spark, rows).cache()
-    n_rows = obs.where(F.col("identifier_type").isin("crm_id", "email", "phone", "handle", "device_id",
-                                                     "whatsapp_user_id")).count()
+    routes: list[tuple[int, bool]] = []  # (identifier rows, answered on the driver) per resolution
+
+    def spy(ids, *args, **kwargs):
+        answer = guards_on_driver(ids, *args, **kwargs)
+        routes.append((ids.count(), answer is not None))
+        return answer
+
+    monkeypatch.setattr(resolution_module, "guards_on_driver", spy)
 
     def resolved(driver_max_rows: int) -> dict[str, list]:
         r = resolve_identities_with_report(obs, None, settings, "run-1", RUN1, driver_max_rows=driver_max_rows)
@@ -694,9 +703,13 @@ def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, s
             "exceptions": sorted(map(tuple, r.exceptions.collect()), key=repr),
         }
 
-    in_spark, on_driver = resolved(0), resolved(n_rows)
+    on_driver = resolved(10**9)
+    in_spark = resolved(0)
+    (n_rows, driver), (_, spark_route) = routes
+    assert driver and not spark_route
     assert on_driver == in_spark
     kinds = {row[0] for row in on_driver["exceptions"]}
     assert {"shared_identifier", "name_conflict", "hub"} <= kinds, kinds
-    if limits is None:  # one identifier row over the limit: Spark answers, the same
-        assert resolved(n_rows - 1) == in_spark
+    if limits is None:  # at the bound the driver answers; one identifier row over it, Spark: the same
+        assert resolved(n_rows) == in_spark and resolved(n_rows - 1) == in_spark
+        assert routes[2:] == [(n_rows, True), (n_rows, False)]

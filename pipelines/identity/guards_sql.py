@@ -1,15 +1,16 @@
 """The over-merge guards on the driver: CRM reach, name conflicts and hubs as DuckDB SQL, for inputs that fit there.
 
-Why a second route: at 100,000 customers × 30 days the three guards took 38–43 s in Spark (about twenty
+Why a second route: at 100,000 customers × 30 days the three guards took 36–49 s in Spark (about twenty
 materialised joins and aggregations over ~700,000 identifier rows, each paying Spark's per-stage cost on two
-cores) and 1.5–1.9 s as DuckDB SQL in the driver's process, plus 2.2 s to collect their inputs through Arrow; on a
-250-record zone 5.7 s against 0.05 s (bench/RESULTS.md, session 40; `bench/bench_identity_duckdb.py` times both
-routes and fails if their rows differ). Up to `DRIVER_MAX_ROWS` identifier rows (four short strings each: about
+cores) and 3.4–4.4 s on the driver, of which the SQL 1.5–1.9 s and the rest collecting the inputs through Arrow
+and handing the results back; on a 250-record zone 6.0–6.4 s against 0.6 s (bench/RESULTS.md, session 40;
+`bench/bench_identity_duckdb.py` times both routes and fails if their rows differ). Up to `DRIVER_MAX_ROWS` identifier rows (four short strings each: about
 100 bytes a row on the driver, 200 MB at the limit) the inputs are collected once and the guards run here; above it
 (several million customers) they stay in Spark (`resolution._crm_reach`, `_name_conflicts`, `_hubs`), whose
 functions this SQL follows statement by statement. Strings compare by their bytes in both (DuckDB's default
-collation is binary, as Spark's UTF-8 comparison), so the min/max tie-breaks agree; a test checks both routes
-give the same rows on random observations.
+collation is binary, as Spark's UTF-8 comparison), so the min/max tie-breaks agree; DuckDB's `levenshtein` counts
+bytes where Spark's counts characters, the same on names `normalize_person_name` reduced to a-z and spaces. A test
+checks both routes give the same resolution on random observations and at every guard's limits.
 """
 from __future__ import annotations
 
@@ -38,22 +39,30 @@ class Guards:
     shared: DataFrame  # `identifier_type, identifier, crm_customers`: reaching more CRM customers than allowed
     conflicting: DataFrame  # `identifier_type, identifier, crm_customers` (1): the name guard's
     hubs: DataFrame  # `identifier_type, identifier, partners, p_type, crm_customers`: the hub guard's
-    reached: DataFrame  # `identifier_type, identifier, crm`: the CRM customers each held-back identifier reaches
+    # `identifier_type, identifier, crm`: the CRM customers identifiers reach (every identifier in Spark; on the
+    # driver only those held back, all `resolution._tie_candidates` reads)
+    reached: DataFrame
 
 
-def _limits(name: str, column: str, limits: dict[str, int]) -> str:
-    rows = ", ".join(f"('{t}', {int(v)})" for t, v in sorted(limits.items()))
-    if not rows:
-        return f"CREATE TEMP TABLE {name} AS SELECT NULL::VARCHAR AS identifier_type, NULL::BIGINT AS {column} WHERE false"
-    return f"CREATE TEMP TABLE {name} AS SELECT * FROM (VALUES {rows}) t(identifier_type, {column})"
+def _settings_tables(cfg: IdentitySettings) -> dict[str, pa.Table]:
+    """The settings the SQL reads, as tables (`lim`, `plim`: a limit per identifier type, a type without one absent
+    as `resolution._limit` gives null for it; `strong`: the strong identifier types)."""
+    def limits(column: str, values: dict[str, int]) -> pa.Table:
+        items = sorted(values.items())
+        return pa.table({"identifier_type": pa.array([t for t, _ in items], pa.string()),
+                         column: pa.array([int(v) for _, v in items], pa.int64())})
+
+    return {"lim": limits("lim", dict(cfg.max_customers_per_identifier)),
+            "plim": limits("plim", dict(cfg.max_partners_per_identifier)),
+            "strong": pa.table({"identifier_type": pa.array(list(cfg.strong_identifier_types), pa.string())})}
 
 
 def guard_sql(cfg: IdentitySettings) -> list[str]:
     """The guards as DuckDB statements over `obs` (`source, record_id, identifier_type, identifier`), `unit_of`
-    (`source, record_id, unit`), `crm_customers` (`crm_id, customer`), `typed_names` (`source, record_id, name`)
-    and `customer_names` (`customer, crm_name`): tables `shared`, `conflicting`, `hubs` and `held_reached`."""
+    (`source, record_id, unit`), `crm_customers` (`crm_id, customer`), `typed_names` (`source, record_id, name`),
+    `customer_names` (`customer, crm_name`) and `_settings_tables`: tables `shared`, `conflicting`, `hubs` and
+    `held_reached`."""
     s = SEP.replace("'", "''")
-    strong = ", ".join(f"'{t}'" for t in cfg.strong_identifier_types) or "NULL"
     record_node = f"'r{s}' || o.source || '{s}' || o.record_id"  # resolution._record_node
     d = int(cfg.name_max_edit_distance)
     # resolution.names_match over token lists r (the record's name) and c (the CRM customer's)
@@ -63,8 +72,6 @@ def guard_sql(cfg: IdentitySettings) -> list[str]:
         " false)"
     )
     statements = [
-        _limits("lim", "lim", dict(cfg.max_customers_per_identifier)),
-        _limits("plim", "plim", dict(cfg.max_partners_per_identifier)),
         # resolution._crm_reach
         f"""CREATE TEMP TABLE obs_u AS
             SELECT coalesce(u.unit, {record_node}) AS unit, o.identifier_type, o.identifier
@@ -122,7 +129,7 @@ def guard_sql(cfg: IdentitySettings) -> list[str]:
               SELECT u.unit, u.identifier_type AS p_type, u.identifier AS p_identifier,
                      coalesce('crm{s}' || r.crm, u.identifier_type || '{s}' || u.identifier) AS partner
               FROM unit_ids u LEFT JOIN registered_with r USING (identifier_type, identifier)
-              WHERE u.identifier_type IN ({strong})),
+              WHERE u.identifier_type IN (SELECT identifier_type FROM strong)),
             counted AS (
               SELECT u.identifier_type, u.identifier, p.p_type, count(DISTINCT p.partner) AS partners
               FROM unit_ids u JOIN plim l USING (identifier_type) JOIN partner_of_unit p USING (unit)
@@ -167,6 +174,7 @@ def guards_on_driver(
     if ids.num_rows > limit:
         return None
     inputs = {
+        **_settings_tables(cfg),
         "obs": ids,
         "unit_of": unit_of.select("source", "record_id", "unit").toArrow(),
         "crm_customers": crm_customers.select("crm_id", "customer").toArrow(),
@@ -174,7 +182,7 @@ def guards_on_driver(
         "customer_names": customer_names.select("customer", "crm_name").toArrow(),
     }
     with tempfile.TemporaryDirectory(prefix="atende-guards-") as spill:
-        con = duckdb.connect(config={"threads": max(1, os.cpu_count() or 1), "memory_limit": _MEMORY_LIMIT,
+        con = duckdb.connect(config={"threads": _cores(), "memory_limit": _MEMORY_LIMIT,
                                      "temp_directory": spill})
         try:
             for name, table in inputs.items():
@@ -192,6 +200,14 @@ def guards_on_driver(
         hubs=_frame(spark, results["hubs"], f"{_IDENT_SCHEMA}, partners long, p_type string, crm_customers long"),
         reached=_frame(spark, results["held_reached"], f"{_IDENT_SCHEMA}, crm string"),
     )
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's or a scheduler's share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _frame(spark: SparkSession, table: pa.Table, schema: str) -> DataFrame:
