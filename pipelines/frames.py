@@ -5,6 +5,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import pyarrow as pa
 from pyspark import SparkContext, StorageLevel
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
@@ -22,6 +23,16 @@ def one_row(df: DataFrame) -> Row:
 def scalar(df: DataFrame) -> Any:
     """The first value of `one_row(df)`."""
     return one_row(df)[0]
+
+
+def arrow_up_to(df: DataFrame, max_rows: int) -> pa.Table | None:
+    """The frame's rows as an Arrow table when it has at most `max_rows` of them, else None (one collect of at most
+    `max_rows + 1` rows, dropped when over; none at all for `max_rows` <= 0): the bounded gather of what a driver
+    route computes."""
+    if max_rows <= 0:
+        return None
+    gathered = df.limit(max_rows + 1).toArrow()
+    return gathered if gathered.num_rows <= max_rows else None
 
 
 def executors_in_driver(context: SparkContext) -> bool:

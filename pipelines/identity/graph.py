@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from atende.pipelines.frames import executors_in_driver
+from atende.pipelines.frames import arrow_up_to, executors_in_driver
 
 # the largest edge list solved on the driver (see the module's docstring); 0 keeps every graph in Spark
 DRIVER_MAX_EDGES = 2_000_000
@@ -91,10 +91,9 @@ def connected_components(edges: DataFrame, max_rounds: int = 40, driver_max_edge
     edges = materialise(edges.select("src", "dst"))
     if driver_max_edges is None:
         driver_max_edges = DRIVER_MAX_EDGES
-    if driver_max_edges > 0:
-        gathered = edges.limit(driver_max_edges + 1).toArrow()
-        if gathered.num_rows <= driver_max_edges:
-            return _components_on_driver(edges.sparkSession, gathered)
+    gathered = arrow_up_to(edges, driver_max_edges)
+    if gathered is not None:
+        return _components_on_driver(edges.sparkSession, gathered)
     nodes = (
         edges.select(F.col("src").alias("node"))
         .unionByName(edges.select(F.col("dst").alias("node")))

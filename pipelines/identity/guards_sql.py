@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from atende.conf.settings import IdentitySettings
+from atende.pipelines.frames import arrow_up_to
 from atende.pipelines.identity.common import SEP
 
 # the most identifier rows (`resolution._record_identifiers`) whose guards run on the driver; 0: always in Spark
@@ -167,11 +168,9 @@ def guards_on_driver(
     more than `max_rows` rows (default `DRIVER_MAX_ROWS`; 0: always None) and they stay in Spark."""
     import duckdb
 
-    limit = DRIVER_MAX_ROWS if max_rows is None else max_rows
-    if limit <= 0:
-        return None
-    ids = obs.select("source", "record_id", "identifier_type", "identifier").limit(limit + 1).toArrow()
-    if ids.num_rows > limit:
+    ids = arrow_up_to(obs.select("source", "record_id", "identifier_type", "identifier"),
+                      DRIVER_MAX_ROWS if max_rows is None else max_rows)
+    if ids is None:
         return None
     inputs = {
         **_settings_tables(cfg),
