@@ -518,15 +518,14 @@ def _held_back(guards: Guards, cfg: IdentitySettings) -> DataFrame:
     of linking (kind `shared_identifier`, `name_conflict` or `hub`) and why (materialised)."""
     limit = _limit(cfg.max_customers_per_identifier)
     partner_limit = _limit(cfg.max_partners_per_identifier)
-    conflicting, hubs = guards.conflicting, guards.hubs
     return materialise(
         guards.shared.select(*_IDENT, "crm_customers", F.lit("shared_identifier").alias("kind"),
-                            F.col("crm_customers").alias("size"),
-                            F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
-        .unionByName(conflicting.select(
+                             F.col("crm_customers").alias("size"),
+                             F.format_string("reaches %d CRM customers (limit %d)", "crm_customers", limit).alias("reason"))
+        .unionByName(guards.conflicting.select(
             *_IDENT, "crm_customers", F.lit("name_conflict").alias("kind"), F.col("crm_customers").alias("size"),
             F.lit("a record carrying it names someone else than the one CRM customer it reaches").alias("reason")))
-        .unionByName(hubs.select(
+        .unionByName(guards.hubs.select(
             *_IDENT, F.coalesce("crm_customers", F.lit(0)).cast("long").alias("crm_customers"), F.lit("hub").alias("kind"),
             F.col("partners").alias("size"),
             F.format_string("seen with %d otherwise unrelated %s identifiers (limit %d)", "partners", "p_type",
