@@ -605,7 +605,7 @@ def test_a_mailbox_many_customers_write_to_is_the_companys(spark, settings):
     assert company == {("company", "company_email", "loja.sac@gmail.com")}
 
 
-# ---------------------------------------------------------------- the guards' two routes
+# ---------------------------------------------------------------- resolution's two routes
 def _random_observations(rng) -> list[tuple]:
     """Observations whose identifiers collide on purpose: CRM registrations sharing phones and e-mails, records
     carrying several of a small pool of identifiers (shared devices, hubs), typed names with typos and extra tokens
@@ -647,21 +647,27 @@ def _random_observations(rng) -> list[tuple]:
     return rows
 
 
-@pytest.mark.parametrize("limits", [None, TOWN_LIMITS], ids=["conf-limits", "looser-limits"])
-def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, settings, limits, monkeypatch):
-    """The over-merge guards run as DuckDB SQL on the driver up to `guards_sql.DRIVER_MAX_ROWS` identifier rows and
-    in Spark above: over random colliding observations, hubs and name conflicts at and around the limits, both routes (and the
-    fallback one row over the limit) end in the same map, record keys and exceptions, and the guards held something
-    back of each kind (else the comparison would prove little)."""
+@pytest.mark.parametrize("variant", ["conf-limits", "looser-limits", "tight"])
+def test_identity_gives_the_same_resolution_on_the_driver_and_in_spark(spark, settings, variant, monkeypatch):
+    """Identity resolution runs as DuckDB SQL on the driver up to `on_driver.DRIVER_MAX_ROWS` observations and in
+    Spark above: over random colliding observations, hubs, name conflicts, company identifiers and a blocklisted
+    address at and around the limits, with a previous run's map, both routes (and the fallback one row over the
+    bound) end in the same map, merges, record keys and exceptions, and something of each kind was held back or
+    changed (else the comparison would prove little). `tight`: components of at most 3 identifiers, no name links,
+    no CRM duplicates joined, no name guard."""
     import random
 
     from atende.pipelines.identity import resolution as resolution_module
-    from atende.pipelines.identity.guards_sql import guards_on_driver
+    from atende.pipelines.identity.on_driver import resolve_on_driver
 
-    if limits is not None:
-        settings = settings.model_copy(update={"identity": settings.identity.model_copy(
-            update={"max_customers_per_identifier": limits})})
-    rows = _random_observations(random.Random(40 if limits is None else 41)) + [
+    update: dict = {"blocklist_emails": ("p3@x.com",), "company_domains": ("atende.com.br",)}
+    if variant == "looser-limits":
+        update["max_customers_per_identifier"] = TOWN_LIMITS
+    if variant == "tight":
+        update.update(max_component_size=3, name_link_min_tokens=0, join_crm_duplicates=False,
+                      hold_back_on_name_conflict=False)
+    settings = settings.model_copy(update={"identity": settings.identity.model_copy(update=update)})
+    rows = _random_observations(random.Random({"conf-limits": 40, "looser-limits": 41, "tight": 42}[variant])) + [
         # a hub: four strangers type one number into a form, each with their own e-mail
         *[row for i in range(4) for row in (("conversations", f"cb-{i}", "phone", "+551140049999", at(3, i)),
                                             ("conversations", f"cb-{i}", "email", f"stranger{i}@example.org", at(3, i)))],
@@ -684,21 +690,33 @@ def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, s
         # two strangers on one number: at the hub limit (2 partners), not over it
         *[row for i in range(2) for row in (("conversations", f"two-{i}", "phone", "+551140048888", at(3, i)),
                                             ("conversations", f"two-{i}", "email", f"two{i}@example.org", at(3, i)))],
+        # the company's own number as the data declares it, and an agent's address in its domain, on customers' records
+        ("company", "company-lines", "company_phone", "+551130030000", at(1)),
+        ("calls", "call-company", "phone", "+551130030000", at(4)), ("calls", "call-company", "email", "p1@x.com", at(4)),
+        ("email", "mail-agent", "email", "agente@atende.com.br", at(4)), ("email", "mail-agent", "email_thread", "t-1", at(4)),
+        ("email", "mail-customer", "email", "p2@x.com", at(3)), ("email", "mail-customer", "email_thread", "t-1", at(3)),
+        # a chain of four addresses, each record carrying two: one component of four identifiers
+        *[row for i in range(3) for row in (("conversations", f"chain-{i}", "email", f"chain{i}@y.org", at(4, i)),
+                                            ("conversations", f"chain-{i}", "email", f"chain{i + 1}@y.org", at(4, i)))],
     ]
     obs = observations(spark, rows).cache()
-    routes: list[tuple[int, bool]] = []  # (identifier rows, answered on the driver) per resolution
+    # a previous run over the first days: its map tells which keys changed since (merges and splits)
+    previous = resolve_identities(observations(spark, [r for r in rows if r[4] < at(3)]), None, settings,
+                                  "run-0", RUN1)[0].cache()
+    routes: list[tuple[int, bool]] = []  # (observations, answered on the driver) per resolution
 
-    def spy(ids, *args, **kwargs):
-        answer = guards_on_driver(ids, *args, **kwargs)
-        routes.append((ids.count(), answer is not None))
+    def spy(frame, *args, **kwargs):
+        answer = resolve_on_driver(frame, *args, **kwargs)
+        routes.append((frame.count(), answer is not None))
         return answer
 
-    monkeypatch.setattr(resolution_module, "guards_on_driver", spy)
+    monkeypatch.setattr(resolution_module, "resolve_on_driver", spy)
 
     def resolved(driver_max_rows: int) -> dict[str, list]:
-        r = resolve_identities_with_report(obs, None, settings, "run-1", RUN1, driver_max_rows=driver_max_rows)
+        r = resolve_identities_with_report(obs, previous, settings, "run-1", RUN2, driver_max_rows=driver_max_rows)
         return {
-            "map": sorted(map(tuple, r.identity_map.drop("run_id", "_written_at").collect()), key=repr),
+            "map": sorted(map(tuple, r.identity_map.collect()), key=repr),
+            "merges": sorted(map(tuple, r.merges.collect()), key=repr),
             "keys": sorted(map(tuple, r.record_keys.collect()), key=repr),
             "exceptions": sorted(map(tuple, r.exceptions.collect()), key=repr),
         }
@@ -709,7 +727,11 @@ def test_the_guards_give_the_same_resolution_on_the_driver_and_in_spark(spark, s
     assert driver and not spark_route
     assert on_driver == in_spark
     kinds = {row[0] for row in on_driver["exceptions"]}
-    assert {"shared_identifier", "name_conflict", "hub"} <= kinds, kinds
-    if limits is None:  # at the bound the driver answers; one identifier row over it, Spark: the same
+    expected = {"shared_identifier", "hub", "company_identifier"}
+    expected |= {"oversized_component"} if variant == "tight" else {"name_conflict"}
+    assert expected <= kinds, kinds
+    assert {"merge", "split"} & {row[2] for row in on_driver["merges"]}, on_driver["merges"]
+    assert not any(row[1] in ("p3@x.com", "+551130030000", "agente@atende.com.br") for row in on_driver["map"])
+    if variant == "conf-limits":  # at the bound the driver answers; one observation over it, Spark: the same
         assert resolved(n_rows) == in_spark and resolved(n_rows - 1) == in_spark
         assert routes[2:] == [(n_rows, True), (n_rows, False)]

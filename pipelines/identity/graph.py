@@ -118,10 +118,15 @@ def connected_components(edges: DataFrame, max_rounds: int = 40, driver_max_edge
 
 
 def _components_on_driver(spark: SparkSession, edges: pa.Table) -> DataFrame:
-    """`connected_components` of an edge list already on the driver (an Arrow table `src, dst`), by scipy's
-    union-find over Arrow's vectorised lookups (no Python loop over the edges): the same rows the Spark route
-    gives, null node included (a null endpoint is a node of its own, with a null component; an edge with a null
-    end links nothing)."""
+    """`connected_components` of an edge list already on the driver (an Arrow table `src, dst`): `components_arrow`,
+    back in Spark as `driver_frame` hands it."""
+    return driver_frame(spark, components_arrow(edges), "node")
+
+
+def components_arrow(edges: pa.Table) -> pa.Table:
+    """`node, component` of an Arrow edge list `src, dst`, by scipy's union-find over Arrow's vectorised lookups (no
+    Python loop over the edges): the same rows the Spark route gives, null node included (a null endpoint is a node
+    of its own, with a null component; an edge with a null end links nothing)."""
     import numpy as np
     import pyarrow.compute as pc
     from scipy.sparse import coo_matrix
@@ -145,12 +150,18 @@ def _components_on_driver(spark: SparkSession, edges: pa.Table) -> DataFrame:
     if ends.null_count:
         nodes = pa.concat_arrays([nodes, pa.nulls(1, pa.string())])
         component = pa.concat_arrays([component, pa.nulls(1, pa.string())])
-    frame = spark.createDataFrame(pa.table({"node": nodes, "component": component}))
-    if len(nodes) <= LOCAL_FRAME_MAX_NODES:
+    return pa.table({"node": nodes, "component": component})
+
+
+def driver_frame(spark: SparkSession, table: pa.Table, by: str) -> DataFrame:
+    """A table computed on the driver as a Spark frame: a local relation up to `LOCAL_FRAME_MAX_NODES` rows, else
+    checkpointed, its rows spread over the shuffle partitions by column `by`."""
+    frame = spark.createDataFrame(table)
+    if table.num_rows <= LOCAL_FRAME_MAX_NODES:
         return frame
     # a frame made on the driver is a local relation (below spark.sql.execution.arrow.localRelationThreshold): its
     # rows travel inside every plan that reads it, and each join with it cost 3-4 s more at 357,000 nodes than with
     # a checkpointed copy (bench/RESULTS.md, session 37); checkpointed once, its rows spread over the shuffle
-    # partitions (by node; the checkpoint does not remember that partitioning, so readers still shuffle), it is read
-    # like any computed frame
-    return materialise(frame.repartition("node"))
+    # partitions (the checkpoint does not remember that partitioning, so readers still shuffle), it is read like
+    # any computed frame
+    return materialise(frame.repartition(by))

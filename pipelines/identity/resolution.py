@@ -24,12 +24,13 @@ from atende.pipelines.identity.common import (
     INTERACTION,
     NAME,
     PROFILE_NAME,
+    RECORD_KEYS,
     SEP,
     TYPE_PRIORITY,
 )
-from atende.pipelines.identity.graph import connected_components, materialise
-from atende.pipelines.identity.guards_sql import Guards, guards_on_driver
+from atende.pipelines.identity.graph import connected_components, driver_frame, materialise
 from atende.pipelines.identity.observations import company_address
+from atende.pipelines.identity.on_driver import resolve_on_driver
 from atende.pipelines.schemas import IDENTITY_MAP, IDENTITY_MERGES
 
 
@@ -40,6 +41,15 @@ class IdentityResolution:
     merges: DataFrame  # IDENTITY_MERGES
     record_keys: DataFrame  # RECORD_KEYS
     exceptions: DataFrame  # IDENTITY_EXCEPTIONS: what the over-merge guards held back
+
+
+@dataclass(frozen=True)
+class Guards:
+    """What the over-merge guards decide, as the rest of the resolution reads it."""
+    shared: DataFrame  # `identifier_type, identifier, crm_customers`: reaching more CRM customers than allowed
+    conflicting: DataFrame  # `identifier_type, identifier, crm_customers` (1): the name guard's
+    hubs: DataFrame  # `identifier_type, identifier, partners, p_type, crm_customers`: the hub guard's
+    reached: DataFrame  # `identifier_type, identifier, crm`: the CRM customers identifiers reach
 
 
 # the columns naming an identifier and a record
@@ -199,7 +209,7 @@ def key_changes(previous: DataFrame, current: DataFrame, run_id: str, now: datet
     paired = previous.join(current, on=["identifier_type", "identifier"], how="inner")
     still = current.select(F.col("customer_key").alias("prev_key")).distinct().withColumn("kept", F.lit(True))
     per_old = paired.groupBy("prev_key").agg(F.countDistinct("customer_key").alias("n_new"))
-    return (
+    return _merge_rows(
         paired.where(F.col("prev_key") != F.col("customer_key")).select("prev_key", "customer_key").distinct()
         .join(per_old, on="prev_key", how="inner")
         .join(still, on="prev_key", how="left")
@@ -207,11 +217,16 @@ def key_changes(previous: DataFrame, current: DataFrame, run_id: str, now: datet
             F.col("prev_key").alias("retired_key"),
             F.col("customer_key").alias("surviving_key"),
             F.when((F.col("n_new") == 1) & F.col("kept").isNull(), F.lit("merge")).otherwise(F.lit("split")).alias("kind"),
-            F.lit(now).cast("timestamp").alias("merged_at"),
-            F.lit(run_id).alias("run_id"),
-        )
-        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MERGES.fields])
+        ),
+        run_id, now,
     )
+
+
+def _merge_rows(changes: DataFrame, run_id: str, now: datetime) -> DataFrame:
+    """IDENTITY_MERGES rows of `retired_key, surviving_key, kind` key changes."""
+    return changes.select(
+        "retired_key", "surviving_key", "kind", F.lit(now).cast("timestamp").alias("merged_at"), F.lit(run_id).alias("run_id")
+    ).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_MERGES.fields])
 
 
 def _map_literal(values: Mapping[str, int]) -> Column:
@@ -242,10 +257,22 @@ def resolve_identities_with_report(
     driver_max_rows: int | None = None,
 ) -> IdentityResolution:
     """As `resolve_identities`, plus the identifiers and components the over-merge guards held back.
-    `driver_max_rows`: the most identifier rows whose guards run on the driver (`guards_sql.DRIVER_MAX_ROWS` by
-    default; 0 keeps them in Spark)."""
+    `driver_max_rows`: the most observations resolved on the driver (`on_driver.DRIVER_MAX_ROWS` by default; 0 keeps
+    resolution in Spark): there, every stage below runs as DuckDB SQL (`on_driver`), with the same answer."""
     cfg = settings.identity
     blocked = _blocklisted(cfg)
+    resolved = resolve_on_driver(observations, previous_map, blocked,
+                                 company_address(F.col("identifier"), cfg.company_domains), cfg, driver_max_rows)
+    if resolved is not None:
+        spark = observations.sparkSession
+        return IdentityResolution(
+            identity_map=_identity_map(driver_frame(spark, resolved["identity"], "identifier"), run_id, now),
+            merges=_merge_rows(spark.createDataFrame(resolved["merges"]), run_id, now),
+            record_keys=driver_frame(spark, resolved["record_keys"], "record_id").select(
+                *[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECORD_KEYS.fields]),
+            exceptions=spark.createDataFrame(resolved["exceptions"]).select(
+                *[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_EXCEPTIONS.fields]),
+        )
     company = _company_identifiers(observations, cfg)
     obs = _record_identifiers(observations, company, blocked)
     # materialised: what several stages read again (groups, attributes, records, reach) is computed once
@@ -255,19 +282,16 @@ def resolve_identities_with_report(
     unit_of = _units(groups)
     crm = _crm_customers(obs, attributes, names, cfg)
 
-    # --- the over-merge guards: on the driver when their inputs fit there (`guards_sql`), else in Spark
-    guards = guards_on_driver(obs, unit_of, crm.crm_customers, names, crm.customer_names, cfg, driver_max_rows)
-    if guards is None:
-        reach = _crm_reach(obs, unit_of, crm.crm_customers, cfg)
-        conflicting = _name_conflicts(reach, names, unit_of, crm.customer_names, cfg)
-        guards = Guards(shared=reach.shared, conflicting=conflicting, hubs=_hubs(reach, conflicting, cfg),
-                        reached=reach.reached)
-    held = _held_back(guards, cfg)
+    # --- the over-merge guards
+    reach = _crm_reach(obs, unit_of, crm.crm_customers, cfg)
+    conflicting = _name_conflicts(reach, names, unit_of, crm.customer_names, cfg)
+    held = _held_back(Guards(shared=reach.shared, conflicting=conflicting, hubs=_hubs(reach, conflicting, cfg),
+                             reached=reach.reached), cfg)
 
     # --- the graph, then the components that hold no CRM customer placed by their names
     records = materialise(_records(obs, groups, attributes))
     linked = connected_components(_graph_edges(obs, held, records, unit_of, crm.dup_edges))
-    tie_candidates = _tie_candidates(held, guards.reached, cfg)
+    tie_candidates = _tie_candidates(held, reach.reached, cfg)
     components = _placed_components(linked, obs, names, crm, tie_candidates, cfg)
 
     # --- the keys
