@@ -1,19 +1,19 @@
-"""Identity's over-merge guards, both routes on the same inputs: in Spark and on the driver in DuckDB (issue 15).
+"""Identity resolution, both routes on the same observations: in Spark and on the driver in DuckDB (issue 15).
 
     python bench/bench_identity_duckdb.py --lakehouse L                # a lakehouse a run wrote (its bronze is read)
     python bench/bench_identity_duckdb.py --lakehouse L --rounds 3
 
-Reads the lakehouse's bronze (nothing is written), builds the observations and the resolution's inputs as the
-silver step does (`pipelines.identity.resolution`'s own stage functions: the identifiers per record, the units,
-the CRM customers, the names), then times, warm and in one process, `--rounds` times each:
+Reads the lakehouse's bronze and its silver identity map when there is one (nothing is written), builds the
+observations as the silver step does (cached, counted), then times, warm and in one process, `--rounds` times each
+`resolve_identities_with_report` whole, its four results (map, merges, record keys, exceptions) cached and
+counted as the silver step's do:
 
-- the Spark route: `_crm_reach`, `_name_conflicts` and `_hubs`, each materialised before the next;
-- the driver route: `guards_sql.guards_on_driver` whole (its inputs collected through Arrow, the guards as DuckDB
-  SQL, the results back as Spark frames).
+- the Spark route (`driver_max_rows=0`);
+- the driver route (`pipelines.identity.on_driver`: the observations collected through Arrow, every stage as
+  DuckDB SQL and scipy's union-find, the results back as Spark frames).
 
-Then both routes' outputs are compared row for row (the identifiers reaching too many CRM customers, the name
-conflicts, the hubs, the CRM customers each held-back identifier reaches); a difference fails the script.
-Prints one JSON document.
+Then both routes' results are compared row for row (the map and merges without their run columns); a difference
+fails the script. Prints one JSON document.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -43,73 +44,63 @@ def main() -> None:
     from atende.lakehouse.spark import build_spark_session
     from atende.lakehouse.tables import Lakehouse
     from atende.pipelines import schemas
-    from atende.pipelines.identity import assign_email_threads, build_identifier_observations, distinct_email_messages
-    from atende.pipelines.identity import resolution as R
+    from atende.pipelines.identity import (
+        assign_email_threads,
+        build_identifier_observations,
+        distinct_email_messages,
+        resolve_identities_with_report,
+    )
     from atende.pipelines.identity.graph import materialise
-    from atende.pipelines.identity.guards_sql import guards_on_driver
 
     settings = load_settings("local", conf_file=args.conf, environ={})
-    cfg = settings.identity
     spark = build_spark_session(settings, "atende-bench-identity-duckdb")
-    ident = ["identifier_type", "identifier"]
     try:
         lake = Lakehouse(spark, args.lakehouse, settings.storage)
         bronze = {s: lake.read_or_empty("bronze", s, schemas.BRONZE[s]) for s in schemas.SOURCES}
+        previous = lake.read("silver", "identity_map").cache() if lake.exists("silver", "identity_map") else None
+        n_previous = previous.count() if previous is not None else 0
         threads = materialise(assign_email_threads(distinct_email_messages(bronze["email"])))
         observations = build_identifier_observations(bronze, settings, email_threads=threads).cache()
         n_observations = observations.count()
-        # the guards' inputs, as the pipeline's stages give them (materialised there)
-        company = R._company_identifiers(observations, cfg)
-        obs = R._record_identifiers(observations, company, R._blocklisted(cfg))
-        n_rows = obs.count()
-        groups = materialise(R._groups(observations))
-        attributes, names = R._attributes_and_names(observations)
-        unit_of = R._units(groups)
-        crm = R._crm_customers(obs, attributes, names, cfg)
-        customer_names = materialise(crm.customer_names)
+        now = datetime.now(timezone.utc)
 
-        def timed(compute):
+        def resolve(driver_max_rows: int):
             started = time.perf_counter()
-            value = compute()
-            return value, round(time.perf_counter() - started, 2)
+            r = resolve_identities_with_report(observations, previous, settings, "bench", now,
+                                               driver_max_rows=driver_max_rows)
+            frames = {"map": r.identity_map.drop("run_id", "_written_at").cache(),
+                      "merges": r.merges.drop("run_id", "merged_at").cache(),
+                      "record_keys": r.record_keys.cache(), "exceptions": r.exceptions.cache()}
+            counts = {name: frame.count() for name, frame in frames.items()}
+            return frames, counts, round(time.perf_counter() - started, 2)
 
-        spark_rounds, driver_rounds = [], []
+        rounds: dict[str, list[float]] = {"spark": [], "driver": []}
+        results = {}
         for _ in range(args.rounds):
-            reach, t_reach = timed(lambda: R._crm_reach(obs, unit_of, crm.crm_customers, cfg))
-            conflicting, t_conf = timed(lambda r=reach: materialise(
-                R._name_conflicts(r, names, unit_of, customer_names, cfg)))
-            hubs, t_hubs = timed(lambda r=reach, c=conflicting: materialise(R._hubs(r, c, cfg)))
-            spark_rounds.append({"crm_reach": t_reach, "name_conflicts": t_conf, "hubs": t_hubs,
-                                 "total": round(t_reach + t_conf + t_hubs, 2)})
-            print(f"spark round {len(spark_rounds)}: {spark_rounds[-1]}", file=sys.stderr, flush=True)
-            guards, t_driver = timed(lambda: guards_on_driver(obs, unit_of, crm.crm_customers, names, customer_names,
-                                                              cfg, max_rows=max(n_rows, 1)))
-            driver_rounds.append(t_driver)
-            print(f"driver round {len(driver_rounds)}: {t_driver} s", file=sys.stderr, flush=True)
-
-        held = reach.shared.select(*ident).unionByName(conflicting.select(*ident)).unionByName(hubs.select(*ident))
+            for route, bound in (("spark", 0), ("driver", max(n_observations, 1))):
+                if route in results:
+                    for frame in results[route][0].values():
+                        frame.unpersist()
+                results[route] = resolve(bound)
+                rounds[route].append(results[route][2])
+                print(f"{route} round {len(rounds[route])}: {results[route][2]} s {results[route][1]}",
+                      file=sys.stderr, flush=True)
         compared = {}
-        for label, theirs, ours, cols in (
-            ("shared", reach.shared, guards.shared, [*ident, "crm_customers"]),
-            ("name_conflicts", conflicting, guards.conflicting, [*ident, "crm_customers"]),
-            ("hubs", hubs, guards.hubs, [*ident, "partners", "p_type", "crm_customers"]),
-            ("held_reached", reach.reached.join(held, on=ident, how="left_semi"), guards.reached, [*ident, "crm"]),
-        ):
-            a, b = theirs.select(*cols), ours.select(*cols)
-            differing = a.exceptAll(b).count() + b.exceptAll(a).count()
+        for name, theirs in results["spark"][0].items():
+            ours = results["driver"][0][name]
+            differing = theirs.exceptAll(ours).count() + ours.exceptAll(theirs).count()
             if differing:
-                raise SystemExit(f"the driver's {label} differ from Spark's in {differing} rows: "
-                                 "pipelines/identity/guards_sql.py no longer follows resolution.py")
-            compared[label] = a.count()
+                raise SystemExit(f"the driver's {name} differ from Spark's in {differing} rows: "
+                                 "pipelines/identity/on_driver.py no longer follows resolution.py")
+            compared[name] = results["spark"][1][name]
     finally:
         spark.stop()
     print(json.dumps({
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "duckdb": duckdb.__version__},
         "lakehouse": str(args.lakehouse),
         "observations": n_observations,
-        "identifier_rows": n_rows,
-        "spark_seconds": spark_rounds,
-        "driver_seconds": driver_rounds,
+        "previous_map_rows": n_previous,
+        "seconds": rounds,
         "same_rows": compared,
     }, indent=2))
 

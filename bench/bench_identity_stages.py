@@ -8,9 +8,9 @@ observations as the silver step does (cached, counted), then runs the resolution
 one computed before the next starts, and prints each stage's seconds. The stages are the pipeline's own functions
 (`pipelines.identity.resolution`), called here one by one: after the last round the record keys they give are
 compared with `resolve_identities_with_report`'s, so the script fails rather than time something the pipeline no
-longer does. The guards here are their Spark route (`_crm_reach`, `_name_conflicts`, `_hubs`); the pipeline runs
-them on the driver up to `guards_sql.DRIVER_MAX_ROWS` identifier rows (`bench_identity_duckdb.py` times both), so
-the final comparison also checks the two routes end in the same keys.
+longer does. These are the Spark route's stages; the pipeline runs them all on the driver up to
+`on_driver.DRIVER_MAX_ROWS` observations (`bench_identity_duckdb.py` times both routes), so the final comparison
+also checks the two routes end in the same keys.
 
 Four stages the pipeline leaves lazy (name conflicts, hubs, tie candidates, record components) are checkpointed
 here so that each has a time of its own: the rounds' totals are this script's, a few jobs more than the pipeline
@@ -55,7 +55,6 @@ def main() -> None:
     )
     from atende.pipelines.identity import resolution as R
     from atende.pipelines.identity.graph import connected_components, materialise
-    from atende.pipelines.identity.guards_sql import Guards
 
     settings = load_settings("local", conf_file=args.conf, environ={})
     spark = build_spark_session(settings, "atende-bench-identity-stages")
@@ -91,7 +90,7 @@ def main() -> None:
                 R._name_conflicts(reach, names, unit_of, crm.customer_names, cfg)))
             hubs = timed("hubs", lambda: materialise(R._hubs(reach, conflicting, cfg)))
             held = timed("held_back", lambda: R._held_back(
-                Guards(shared=reach.shared, conflicting=conflicting, hubs=hubs, reached=reach.reached), cfg))
+                R.Guards(shared=reach.shared, conflicting=conflicting, hubs=hubs, reached=reach.reached), cfg))
             records = timed("records", lambda: materialise(R._records(obs, groups, attributes)))
             linked = timed("graph_components", lambda: connected_components(
                 R._graph_edges(obs, held, records, unit_of, crm.dup_edges)))
