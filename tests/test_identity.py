@@ -695,6 +695,25 @@ def test_identity_gives_the_same_resolution_on_the_driver_and_in_spark(spark, se
         ("calls", "call-company", "phone", "+551130030000", at(4)), ("calls", "call-company", "email", "p1@x.com", at(4)),
         ("email", "mail-agent", "email", "agente@atende.com.br", at(4)), ("email", "mail-agent", "email_thread", "t-1", at(4)),
         ("email", "mail-customer", "email", "p2@x.com", at(3)), ("email", "mail-customer", "email_thread", "t-1", at(3)),
+        # a family phone of two registrations both named "lia mota" (told apart by birth date): a call from it
+        # naming "lia mota" fits both, so the tie-break places it with neither
+        *[row for crm_id, born in (("crm-lia-1", "1970-01-01"), ("crm-lia-2", "1999-09-09")) for row in (
+            ("crm", crm_id, "crm_id", crm_id, at(1)), ("crm", crm_id, "name", "lia mota", at(1)),
+            ("crm", crm_id, "phone", "+5521955554444", at(1)), ("crm", crm_id, "birth_date", born, at(1)))],
+        ("calls", "call-lia", "phone", "+5521955554444", at(5)), ("calls", "call-lia", "name", "lia mota", at(5)),
+        # a handle-only record with a three-token name: placed with the one CRM customer of that name, and not when
+        # two customers bear it
+        ("crm", "crm-joana", "crm_id", "crm-joana", at(1)), ("crm", "crm-joana", "name", "joana maria prado", at(1)),
+        ("conversations", "cv-joana", "handle", "instagram:joana", at(5)),
+        ("conversations", "cv-joana", "name", "joana maria prado", at(5)),
+        *[row for crm_id in ("crm-rita-1", "crm-rita-2") for row in (
+            ("crm", crm_id, "crm_id", crm_id, at(1)), ("crm", crm_id, "name", "rita maria alves", at(1)))],
+        ("conversations", "cv-rita", "handle", "instagram:rita", at(5)),
+        ("conversations", "cv-rita", "name", "rita maria alves", at(5)),
+        # an agent's reply filed in two threads, each a different customer's: it inherits the first thread's
+        ("email", "mail-q1", "email", "q1@y.org", at(2)), ("email", "mail-q1", "email_thread", "t-q1", at(2)),
+        ("email", "mail-q2", "email", "q2@y.org", at(2)), ("email", "mail-q2", "email_thread", "t-q2", at(2)),
+        ("email", "mail-reply", "email_thread", "t-q2", at(3)), ("email", "mail-reply", "email_thread", "t-q1", at(3)),
         # a chain of four addresses, each record carrying two: one component of four identifiers
         *[row for i in range(3) for row in (("conversations", f"chain-{i}", "email", f"chain{i}@y.org", at(4, i)),
                                             ("conversations", f"chain-{i}", "email", f"chain{i + 1}@y.org", at(4, i)))],

@@ -6,8 +6,10 @@ wherever a record carries an identifier. A customer is a connected component
 (`graph.connected_components`: on the driver up to `DRIVER_MAX_EDGES` edges, else in
 Spark with the large-star / small-star algorithm).
 
-Over-merge guards (computed as DuckDB SQL on the driver up to `guards_sql.DRIVER_MAX_ROWS` identifier rows, in
-Spark above; the same rows either way):
+Up to `on_driver.DRIVER_MAX_ROWS` observations the whole resolution below runs on the driver (`on_driver`: DuckDB
+SQL, scipy for the graph), above in Spark (`resolution`); the same rows either way.
+
+Over-merge guards:
 - an identifier that reaches more distinct CRM customers than
   `identity.max_customers_per_identifier[type]` (a family phone, a shared tablet)
   does not link. Reach counts the crm_ids on the records carrying it and the
