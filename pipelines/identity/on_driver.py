@@ -9,14 +9,17 @@ to `DRIVER_MAX_ROWS` observations (five short strings and a timestamp each: abou
 Spark (the map, the merges, the record keys, the exceptions); above it (several million customers) resolution
 stays in Spark, whose functions in `resolution` this SQL follows statement by statement (each statement names its
 twin). Strings compare by their bytes in both (DuckDB's default collation is binary, as Spark's UTF-8
-comparison), so the min/max tie-breaks agree; DuckDB's `levenshtein` counts bytes where Spark's counts characters,
-the same on names `normalize_person_name` reduced to a-z and spaces; structs compare field by field in both (no
-field compared here is null). The two expressions that are Spark functions of the settings (the blocklist, the
+comparison), so the min/max tie-breaks agree; both `levenshtein`s count characters (the names are
+`normalize_person_name`'s a-z and spaces anyway); structs compare field by field in both (DuckDB orders a null field
+last, Spark first: no field compared here is null). Timestamps keep their instant (they travel through Arrow as UTC
+instants; min and max compare instants, whatever the connection's time zone). A DuckDB error for want of memory (its working memory and the spill folder
+exhausted) is logged and the resolution falls back to Spark: the run slows, it does not stop. The two expressions that are Spark functions of the settings (the blocklist, the
 company's domains) are computed in Spark as columns of the collect, so they have one home. A test checks both
 routes give the same map, merges, record keys and exceptions on random observations and at every guard's limits.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -40,7 +43,10 @@ from atende.pipelines.identity.common import (
 )
 from atende.pipelines.identity.graph import components_arrow
 
-# the most observations (IDENTIFIER_OBSERVATIONS rows) resolved on the driver; 0: always in Spark
+_log = logging.getLogger(__name__)
+
+# the most observations (IDENTIFIER_OBSERVATIONS rows), and rows of the previous map, resolved on the driver; 0:
+# always in Spark
 DRIVER_MAX_ROWS = 2_000_000
 # DuckDB's working memory; beyond it, its operators spill to a temporary folder
 _MEMORY_LIMIT = "2GB"
@@ -420,20 +426,33 @@ def resolve_on_driver(
     """Identity resolution of `observations` (IDENTIFIER_OBSERVATIONS) on the driver: Arrow tables `identity`
     (`identifier_type, identifier, customer_key, first_seen_at, last_seen_at`), `record_keys` (`source, record_id,
     customer_key`), `exceptions` (IDENTITY_EXCEPTIONS' columns) and `merges` (`retired_key, surviving_key, kind`;
-    empty without a previous map), or None when there are more than `max_rows` observations (default
-    `DRIVER_MAX_ROWS`; 0: always None) and resolution stays in Spark. `blocked`, `in_company_domain`: the Spark
-    columns (over `identifier_type, identifier`) saying an observation is blocklisted, an address in the company's
-    domains."""
+    empty without a previous map), or None when resolution stays in Spark: more than `max_rows` observations or
+    previous map rows (default `DRIVER_MAX_ROWS`; 0: always None), or DuckDB out of memory (logged). `blocked`,
+    `in_company_domain`: the Spark columns (over `identifier_type, identifier`) saying an observation is
+    blocklisted, an address in the company's domains."""
     import duckdb
 
+    bound = DRIVER_MAX_ROWS if max_rows is None else max_rows
     gathered = arrow_up_to(
         observations.select("source", "record_id", "identifier_type", "identifier", "seen_at",
-                            blocked.alias("blocked"), in_company_domain.alias("in_company_domain")),
-        DRIVER_MAX_ROWS if max_rows is None else max_rows)
+                            blocked.alias("blocked"), in_company_domain.alias("in_company_domain")), bound)
     if gathered is None:
         return None
-    previous = None if previous_map is None else previous_map.select(
-        "identifier_type", "identifier", "customer_key", blocked.alias("blocked")).toArrow()
+    previous = None
+    if previous_map is not None:
+        previous = arrow_up_to(previous_map.select("identifier_type", "identifier", "customer_key",
+                                                   blocked.alias("blocked")), bound)
+        if previous is None:
+            return None
+    try:
+        return _resolve(duckdb, gathered, previous, cfg)
+    except duckdb.OutOfMemoryException as error:
+        _log.warning("identity resolution on the driver ran out of memory (%s): resolving in Spark instead", error)
+        return None
+
+
+def _resolve(duckdb, gathered: pa.Table, previous: pa.Table | None, cfg: IdentitySettings) -> dict[str, pa.Table]:
+    """`resolve_on_driver`'s answer from its collected inputs."""
     with tempfile.TemporaryDirectory(prefix="atende-identity-") as spill:
         con = duckdb.connect(config={"threads": _cores(), "memory_limit": _MEMORY_LIMIT, "temp_directory": spill})
         try:

@@ -267,10 +267,10 @@ def resolve_identities_with_report(
         spark = observations.sparkSession
         return IdentityResolution(
             identity_map=_identity_map(driver_frame(spark, resolved["identity"], "identifier"), run_id, now),
-            merges=_merge_rows(spark.createDataFrame(resolved["merges"]), run_id, now),
+            merges=_merge_rows(driver_frame(spark, resolved["merges"], "retired_key"), run_id, now),
             record_keys=driver_frame(spark, resolved["record_keys"], "record_id").select(
                 *[F.col(f.name).cast(f.dataType).alias(f.name) for f in RECORD_KEYS.fields]),
-            exceptions=spark.createDataFrame(resolved["exceptions"]).select(
+            exceptions=driver_frame(spark, resolved["exceptions"], "identifier").select(
                 *[F.col(f.name).cast(f.dataType).alias(f.name) for f in IDENTITY_EXCEPTIONS.fields]),
         )
     company = _company_identifiers(observations, cfg)
