@@ -769,3 +769,29 @@ def test_identity_gives_the_same_resolution_on_the_driver_and_in_spark(spark, se
         assert routes[2:] == [(n_rows, True), (n_rows, False)]
     if variant == "tight":  # without a previous map: no merges either way
         assert resolved(10**9, None) == resolved(0, None)
+
+
+def test_identity_falls_back_to_spark_when_duckdb_runs_out_of_memory(spark, settings, monkeypatch, caplog):
+    """DuckDB out of memory (its working memory and spill folder exhausted) slows the run, it does not stop it: the
+    resolution is computed in Spark, and the log says why."""
+    import logging
+
+    import duckdb
+
+    from atende.pipelines.identity import on_driver
+
+    def exhausted(*args, **kwargs):
+        raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256.0 KiB")
+
+    obs = observations(spark, [
+        ("crm", "c1", "crm_id", "c1", at(1)), ("crm", "c1", "email", "ana@x.com", at(1)),
+        ("conversations", "v1", "email", "ana@x.com", at(2)), ("conversations", "v1", "phone", "+5511912345678", at(2)),
+        ("calls", "k1", "phone", "+5511912345678", at(3)),
+    ])
+    in_spark = sorted(map(tuple, resolve_identities_with_report(obs, None, settings, "r", RUN1, driver_max_rows=0)
+                          .record_keys.collect()))
+    monkeypatch.setattr(on_driver, "_resolve", exhausted)
+    with caplog.at_level(logging.WARNING, logger="atende.pipelines.identity.on_driver"):
+        fell_back = sorted(map(tuple, resolve_identities_with_report(obs, None, settings, "r", RUN1).record_keys.collect()))
+    assert fell_back == in_spark and len({key for _, _, key in fell_back}) == 1
+    assert any("ran out of memory" in r.getMessage() and "in Spark instead" in r.getMessage() for r in caplog.records)
