@@ -1,21 +1,24 @@
 """Identity resolution on the driver: every stage of `resolution.resolve_identities_with_report` as DuckDB SQL (and
 scipy's union-find for the graph), for observations that fit there.
 
-Why a second route: at 100,000 customers x 30 days identity's stages cost 110-130 s in Spark (about sixty
+Why a second route: at 100,000 customers x 30 days identity's stages cost 123-130 s in Spark (about sixty
 materialised joins and aggregations over ~1.1 million observations, each paying Spark's per-stage cost on two
-cores; bench/RESULTS.md, sessions 40 and 41), most of it fixed cost: a 250-record zone paid a third of that. Up
-to `DRIVER_MAX_ROWS` observations (five short strings and a timestamp each: about 150 bytes a row on the driver,
-300 MB at the limit) they are collected once through Arrow, resolved here, and only the four results go back to
-Spark (the map, the merges, the record keys, the exceptions); above it (several million customers) resolution
-stays in Spark, whose functions in `resolution` this SQL follows statement by statement (each statement names its
-twin). Strings compare by their bytes in both (DuckDB's default collation is binary, as Spark's UTF-8
-comparison), so the min/max tie-breaks agree; both `levenshtein`s count characters (the names are
-`normalize_person_name`'s a-z and spaces anyway); structs compare field by field in both (DuckDB orders a null field
-last, Spark first: no field compared here is null). Timestamps keep their instant (they travel through Arrow as UTC
-instants; min and max compare instants, whatever the connection's time zone). A DuckDB error for want of memory (its working memory and the spill folder
-exhausted) is logged and the resolution falls back to Spark: the run slows, it does not stop. The two expressions that are Spark functions of the settings (the blocklist, the
+cores) and 16-20 s here, same rows (bench/RESULTS.md, session 41; `bench/bench_identity_duckdb.py`). Up to
+`DRIVER_MAX_ROWS` observations (five short strings and a timestamp each: about 150 bytes a row on the driver, 300 MB
+at the limit) they are collected once through Arrow, resolved here, and only the four results go back to Spark (the
+map, the merges, the record keys, the exceptions); above it (several million customers) resolution stays in Spark,
+whose functions in `resolution` this SQL follows statement by statement (each statement names its twin).
+
+What keeps the two routes' rows equal: strings compare by their bytes in both (DuckDB's default collation is
+binary, as Spark's UTF-8 comparison), so the min/max tie-breaks agree; both `levenshtein`s count characters (the
+names are `normalize_person_name`'s a-z and spaces anyway); structs compare field by field in both (DuckDB orders a
+null field last, Spark first: no field compared here is null); timestamps travel through Arrow as UTC instants and
+min/max compare instants. The two expressions that are Spark functions of the settings (the blocklist, the
 company's domains) are computed in Spark as columns of the collect, so they have one home. A test checks both
 routes give the same map, merges, record keys and exceptions on random observations and at every guard's limits.
+
+A DuckDB error for want of memory (its working memory and the spill folder exhausted) is logged and the resolution
+falls back to Spark: the run slows, it does not stop.
 """
 from __future__ import annotations
 
