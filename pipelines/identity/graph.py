@@ -19,8 +19,8 @@ from atende.pipelines.frames import arrow_up_to, executors_in_driver
 
 # the largest edge list solved on the driver (see the module's docstring); 0 keeps every graph in Spark
 DRIVER_MAX_EDGES = 2_000_000
-# up to this many nodes a graph solved on the driver comes back as a local relation (its rows inside the plan:
-# cheaper than one more job to checkpoint it); above, checkpointed (see `_components_on_driver`).
+# up to this many rows a table computed on the driver (a graph's nodes, identity's results) comes back as a local
+# relation (its rows inside the plan: cheaper than one more job to checkpoint it); above, checkpointed (`driver_frame`).
 # An estimate, not a measured crossover: at 357,000 nodes a join with the local relation cost ~10 us a row more,
 # so at 10,000 nodes and the half-dozen joins identity makes with it, about what a checkpoint job costs
 LOCAL_FRAME_MAX_NODES = 10_000

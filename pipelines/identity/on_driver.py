@@ -179,8 +179,8 @@ def guard_sql(cfg: IdentitySettings) -> list[str]:
     (`source, record_id, unit`), `crm_customers` (`crm_id, customer`), `typed_names` (`source, record_id, name`),
     `customer_names` (`customer, crm_name`) and `_settings_tables`: tables `shared`, `conflicting`, `hubs` and
     `held_reached`."""
-    s = SEP.replace("'", "''")
-    record_node = f"'r{s}' || o.source || '{s}' || o.record_id"  # resolution._record_node
+    s = _S
+    record_node = _node("r", "o.source", "o.record_id")
     statements = [
         # resolution._crm_reach
         f"""CREATE TEMP TABLE obs_u AS
